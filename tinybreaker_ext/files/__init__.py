@@ -1,0 +1,1 @@
+"""Reading, classifying, finding and downloading model files (safetensors only; never pickle)."""

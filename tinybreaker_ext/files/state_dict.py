@@ -1,0 +1,37 @@
+"""Helpers that treat a plain dict of tensors and a lazy file view the same way.
+
+Loaders take any ``Mapping[str, torch.Tensor]``. A lazy view (see ``safetensors_file``) also answers
+``shape(key)`` and ``dtype(key)`` without reading the tensor, which is what config inference needs.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+
+def shape_of(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+    shape = getattr(state_dict, "shape", None)
+    if callable(shape):
+        return tuple(shape(key))
+    return tuple(state_dict[key].shape)
+
+
+def dtype_of(state_dict: Mapping[str, torch.Tensor], key: str) -> torch.dtype:
+    dtype = getattr(state_dict, "dtype", None)
+    if callable(dtype):
+        return dtype(key)
+    return state_dict[key].dtype
+
+
+def with_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries under ``prefix`` with the prefix removed (reads tensors of a lazy view)."""
+    sub = getattr(state_dict, "prefixed", None)
+    if callable(sub):
+        return sub(prefix)
+    return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+
+
+def has_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> bool:
+    return any(key.startswith(prefix) for key in state_dict.keys())

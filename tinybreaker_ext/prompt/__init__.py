@@ -1,0 +1,1 @@
+"""TinyBreaker's prompt language: inline `--` parameters, templates, styles and image sizes."""
