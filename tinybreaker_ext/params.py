@@ -1,0 +1,289 @@
+"""The one validated model of the TinyBreaker script's parameters.
+
+UI controls, API arguments (a positional list or one dict of named fields), infotext write and paste-back, the
+``/tinybreaker/v1/options`` schema and the XYZ-plot axes are all derived from ``FIELDS``. Plain dataclasses instead
+of pydantic because the hosts pin pydantic 1 (A1111, reForge) and 2 (Forge); this code is the same on both.
+
+Zero / "style" values mean "take it from the selected style", so an API caller can send only what it changes.
+New fields are only ever appended to ``FIELDS``: the positional API order must stay stable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .errors import ParameterError
+
+FROM_STYLE = "style"
+BASE_SAMPLERS = (FROM_STYLE, "euler", "euler_ancestral", "lms", "dpmpp_2m", "dpmpp_2m_sde", "deis", "uni_pc", "ddim")
+BASE_SCHEDULERS = (FROM_STYLE, "simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta")
+T5_MODES = ("auto", "gpu", "cpu", "stream")
+SIZE_PRESETS = ("custom", "1:1", "4:3", "3:2", "16:10", "16:9", "2:1", "21:9", "12:5", "70:27", "32:9")
+ORIENTATIONS = ("landscape", "portrait")
+SIZE_SCALES = ("medium", "large")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    kind: type  # bool, int, float or str
+    default: Any
+    label: str
+    infotext_key: str
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None  # fixed choices; None = free text (checked where the value is used)
+    help: str = ""
+    xyz: bool = False  # offered as an XYZ-plot axis
+
+    def describe_allowed(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind is bool:
+            return "true or false"
+        if self.minimum is not None and self.maximum is not None:
+            kind = "an integer" if self.kind is int else "a number"
+            return f"{kind} from {_fmt(self.minimum)} to {_fmt(self.maximum)}"
+        return {int: "an integer", float: "a number", str: "a string"}[self.kind]
+
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("enabled", bool, False, "TinyBreaker", "TinyBreaker"),
+    FieldSpec("checkpoint", str, "", "Checkpoint", "TinyBreaker model",
+              help="TinyBreaker or PixArt-Sigma file name; empty = the first one found"),
+    FieldSpec("t5_file", str, "", "T5 encoder", "TinyBreaker T5",
+              help="T5-XXL encoder file name; empty = the first one found"),
+    FieldSpec("style", str, "PHOTO", "Style", "TinyBreaker style", help="a style name, or 'none'"),
+    FieldSpec("base_sampler", str, FROM_STYLE, "Base sampler", "TinyBreaker base sampler", choices=BASE_SAMPLERS),
+    FieldSpec("base_scheduler", str, FROM_STYLE, "Base schedule", "TinyBreaker base schedule",
+              choices=BASE_SCHEDULERS),
+    FieldSpec("base_steps", int, 0, "Base steps (0 = style)", "TinyBreaker base steps", 0, 100, 1, xyz=True),
+    FieldSpec("base_cfg", float, 0.0, "Base CFG (0 = style)", "TinyBreaker base CFG", 0.0, 30.0, 0.1, xyz=True),
+    FieldSpec("refine_strength", float, 0.0, "Refine strength (0 = style)", "TinyBreaker refine strength",
+              0.0, 1.0, 0.01, xyz=True),
+    FieldSpec("refine_steps", int, 0, "Refine steps (0 = style)", "TinyBreaker refine steps", 0, 100, 1, xyz=True),
+    FieldSpec("refine_cfg", float, 0.0, "Refine CFG (0 = style)", "TinyBreaker refine CFG", 0.0, 30.0, 0.1,
+              xyz=True),
+    FieldSpec("detail_level", int, 0, "Detail level", "TinyBreaker detail level", -9, 9, 1, xyz=True,
+              help="more or fewer refine steps at a higher or lower start, like the reference's --detail-level"),
+    FieldSpec("image_shift", int, 0, "Image shift", "TinyBreaker image shift", 0, 1_000_000, 1, xyz=True,
+              help="changes the refine noise only, keeping the composition"),
+    FieldSpec("cfg_shift", int, 0, "CFG shift", "TinyBreaker CFG shift", -20, 20, 1, xyz=True,
+              help="adds 0.2 per step to the base CFG"),
+    FieldSpec("t5_mode", str, "auto", "T5 placement", "TinyBreaker T5 mode", choices=T5_MODES),
+)
+
+FIELD_BY_NAME: dict[str, FieldSpec] = {spec.name: spec for spec in FIELDS}
+FIELD_NAMES: tuple[str, ...] = tuple(FIELD_BY_NAME)
+
+
+@dataclass(frozen=True)
+class TinyBreakerParams:
+    enabled: bool = False
+    checkpoint: str = ""
+    t5_file: str = ""
+    style: str = "PHOTO"
+    base_sampler: str = FROM_STYLE
+    base_scheduler: str = FROM_STYLE
+    base_steps: int = 0
+    base_cfg: float = 0.0
+    refine_strength: float = 0.0
+    refine_steps: int = 0
+    refine_cfg: float = 0.0
+    detail_level: int = 0
+    image_shift: int = 0
+    cfg_shift: int = 0
+    t5_mode: str = "auto"
+
+    def replace(self, **changes: Any) -> "TinyBreakerParams":
+        return from_dict({**self.as_dict(), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def as_args(self) -> list[Any]:
+        """The positional API/UI argument list, in ``FIELDS`` order."""
+        return [getattr(self, name) for name in FIELD_NAMES]
+
+
+def coerce(spec: FieldSpec, value: Any) -> Any:
+    """Turn an API/UI/infotext value into the field's type, or raise a ParameterError naming the field."""
+    allowed = spec.describe_allowed()
+    if value is None:
+        return spec.default
+    if spec.kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
+            return value.strip().lower() in _TRUE_WORDS
+        raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
+    if spec.kind in (int, float):
+        number = _to_number(spec, value, allowed)
+        if spec.kind is int:
+            if not float(number).is_integer():
+                raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
+            number = int(number)
+        else:
+            number = float(number)
+        if (spec.minimum is not None and number < spec.minimum) or (
+                spec.maximum is not None and number > spec.maximum):
+            raise ParameterError(spec.name, f"{_fmt(number)} is out of range; expected {allowed}")
+        return number
+    if not isinstance(value, str):
+        raise ParameterError(spec.name, f"got {type(value).__name__} {value!r}; expected {allowed}")
+    value = value.strip()
+    if spec.choices is not None:
+        match = _match_choice(value, spec.choices)
+        if match is None:
+            raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
+        return match
+    return value
+
+
+def from_dict(values: Mapping[str, Any], base: TinyBreakerParams | None = None) -> TinyBreakerParams:
+    """Named fields (the API's dict form); unknown names are an error that lists the known ones."""
+    if not isinstance(values, Mapping):
+        raise ParameterError("args", f"expected a dict of named fields, got {type(values).__name__}")
+    unknown = [key for key in values if key not in FIELD_BY_NAME]
+    if unknown:
+        raise ParameterError(str(unknown[0]), "unknown field; known fields are " + ", ".join(FIELD_NAMES))
+    current = (base or TinyBreakerParams()).as_dict()
+    for key, value in values.items():
+        current[key] = coerce(FIELD_BY_NAME[key], value)
+    return TinyBreakerParams(**current)
+
+
+def from_script_args(args: Sequence[Any]) -> TinyBreakerParams:
+    """The script's argument slice: positional values in ``FIELDS`` order, or one dict of named fields.
+
+    A dict may also follow the positional values (e.g. ``[true, {"base_steps": 14}]``): it overrides them. Missing
+    trailing values keep their defaults; extra positional values are an error (they would silently mean nothing).
+    """
+    args = list(args)
+    named: dict[str, Any] = {}
+    if args and isinstance(args[-1], Mapping):
+        named = dict(args.pop())
+    if any(isinstance(arg, Mapping) for arg in args):
+        raise ParameterError("args", "a dict of named fields must be the last argument")
+    if len(args) > len(FIELDS):
+        raise ParameterError("args", f"got {len(args)} positional values; at most {len(FIELDS)} are defined "
+                                     f"({', '.join(FIELD_NAMES)})")
+    positional = {spec.name: coerce(spec, value) for spec, value in zip(FIELDS, args)}
+    return from_dict(named, base=TinyBreakerParams(**{**TinyBreakerParams().as_dict(), **positional}))
+
+
+def to_infotext(params: TinyBreakerParams) -> dict[str, Any]:
+    """Namespaced infotext keys; 'TinyBreaker: on' marks the image. Defaults are written too, so a paste restores."""
+    if not params.enabled:
+        return {}
+    fields: dict[str, Any] = {}
+    for spec in FIELDS:
+        value = getattr(params, spec.name)
+        if spec.name == "enabled":
+            fields[spec.infotext_key] = "on"
+        elif spec.kind is bool:
+            fields[spec.infotext_key] = "on" if value else "off"
+        elif spec.kind is float:
+            fields[spec.infotext_key] = _fmt(value)
+        elif value != "" or spec.kind is not str:
+            fields[spec.infotext_key] = value
+    return fields
+
+
+def from_infotext(infotext: Mapping[str, str]) -> dict[str, Any]:
+    """Field values found in a parsed infotext dict (host's parser output). Bad values are skipped, not raised:
+    a pasted infotext from another version must never stop the paste of everything else."""
+    found: dict[str, Any] = {}
+    if infotext.get(FIELD_BY_NAME["enabled"].infotext_key) is None:
+        return found
+    for spec in FIELDS:
+        raw = infotext.get(spec.infotext_key)
+        if raw is None:
+            continue
+        try:
+            found[spec.name] = coerce(spec, raw)
+        except ParameterError:
+            continue
+    found["enabled"] = str(infotext.get(FIELD_BY_NAME["enabled"].infotext_key)).strip().lower() in _TRUE_WORDS
+    return found
+
+
+def options_schema(dynamic_choices: Mapping[str, Iterable[str]] | None = None) -> dict[str, Any]:
+    """The JSON schema-like description served at /tinybreaker/v1/options."""
+    dynamic_choices = dynamic_choices or {}
+    fields = []
+    for index, spec in enumerate(FIELDS):
+        entry: dict[str, Any] = {
+            "index": index, "name": spec.name, "type": spec.kind.__name__, "default": spec.default,
+            "label": spec.label, "infotext": spec.infotext_key,
+        }
+        if spec.minimum is not None:
+            entry["minimum"] = spec.minimum
+        if spec.maximum is not None:
+            entry["maximum"] = spec.maximum
+        choices = dynamic_choices.get(spec.name, spec.choices)
+        if choices is not None:
+            entry["choices"] = list(choices)
+        if spec.help:
+            entry["help"] = spec.help
+        fields.append(entry)
+    return {"script": "TinyBreaker", "args": "positional list in this order, or one dict of named fields",
+            "fields": fields}
+
+
+def xyz_fields() -> list[FieldSpec]:
+    return [spec for spec in FIELDS if spec.xyz]
+
+
+_TRUE_WORDS = {"true", "on", "yes", "1", "enabled"}
+_FALSE_WORDS = {"false", "off", "no", "0", "disabled", ""}
+
+
+def _to_number(spec: FieldSpec, value: Any, allowed: str) -> float:
+    if isinstance(value, bool):  # bool is an int subclass; True as "1 step" is a caller's bug
+        raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ParameterError(spec.name, f"got {value!r}; expected {allowed}") from None
+    else:
+        raise ParameterError(spec.name, f"got {type(value).__name__} {value!r}; expected {allowed}")
+    if not math.isfinite(number):
+        raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
+    return number
+
+
+def _match_choice(value: str, choices: tuple[str, ...]) -> str | None:
+    lowered = value.lower()
+    for choice in choices:
+        if choice.lower() == lowered:
+            return choice
+    return None
+
+
+def _fmt(number: float) -> str:
+    """Clean number text for messages and infotext: 3.2, not 3.2000000000000002; 5, not 5.0."""
+    number = float(number)
+    if number.is_integer():
+        return str(int(number))
+    return f"{number:.6g}"
+
+
+def field_label_callable(name: str) -> Callable[[Mapping[str, str]], Any]:
+    """For a host's infotext_fields: a callable that pulls one field's pasted value out of the parsed dict."""
+    spec = FIELD_BY_NAME[name]
+
+    def pick(infotext: Mapping[str, str]) -> Any:
+        values = from_infotext(infotext)
+        return values.get(name, spec.default) if values else None
+
+    return pick
