@@ -1,0 +1,69 @@
+"""Where our modules live while a stage runs: the core's own policy, and the protocol host adapters implement.
+
+A stage asks ``placement.use(module)`` for the time it computes; the placement decides whether the module is
+moved to the compute device and whether it goes back afterwards. Peak device memory is then the largest single
+stage, not the sum (with the ``offload`` policy). Host adapters (``tinybreaker_ext.webui.host_*``) provide
+placements backed by the host's own memory manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Protocol
+
+import torch
+from torch import nn
+
+MEMORY_POLICIES = ("auto", "gpu", "offload")
+
+
+class ModulePlacement(Protocol):
+    device: torch.device
+
+    def use(self, module: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+        """Context in which ``module`` is ready to compute on ``device``."""
+
+    def make_room(self, bytes_needed: int) -> None:
+        """Ask for free device memory before streaming weights by hand (T5 ``stream`` mode)."""
+
+
+class MovePlacement:
+    """The core's placement: ``gpu`` keeps modules on the device once moved; ``offload`` moves each one back to
+    the CPU after its stage; ``auto`` is ``offload`` on CUDA devices with less than 12 GiB and ``gpu`` otherwise."""
+
+    def __init__(self, device: torch.device | str = "cpu", policy: str = "auto"):
+        if policy not in MEMORY_POLICIES:
+            raise ValueError(f"memory policy must be one of {MEMORY_POLICIES}, got {policy!r}")
+        self.device = torch.device(device)
+        self.policy = _resolve_policy(self.device, policy)
+
+    @contextlib.contextmanager
+    def use(self, module: nn.Module) -> Iterator[nn.Module]:
+        module.to(self.device)
+        try:
+            yield module
+        finally:
+            if self.policy == "offload" and self.device.type != "cpu":
+                module.to("cpu")
+                _empty_cache(self.device)
+
+    def make_room(self, bytes_needed: int) -> None:
+        _empty_cache(self.device)
+
+
+def module_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+def _resolve_policy(device: torch.device, policy: str) -> str:
+    if policy != "auto":
+        return policy
+    if device.type == "cuda" and torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(device).total_memory
+        return "offload" if total < 12 * 1024**3 else "gpu"
+    return "gpu"
+
+
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,67 @@
+"""HTTP routes: GET /tinybreaker/v1/models, /options and /styles, behind the host's --api-auth when it is on."""
+
+from __future__ import annotations
+
+import os
+from secrets import compare_digest
+
+from .. import params
+from . import locations
+from .styles_source import style_names
+
+ROUTE_PREFIX = "/tinybreaker/v1"
+
+
+def list_models() -> dict:
+    from ..files.finder import ModelFinder
+
+    dirs = locations.model_dirs()
+    finder = ModelFinder(dirs)
+    result = {"folders": dirs}
+    for role in ("checkpoint", "t5"):
+        result[role] = [{"name": os.path.basename(info.path), "path": info.path, "kind": info.kind.name.lower(),
+                         "description": info.description} for info in finder.candidates(role)]
+    return result
+
+
+def dynamic_choices() -> dict[str, list[str]]:
+    models = list_models()
+    return {"checkpoint": [""] + [entry["name"] for entry in models["checkpoint"]],
+            "t5_file": [""] + [entry["name"] for entry in models["t5"]],
+            "style": style_names()}
+
+
+def register_routes(app) -> None:
+    from fastapi import Depends
+
+    dependencies = [Depends(_auth_dependency())] if _credentials() else []
+    app.add_api_route(f"{ROUTE_PREFIX}/models", list_models, methods=["GET"], dependencies=dependencies)
+    app.add_api_route(f"{ROUTE_PREFIX}/options", lambda: params.options_schema(dynamic_choices()), methods=["GET"],
+                      dependencies=dependencies)
+    app.add_api_route(f"{ROUTE_PREFIX}/styles", lambda: {"styles": style_names()}, methods=["GET"],
+                      dependencies=dependencies)
+
+
+def _credentials() -> dict[str, str]:
+    from modules import shared
+
+    auth = getattr(shared.cmd_opts, "api_auth", None)
+    if not auth:
+        return {}
+    pairs = (item.split(":", 1) for item in auth.split(",") if ":" in item)
+    return {user: password for user, password in pairs}
+
+
+def _auth_dependency():
+    """The same HTTP basic check the host's own /sdapi routes use (``Api.auth``)."""
+    from fastapi import Depends, HTTPException
+    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+    def check(credentials: HTTPBasicCredentials = Depends(HTTPBasic())):
+        expected = _credentials().get(credentials.username)
+        if expected is not None and compare_digest(credentials.password, expected):
+            return True
+        raise HTTPException(status_code=401, detail="Incorrect username or password",
+                            headers={"WWW-Authenticate": "Basic"})
+
+    return check

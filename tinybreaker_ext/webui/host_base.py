@@ -1,0 +1,56 @@
+"""What every host adapter provides. One subclass per host; the rest of the WebUI layer only talks to this."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+class HostAdapter:
+    name = "generic"
+
+    def compute_device(self) -> torch.device:
+        raise NotImplementedError
+
+    def compute_dtype(self, device: torch.device, preference: str = "auto") -> torch.dtype:
+        """PixArt/TAESD dtype: the user's setting, else bf16 where the GPU has it, fp16 on other GPUs, fp32 on CPU."""
+        if preference in ("fp32", "float32") or device.type == "cpu":
+            return torch.float32
+        if preference in ("fp16", "float16"):
+            return torch.float16
+        if preference in ("bf16", "bfloat16"):
+            return torch.bfloat16
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+
+    def placement(self):
+        """A ``tinybreaker_ext.placement.ModulePlacement`` backed by the host's memory manager."""
+        raise NotImplementedError
+
+    def before_tinybreaker(self, sd_model) -> None:
+        """Make room on the device for our stage (the host model may have to leave)."""
+
+    def after_tinybreaker(self, sd_model) -> None:
+        """Give the device back so the host's refine pass finds its model where it expects it."""
+
+    def before_host_sampling(self, p) -> None:
+        """Host bookkeeping the txt2img ``sample()`` does right before its sampler (Forge/reForge LoRA objects)."""
+
+    def no_autocast(self):
+        return contextlib.nullcontext()
+
+    def latent_channels(self, sd_model) -> int:
+        return int(getattr(sd_model, "latent_channels", 4))
+
+    def is_sd1(self, sd_model) -> bool:
+        return bool(getattr(sd_model, "is_sd1", False))
+
+    def describe_model(self, sd_model) -> str:
+        for flag, label in (("is_sdxl", "SDXL"), ("is_sd3", "SD3"), ("is_sd2", "SD2"), ("is_flux", "Flux")):
+            if getattr(sd_model, flag, False):
+                return label
+        if sd_model is None or type(sd_model).__name__ == "FakeInitialModel":
+            return "no model"
+        return type(sd_model).__name__

@@ -1,0 +1,69 @@
+"""Where the host keeps our files: model folders (default models/TinyBreaker, --tinybreaker-dir, extra folders
+from Settings, the host's text-encoder folder), style folders, and the host's own tokenizer copies."""
+
+from __future__ import annotations
+
+import os
+
+SETTING_EXTRA_DIRS = "tinybreaker_extra_dirs"
+SETTING_T5_MODE = "tinybreaker_t5_mode"
+SETTING_DTYPE = "tinybreaker_compute_dtype"
+SETTING_STYLE_DIRS = "tinybreaker_style_dirs"
+
+
+def option(key: str, default):
+    """Settings may be read before the UI registered them (--nowebui), so never assume a key exists."""
+    from modules import shared
+
+    return shared.opts.data.get(key, default)
+
+
+def tinybreaker_dir() -> str:
+    from modules import paths, shared
+
+    configured = getattr(shared.cmd_opts, "tinybreaker_dir", None)
+    return configured or os.path.join(paths.models_path, "TinyBreaker")
+
+
+def model_dirs() -> list[str]:
+    """Folders searched for checkpoints and T5 files, most specific first; only existing ones."""
+    from modules import paths
+
+    dirs = [tinybreaker_dir()]
+    dirs += split_dirs(option(SETTING_EXTRA_DIRS, ""))
+    dirs += [os.path.join(paths.models_path, name) for name in ("text_encoder", "CLIP", "t5")]
+    return unique_existing(dirs)
+
+
+def host_tokenizer_dirs() -> list[str]:
+    """Tokenizer copies the hosts ship in-tree (found relative to the WebUI's root)."""
+    from modules import paths
+
+    root = getattr(paths, "script_path", os.getcwd())
+    candidates = [
+        os.path.join(root, "ldm_patched", "modules", "t5_tokenizer"),  # reForge
+        # Forge: the T5 v1.1 tokenizer of SD3 and Flux (same vocabulary as T5-XXL's)
+        os.path.join(root, "backend", "huggingface", "stabilityai", "stable-diffusion-3-medium-diffusers",
+                     "tokenizer_3"),
+        os.path.join(root, "backend", "huggingface", "black-forest-labs", "FLUX.1-dev", "tokenizer_2"),
+    ]
+    return unique_existing(candidates)
+
+
+def style_dirs() -> list[str]:
+    return unique_existing(split_dirs(option(SETTING_STYLE_DIRS, "")))
+
+
+def split_dirs(text: str) -> list[str]:
+    parts = [part.strip().strip('"') for chunk in str(text or "").splitlines() for part in chunk.split(";")]
+    return [os.path.expanduser(part) for part in parts if part]
+
+
+def unique_existing(dirs: list[str]) -> list[str]:
+    seen, result = set(), []
+    for directory in dirs:
+        real = os.path.realpath(directory)
+        if real not in seen and os.path.isdir(real):
+            seen.add(real)
+            result.append(directory)
+    return result

@@ -1,0 +1,60 @@
+"""Host progress bar, interrupt/skip and live preview for our base stage (the host's sampler does the refine)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import Cancelled
+
+
+def claim_job_count(p, base_steps: int, refine_steps: int) -> None:
+    """Count the base stage as one more job per batch, the way Hires fix counts its second pass, so the
+    progress bar and /sdapi/v1/progress stay monotonic. Runs in process(), before the host's p.init()."""
+    from modules import shared
+
+    state = shared.state
+    if state.processing_has_refined_job_count:
+        return
+    n_iter = state.job_count if state.job_count != -1 else p.n_iter
+    hires = 1 if getattr(p, "enable_hr", False) else 0
+    hires_steps = (getattr(p, "hr_second_pass_steps", 0) or p.steps) if hires else 0
+    shared.total_tqdm.updateTotal((base_steps + refine_steps + hires_steps) * n_iter)
+    state.job_count = n_iter * (2 + hires)  # base, refine, and Hires fix's pass if on
+    state.processing_has_refined_job_count = True
+
+
+def base_stage_callback(total_steps: int, preview: Callable | None = None) -> Callable:
+    """A core progress callback that drives the host state and stops within one step on Interrupt or Skip."""
+    from modules import shared
+
+    state = shared.state
+    state.sampling_steps = total_steps
+    state.sampling_step = 0
+    state.textinfo = "TinyBreaker: PixArt-Sigma base"
+
+    def callback(step: int, total: int, x, denoised) -> None:
+        if state.interrupted or state.skipped:
+            raise Cancelled("interrupted")
+        state.sampling_step = step + 1
+        shared.total_tqdm.update()
+        if preview is not None and _preview_due(state, shared.opts):
+            try:
+                state.assign_current_image(preview(denoised))
+                state.current_image_sampling_step = state.sampling_step
+            except Exception:  # a preview must never break a generation
+                pass
+
+    return callback
+
+
+def stage_done() -> None:
+    from modules import shared
+
+    shared.state.nextjob()
+
+
+def _preview_due(state, opts) -> bool:
+    every = getattr(opts, "show_progress_every_n_steps", 10)
+    if not getattr(opts, "live_previews_enable", True) or every == -1:
+        return False
+    return state.sampling_step - state.current_image_sampling_step >= every

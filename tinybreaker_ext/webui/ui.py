@@ -1,0 +1,87 @@
+"""The TinyBreaker accordion. One code path for gradio 3.41 (A1111, reForge) and 4.40 (Forge): only gr.update,
+``elem_id``, no ``.style``, dropdowns with ``allow_custom_value``. ``build_ui`` is cheap and side-effect free
+(the API calls it again inside throwaway Blocks) and returns the controls in ``params.FIELDS`` order; each
+control's value is the API default."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .. import params
+from ..params import FIELD_BY_NAME, TinyBreakerParams
+
+_DEFAULTS = TinyBreakerParams()
+
+
+def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]], size_targets=None):
+    """Returns (controls in FIELDS order, infotext paste fields)."""
+    import gradio as gr
+    from modules.ui_common import create_refresh_button
+    from modules.ui_components import InputAccordion
+
+    controls: dict[str, object] = {}
+    with InputAccordion(_DEFAULTS.enabled, label="TinyBreaker", elem_id=elem_id("enable")) as enabled:
+        controls["enabled"] = enabled
+        with gr.Row():
+            for name in ("checkpoint", "t5_file"):
+                controls[name] = gr.Dropdown(label=FIELD_BY_NAME[name].label, choices=[""] + choices(name),
+                                             value="", allow_custom_value=True, elem_id=elem_id(name))
+                create_refresh_button(controls[name], lambda: None,
+                                      (lambda n=name: {"choices": [""] + choices(n)}), elem_id(name + "_refresh"))
+            controls["style"] = _dropdown(gr, "style", choices("style") or [_DEFAULTS.style], elem_id)
+        with gr.Row():
+            controls["base_sampler"] = _dropdown(gr, "base_sampler", list(params.BASE_SAMPLERS), elem_id)
+            controls["base_scheduler"] = _dropdown(gr, "base_scheduler", list(params.BASE_SCHEDULERS), elem_id)
+            controls["base_steps"] = _slider(gr, "base_steps", elem_id)
+            controls["base_cfg"] = _slider(gr, "base_cfg", elem_id)
+        with gr.Row():
+            controls["refine_strength"] = _slider(gr, "refine_strength", elem_id)
+            controls["refine_steps"] = _slider(gr, "refine_steps", elem_id)
+            controls["refine_cfg"] = _slider(gr, "refine_cfg", elem_id)
+        with gr.Row():
+            controls["detail_level"] = _slider(gr, "detail_level", elem_id)
+            controls["cfg_shift"] = _slider(gr, "cfg_shift", elem_id)
+            controls["image_shift"] = gr.Number(label=FIELD_BY_NAME["image_shift"].label, value=0, precision=0,
+                                                minimum=0, elem_id=elem_id("image_shift"))
+            controls["t5_mode"] = _dropdown(gr, "t5_mode", list(params.T5_MODES), elem_id)
+        _size_presets(gr, elem_id, size_targets)
+
+    ordered = [controls[name] for name in params.FIELD_NAMES]
+    paste_fields = [(controls["enabled"], lambda d: "TinyBreaker" in d)]
+    paste_fields += [(controls[name], params.field_label_callable(name))
+                     for name in params.FIELD_NAMES if name != "enabled"]
+    return ordered, paste_fields
+
+
+def _dropdown(gr, name: str, choices: list[str], elem_id):
+    spec = FIELD_BY_NAME[name]
+    return gr.Dropdown(label=spec.label, choices=choices, value=spec.default, allow_custom_value=True,
+                       elem_id=elem_id(name))
+
+
+def _slider(gr, name: str, elem_id):
+    spec = FIELD_BY_NAME[name]
+    return gr.Slider(label=spec.label, minimum=spec.minimum, maximum=spec.maximum, step=spec.step,
+                     value=spec.default, elem_id=elem_id(name))
+
+
+def _size_presets(gr, elem_id, size_targets) -> None:
+    """Aspect presets that set txt2img's own width and height (they are not generation parameters)."""
+    from ..prompt.sizes import image_size
+
+    with gr.Row():
+        aspect = gr.Dropdown(label="Size preset", choices=list(params.SIZE_PRESETS[1:]), value="1:1",
+                             elem_id=elem_id("size_aspect"))
+        orientation = gr.Radio(label="Orientation", choices=list(params.ORIENTATIONS), value="landscape",
+                               elem_id=elem_id("size_orientation"))
+        scale = gr.Radio(label="Scale", choices=list(params.SIZE_SCALES), value="large", elem_id=elem_id("size_scale"))
+        apply = gr.Button(value="Set size", elem_id=elem_id("size_apply"))
+    if size_targets is None:
+        return
+    width, height = size_targets
+
+    def set_size(aspect_text, orientation_text, scale_text):
+        new_width, new_height = image_size(aspect_text, orientation_text, scale_text)
+        return gr.update(value=new_width), gr.update(value=new_height)
+
+    apply.click(fn=set_size, inputs=[aspect, orientation, scale], outputs=[width, height], show_progress=False)
