@@ -1,0 +1,48 @@
+"""Sinusoidal embeddings with the float precision of the TinyBreaker reference (spec §2.2-4, §2.3, §11.3, §11.11).
+
+Hand-written because library versions (diffusers ``get_timestep_embedding``) compute the frequencies as
+``exp(-ln(10000)·i/half)``, which lands ~6e-5 away from the reference's ``1 / 10000^(i/half)`` in the sinusoid.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MAX_PERIOD = 10000
+
+
+def timestep_sinusoid(timesteps: torch.Tensor, dim: int = 256) -> torch.Tensor:
+    """[B] timesteps -> [B, dim] float32 ``[cos(t·f_i), sin(t·f_i)]`` with ``f_i = 1 / 10000^(i/(dim/2))``.
+
+    Everything stays in float32 on the timesteps' device, as in the reference.
+    """
+    if dim % 2:
+        raise ValueError(f"timestep embedding size must be even, got {dim}")
+    half = dim // 2
+    exponents = torch.arange(half, dtype=torch.float32, device=timesteps.device) / half
+    frequencies = 1.0 / (MAX_PERIOD ** exponents)
+    angles = timesteps.reshape(-1).to(torch.float32)[:, None] * frequencies[None, :]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """[M] positions -> [M, dim] float64 ``[sin(p·ω_k), cos(p·ω_k)]`` with ``ω_k = 1 / 10000^(k/(dim/2))``."""
+    half = dim // 2
+    omega = 1.0 / (MAX_PERIOD ** (torch.arange(half, dtype=torch.float64) / half))
+    angles = positions.reshape(-1).to(torch.float64)[:, None] * omega[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+def pixart_position_embedding(height: int, width: int, dim: int, base_size: int,
+                              pe_interpolation: float) -> torch.Tensor:
+    """[height·width, dim] float64 2-D sin-cos embedding of a token grid, row-major, ``[E(x), E(y)]``.
+
+    Positions are normalised to the training grid (each axis spans ``[0, base_size/pe_interpolation)``
+    whatever its length) and computed in float32 before the float64 sin/cos, as the reference does.
+    """
+    if dim % 4:
+        raise ValueError(f"position embedding size must be a multiple of 4, got {dim}")
+    grid_y = torch.arange(height, dtype=torch.float32) / (height / base_size) / pe_interpolation
+    grid_x = torch.arange(width, dtype=torch.float32) / (width / base_size) / pe_interpolation
+    pos_y, pos_x = torch.meshgrid(grid_y, grid_x, indexing="ij")  # [height, width] each
+    return torch.cat([sincos_1d(pos_x, dim // 2), sincos_1d(pos_y, dim // 2)], dim=1)

@@ -1,0 +1,309 @@
+"""PixArt-Sigma transformer (spec §2) with native parameter names, configured from tensor shapes.
+
+Own module because diffusers' ``PixArtTransformer2DModel`` cannot serve: diffusers is absent on A1111, and in
+every version we target (0.31.0, 0.32.2, 0.42.1) its timestep sinusoid uses ``exp(-ln(10000)·i/128)`` where the
+reference uses ``1 / 10000^(i/128)`` (§11.11: 6e-5 apart in the sinusoid, ~1.5e-6 in the output). Its positional
+embedding has the same numerics as §2.3/§11.3 (float32 grid, float64 sin/cos) but is rounded to float32 and added
+before casting to the model dtype, which differs from the reference in fp16/bf16. The block maths is otherwise
+identical (checked in tests against diffusers at t=0, where both sinusoids agree exactly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ModelFileError, ParameterError
+from ..files.state_dict import shape_of
+from .embeddings import pixart_position_embedding, timestep_sinusoid
+from .pixart_keys import (detect_pixart_layout, full_key_name, iter_native_tensors, log_unused,
+                          native_pixart_keys, pixart_block_count, raise_if_missing, source_keys, source_name,
+                          source_shape)
+
+HEAD_DIM = 72  # PixArt-Sigma XL: 16 heads × 72; the head count is not stored in the file
+RESOLUTIONS = (256, 512, 1024, 2048)
+LAYER_NORM_EPS = 1e-6
+_POS_CACHE_SIZE = 4
+
+
+@dataclass(frozen=True)
+class PixArtConfig:
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    patch_size: int = 2
+    in_channels: int = 4
+    out_channels: int = 8
+    caption_dim: int = 4096
+    mlp_hidden: int = 4608
+    timestep_dim: int = 256
+    resolution: int = 1024
+
+    @property
+    def latent_size(self) -> int:
+        return self.resolution // 8
+
+    @property
+    def base_size(self) -> int:
+        """Token-grid side the model was trained on (64 for the 1024 model)."""
+        return self.latent_size // self.patch_size
+
+    @property
+    def pe_interpolation(self) -> float:
+        """Position-embedding scale (2.0 for the 1024 model)."""
+        return self.latent_size / 64
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], resolution: int = 1024,
+                        num_heads: int | None = None) -> "PixArtConfig":
+        """Infer the config from tensor shapes (native or diffusers layout; lazy views are not read).
+
+        Heads: ``num_heads`` if given, else ``hidden // 72`` when hidden is a multiple of 72 (the real model),
+        else 1 (only tiny test models end up there).
+        """
+        if resolution not in RESOLUTIONS:
+            raise ParameterError("resolution", f"must be one of {RESOLUTIONS}, got {resolution}")
+        layout = detect_pixart_layout(state_dict)
+        present = set(state_dict.keys())  # not ``in state_dict``: a plain lazy Mapping would read the tensor
+
+        def shape(native_key: str) -> tuple[int, ...]:
+            key = source_keys(native_key, layout)[0]
+            if key not in present:
+                raise ModelFileError(source_name(state_dict),
+                                     f"PixArt-Sigma transformer is missing {full_key_name(state_dict, key)}")
+            return shape_of(state_dict, key)
+
+        hidden, in_channels, patch, _ = shape("x_embedder.proj.weight")
+        depth = pixart_block_count(state_dict, layout)
+        if depth == 0:
+            raise ModelFileError(source_name(state_dict), "PixArt-Sigma transformer has no blocks")
+        if num_heads is None:
+            num_heads = hidden // HEAD_DIM if hidden % HEAD_DIM == 0 else 1
+        if num_heads < 1 or hidden % num_heads:
+            raise ParameterError("num_heads", f"{num_heads} does not divide the hidden size {hidden}")
+        return cls(
+            hidden_size=hidden,
+            depth=depth,
+            num_heads=num_heads,
+            patch_size=patch,
+            in_channels=in_channels,
+            out_channels=shape("final_layer.linear.weight")[0] // (patch * patch),
+            caption_dim=shape("y_embedder.y_proj.fc1.weight")[1],
+            mlp_hidden=shape("blocks.0.mlp.fc1.weight")[0],
+            timestep_dim=shape("t_embedder.mlp.0.weight")[1],
+            resolution=resolution,
+        )
+
+
+def _layer_norm(x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, (x.shape[-1],), eps=LAYER_NORM_EPS)
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B, N, H·D] -> [B, H, N, D]"""
+    batch, length, width = x.shape
+    return x.view(batch, length, num_heads, width // num_heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    batch, heads, length, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * head_dim)
+
+
+class Mlp(nn.Module):
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (_split_heads(part, self.num_heads) for part in self.qkv(x).chunk(3, dim=-1))
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+class CrossAttention(nn.Module):
+    """Image tokens attend to all caption tokens; no mask (§2.4), so any caption length works."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_linear = nn.Linear(dim, dim)
+        self.kv_linear = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
+        q = _split_heads(self.q_linear(x), self.num_heads)
+        k, v = (_split_heads(part, self.num_heads) for part in self.kv_linear(caption).chunk(2, dim=-1))
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+class PixArtBlock(nn.Module):
+    def __init__(self, config: PixArtConfig):
+        super().__init__()
+        dim = config.hidden_size
+        self.scale_shift_table = nn.Parameter(torch.zeros(6, dim))
+        self.attn = SelfAttention(dim, config.num_heads)
+        self.cross_attn = CrossAttention(dim, config.num_heads)
+        self.mlp = Mlp(dim, config.mlp_hidden, dim)
+
+    def forward(self, x: torch.Tensor, time6: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
+        """x [B, N, D], time6 [B, 6, D] (adaLN-single), caption [B, L, D]."""
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (self.scale_shift_table[None] + time6).unbind(1)
+        x = x + gate_a[:, None] * self.attn(_modulate(_layer_norm(x), shift_a[:, None], scale_a[:, None]))
+        x = x + self.cross_attn(x, caption)  # no norm and no gate here (§2.2-6)
+        return x + gate_m[:, None] * self.mlp(_modulate(_layer_norm(x), shift_m[:, None], scale_m[:, None]))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, config: PixArtConfig):
+        super().__init__()
+        self.scale_shift_table = nn.Parameter(torch.zeros(2, config.hidden_size))
+        self.linear = nn.Linear(config.hidden_size, config.patch_size ** 2 * config.out_channels)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """Modulated by ``temb`` itself (not the adaLN-single output)."""
+        shift, scale = (self.scale_shift_table[None] + temb[:, None]).unbind(1)
+        return self.linear(_modulate(_layer_norm(x), shift[:, None], scale[:, None]))
+
+
+class _PatchEmbedder(nn.Module):
+    def __init__(self, config: PixArtConfig):
+        super().__init__()
+        self.proj = nn.Conv2d(config.in_channels, config.hidden_size, config.patch_size, stride=config.patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # [B, D, H, W] -> [B, H·W, D], row-major
+
+
+class _CaptionEmbedder(nn.Module):
+    def __init__(self, config: PixArtConfig):
+        super().__init__()
+        self.y_proj = Mlp(config.caption_dim, config.hidden_size, config.hidden_size)
+
+
+class _TimestepEmbedder(nn.Module):
+    def __init__(self, config: PixArtConfig):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(config.timestep_dim, config.hidden_size), nn.SiLU(),
+                                 nn.Linear(config.hidden_size, config.hidden_size))
+
+
+def unpatchify(tokens: torch.Tensor, height: int, width: int, patch: int, channels: int) -> torch.Tensor:
+    """[B, H·W, p·p·C] with per-token order (py, px, c) -> [B, C, H·p, W·p]."""
+    batch = tokens.shape[0]
+    x = tokens.reshape(batch, height, width, patch, patch, channels)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(batch, channels, height * patch, width * patch)
+
+
+class PixArtSigma(nn.Module):
+    """PixArt-Sigma transformer; parameter names match the native PixArt checkpoint."""
+
+    def __init__(self, config: PixArtConfig):
+        super().__init__()
+        self.config = config
+        self.x_embedder = _PatchEmbedder(config)
+        self.t_embedder = _TimestepEmbedder(config)
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(config.hidden_size, 6 * config.hidden_size))
+        self.y_embedder = _CaptionEmbedder(config)
+        self.blocks = nn.ModuleList(PixArtBlock(config) for _ in range(config.depth))
+        self.final_layer = FinalLayer(config)
+        self._position_cache: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.final_layer.linear.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.final_layer.linear.weight.device
+
+    def position_embedding(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """[1, height·width, D] for a token grid, cached per (height, width, device, dtype)."""
+        key = (height, width, str(device), dtype)
+        cached = self._position_cache.get(key)
+        if cached is None:
+            cfg = self.config
+            table = pixart_position_embedding(height, width, cfg.hidden_size, cfg.base_size, cfg.pe_interpolation)
+            cached = table[None].to(device=device, dtype=dtype)
+            if len(self._position_cache) >= _POS_CACHE_SIZE:
+                self._position_cache.pop(next(iter(self._position_cache)))
+            self._position_cache[key] = cached
+        return cached
+
+    def time_embeddings(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B] timesteps -> (temb [B, D], adaLN-single table [B, 6, D])."""
+        sinusoid = timestep_sinusoid(timestep.to(self.device), self.config.timestep_dim)
+        temb = self.t_embedder.mlp(sinusoid.to(self.dtype))
+        return temb, self.t_block(temb).unflatten(1, (6, self.config.hidden_size))
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x [B, C, h, w] (h, w multiples of the patch), timestep [B] (or one value for all),
+        context [B or 1, L, caption_dim] with any length L.
+
+        Returns [B, out_channels, h, w] in x's dtype; channels ``in_channels:`` are the learned variance.
+        """
+        cfg = self.config
+        batch, _, latent_h, latent_w = x.shape
+        if latent_h % cfg.patch_size or latent_w % cfg.patch_size:
+            raise ParameterError("latent size", f"{latent_h}x{latent_w} is not a multiple of {cfg.patch_size}")
+        height, width = latent_h // cfg.patch_size, latent_w // cfg.patch_size
+        device, dtype = self.device, self.dtype
+
+        timestep = timestep.reshape(-1).expand(batch) if timestep.numel() == 1 else timestep.reshape(-1)
+        if context.shape[0] == 1 and batch > 1:
+            context = context.expand(batch, -1, -1)
+        temb, time6 = self.time_embeddings(timestep)
+        tokens = self.x_embedder(x.to(device, dtype)) + self.position_embedding(height, width, device, dtype)
+        caption = self.y_embedder.y_proj(context.to(device, dtype))
+        for block in self.blocks:
+            tokens = block(tokens, time6, caption)
+        tokens = self.final_layer(tokens, temb)
+        return unpatchify(tokens, height, width, cfg.patch_size, cfg.out_channels).to(x.dtype)
+
+
+def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32, resolution: int = 1024,
+                num_heads: int | None = None) -> PixArtSigma:
+    """Build a PixArtSigma from a native or diffusers state dict (plain dict or lazy file view).
+
+    The module is built on the ``meta`` device and takes the tensors as they are read and cast, one at a time,
+    so the weights are never held twice. Ignored keys (§1.3) are skipped; unknown keys are logged.
+    """
+    layout = detect_pixart_layout(state_dict)
+    raise_if_missing(state_dict, layout, native_pixart_keys(pixart_block_count(state_dict, layout)))
+    config = PixArtConfig.from_state_dict(state_dict, resolution=resolution, num_heads=num_heads)
+    with torch.device("meta"):
+        model = PixArtSigma(config)
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    for key, shape in expected.items():
+        found = source_shape(state_dict, key, layout)
+        if found != shape:
+            stored = "+".join(full_key_name(state_dict, k) for k in source_keys(key, layout))
+            raise ModelFileError(source_name(state_dict), f"{stored} has shape {list(found)}",
+                                 expected=f"{list(shape)} for hidden size {config.hidden_size}")
+    log_unused(state_dict, layout, config.depth)
+
+    device = torch.device(device)
+    tensors = {key: tensor.to(device=device, dtype=dtype)
+               for key, tensor in iter_native_tensors(state_dict, layout, expected)}
+    model.load_state_dict(tensors, strict=True, assign=True)
+    return model.eval().requires_grad_(False)

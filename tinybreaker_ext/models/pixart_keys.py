@@ -1,0 +1,187 @@
+"""PixArt-Sigma key layouts (spec §1.3): detect native vs diffusers naming and read tensors under native names.
+
+Native names are the module's own parameter names (``tinybreaker_ext.models.pixart``). A diffusers file is
+read lazily: each native tensor is built from its diffusers source(s) when asked for, one at a time
+(self-attention q/k/v and cross-attention k/v are concatenated along dim 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Iterable, Iterator, Mapping
+
+import torch
+
+from ..errors import ModelFileError
+from ..files.state_dict import shape_of
+
+logger = logging.getLogger(__name__)
+
+NATIVE = "native"
+DIFFUSERS = "diffusers"
+
+LAYOUT_SIGNATURES = {
+    NATIVE: ("t_embedder.mlp.0.weight", "final_layer.scale_shift_table"),
+    DIFFUSERS: ("adaln_single.emb.timestep_embedder.linear_2.bias", "scale_shift_table"),
+}
+
+# Keys a file may carry that inference does not use: the learned null caption (no null-token substitution at
+# inference, §2.2-3) and a stored positional-embedding buffer (we compute it for every grid, §2.3).
+IGNORED_KEYS = {
+    NATIVE: ("y_embedder.y_embedding", "pos_embed"),
+    DIFFUSERS: ("caption_projection.y_embedding", "pos_embed.pos_embed"),
+}
+
+BLOCK_PREFIX = {NATIVE: "blocks.", DIFFUSERS: "transformer_blocks."}
+
+# native module path -> diffusers module path(s), for modules outside the blocks (§1.3 table)
+_DIFFUSERS_TOP_MODULES = {
+    "x_embedder.proj": "pos_embed.proj",
+    "y_embedder.y_proj.fc1": "caption_projection.linear_1",
+    "y_embedder.y_proj.fc2": "caption_projection.linear_2",
+    "t_embedder.mlp.0": "adaln_single.emb.timestep_embedder.linear_1",
+    "t_embedder.mlp.2": "adaln_single.emb.timestep_embedder.linear_2",
+    "t_block.1": "adaln_single.linear",
+    "final_layer.linear": "proj_out",
+}
+# native module path inside a block -> diffusers module paths whose tensors are concatenated along dim 0
+_DIFFUSERS_BLOCK_MODULES = {
+    "attn.qkv": ("attn1.to_q", "attn1.to_k", "attn1.to_v"),
+    "attn.proj": ("attn1.to_out.0",),
+    "cross_attn.q_linear": ("attn2.to_q",),
+    "cross_attn.kv_linear": ("attn2.to_k", "attn2.to_v"),
+    "cross_attn.proj": ("attn2.to_out.0",),
+    "mlp.fc1": ("ff.net.0.proj",),
+    "mlp.fc2": ("ff.net.2",),
+}
+_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+def source_name(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """What to call the state dict in error messages: the file path of a lazy view, else a generic name."""
+    return str(getattr(state_dict, "path", None) or "PixArt state dict")
+
+
+def full_key_name(state_dict: Mapping[str, torch.Tensor], key: str) -> str:
+    """The key as stored in the file (a prefixed lazy view strips e.g. ``base.diffusion_model.``)."""
+    return f"{getattr(state_dict, 'prefix', '') or ''}{key}"
+
+
+def detect_pixart_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """``"native"`` or ``"diffusers"`` from the signature keys of §1.3; ModelFileError if neither matches."""
+    keys = set(state_dict.keys())
+    for layout, signature in LAYOUT_SIGNATURES.items():
+        if all(key in keys for key in signature):
+            return layout
+    raise ModelFileError(source_name(state_dict), "not a PixArt-Sigma transformer (signature keys not found)",
+                         expected=" or ".join(" + ".join(sig) for sig in LAYOUT_SIGNATURES.values()))
+
+
+def pixart_block_count(state_dict: Mapping[str, torch.Tensor], layout: str) -> int:
+    """1 + the highest block index present (0 when there are no blocks)."""
+    prefix = BLOCK_PREFIX[layout]
+    indices = [int(key[len(prefix):].split(".", 1)[0]) for key in state_dict.keys()
+               if key.startswith(prefix) and key[len(prefix):].split(".", 1)[0].isdigit()]
+    return 1 + max(indices) if indices else 0
+
+
+def native_pixart_keys(depth: int) -> list[str]:
+    """Every parameter name of a native PixArt-Sigma transformer with ``depth`` blocks (§1.3 table order)."""
+    top = ["x_embedder.proj", "t_embedder.mlp.0", "t_embedder.mlp.2", "t_block.1",
+           "y_embedder.y_proj.fc1", "y_embedder.y_proj.fc2"]
+    keys = [f"{module}.{param}" for module in top for param in ("weight", "bias")]
+    for index in range(depth):
+        keys.append(f"blocks.{index}.scale_shift_table")
+        keys += [f"blocks.{index}.{module}.{param}"
+                 for module in _DIFFUSERS_BLOCK_MODULES for param in ("weight", "bias")]
+    keys += ["final_layer.scale_shift_table", "final_layer.linear.weight", "final_layer.linear.bias"]
+    return keys
+
+
+def source_keys(native_key: str, layout: str) -> tuple[str, ...]:
+    """The key(s) of ``layout`` that hold the native tensor (several when they are concatenated along dim 0)."""
+    if layout == NATIVE:
+        return (native_key,)
+    if native_key == "final_layer.scale_shift_table":
+        return ("scale_shift_table",)
+    module, _, param = native_key.rpartition(".")
+    if module in _DIFFUSERS_TOP_MODULES:
+        return (f"{_DIFFUSERS_TOP_MODULES[module]}.{param}",)
+    match = _BLOCK_KEY.match(native_key)
+    if match:
+        index, rest = match.groups()
+        if rest == "scale_shift_table":
+            return (f"transformer_blocks.{index}.scale_shift_table",)
+        rest_module, _, rest_param = rest.rpartition(".")
+        if rest_module in _DIFFUSERS_BLOCK_MODULES:
+            return tuple(f"transformer_blocks.{index}.{name}.{rest_param}"
+                         for name in _DIFFUSERS_BLOCK_MODULES[rest_module])
+    raise KeyError(f"{native_key} is not a PixArt-Sigma parameter name")
+
+
+def source_shape(state_dict: Mapping[str, torch.Tensor], native_key: str, layout: str) -> tuple[int, ...]:
+    """Shape the native tensor will have, read from the file's shapes without loading tensors."""
+    shapes = [shape_of(state_dict, key) for key in source_keys(native_key, layout)]
+    if len(shapes) == 1:
+        return shapes[0]
+    return (sum(shape[0] for shape in shapes),) + tuple(shapes[0][1:])
+
+
+def missing_pixart_keys(state_dict: Mapping[str, torch.Tensor], layout: str, native_keys: Iterable[str]) -> list[str]:
+    """Source keys that ``native_keys`` need but the state dict lacks, in table order."""
+    present = set(state_dict.keys())
+    return [key for native in native_keys for key in source_keys(native, layout) if key not in present]
+
+
+def unused_pixart_keys(state_dict: Mapping[str, torch.Tensor], layout: str | None = None,
+                       depth: int | None = None) -> list[str]:
+    """Keys that are neither model parameters nor known-ignorable; they are skipped when loading."""
+    layout = layout or detect_pixart_layout(state_dict)
+    depth = pixart_block_count(state_dict, layout) if depth is None else depth
+    used = {key for native in native_pixart_keys(depth) for key in source_keys(native, layout)}
+    used.update(IGNORED_KEYS[layout])
+    return sorted(key for key in state_dict.keys() if key not in used)
+
+
+def raise_if_missing(state_dict: Mapping[str, torch.Tensor], layout: str, native_keys: Iterable[str]) -> None:
+    missing = missing_pixart_keys(state_dict, layout, native_keys)
+    if missing:
+        shown = ", ".join(full_key_name(state_dict, key) for key in missing[:3])
+        if len(missing) > 3:
+            shown += f" and {len(missing) - 3} more"
+        raise ModelFileError(source_name(state_dict), f"PixArt-Sigma transformer is missing {shown}",
+                             expected=f"complete {layout} PixArt-Sigma layout")
+
+
+def log_unused(state_dict: Mapping[str, torch.Tensor], layout: str, depth: int) -> list[str]:
+    unused = unused_pixart_keys(state_dict, layout, depth)
+    if unused:
+        logger.warning("%s: ignoring %d unknown PixArt key(s): %s", source_name(state_dict), len(unused),
+                       ", ".join(full_key_name(state_dict, key) for key in unused[:5])
+                       + (" ..." if len(unused) > 5 else ""))
+    return unused
+
+
+def iter_native_tensors(state_dict: Mapping[str, torch.Tensor], layout: str,
+                        native_keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(native_key, tensor)`` one at a time, reading each source tensor only when it is needed."""
+    for native in native_keys:
+        sources = source_keys(native, layout)
+        if len(sources) == 1:
+            yield native, state_dict[sources[0]]
+        else:
+            yield native, torch.cat([state_dict[key] for key in sources], dim=0)
+
+
+def native_pixart_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """All parameters under native names (diffusers keys converted per §1.3); ignored and unknown keys dropped.
+
+    Unknown keys are logged as a warning (``unused_pixart_keys`` returns them); missing keys raise ModelFileError.
+    """
+    layout = detect_pixart_layout(state_dict)
+    depth = pixart_block_count(state_dict, layout)
+    native_keys = native_pixart_keys(depth)
+    raise_if_missing(state_dict, layout, native_keys)
+    log_unused(state_dict, layout, depth)
+    return dict(iter_native_tensors(state_dict, layout, native_keys))
