@@ -88,12 +88,12 @@ def run_base_stage(p, plan: RunPlan, host, prompts, negatives, seeds) -> torch.T
     engine = plan.load_engine(host)
     placement = host.placement()
     base = plan.base_stage
-    callback = progress.base_stage_callback(plan.base_step_count, preview=engine.preview_image)
+    callback = progress.base_stage_callback(plan.base_step_count * len(seeds), preview=engine.preview_image)
     texts = [plan.base_prompt(prompt) for prompt in prompts]
     negative_texts = [plan.base_negative(negative) for negative in negatives]
     try:
         sdxl_latent = engine.base(texts, negative_texts, base, width=plan.base_width, height=plan.base_height,
-                                  seeds=list(seeds), placement=placement, t5_mode=plan.params.t5_mode,
+                                  seeds=list(seeds), placement=placement, t5_mode=plan.t5_mode,
                                   callback=callback)
     except Cancelled:
         sdxl_latent = engine.last_denoised

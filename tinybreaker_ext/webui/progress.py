@@ -18,7 +18,8 @@ def claim_job_count(p, base_steps: int, refine_steps: int) -> None:
     n_iter = state.job_count if state.job_count != -1 else p.n_iter
     hires = 1 if getattr(p, "enable_hr", False) else 0
     hires_steps = (getattr(p, "hr_second_pass_steps", 0) or p.steps) if hires else 0
-    shared.total_tqdm.updateTotal((base_steps + refine_steps + hires_steps) * n_iter)
+    images = max(int(getattr(p, "batch_size", 1)), 1)  # the base stage samples each image of a batch on its own
+    shared.total_tqdm.updateTotal((base_steps * images + refine_steps + hires_steps) * n_iter)
     state.job_count = n_iter * (2 + hires)  # base, refine, and Hires fix's pass if on
     state.processing_has_refined_job_count = True
 
@@ -35,6 +36,7 @@ def base_stage_callback(total_steps: int, preview: Callable | None = None) -> Ca
     def callback(step: int, total: int, x, denoised) -> None:
         if state.interrupted or state.skipped:
             raise Cancelled("interrupted")
+        state.sampling_steps = total
         state.sampling_step = step + 1
         shared.total_tqdm.update()
         if preview is not None and _preview_due(state, shared.opts):

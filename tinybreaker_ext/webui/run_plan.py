@@ -46,6 +46,12 @@ class RunPlan:
     def refine_cfg(self) -> float:
         return self.generation.refine_cfg
 
+    @property
+    def t5_mode(self) -> str:
+        if self.params.t5_mode != "auto":
+            return self.params.t5_mode
+        return locations.option(locations.SETTING_T5_MODE, "auto")
+
     def base_prompt(self, text: str) -> str:
         return self.generation.base_prompt(text)
 

@@ -1,0 +1,93 @@
+"""Tiny random TinyBreaker model files in the real layouts: a prototype0/1 checkpoint (every prefix of spec §1.2),
+an fp8 T5 encoder and the T5/CLIP tokenizers. Used by the pipeline tests, the CLI tests, the benchmarks and the
+live tests (run as a script to fill a WebUI's models/TinyBreaker folder):
+
+    python tests/builders/tinybreaker_files.py <folder>
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `builders` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from builders.common import prefixed, save_safetensors  # noqa: E402
+from builders.pixart import pixart_state_dict  # noqa: E402
+from builders.sd1 import clip_text_state_dict, kl_decoder_state_dict, sd1_unet_ldm_state_dict  # noqa: E402
+from builders.sd1 import write_tiny_clip_tokenizer  # noqa: E402
+from builders.t5 import t5_state_dict, train_tiny_t5_tokenizer  # noqa: E402
+from builders.taesd import fp16_scalar, taesd_decoder_state_dict, taesd_encoder_state_dict  # noqa: E402
+from builders.taesd import transcoder_state_dict  # noqa: E402
+
+TEXT_WIDTH = 32  # tiny T5 d_model = PixArt caption width
+CLIP_WIDTH = 32  # tiny CLIP hidden = UNet cross-attention width
+TAESD_HIDDEN = 16  # the real TAESD has 64; 16 keeps tests fast
+FP16 = torch.float16
+
+
+def tinybreaker_state_dict(prototype: int = 1, *, seed: int = 0, pixart_layout: str = "native"
+                           ) -> dict[str, torch.Tensor]:
+    """The whole checkpoint, fp16 like the real file (scalars included)."""
+    sd: dict[str, torch.Tensor] = {}
+    sd.update(prefixed(pixart_state_dict(caption_dim=TEXT_WIDTH, layout=pixart_layout, seed=seed, dtype=FP16),
+                       "base.diffusion_model."))
+    sd.update(prefixed(sd1_unet_ldm_state_dict(context_dim=CLIP_WIDTH, seed=seed + 1, dtype=FP16),
+                       "refiner.diffusion_model."))
+    sd.update(prefixed(clip_text_state_dict(hidden=CLIP_WIDTH, seed=seed + 2, dtype=FP16), "refiner.conditioner."))
+    sd.update(_tiny_vae("first_stage_model.encoder.", taesd_encoder_state_dict(seed + 3, hidden_channels=TAESD_HIDDEN,
+                                                                               dtype=FP16), 0.13025))
+    sd.update(transcoder_state_dict(seed + 4, prefix="transcoder."))
+    kl_decoder = kl_decoder_state_dict(seed=seed + 5, dtype=FP16)
+    sd1_decoder = taesd_decoder_state_dict(seed + 6, hidden_channels=TAESD_HIDDEN, dtype=FP16)
+    if prototype == 0:
+        sd.update(_tiny_vae("first_stage_model.decoder.", sd1_decoder, 0.18215))
+        sd.update(prefixed(kl_decoder, "first_stage_hqmodel."))
+    else:
+        sd.update(prefixed(kl_decoder, "first_stage_model."))
+        sd.update(_tiny_vae("refiner.first_stage_model.encoder.",
+                            taesd_encoder_state_dict(seed + 7, hidden_channels=TAESD_HIDDEN, dtype=FP16), 0.18215))
+        sd.update(_tiny_vae("refiner.first_stage_model.decoder.", sd1_decoder, 0.18215))
+    return {key: value.to(FP16) if value.is_floating_point() else value for key, value in sd.items()}
+
+
+def tinybreaker_metadata(prototype: int) -> dict[str, str]:
+    return {"modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": "TinyBreaker",
+            "modelspec.implementation": "reference", "modelspec.title": f"TinyBreaker prototype{prototype}",
+            "modelspec.resolution": "1024x1024"}
+
+
+def write_tiny_model_folder(folder: str | os.PathLike, *, prototypes: tuple[int, ...] = (1,), seed: int = 0,
+                            t5_dtype: torch.dtype = torch.float8_e4m3fn) -> dict[str, str]:
+    """Writes tinybreaker_prototypeN.safetensors, t5xxl_fp8_e4m3fn.safetensors (tiny), t5_tokenizer/ and
+    clip_tokenizer/ into ``folder``; returns their paths by role."""
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    paths: dict[str, str] = {}
+    for prototype in prototypes:
+        paths[f"checkpoint{prototype}"] = save_safetensors(
+            tinybreaker_state_dict(prototype, seed=seed), os.path.join(folder, f"tinybreaker_prototype{prototype}.safetensors"),
+            tinybreaker_metadata(prototype))
+    paths["checkpoint"] = paths[f"checkpoint{prototypes[0]}"]
+    paths["t5"] = save_safetensors(t5_state_dict(d_model=TEXT_WIDTH, dtype=t5_dtype, seed=seed + 10),
+                                   os.path.join(folder, "t5xxl_fp8_e4m3fn.safetensors"))
+    paths["t5_tokenizer"] = train_tiny_t5_tokenizer(os.path.join(folder, "t5_tokenizer"))
+    paths["clip_tokenizer"] = write_tiny_clip_tokenizer(os.path.join(folder, "clip_tokenizer"))
+    return paths
+
+
+def _tiny_vae(prefix: str, state_dict: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    result = prefixed(state_dict, prefix)
+    result[prefix + "vae_scale"] = fp16_scalar(scale)
+    result[prefix + "vae_shift"] = fp16_scalar(0.0)
+    return result
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    for role, path in write_tiny_model_folder(sys.argv[1], prototypes=(1, 0)).items():
+        print(f"{role}: {path}")

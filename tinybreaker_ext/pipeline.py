@@ -1,0 +1,229 @@
+"""TinyBreaker's own stages: encode (T5) → base (PixArt-Sigma, reference samplers) → transcode (to SD1 latents).
+
+Each stage is callable alone, takes a ``placement`` deciding where modules live while it runs, reports progress
+through ``callback(step, total, x, denoised)`` (which may raise ``Cancelled`` between steps), and works on
+model-space latents. The WebUI refines the transcoded latent with its own SD1 model; the command line continues
+with the embedded refiner (``standalone.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import torch
+
+from .files.classify import (BASE_PREFIX, TRANSCODER_PREFIX, FileKind, open_model_file)
+from .files.safetensors_file import open_safetensors
+from .models.pixart import load_pixart
+from .models.t5_encoder import MODES as T5_MODES
+from .models.t5_encoder import choose_mode, load_t5_encoder
+from .models.t5_tokenizer import T5PromptTokenizer, find_t5_tokenizer
+from .models.transcoder import load_transcoder
+from .placement import ModulePlacement, MovePlacement
+from .sampling.denoisers import CFGDenoiser, EpsDenoiser
+from .sampling.noise import noised_start, stage_noise
+from .sampling.samplers import get_sampler
+from .sampling.schedules import compute_sigmas, pixart_sigmas
+from .stage_params import StageParams
+from .models.t5_tokenizer import DEFAULT_MIN_LENGTH
+from .text_encoding import PromptEmbeddingCache, cache_key, encode_t5_prompt
+
+CHECKPOINT_KINDS = (FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1, FileKind.PIXART_SIGMA)
+T5_COMPUTE_DTYPE = torch.float32  # the reference's default; fp16 overflows in T5
+
+
+class TinyBreakerPipeline:
+    def __init__(self, checkpoint_path: str, t5_path: str, *, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, transcoder_path: str | None = None,
+                 tokenizer_path: str | None = None, tokenizer_search: dict | None = None):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.checkpoint, self.checkpoint_info = open_model_file(checkpoint_path, CHECKPOINT_KINDS)
+        self.t5_path = t5_path
+        self.transcoder_path = transcoder_path
+        self.tokenizer_path = tokenizer_path
+        self.tokenizer_search = dict(tokenizer_search or {})
+        self.prompt_cache = PromptEmbeddingCache(max_entries=32)
+        self.last_denoised: torch.Tensor | None = None
+        self._pixart = None
+        self._transcoder = None
+        self._t5 = None
+        self._tokenizer = None
+        self._base_cache: tuple[tuple, torch.Tensor] | None = None
+        self._lock = threading.Lock()
+
+    # --- models, loaded on first use and kept in RAM --------------------------------------------------------------
+    @property
+    def is_tinybreaker(self) -> bool:
+        return self.checkpoint_info.kind != FileKind.PIXART_SIGMA
+
+    @property
+    def pixart(self):
+        if self._pixart is None:
+            weights = self.checkpoint.prefixed(BASE_PREFIX) if self.is_tinybreaker else self.checkpoint
+            self._pixart = load_pixart(weights, device="cpu", dtype=self.dtype).eval()
+        return self._pixart
+
+    @property
+    def transcoder(self):
+        if self._transcoder is None:
+            if self.is_tinybreaker:
+                weights = self.checkpoint.prefixed(TRANSCODER_PREFIX)
+            else:
+                if not self.transcoder_path:
+                    from .errors import ModelNotFoundError
+
+                    raise ModelNotFoundError("a transcoder file (TAESDXL decoder + TAESD encoder)",
+                                             [self.checkpoint.path],
+                                             hint="plain PixArt-Sigma files need one; TinyBreaker checkpoints ship it")
+                weights = open_model_file(self.transcoder_path, (FileKind.TRANSCODER,))[0]
+            self._transcoder = load_transcoder(weights, device="cpu", dtype=self.dtype).eval()
+        return self._transcoder
+
+    @property
+    def tokenizer(self) -> T5PromptTokenizer:
+        if self._tokenizer is None:
+            folder = find_t5_tokenizer(self.tokenizer_path, **self.tokenizer_search)
+            self._tokenizer = T5PromptTokenizer.from_dir(folder)
+        return self._tokenizer
+
+    def t5(self, mode: str):
+        mode = choose_mode(mode, self.device, _file_size(self.t5_path))
+        if self._t5 is None or self._t5.mode != mode:
+            self._t5 = None  # release the previous placement's weights before loading the new ones
+            self._t5 = load_t5_encoder(open_safetensors(self.t5_path), mode=mode, device=self.device,
+                                       compute_dtype=T5_COMPUTE_DTYPE)
+        return self._t5
+
+    # --- stages -------------------------------------------------------------------------------------------------
+    def encode(self, text: str, *, placement: ModulePlacement | None = None, t5_mode: str = "auto") -> torch.Tensor:
+        """``[1, L, 4096]`` float32 on the CPU; cached, so an unchanged prompt never runs T5 again."""
+        encoder = self.t5(t5_mode)
+        if placement is not None and cache_key(encoder, self.tokenizer, text, DEFAULT_MIN_LENGTH) not in self.prompt_cache:
+            placement.make_room(encoder.largest_upcast_bytes() if encoder.mode == "stream" else
+                                encoder.storage_bytes())
+        embedding = encode_t5_prompt(encoder, self.tokenizer, text, cache=self.prompt_cache)
+        return embedding.cpu()
+
+    def base(self, texts: list[str], negative_texts: list[str], stage: StageParams, *, width: int, height: int,
+             seeds: list[int], placement: ModulePlacement | None = None, t5_mode: str = "auto",
+             callback=None) -> torch.Tensor:
+        """PixArt-Sigma from an all-zero latent: SDXL model-space latents ``[len(seeds), 4, height/8, width/8]``.
+
+        Each image is sampled on its own with noise from its own seed, so image k of a batch equals a single image
+        made with seed k (what WebUI users expect). Re-running with the same inputs returns the cached result."""
+        _check_size(width, height)
+        texts, negative_texts = _per_image(texts, len(seeds), "prompt"), _per_image(negative_texts, len(seeds), "negative")
+        placement = placement or MovePlacement(self.device)
+        key = (tuple(texts), tuple(negative_texts), dataclasses.astuple(stage), width, height, tuple(seeds),
+               str(self.device), str(self.dtype), str(self.t5_path))
+        with self._lock:
+            if self._base_cache is not None and self._base_cache[0] == key:
+                return self._base_cache[1].clone()
+        conds = [self.encode(text, placement=placement, t5_mode=t5_mode) for text in texts]
+        unconds = [self.encode(text, placement=placement, t5_mode=t5_mode) for text in negative_texts]
+        sigmas = compute_sigmas(pixart_sigmas(), sampler=stage.sampler, scheduler=stage.scheduler, steps=stage.steps,
+                                steps_start=stage.steps_start, steps_end=stage.steps_end,
+                                steps_nfactor=stage.steps_nfactor)
+        shape = (1, 4, height // 8, width // 8)
+        if len(sigmas) < 2:
+            return torch.zeros((len(seeds),) + shape[1:])
+        sampler = get_sampler(stage.sampler)
+        results: list[torch.Tensor] = []
+        steps = len(sigmas) - 1
+        with placement.use(self.pixart) as pixart:
+            eps_model = EpsDenoiser(_pixart_eps(pixart), pixart_sigmas())
+            for index, seed in enumerate(seeds):
+                x = noised_start(torch.zeros(shape), stage_noise(shape, seed), sigmas[0], pixart_sigmas()[-1])
+                denoiser = CFGDenoiser(eps_model, conds[index], unconds[index], stage.cfg)
+                step_callback = _batch_callback(callback, index, steps, len(seeds), self, results)
+                result = sampler(denoiser, x.to(placement.device), sigmas.to(placement.device), seed=seed,
+                                 callback=step_callback)
+                results.append(result.float().cpu())
+        latent = torch.cat(results)
+        with self._lock:
+            self._base_cache = (key, latent.clone())
+        return latent
+
+    def transcode(self, latent: torch.Tensor, *, placement: ModulePlacement | None = None) -> torch.Tensor:
+        """SDXL model-space → SD1 model-space latent (float32, CPU)."""
+        placement = placement or MovePlacement(self.device)
+        with placement.use(self.transcoder) as transcoder, torch.no_grad():
+            return transcoder(latent.to(placement.device)).float().cpu()
+
+    def preview_image(self, denoised: torch.Tensor):
+        """A PIL image of a base-stage estimate through the TAESDXL decoder (first image of the batch)."""
+        from PIL import Image
+
+        decoder = self.transcoder.transd
+        with torch.no_grad():
+            weight = decoder[1].weight
+            image = decoder(denoised[:1].to(device=weight.device, dtype=weight.dtype)).float().clamp(0, 1)
+        array = (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
+        return Image.fromarray(array)
+
+
+def _pixart_eps(pixart):
+    def eps(x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        dtype = next(pixart.parameters()).dtype
+        out = pixart(x.to(dtype), timestep, context.to(device=x.device, dtype=dtype))
+        return out[:, :4].float()  # channels 4..7 are PixArt's learned variance, unused
+
+    return eps
+
+
+def _batch_callback(callback, index: int, steps: int, count: int, pipeline: TinyBreakerPipeline,
+                    done: list[torch.Tensor]):
+    """Per-image sampler progress → progress over the whole batch; remembers the latest estimate for Interrupt."""
+
+    def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        rest = [torch.zeros_like(denoised.cpu())] * (count - index - 1)
+        pipeline.last_denoised = torch.cat(done + [denoised.float().cpu()] + rest)
+        if callback is not None:
+            callback(index * steps + step, count * steps, x, denoised)
+
+    return on_step
+
+
+def _per_image(texts: list[str], count: int, name: str) -> list[str]:
+    from .errors import ParameterError
+
+    if len(texts) == 1:
+        return list(texts) * count
+    if len(texts) != count:
+        raise ParameterError(name, f"got {len(texts)} texts for {count} images")
+    return list(texts)
+
+
+def _check_size(width: int, height: int) -> None:
+    from .errors import ParameterError
+
+    for name, value in (("width", width), ("height", height)):
+        if value < 16 or value % 16:
+            raise ParameterError(name, f"{value} must be a positive multiple of 16 (PixArt works on 2×2 latent patches)")
+
+
+def _file_size(path: str) -> int:
+    import os
+
+    return os.path.getsize(path)
+
+
+_pipelines: dict[tuple, TinyBreakerPipeline] = {}
+
+
+def get_pipeline(checkpoint_path: str, t5_path: str, *, device, dtype, **options) -> TinyBreakerPipeline:
+    """The cached pipeline for these files; a different file set replaces it (one set of models in RAM)."""
+    key = (checkpoint_path, t5_path, str(device), str(dtype), tuple(sorted((k, repr(v)) for k, v in options.items())))
+    if key not in _pipelines:
+        _pipelines.clear()
+        _pipelines[key] = TinyBreakerPipeline(checkpoint_path, t5_path, device=device, dtype=dtype, **options)
+    return _pipelines[key]
+
+
+def release_pipelines() -> None:
+    _pipelines.clear()
+
+
+__all__ = ["TinyBreakerPipeline", "get_pipeline", "release_pipelines", "T5_MODES"]
