@@ -1,0 +1,297 @@
+"""TinyBreaker's inline prompt language: `a cat on a roof --no people --aspect 3:2 --portrait --seed 5` (spec §6.1–6.3).
+
+The text before the first `--` is the prompt; every `--` starts an argument whose name runs to the first whitespace
+and whose value is the rest, up to the next `--`. `parse_inline_prompt` only reads the text: it never raises, and it
+reports unknown arguments and values it cannot use as warnings. `apply.apply_inline_prompt` turns the result into
+generation settings.
+
+Where this parser deliberately differs from the reference (ComfyUI-TinyBreaker), `DIFFERENCES` says so; the README
+quotes that list.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+
+from ..errors import ParameterError
+from .sizes import clamp_aspect, format_aspect, parse_aspect
+
+DIFFERENCES: tuple[str, ...] = (
+    "`--aspect W:1` (for example 2:1, the '2:1 mobile' preset) gives that ratio; the reference turns any W:1 into 1:1.",
+    "A ratio with one side more than 6x the other is clamped as in the reference (1:9 becomes 1:6), but with a warning.",
+    "A bare `--upscale` (no value) turns the upscaler on; the reference ignores it.",
+    "`--refine` text is joined to the prompt with one space; the reference glues them together (`cat.a dog`).",
+    "An empty `--refine` counts as absent in both; `--refine !` (nothing after `!`) leaves the user's prompt out of the "
+    "refiner prompt instead of inserting a lone '.'.",
+    "Level words of `--detail-level` and `--upscale-noise` are case-insensitive (`HIGH` works); the reference ignores "
+    "them unless lower-case. Argument names are case-insensitive in both.",
+    "Aliases share one slot, so the last one written wins (`--c 1 --cfg-shift 2` shifts by 2); the reference prefers "
+    "the short alias whatever the order.",
+    "An argument name ends at any whitespace (`--seed<newline>5` works); the reference splits only at a space.",
+    "Unknown arguments, values that cannot be used and text after a lone `--` produce warnings instead of being "
+    "dropped silently; a value that cannot be used leaves the setting unchanged (the reference sets 1:1 for a bad "
+    "`--aspect`).",
+    "`--seed -1` means a random seed, as in A1111; other negative seeds are refused with a warning.",
+    "`--detail-level` above +100 is refused (it would add that many sampling steps); the reference accepts any integer.",
+    "`--style` falls back to a case-insensitive match when no style has exactly that name.",
+    "Shifted values are rounded to 6 decimals, so `--cfg-shift -1` on 3.4 gives 3.2, not 3.1999999999999997.",
+    "`--s random` is also rewritten to the actual seed in saved metadata, like `--seed random`.",
+    "Infotext names `dpm_2`/`dpm_2_ancestral` with the normal scheduler 'DPM2'/'DPM2 a' (the reference misspells its "
+    "table keys and writes 'DPM2 Normal').",
+    "Infotext always writes `Seed` and `CFG scale` (the reference leaves out a seed of 0), writes `Model` only when "
+    "a model name is known, and writes an end step counted from the last step when a stage's end is negative.",
+    "Style INI values are read without %-interpolation, so a `%` in a prompt is kept instead of failing the file.",
+    "In style files, `[NAME:BASE]` may name a style of an earlier file (the reference looks only in the same "
+    "text); an undefined BASE gives a warning and the defaults (the reference silently inherits nothing). Unknown "
+    "keys and values of the wrong type are skipped with a warning.",
+)
+
+# Level words (spec §6.3). detail-level sets the refiner's step factor; upscale-noise adds to the extra noise.
+DETAIL_LEVELS: dict[str, int] = {
+    "none": -10000, "minimal": -2, "low": -1, "normal": 0, "high": 1, "veryhigh": 2, "maximum": 3,
+}
+UPSCALE_NOISE_LEVELS: dict[str, float] = {
+    "none": -10000.0, "minimal": -0.4, "low": -0.2, "normal": 0.0, "high": 0.2, "veryhigh": 0.4, "maximum": 0.6,
+}
+LEVEL_WORDS: tuple[str, ...] = tuple(DETAIL_LEVELS)
+
+RANDOM_SEED_MAX = 1 << 24  # `--seed random` draws from [0, 2^24], inclusive, like the reference
+SEED_MAX = 0xFFFF_FFFF_FFFF_FFFF
+DETAIL_LEVEL_MAX = 100
+
+
+@dataclass(frozen=True)
+class ArgumentSpec:
+    name: str
+    aliases: tuple[str, ...]
+    kind: str  # text, style, int, float, bool, flag, seed, aspect, detail, noise, batch, ignored
+    help: str
+    deprecated: bool = False
+
+
+# In processing order (spec §6.3); `apply.apply_inline_prompt` follows this order.
+ARGUMENTS: tuple[ArgumentSpec, ...] = (
+    ArgumentSpec("style", (), "style", "style name, applied before everything else"),
+    ArgumentSpec("prompt", (), "ignored", "ignored: the text before the first -- is the prompt"),
+    ArgumentSpec("no", ("negative",), "text", "negative prompt for the base and the refiner"),
+    ArgumentSpec("refine", (), "text", "refiner prompt, put before the prompt; '!text' replaces the prompt"),
+    ArgumentSpec("cfg-shift", ("c",), "int", "adds 0.2 per step to the base CFG"),
+    ArgumentSpec("image-shift", ("i",), "int", "adds to the refiner seed: a variation of the same image"),
+    ArgumentSpec("upscale", ("u",), "bool", "on/off: run the tiny upscaler (bare --upscale means on)"),
+    ArgumentSpec("upscale-noise", (), "noise", "extra noise of the upscaler: steps of 0.2 or a level word"),
+    ArgumentSpec("detail-level", ("d",), "detail", "refiner step factor: a whole number or a level word"),
+    ArgumentSpec("seed", ("s",), "seed", "base seed, or 'random'"),
+    ArgumentSpec("aspect", ("a",), "aspect", "aspect ratio W:H"),
+    ArgumentSpec("landscape", (), "flag", "wide orientation"),
+    ArgumentSpec("portrait", (), "flag", "tall orientation (wins over --landscape)"),
+    ArgumentSpec("small", (), "flag", "scale 1.0"),
+    ArgumentSpec("medium", (), "flag", "scale 1.0"),
+    ArgumentSpec("large", (), "flag", "scale 1.22 (wins over --medium and --small)"),
+    ArgumentSpec("batch-size", ("b",), "batch", "images per batch"),
+    ArgumentSpec("variant", (), "int", "sets the refiner seed (deprecated: use --image-shift)", deprecated=True),
+    ArgumentSpec("cfg-adjust", (), "float", "adds to the base CFG (deprecated: use --cfg-shift)", deprecated=True),
+)
+ARGUMENT_BY_NAME: dict[str, ArgumentSpec] = {spec.name: spec for spec in ARGUMENTS}
+CANONICAL_NAME: dict[str, str] = {
+    key: spec.name for spec in ARGUMENTS for key in (spec.name, *spec.aliases)
+}
+
+_INTEGER = re.compile(r"[+-]?\d{1,30}", re.ASCII)
+_FLOAT = re.compile(r"[+-]?(?:\d{1,30}(?:\.\d{0,30})?|\.\d{1,30})(?:[eE][+-]?\d{1,3})?", re.ASCII)
+_TRUE_WORDS, _FALSE_WORDS = ("on", "true", "yes"), ("off", "false", "no")
+_NAME_AND_VALUE = re.compile(r"(\S*)\s*(.*)", re.DOTALL)
+
+
+@dataclass
+class InlinePrompt:
+    """What `parse_inline_prompt` read. `args` holds raw values by canonical name (aliases merged, last one written
+    wins); `values` holds the usable ones, typed; `unknown` lists unknown names as written (lower-case)."""
+
+    text: str = ""
+    prompt: str = ""
+    args: dict[str, str] = field(default_factory=dict)
+    values: dict[str, object] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def has(self, name: str) -> bool:
+        return name in self.values
+
+
+def preprocess(text: str) -> str:
+    """Strips the text and each of its lines (§6.1)."""
+    return "\n".join(line.strip() for line in str(text or "").strip().splitlines())
+
+
+def split_arguments(text: str) -> tuple[str, list[str]]:
+    """The prompt (stripped) and the raw chunks that followed each `--`."""
+    prompt, *chunks = text.split("--")
+    return prompt.strip(), chunks
+
+
+def parse_inline_prompt(text: str) -> InlinePrompt:
+    """Reads a prompt with inline `--` arguments. Never raises; problems become `warnings`."""
+    try:
+        return _parse(text)
+    except ParameterError as error:  # defensive: the value readers below turn their own errors into warnings
+        return InlinePrompt(text=str(text or ""), prompt=str(text or ""), warnings=[str(error)])
+
+
+def _parse(text: str) -> InlinePrompt:
+    full_text = preprocess(text)
+    prompt, chunks = split_arguments(full_text)
+    parsed = InlinePrompt(text=full_text, prompt=prompt)
+    for chunk in chunks:
+        raw_name, value = _NAME_AND_VALUE.fullmatch(chunk).groups()
+        name, value = raw_name.lower(), value.strip()
+        if not name:
+            if value:
+                parsed.warnings.append(f"text after a lone '--' is ignored: {_short(value)!r}")
+            continue
+        canonical = CANONICAL_NAME.get(name)
+        if canonical is None:
+            parsed.unknown.append(name)
+            parsed.warnings.append(_unknown_warning(name))
+            continue
+        parsed.args.pop(canonical, None)  # keep the order of last appearance
+        parsed.args[canonical] = value
+
+    for spec in ARGUMENTS:
+        if spec.name in parsed.args:
+            _read_value(parsed, spec, parsed.args[spec.name])
+    return parsed
+
+
+def _read_value(parsed: InlinePrompt, spec: ArgumentSpec, value: str) -> None:
+    reader = _READERS[spec.kind]
+    try:
+        typed = reader(spec, value, parsed.warnings)
+    except _Refused as refusal:
+        parsed.warnings.append(f"--{spec.name}: {refusal} (ignored)")
+        return
+    if typed is not None:
+        parsed.values[spec.name] = typed
+    if spec.deprecated:
+        parsed.warnings.append(f"--{spec.name} is deprecated: {spec.help}")
+
+
+class _Refused(Exception):
+    """A value the argument cannot use; becomes a warning."""
+
+
+def _read_text(spec, value, warnings):
+    return value
+
+
+def _read_style(spec, value, warnings):
+    if not value:
+        raise _Refused("needs a style name")
+    return value
+
+
+def _read_ignored(spec, value, warnings):
+    warnings.append(f"--{spec.name} is ignored: the text before the first '--' is the prompt")
+    return None
+
+
+def _read_int(spec, value, warnings):
+    if not _INTEGER.fullmatch(value):
+        raise _Refused(f"expects a whole number like -1 or +2, got {_short(value)!r}")
+    return int(value)
+
+
+def _read_float(spec, value, warnings):
+    if not _FLOAT.fullmatch(value):
+        raise _Refused(f"expects a number, got {_short(value)!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise _Refused(f"expects a finite number, got {_short(value)!r}")
+    return number
+
+
+def _read_bool(spec, value, warnings):
+    word = value.lower()
+    if not word or word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise _Refused(f"expects on or off, got {_short(value)!r}")
+
+
+def _read_flag(spec, value, warnings):
+    if value:
+        warnings.append(f"--{spec.name} takes no value; {_short(value)!r} is ignored")
+    return True
+
+
+def _read_seed(spec, value, warnings):
+    if value.lower() == "random" or value == "-1":
+        return "random"
+    if not _INTEGER.fullmatch(value):
+        raise _Refused(f"expects a whole number or 'random', got {_short(value)!r}")
+    seed = int(value)
+    if not 0 <= seed <= SEED_MAX:
+        raise _Refused(f"must be from 0 to {SEED_MAX} (or -1/random), got {seed}")
+    return seed
+
+
+def _read_aspect(spec, value, warnings):
+    words = value.split(maxsplit=1)
+    try:
+        width, height = parse_aspect(value)
+    except ParameterError as error:
+        raise _Refused(error.problem) from None
+    if len(words) > 1:
+        warnings.append(f"--{spec.name}: {_short(words[1])!r} after {words[0]!r} is ignored")
+    clamped = clamp_aspect(width, height)
+    if clamped != (width, height):
+        warnings.append(f"--{spec.name} {width}:{height} is clamped to {format_aspect(*clamped)} "
+                        "(one side may be at most 6 times the other)")
+    return clamped
+
+
+def _read_level_or_int(levels):
+    def read(spec, value, warnings):
+        word = value.lower()
+        if word in levels:
+            return word
+        if not _INTEGER.fullmatch(value):
+            raise _Refused(f"expects a whole number or one of {', '.join(levels)}, got {_short(value)!r}")
+        return int(value)
+    return read
+
+
+def _read_detail(spec, value, warnings):
+    level = _read_level_or_int(DETAIL_LEVELS)(spec, value, warnings)
+    if isinstance(level, int) and level > DETAIL_LEVEL_MAX:
+        raise _Refused(f"must be at most +{DETAIL_LEVEL_MAX}, got {level}")
+    return level
+
+
+def _read_batch(spec, value, warnings):
+    size = _read_int(spec, value, warnings)
+    if size < 1:
+        raise _Refused(f"must be at least 1, got {size}")
+    return size
+
+
+_READERS = {
+    "text": _read_text, "style": _read_style, "ignored": _read_ignored, "int": _read_int, "float": _read_float,
+    "bool": _read_bool, "flag": _read_flag, "seed": _read_seed, "aspect": _read_aspect,
+    "detail": _read_detail, "noise": _read_level_or_int(UPSCALE_NOISE_LEVELS), "batch": _read_batch,
+}
+
+
+def _unknown_warning(name: str) -> str:
+    message = f"unknown argument --{_short(name)} (ignored)"
+    close = difflib.get_close_matches(name, list(CANONICAL_NAME), n=1)
+    if close:
+        message += f"; did you mean --{close[0]}?"
+    return message
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -1,0 +1,30 @@
+"""Style templates: put the user's text where a style's template has its `$@` placeholder (spec §6.4, §11.1).
+
+A template may wrap the placeholder in a conditional block, `{. $@}`: with text, the braces go and the block stays
+(". a cat"); with no text, the whole block goes. Anything that does not form a clean block keeps its braces.
+"""
+
+from __future__ import annotations
+
+PLACEHOLDER = "$@"
+
+
+def apply_template(template: str | None, value: str) -> str:
+    """`template` with `value` put in place of its first `$@`; `value` alone when there is no placeholder."""
+    value = value or ""
+    if not template or PLACEHOLDER not in template:
+        return value
+
+    prefix, _, suffix = template.partition(PLACEHOLDER)
+    block_open, block_close = prefix.rfind("{"), suffix.find("}")
+    if block_open == -1 or block_close == -1:
+        return prefix + value + suffix
+
+    # A `}` between the block's `{` and the placeholder, or any `{` after the block's `}`, means the braces
+    # belong to something else (the reference checks exactly this, §11.1): substitute and keep braces literally.
+    if prefix.find("}", block_open) != -1 or suffix.find("{", block_close) != -1:
+        return prefix + value + suffix
+
+    if value:
+        return prefix[:block_open] + prefix[block_open + 1:] + value + suffix[:block_close] + suffix[block_close + 1:]
+    return prefix[:block_open] + suffix[block_close + 1:]
