@@ -1,0 +1,90 @@
+"""Command line: ``python -m tinybreaker_ext "a prompt --aspect 3:2" -o out.png``.
+
+Runs the whole reference pipeline without a WebUI (T5 → PixArt-Sigma → transcoder → embedded SD1 refiner →
+SD1 decoder) and writes PNGs whose ``parameters`` text is A1111-style infotext, so the WebUI's PNG Info reads it.
+The prompt accepts TinyBreaker's inline parameters (``--style``, ``--aspect``, ``--seed``, ``--no`` …).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import TinyBreakerError
+
+DEFAULT_STYLE = "PHOTO"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tinybreaker_ext", description=__doc__.split("\n\n")[0])
+    parser.add_argument("prompt", help="the prompt; inline parameters like --aspect 16:9 go inside the quotes")
+    parser.add_argument("-o", "--output", default="tinybreaker.png",
+                        help="output PNG; with a batch, _1, _2 … are added before the extension")
+    parser.add_argument("--negative", default="", help="negative prompt (same as an inline --no)")
+    parser.add_argument("--style", default=DEFAULT_STYLE, help=f"style name (default {DEFAULT_STYLE}; 'none' for none)")
+    parser.add_argument("--seed", type=int, help="base seed (default: the style's, or --seed inside the prompt)")
+    parser.add_argument("--steps", type=int, help="base steps (overrides the style)")
+    parser.add_argument("--cfg", type=float, help="base CFG (overrides the style)")
+    parser.add_argument("--width", type=int, help="image width, a multiple of 16 (default: from --aspect)")
+    parser.add_argument("--height", type=int, help="image height, a multiple of 16 (default: from --aspect)")
+    parser.add_argument("--batch", type=int, help="number of images (seeds seed, seed+1, …)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                        help="PixArt/refiner dtype (auto: bf16 or fp16 on a GPU, fp32 on the CPU)")
+    parser.add_argument("--t5-mode", default="auto", choices=("auto", "gpu", "cpu", "stream"),
+                        help="where T5 runs: resident on the GPU, on the CPU, or streamed block by block")
+    parser.add_argument("--decoder", default="high_quality", choices=("high_quality", "fast"),
+                        help="full SD1 VAE decoder or TAESD")
+    parser.add_argument("--checkpoint", help="TinyBreaker checkpoint (.safetensors)")
+    parser.add_argument("--t5", help="T5-XXL encoder file (.safetensors, fp8/bf16/fp16/fp32)")
+    parser.add_argument("--t5-tokenizer", help="folder with the T5 tokenizer (tokenizer.json)")
+    parser.add_argument("--clip-tokenizer", help="folder with the CLIP tokenizer (vocab.json, merges.txt)")
+    parser.add_argument("--models-dir", default=os.environ.get("TINYBREAKER_MODELS", "models"),
+                        help="models folder searched for the files above (default ./models, or $TINYBREAKER_MODELS)")
+    parser.add_argument("--download", action="store_true",
+                        help="download missing files from their public hub repositories into --models-dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        written = run(args)
+    except TinyBreakerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+def run(args) -> list[str]:
+    import torch
+
+    from .generation import generate_images
+    from .model_files import resolve_cli_files
+
+    files = resolve_cli_files(args.models_dir, checkpoint=args.checkpoint, t5=args.t5,
+                              t5_tokenizer=args.t5_tokenizer, clip_tokenizer=args.clip_tokenizer,
+                              download=args.download)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    result = generate_images(
+        files, prompt=args.prompt, negative=args.negative, style=args.style, seed=args.seed, steps=args.steps,
+        cfg=args.cfg, width=args.width, height=args.height, batch=args.batch, device=device,
+        dtype=_dtype(args.dtype, device), t5_mode=args.t5_mode, decoder=args.decoder, progress=True)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return result.save(args.output)
+
+
+def _dtype(name: str, device):
+    import torch
+
+    if name == "fp32" or (name == "auto" and device.type == "cpu"):
+        return torch.float32
+    if name == "fp16":
+        return torch.float16
+    if name == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16

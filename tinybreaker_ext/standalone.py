@@ -1,0 +1,126 @@
+"""The stages that finish an image without a WebUI: refine with the SD1 UNet + CLIP-L embedded in the TinyBreaker
+checkpoint, then decode with its SD1 decoder. Used by the command line and the benchmarks. Needs diffusers for the
+UNet and the KL decoder (the WebUI path does not)."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import ModelFileError
+from .files.classify import (FIRST_STAGE_HQ_PREFIX, FIRST_STAGE_PREFIX, REFINER_CLIP_PREFIX,
+                             REFINER_FIRST_STAGE_PREFIX, REFINER_UNET_PREFIX, FileKind)
+from .models.clip_text import encode_clip_prompt, load_clip_text
+from .models.clip_tokenizer import find_clip_tokenizer, load_clip_tokenizer
+from .models.kl_decoder import load_kl_decoder
+from .models.sd1_refiner import SD1Refiner
+from .models.taesd import load_tiny_vae
+from .models.tiled import tiled_decode
+from .pipeline import TinyBreakerPipeline, _batch_callback, _per_image
+from .placement import ModulePlacement, MovePlacement
+from .sampling.denoisers import CFGDenoiser, EpsDenoiser
+from .sampling.noise import noised_start, stage_noise
+from .sampling.samplers import get_sampler
+from .sampling.schedules import compute_sigmas, sd1_sigmas
+from .stage_params import StageParams
+from .text_encoding import PromptEmbeddingCache
+
+DECODERS = ("high_quality", "fast")
+SD1_SCALE = 0.18215
+
+
+class EmbeddedRefiner:
+    """Refine and decode stages of a TinyBreaker checkpoint (prototype0 or prototype1)."""
+
+    def __init__(self, pipeline: TinyBreakerPipeline, *, clip_tokenizer_path: str | None = None,
+                 tokenizer_search: dict | None = None):
+        if not pipeline.is_tinybreaker:
+            raise ModelFileError(pipeline.checkpoint.path, "a plain PixArt-Sigma file has no SD1 refiner",
+                                 "a TinyBreaker checkpoint; in a WebUI the loaded SD1 model refines instead")
+        self.pipeline = pipeline
+        self.clip_tokenizer_path = clip_tokenizer_path
+        self.tokenizer_search = dict(tokenizer_search or {})
+        self._unet = self._clip = self._tokenizer = None
+        self._decoders: dict[str, torch.nn.Module] = {}
+        self.embedding_cache = PromptEmbeddingCache(max_entries=16)
+
+    @property
+    def checkpoint(self):
+        return self.pipeline.checkpoint
+
+    @property
+    def unet(self) -> SD1Refiner:
+        if self._unet is None:
+            self._unet = SD1Refiner.from_state_dict(self.checkpoint.prefixed(REFINER_UNET_PREFIX), device="cpu",
+                                                    dtype=self.pipeline.dtype).eval()
+        return self._unet
+
+    def encode(self, text: str, placement: ModulePlacement) -> torch.Tensor:
+        def compute():
+            if self._clip is None:
+                self._clip = load_clip_text(self.checkpoint.prefixed(REFINER_CLIP_PREFIX), device="cpu",
+                                            dtype=torch.float32).eval()
+                folder = find_clip_tokenizer(self.clip_tokenizer_path, **self.tokenizer_search)
+                self._tokenizer = load_clip_tokenizer(folder)
+            with placement.use(self._clip) as clip:
+                return encode_clip_prompt(clip, self._tokenizer, text).float().cpu()
+
+        return self.embedding_cache.get_or_compute(text, compute)
+
+    def refine(self, latent: torch.Tensor, texts: list[str], negative_texts: list[str], stage: StageParams, *,
+               seeds: list[int], placement: ModulePlacement | None = None, callback=None) -> torch.Tensor:
+        """SD1 model-space latent in and out; an empty step window (detail level 'none') returns it unchanged."""
+        placement = placement or MovePlacement(self.pipeline.device)
+        sigmas = compute_sigmas(sd1_sigmas(), sampler=stage.sampler, scheduler=stage.scheduler, steps=stage.steps,
+                                steps_start=stage.steps_start, steps_end=stage.steps_end,
+                                steps_nfactor=stage.steps_nfactor)
+        if len(sigmas) < 2:
+            return latent
+        texts, negative_texts = _per_image(texts, len(seeds), "prompt"), _per_image(negative_texts, len(seeds),
+                                                                                     "negative")
+        conds = [self.encode(text, placement) for text in texts]
+        unconds = [self.encode(text, placement) for text in negative_texts]
+        sampler = get_sampler(stage.sampler)
+        steps, results = len(sigmas) - 1, []
+        with placement.use(self.unet) as unet:
+            eps_model = EpsDenoiser(unet.eps, sd1_sigmas())
+            for index, seed in enumerate(seeds):
+                start = latent[index:index + 1]
+                x = noised_start(start, stage_noise(start.shape, seed), sigmas[0], sd1_sigmas()[-1])
+                denoiser = CFGDenoiser(eps_model, conds[index], unconds[index], stage.cfg)
+                on_step = _batch_callback(callback, index, steps, len(seeds), self.pipeline, results)
+                results.append(sampler(denoiser, x.to(placement.device), sigmas.to(placement.device), seed=seed,
+                                       callback=on_step).float().cpu())
+        return torch.cat(results)
+
+    def decoder(self, quality: str = "high_quality") -> torch.nn.Module:
+        """The SD1 decoder: the full KL one ('high_quality') or TAESD ('fast'), as the prototype stores them."""
+        if quality not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}")
+        if quality not in self._decoders:
+            prototype0 = self.pipeline.checkpoint_info.kind == FileKind.TINYBREAKER_PROTOTYPE0
+            dtype = self.pipeline.dtype
+            if quality == "high_quality":
+                prefix = FIRST_STAGE_HQ_PREFIX if prototype0 else FIRST_STAGE_PREFIX
+                self._decoders[quality] = load_kl_decoder(self.checkpoint.prefixed(prefix), device="cpu",
+                                                          dtype=dtype).eval()
+            else:
+                prefix = FIRST_STAGE_PREFIX if prototype0 else REFINER_FIRST_STAGE_PREFIX
+                self._decoders[quality] = load_tiny_vae(_decoder_only(self.checkpoint.prefixed(prefix)),
+                                                        default_scale=SD1_SCALE, device="cpu", dtype=dtype).eval()
+        return self._decoders[quality]
+
+    def decode(self, latent: torch.Tensor, *, quality: str = "high_quality",
+               placement: ModulePlacement | None = None, tile_px: int = 512) -> torch.Tensor:
+        """Images ``[B, 3, 8h, 8w]`` in [0, 1] (float32, CPU), decoded in 512-px tiles like the reference."""
+        placement = placement or MovePlacement(self.pipeline.device)
+        with placement.use(self.decoder(quality)) as decoder, torch.no_grad():
+            return tiled_decode(decoder.decode, latent.to(placement.device), tile_px=tile_px).clamp(0, 1).cpu()
+
+
+def _decoder_only(view):
+    """Prototype0's first_stage_model also holds the TAESDXL *encoder*; the SD1 'fast' decoder is only its decoder."""
+    from .files.state_dict import with_prefix
+
+    decoder = with_prefix(view, "decoder.")
+    result = {"decoder." + key: value for key, value in decoder.items()}
+    return result
