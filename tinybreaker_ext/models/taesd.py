@@ -1,0 +1,323 @@
+"""Tiny AutoEncoder (TAESD, madebyollin) halves, their key layouts, and a small VAE wrapper.
+
+Conventions (madebyollin/taesd, issue #3): images are [B, 3, H, W] in [0, 1]; latents are MODEL-SPACE
+(raw × scale), [B, C, H/8, W/8]. The Sequential indices below are the native key names (`encoder.<i>.…`,
+`decoder.<i>.…`); decoder index 0 is the parameter-less Clamp. Diffusers keeps that clamp outside its
+Sequential, so its decoder indices are one lower.
+
+Raw ↔ model space follows ComfyUI/diffusers: model = (raw − shift)·scale, raw = model / scale + shift.
+Shift is 0 for SD1 and SDXL; the reference's own tiny VAE applies the stored shift with the opposite sign,
+which only matters for SD3/Flux latents (out of scope here).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Mapping, NamedTuple
+
+import torch
+from torch import nn
+
+from ..errors import ModelFileError
+from ..files.state_dict import shape_of
+
+SD1_SCALE = 0.18215
+SDXL_SCALE = 0.13025
+_INDEXED_KEY = re.compile(r"^(\d+)\.(.+)$")
+
+
+# --------------------------------------------------------------------------------------------- architecture
+
+def _conv3x3(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
+    return nn.Conv2d(n_in, n_out, kernel_size=3, padding=1, **kwargs)
+
+
+class Clamp(nn.Module):
+    """Soft clamp of the decoder input to (−3, 3)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+class Block(nn.Module):
+    """conv→ReLU→conv→ReLU→conv plus identity skip (1×1 no-bias conv if channels change), then ReLU."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.conv = nn.Sequential(_conv3x3(n_in, n_out), nn.ReLU(), _conv3x3(n_out, n_out), nn.ReLU(),
+                                  _conv3x3(n_out, n_out))
+        self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
+        self.fuse = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(self.conv(x) + self.skip(x))
+
+
+class TinyEncoder(nn.Sequential):
+    """RGB [0, 1] → model-space latent, ÷8 spatially (indices 0..14, see spec §4.4)."""
+
+    def __init__(self, latent_channels: int = 4, hidden_channels: int = 64):
+        c = hidden_channels
+        layers: list[nn.Module] = [_conv3x3(3, c), Block(c, c)]
+        for _ in range(3):
+            layers += [_conv3x3(c, c, stride=2, bias=False), Block(c, c), Block(c, c), Block(c, c)]
+        layers.append(_conv3x3(c, latent_channels))
+        super().__init__(*layers)
+        self.latent_channels = latent_channels
+
+
+class TinyDecoder(nn.Sequential):
+    """Model-space latent → RGB (≈[0, 1], not clamped), ×8 spatially (indices 0..19, see spec §4.4)."""
+
+    def __init__(self, latent_channels: int = 4, hidden_channels: int = 64):
+        c = hidden_channels
+        layers: list[nn.Module] = [Clamp(), _conv3x3(latent_channels, c), nn.ReLU()]
+        for _ in range(3):
+            layers += [Block(c, c), Block(c, c), Block(c, c), nn.Upsample(scale_factor=2),
+                       _conv3x3(c, c, bias=False)]
+        layers += [Block(c, c), _conv3x3(c, 3)]
+        super().__init__(*layers)
+        self.latent_channels = latent_channels
+
+
+# --------------------------------------------------------------------------------------------- latent spaces
+
+def raw_to_model(raw: torch.Tensor, scale: float, shift: float = 0.0) -> torch.Tensor:
+    return (raw - shift) * scale
+
+
+def model_to_raw(latent: torch.Tensor, scale: float, shift: float = 0.0) -> torch.Tensor:
+    return latent / scale + shift
+
+
+def latent_space_for_filename(filename: str) -> tuple[float, float]:
+    """(scale, shift) guessed from a file name when it stores none (the reference's fallback rule)."""
+    name = os.path.basename(filename).lower()
+    if "f1" in name or "flux" in name:
+        return 0.3611, 0.1159
+    if "sd3" in name:
+        return 1.5305, 0.0609
+    if "sdxl" in name:
+        return SDXL_SCALE, 0.0
+    return SD1_SCALE, 0.0
+
+
+# --------------------------------------------------------------------------------------------- key layouts
+
+def source_name(state_dict: Mapping[str, torch.Tensor], source: str | None = None) -> str:
+    """What to call the state dict in an error message: the caller's name, the file path, or a placeholder."""
+    return source or getattr(state_dict, "path", None) or "<state dict>"
+
+
+def part_label(state_dict: Mapping[str, torch.Tensor], part: str) -> str:
+    """`part` plus the checkpoint prefix of a lazy file view, e.g. "TAESD decoder under 'first_stage_model.'"."""
+    prefix = getattr(state_dict, "prefix", "")
+    return f"{part} under '{prefix}'" if isinstance(prefix, str) and prefix else part
+
+
+def read_scalar(state_dict: Mapping[str, torch.Tensor], key: str, source: str) -> float:
+    """A one-element tensor as a Python float, exactly as stored (fp16 0.13025 stays 0.1302490234375)."""
+    tensor = state_dict[key]
+    if tensor.numel() != 1:
+        raise ModelFileError(source, f"'{key}' has shape {tuple(tensor.shape)}", "a scalar")
+    return float(tensor.reshape(-1)[0].item())
+
+
+def indexed_part(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The `<prefix><int>.<rest>` entries as `<int>.<rest>`; other keys under the prefix are left out
+    (e.g. an ldm KL decoder's `decoder.conv_in.*` next to a tiny encoder, or `encoder.vae_scale`)."""
+    part = {}
+    for key in state_dict.keys():
+        if key.startswith(prefix) and _INDEXED_KEY.match(key[len(prefix):]):
+            part[key[len(prefix):]] = state_dict[key]
+    return part
+
+
+def shift_decoder_indices(part: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Diffusers numbers the decoder without the leading Clamp: move every index up by one."""
+    if "0.weight" not in part:
+        return part
+    shifted = {}
+    for key, tensor in part.items():
+        index, rest = _INDEXED_KEY.match(key).groups()
+        shifted[f"{int(index) + 1}.{rest}"] = tensor
+    return shifted
+
+
+def _standalone_role(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """Which half a prefix-less madebyollin file (`taesd_encoder.safetensors` / `taesd_decoder.safetensors`) is.
+
+    The encoder's first conv (`0.weight`) takes 3 RGB channels and the file ends at index 14; the decoder has
+    no index 0 (the Clamp) and starts with the latent conv `1.weight` (index 1 of the encoder is a Block, so
+    it has no `1.weight`). A decoder saved diffusers-style starts at `0.weight` with latent input channels.
+    """
+    if "1.weight" in state_dict:
+        return "decoder"
+    if "0.weight" in state_dict:
+        if shape_of(state_dict, "0.weight")[1] == 3 and "14.weight" in state_dict:
+            return "encoder"
+        return "decoder"
+    return None
+
+
+class TinyVAEParts(NamedTuple):
+    """Native-key halves (`<i>.…`, no prefix; None when absent) and each half's latent space."""
+
+    encoder: dict[str, torch.Tensor] | None
+    decoder: dict[str, torch.Tensor] | None
+    encoder_scale: float
+    encoder_shift: float
+    decoder_scale: float
+    decoder_shift: float
+
+
+def normalize_tiny_vae_state_dict(state_dict: Mapping[str, torch.Tensor], *, default_scale: float | None = None,
+                                  default_shift: float = 0.0, source: str | None = None) -> TinyVAEParts:
+    """Accepts native (`encoder.<i>`/`decoder.<i>` + `<half>.vae_scale/vae_shift`), ComfyUI (`taesd_encoder.`,
+    `taesd_decoder.`, top-level `vae_scale/vae_shift`), diffusers (`encoder.layers.`/`decoder.layers.`) and
+    prefix-less single-half madebyollin files. Scales come from the file when present, else `default_scale`.
+
+    The two halves may live in different latent spaces (TinyBreaker prototype0's `first_stage_model.` holds a
+    TAESDXL encoder and a TAESD decoder), hence a scale per half.
+    """
+    source = source_name(state_dict, source)
+    keys = list(state_dict.keys())
+    if any(key.startswith(("taesd_encoder.", "taesd_decoder.")) for key in keys):
+        encoder = indexed_part(state_dict, "taesd_encoder.")
+        decoder = indexed_part(state_dict, "taesd_decoder.")
+    elif any(key.startswith(("encoder.layers.", "decoder.layers.")) for key in keys):
+        encoder = indexed_part(state_dict, "encoder.layers.")
+        decoder = indexed_part(state_dict, "decoder.layers.")
+    elif any(_INDEXED_KEY.match(key) for key in keys):
+        role = _standalone_role(state_dict)
+        whole = indexed_part(state_dict, "")
+        encoder, decoder = (whole, {}) if role == "encoder" else ({}, whole)
+    else:
+        encoder = indexed_part(state_dict, "encoder.")
+        decoder = indexed_part(state_dict, "decoder.")
+    decoder = shift_decoder_indices(decoder)
+    if not encoder and not decoder:
+        raise ModelFileError(source, "no TAESD encoder or decoder weights found",
+                             "keys like encoder.0.weight, decoder.1.weight, taesd_decoder.1.weight")
+
+    def space(half: str) -> tuple[float, float]:
+        scale_key = next((k for k in (f"{half}.vae_scale", "vae_scale") if k in state_dict), None)
+        shift_key = next((k for k in (f"{half}.vae_shift", "vae_shift") if k in state_dict), None)
+        if scale_key is None and default_scale is None:
+            raise ModelFileError(source, f"TAESD {half} has no vae_scale and no default scale was given",
+                                 "default_scale=0.18215 (SD1) or 0.13025 (SDXL)")
+        scale = read_scalar(state_dict, scale_key, source) if scale_key else float(default_scale)
+        shift = read_scalar(state_dict, shift_key, source) if shift_key else float(default_shift)
+        return scale, shift
+
+    enc_space = space("encoder") if encoder else (float(default_scale or 1.0), float(default_shift))
+    dec_space = space("decoder") if decoder else (float(default_scale or 1.0), float(default_shift))
+    return TinyVAEParts(encoder or None, decoder or None, *enc_space, *dec_space)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+def build_encoder(part: Mapping[str, torch.Tensor], *, what: str, source: str) -> TinyEncoder:
+    """A TinyEncoder sized from `0.weight` [hidden, 3, 3, 3] and `14.weight` [latent, hidden, 3, 3]."""
+    _require(part, ("0.weight", "14.weight"), what, source)
+    encoder = TinyEncoder(latent_channels=shape_of(part, "14.weight")[0], hidden_channels=shape_of(part, "0.weight")[0])
+    return load_weights(encoder, part, what=what, source=source)
+
+
+def build_decoder(part: Mapping[str, torch.Tensor], *, what: str, source: str) -> TinyDecoder:
+    """A TinyDecoder sized from `1.weight` [hidden, latent, 3, 3] (native indices)."""
+    _require(part, ("1.weight",), what, source)
+    hidden, latent = shape_of(part, "1.weight")[:2]
+    decoder = TinyDecoder(latent_channels=latent, hidden_channels=hidden)
+    return load_weights(decoder, part, what=what, source=source)
+
+
+def _require(part: Mapping[str, torch.Tensor], keys: tuple[str, ...], what: str, source: str) -> None:
+    missing = [key for key in keys if key not in part]
+    if missing:
+        raise ModelFileError(source, f"{what} is missing '{missing[0]}'", "a complete TAESD half (§4.4 layout)")
+
+
+def load_weights(module: nn.Module, part: Mapping[str, torch.Tensor], *, what: str, source: str) -> nn.Module:
+    """Copies `part` into `module`, naming the first missing/unexpected/mis-shaped key of `what` on failure."""
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in part]
+    if missing:
+        raise ModelFileError(source, f"{what} is missing '{missing[0]}' ({len(missing)} keys missing)",
+                             "a complete TAESD half (§4.4 layout)")
+    unexpected = sorted(key for key in part if key not in expected)
+    if unexpected:
+        raise ModelFileError(source, f"{what} has unexpected key '{unexpected[0]}'", "the TAESD layout of §4.4")
+    for key, target in expected.items():
+        if tuple(part[key].shape) != tuple(target.shape):
+            raise ModelFileError(source, f"{what} '{key}' has shape {tuple(part[key].shape)}",
+                                 f"shape {tuple(target.shape)}")
+    module.load_state_dict({key: part[key] for key in expected})
+    return module.eval().requires_grad_(False)
+
+
+class TinyVAE(nn.Module):
+    """A TAESD encoder and/or decoder with the latent space(s) they emulate.
+
+    `encode`/`decode` work in model space (what TAESD itself sees). `decode` clamps to [0, 1] as the reference
+    does per decode call (ComfyUI's VAE output processing); the bare TinyDecoder, like madebyollin's, does not.
+    """
+
+    def __init__(self, encoder: TinyEncoder | None, decoder: TinyDecoder | None, scale_factor: float,
+                 shift_factor: float = 0.0, *, decoder_scale_factor: float | None = None,
+                 decoder_shift_factor: float | None = None, source: str = "<tiny VAE>"):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.scale_factor = float(scale_factor)
+        self.shift_factor = float(shift_factor)
+        self.decoder_scale_factor = float(scale_factor if decoder_scale_factor is None else decoder_scale_factor)
+        self.decoder_shift_factor = float(shift_factor if decoder_shift_factor is None else decoder_shift_factor)
+        self.source = source
+
+    @property
+    def latent_channels(self) -> int:
+        return (self.encoder if self.encoder is not None else self.decoder).latent_channels
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [0, 1] → float32 model-space latent [B, C, H/8, W/8] on the encoder's device."""
+        if self.encoder is None:
+            raise ModelFileError(self.source, "contains no TAESD encoder", "a tiny VAE with an encoder")
+        weight = self.encoder[0].weight
+        return self.encoder(images.to(device=weight.device, dtype=weight.dtype)).float()
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor, *, clamp: bool = True) -> torch.Tensor:
+        """Model-space latent → float32 images [B, 3, 8h, 8w], clamped to [0, 1] unless `clamp=False`."""
+        if self.decoder is None:
+            raise ModelFileError(self.source, "contains no TAESD decoder", "a tiny VAE with a decoder")
+        weight = self.decoder[1].weight
+        images = self.decoder(latent.to(device=weight.device, dtype=weight.dtype)).float()
+        return images.clamp(0.0, 1.0) if clamp else images
+
+    def raw_to_model(self, raw: torch.Tensor) -> torch.Tensor:
+        """A raw latent of the decoder's space, ready for `decode`."""
+        return raw_to_model(raw, self.decoder_scale_factor, self.decoder_shift_factor)
+
+    def model_to_raw(self, latent: torch.Tensor) -> torch.Tensor:
+        """An `encode` result as a raw latent of the encoder's space."""
+        return model_to_raw(latent, self.scale_factor, self.shift_factor)
+
+
+def load_tiny_vae(state_dict: Mapping[str, torch.Tensor], *, default_scale: float | None = None,
+                  default_shift: float = 0.0, device: torch.device | str, dtype: torch.dtype,
+                  source: str | None = None) -> TinyVAE:
+    """A TinyVAE from any accepted layout (see `normalize_tiny_vae_state_dict`); shapes decide the config."""
+    source = source_name(state_dict, source)
+    parts = normalize_tiny_vae_state_dict(state_dict, default_scale=default_scale, default_shift=default_shift,
+                                          source=source)
+    encoder = decoder = None
+    if parts.encoder:
+        encoder = build_encoder(parts.encoder, what=part_label(state_dict, "TAESD encoder"), source=source)
+    if parts.decoder:
+        decoder = build_decoder(parts.decoder, what=part_label(state_dict, "TAESD decoder"), source=source)
+    vae = TinyVAE(encoder, decoder, parts.encoder_scale, parts.encoder_shift,
+                  decoder_scale_factor=parts.decoder_scale, decoder_shift_factor=parts.decoder_shift, source=source)
+    return vae.to(device=device, dtype=dtype)
