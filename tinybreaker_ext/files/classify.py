@@ -1,0 +1,289 @@
+"""What a model file is, decided from its header keys alone (no tensor data is read).
+
+Signatures (see the spec §1.2, §1.3, §1.5, §3.1):
+- TinyBreaker: ``base.diffusion_model.`` + ``refiner.first_stage_model.*`` (prototype1)
+  or ``first_stage_hqmodel.*`` (prototype0).
+- PixArt-Sigma: native ``t_embedder.mlp.0.weight`` + ``final_layer.scale_shift_table``, or diffusers
+  ``adaln_single.emb.timestep_embedder.linear_2.bias`` + ``scale_shift_table``; under any key prefix.
+- T5 encoder: ``encoder.block.0.layer.0.SelfAttention.q.weight`` + ``shared.weight`` (or
+  ``encoder.embed_tokens.weight``),
+  under any key prefix (e.g. ComfyUI's ``text_encoders.t5xxl.transformer.`` inside all-in-one checkpoints).
+- Transcoder: ``transd.3.conv.0.bias`` + ``transe.3.conv.0.weight`` (bare or under ``transcoder.``).
+- Tiny VAE: native ``encoder.<i>``/``decoder.<i>``, ComfyUI ``taesd_encoder.``/``taesd_decoder.``, diffusers
+  ``encoder.layers.``/``decoder.layers.``, or a bare madebyollin half (``0.weight``, ``1.conv.0.weight`` …).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import torch
+
+from tinybreaker_ext.errors import ModelFileError
+from tinybreaker_ext.files.safetensors_file import (
+    SafetensorsFile, SafetensorsHeader, SafetensorsView, open_safetensors, read_safetensors_header, torch_dtype_for,
+)
+
+# --- TinyBreaker checkpoint prefixes (spec §1.2) --------------------------------------------------------------------
+BASE_PREFIX = "base.diffusion_model."
+REFINER_UNET_PREFIX = "refiner.diffusion_model."
+REFINER_CLIP_PREFIX = "refiner.conditioner."
+FIRST_STAGE_PREFIX = "first_stage_model."
+FIRST_STAGE_HQ_PREFIX = "first_stage_hqmodel."
+REFINER_FIRST_STAGE_PREFIX = "refiner.first_stage_model."
+TRANSCODER_PREFIX = "transcoder."
+
+# --- layouts --------------------------------------------------------------------------------------------------------
+PIXART_NATIVE = "native"
+PIXART_DIFFUSERS = "diffusers"
+PIXART_SIGNATURES = {
+    PIXART_NATIVE: ("t_embedder.mlp.0.weight", "final_layer.scale_shift_table"),
+    PIXART_DIFFUSERS: ("adaln_single.emb.timestep_embedder.linear_2.bias", "scale_shift_table"),
+}
+T5_SIGNATURE = "encoder.block.0.layer.0.SelfAttention.q.weight"
+T5_EMBEDDING_KEYS = ("shared.weight", "encoder.embed_tokens.weight")
+TRANSCODER_SIGNATURE = ("transd.3.conv.0.bias", "transe.3.conv.0.weight")
+TINY_VAE_NATIVE = "native"
+TINY_VAE_COMFYUI = "comfyui"
+TINY_VAE_DIFFUSERS = "diffusers"
+TINY_VAE_BARE = "bare"
+
+
+class FileKind(enum.Enum):
+    TINYBREAKER_PROTOTYPE0 = "tinybreaker_prototype0"
+    TINYBREAKER_PROTOTYPE1 = "tinybreaker_prototype1"
+    PIXART_SIGMA = "pixart_sigma"
+    T5_ENCODER = "t5_encoder"
+    TINY_VAE = "tiny_vae"
+    TRANSCODER = "transcoder"
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+_LABELS = {
+    FileKind.TINYBREAKER_PROTOTYPE0: "TinyBreaker prototype0 checkpoint",
+    FileKind.TINYBREAKER_PROTOTYPE1: "TinyBreaker prototype1 checkpoint",
+    FileKind.PIXART_SIGMA: "PixArt-Sigma model",
+    FileKind.T5_ENCODER: "T5 encoder",
+    FileKind.TINY_VAE: "tiny VAE (TAESD)",
+    FileKind.TRANSCODER: "tiny latent transcoder",
+}
+TINYBREAKER_KINDS = frozenset({FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1})
+CHECKPOINT_KINDS = TINYBREAKER_KINDS | {FileKind.PIXART_SIGMA}
+ALL_KINDS_TEXT = "a TinyBreaker checkpoint, PixArt-Sigma model, T5 encoder, tiny VAE or transcoder (.safetensors)"
+
+
+@dataclass(frozen=True)
+class ModelFileInfo:
+    """The result of classification. ``key_prefix`` is where the component's keys start (PixArt, T5, transcoder);
+    ``tiny_vae_prefixes`` maps "encoder"/"decoder" to the prefix of each tiny-VAE half present."""
+
+    path: str
+    kind: FileKind
+    description: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    size_bytes: int = 0
+    tensor_count: int = 0
+    key_prefix: str = ""
+    pixart_layout: str | None = None
+    t5_dtype: torch.dtype | None = None
+    t5_dtype_name: str | None = None
+    t5_scaled_fp8: bool = False
+    tiny_vae_layout: str | None = None
+    tiny_vae_prefixes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_tinybreaker(self) -> bool:
+        return self.kind in TINYBREAKER_KINDS
+
+
+def find_signature_prefix(keys: Iterable[str] | Mapping[str, object], first: str, second: str) -> str | None:
+    """The prefix P under which both ``P+first`` and ``P+second`` exist (the shortest one), else None."""
+    key_set = keys if isinstance(keys, (set, frozenset, dict)) else set(keys)
+    found = [key[: len(key) - len(first)] for key in key_set if key.endswith(first)]
+    found = [prefix for prefix in found if (prefix == "" or prefix.endswith(".")) and prefix + second in key_set]
+    return min(found, key=len) if found else None
+
+
+def pixart_layout(keys: Iterable[str] | Mapping[str, object], prefix: str = "") -> str | None:
+    """"native" or "diffusers" when the PixArt signature keys exist right under ``prefix``."""
+    key_set = keys if isinstance(keys, (set, frozenset, dict)) else set(keys)
+    for layout, (first, second) in PIXART_SIGNATURES.items():
+        if prefix + first in key_set and prefix + second in key_set:
+            return layout
+    return None
+
+
+def _is_pixart_alpha(keys: dict, prefix: str) -> bool:
+    """PixArt-alpha shares PixArt-Sigma's names but has size/aspect embedders (1024) or a 120-token null caption."""
+    if any(key.startswith(prefix) and ("csize_embedder." in key or "ar_embedder." in key
+                                       or "resolution_embedder." in key or "aspect_ratio_embedder." in key)
+           for key in keys):
+        return True
+    null_caption = keys.get(prefix + "y_embedder.y_embedding") or keys.get(prefix + "caption_projection.y_embedding")
+    return null_caption is not None and null_caption.shape[:1] == (120,)
+
+
+def _tiny_half_present(keys: dict, prefix: str) -> bool:
+    """A TAESD Sequential half: a first conv (index 0 or 1) and at least one residual Block (``<i>.conv.0.weight``)."""
+    if prefix + "0.weight" not in keys and prefix + "1.weight" not in keys:
+        return False
+    pattern = re.compile(re.escape(prefix) + r"\d+\.conv\.0\.weight$")
+    return any(pattern.match(key) for key in keys)
+
+
+def _tiny_vae_layout(header: SafetensorsHeader) -> tuple[str, dict[str, str]] | None:
+    keys = header.tensors
+    for layout, encoder, decoder in ((TINY_VAE_COMFYUI, "taesd_encoder.", "taesd_decoder."),
+                                     (TINY_VAE_DIFFUSERS, "encoder.layers.", "decoder.layers."),
+                                     (TINY_VAE_NATIVE, "encoder.", "decoder.")):
+        halves = {name: prefix for name, prefix in (("encoder", encoder), ("decoder", decoder))
+                  if _tiny_half_present(keys, prefix)}
+        if halves:
+            return layout, halves
+    # a single madebyollin half: the encoder's first conv reads RGB, the decoder's first conv reads latents
+    if _tiny_half_present(keys, ""):
+        first = keys.get("0.weight") or keys.get("1.weight")
+        if first is not None and len(first.shape) == 4:
+            if "0.weight" in keys and first.shape[1] == 3:
+                return TINY_VAE_BARE, {"encoder": ""}
+            if "0.weight" not in keys and first.shape[1] in (4, 16):
+                return TINY_VAE_BARE, {"decoder": ""}
+    return None
+
+
+def _looks_like(keys: dict) -> str:
+    """A one-phrase guess at what an unrecognised file is."""
+    def has(prefix: str) -> bool:
+        return any(key.startswith(prefix) for key in keys)
+
+    if not keys:
+        return "contains no tensors"
+    if has("model.diffusion_model.double_blocks.") or has("double_blocks.0."):
+        return "looks like a Flux model (double_blocks.*)"
+    if has("model.diffusion_model.joint_blocks.") or has("joint_blocks.0."):
+        return "looks like an SD3 model (joint_blocks.*)"
+    if has("conditioner.embedders.") or "model.diffusion_model.label_emb.0.0.weight" in keys:
+        return "looks like an SDXL checkpoint (model.diffusion_model.* + conditioner.embedders.*)"
+    if has("model.diffusion_model.input_blocks."):
+        return "looks like an SD1/SD2 checkpoint (model.diffusion_model.*)"
+    if has("input_blocks.0.0.") or has("down_blocks.0.resnets."):
+        return "looks like a bare SD UNet (input_blocks.* / down_blocks.*)"
+    if has("lora_unet_") or has("lora_te") or any(".lora_down." in key or ".lora_A." in key for key in keys):
+        return "looks like a LoRA"
+    if "decoder.conv_in.weight" in keys:
+        return "looks like a full KL VAE (decoder.conv_in.*), not a tiny VAE"
+    if has("text_model.encoder.layers.") or has("transformer.text_model."):
+        return "looks like a CLIP text encoder (text_model.*)"
+    if any(key.endswith(T5_SIGNATURE) for key in keys):
+        return "has T5 encoder blocks but no shared.weight/encoder.embed_tokens.weight (incomplete T5 file?)"
+    first_keys = ", ".join(sorted(keys)[:3])
+    return f"unrecognised: {len(keys)} tensors, first keys {first_keys}"
+
+
+def _header_of(source: str | os.PathLike | SafetensorsView | SafetensorsHeader) -> SafetensorsHeader:
+    if isinstance(source, SafetensorsHeader):
+        return source
+    if isinstance(source, SafetensorsView):
+        return source._file.header
+    return read_safetensors_header(source)
+
+
+def classify(source: str | os.PathLike | SafetensorsView | SafetensorsHeader) -> ModelFileInfo:
+    """Classifies a file from its header. A view is classified as the whole file it belongs to.
+    Raises ModelFileError (one line, names the file) when the file is broken or of no known kind."""
+    header = _header_of(source)
+    keys = header.tensors
+    common = dict(path=header.path, metadata=dict(header.metadata), size_bytes=header.file_size,
+                  tensor_count=len(keys))
+
+    def fail(problem: str) -> ModelFileError:
+        return ModelFileError(header.path, problem, ALL_KINDS_TEXT)
+
+    if any(key.startswith(BASE_PREFIX) for key in keys):
+        layout = pixart_layout(keys, BASE_PREFIX)
+        if layout is None:
+            raise fail(f"has {BASE_PREFIX}* but no PixArt-Sigma signature keys under it")
+        if any(key.startswith(REFINER_FIRST_STAGE_PREFIX) for key in keys):
+            kind = FileKind.TINYBREAKER_PROTOTYPE1
+        elif any(key.startswith(FIRST_STAGE_HQ_PREFIX) for key in keys):
+            kind = FileKind.TINYBREAKER_PROTOTYPE0
+        else:
+            raise fail(f"has a PixArt base ({BASE_PREFIX}*) but neither {FIRST_STAGE_HQ_PREFIX}* (prototype0) "
+                       f"nor {REFINER_FIRST_STAGE_PREFIX}* (prototype1): not a complete TinyBreaker file")
+        title = header.metadata.get("modelspec.title")
+        suffix = f", '{title}'" if title else ""
+        return ModelFileInfo(kind=kind, description=f"{kind.label} (PixArt {layout} layout{suffix})",
+                             key_prefix="", pixart_layout=layout, **common)
+
+    for layout, (first, second) in PIXART_SIGNATURES.items():
+        prefix = find_signature_prefix(keys, first, second)
+        if prefix is not None:
+            if _is_pixart_alpha(keys, prefix):
+                raise fail("looks like a PixArt-alpha model (SD1 latent space, 120-token captions), "
+                           "not PixArt-Sigma")
+            where = f" under '{prefix}'" if prefix else ""
+            return ModelFileInfo(kind=FileKind.PIXART_SIGMA, description=f"PixArt-Sigma model ({layout} layout{where})",
+                                 key_prefix=prefix, pixart_layout=layout, **common)
+
+    t5_prefix = next((p for p in (find_signature_prefix(keys, T5_SIGNATURE, embedding)
+                                  for embedding in T5_EMBEDDING_KEYS) if p is not None), None)
+    if t5_prefix is not None:
+        if t5_prefix + "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" in keys:
+            raise fail("looks like a UMT5 encoder (relative attention bias in every block), not T5 v1.1")
+        dtype_name = keys[t5_prefix + T5_SIGNATURE].dtype_name
+        scaled = (t5_prefix + "scaled_fp8" in keys or "scaled_fp8" in keys
+                  or any(key.endswith((".scale_weight", ".weight_scale")) for key in keys))
+        details = dtype_name if torch_dtype_for(dtype_name) is None else str(torch_dtype_for(dtype_name))[6:]
+        details += ", scaled fp8" if scaled else ""
+        where = f" under '{t5_prefix}'" if t5_prefix else ""
+        return ModelFileInfo(kind=FileKind.T5_ENCODER, description=f"T5 encoder ({details}){where}",
+                             key_prefix=t5_prefix, t5_dtype=torch_dtype_for(dtype_name), t5_dtype_name=dtype_name,
+                             t5_scaled_fp8=scaled, **common)
+
+    transcoder_prefix = find_signature_prefix(keys, *TRANSCODER_SIGNATURE)
+    if transcoder_prefix is not None:
+        return ModelFileInfo(kind=FileKind.TRANSCODER, description=FileKind.TRANSCODER.label,
+                             key_prefix=transcoder_prefix, **common)
+
+    tiny = _tiny_vae_layout(header)
+    if tiny is not None:
+        layout, halves = tiny
+        return ModelFileInfo(kind=FileKind.TINY_VAE,
+                             description=f"tiny VAE (TAESD, {layout} layout: {' + '.join(halves)})",
+                             tiny_vae_layout=layout, tiny_vae_prefixes=halves, **common)
+
+    raise fail(_looks_like(keys))
+
+
+def expected_text(kinds: Iterable[FileKind]) -> str:
+    labels = [kind.label for kind in sorted(set(kinds), key=lambda kind: list(FileKind).index(kind))]
+    joined = labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
+    return f"a {joined} (.safetensors)"
+
+
+def open_model_file(path: str | os.PathLike,
+                    expected: FileKind | Iterable[FileKind]) -> tuple[SafetensorsFile, ModelFileInfo]:
+    """Opens ``path`` and checks it is one of the ``expected`` kinds; the caller closes the returned file.
+    Raises a one-line ModelFileError naming the file, what it is, and what was expected."""
+    kinds = frozenset([expected] if isinstance(expected, FileKind) else expected)
+    wanted = expected_text(kinds)
+    try:
+        file = open_safetensors(path)
+    except ModelFileError as error:
+        raise ModelFileError(error.path, error.problem, wanted) from None
+    try:
+        info = classify(file)
+    except ModelFileError as error:
+        file.close()
+        raise ModelFileError(error.path, error.problem, wanted) from None
+    if info.kind not in kinds:
+        file.close()
+        raise ModelFileError(info.path, f"is a {info.description}", wanted)
+    return file, info

@@ -1,0 +1,290 @@
+"""Lazy, validated access to one ``.safetensors`` file.
+
+Opening a file reads and checks only its JSON header, so shapes, dtypes and metadata cost nothing;
+``file[key]`` reads just that tensor through ``safetensors.safe_open``. Broken files (missing, a renamed
+pickle, truncated downloads) fail at open time with a one-line ``ModelFileError``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import struct
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import torch
+from safetensors import safe_open
+
+from tinybreaker_ext.errors import ModelFileError
+
+SAFETENSORS_EXPECTED = "a .safetensors model file"
+COMPLETE_EXPECTED = "a complete .safetensors model file"
+# safetensors itself refuses headers above 100 MB; anything larger is not a safetensors header.
+MAX_HEADER_BYTES = 100_000_000
+
+# safetensors dtype name -> (torch attribute name, bits per element)
+_DTYPES: dict[str, tuple[str, int]] = {
+    "BOOL": ("bool", 8), "U8": ("uint8", 8), "I8": ("int8", 8), "I16": ("int16", 16), "U16": ("uint16", 16),
+    "I32": ("int32", 32), "U32": ("uint32", 32), "I64": ("int64", 64), "U64": ("uint64", 64),
+    "F16": ("float16", 16), "BF16": ("bfloat16", 16), "F32": ("float32", 32), "F64": ("float64", 64),
+    "F8_E4M3": ("float8_e4m3fn", 8), "F8_E5M2": ("float8_e5m2", 8), "F8_E8M0": ("float8_e8m0fnu", 8),
+    "C64": ("complex64", 64), "F4": ("float4_e2m1fn_x2", 4), "F6_E2M3": ("", 6), "F6_E3M2": ("", 6),
+}
+
+
+def torch_dtype_for(dtype_name: str) -> torch.dtype | None:
+    """The torch dtype of a safetensors dtype name, or None when this torch build has no such dtype."""
+    attribute = _DTYPES.get(dtype_name, ("", 0))[0]
+    value = getattr(torch, attribute, None) if attribute else None
+    return value if isinstance(value, torch.dtype) else None
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor as the header describes it; ``start``/``end`` are offsets into the data section."""
+
+    dtype_name: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    path: str
+    file_size: int
+    header_size: int
+    tensors: dict[str, TensorEntry]
+    metadata: dict[str, str]
+
+
+def _describe_foreign_file(head: bytes) -> str:
+    """A guess at what a non-safetensors file is, from its first bytes, so the user knows what they picked."""
+    if head.startswith(b"PK\x03\x04"):
+        return "looks like a PyTorch zip/pickle checkpoint (.ckpt/.pt); only .safetensors files are loaded"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "looks like a pickle file (.ckpt/.pt/.bin); only .safetensors files are loaded"
+    if head.startswith(b"GGUF"):
+        return "looks like a GGUF file, which is not supported"
+    if head.startswith(b"version https://git-lfs"):
+        return "is a Git LFS pointer, not the model itself (download the real file)"
+    if head.lstrip()[:1] == b"<":
+        return "looks like an HTML/XML page (a failed download?)"
+    return "not a safetensors file (bad header)"
+
+
+def _fail(path: str, problem: str) -> ModelFileError:
+    return ModelFileError(path, problem, SAFETENSORS_EXPECTED)
+
+
+def _parse_entry(path: str, key: str, raw: object) -> TensorEntry:
+    if not isinstance(raw, dict):
+        raise _fail(path, f"corrupt header: entry '{key}' is not an object")
+    dtype_name, shape, offsets = raw.get("dtype"), raw.get("shape"), raw.get("data_offsets")
+    valid = (isinstance(dtype_name, str) and isinstance(shape, list) and isinstance(offsets, list)
+             and len(offsets) == 2 and all(isinstance(v, int) and v >= 0 for v in [*shape, *offsets])
+             and offsets[0] <= offsets[1])
+    if not valid:
+        raise _fail(path, f"corrupt header: tensor '{key}' has no valid dtype/shape/data_offsets")
+    entry = TensorEntry(dtype_name, tuple(shape), offsets[0], offsets[1])
+    bits = _DTYPES.get(dtype_name, ("", 0))[1]
+    if bits and entry.nbytes != math.ceil(math.prod(entry.shape) * bits / 8):
+        raise _fail(path, f"corrupt header: tensor '{key}' ({dtype_name}, shape {list(shape)}) "
+                          f"has {entry.nbytes} bytes of data")
+    return entry
+
+
+def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
+    """Reads and validates the header without touching tensor data. Raises ModelFileError."""
+    path = os.fspath(path)
+    try:
+        status = os.stat(path)
+        if stat.S_ISDIR(status.st_mode):
+            raise _fail(path, "is a directory, not a file")
+        file_size = status.st_size
+        with open(path, "rb") as stream:
+            head = stream.read(64)  # enough to recognise what a non-safetensors file is
+            stream.seek(8)
+            if file_size == 0:
+                raise _fail(path, "file is empty (0 bytes)")
+            if file_size < 8:
+                raise _fail(path, f"file is too short to be a safetensors file ({file_size} bytes)")
+            (header_size,) = struct.unpack("<Q", head[:8])
+            if header_size > MAX_HEADER_BYTES:
+                raise _fail(path, _describe_foreign_file(head))
+            header_bytes = stream.read(header_size)
+            if header_size > file_size - 8:
+                if not header_bytes.lstrip().startswith(b"{"):
+                    raise _fail(path, _describe_foreign_file(head))
+                raise ModelFileError(path, f"truncated: {file_size} bytes on disk, cut inside the "
+                                           f"{header_size}-byte header (incomplete download?)",
+                                     COMPLETE_EXPECTED)
+    except FileNotFoundError:
+        raise _fail(path, "file not found") from None
+    except IsADirectoryError:
+        raise _fail(path, "is a directory, not a file") from None
+    except PermissionError:
+        raise _fail(path, "permission denied") from None
+    except OSError as error:
+        raise _fail(path, f"cannot read file ({error.strerror or error})") from None
+    try:
+        if not header_bytes.lstrip().startswith(b"{"):
+            raise ValueError
+        raw_header = json.loads(header_bytes)
+        if not isinstance(raw_header, dict):
+            raise ValueError
+    except ValueError:
+        raise _fail(path, _describe_foreign_file(head)) from None
+
+    metadata = raw_header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _fail(path, "corrupt header: __metadata__ must map strings to strings")
+    tensors = {key: _parse_entry(path, key, raw) for key, raw in raw_header.items()}
+
+    data_size = file_size - 8 - header_size
+    needed = max((entry.end for entry in tensors.values()), default=0)
+    if needed > data_size:
+        raise ModelFileError(path, f"truncated: {file_size} bytes on disk but the header needs "
+                                   f"{8 + header_size + needed} ({needed - data_size} missing; incomplete download?)",
+                             COMPLETE_EXPECTED)
+    position = 0
+    for key, entry in sorted(tensors.items(), key=lambda item: (item[1].start, item[1].end)):
+        if entry.start != position:
+            raise _fail(path, f"corrupt header: tensor '{key}' data overlaps or leaves a gap at byte {position}")
+        position = entry.end
+    if position != data_size:
+        raise _fail(path, f"corrupt file: {data_size - position} unexpected bytes after the tensor data")
+    return SafetensorsHeader(path, file_size, header_size, tensors, dict(metadata))
+
+
+class SafetensorsView(Mapping[str, torch.Tensor]):
+    """The tensors of a file whose keys start with ``prefix``, with the prefix removed. Nothing is read until
+    a tensor is indexed; ``shape``/``dtype``/``nbytes`` come from the header."""
+
+    def __init__(self, file: "SafetensorsFile", prefix: str = ""):
+        self._file = file
+        self._prefix = prefix
+        self._keys: list[str] | None = None
+
+    # --- Mapping -------------------------------------------------------------------------------------------
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._file._read(self._prefix + key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._key_list())
+
+    def __len__(self) -> int:
+        return len(self._key_list())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (self._prefix + key) in self._file.header.tensors
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path!r} prefix={self._prefix!r} tensors={len(self)}>"
+
+    # --- header facts (no tensor data is read) -------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self._file.header.path
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self._file.header.metadata
+
+    def entry(self, key: str) -> TensorEntry:
+        try:
+            return self._file.header.tensors[self._prefix + key]
+        except KeyError:
+            raise KeyError(key) from None
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self.entry(key).shape
+
+    def dtype_name(self, key: str) -> str:
+        """The dtype as safetensors names it (e.g. ``F8_E4M3``)."""
+        return self.entry(key).dtype_name
+
+    def dtype(self, key: str) -> torch.dtype:
+        name = self.entry(key).dtype_name
+        dtype = torch_dtype_for(name)
+        if dtype is None:
+            raise ModelFileError(self.path, f"tensor '{self._prefix + key}' has dtype {name}, "
+                                            f"which torch {torch.__version__} cannot represent")
+        return dtype
+
+    def nbytes(self, key: str) -> int:
+        return self.entry(key).nbytes
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of tensor data in this view (the whole file's data for the file itself)."""
+        return sum(self.nbytes(key) for key in self._key_list())
+
+    def has_prefix(self, prefix: str) -> bool:
+        return any(key.startswith(prefix) for key in self._key_list())
+
+    def prefixed(self, prefix: str) -> "SafetensorsView":
+        """A lazy view of the keys under ``prefix`` (prefix removed); views nest."""
+        return SafetensorsView(self._file, self._prefix + prefix)
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        """Reads every tensor of this view (use only for small parts)."""
+        return {key: self[key] for key in self._key_list()}
+
+    def _key_list(self) -> list[str]:
+        if self._keys is None:
+            start = len(self._prefix)
+            self._keys = sorted(key[start:] for key in self._file.header.tensors if key.startswith(self._prefix))
+        return self._keys
+
+
+class SafetensorsFile(SafetensorsView):
+    """An open ``.safetensors`` file (a lazy ``Mapping[str, Tensor]`` and a context manager)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.header = read_safetensors_header(path)
+        self._handle = None
+        super().__init__(self, "")
+
+    @property
+    def file_size(self) -> int:
+        return self.header.file_size
+
+    def _read(self, full_key: str) -> torch.Tensor:
+        if full_key not in self.header.tensors:
+            raise KeyError(full_key)
+        try:
+            if self._handle is None:
+                self._handle = safe_open(self.header.path, framework="pt", device="cpu")
+            return self._handle.get_tensor(full_key)
+        except Exception as error:  # safetensors' error class differs across versions; the key exists, so it is I/O
+            raise ModelFileError(self.header.path, f"cannot read tensor '{full_key}' ({error})",
+                                 SAFETENSORS_EXPECTED) from None
+
+    def close(self) -> None:
+        """Releases the file handle; tensors already returned stay valid."""
+        handle, self._handle = self._handle, None
+        if handle is not None and hasattr(handle, "__exit__"):
+            handle.__exit__(None, None, None)
+
+    def __enter__(self) -> "SafetensorsFile":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def open_safetensors(path: str | os.PathLike) -> SafetensorsFile:
+    """Opens and validates ``path``; raises ModelFileError naming the file and the problem."""
+    return SafetensorsFile(path)
