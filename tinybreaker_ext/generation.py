@@ -95,7 +95,9 @@ def generate_images(files: ModelFileSet, *, prompt: str, negative: str = "", sty
                               tokenizer_search=files.tokenizer_search)
     placement = MovePlacement(device)
     base_seeds = [settings.base.noise_seed + index for index in range(count)]
-    refiner_seeds = [settings.refiner.noise_seed + index for index in range(count)]
+    # The refiner seed is the style's (plus --image-shift) for every image, as in the reference; so image k of a
+    # batch equals a single image made with base seed + k.
+    refiner_seeds = [settings.refiner.noise_seed] * count
 
     with _progress_bar(progress, "base") as base_bar:
         latent = pipeline.base([settings.base.prompt], [settings.base.negative], settings.base, width=width,
