@@ -152,7 +152,8 @@ def from_dict(values: Mapping[str, Any], base: TinyBreakerParams | None = None) 
         raise ParameterError("args", f"expected a dict of named fields, got {type(values).__name__}")
     unknown = [key for key in values if key not in FIELD_BY_NAME]
     if unknown:
-        raise ParameterError(str(unknown[0]), "unknown field; known fields are " + ", ".join(FIELD_NAMES))
+        raise ParameterError(str(unknown[0]) or "args", f"unknown field {unknown[0]!r}; known fields are "
+                             + ", ".join(FIELD_NAMES))
     current = (base or TinyBreakerParams()).as_dict()
     for key, value in values.items():
         current[key] = coerce(FIELD_BY_NAME[key], value)
