@@ -1,0 +1,39 @@
+"""Per-stage noise and the noised start point (spec §5.4, §5.11)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+MAX_DENOISE_REL_TOL = 1e-5
+
+
+def stage_noise(shape, seed: int, *, device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One standard-normal draw over the whole batch shape from a CPU generator seeded with ``seed`` — the same
+    numbers as ``torch.manual_seed(seed); torch.randn(shape)`` without touching the global generator. Image k of a
+    batch therefore differs from a single image made with another seed."""
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(seed))
+    noise = torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device="cpu")
+    return noise.to(device=device, dtype=dtype)
+
+
+def is_max_denoise(sigma0, sigma_max) -> bool:
+    """Whether a stage starts from pure noise: σ0 ≈ σ_max (relative tolerance 1e-5) or above it."""
+    sigma0, sigma_max = float(sigma0), float(sigma_max)
+    return math.isclose(sigma_max, sigma0, rel_tol=MAX_DENOISE_REL_TOL) or sigma0 > sigma_max
+
+
+def noised_start(latent: torch.Tensor, noise: torch.Tensor, sigma0, sigma_max) -> torch.Tensor:
+    """The sampler's start point: ``latent + noise·σ0``, or ``latent + noise·sqrt(1 + σ0²)`` from pure noise.
+
+    ``latent`` is model-space; σ0 is rounded to float32 first, as the reference's sigma tensors are.
+    """
+    sigma = torch.as_tensor(sigma0, dtype=torch.float32).to(noise.device)
+    if is_max_denoise(sigma, sigma_max):
+        scaled = noise * torch.sqrt(1.0 + sigma ** 2.0)
+    else:
+        scaled = noise * sigma
+    return scaled + latent.to(device=noise.device, dtype=noise.dtype)

@@ -1,0 +1,287 @@
+"""Discrete VP sigma tables, the reference's schedulers and its step selection (spec §2.5, §5.3, §5.9, §11.8-10).
+
+Hand-written ports of ComfyUI's formulas: no installable library reproduces ComfyUI's numbers (its own code is not a
+pip package and k-diffusion cannot be a dependency on every WebUI host), and the reference's results depend on them
+down to the last float32 bit.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+from tinybreaker_ext.errors import ParameterError
+
+SCHEDULERS = ("simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta")
+
+# Samplers for which the reference computes one step more and drops the penultimate sigma (spec §5.3 rule 4).
+DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset(("dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"))
+
+BETA_SCHEDULER_ALPHA = 0.6
+BETA_SCHEDULER_BETA = 0.6
+
+
+def discrete_sigmas(kind: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02, n: int = 1000,
+                    ) -> torch.Tensor:
+    """The ``n`` discrete sigmas ``sqrt((1 - alphā_t) / alphā_t)`` of a DDPM beta schedule, as float64.
+
+    ``kind`` uses diffusers' names: ``"linear"`` spaces the betas linearly (PixArt: 1e-4..0.02, ComfyUI calls it
+    "sqrt_linear"), ``"scaled_linear"`` spaces their square roots linearly (SD1: 0.00085..0.012, ComfyUI "linear").
+    The table stays float64: `DiscreteSchedule` rounds it (and its log) to float32 exactly once, as the reference does.
+    """
+    if kind == "linear":
+        betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
+    elif kind == "scaled_linear":
+        betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, n, dtype=torch.float64) ** 2
+    else:
+        raise ParameterError("beta_schedule", f"unknown kind {kind!r} (expected 'linear' or 'scaled_linear')")
+    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    return ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+
+
+@lru_cache(maxsize=None)
+def pixart_sigmas() -> torch.Tensor:
+    """PixArt-Sigma's table (σ_min 0.0100005, σ_max 157.407)."""
+    return discrete_sigmas("linear", 1e-4, 0.02)
+
+
+@lru_cache(maxsize=None)
+def sd1_sigmas() -> torch.Tensor:
+    """Stable Diffusion 1.x's table (σ_min 0.0292, σ_max 14.6146)."""
+    return discrete_sigmas("scaled_linear", 0.00085, 0.012)
+
+
+class DiscreteSchedule:
+    """A model's discrete sigmas as the reference holds them: float32 sigmas and float32 log-sigmas, each rounded
+    once from the float64 table (rounding the float32 sigmas again before the log moves results, spec §11.8)."""
+
+    def __init__(self, table: torch.Tensor):
+        table = torch.as_tensor(table).detach().cpu()
+        self.sigmas = table.to(torch.float32)
+        self.log_sigmas = table.to(torch.float64).log().to(torch.float32)
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest table entry in log space (an integer tensor shaped like ``sigma``)."""
+        sigma = torch.as_tensor(sigma)
+        log_sigma = sigma.log()
+        log_sigmas = self.log_sigmas.to(log_sigma.device)
+        distances = log_sigma.reshape(1, -1) - log_sigmas[:, None]
+        return distances.abs().argmin(dim=0).view(sigma.shape)
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        """Sigma at a fractional timestep, interpolated linearly in log space."""
+        t = torch.clamp(torch.as_tensor(timestep).float().cpu(), min=0, max=len(self.sigmas) - 1)
+        low, high, weight = t.floor().long(), t.ceil().long(), t.frac()
+        return ((1 - weight) * self.log_sigmas[low] + weight * self.log_sigmas[high]).exp()
+
+
+def as_schedule(model_sigmas) -> DiscreteSchedule:
+    """Accept a `DiscreteSchedule` or a sigma table (preferably the float64 one from `discrete_sigmas`)."""
+    return model_sigmas if isinstance(model_sigmas, DiscreteSchedule) else DiscreteSchedule(model_sigmas)
+
+
+def timestep_of(sigma, model_sigmas) -> torch.Tensor:
+    """The nearest integer timestep (argmin |log σ − log σ_t|) that the model receives for ``sigma``."""
+    return as_schedule(model_sigmas).timestep(torch.as_tensor(sigma, dtype=torch.float32))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schedulers: each returns the reference's list (normally steps+1 values ending in 0) as a float32 tensor.
+
+def _simple(schedule: DiscreteSchedule, steps: int) -> list[float]:
+    stride = len(schedule.sigmas) / steps
+    return [float(schedule.sigmas[-(1 + int(i * stride))]) for i in range(steps)] + [0.0]
+
+
+def _ddim_uniform(schedule: DiscreteSchedule, steps: int) -> list[float]:
+    # Starts at index 1 and walks up in strides of len // steps, so it yields more than steps+1 values when the
+    # table length is not a multiple of steps (spec §11.9); callers keep the last steps+1.
+    index = 1
+    if math.isclose(float(schedule.sigmas[index]), 0, abs_tol=0.00001):
+        steps += 1
+        values = []
+    else:
+        values = [0.0]
+    stride = max(len(schedule.sigmas) // steps, 1)
+    while index < len(schedule.sigmas):
+        values.append(float(schedule.sigmas[index]))
+        index += stride
+    return values[::-1]
+
+
+def _normal(schedule: DiscreteSchedule, steps: int, sgm: bool = False) -> list[float]:
+    start = float(schedule.timestep(schedule.sigma_max))
+    end = float(schedule.timestep(schedule.sigma_min))
+    append_zero = True
+    if sgm:
+        timesteps = torch.linspace(start, end, steps + 1)[:-1]
+    else:
+        if math.isclose(float(schedule.sigma(torch.tensor(end))), 0, abs_tol=0.00001):
+            steps += 1
+            append_zero = False
+        timesteps = torch.linspace(start, end, steps)
+    values = [float(schedule.sigma(t)) for t in timesteps]
+    return values + [0.0] if append_zero else values
+
+
+def _karras(schedule: DiscreteSchedule, steps: int, rho: float = 7.0) -> torch.Tensor:
+    sigma_min, sigma_max = float(schedule.sigma_min), float(schedule.sigma_max)
+    ramp = torch.linspace(0, 1, steps)
+    min_inv_rho = sigma_min ** (1 / rho)
+    max_inv_rho = sigma_max ** (1 / rho)
+    sigmas = (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros([1])])
+
+
+def _exponential(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
+    sigma_min, sigma_max = float(schedule.sigma_min), float(schedule.sigma_max)
+    sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), steps).exp()
+    return torch.cat([sigmas, sigmas.new_zeros([1])])
+
+
+def _beta(schedule: DiscreteSchedule, steps: int) -> list[float]:
+    # Timesteps at Beta(0.6, 0.6) quantiles of 1 - k/steps, rounded half-to-even; repeats are dropped (spec §11.10).
+    last_index = len(schedule.sigmas) - 1
+    values, previous = [], None
+    for k in range(steps):
+        quantile = beta_ppf(1.0 - k * (1.0 / steps), BETA_SCHEDULER_ALPHA, BETA_SCHEDULER_BETA)
+        index = round(quantile * last_index)  # Python's round() is half-to-even like numpy.rint
+        if index != previous:
+            values.append(float(schedule.sigmas[index]))
+        previous = index
+    return values + [0.0]
+
+
+_SCHEDULER_FUNCTIONS = {
+    "simple": _simple,
+    "normal": _normal,
+    "karras": _karras,
+    "exponential": _exponential,
+    "sgm_uniform": lambda schedule, steps: _normal(schedule, steps, sgm=True),
+    "ddim_uniform": _ddim_uniform,
+    "beta": _beta,
+}
+
+
+def scheduler_sigmas(model_sigmas, scheduler: str, steps: int) -> torch.Tensor:
+    """The reference scheduler's sigma list for ``steps`` steps (float32, normally steps+1 values ending in 0;
+    ``ddim_uniform`` can give more and ``beta`` fewer, exactly as the reference does)."""
+    function = _SCHEDULER_FUNCTIONS.get(scheduler)
+    if function is None:
+        raise ParameterError("scheduler", f"unknown scheduler {scheduler!r} (expected one of {', '.join(SCHEDULERS)})")
+    if steps < 1:
+        raise ParameterError("steps", f"must be at least 1, got {steps}")
+    values = function(as_schedule(model_sigmas), steps)
+    return values.float() if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=torch.float32)
+
+
+def compute_sigmas(model_sigmas, *, sampler: str, scheduler: str, steps: int, steps_start: int = 0,
+                   steps_end: int = 10000, steps_nfactor: int = 0) -> torch.Tensor:
+    """The sigmas one stage runs (spec §5.3); an empty tensor means the stage is skipped."""
+    for field, value in (("steps", steps), ("steps_start", steps_start), ("steps_end", steps_end),
+                         ("steps_nfactor", steps_nfactor)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParameterError(field, f"must be an integer, got {value!r}")
+    if scheduler not in _SCHEDULER_FUNCTIONS:
+        raise ParameterError("scheduler", f"unknown scheduler {scheduler!r} (expected one of {', '.join(SCHEDULERS)})")
+    if steps < 0:
+        raise ParameterError("steps", f"must not be negative, got {steps}")
+
+    if steps_end < 0:
+        steps_end = steps + steps_end
+    steps_start = max(0, steps_start)
+    steps_end = min(steps_end, steps)
+    if steps_nfactor > 0:
+        taken_from_start = min(steps_nfactor, steps_start)
+        added_at_end = steps_nfactor - taken_from_start
+        steps_start = max(0, steps_start - taken_from_start)
+        steps_end = max(0, steps_end + added_at_end)
+        steps = max(0, steps + added_at_end)
+    elif steps_nfactor < 0:
+        steps_start = max(0, steps_start - steps_nfactor)
+        steps_end = max(0, steps_end)
+
+    if steps == 0 or steps_start >= steps_end:
+        return torch.zeros(0, dtype=torch.float32)
+
+    if sampler in DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
+        sigmas = scheduler_sigmas(model_sigmas, scheduler, steps + 1)
+        sigmas = torch.cat((sigmas[:-2], sigmas[-1:]))
+    else:
+        sigmas = scheduler_sigmas(model_sigmas, scheduler, steps)
+    sigmas = sigmas[-(steps + 1):]
+    return sigmas[steps_start:steps_end + 1].clone()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Beta distribution quantiles for the "beta" scheduler. Hand-written because the reference uses scipy's
+# beta.ppf and neither torch nor the Python standard library has an inverse regularized incomplete beta; scipy is not
+# a dependency we can rely on in every WebUI host.
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz), converging for x < (a+1)/(a+b+2)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        for numerator in (m * (b - m) * x / ((a + m2 - 1.0) * (a + m2)),
+                          -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            delta = c * d
+            result *= delta
+        if abs(delta - 1.0) < 1e-16:
+            break
+    return result
+
+
+def beta_cdf(x: float, a: float, b: float) -> float:
+    """Regularized incomplete beta function I_x(a, b), in float64."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    front = math.exp(log_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+@lru_cache(maxsize=4096)
+def beta_ppf(p: float, a: float, b: float) -> float:
+    """Quantile (inverse CDF) of Beta(a, b), in float64, by bisection down to adjacent floats."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"probability must be in [0, 1], got {p}")
+    if p == 0.0 or p == 1.0:
+        return p
+    if a == b:
+        # Symmetric: solve on the lower half only, so that ppf(1-p) == 1-ppf(p) and ppf(0.5) == 0.5 exactly.
+        if p == 0.5:
+            return 0.5
+        if p > 0.5:
+            return 1.0 - beta_ppf(1.0 - p, a, b)
+    low, high = 0.0, 1.0
+    for _ in range(2000):
+        middle = 0.5 * (low + high)
+        if middle <= low or middle >= high:
+            break
+        if beta_cdf(middle, a, b) < p:
+            low = middle
+        else:
+            high = middle
+    return high if abs(beta_cdf(high, a, b) - p) <= abs(p - beta_cdf(low, a, b)) else low
