@@ -1,0 +1,159 @@
+"""SD1's CLIP-L text encoder (``refiner.conditioner.*``, HF-transformers names) and ComfyUI-style prompt encoding.
+
+Prompt encoding follows ComfyUI's ``sd1_clip`` (what the reference runs): weighted segments are tokenised one by one,
+packed into 77-token chunks ``[BOS, up to 75 tokens, EOS, EOS-padding]``, encoded to the last hidden state after the
+final layer norm, and each token of weight w != 1 becomes ``(z - z_empty) * w + z_empty`` where ``z_empty`` is the
+encoding of ``[BOS, EOS, EOS, ...]`` at the same position.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import torch
+
+from ..errors import ModelFileError
+from ..files.state_dict import shape_of
+from .sd1_refiner import build_with_weights, source_name
+
+EXPECTED_CLIP = "a CLIP text model with HF-transformers names (text_model.embeddings.*, text_model.encoder.layers.*)"
+CHUNK_LENGTH = 77  # BOS + 75 tokens + EOS
+KEEP_TOGETHER_BELOW = 8  # ComfyUI's max_word_length: shorter token groups move whole to the next chunk
+_LAYER_INDEX = re.compile(r"(?:^|\.)encoder\.layers\.(\d+)\.")
+_POSITION_IDS = "embeddings.position_ids"
+
+TokenWeights = list[tuple[int, float]]
+
+
+def _strip_text_model(key: str) -> str:
+    return key[len("text_model."):] if key.startswith("text_model.") else key
+
+
+def clip_text_config_kwargs(state_dict: Mapping[str, torch.Tensor], *, num_heads: int | None = None,
+                            source: str = "<state dict>") -> dict:
+    """CLIPTextConfig arguments read from shapes; heads default to hidden/64 (CLIP-L: 768/64 = 12)."""
+    keys = {_strip_text_model(key): key for key in state_dict.keys()}
+    token_key = keys.get("embeddings.token_embedding.weight")
+    position_key = keys.get("embeddings.position_embedding.weight")
+    fc1_key = keys.get("encoder.layers.0.mlp.fc1.weight")
+    if not (token_key and position_key and fc1_key):
+        raise ModelFileError(source, "missing 'text_model.embeddings.token_embedding.weight' or its siblings",
+                             EXPECTED_CLIP)
+    vocab, hidden = shape_of(state_dict, token_key)
+    layers = 1 + max(int(m.group(1)) for m in map(_LAYER_INDEX.search, keys) if m)
+    heads = num_heads or max(1, hidden // 64)
+    if hidden % heads:
+        raise ModelFileError(source, f"hidden size {hidden} is not divisible by {heads} heads", EXPECTED_CLIP)
+    return {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": shape_of(state_dict, fc1_key)[0],
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "max_position_embeddings": shape_of(state_dict, position_key)[0],
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5,
+        # The pooled output (unused here) would look for these ids; keep them inside the vocabulary of tiny models.
+        "bos_token_id": vocab - 2,
+        "eos_token_id": vocab - 1,
+        "pad_token_id": vocab - 1,
+    }
+
+
+def load_clip_text(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype,
+                   num_heads: int | None = None):
+    """A ``transformers.CLIPTextModel`` with the given weights (keys as stored, ``refiner.conditioner.`` removed).
+
+    transformers 4.x nests the model under ``text_model.`` and keeps ``position_ids`` as a saved buffer; 5.x does
+    neither. Names are matched either way and ``position_ids`` is always rebuilt as 0..n-1 (some SD1 files store a
+    float copy that fp16 rounding has spoilt).
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel  # lazily: importing transformers takes seconds
+
+    source = source_name(state_dict)
+    config = CLIPTextConfig(**clip_text_config_kwargs(state_dict, num_heads=num_heads, source=source))
+    with torch.device("meta"):
+        wanted = CLIPTextModel(config).state_dict().keys()
+    nested = any(key.startswith("text_model.") for key in wanted)
+    tensors = {}
+    for key in state_dict.keys():
+        bare = _strip_text_model(key)
+        if bare == _POSITION_IDS:
+            continue
+        tensors[("text_model." if nested else "") + bare] = state_dict[key]
+    positions = config.max_position_embeddings
+    position_ids_key = ("text_model." if nested else "") + _POSITION_IDS
+    if position_ids_key in wanted:
+        tensors[position_ids_key] = torch.arange(positions).unsqueeze(0)
+
+    def rebuild_position_ids(model) -> None:
+        embeddings = model.text_model.embeddings if nested else model.embeddings
+        if embeddings.position_ids.is_meta:  # non-persistent buffer (transformers 5.x): not in the state dict
+            embeddings.register_buffer("position_ids", torch.arange(positions, device=device).unsqueeze(0),
+                                       persistent=False)
+
+    model = build_with_weights(lambda: CLIPTextModel(config), tensors, device=device, dtype=dtype,
+                               source=source, expected=EXPECTED_CLIP, rebuild_buffers=rebuild_position_ids)
+    return model
+
+
+def _special_tokens(tokenizer) -> tuple[int, int]:
+    empty = tokenizer("")["input_ids"]
+    return empty[0], empty[1]
+
+
+def tokenize_clip_prompt(tokenizer, text: str) -> list[TokenWeights]:
+    """The prompt as 77-token chunks of (token id, weight), packed exactly like ComfyUI's SDTokenizer."""
+    from ..prompt_weights import parse_weighted_segments
+
+    start, end = _special_tokens(tokenizer)
+    groups: list[TokenWeights] = []
+    for segment, weight in parse_weighted_segments(text):  # embedding:NAME directives are already removed
+        groups.append([(token, weight) for token in tokenizer(segment)["input_ids"][1:-1]])
+
+    room = CHUNK_LENGTH - 1  # a chunk holds BOS + tokens and still needs its EOS
+    chunks: list[TokenWeights] = []
+    chunk: TokenWeights = [(start, 1.0)]
+    for group in groups:
+        splittable = len(group) >= KEEP_TOGETHER_BELOW  # long groups are split at the chunk boundary
+        while group:
+            if len(chunk) + len(group) <= room:
+                chunk.extend(group)
+                break
+            if splittable:
+                free = room - len(chunk)
+                chunk.extend(group[:free])
+                group = group[free:]
+            chunks.append(_close_chunk(chunk, end))
+            chunk = [(start, 1.0)]
+    chunks.append(_close_chunk(chunk, end))
+    return chunks
+
+
+def _close_chunk(chunk: TokenWeights, end: int) -> TokenWeights:
+    return chunk + [(end, 1.0)] * (CHUNK_LENGTH - len(chunk))  # EOS, then EOS as padding (SD1 pads with EOS)
+
+
+@torch.no_grad()
+def encode_clip_tokens(model, chunks: list[TokenWeights], *, start: int, end: int) -> torch.Tensor:
+    """[1, 77 * len(chunks), hidden] float32: last hidden state (after the final norm), weights applied."""
+    device = next(model.parameters()).device
+    weighted = any(weight != 1.0 for chunk in chunks for _, weight in chunk)
+    ids = [[token for token, _ in chunk] for chunk in chunks]
+    if weighted:
+        ids.append([start, end] + [end] * (CHUNK_LENGTH - 2))
+    hidden = model(input_ids=torch.tensor(ids, device=device))[0].float()
+    encoded = hidden[:len(chunks)]
+    if weighted:
+        empty = hidden[-1]
+        weights = torch.tensor([[weight for _, weight in chunk] for chunk in chunks], device=device).unsqueeze(-1)
+        encoded = (encoded - empty) * weights + empty  # weight 1 leaves a token unchanged (up to rounding)
+        encoded = torch.where(weights == 1.0, hidden[:len(chunks)], encoded)
+    return encoded.reshape(1, -1, encoded.shape[-1])
+
+
+def encode_clip_prompt(model, tokenizer, text: str) -> torch.Tensor:
+    """ComfyUI-compatible SD1 conditioning for ``text``: Tensor[1, 77 * chunks, hidden] float32."""
+    start, end = _special_tokens(tokenizer)
+    return encode_clip_tokens(model, tokenize_clip_prompt(tokenizer, text), start=start, end=end)

@@ -1,0 +1,141 @@
+"""Finds and loads the SD1 CLIP tokenizer (``vocab.json`` + ``merges.txt`` of openai/clip-vit-large-patch14).
+
+Search order: the user's path -> our models folders -> copies the host already has (Forge/reForge ship one in-tree,
+A1111 keeps one in the Hugging Face cache) -> download from the hub into the first models folder.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable
+
+from ..errors import ModelNotFoundError, TinyBreakerError
+
+CLIP_TOKENIZER_REPO = "openai/clip-vit-large-patch14"
+CLIP_TOKENIZER_FILES = ("vocab.json", "merges.txt")
+CLIP_TOKENIZER_DIRNAME = "clip-vit-large-patch14"  # where a download goes, inside the first models folder
+_HUB_CACHE_REPO_DIR = "models--openai--clip-vit-large-patch14"
+
+# Relative to the WebUI root: Forge's SD1.5 tokenizer, then reForge's (and ComfyUI's) in-tree copy.
+HOST_TOKENIZER_SUBDIRS = (
+    "backend/huggingface/runwayml/stable-diffusion-v1-5/tokenizer",
+    "ldm_patched/modules/sd1_tokenizer",
+    "comfy/sd1_tokenizer",
+)
+
+DownloadFn = Callable[..., str]
+
+
+def is_clip_tokenizer_dir(path: str | os.PathLike) -> bool:
+    return all(os.path.isfile(os.path.join(path, name)) for name in CLIP_TOKENIZER_FILES)
+
+
+def default_hub_cache() -> str:
+    """The Hugging Face hub cache of this process (A1111 downloads openai/clip-vit-large-patch14 there)."""
+    try:
+        from huggingface_hub import constants
+
+        return constants.HF_HUB_CACHE
+    except ImportError:  # huggingface_hub comes with transformers; this is only a fall-back
+        home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+        return os.environ.get("HF_HUB_CACHE", os.path.join(home, "hub"))
+
+
+def host_tokenizer_dirs(host_root: str | os.PathLike | None = None, hub_cache: str | None = None) -> list[str]:
+    """Where a WebUI keeps an SD1 CLIP tokenizer (existing or not); pass the result as ``host_dirs``."""
+    dirs = [os.path.join(os.fspath(host_root), *sub.split("/")) for sub in HOST_TOKENIZER_SUBDIRS] if host_root else []
+    dirs.append(hub_cache or default_hub_cache())
+    return dirs
+
+
+def _snapshots(repo_dir: str) -> list[str]:
+    """Snapshot folders of a hub-cache repo folder, the one ``refs/main`` names first."""
+    snapshots = os.path.join(repo_dir, "snapshots")
+    if not os.path.isdir(snapshots):
+        return []
+    names = sorted(os.listdir(snapshots))
+    try:
+        with open(os.path.join(repo_dir, "refs", "main"), encoding="utf-8") as ref:
+            main = ref.read().strip()
+        names.sort(key=lambda name: name != main)
+    except OSError:
+        pass
+    return [os.path.join(snapshots, name) for name in names]
+
+
+def _models_candidates(folder: str) -> list[str]:
+    """A models folder itself, its ``clip-vit-large-patch14`` child, then its other direct children (sorted)."""
+    if not os.path.isdir(folder):
+        return []
+    preferred = [folder, os.path.join(folder, CLIP_TOKENIZER_DIRNAME)]
+    children = sorted(os.path.join(folder, name) for name in os.listdir(folder))
+    return preferred + [child for child in children if child not in preferred and os.path.isdir(child)]
+
+
+def _host_candidates(folder: str) -> list[str]:
+    """A tokenizer folder, or a hub cache (its root or the repo folder) holding the tokenizer in a snapshot."""
+    repo_dir = folder if os.path.basename(folder) == _HUB_CACHE_REPO_DIR else os.path.join(folder, _HUB_CACHE_REPO_DIR)
+    return [folder] + _snapshots(repo_dir)
+
+
+def find_clip_tokenizer(user_path: str | os.PathLike | None = None, models_dirs: Iterable[str | os.PathLike] = (),
+                        host_dirs: Iterable[str | os.PathLike] = (), *, allow_download: bool = True,
+                        download: DownloadFn | None = None, download_dir: str | os.PathLike | None = None) -> str:
+    """The folder holding ``vocab.json`` and ``merges.txt`` (same rules as ``find_t5_tokenizer``).
+
+    ``user_path`` (a folder, or a file inside one) must be valid when given. Then ``models_dirs`` (each folder, its
+    ``clip-vit-large-patch14`` child, its other children) and ``host_dirs`` (see ``host_tokenizer_dirs``) are
+    searched. Otherwise, if allowed, both files are downloaded from ``openai/clip-vit-large-patch14`` into
+    ``download_dir`` (default ``<first models dir>/clip-vit-large-patch14``) with ``download`` (default
+    ``tinybreaker_ext.files.download.download_hub_file``).
+    """
+    if user_path is not None:
+        user_path = os.fspath(user_path)
+        folder = os.path.dirname(user_path) if os.path.isfile(user_path) else user_path
+        if is_clip_tokenizer_dir(folder):
+            return folder
+        raise ModelNotFoundError("SD1 CLIP tokenizer", [user_path], "the folder must hold vocab.json and merges.txt")
+
+    searched: list[str] = []
+    models_dirs = [os.fspath(d) for d in models_dirs]
+    for folder in models_dirs:
+        searched.append(folder)
+        for candidate in _models_candidates(folder):
+            if is_clip_tokenizer_dir(candidate):
+                return candidate
+    for folder in (os.fspath(d) for d in host_dirs):
+        searched.append(folder)
+        for candidate in _host_candidates(folder):
+            if is_clip_tokenizer_dir(candidate):
+                return candidate
+
+    target = os.fspath(download_dir) if download_dir is not None else (
+        os.path.join(models_dirs[0], CLIP_TOKENIZER_DIRNAME) if models_dirs else None)
+    hint = (f"put {' and '.join(CLIP_TOKENIZER_FILES)} of the hub repository {CLIP_TOKENIZER_REPO} into "
+            f"{target or '<models folder>/' + CLIP_TOKENIZER_DIRNAME}")
+    if not allow_download or target is None:
+        raise ModelNotFoundError("SD1 CLIP tokenizer", searched, hint)
+    if download is None:
+        from ..files.download import download_hub_file as download
+    try:
+        paths = [download(CLIP_TOKENIZER_REPO, filename, target) for filename in CLIP_TOKENIZER_FILES]
+    except (TinyBreakerError, OSError) as error:
+        raise ModelNotFoundError("SD1 CLIP tokenizer", searched + [f"hub {CLIP_TOKENIZER_REPO}"],
+                                 f"download failed ({error}); {hint}") from error
+    folder = os.path.dirname(os.fspath(paths[0]))
+    if not is_clip_tokenizer_dir(folder):
+        raise ModelNotFoundError("SD1 CLIP tokenizer", [folder], hint)
+    return folder
+
+
+def load_clip_tokenizer(directory: str | os.PathLike):
+    """``transformers.CLIPTokenizerFast`` from a folder with vocab.json + merges.txt.
+
+    The fast tokenizer splits text the same way on transformers 4.30 to 5.x, and like the slow one of 4.46+ that
+    ComfyUI runs; the slow one of 4.30 (A1111) without ftfy also splits punctuation runs and strips accents.
+    """
+    from transformers import CLIPTokenizerFast
+
+    tokenizer = CLIPTokenizerFast.from_pretrained(os.fspath(directory))
+    tokenizer.model_max_length = 1 << 30  # prompts are chunked by us; silence the "longer than 77" warning
+    return tokenizer

@@ -1,0 +1,124 @@
+"""The full SD1 KL-VAE decoder (spec §4.3): ldm-named ``decoder.*`` + ``post_quant_conv.*``, run through diffusers.
+
+The TinyBreaker file stores no KL encoder, so only diffusers' ``Decoder`` is built (plus the 1x1 post-quant conv).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from ..errors import ModelFileError
+from ..files.state_dict import shape_of
+from .sd1_refiner import SD1_LATENT_SCALE, build_with_weights, require_diffusers, source_name
+
+EXPECTED_DECODER = "an SD1 KL-VAE decoder with ldm names (decoder.*, post_quant_conv.*)"
+_UP_LEVEL = re.compile(r"^decoder\.up\.(\d+)\.block\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class KLDecoderConfig:
+    latent_channels: int
+    out_channels: int
+    block_out_channels: tuple[int, ...]  # encoder order: up.0 (full resolution) first
+    layers_per_block: int  # diffusers' count; each up level holds one more ResBlock
+    mid_attention: bool
+
+    def to_diffusers(self) -> dict:
+        """Keyword arguments for ``diffusers.models.autoencoders.vae.Decoder``."""
+        return {
+            "in_channels": self.latent_channels,
+            "out_channels": self.out_channels,
+            "up_block_types": ["UpDecoderBlock2D"] * len(self.block_out_channels),
+            "block_out_channels": list(self.block_out_channels),
+            "layers_per_block": self.layers_per_block,
+            "mid_block_add_attention": self.mid_attention,
+        }
+
+
+def infer_kl_decoder_config(state_dict: Mapping[str, torch.Tensor], *, source: str = "<state dict>") -> KLDecoderConfig:
+    keys = set(state_dict.keys())
+    for key in ("decoder.conv_in.weight", "decoder.conv_out.weight", "post_quant_conv.weight"):
+        if key not in keys:
+            raise ModelFileError(source, f"missing tensor '{key}'", EXPECTED_DECODER)
+    blocks: dict[int, set[int]] = {}
+    for match in map(_UP_LEVEL.match, keys):
+        if match:
+            blocks.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
+    if sorted(blocks) != list(range(len(blocks))) or not blocks:
+        raise ModelFileError(source, f"decoder up levels {sorted(blocks)} are not 0..n", EXPECTED_DECODER)
+    per_level = {len(indices) for indices in blocks.values()}
+    if len(per_level) != 1:
+        raise ModelFileError(source, "decoder up levels hold different numbers of ResBlocks", EXPECTED_DECODER)
+    channels = tuple(shape_of(state_dict, f"decoder.up.{level}.block.0.conv2.weight")[0] for level in sorted(blocks))
+    return KLDecoderConfig(
+        latent_channels=shape_of(state_dict, "decoder.conv_in.weight")[1],
+        out_channels=shape_of(state_dict, "decoder.conv_out.weight")[0],
+        block_out_channels=channels,
+        layers_per_block=per_level.pop() - 1,
+        mid_attention="decoder.mid.attn_1.q.weight" in keys,
+    )
+
+
+class KLDecoder(torch.nn.Module):
+    """Model-space latent -> RGB image in [0, 1]."""
+
+    def __init__(self, post_quant_conv: torch.nn.Module, decoder: torch.nn.Module, scale: float = SD1_LATENT_SCALE):
+        super().__init__()
+        self.post_quant_conv = post_quant_conv
+        self.decoder = decoder
+        self.scale = scale
+
+    @property
+    def device(self) -> torch.device:
+        return self.post_quant_conv.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.post_quant_conv.weight.dtype
+
+    @torch.no_grad()
+    def decode(self, model_latent: torch.Tensor, *, scale: float | None = None) -> torch.Tensor:
+        """``model_latent`` [B, 4, h, w] (raw x scale) -> float32 image [B, 3, 8h, 8w] in [0, 1]."""
+        raw = model_latent.to(self.device, self.dtype) / (self.scale if scale is None else scale)
+        image = self.decoder(self.post_quant_conv(raw))
+        return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    forward = decode
+
+
+class _DecoderHalf(torch.nn.Module):
+    """The two parts under the names diffusers' converter gives them (``decoder.*``, ``post_quant_conv.*``)."""
+
+    def __init__(self, config: KLDecoderConfig, decoder_class):
+        super().__init__()
+        self.decoder = decoder_class(**config.to_diffusers())
+        self.post_quant_conv = torch.nn.Conv2d(config.latent_channels, config.latent_channels, 1)
+
+
+def convert_kl_decoder_state_dict(state_dict: Mapping[str, torch.Tensor],
+                                  config: KLDecoderConfig) -> dict[str, torch.Tensor]:
+    """ldm decoder names -> diffusers names, with diffusers' single-file converter (same in 0.31.0-0.42.1)."""
+    single_file = require_diffusers("diffusers.loaders.single_file_utils")
+    wanted = {key: state_dict[key] for key in state_dict.keys()
+              if key.startswith("decoder.") or key.startswith("post_quant_conv.")}
+    levels = len(config.block_out_channels)  # the converter walks as many levels as the config lists block types
+    return single_file.convert_ldm_vae_checkpoint(
+        wanted, {"down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels})
+
+
+def load_kl_decoder(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype,
+                    scale: float = SD1_LATENT_SCALE) -> KLDecoder:
+    """The KL decoder from ldm-named ``decoder.*`` + ``post_quant_conv.*`` (``first_stage_model.`` already removed)."""
+    decoder_class = require_diffusers("diffusers.models.autoencoders.vae").Decoder  # before reading any tensor
+    source = source_name(state_dict)
+    config = infer_kl_decoder_config(state_dict, source=source)
+    tensors = convert_kl_decoder_state_dict(state_dict, config)
+    half = build_with_weights(lambda: _DecoderHalf(config, decoder_class), tensors,
+                              device=device, dtype=dtype, source=source, expected=EXPECTED_DECODER)
+    decoder = KLDecoder(half.post_quant_conv, half.decoder, scale)
+    decoder.config = config
+    return decoder
