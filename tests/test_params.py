@@ -30,6 +30,12 @@ def test_single_dict_of_named_fields():
     assert (result.enabled, result.refine_strength, result.t5_mode) == (True, 0.35, "cpu")
 
 
+def test_dict_first_ignores_the_host_filled_defaults_after_it():
+    # The API copies the request's args over the UI defaults, so [dict] arrives as [dict, "", "", "PHOTO", ...].
+    result = params.from_script_args([{"enabled": True, "style": "COMIC"}, "", "", "PHOTO", "style", "style", 0])
+    assert (result.enabled, result.style) == (True, "COMIC")
+
+
 def test_dict_after_positional_overrides_them():
     result = params.from_script_args([True, "a.safetensors", {"checkpoint": "b.safetensors"}])
     assert result.checkpoint == "b.safetensors"
@@ -47,7 +53,6 @@ def test_dict_after_positional_overrides_them():
     ([{"stpes": 3}], "stpes", "unknown field"),
     ([{"checkpoint": 5}], "checkpoint", "a string"),
     ([True] * 40, "args", "at most"),
-    ([{"enabled": True}, 5], "args", "must be the last"),
 ])
 def test_bad_values_name_the_field_and_the_allowed_range(args, field, fragment):
     with pytest.raises(ParameterError) as caught:

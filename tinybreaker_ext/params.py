@@ -161,17 +161,19 @@ def from_dict(values: Mapping[str, Any], base: TinyBreakerParams | None = None) 
 
 
 def from_script_args(args: Sequence[Any]) -> TinyBreakerParams:
-    """The script's argument slice: positional values in ``FIELDS`` order, or one dict of named fields.
+    """The script's argument slice: positional values in ``FIELDS`` order, or a dict of named fields.
 
-    A dict may also follow the positional values (e.g. ``[true, {"base_steps": 14}]``): it overrides them. Missing
-    trailing values keep their defaults; extra positional values are an error (they would silently mean nothing).
+    A dict in the first slot is the whole request: the host fills the slots after it with the UI's defaults, which
+    are ignored. A dict after positional values (``[true, {"base_steps": 14}]``) overrides them. Missing trailing
+    values keep their defaults; more positional values than fields is an error.
     """
     args = list(args)
-    named: dict[str, Any] = {}
-    if args and isinstance(args[-1], Mapping):
-        named = dict(args.pop())
-    if any(isinstance(arg, Mapping) for arg in args):
-        raise ParameterError("args", "a dict of named fields must be the last argument")
+    dict_index = next((index for index, arg in enumerate(args) if isinstance(arg, Mapping)), None)
+    if dict_index == 0:
+        return from_dict(args[0])
+    named: Mapping[str, Any] = {}
+    if dict_index is not None:
+        named, args = args[dict_index], args[:dict_index]
     if len(args) > len(FIELDS):
         raise ParameterError("args", f"got {len(args)} positional values; at most {len(FIELDS)} are defined "
                                      f"({', '.join(FIELD_NAMES)})")

@@ -89,8 +89,8 @@ def postprocess(p) -> None:
 def _enabled_hint(args: Sequence[Any]) -> bool | None:
     if not args:
         return False
-    last = args[-1]
-    if isinstance(last, dict) and "enabled" in last:
-        return bool(last["enabled"]) if isinstance(last["enabled"], bool) else None
+    named = next((arg for arg in args if isinstance(arg, dict)), None)
+    if named is not None and "enabled" in named:
+        return named["enabled"] if isinstance(named["enabled"], bool) else None
     first = args[0]
     return first if isinstance(first, bool) else None
