@@ -1,0 +1,240 @@
+"""Finding and using the T5 v1.1 tokenizer with the reference's prompt rules (spec §3.3, §11.4).
+
+Search order of ``find_t5_tokenizer``: the user's path → the models folders → tokenizer copies that WebUI hosts ship
+in-tree → a download from the Hugging Face hub → ``ModelNotFoundError`` saying where to put the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Iterable
+
+from ..errors import ModelFileError, ModelNotFoundError, TinyBreakerError
+from ..prompt_weights import parse_weighted_segments
+
+PAD_ID = 0
+EOS_ID = 1
+UNK_ID = 2
+DEFAULT_MIN_LENGTH = 77  # ComfyUI's SD3 T5 tokenizer: EOS, then <pad> up to 77 tokens; never truncated
+
+TOKENIZER_FOLDER_NAME = "t5_tokenizer"
+# In-tree T5 tokenizer copies of the hosts, relative to the host's root folder (see spec webui_hosts.md §1.3).
+HOST_TOKENIZER_SUBDIRS = (
+    "ldm_patched/modules/t5_tokenizer",  # reForge (ComfyUI-derived backend)
+    "backend/huggingface/stabilityai/stable-diffusion-3-medium-diffusers/tokenizer_3",  # Forge
+    "backend/huggingface/stabilityai/stable-diffusion-3.5-large/tokenizer_3",  # Forge
+    "backend/huggingface/black-forest-labs/FLUX.1-dev/tokenizer_2",  # Forge
+    "comfy/text_encoders/t5_tokenizer",  # ComfyUI layout, for completeness
+)
+# The T5 v1.1 vocabulary is the original T5 SentencePiece model; google-t5/t5-base ships it as tokenizer.json.
+HUB_TOKENIZER_REPO = "google-t5/t5-base"
+HUB_TOKENIZER_FILE = "tokenizer.json"
+
+DownloadFn = Callable[..., str]
+
+
+def host_tokenizer_dirs(host_root: str | os.PathLike) -> list[str]:
+    """Candidate tokenizer folders inside a WebUI host checkout (existing or not)."""
+    return [os.path.join(os.fspath(host_root), *sub.split("/")) for sub in HOST_TOKENIZER_SUBDIRS]
+
+
+def is_t5_tokenizer_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a T5 tokenizer: a Unigram ``tokenizer.json`` with ``<pad>``=0 ``</s>``=1 ``<unk>``=2,
+    or a ``spiece.model`` whose ``tokenizer_config.json`` names a T5 tokenizer class."""
+    path = os.fspath(path)
+    tokenizer_json = os.path.join(path, "tokenizer.json")
+    if os.path.isfile(tokenizer_json):
+        return _is_t5_tokenizer_json(tokenizer_json)
+    if os.path.isfile(os.path.join(path, "spiece.model")):
+        return "T5" in str(_read_json(os.path.join(path, "tokenizer_config.json")).get("tokenizer_class", ""))
+    return False
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_t5_tokenizer_json(path: str) -> bool:
+    model = _read_json(path).get("model", {})
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if model.get("type") != "Unigram" or not isinstance(vocab, list) or len(vocab) < 3:
+        return False
+    try:
+        return [vocab[i][0] for i in (PAD_ID, EOS_ID, UNK_ID)] == ["<pad>", "</s>", "<unk>"]
+    except (TypeError, IndexError, KeyError):
+        return False
+
+
+def _candidates(folder: str) -> list[str]:
+    """A models folder itself, its ``t5_tokenizer`` child, then its other direct children (sorted)."""
+    if not os.path.isdir(folder):
+        return []
+    preferred = [folder, os.path.join(folder, TOKENIZER_FOLDER_NAME)]
+    children = sorted(os.path.join(folder, name) for name in os.listdir(folder))
+    return preferred + [child for child in children if child not in preferred and os.path.isdir(child)]
+
+
+def find_t5_tokenizer(user_path: str | os.PathLike | None = None, models_dirs: Iterable[str | os.PathLike] = (),
+                      host_dirs: Iterable[str | os.PathLike] = (), *, allow_download: bool = True,
+                      download: DownloadFn | None = None, download_dir: str | os.PathLike | None = None) -> str:
+    """The folder of a usable T5 tokenizer.
+
+    ``user_path`` (a folder, or a ``tokenizer.json`` inside one) must be valid when given. ``models_dirs`` are
+    searched (each folder, its ``t5_tokenizer`` child, its other children), then ``host_dirs`` (see
+    ``host_tokenizer_dirs``). Otherwise, if allowed, ``tokenizer.json`` is downloaded from ``HUB_TOKENIZER_REPO`` into
+    ``download_dir`` (default ``<first models dir>/t5_tokenizer``) with ``download`` (default
+    ``tinybreaker_ext.files.download.download_hub_file``).
+    """
+    if user_path is not None:
+        user_path = os.fspath(user_path)
+        folder = os.path.dirname(user_path) if os.path.isfile(user_path) else user_path
+        if is_t5_tokenizer_dir(folder):
+            return folder
+        raise ModelNotFoundError("T5 tokenizer", [user_path],
+                                 "the folder must hold a T5 tokenizer.json (or spiece.model + tokenizer_config.json)")
+
+    searched: list[str] = []
+    models_dirs = [os.fspath(d) for d in models_dirs]
+    for folder in models_dirs:
+        searched.append(folder)
+        for candidate in _candidates(folder):
+            if is_t5_tokenizer_dir(candidate):
+                return candidate
+    for folder in (os.fspath(d) for d in host_dirs):
+        searched.append(folder)
+        if is_t5_tokenizer_dir(folder):
+            return folder
+
+    target = os.fspath(download_dir) if download_dir is not None else (
+        os.path.join(models_dirs[0], TOKENIZER_FOLDER_NAME) if models_dirs else None)
+    hint = (f"put T5's tokenizer.json into {target or '<models folder>/' + TOKENIZER_FOLDER_NAME} "
+            f"(it is {HUB_TOKENIZER_FILE} of the hub repository {HUB_TOKENIZER_REPO})")
+    if not allow_download or target is None:
+        raise ModelNotFoundError("T5 tokenizer", searched, hint)
+    if download is None:
+        from ..files.download import download_hub_file as download
+    try:
+        path = download(HUB_TOKENIZER_REPO, HUB_TOKENIZER_FILE, target)
+    except (TinyBreakerError, OSError) as error:
+        raise ModelNotFoundError("T5 tokenizer", searched + [f"hub {HUB_TOKENIZER_REPO}"],
+                                 f"download failed ({error}); {hint}") from error
+    folder = os.path.dirname(os.fspath(path))
+    if not is_t5_tokenizer_dir(folder):
+        raise ModelFileError(path, "downloaded file is not a T5 tokenizer", "a Unigram tokenizer.json with <pad>=0")
+    return folder
+
+
+def _older_tokenizers_json(data: dict) -> dict:
+    """The same tokenizer in the form tokenizers < 0.14 reads: Metaspace with ``add_prefix_space`` instead of
+    ``prepend_scheme``/``split``, and no ``byte_fallback`` flag when it is off."""
+
+    def convert(node):
+        if isinstance(node, dict):
+            node = {key: convert(value) for key, value in node.items()}
+            if node.get("type") == "Metaspace" and "prepend_scheme" in node:
+                node["add_prefix_space"] = node.pop("prepend_scheme") != "never"
+                node.pop("split", None)
+            if node.get("type") == "Unigram" and node.get("byte_fallback") is False:
+                node.pop("byte_fallback")
+            return node
+        if isinstance(node, list):
+            return [convert(item) for item in node]
+        return node
+
+    return convert(data)
+
+
+class T5PromptTokenizer:
+    """T5 tokenisation with ComfyUI's weighting: one tokenisation per weighted segment, EOS once, pad to a minimum."""
+
+    def __init__(self, encode: Callable[[str], list[int]], token_to_id: Callable[[str], int | None],
+                 vocab_size: int, source: str = "tokenizer"):
+        self._encode = encode
+        self._token_to_id = token_to_id
+        self.vocab_size = vocab_size
+        self.source = source
+        found = [token_to_id(token) for token in ("<pad>", "</s>")]
+        if found != [PAD_ID, EOS_ID]:
+            raise ModelFileError(source, f"<pad>/</s> have ids {found}", f"T5 ids [{PAD_ID}, {EOS_ID}]")
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike) -> "T5PromptTokenizer":
+        """Load ``tokenizer.json`` with ``tokenizers`` (what T5TokenizerFast wraps); without it, ``spiece.model``
+        with ``sentencepiece`` (same ids; converting it with transformers needs protobuf versions hosts may lack)."""
+        path = os.fspath(path)
+        tokenizer_json = os.path.join(path, "tokenizer.json")
+        spiece_model = os.path.join(path, "spiece.model")
+        if os.path.isfile(tokenizer_json):
+            try:
+                return cls._from_tokenizer_json(tokenizer_json)
+            except ModelFileError:
+                if not os.path.isfile(spiece_model):
+                    raise
+        if os.path.isfile(spiece_model):
+            return cls._from_spiece_model(spiece_model)
+        raise ModelFileError(path, "no tokenizer.json or spiece.model in this folder", "a T5 tokenizer folder")
+
+    @classmethod
+    def _from_tokenizer_json(cls, path: str) -> "T5PromptTokenizer":
+        from tokenizers import Tokenizer
+        try:
+            tokenizer = Tokenizer.from_file(path)
+        except Exception as error:  # tokenizers raises a bare Exception for malformed files
+            try:  # a file saved by a newer tokenizers than the host pins (A1111: 0.13.3)
+                tokenizer = Tokenizer.from_str(json.dumps(_older_tokenizers_json(_read_json(path))))
+            except Exception:
+                raise ModelFileError(path, f"cannot load the tokenizer ({error})", "a T5 tokenizer.json") from error
+        tokenizer.no_truncation()  # the file may carry T5's 512 limit; the reference never truncates
+        tokenizer.no_padding()
+        return cls(lambda text: list(tokenizer.encode(text, add_special_tokens=False).ids), tokenizer.token_to_id,
+                   tokenizer.get_vocab_size(), source=os.path.abspath(path))
+
+    @classmethod
+    def _from_spiece_model(cls, path: str) -> "T5PromptTokenizer":
+        try:
+            import sentencepiece
+        except ImportError as error:
+            raise ModelFileError(path, "reading spiece.model needs the 'sentencepiece' package",
+                                 "a tokenizer.json next to it") from error
+        processor = sentencepiece.SentencePieceProcessor()
+        if not processor.Load(path):
+            raise ModelFileError(path, "cannot load the SentencePiece model", "a T5 spiece.model")
+
+        def token_to_id(token: str) -> int | None:
+            piece_id = processor.PieceToId(token)
+            return piece_id if processor.IdToPiece(piece_id) == token else None
+
+        return cls(lambda text: list(processor.EncodeAsIds(text)), token_to_id, processor.GetPieceSize(),
+                   source=os.path.abspath(path))
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._token_to_id(token)
+
+    def encode_plain(self, text: str) -> list[int]:
+        """Token ids of ``text`` without EOS (what the reference gets from one segment)."""
+        return self._encode(text)
+
+    def tokenize_with_weights(self, text: str, min_length: int = DEFAULT_MIN_LENGTH) -> tuple[list[int], list[float]]:
+        """``(ids, weights)``: segments tokenised separately, EOS (weight 1) once, then ``<pad>`` (weight 1) up to
+        ``min_length``. No truncation: long prompts give long sequences."""
+        ids: list[int] = []
+        weights: list[float] = []
+        for segment, weight in parse_weighted_segments(text):
+            segment_ids = self._encode(segment)
+            ids += segment_ids
+            weights += [weight] * len(segment_ids)
+        ids.append(EOS_ID)
+        weights.append(1.0)
+        padding = max(0, min_length - len(ids))
+        return ids + [PAD_ID] * padding, weights + [1.0] * padding
+
+
+def empty_ids(length: int) -> list[int]:
+    """The 'empty' sequence the weighting formula subtracts: ``[EOS, pad, pad, …]`` of ``length`` (≥ 1)."""
+    return [EOS_ID] + [PAD_ID] * (max(1, length) - 1)
