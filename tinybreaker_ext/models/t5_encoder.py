@@ -1,0 +1,382 @@
+"""T5 v1.1 text encoder that keeps its weights in the file's dtype (fp8 included) and upcasts them piecewise.
+
+The math is transformers' ``T5EncoderModel``, built on the meta device (no allocation). Its parameters are
+0-element placeholders; the real weights live in ``T5TextEncoder`` in their storage dtype, and each sub-layer
+(a block's attention half, its feed-forward half, the final norm) gets upcast copies on the compute device just
+before it runs and drops them right after (spec §3.2). Memory held is therefore about the file size, plus one
+sub-layer in the compute dtype. Per-sub-layer swapping is hand-written: no library available on every host pin
+upcasts fp8 storage per layer (accelerate's offload hooks move weights but do not change dtypes).
+
+Modes: ``gpu`` (weights resident on the device in their storage dtype), ``cpu`` (everything on the CPU),
+``stream`` (weights in RAM, each sub-layer copied to the device only while it runs), ``auto`` (``gpu`` when the
+CUDA device has room, else ``stream``; ``cpu`` on a CPU device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from ..errors import ModelFileError, ParameterError
+from ..files.state_dict import dtype_of, shape_of, with_prefix
+
+MODES = ("auto", "gpu", "cpu", "stream")
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+FP8_DTYPES = tuple(d for d in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None)) if d)
+STORAGE_DTYPES = FP8_DTYPES + (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+SCALED_FP8_MARKER = "scaled_fp8"
+ACTIVATION_RESERVE_BYTES = 1 << 30  # room left for activations when ``auto`` decides whether weights fit the GPU
+
+EMBEDDING_KEY = "shared.weight"
+EMBEDDING_ALIAS = "encoder.embed_tokens.weight"
+FINAL_NORM_KEY = "encoder.final_layer_norm.weight"
+RELATIVE_BIAS_KEY = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+_BLOCK_INDEX = re.compile(r"^encoder\.block\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class T5EncoderConfig:
+    vocab_size: int
+    d_model: int
+    d_kv: int
+    num_heads: int
+    num_layers: int
+    d_ff: int
+    num_buckets: int
+    gated: bool = True
+    max_distance: int = 128
+    layer_norm_eps: float = 1e-6
+
+    def to_hf(self):
+        from transformers import T5Config
+
+        return T5Config(
+            vocab_size=self.vocab_size, d_model=self.d_model, d_kv=self.d_kv, d_ff=self.d_ff,
+            num_layers=self.num_layers, num_heads=self.num_heads,
+            relative_attention_num_buckets=self.num_buckets, relative_attention_max_distance=self.max_distance,
+            dropout_rate=0.0, layer_norm_epsilon=self.layer_norm_eps,
+            feed_forward_proj="gated-gelu" if self.gated else "relu",
+            is_encoder_decoder=False, use_cache=False)
+
+
+def expected_t5_shapes(config: T5EncoderConfig) -> dict[str, tuple[int, ...]]:
+    """Every key of the HF encoder layout with its shape (the embedding under ``shared.weight``)."""
+    inner = config.num_heads * config.d_kv
+    shapes: dict[str, tuple[int, ...]] = {EMBEDDING_KEY: (config.vocab_size, config.d_model)}
+    for i in range(config.num_layers):
+        attention = f"encoder.block.{i}.layer.0."
+        feed_forward = f"encoder.block.{i}.layer.1."
+        for name in "qkv":
+            shapes[f"{attention}SelfAttention.{name}.weight"] = (inner, config.d_model)
+        shapes[f"{attention}SelfAttention.o.weight"] = (config.d_model, inner)
+        if i == 0:
+            shapes[RELATIVE_BIAS_KEY] = (config.num_buckets, config.num_heads)
+        shapes[f"{attention}layer_norm.weight"] = (config.d_model,)
+        for name in (("wi_0", "wi_1") if config.gated else ("wi",)):
+            shapes[f"{feed_forward}DenseReluDense.{name}.weight"] = (config.d_ff, config.d_model)
+        shapes[f"{feed_forward}DenseReluDense.wo.weight"] = (config.d_model, config.d_ff)
+        shapes[f"{feed_forward}layer_norm.weight"] = (config.d_model,)
+    shapes[FINAL_NORM_KEY] = (config.d_model,)
+    return shapes
+
+
+def _is_scale_key(key: str) -> bool:
+    return key == SCALED_FP8_MARKER or key.endswith((".scale_weight", ".scale_input"))
+
+
+def _encoder_prefix(state_dict: Mapping[str, torch.Tensor], source: str) -> str:
+    """'' for a bare encoder file; the common prefix when the encoder sits inside a bigger checkpoint."""
+    if FINAL_NORM_KEY in state_dict:
+        return ""
+    for key in state_dict.keys():
+        if key.endswith("." + FINAL_NORM_KEY):
+            return key[: -len(FINAL_NORM_KEY)]
+    raise ModelFileError(source, f"no '{FINAL_NORM_KEY}' tensor", "a T5 encoder in HF T5EncoderModel layout")
+
+
+def _embedding_key(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    for key in (EMBEDDING_KEY, EMBEDDING_ALIAS):
+        if key in state_dict:
+            return key
+    return None
+
+
+def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 state dict") -> T5EncoderConfig:
+    """Config from tensor shapes (keys without any outer prefix)."""
+    def need(key: str) -> tuple[int, ...]:
+        if key not in state_dict:
+            raise ModelFileError(source, f"missing tensor '{key}'", "a T5 encoder in HF T5EncoderModel layout")
+        return shape_of(state_dict, key)
+
+    num_buckets, num_heads = need(RELATIVE_BIAS_KEY)
+    inner, d_model = need("encoder.block.0.layer.0.SelfAttention.q.weight")
+    if inner % num_heads:
+        raise ModelFileError(source, f"q projection width {inner} is not a multiple of {num_heads} heads "
+                                     f"(from '{RELATIVE_BIAS_KEY}')")
+    gated = "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in state_dict
+    d_ff = need("encoder.block.0.layer.1.DenseReluDense." + ("wi_0" if gated else "wi") + ".weight")[0]
+    embedding = _embedding_key(state_dict)
+    if embedding is None:
+        raise ModelFileError(source, f"missing tensor '{EMBEDDING_KEY}'", "the token embedding of a T5 encoder")
+    vocab_size = shape_of(state_dict, embedding)[0]
+    blocks = {int(m.group(1)) for m in map(_BLOCK_INDEX.match, state_dict.keys()) if m}
+    return T5EncoderConfig(vocab_size=vocab_size, d_model=d_model, d_kv=inner // num_heads, num_heads=num_heads,
+                           num_layers=max(blocks) + 1, d_ff=d_ff, num_buckets=num_buckets, gated=gated)
+
+
+def check_t5_layout(state_dict: Mapping[str, torch.Tensor],
+                    config: T5EncoderConfig | None = None) -> tuple[list[str], list[str]]:
+    """``(missing, unexpected)`` keys of an encoder state dict (no outer prefix) against the HF layout.
+
+    The duplicate ``encoder.embed_tokens.weight``, scaled-fp8 scales/marker, and keys outside ``encoder.`` (a
+    decoder, ``lm_head``) are not unexpected.
+    """
+    config = config or infer_t5_config(state_dict)
+    expected = expected_t5_shapes(config)
+    present = set(state_dict.keys())
+    missing = [key for key in expected if key not in present]
+    if EMBEDDING_KEY in missing and EMBEDDING_ALIAS in present:
+        missing.remove(EMBEDDING_KEY)
+    unexpected = [key for key in sorted(present) if key.startswith("encoder.") and key not in expected
+                  and key != EMBEDDING_ALIAS and not _is_scale_key(key)]
+    return missing, unexpected
+
+
+@dataclass
+class StoredWeight:
+    """A weight in its storage dtype and device; ``scale`` is the scaled-fp8 per-tensor factor, if any."""
+    tensor: torch.Tensor
+    scale: torch.Tensor | None = None
+
+    def materialize(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        value = self.tensor.to(device, non_blocking=True).to(dtype)
+        if self.scale is not None:
+            value = value * self.scale.to(device, dtype)
+        return value
+
+    @property
+    def nbytes(self) -> int:
+        size = self.tensor.numel() * self.tensor.element_size()
+        return size + (self.scale.numel() * self.scale.element_size() if self.scale is not None else 0)
+
+
+@dataclass
+class _SwapGroup:
+    """One HF sub-module whose parameters are swapped in together: ``(owner module, parameter name, file key)``."""
+    module: torch.nn.Module
+    params: list[tuple[torch.nn.Module, str, str]]
+
+
+def _check_compute_dtype(compute_dtype: torch.dtype) -> None:
+    if compute_dtype == torch.float16:
+        raise ParameterError("t5_dtype", "float16 is not supported: T5 overflows in fp16; use float32 or bfloat16")
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ParameterError("t5_dtype", f"{compute_dtype} is not supported; use float32 or bfloat16")
+
+
+def choose_mode(mode: str, device: torch.device, needed_bytes: int, free_bytes: int | None = None) -> str:
+    """Resolve ``auto``: ``cpu`` on a CPU, ``gpu`` if ``needed_bytes`` + a reserve fit the free CUDA memory, else
+    ``stream``. Other device types get ``gpu``."""
+    if mode not in MODES:
+        raise ParameterError("t5_mode", f"'{mode}' is not one of {', '.join(MODES)}")
+    if mode != "auto":
+        return mode
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "cuda":
+        if free_bytes is None:
+            free_bytes = torch.cuda.mem_get_info(device)[0]
+        return "gpu" if free_bytes >= needed_bytes + ACTIVATION_RESERVE_BYTES else "stream"
+    return "gpu"
+
+
+def _autocast_off(device: torch.device):
+    # A1111 runs sampling under fp16 autocast; T5 must not follow it.
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _identity(state_dict: Mapping[str, torch.Tensor], compute_dtype: torch.dtype) -> str:
+    path = getattr(state_dict, "path", None)
+    if isinstance(path, (str, os.PathLike)) and os.path.isfile(path):
+        stat = os.stat(path)
+        base = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+    else:
+        base = f"memory:{uuid.uuid4().hex}"
+    return f"{base}|{compute_dtype}"
+
+
+class T5TextEncoder:
+    """``encode(input_ids) -> float32 [B, L, d_model]``: the last hidden state after the final layer norm."""
+
+    def __init__(self, config: T5EncoderConfig, weights: dict[str, StoredWeight], *, mode: str,
+                 device: torch.device, compute_dtype: torch.dtype, identity: str):
+        from transformers import T5EncoderModel
+
+        self.config = config
+        self.mode = mode
+        self.device = device
+        self.compute_dtype = compute_dtype
+        self.identity = identity
+        self._weights = weights
+        self._embedding = weights[EMBEDDING_KEY]
+        self._lock = threading.Lock()  # the swapped-in parameters are shared state: one encode at a time
+        self._nan_guard = self._embedding.tensor.dtype in FP8_DTYPES or any(
+            weight.tensor.dtype in FP8_DTYPES for key, weight in weights.items() if key.startswith("encoder.block.0."))
+
+        with torch.device("meta"):
+            model = T5EncoderModel(config.to_hf())
+        model.eval().requires_grad_(False)
+        self._placeholder = torch.nn.Parameter(torch.empty(0, dtype=compute_dtype, device="meta"),
+                                               requires_grad=False)
+        owners = {}
+        for module_name, module in model.named_modules():
+            for param_name, _ in list(module.named_parameters(recurse=False)):
+                owners[f"{module_name}.{param_name}" if module_name else param_name] = (module, param_name)
+                module._parameters[param_name] = self._placeholder  # idle state: nothing allocated
+        self._model = model
+
+        self._groups: list[_SwapGroup] = []
+        for block_index, block in enumerate(model.encoder.block):
+            for layer_index, layer in enumerate(block.layer):
+                prefix = f"encoder.block.{block_index}.layer.{layer_index}."
+                self._add_group(layer, owners, prefix)
+        self._add_group(model.encoder.final_layer_norm, owners, FINAL_NORM_KEY[: -len("weight")])
+
+    def _add_group(self, module: torch.nn.Module, owners: dict, prefix: str) -> None:
+        params = [(owners[key][0], owners[key][1], key) for key in self._weights if key.startswith(prefix)]
+        group = _SwapGroup(module, params)
+        # A weak reference: hooks owning the encoder would form a cycle that keeps gigabytes alive until gc runs.
+        encoder = weakref.ref(self)
+        module.register_forward_pre_hook(lambda _module, _args: encoder()._swap_in(group))
+        module.register_forward_hook(lambda _module, _args, _output: encoder()._release(group))
+        self._groups.append(group)
+
+    def _swap_in(self, group: _SwapGroup) -> None:
+        for owner, name, key in group.params:
+            owner._parameters[name] = self._weights[key].materialize(self.device, self.compute_dtype)
+
+    def _release(self, group: _SwapGroup) -> None:
+        for owner, name, _ in group.params:
+            owner._parameters[name] = self._placeholder
+
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # Gather rows in the storage dtype, then upcast only those (never the whole 32128-row table).
+        table = self._embedding.tensor
+        if table.dtype in FP8_DTYPES:  # fp8 indexing kernels are missing in older torch; bytes index the same
+            rows = table.view(torch.uint8)[input_ids.to(table.device)].view(table.dtype)
+        else:
+            rows = table[input_ids.to(table.device)]
+        embeds = StoredWeight(rows, self._embedding.scale).materialize(self.device, self.compute_dtype)
+        return torch.nan_to_num(embeds) if self._nan_guard else embeds  # fp8 files may hold NaN codes
+
+    def encode(self, input_ids) -> torch.Tensor:
+        ids = torch.as_tensor(input_ids, dtype=torch.long)
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(0)
+        if ids.dim() != 2 or ids.shape[1] == 0:
+            raise ParameterError("input_ids", f"expected a non-empty [batch, length] array, got shape {list(ids.shape)}")
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= self.config.vocab_size:
+            raise ParameterError("input_ids", f"token id {low if low < 0 else high} is outside the T5 vocabulary "
+                                              f"of {self.config.vocab_size}")
+        with self._lock, torch.no_grad(), _autocast_off(self.device):
+            embeds = self._embed(ids)
+            try:
+                hidden = self._model(inputs_embeds=embeds)[0]
+            finally:
+                for group in self._groups:  # an exception inside a sub-layer must not leave copies behind
+                    self._release(group)
+        return hidden.float()
+
+    def storage_bytes(self) -> int:
+        """Bytes held by the weights in their storage dtype (≈ the file's tensor bytes)."""
+        return sum(weight.nbytes for weight in self._weights.values())
+
+    def stored_tensors(self) -> dict[str, torch.Tensor]:
+        """File key → the tensor held in storage (its dtype and device show where the weights live)."""
+        return {key: weight.tensor for key, weight in self._weights.items()}
+
+    def largest_upcast_bytes(self) -> int:
+        """Bytes of the biggest sub-layer once upcast: the extra memory one encode step needs for weights."""
+        size = torch.tensor([], dtype=self.compute_dtype).element_size()
+        return max(sum(self._weights[key].tensor.numel() for _, _, key in group.params) for group in self._groups) \
+            * size
+
+
+def _largest_sublayer_numel(config: T5EncoderConfig) -> int:
+    attention = 4 * config.num_heads * config.d_kv * config.d_model + config.num_buckets * config.num_heads
+    feed_forward = (3 if config.gated else 2) * config.d_ff * config.d_model
+    return max(attention, feed_forward) + config.d_model
+
+
+def _storage_bytes_of(state_dict: Mapping[str, torch.Tensor], keys: list[str]) -> int:
+    total = 0
+    for key in keys:
+        numel = 1
+        for dim in shape_of(state_dict, key):
+            numel *= dim
+        total += numel * torch.tensor([], dtype=dtype_of(state_dict, key)).element_size()
+    return total
+
+
+def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto", device="cpu",
+                    compute_dtype: torch.dtype = torch.float32, source: str | None = None) -> T5TextEncoder:
+    """Build a ``T5TextEncoder`` from an HF-layout state dict (plain dict or lazy file view; outer prefix allowed).
+
+    Weights keep their file dtype (fp8 e4m3fn/e5m2, bf16, fp16, fp32); scaled-fp8 ``scale_weight`` factors are
+    applied on upcast. ``compute_dtype`` float16 is refused (T5 overflows in fp16).
+    """
+    _check_compute_dtype(compute_dtype)
+    if mode not in MODES:
+        raise ParameterError("t5_mode", f"'{mode}' is not one of {', '.join(MODES)}")
+    device = torch.device(device)
+    source = source or os.fspath(getattr(state_dict, "path", None) or "T5 state dict")
+
+    prefix = _encoder_prefix(state_dict, source)
+    encoder_sd = with_prefix(state_dict, prefix) if prefix else state_dict
+    config = infer_t5_config(encoder_sd, source)
+    missing, unexpected = check_t5_layout(encoder_sd, config)
+    if missing:
+        raise ModelFileError(source, f"missing tensor '{prefix}{missing[0]}' ({len(missing)} missing)",
+                             f"a complete {config.num_layers}-block T5 encoder")
+    if unexpected:
+        raise ModelFileError(source, f"unexpected tensor '{prefix}{unexpected[0]}' ({len(unexpected)} unexpected)",
+                             "the HF T5EncoderModel layout (T5 v1.1, relative bias in block 0 only)")
+
+    key_map = {key: key for key in expected_t5_shapes(config)}
+    if EMBEDDING_KEY not in encoder_sd:
+        key_map[EMBEDDING_KEY] = EMBEDDING_ALIAS
+    for key, shape in expected_t5_shapes(config).items():
+        file_key = key_map[key]
+        got = shape_of(encoder_sd, file_key)
+        if got != shape:
+            raise ModelFileError(source, f"tensor '{prefix}{file_key}' has shape {list(got)}",
+                                 f"{list(shape)} for this T5 (d_model {config.d_model}, {config.num_heads} heads)")
+        if dtype_of(encoder_sd, file_key) not in STORAGE_DTYPES:
+            raise ModelFileError(source, f"tensor '{prefix}{file_key}' has dtype {dtype_of(encoder_sd, file_key)}",
+                                 "fp8, bf16, fp16 or fp32")
+
+    scale_keys = {key: key_map[key][: -len("weight")] + "scale_weight" for key in key_map}
+    scale_keys = {key: scale for key, scale in scale_keys.items() if scale in encoder_sd}
+    needed = _storage_bytes_of(encoder_sd, list(key_map.values()) + list(scale_keys.values()))
+    upcast_reserve = _largest_sublayer_numel(config) * torch.tensor([], dtype=compute_dtype).element_size()
+    mode = choose_mode(mode, device, needed + upcast_reserve)
+    storage_device = device if mode == "gpu" else torch.device("cpu")
+
+    weights: dict[str, StoredWeight] = {}
+    for key, file_key in key_map.items():
+        tensor = encoder_sd[file_key].to(storage_device)
+        scale = encoder_sd[scale_keys[key]].to(storage_device) if key in scale_keys else None
+        weights[key] = StoredWeight(tensor, scale)
+    return T5TextEncoder(config, weights, mode=mode, device=device, compute_dtype=compute_dtype,
+                         identity=_identity(state_dict, compute_dtype))

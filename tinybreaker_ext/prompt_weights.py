@@ -1,0 +1,122 @@
+"""ComfyUI's prompt-weighting grammar: ``(text:1.2)``, ``(text)`` = ×1.1 per level, ``\\(`` escapes.
+
+The reference (ComfyUI-TinyBreaker on ComfyUI v0.3.55) tokenises each returned segment separately, so the
+segment boundaries matter as much as the weights (spec §3.3, §11.4). This module is a port of ComfyUI's
+``token_weights``/``parse_parentheses`` and of the ``embedding:`` handling of ``SDTokenizer.tokenize_with_weights``
+(ComfyUI is not an importable library, and A1111's own emphasis parser gives different results).
+
+Rules, as ComfyUI applies them:
+- ``(...)`` multiplies the current weight by 1.1; ``(...:w)`` sets the weight to ``w`` (absolute, not multiplied);
+  ``w`` is anything Python's ``float()`` accepts, otherwise the ``:...`` stays part of the text with weight ×1.1.
+- ``\\(`` and ``\\)`` are literal parentheses; ``[`` ``]`` are plain text.
+- An unbalanced ``(`` turns the rest of the prompt into literal text (its parentheses are tokenised as written).
+- ``embedding:NAME`` (at the start of a segment or after a space/newline) is dropped with NAME; the text after NAME
+  becomes a segment of its own. Textual-inversion embeddings are not supported for T5.
+"""
+
+from __future__ import annotations
+
+import re
+
+EMBEDDING_PREFIX = "embedding:"
+NESTED_WEIGHT_FACTOR = 1.1
+
+# Private placeholders for escaped parentheses, exactly as ComfyUI uses them.
+_ESCAPED_CLOSE = "\0\1"
+_ESCAPED_OPEN = "\0\2"
+_EMBEDDING_SPLIT = re.compile(" {0}|\n{0}".format(EMBEDDING_PREFIX))
+
+
+def parse_weighted_segments(text: str) -> list[tuple[str, float]]:
+    """Split a prompt into ``(text, weight)`` segments; each segment is meant to be tokenised on its own.
+
+    Never raises for any string. Empty segments are left out; whitespace-only segments are kept (they tokenise to
+    nothing but keep the segmentation faithful).
+    """
+    escaped = text.replace("\\)", _ESCAPED_CLOSE).replace("\\(", _ESCAPED_OPEN)
+    segments: list[tuple[str, float]] = []
+    for segment, weight in _token_weights(escaped, 1.0):
+        unescaped = segment.replace(_ESCAPED_CLOSE, ")").replace(_ESCAPED_OPEN, "(")
+        for piece in _without_embeddings(unescaped):
+            segments.append((piece, weight))
+    return segments
+
+
+def has_weights(segments: list[tuple[str, float]]) -> bool:
+    """Whether any segment carries a weight other than 1 (only then does the weighting formula apply)."""
+    return any(weight != 1.0 for _, weight in segments)
+
+
+def _parse_parentheses(text: str) -> list[str]:
+    """Top-level split into plain runs and ``(...)`` groups; an unclosed group runs to the end of the text."""
+    result: list[str] = []
+    current = ""
+    nesting = 0
+    for char in text:
+        if char == "(":
+            if nesting == 0:
+                if current:
+                    result.append(current)
+                current = "("
+            else:
+                current += char
+            nesting += 1
+        elif char == ")":
+            nesting -= 1
+            if nesting == 0:
+                result.append(current + ")")
+                current = ""
+            else:
+                current += char
+        else:
+            current += char
+    if current:
+        result.append(current)
+    return result
+
+
+def _token_weights(text: str, current_weight: float) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    for item in _parse_parentheses(text):
+        if len(item) >= 2 and item[0] == "(" and item[-1] == ")":
+            inner = item[1:-1]
+            weight = current_weight * NESTED_WEIGHT_FACTOR
+            colon = inner.rfind(":")
+            if colon > 0:
+                try:
+                    weight = float(inner[colon + 1:])
+                    inner = inner[:colon]
+                except ValueError:
+                    pass
+            out += _token_weights(inner, weight)
+        else:
+            out.append((item, current_weight))
+    return out
+
+
+def _without_embeddings(segment: str) -> list[str]:
+    """The pieces of ``segment`` that ComfyUI tokenises, with every ``embedding:NAME`` directive removed."""
+    split = _EMBEDDING_SPLIT.split(segment)
+    words = [split[0]] + [EMBEDDING_PREFIX + rest for rest in split[1:]]
+    pieces: list[str] = []
+    for word in words:
+        if word == "":
+            continue
+        if word.startswith(EMBEDDING_PREFIX):
+            word = _leftover_after_embedding(word[len(EMBEDDING_PREFIX):].strip("\n"))
+            if word == "":
+                continue
+        pieces.append(word)
+    return pieces
+
+
+def _leftover_after_embedding(directive: str) -> str:
+    """What ComfyUI goes on tokenising after an embedding it cannot load (all of them, here)."""
+    words = directive.split()
+    if not words:  # ComfyUI raises IndexError on a bare "embedding:"; dropping it is the useful behaviour
+        return ""
+    name, leftover = words[0], " ".join(words[1:])
+    stripped = name.strip(",")
+    if len(stripped) < len(name):
+        return "{} {}".format(name[len(stripped):], leftover)
+    return leftover
