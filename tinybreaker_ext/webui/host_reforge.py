@@ -11,7 +11,16 @@ import torch
 from torch import nn
 
 from .host_base import HostAdapter
-from .host_forge import _ACTIVATION_BYTES, _finish_move
+from .host_forge import _ACTIVATION_BYTES, _finish_move, reset_forge_objects, reuse_or_make_patcher
+
+
+class _PatcherContainer(nn.Module):
+    """reForge's ModelPatcher writes ``device``, ``model_lowvram`` … onto the module it manages; our modules have a
+    read-only ``device`` property, so the patcher gets this plain container instead."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.inner = module
 
 
 class ReForgePlacement:
@@ -20,13 +29,15 @@ class ReForgePlacement:
         self._patcher_class = patcher_class
         self.device = device
         self._patchers = patchers
+        self._used: set[int] = set()  # ids of the modules this run (one placement per first pass) used
 
     @contextlib.contextmanager
     def use(self, module: nn.Module) -> Iterator[nn.Module]:
-        patcher = self._patchers.get(id(module))
-        if patcher is None or patcher.model is not module:
-            patcher = self._patcher_class(module, load_device=self.device, offload_device=torch.device("cpu"))
-            self._patchers[id(module)] = patcher
+        patcher = reuse_or_make_patcher(
+            self._patchers, self._used, module,
+            lambda m: self._patcher_class(_PatcherContainer(m), load_device=self.device,
+                                          offload_device=torch.device("cpu")),
+            lambda existing: existing.model.inner)
         self._mm.load_models_gpu([patcher], memory_required=_ACTIVATION_BYTES, force_full_load=True)
         _finish_move(module, self.device)
         yield module
@@ -54,6 +65,4 @@ class ReForgeHost(HostAdapter):
         return ReForgePlacement(model_management, ModelPatcher, self.compute_device(), self._patchers)
 
     def before_host_sampling(self, p) -> None:
-        model = p.sd_model
-        if getattr(model, "forge_objects_after_applying_lora", None) is not None:
-            model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()
+        reset_forge_objects(p)
