@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from tinybreaker_ext.cli import main
@@ -22,6 +23,7 @@ def test_missing_models_name_what_and_where(tmp_path, capsys):
 
 
 def test_writes_png_with_infotext_that_png_info_reads(tiny_model_folder, tmp_path, capsys):
+    pytest.importorskip("diffusers")  # the embedded refiner
     folder, paths = tiny_model_folder
     output = tmp_path / "out.png"
     code = main(["a red cube --seed 7", "-o", str(output), "--models-dir", str(folder), "--width", "32",

@@ -17,7 +17,9 @@ DEFAULT_STYLE = "PHOTO"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tinybreaker_ext", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tinybreaker_ext",
+        description="TinyBreaker without a WebUI: PixArt-Sigma composes, the SD1 refiner in the checkpoint finishes.")
     parser.add_argument("prompt", help="the prompt; inline parameters like --aspect 16:9 go inside the quotes")
     parser.add_argument("-o", "--output", default="tinybreaker.png",
                         help="output PNG; with a batch, _1, _2 … are added before the extension")

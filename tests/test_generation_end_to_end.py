@@ -1,4 +1,5 @@
-"""The whole standalone pipeline on tiny random models: encode → base → transcode → refine → decode."""
+"""The whole standalone pipeline on tiny random models: encode → base → transcode → refine → decode.
+The embedded refiner and SD1 decoder need diffusers (absent on A1111), so these tests skip without it."""
 
 import hashlib
 import io
@@ -6,11 +7,11 @@ import io
 import pytest
 import torch
 
-from tinybreaker_ext.generation import generate_images, resolve_settings
+pytest.importorskip("diffusers")
+
+from tinybreaker_ext.generation import generate_images  # noqa: E402
 from tinybreaker_ext.model_files import ModelFileSet
-from tinybreaker_ext.pipeline import TinyBreakerPipeline
 from tinybreaker_ext.prompt.metadata import parse_infotext
-from tinybreaker_ext.stage_params import StageParams
 
 
 @pytest.fixture(scope="module")
@@ -74,56 +75,6 @@ def test_batch_images_differ_and_each_gets_its_own_seed(files):
     single = generate(files, "a cat --seed 4")
     # equal up to float rounding: batched convolutions may sum in another order than single ones
     assert (result.images[1] - single.images[0]).abs().max() < 1e-4
-
-
-def test_changing_only_the_refiner_reuses_the_cached_base(files, monkeypatch):
-    pipeline = TinyBreakerPipeline(files.checkpoint, files.t5, tokenizer_path=files.t5_tokenizer)
-    stage = StageParams(sampler="euler", scheduler="normal", steps=4, steps_start=1, cfg=3.0)
-    first = pipeline.base(["a cat"], [""], stage, width=32, height=32, seeds=[1])
-    calls = []
-    monkeypatch.setattr(pipeline, "encode", lambda *a, **k: calls.append(a) or torch.zeros(1, 77, 32))
-    again = pipeline.base(["a cat"], [""], stage, width=32, height=32, seeds=[1])
-    assert torch.equal(first, again) and calls == []
-    pipeline.base(["a cat"], [""], stage.copy(cfg=4.0), width=32, height=32, seeds=[1])
-    assert calls, "a changed base parameter must run the base stage again"
-
-
-def test_unchanged_prompt_never_runs_t5_again(files):
-    pipeline = TinyBreakerPipeline(files.checkpoint, files.t5, tokenizer_path=files.t5_tokenizer)
-    encoder = pipeline.t5("cpu")
-    runs = []
-    original = encoder.encode
-    encoder.encode = lambda ids: runs.append(ids.shape) or original(ids)
-    a = pipeline.encode("a red cube", t5_mode="cpu")
-    b = pipeline.encode("a red cube", t5_mode="cpu")
-    assert torch.equal(a, b) and len(runs) == 1
-
-
-def test_cancel_from_the_callback_stops_between_steps(files):
-    from tinybreaker_ext.errors import Cancelled
-
-    pipeline = TinyBreakerPipeline(files.checkpoint, files.t5, tokenizer_path=files.t5_tokenizer)
-    stage = StageParams(sampler="dpmpp_2m", scheduler="karras", steps=8, steps_start=0, cfg=3.0)
-    seen = []
-
-    def stop_after_two(step, total, x, denoised):
-        seen.append(step)
-        if step == 1:
-            raise Cancelled("stop")
-
-    with pytest.raises(Cancelled):
-        pipeline.base(["a cat"], [""], stage, width=32, height=32, seeds=[1], callback=stop_after_two)
-    assert seen == [0, 1]
-    assert pipeline.last_denoised.shape == (1, 4, 4, 4)
-
-
-def test_style_and_inline_parameters_resolve_in_the_reference_order():
-    settings = resolve_settings("a cat --style COMIC --cfg-shift 2 --detail-level high", seed=11)
-    assert settings.style == "COMIC"
-    assert settings.base.sampler == "deis" and settings.base.scheduler == "sgm_uniform"
-    assert settings.base.cfg == pytest.approx(5.2 + 0.4)
-    assert settings.refiner.steps_nfactor == 1
-    assert settings.base.noise_seed == 11
 
 
 def test_bad_size_is_a_parameter_error(files):
