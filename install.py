@@ -18,9 +18,9 @@ REQUIREMENTS_FILE = os.path.join(EXTENSION_DIR, "requirements.txt")
 TAG = "[TinyBreaker]"
 
 
-def read_requirements(path: str = REQUIREMENTS_FILE) -> list[str]:
+def read_requirements(path: str | None = None) -> list[str]:
     lines = []
-    with open(path, encoding="utf-8") as file:
+    with open(path or REQUIREMENTS_FILE, encoding="utf-8") as file:
         for line in file:
             line = line.split("#", 1)[0].strip()
             if line and not line.startswith("-"):

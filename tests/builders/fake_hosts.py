@@ -3,6 +3,8 @@
 our adapter makes, so tests can check the hook order and the memory calls per host without a WebUI.
 
 Only what TinyBreaker touches is modelled; bodies are minimal but keep the real argument names and defaults.
+``run_txt2img`` replays the part of the host's ``process_images_inner`` that surrounds ``p.sample`` (hook order of
+spec §2.2), including txt2img ``init``'s Hires-fix job-count bookkeeping.
 """
 
 from __future__ import annotations
@@ -10,34 +12,51 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
-from dataclasses import dataclass, field
 
 import torch
 
-CALLS: list[tuple] = []  # (name, details) in call order, shared by every fake module
+from builders.fake_host_processing import (CALLS, ImageRNG, ScriptRunner, StableDiffusionProcessingTxt2Img,
+                                           call_names, calls_named, create_sampler, decode_latent_batch,
+                                           make_sd_model, record, run_txt2img, seed_noise)
+from builders.fake_host_ui import (AlwaysVisible, Script, ScriptClassData, script_callbacks_module,
+                                   ui_common_module, ui_components_module, fake_gradio_module, load_script_file,
+                                   new_module as _module)
+
+HOSTS = ("a1111", "forge", "reforge")
+FORGE_VERSION = {"forge": "2.0.1v1.10.1", "reforge": "1.0.0v2-v1.10.1RC"}
+
+__all__ = ["CALLS", "HOSTS", "ImageRNG", "Script", "ScriptRunner", "StableDiffusionProcessingTxt2Img", "build_host",
+           "call_names", "calls_named", "fake_gradio_module", "installed_host", "load_script_file", "make_sd_model",
+           "record", "run_txt2img", "seed_noise"]
 
 
-def record(name: str, *details) -> None:
-    CALLS.append((name, *details))
-
-
-# --- modules.shared_state / shared ------------------------------------------------------------------------------
 class State:
+    """modules/shared_state.py:State, the fields and methods our progress code uses."""
+
     def __init__(self):
-        self.skipped = False
-        self.interrupted = False
-        self.stopping_generation = False
-        self.job = ""
-        self.job_no = 0
-        self.job_count = -1
-        self.processing_has_refined_job_count = False
+        self.begin()
+
+    def begin(self, job: str = "(unknown)"):
         self.sampling_step = 0
         self.sampling_steps = 0
+        self.job_count = -1
+        self.processing_has_refined_job_count = False
+        self.job_no = 0
         self.current_latent = None
         self.current_image = None
         self.current_image_sampling_step = 0
         self.id_live_preview = 0
+        self.skipped = False
+        self.interrupted = False
+        self.stopping_generation = False
         self.textinfo = None
+        self.job = job
+
+    def skip(self):
+        self.skipped = True
+
+    def interrupt(self):
+        self.interrupted = True
 
     def nextjob(self):
         record("state.nextjob")
@@ -60,6 +79,9 @@ class TotalTQDM:
 
     def update(self):
         self.updates += 1
+
+    def clear(self):
+        self.updates = 0
 
 
 class Options:
@@ -85,108 +107,10 @@ class OptionInfo:
         self.section = section
 
 
-# --- samplers, rng, processing -----------------------------------------------------------------------------------
-class FakeSampler:
-    """Records what the host sampler sees; the 'refinement' is a deterministic function of x and noise."""
-
-    def __init__(self, name, model):
-        self.name = name
-        self.model = model
-
-    def sample_img2img(self, p, x, noise, conditioning, unconditional_conditioning, steps=None,
-                       image_conditioning=None):
-        record("sampler.sample_img2img", {"steps": steps, "denoising_strength": p.denoising_strength,
-                                          "cfg_scale": p.cfg_scale, "is_hr_pass": p.is_hr_pass,
-                                          "x_shape": tuple(x.shape), "noise": noise.clone()})
-        return x * (1 - p.denoising_strength) + noise * p.denoising_strength * 0.1
+# --- modules.script_callbacks (same set in A/F; R lacks on_list_optimizers) -----------------------------------------
 
 
-def create_sampler(name, model):
-    record("create_sampler", name)
-    assert name, f'bad sampler name: {name}'
-    return FakeSampler(name, model)
-
-
-class ImageRNG:
-    def __init__(self, shape, seeds, subseeds=None, subseed_strength=0.0, seed_resize_from_h=0, seed_resize_from_w=0):
-        self.shape = tuple(map(int, shape))
-        self.seeds = seeds
-        self.subseeds = subseeds
-        self.subseed_strength = subseed_strength
-        self.generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-
-    def first(self):
-        return self.next()
-
-    def next(self):
-        return torch.stack([torch.randn(self.shape, generator=generator) for generator in self.generators])
-
-
-def decode_latent_batch(model, batch, target_device=None, check_for_nans=False):
-    record("decode_latent_batch", tuple(batch.shape))
-    return [torch.zeros(3, batch.shape[2] * 8, batch.shape[3] * 8) for _ in range(batch.shape[0])]
-
-
-@dataclass
-class FakeSDModel:
-    is_sd1: bool = True
-    is_sdxl: bool = False
-    lowvram: bool = False
-    latent_channels: int = 4
-
-
-@dataclass(repr=False)
-class StableDiffusionProcessingTxt2Img:
-    """The fields and methods of the host's txt2img processing object that TinyBreaker reads or calls."""
-
-    sd_model: object = None
-    prompt: str = "a cat"
-    negative_prompt: str = ""
-    sampler_name: str = "Euler"
-    steps: int = 20
-    cfg_scale: float = 7.0
-    width: int = 64
-    height: int = 64
-    batch_size: int = 1
-    n_iter: int = 1
-    denoising_strength: float = 0.7
-    enable_hr: bool = False
-    hr_checkpoint_name: str | None = None
-    hr_second_pass_steps: int = 0
-    latent_scale_mode: dict | None = None
-    firstpass_image: object = None
-    seed_resize_from_h: int = -1
-    seed_resize_from_w: int = -1
-    scripts: object = None
-    is_hr_pass: bool = False
-    modified_noise: object = None
-    extra_generation_params: dict = field(default_factory=dict)
-    seeds: list = field(default_factory=lambda: [1])
-    subseeds: list = field(default_factory=lambda: [2])
-    subseed_strength: float = 0.0
-    negative_prompts: list = field(default_factory=list)
-
-    def __post_init__(self):
-        self.rng = ImageRNG((4, self.height // 8, self.width // 8), self.seeds)
-
-    def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
-        record("original_sample")
-        return torch.full((len(seeds), 4, self.height // 8, self.width // 8), 7.0)
-
-    def sample_hr_pass(self, samples, decoded_samples, seeds, subseeds, subseed_strength, prompts):
-        record("sample_hr_pass", tuple(samples.shape), decoded_samples is None)
-        return decode_latent_batch(self.sd_model, samples)
-
-    def txt2img_image_conditioning(self, x, width=None, height=None):
-        return x.new_zeros(x.shape[0], 5, 1, 1)
-
-
-class ScriptRunner:
-    def process_before_every_sampling(self, p, **kwargs):
-        record("process_before_every_sampling", sorted(kwargs))
-
-
-# --- memory managers ----------------------------------------------------------------------------------------------
+# --- memory managers -------------------------------------------------------------------------------------------------
 def send_model_to_cpu(m):
     record("sd_models.send_model_to_cpu")
 
@@ -195,24 +119,38 @@ def send_model_to_device(m):
     record("sd_models.send_model_to_device")
 
 
+def apply_token_merging(sd_model, token_merging_ratio):
+    """Forge/reForge: patches ``forge_objects.unet`` (ToMe) when the ratio is positive."""
+    record("sd_models.apply_token_merging", token_merging_ratio)
+    if token_merging_ratio <= 0:
+        return
+    sd_model.forge_objects.unet = f"tome({sd_model.forge_objects.unet}, {token_merging_ratio})"
+
+
 class ForgeModelPatcher:
+    """backend/patcher/base.py:ModelPatcher.__init__ signature."""
+
     def __init__(self, model, load_device, offload_device, size=0, current_device=None, **kwargs):
+        record("ModelPatcher", self, model, load_device, offload_device)
+        self.size = size
         self.model = model
         self.load_device = load_device
         self.offload_device = offload_device
 
 
 class ReForgeModelPatcher:
+    """ldm_patched/modules/model_patcher.py:ModelPatcher.__init__ signature."""
+
     def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
+        record("ModelPatcher", self, model, load_device, offload_device)
+        self.size = size
         self.model = model
         self.load_device = load_device
         self.offload_device = offload_device
 
 
 def forge_load_models_gpu(models, memory_required=0, hard_memory_preservation=0):
-    record("memory_management.load_models_gpu", [type(m.model).__name__ for m in models], memory_required)
-    for patcher in models:
-        patcher.model.to(patcher.load_device)
+    record("memory_management.load_models_gpu", list(models), memory_required)
 
 
 def forge_free_memory(memory_required, device, keep_loaded=[], free_all=False):  # noqa: B006 (host signature)
@@ -221,52 +159,65 @@ def forge_free_memory(memory_required, device, keep_loaded=[], free_all=False): 
 
 def reforge_load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                             force_full_load=False):
-    record("model_management.load_models_gpu", [type(m.model).__name__ for m in models], force_full_load)
-    for patcher in models:
-        patcher.model.to(patcher.load_device)
+    record("model_management.load_models_gpu", list(models), memory_required, force_full_load)
 
 
 def reforge_free_memory(memory_required, device, keep_loaded=[]):  # noqa: B006 (host signature)
     record("model_management.free_memory", memory_required, str(device))
 
 
-# --- assembling the module trees ------------------------------------------------------------------------------------
+# --- assembling the module trees --------------------------------------------------------------------------------------
 HOST_ROOT_MODULES = ("modules", "backend", "ldm_patched", "modules_forge")
 
 
-def _module(name: str, **attributes) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__dict__.update(attributes)
-    module.__path__ = []  # every fake is a package, so submodules import
-    return module
-
-
 def build_host(host: str, models_path: str, device: str = "cpu") -> dict[str, types.ModuleType]:
-    """Fake module tree for 'a1111', 'forge' or 'reforge'."""
+    """Fake module tree for 'a1111', 'forge' or 'reforge'. ``device`` is what the host reports as its compute
+    device; tensors stay on the CPU (module moves to a non-CPU device are only recorded by the test modules)."""
+    if host not in HOSTS:
+        raise ValueError(f"host must be one of {HOSTS}, got {host!r}")
     device = torch.device(device)
     state, opts = State(), Options()
-    cmd_opts = types.SimpleNamespace(api_auth=None, tinybreaker_dir=None, lowvram=False, medvram=False)
+    cmd_opts = types.SimpleNamespace(api_auth=None, tinybreaker_dir=None, lowvram=False, medvram=False, use_cpu=[])
     shared = _module("modules.shared", state=state, opts=opts, cmd_opts=cmd_opts, total_tqdm=TotalTQDM(),
-                     device=device, OptionInfo=OptionInfo, sd_model=FakeSDModel())
+                     device=torch.device("cpu"), OptionInfo=OptionInfo, sd_model=make_sd_model(host))
+
+    def torch_gc():
+        record("devices.torch_gc")
+
+    def without_autocast(disable=False):
+        record("devices.without_autocast")
+        return contextlib.nullcontext()
+
     devices = _module("modules.devices", device=device, cpu=torch.device("cpu"),
-                      get_device_for=lambda task: device, torch_gc=lambda: record("devices.torch_gc"),
-                      without_autocast=lambda disable=False: contextlib.nullcontext(),
+                      get_device_for=lambda task: device, torch_gc=torch_gc, without_autocast=without_autocast,
                       autocast=lambda disable=False: contextlib.nullcontext())
+    scripts = _module("modules.scripts", scripts_data=[], AlwaysVisible=AlwaysVisible, Script=Script,
+                      ScriptClassData=ScriptClassData, ScriptRunner=ScriptRunner)
+    ui_components = ui_components_module()
+    sd_models = _module("modules.sd_models", send_model_to_cpu=send_model_to_cpu,
+                        send_model_to_device=send_model_to_device)
+    if host in ("forge", "reforge"):
+        sd_models.apply_token_merging = apply_token_merging
     tree = {
         "modules": _module("modules"),
         "modules.shared": shared,
         "modules.devices": devices,
-        "modules.paths": _module("modules.paths", models_path=models_path, script_path=models_path),
+        "modules.paths": _module("modules.paths", models_path=models_path, script_path=models_path,
+                                 data_path=models_path),
         "modules.sd_samplers": _module("modules.sd_samplers", create_sampler=create_sampler),
         "modules.rng": _module("modules.rng", ImageRNG=ImageRNG),
         "modules.processing": _module("modules.processing", decode_latent_batch=decode_latent_batch,
                                       StableDiffusionProcessingTxt2Img=StableDiffusionProcessingTxt2Img),
-        "modules.sd_models": _module("modules.sd_models", send_model_to_cpu=send_model_to_cpu,
-                                     send_model_to_device=send_model_to_device),
-        "modules.scripts": _module("modules.scripts", scripts_data=[], AlwaysVisible=object()),
+        "modules.sd_models": sd_models,
+        "modules.scripts": scripts,
+        "modules.script_callbacks": script_callbacks_module(),
+        "modules.ui_components": ui_components,
+        "modules.ui_common": ui_common_module(ui_components),
     }
-    if host == "forge":
+    if host in ("forge", "reforge"):
         tree["modules_forge"] = _module("modules_forge")
+        tree["modules_forge.forge_version"] = _module("modules_forge.forge_version", version=FORGE_VERSION[host])
+    if host == "forge":
         tree["backend"] = _module("backend")
         tree["backend.memory_management"] = _module(
             "backend.memory_management", get_torch_device=lambda: device, load_models_gpu=forge_load_models_gpu,
@@ -274,12 +225,11 @@ def build_host(host: str, models_path: str, device: str = "cpu") -> dict[str, ty
         tree["backend.patcher"] = _module("backend.patcher")
         tree["backend.patcher.base"] = _module("backend.patcher.base", ModelPatcher=ForgeModelPatcher)
     elif host == "reforge":
-        tree["modules_forge"] = _module("modules_forge")
         tree["ldm_patched"] = _module("ldm_patched")
         tree["ldm_patched.modules"] = _module("ldm_patched.modules")
         tree["ldm_patched.modules.model_management"] = _module(
             "ldm_patched.modules.model_management", get_torch_device=lambda: device,
-            load_models_gpu=reforge_load_models_gpu, free_memory=reforge_free_memory)
+            load_models_gpu=reforge_load_models_gpu, free_memory=reforge_free_memory, current_loaded_models=[])
         tree["ldm_patched.modules.model_patcher"] = _module("ldm_patched.modules.model_patcher",
                                                            ModelPatcher=ReForgeModelPatcher)
     for name, module in tree.items():

@@ -55,9 +55,11 @@ def _credentials() -> dict[str, str]:
 def _auth_dependency():
     """The same HTTP basic check the host's own /sdapi routes use (``Api.auth``)."""
     from fastapi import Depends, HTTPException
-    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+    from fastapi.security import HTTPBasic
 
-    def check(credentials: HTTPBasicCredentials = Depends(HTTPBasic())):
+    # No annotation on purpose: with postponed annotations, FastAPI 0.94 (A1111, reForge) evaluates the string
+    # "HTTPBasicCredentials" in this module's globals and fails; Depends alone tells it what to inject.
+    def check(credentials=Depends(HTTPBasic())):
         expected = _credentials().get(credentials.username)
         if expected is not None and compare_digest(credentials.password, expected):
             return True

@@ -29,7 +29,7 @@ def install_sample(p, plan: RunPlan, host) -> None:
     def sample(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         if plan.error is not None:
             raise request_error(plan.error)
-        if getattr(p, "firstpass_image", None) is not None or getattr(p, "txt2img_upscale", False):
+        if progress.is_upscale_rerun(p):
             # The gallery's "upscale" button re-runs only the hires pass on an existing image.
             return original(conditioning=conditioning, unconditional_conditioning=unconditional_conditioning,
                             seeds=seeds, subseeds=subseeds, subseed_strength=subseed_strength, prompts=prompts)
@@ -64,12 +64,16 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
         host.after_tinybreaker(sd_model)
     progress.stage_done()
 
-    x = latent.to(shared.device, dtype=torch.float32)
-    if shared.state.interrupted or plan.refine_steps == 0 or plan.refine_strength <= 0:
-        return x
-    samples = refine_with_host(p, plan, host, x, conditioning, unconditional_conditioning, seeds, subseeds,
-                               subseed_strength)
-    devices.torch_gc()
+    # A copy made outside inference mode: A1111 samples under no_grad only, where an in-place update (by the host or
+    # an extension's hook) of a tensor created in inference mode raises.
+    samples = latent.to(shared.device, dtype=torch.float32).clone()
+    if shared.state.interrupted:
+        return samples
+    if plan.refine_steps > 0 and plan.refine_strength > 0:
+        samples = refine_with_host(p, plan, host, samples, conditioning, unconditional_conditioning, seeds,
+                                   subseeds, subseed_strength)
+        devices.torch_gc()
+    # Hires fix runs even when the refine has no steps: p.init already counted its job and wrote its infotext.
     if getattr(p, "enable_hr", False) and not shared.state.interrupted:
         return chain_hires(p, samples, seeds, subseeds, subseed_strength, prompts)
     return samples
@@ -77,8 +81,8 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
 
 def check_host_model(host, sd_model) -> None:
     if not host.is_sd1(sd_model) or host.latent_channels(sd_model) != 4:
-        raise ParameterError(
-            "checkpoint",
+        raise ParameterError(  # the host's checkpoint setting is at fault, not TinyBreaker's 'checkpoint' field
+            "sd_model_checkpoint",
             f"the WebUI has {host.describe_model(sd_model)} loaded; TinyBreaker refines with an SD1 checkpoint "
             "(e.g. Photon): select one in the checkpoint list")
 

@@ -22,13 +22,14 @@ class ForgePlacement:
         self._patcher_class = patcher_class
         self.device = device
         self._patchers = patchers
+        self._used: set[int] = set()  # ids of the modules this run (one placement per first pass) used
 
     @contextlib.contextmanager
     def use(self, module: nn.Module) -> Iterator[nn.Module]:
-        patcher = self._patchers.get(id(module))
-        if patcher is None or patcher.model is not module:
-            patcher = self._patcher_class(module, load_device=self.device, offload_device=torch.device("cpu"))
-            self._patchers[id(module)] = patcher
+        patcher = reuse_or_make_patcher(
+            self._patchers, self._used, module,
+            lambda m: self._patcher_class(m, load_device=self.device, offload_device=torch.device("cpu")),
+            lambda existing: existing.model)
         self._mm.load_models_gpu([patcher], memory_required=_ACTIVATION_BYTES)
         _finish_move(module, self.device)
         yield module
@@ -57,14 +58,42 @@ class ForgeHost(HostAdapter):
         return ForgePlacement(memory_management, ModelPatcher, self.compute_device(), self._patchers)
 
     def before_host_sampling(self, p) -> None:
-        # Forge's own txt2img sample() resets the LoRA-applied objects right before sampling; so do we.
-        model = p.sd_model
-        if getattr(model, "forge_objects_after_applying_lora", None) is not None:
-            model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()
+        reset_forge_objects(p)
 
     def latent_channels(self, sd_model) -> int:
         vae = getattr(getattr(sd_model, "forge_objects", None), "vae", None)
         return int(getattr(vae, "latent_channels", 4))
+
+
+def reset_forge_objects(p) -> None:
+    """What Forge's and reForge's own txt2img sample() do right before sampling: fresh LoRA-applied objects, then
+    token merging (ToMe) on the fresh UNet, which the reset would otherwise drop."""
+    model = p.sd_model
+    if getattr(model, "forge_objects_after_applying_lora", None) is None:
+        return
+    model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()
+    from modules import sd_models
+
+    apply_token_merging = getattr(sd_models, "apply_token_merging", None)
+    if apply_token_merging is not None and hasattr(p, "get_token_merging_ratio"):
+        apply_token_merging(model, p.get_token_merging_ratio())
+
+
+def reuse_or_make_patcher(patchers: dict, used: set, module: nn.Module, make_patcher, managed_module):
+    """The host patcher of ``module``: the same object every run (the managers recognise loaded models by patcher
+    identity, and we hold the strong reference they need). A module not seen before means our models were
+    replaced (another checkpoint): patchers of modules this run has not used are dropped, so the replaced weights
+    can be freed instead of being kept alive by us."""
+    key = id(module)
+    used.add(key)
+    patcher = patchers.get(key)
+    if patcher is not None and managed_module(patcher) is module:
+        return patcher
+    for stale in [known for known in patchers if known not in used]:
+        del patchers[stale]
+    patcher = make_patcher(module)
+    patchers[key] = patcher
+    return patcher
 
 
 def _finish_move(module: nn.Module, device: torch.device) -> None:

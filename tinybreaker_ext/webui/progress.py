@@ -13,8 +13,8 @@ def claim_job_count(p, base_steps: int, refine_steps: int) -> None:
     from modules import shared
 
     state = shared.state
-    if state.processing_has_refined_job_count:
-        return
+    if state.processing_has_refined_job_count or is_upscale_rerun(p):
+        return  # the gallery's upscale button runs only Hires fix: the host's own count is right
     n_iter = state.job_count if state.job_count != -1 else p.n_iter
     hires = 1 if getattr(p, "enable_hr", False) else 0
     hires_steps = (getattr(p, "hr_second_pass_steps", 0) or p.steps) if hires else 0
@@ -22,6 +22,11 @@ def claim_job_count(p, base_steps: int, refine_steps: int) -> None:
     shared.total_tqdm.updateTotal((base_steps * images + refine_steps + hires_steps) * n_iter)
     state.job_count = n_iter * (2 + hires)  # base, refine, and Hires fix's pass if on
     state.processing_has_refined_job_count = True
+
+
+def is_upscale_rerun(p) -> bool:
+    """The gallery's "upscale" button: the host re-runs only Hires fix on an existing first-pass image."""
+    return getattr(p, "firstpass_image", None) is not None or bool(getattr(p, "txt2img_upscale", False))
 
 
 def base_stage_callback(total_steps: int, preview: Callable | None = None) -> Callable:

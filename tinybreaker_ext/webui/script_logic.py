@@ -28,6 +28,8 @@ def parse_args(args: Sequence[Any]) -> tuple[params.TinyBreakerParams | None, Pa
 
 
 def process(p, *args) -> RunPlan | None:
+    # A p processed before whose postprocess never ran (the job failed) must not keep a stale replacement.
+    first_pass.uninstall_sample(p)
     parsed, error = parse_args(args)
     if error is None and parsed is not None:
         overrides = getattr(p, XYZ_OVERRIDES_ATTRIBUTE, None)

@@ -1,0 +1,94 @@
+"""Our HTTP routes on a real FastAPI app: /tinybreaker/v1/options, /styles, /models, and --api-auth."""
+
+import base64
+import os
+
+import pytest
+
+from builders.fixtures_webui import CHECKPOINT_NAME, T5_NAME
+from tinybreaker_ext import params
+from tinybreaker_ext.prompt.styles import StyleLibrary
+from tinybreaker_ext.webui import api
+
+fastapi = pytest.importorskip("fastapi", reason="the hosts' API framework; pip install fastapi")
+httpx = pytest.importorskip("httpx", reason="fastapi.testclient needs httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+
+def client_for(env) -> TestClient:
+    app = fastapi.FastAPI()
+    api.register_routes(app)
+    try:
+        return TestClient(app)
+    except TypeError as error:  # starlette 0.26 (FastAPI 0.94, A1111's pin) passes app= to httpx.Client: httpx<0.28
+        pytest.skip(f"this starlette's TestClient does not work with httpx {httpx.__version__}: {error}")
+
+
+def test_options_schema_lists_every_field_in_argument_order(tb_host):
+    response = client_for(tb_host).get("/tinybreaker/v1/options")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["script"] == "TinyBreaker"
+    fields = body["fields"]
+    assert [field["name"] for field in fields] == list(params.FIELD_NAMES)
+    assert [field["index"] for field in fields] == list(range(len(params.FIELDS)))
+    by_name = {field["name"]: field for field in fields}
+    assert by_name["base_steps"]["type"] == "int" and (by_name["base_steps"]["minimum"],
+                                                        by_name["base_steps"]["maximum"]) == (0, 100)
+    assert by_name["refine_strength"]["default"] == 0.0 and by_name["enabled"]["default"] is False
+    assert by_name["checkpoint"]["choices"] == ["", CHECKPOINT_NAME]  # "" = the first one found
+    assert by_name["t5_file"]["choices"] == ["", T5_NAME]
+    assert "PHOTO" in by_name["style"]["choices"]
+    assert by_name["t5_mode"]["choices"] == ["auto", "gpu", "cpu", "stream"]
+
+
+def test_styles_route_lists_the_builtin_styles(tb_host):
+    response = client_for(tb_host).get("/tinybreaker/v1/styles")
+    assert response.status_code == 200
+    assert response.json() == {"styles": StyleLibrary.load_builtin().names()}
+
+
+def test_models_route_lists_what_the_models_folder_holds(tb_host):
+    body = client_for(tb_host).get("/tinybreaker/v1/models").json()
+    assert body["folders"] == [os.path.join(tb_host.models_path, "TinyBreaker")]
+    (checkpoint,) = body["checkpoint"]
+    assert checkpoint["name"] == CHECKPOINT_NAME and checkpoint["kind"] == "tinybreaker_prototype1"
+    assert checkpoint["path"] == tb_host.files["checkpoint"]
+    assert [entry["name"] for entry in body["t5"]] == [T5_NAME]
+
+
+def test_models_route_with_an_empty_folder(tb_host, tmp_path):
+    tb_host.shared.cmd_opts.tinybreaker_dir = str(tmp_path)
+    body = client_for(tb_host).get("/tinybreaker/v1/models").json()
+    assert body == {"folders": [str(tmp_path)], "checkpoint": [], "t5": []}
+
+
+def basic(user: str, password: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.mark.parametrize("route", ["options", "styles", "models"])
+def test_api_auth_guards_every_route(make_tb_host, route):
+    env = make_tb_host("a1111")
+    env.shared.cmd_opts.api_auth = "admin:secret,u:p"
+    client = client_for(env)
+    url = f"/tinybreaker/v1/{route}"
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=basic("u", "wrong")).status_code == 401
+    assert client.get(url, headers=basic("nobody", "p")).status_code == 401
+    assert client.get(url, headers=basic("u", "p")).status_code == 200
+    assert client.get(url, headers=basic("admin", "secret")).status_code == 200
+
+
+def test_without_api_auth_routes_are_open(make_tb_host):
+    env = make_tb_host("forge")
+    assert client_for(env).get("/tinybreaker/v1/styles").status_code == 200
+
+
+def test_routes_with_api_auth_register_on_every_fastapi(make_tb_host):
+    env = make_tb_host("reforge")
+    env.shared.cmd_opts.api_auth = "u:p"
+    app = fastapi.FastAPI()
+    api.register_routes(app)  # FastAPI 0.94 resolves the dependency's annotations here
+    guarded = [route for route in app.routes if route.path.startswith(api.ROUTE_PREFIX)]
+    assert len(guarded) == 3 and all(route.dependencies for route in guarded)

@@ -1,0 +1,71 @@
+"""The accordion built with a real gradio (3.41 on A1111/reForge, 4.40 on Forge): controls in FIELDS order with
+the parameter defaults as values (they are the API's defaults), refresh buttons, paste fields."""
+
+import pytest
+
+gr = pytest.importorskip("gradio", reason="gradio is not installed here; run this file in a host venv (3.41.2/4.40.0)")
+
+from builders.fixtures_webui import CHECKPOINT_NAME, T5_NAME  # noqa: E402
+from tinybreaker_ext import params  # noqa: E402
+from tinybreaker_ext.webui import ui  # noqa: E402
+from tinybreaker_ext.webui.choices import control_choices  # noqa: E402
+
+
+def elem_id(name):
+    return f"script_tinybreaker_{name}"
+
+
+def choice_values(component):
+    """Dropdown choices: plain strings in gradio 3, (label, value) pairs in gradio 4."""
+    return [choice[1] if isinstance(choice, (tuple, list)) else choice for choice in component.choices]
+
+
+def build(size_targets=None):
+    with gr.Blocks():
+        return ui.build_ui(elem_id, control_choices, size_targets)
+
+
+def test_controls_come_back_in_field_order_with_default_values(tb_host):
+    controls, _paste = build()
+    assert len(controls) == len(params.FIELDS)
+    defaults = params.TinyBreakerParams()
+    for control, spec in zip(controls, params.FIELDS):
+        assert control.value == getattr(defaults, spec.name), spec.name
+        assert type(control.value) is type(spec.default) or spec.kind is float, spec.name
+    assert controls[0].label == "TinyBreaker" and controls[0].elem_id == "script_tinybreaker_enable-checkbox"
+    assert controls[0].accordion.elem_id == "script_tinybreaker_enable"
+    assert [control.elem_id for control in controls[1:]] == [elem_id(spec.name) for spec in params.FIELDS[1:]]
+
+
+def test_choices_come_from_the_models_folder_and_the_styles(tb_host):
+    controls, _paste = build()
+    by_name = dict(zip(params.FIELD_NAMES, controls))
+    assert choice_values(by_name["checkpoint"]) == ["", CHECKPOINT_NAME]
+    assert choice_values(by_name["t5_file"]) == ["", T5_NAME]
+    assert "PHOTO" in choice_values(by_name["style"])
+    assert choice_values(by_name["base_sampler"]) == list(params.BASE_SAMPLERS)
+
+
+def test_building_twice_gives_the_same_defaults(tb_host):
+    first, _ = build()
+    second, _ = build()
+    assert [control.value for control in first] == [control.value for control in second]
+
+
+def test_paste_fields_read_the_infotext_keys(tb_host):
+    controls, paste = build()
+    assert paste[0][0] is controls[0]
+    infotext = {"TinyBreaker": "on", "TinyBreaker base steps": "14", "TinyBreaker style": "COMIC"}
+    pasted = {component: key(infotext) if callable(key) else key for component, key in paste}
+    by_name = dict(zip(params.FIELD_NAMES, controls))
+    assert pasted[by_name["enabled"]] is True
+    assert pasted[by_name["base_steps"]] == 14 and pasted[by_name["style"]] == "COMIC"
+    assert pasted[by_name["refine_steps"]] == 0  # not in the text: back to its default
+    assert paste[0][1]({"Steps": "20"}) is False
+
+
+def test_size_preset_button_is_wired_when_width_and_height_exist(tb_host):
+    with gr.Blocks():
+        width, height = gr.Slider(value=512), gr.Slider(value=512)
+        controls, _paste = ui.build_ui(elem_id, control_choices, (width, height))
+    assert len(controls) == len(params.FIELDS)

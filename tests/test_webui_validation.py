@@ -1,0 +1,88 @@
+"""Bad requests fail from p.sample (hooks swallow exceptions) with an error the host API answers as a 4xx."""
+
+import os
+import sys
+
+import pytest
+
+from builders.fake_hosts import call_names, make_sd_model
+from tinybreaker_ext.errors import ParameterError
+from tinybreaker_ext.params import TinyBreakerParams
+from tinybreaker_ext.webui import script_logic
+
+fastapi = pytest.importorskip("fastapi", reason="the hosts' API layer; pip install fastapi")
+
+
+def sample_error(env, args, p=None):
+    p = p or env.make_p()
+    with pytest.raises(fastapi.HTTPException) as caught:
+        env.run(p, args)
+    assert "engine.base" not in call_names() and "create_sampler" not in call_names()
+    return caught.value
+
+
+@pytest.mark.parametrize("args, field, fragment", [
+    ([True, {"base_steps": "many"}], "base_steps", "expected an integer"),
+    ([True, {"refine_strength": 1.5}], "refine_strength", "out of range"),
+    ([{"enabled": True, "refine_stepz": 3}], "refine_stepz", "unknown field"),
+    ([True, 5], "checkpoint", "expected a string"),  # positional slot 1 is the checkpoint name
+    ([True, "", "", "PHOTO", "heun"], "base_sampler", "'euler'"),
+    ([True, "", "", "NO_SUCH_STYLE"], "style", "unknown style"),
+    ([True, "missing.safetensors"], "checkpoint", "tinybreaker_prototype1.safetensors"),  # lists what exists
+])
+def test_bad_arguments_are_a_422_naming_the_field(tb_host, args, field, fragment):
+    p = tb_host.make_p()
+    script_logic.process(p, *args)  # never raises: the host would swallow it
+    error = sample_error(tb_host, args, p)
+    assert error.status_code == 422
+    assert f"'{field}'" in error.detail and fragment in error.detail
+
+
+def test_a_non_sd1_host_model_is_named_in_the_error(tb_host):
+    tb_host.shared.sd_model = make_sd_model(tb_host.name, is_sd1=False, is_sdxl=True)
+    error = sample_error(tb_host, [True])
+    assert error.status_code == 422
+    assert "SDXL loaded" in error.detail and "SD1" in error.detail
+
+
+def test_forge_before_its_first_load_says_no_model(make_tb_host):
+    env = make_tb_host("forge")
+
+    class FakeInitialModel:  # Forge's placeholder before a checkpoint is loaded
+        pass
+
+    env.shared.sd_model = FakeInitialModel()
+    error = sample_error(env, [True])
+    assert "no model loaded" in error.detail
+
+
+def test_missing_model_files_are_a_server_side_500(tb_host, tmp_path):
+    tb_host.shared.cmd_opts.tinybreaker_dir = str(tmp_path)  # an empty --tinybreaker-dir
+    error = sample_error(tb_host, [True])
+    assert error.status_code == 500
+    assert "TinyBreaker checkpoint not found" in error.detail and str(tmp_path) in error.detail
+
+
+@pytest.mark.parametrize("args", [
+    [False, {"base_steps": 500}],
+    [{"enabled": False, "bogus": 1}],
+    [False, 5],
+])
+def test_invalid_but_disabled_arguments_run_the_host_as_usual(tb_host, args):
+    p = tb_host.make_p()
+    assert script_logic.process(p, *args) is None
+    tb_host.run(p, args)
+    assert "original_sample" in call_names()
+
+
+def test_without_fastapi_the_parameter_error_itself_is_raised(tb_host, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi now fails
+    with pytest.raises(ParameterError, match="'refine_steps'"):
+        tb_host.run(tb_host.make_p(), [True, {"refine_steps": -1}])
+
+
+def test_valid_arguments_do_not_raise(tb_host):
+    args = TinyBreakerParams(enabled=True, checkpoint=os.path.basename(tb_host.files["checkpoint"]),
+                             t5_file=os.path.basename(tb_host.files["t5"]), base_steps=5).as_args()
+    tb_host.run(tb_host.make_p(), args)
+    assert "sampler.sample_img2img" in call_names()
