@@ -37,6 +37,9 @@ class TinyBreakerScript(scripts.Script):
     def process(self, p, *args):
         script_logic.process(p, *args)
 
+    def process_batch(self, p, *args, **kwargs):
+        script_logic.process_batch(p)
+
     def postprocess(self, p, processed, *args):
         script_logic.postprocess(p)
 

@@ -54,7 +54,7 @@ def test_exactly_one_always_visible_txt2img_script_is_registered(loaded):
 def test_callbacks_are_registered_once_and_again_after_a_ui_reload(loaded):
     env, scripts, _module = loaded
     expected = {"callbacks_ui_settings": 1, "callbacks_app_started": 1, "callbacks_before_ui": 1,
-                "callbacks_script_unloaded": 1}
+                "callbacks_script_unloaded": 1, "callbacks_infotext_pasted": 1}
     assert callback_counts(env) == expected
     env.tree["modules.script_callbacks"].clear_callbacks()  # "Apply and restart UI" re-executes script files
     scripts.scripts_data.clear()

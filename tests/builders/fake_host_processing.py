@@ -224,15 +224,22 @@ class StableDiffusionProcessingTxt2Img:
         return self.token_merging_ratio
 
 
-def run_txt2img(p, process_hook=None, postprocess_hook=None, *, conditioning="c", unconditional_conditioning="uc"):
-    """The part of ``process_images_inner`` around ``p.sample`` (A1111 processing.py:915-1014; F/R alike):
-    ``process`` hook → ``p.init`` → job count → per batch: RNG, ``p.sample`` (keyword args), ``nextjob``."""
+def run_txt2img(p, process_hook=None, postprocess_hook=None, *, conditioning="c", unconditional_conditioning="uc",
+                process_batch_hook=None):
+    """The part of ``process_images_inner`` around ``p.sample`` (A1111 processing.py:880-1014; F/R alike): the
+    prompt and seed lists → ``process`` hook → ``p.init`` → job count → per batch: slices, ``process_batch`` hook,
+    RNG, ``p.sample`` (keyword args), ``nextjob``."""
     from modules import shared
 
     state = shared.state
+    total = p.n_iter * p.batch_size
+    p.all_prompts = [p.prompt] * total
+    p.all_negative_prompts = [p.negative_prompt] * total
+    p.all_seeds = [int(p.seed) + (i if p.subseed_strength == 0 else 0) for i in range(total)]
+    p.all_subseeds = [i for i in range(total)]
     if process_hook is not None:
         process_hook(p)
-    p.init([p.prompt], [p.seed], [0])
+    p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
     if state.job_count == -1:
         state.job_count = p.n_iter
     outputs = []
@@ -242,10 +249,13 @@ def run_txt2img(p, process_hook=None, postprocess_hook=None, *, conditioning="c"
         if state.interrupted or state.stopping_generation:
             break
         p.iteration = n
-        p.seeds = [p.seed + n * p.batch_size + i for i in range(p.batch_size)]
+        batch = slice(n * p.batch_size, (n + 1) * p.batch_size)
+        p.prompts = p.all_prompts[batch]
+        p.negative_prompts = p.all_negative_prompts[batch]
+        p.seeds = p.all_seeds[batch]
         p.subseeds = [0] * p.batch_size
-        p.prompts = [p.prompt] * p.batch_size
-        p.negative_prompts = [p.negative_prompt] * p.batch_size
+        if process_batch_hook is not None:
+            process_batch_hook(p)
         p.rng = ImageRNG((4, p.height // 8, p.width // 8), p.seeds, subseeds=p.subseeds,
                          subseed_strength=p.subseed_strength, seed_resize_from_h=p.seed_resize_from_h,
                          seed_resize_from_w=p.seed_resize_from_w)

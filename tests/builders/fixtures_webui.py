@@ -133,7 +133,8 @@ class HostEnv:
         from tinybreaker_ext.webui import script_logic
 
         self.state.begin(job="txt2img")
-        return run_txt2img(p, lambda q: script_logic.process(q, *args), script_logic.postprocess)
+        return run_txt2img(p, lambda q: script_logic.process(q, *args), script_logic.postprocess,
+                           process_batch_hook=script_logic.process_batch)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import torch
 from ..errors import Cancelled, ParameterError, TinyBreakerError
 from . import progress
 from .errors import request_error
+from .inline_prompt import base_prompts
 from .run_plan import RunPlan
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def run_base_stage(p, plan: RunPlan, host, prompts, negatives, seeds) -> torch.T
     placement = host.placement()
     base = plan.base_stage
     callback = progress.base_stage_callback(plan.base_step_count * len(seeds), preview=engine.preview_image)
-    texts = [plan.base_prompt(prompt) for prompt in prompts]
+    texts = [plan.base_prompt(prompt) for prompt in base_prompts(p, prompts)]
     negative_texts = [plan.base_negative(negative) for negative in negatives]
     try:
         sdxl_latent = engine.base(texts, negative_texts, base, width=plan.base_width, height=plan.base_height,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Sequence
 
 from .. import params
 from ..errors import ParameterError, TinyBreakerError
-from . import first_pass, progress
+from . import first_pass, inline_prompt, progress
+from .infotext import tb_generation_params
 from .host import get_host
 from .run_plan import RunPlan, build_run_plan
 from .styles_source import style_library
@@ -46,13 +48,33 @@ def process(p, *args) -> RunPlan | None:
         plan = RunPlan(params=params.TinyBreakerParams(enabled=True), error=error)
     else:
         try:
+            parsed, refine_off = apply_inline_arguments(p, parsed)
             plan = build_run_plan(p, parsed, style_library())
+            if refine_off and plan.generation is not None:
+                plan.generation = dataclasses.replace(plan.generation, refine_steps=0)
         except TinyBreakerError as plan_error:
             plan = RunPlan(params=parsed, error=plan_error)
     if plan.error is None:
         apply_plan_to_processing(p, plan)
     first_pass.install_sample(p, plan, host)
     return plan
+
+
+def apply_inline_arguments(p, parsed_params: params.TinyBreakerParams) -> tuple[params.TinyBreakerParams, bool]:
+    """The prompt's ``--`` arguments: they win over the accordion, and change seed, size and batch size."""
+    inline = inline_prompt.read_inline_prompt(p)
+    if inline is None:
+        return parsed_params, False
+    new_params, refine_off, notes = inline_prompt.apply_to_params(parsed_params, inline, style_library().names())
+    notes = list(inline.warnings) + notes + inline_prompt.apply_to_processing(p, inline)
+    inline_prompt.report(p, notes)
+    p.tinybreaker_inline = True
+    return new_params, refine_off
+
+
+def process_batch(p) -> None:
+    if getattr(p, "tinybreaker_inline", False) and "sample" in p.__dict__:
+        inline_prompt.strip_batch_prompts(p)
 
 
 def apply_plan_to_processing(p, plan: RunPlan) -> None:
@@ -66,6 +88,7 @@ def apply_plan_to_processing(p, plan: RunPlan) -> None:
     p.steps = plan.refine_steps or p.steps
     p.cfg_scale = plan.refine_cfg
     p.extra_generation_params.update(params.to_infotext(effective_params(plan)))
+    p.extra_generation_params.update(tb_generation_params(plan))
     progress.claim_job_count(p, plan.base_step_count, plan.refine_steps)
 
 
@@ -86,6 +109,8 @@ def effective_params(plan: RunPlan) -> params.TinyBreakerParams:
 
 def postprocess(p) -> None:
     first_pass.uninstall_sample(p)
+    p.__dict__.pop("tinybreaker_inline", None)
+    p.__dict__.pop(inline_prompt.BASE_PROMPTS_ATTRIBUTE, None)
 
 
 def _enabled_hint(args: Sequence[Any]) -> bool | None:

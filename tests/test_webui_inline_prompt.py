@@ -1,0 +1,100 @@
+"""Inline `--` parameters typed in the txt2img prompt, and ComfyUI-TinyBreaker's TB infotext fields."""
+
+import pytest
+
+from builders.fake_hosts import CALLS
+from tinybreaker_ext.params import TinyBreakerParams
+from tinybreaker_ext.prompt.metadata import parse_stage_parameters
+from tinybreaker_ext.webui.infotext import translate_pasted
+
+ARGS = TinyBreakerParams(enabled=True).as_args()
+
+
+def refine_calls():
+    return [call[1] for call in CALLS if call[0] == "sampler.sample_img2img"]
+
+
+def test_seed_size_and_style_come_from_the_prompt_and_the_arguments_stay_in_the_saved_prompt(tb_host):
+    prompt = "a red cube --aspect 16:9 --seed 7 --style COMIC"
+    p = tb_host.make_p(prompt=prompt, seed=1, width=64, height=64)
+    tb_host.run(p, ARGS)
+    (base_call,) = tb_host.engine.base_calls
+    assert base_call["seeds"] == [7]
+    assert (p.width, p.height) == (1664, 944)  # 16:9 large, the reference's size table
+    assert p.all_seeds == [7] and p.all_prompts == [prompt]
+    assert p.extra_generation_params["TB style"] == "COMIC"
+    assert "a red cube" in base_call["texts"][0] and "--" not in base_call["texts"][0]
+    assert base_call["texts"][0].startswith("Comic art with black outlines showing a red cube.")
+    assert (base_call["stage"].sampler, base_call["stage"].scheduler) == ("deis", "sgm_uniform")
+
+
+def test_the_host_clip_sees_the_prompt_without_arguments_plus_the_refine_text(tb_host):
+    p = tb_host.make_p(prompt="a lighthouse --refine sharp rocks --no fog, haze --cfg-shift 2")
+    tb_host.run(p, ARGS)
+    assert p.prompts == ["sharp rocks. a lighthouse"]
+    assert p.all_negative_prompts == ["fog, haze"]
+    base_text = tb_host.engine.base_calls[0]["texts"][0]
+    assert "sharp rocks" not in base_text and "a lighthouse" in base_text
+    assert "fog, haze" in tb_host.engine.base_calls[0]["negative_texts"][0]
+    assert tb_host.engine.base_calls[0]["stage"].cfg == pytest.approx(3.4 + 0.4)
+
+
+def test_detail_level_none_skips_the_host_refine(tb_host):
+    tb_host.run(tb_host.make_p(prompt="a cat --detail-level none"), ARGS)
+    assert refine_calls() == []
+
+
+def test_batch_size_from_the_prompt_rebuilds_the_batch(tb_host):
+    p = tb_host.make_p(prompt="a cat --batch-size 2 --seed 30", batch_size=1)
+    (output,) = tb_host.run(p, ARGS)
+    assert p.batch_size == 2 and p.all_seeds == [30, 31]
+    assert tb_host.engine.base_calls[0]["seeds"] == [30, 31]
+    assert output.shape[0] == 2
+
+
+def test_unknown_arguments_are_reported_not_silent(tb_host, caplog):
+    comments = []
+    p = tb_host.make_p(prompt="a cat --sed 5")
+    p.comment = comments.append
+    tb_host.run(p, ARGS)
+    assert any("sed" in text for text in comments)
+
+
+def test_tb_fields_follow_each_images_seed(tb_host):
+    p = tb_host.make_p(prompt="a cat", batch_size=2, seed=40)
+    tb_host.run(p, ARGS)
+    base_text = p.extra_generation_params["TB base parameters"]
+    second = base_text(p=p, index=1)
+    values, warnings = parse_stage_parameters(second)
+    assert values["noise_seed"] == 41 and not warnings
+    assert values["sampler"] == "uni_pc"
+
+
+COMFY_INFOTEXT_FIELDS = {
+    "Steps": "23", "Sampler": "DPM++ 2M SDE Beta", "CFG scale": "3.4", "Seed": "5", "Size": "1024x1536",
+    "Model": "tinybreaker_prototype1", "TB style": "ULTRAPHOTO",
+    "TB base parameters": "sampler_name:dpmpp_2m_sde, scheduler:beta, steps:16, start_at_step:3, end_at_step:16, "
+                          "cfg:3.4, noise_seed:5",
+    "TB refiner parameters": "sampler_name:dpmpp_2m, scheduler:normal, steps:22, start_at_step:12, end_at_step:22, "
+                             "cfg:2.0, noise_seed:1",
+}
+
+
+def test_comfyui_infotext_turns_tinybreaker_on_with_its_style_and_base_parameters():
+    from tinybreaker_ext import params
+
+    fields = dict(COMFY_INFOTEXT_FIELDS)
+    translate_pasted("", fields)
+    restored = params.from_dict(params.from_infotext(fields))
+    assert restored.enabled and restored.style == "ULTRAPHOTO"
+    assert (restored.base_sampler, restored.base_scheduler, restored.base_steps, restored.base_cfg) == (
+        "dpmpp_2m_sde", "beta", 16, 3.4)
+    assert restored.refine_cfg == 2.0 and restored.checkpoint == "tinybreaker_prototype1.safetensors"
+    assert "Model" not in fields  # the host must not try to load the TinyBreaker file as its SD checkpoint
+    assert fields["Seed"] == "5" and fields["Size"] == "1024x1536"
+
+
+def test_our_own_infotext_is_left_as_written():
+    fields = {"TinyBreaker": "on", "TinyBreaker style": "PHOTO", "TB style": "COMIC", "Model": "photon"}
+    translate_pasted("", fields)
+    assert fields["TinyBreaker style"] == "PHOTO" and fields["Model"] == "photon"

@@ -1,0 +1,150 @@
+"""The WebUI's loaded SD1 model as the Tiny Upscaler's ``denoiser(x, sigma) -> x0`` (CFG included).
+
+Chosen route, the same on A1111, Forge and reForge: a k-diffusion sampler object from the host's own
+``sd_samplers.create_sampler`` and its CFG denoiser ``sampler.model_wrap_cfg``, called exactly as k-diffusion calls
+it inside ``sample_img2img`` (``model_wrap_cfg(x, sigma, cond=…, uncond=…, cond_scale=…, s_min_uncond=…,
+image_cond=…)``), after the bookkeeping ``sample_img2img`` does first (``sampler.initialize(p)``, step counts,
+``sampler_extra_args``; Forge/reForge: ``sampling_prepare``/``sampling_cleanup`` on the LoRA-applied UNet patcher).
+Why not the bare ``sampler.model_wrap`` (A1111's CompVisDenoiser) with our own CFG: on Forge/reForge that object
+takes no text conditioning at all, and on every host it would skip what the CFG denoiser applies — Forge's
+``model_options`` patches (FreeU, dynamic thresholding, …), ``cfg_denoiser_callback`` extensions, NGMS, prompt
+schedules, cond/uncond padding — while LoRAs reach the UNet on Forge/reForge only through ``sampling_prepare``.
+
+The sampler is always the k-diffusion "Euler": only its CFG denoiser is used (our tile sampler does the stepping),
+and the host's timestep samplers (DDIM, PLMS, UniPC) have CFG denoisers that take timesteps, not sigmas.
+Per-sampling script patches (``process_before_every_sampling``: ControlNet, …) are not applied: they expect the
+whole image's latent, not a tile. Prompts are encoded with the host's CLIP and emphasis rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from ..errors import Cancelled
+
+TILE_SAMPLER = "Euler"
+
+
+def host_conditioning(p, prompt: str, negative: str, steps: int, width: int, height: int):
+    """(cond, uncond) for one image with the host's text encoder, in the form its CFG denoiser takes."""
+    from modules import prompt_parser
+
+    def texts(text: str, is_negative: bool):
+        conditioning = getattr(prompt_parser, "SdConditioning", None)
+        if conditioning is None:
+            return [text]
+        return conditioning([text], is_negative_prompt=is_negative, width=width, height=height)
+
+    cond = prompt_parser.get_multicond_learned_conditioning(p.sd_model, texts(prompt, False), steps)
+    uncond = prompt_parser.get_learned_conditioning(p.sd_model, texts(negative, True), steps)
+    return cond, uncond
+
+
+class HostDenoiser:
+    """``denoiser(x, sigma[B])`` through the host's CFG denoiser; use it inside ``with denoiser.active(x):``.
+
+    ``sigmas`` are the upscaler's step sigmas: a call at σ_i counts as sampling step i for the host (prompt
+    schedules, "skip early CFG"), since each sweep of tiles is one sampler step.
+    """
+
+    def __init__(self, p, cond, uncond, cfg_scale: float, sigmas: torch.Tensor):
+        from modules import sd_samplers, sd_samplers_common
+
+        self.p = p
+        self.cond = cond
+        self.uncond = uncond
+        self.cfg_scale = float(cfg_scale)
+        self.sigmas = torch.as_tensor(sigmas, dtype=torch.float32).cpu()
+        self.sampler = sd_samplers.create_sampler(TILE_SAMPLER, p.sd_model)
+        self.cfg_denoiser = self.sampler.model_wrap_cfg
+        self._interrupted = getattr(sd_samplers_common, "InterruptedException", None)
+        self._image_conds: dict[tuple, object] = {}
+
+    @contextlib.contextmanager
+    def active(self, example: torch.Tensor) -> Iterator["HostDenoiser"]:
+        """The host state one ``sample_img2img`` call sets up, for a run of tiles shaped like ``example``."""
+        p, sampler = self.p, self.sampler
+        saved = {name: getattr(p, name) for name in ("is_hr_pass", "refiner_checkpoint_info") if hasattr(p, name)}
+        if "is_hr_pass" in saved:
+            p.is_hr_pass = False  # Forge/reForge would take the Hires CFG and schedule
+        if "refiner_checkpoint_info" in saved:
+            p.refiner_checkpoint_info = None  # no checkpoint switch in the middle of a sweep
+        prepare, cleanup, unet = _forge_sampling_hooks(sampler, p)
+        if prepare is not None:
+            prepare(unet, x=example)
+        try:
+            _sigmas_to(sampler, example.device)
+            sampler.initialize(p)
+            steps = max(len(self.sigmas) - 1, 1)
+            self.cfg_denoiser.init_latent = example
+            self.cfg_denoiser.steps = steps
+            self.cfg_denoiser.total_steps = steps
+            sampler.last_latent = example
+            sampler.sampler_extra_args = {"cond": self.cond, "image_cond": self._image_cond(example),
+                                          "uncond": self.uncond, "cond_scale": self.cfg_scale,
+                                          "s_min_uncond": self._s_min_uncond()}
+            yield self
+        finally:
+            if cleanup is not None:
+                cleanup(unet)
+            for name, value in saved.items():
+                setattr(p, name, value)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, device=x.device)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(x.shape[0])
+        self.cfg_denoiser.step = self._step_of(sigma)
+        try:
+            denoised = self.cfg_denoiser(x, sigma, cond=self.cond, uncond=self.uncond, cond_scale=self.cfg_scale,
+                                         s_min_uncond=self._s_min_uncond(), image_cond=self._image_cond(x))
+        except BaseException as error:  # the host's InterruptedException derives from BaseException
+            if self._interrupted is not None and isinstance(error, self._interrupted):
+                raise Cancelled("interrupted") from error
+            raise
+        return denoised.to(device=x.device, dtype=x.dtype)
+
+    def _step_of(self, sigma: torch.Tensor) -> int:
+        return int((self.sigmas - float(sigma.max())).abs().argmin())
+
+    def _s_min_uncond(self) -> float:
+        return float(getattr(self.sampler, "s_min_uncond", None) or 0.0)
+
+    def _image_cond(self, x: torch.Tensor):
+        """``txt2img_image_conditioning`` at the tile's size (zeros for normal SD1; a full mask for inpainting)."""
+        key = (tuple(x.shape), str(x.device))
+        if key not in self._image_conds:
+            self._image_conds[key] = self.p.txt2img_image_conditioning(x, width=x.shape[-1] * 8,
+                                                                       height=x.shape[-2] * 8)
+        return self._image_conds[key]
+
+
+def _forge_sampling_hooks(sampler, p):
+    """Forge's and reForge's ``sampling_prepare``/``sampling_cleanup`` (imported into their
+    ``modules.sd_samplers_kdiffusion``; A1111 has none) and the UNet patcher they take."""
+    try:
+        from modules import sd_samplers_kdiffusion
+    except ImportError:
+        return None, None, None
+    prepare = getattr(sd_samplers_kdiffusion, "sampling_prepare", None)
+    cleanup = getattr(sd_samplers_kdiffusion, "sampling_cleanup", None)
+    if prepare is None:
+        return None, None, None
+    model = getattr(getattr(sampler, "model_wrap", None), "inner_model", None) or p.sd_model
+    return prepare, cleanup, model.forge_objects.unet
+
+
+def _sigmas_to(sampler, device: torch.device) -> None:
+    """reForge's sample_img2img moves the k-diffusion wrapper's sigma tables to the latent's device first; Forge's
+    are read-only properties of the model's predictor, A1111's live with the model."""
+    wrapper = getattr(sampler, "model_wrap", None)
+    for name in ("sigmas", "log_sigmas"):
+        table = getattr(wrapper, name, None)
+        if isinstance(table, torch.Tensor) and table.device != device:
+            try:
+                setattr(wrapper, name, table.to(device))
+            except AttributeError:
+                pass
