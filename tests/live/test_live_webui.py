@@ -128,3 +128,29 @@ def test_bad_args_get_a_clear_4xx_and_the_host_keeps_serving(args, field):
     assert field in json.dumps(result)
     status, result = txt2img([True])
     assert status == 200, result
+
+
+def test_inline_arguments_set_size_seed_and_style_and_stay_in_the_infotext():
+    # --detail-level none skips the refine: at 1664×944 an SD1.5 UNet is slow on a CPU host.
+    prompt = "a red cube on a table --aspect 16:9 --seed 7 --style PHOTO --detail-level none"
+    status, result = txt2img([{"enabled": True}], prompt=prompt, seed=1, steps=1)
+    assert status == 200, result
+    assert decode_image(result["images"][0]).size == (1664, 944)
+    info = json.loads(result["info"])
+    assert info["seed"] == 7
+    text = info["infotexts"][0]
+    assert text.startswith(prompt)
+    assert "TB style: PHOTO" in text and "Size: 1664x944" in text and "Seed: 7" in text
+
+
+def test_infotext_field_of_the_request_restores_tinybreaker():
+    status, plain = txt2img(None)
+    status, probe = txt2img(None, infotext=infotext_of(plain))
+    if status != 200:  # Forge dfdcbab6 answers 500 for any infotext (its apply_infotext fails on list fields)
+        pytest.skip(f"this host's own infotext API fails without TinyBreaker: {probe}")
+    status, first = txt2img([{"enabled": True, "style": "COMIC", "detail_level": 1}])
+    assert status == 200, first
+    status, again = txt2img(None, infotext=infotext_of(first))
+    assert status == 200, again
+    assert "TinyBreaker style: COMIC" in infotext_of(again)
+    assert again["images"][0] == first["images"][0]
