@@ -38,13 +38,13 @@ def run_tiny_upscaler(p, samples, plan_like, host, *, stage: StageParams | None 
     vae = upscaler_vae(plan_like.load_engine(host))  # a clear error for prototype0 before any work
     images = ((torch.stack([image.float() for image in decoded]) + 1.0) / 2.0).clamp(0.0, 1.0)
 
+    host.before_host_sampling(p)  # Forge/reForge: the LoRA-applied UNet and CLIP, not the refine pass's patched UNet
     sigmas = upscaler_sigmas(stage)
     width, height = upscaled_size(images.shape[-1], images.shape[-2], scale_by)
     cond, uncond = host_conditioning(p, stage.prompt, stage.negative, max(len(sigmas) - 1, 1), width, height)
     denoiser = HostDenoiser(p, cond, uncond, stage.cfg, sigmas)
     device = shared.device
     placement = host.placement()
-    host.before_host_sampling(p)  # Forge/reForge: the LoRA-applied UNet, not the refine pass's patched one
 
     @contextlib.contextmanager
     def phase(name: str):
