@@ -82,3 +82,8 @@ def test_bad_size_is_a_parameter_error(files):
 
     with pytest.raises(ParameterError, match="width"):
         generate(files, "a cat", width=60, height=48)
+
+
+def test_upscale_on_enlarges_by_the_upscale_factor(files):
+    result = generate(files, "a cat --upscale on --seed 2", width=64, height=48)
+    assert result.images.shape == (1, 3, 144, 192)  # the reference's default factor 3

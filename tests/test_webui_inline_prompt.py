@@ -98,3 +98,22 @@ def test_our_own_infotext_is_left_as_written():
     fields = {"TinyBreaker": "on", "TinyBreaker style": "PHOTO", "TB style": "COMIC", "Model": "photon"}
     translate_pasted("", fields)
     assert fields["TinyBreaker style"] == "PHOTO" and fields["Model"] == "photon"
+
+
+def test_upscale_on_in_the_prompt_runs_the_tiny_upscaler_after_the_refine(tb_host, monkeypatch):
+    from tinybreaker_ext.webui import upscale
+
+    calls = []
+
+    def fake_upscaler(p, samples, plan, host):
+        calls.append((plan.upscale_by, plan.upscaler_stage.extra_noise, CALLS[-1][0]))
+        return samples
+
+    monkeypatch.setattr(upscale, "run_tiny_upscaler", fake_upscaler)
+    p = tb_host.make_p(prompt="a cat --upscale on --upscale-noise 2")
+    tb_host.run(p, ARGS)
+    ((scale_by, extra_noise, previous_call),) = calls
+    assert scale_by == 2.0 and extra_noise == pytest.approx(0.6 + 0.4)
+    assert previous_call == "state.nextjob"  # the upscaler is a job of its own in the progress bar
+    assert tb_host.state.job_count == 3
+    assert p.extra_generation_params["TinyBreaker upscale"] == "on"

@@ -108,6 +108,12 @@ def generate_images(files: ModelFileSet, *, prompt: str, negative: str = "", sty
         latent = refiner.refine(latent, [settings.refiner.prompt], [settings.refiner.negative], settings.refiner,
                                 seeds=refiner_seeds, placement=placement, callback=refine_bar)
     images = refiner.decode(latent, quality=decoder, placement=placement)
+    if settings.image.enable_upscaler:
+        from .upscaler import upscale_with_embedded_refiner
+
+        with _progress_bar(progress, "upscale") as upscale_bar:
+            images = upscale_with_embedded_refiner(refiner, images, settings, placement=placement,
+                                                   callback=upscale_bar)
 
     model_name = os.path.splitext(os.path.basename(files.checkpoint))[0]
     infotexts = []

@@ -16,6 +16,7 @@ from .sampling.schedules import compute_sigmas, discrete_sigmas, timestep_of
 from .stage_params import StageParams
 
 CFG_SHIFT_STEP = 0.2  # the reference's --cfg-shift unit
+UPSCALE_NOISE_STEP = 0.2  # the reference's --upscale-noise unit
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class GenerationPlan:
     refine_strength: float
     refine_steps: int
     refine_cfg: float
+    upscaler_stage: StageParams
 
     def base_prompt(self, user_prompt: str) -> str:
         return apply_template(self.base_stage.prompt, user_prompt)
@@ -59,6 +61,9 @@ def plan_generation(params: TinyBreakerParams, style_stages: dict[str, StagePara
     style_strength = 0.0
     if style_steps:
         style_strength = round((int(timestep_of(refine_sigmas[0], _sd1_sigmas())) + 1) / 1000.0, 3)
+    upscaler = style_stages["upscaler"]
+    upscaler = upscaler.copy(extra_noise=max(0.0, round(upscaler.extra_noise + UPSCALE_NOISE_STEP * params.upscale_noise,
+                                                         6)))
     return GenerationPlan(
         params=params,
         style=style,
@@ -68,6 +73,7 @@ def plan_generation(params: TinyBreakerParams, style_stages: dict[str, StagePara
         refine_strength=params.refine_strength or style_strength,
         refine_steps=params.refine_steps or style_steps,
         refine_cfg=params.refine_cfg or refine.cfg,
+        upscaler_stage=upscaler,
     )
 
 

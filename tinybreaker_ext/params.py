@@ -75,6 +75,11 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("cfg_shift", int, 0, "CFG shift", "TinyBreaker CFG shift", -20, 20, 1, xyz=True,
               help="adds 0.2 per step to the base CFG"),
     FieldSpec("t5_mode", str, "auto", "T5 placement", "TinyBreaker T5 mode", choices=T5_MODES),
+    FieldSpec("upscale", bool, False, "Tiny Upscaler", "TinyBreaker upscale",
+              help="after the refine, enlarge and re-detail in 1024-px tiles with the loaded SD1 model"),
+    FieldSpec("upscale_by", float, 2.0, "Upscale by", "TinyBreaker upscale by", 1.5, 6.0, 0.5, xyz=True),
+    FieldSpec("upscale_noise", int, 0, "Upscale noise", "TinyBreaker upscale noise", -5, 5, 1, xyz=True,
+              help="extra noise before the upscaler, 0.2 per step on top of the style's"),
 )
 
 FIELD_BY_NAME: dict[str, FieldSpec] = {spec.name: spec for spec in FIELDS}
@@ -98,6 +103,9 @@ class TinyBreakerParams:
     image_shift: int = 0
     cfg_shift: int = 0
     t5_mode: str = "auto"
+    upscale: bool = False
+    upscale_by: float = 2.0
+    upscale_noise: int = 0
 
     def replace(self, **changes: Any) -> "TinyBreakerParams":
         return from_dict({**self.as_dict(), **changes})

@@ -76,7 +76,12 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
         devices.torch_gc()
     # Hires fix runs even when the refine has no steps: p.init already counted its job and wrote its infotext.
     if getattr(p, "enable_hr", False) and not shared.state.interrupted:
-        return chain_hires(p, samples, seeds, subseeds, subseed_strength, prompts)
+        samples = chain_hires(p, samples, seeds, subseeds, subseed_strength, prompts)
+    if plan.upscale and not shared.state.interrupted:
+        from .upscale import run_tiny_upscaler
+
+        progress.stage_done()
+        samples = run_tiny_upscaler(p, samples, plan, host)
     return samples
 
 

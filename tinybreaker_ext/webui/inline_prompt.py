@@ -15,7 +15,7 @@ from math import gcd
 
 from ..params import FIELD_BY_NAME, TinyBreakerParams
 from ..prompt.apply import refiner_text
-from ..prompt.grammar import DETAIL_LEVELS, RANDOM_SEED_MAX, InlinePrompt, parse_inline_prompt
+from ..prompt.grammar import DETAIL_LEVELS, RANDOM_SEED_MAX, UPSCALE_NOISE_LEVELS, InlinePrompt, parse_inline_prompt
 from ..prompt.sizes import image_size
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,14 @@ def apply_to_params(params: TinyBreakerParams, parsed: InlinePrompt, style_names
     for name, field in (("cfg-shift", "cfg_shift"), ("image-shift", "image_shift")):
         if name in values:
             changes[field] = _clamped(field, int(values[name]), notes)
+    if "upscale" in values:
+        changes["upscale"] = bool(values["upscale"])
+    if "upscale-noise" in values:
+        level = values["upscale-noise"]
+        if isinstance(level, str):  # level words move the style's extra noise by ±0.2 per step, like the numbers
+            changes["upscale_noise"] = -5 if level == "none" else round(UPSCALE_NOISE_LEVELS[level] / 0.2)
+        else:
+            changes["upscale_noise"] = _clamped("upscale_noise", int(level), notes)
     refine_off = False
     if "detail-level" in values:
         level = values["detail-level"]

@@ -7,7 +7,7 @@ from typing import Callable
 from ..errors import Cancelled
 
 
-def claim_job_count(p, base_steps: int, refine_steps: int) -> None:
+def claim_job_count(p, base_steps: int, refine_steps: int, upscale: bool = False) -> None:
     """Count the base stage as one more job per batch, the way Hires fix counts its second pass, so the
     progress bar and /sdapi/v1/progress stay monotonic. Runs in process(), before the host's p.init()."""
     from modules import shared
@@ -20,7 +20,7 @@ def claim_job_count(p, base_steps: int, refine_steps: int) -> None:
     hires_steps = (getattr(p, "hr_second_pass_steps", 0) or p.steps) if hires else 0
     images = max(int(getattr(p, "batch_size", 1)), 1)  # the base stage samples each image of a batch on its own
     shared.total_tqdm.updateTotal((base_steps * images + refine_steps + hires_steps) * n_iter)
-    state.job_count = n_iter * (2 + hires)  # base, refine, and Hires fix's pass if on
+    state.job_count = n_iter * (2 + hires + int(upscale))  # base, refine, Hires fix's pass, the Tiny Upscaler
     state.processing_has_refined_job_count = True
 
 

@@ -47,6 +47,18 @@ class RunPlan:
         return self.generation.refine_cfg
 
     @property
+    def upscale(self) -> bool:
+        return self.params.upscale
+
+    @property
+    def upscale_by(self) -> float:
+        return self.params.upscale_by
+
+    @property
+    def upscaler_stage(self):
+        return self.generation.upscaler_stage
+
+    @property
     def t5_mode(self) -> str:
         if self.params.t5_mode != "auto":
             return self.params.t5_mode

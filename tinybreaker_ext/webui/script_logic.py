@@ -89,7 +89,7 @@ def apply_plan_to_processing(p, plan: RunPlan) -> None:
     p.cfg_scale = plan.refine_cfg
     p.extra_generation_params.update(params.to_infotext(effective_params(plan)))
     p.extra_generation_params.update(tb_generation_params(plan))
-    progress.claim_job_count(p, plan.base_step_count, plan.refine_steps)
+    progress.claim_job_count(p, plan.base_step_count, plan.refine_steps, plan.upscale)
 
 
 def effective_params(plan: RunPlan) -> params.TinyBreakerParams:

@@ -44,6 +44,11 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
             controls["image_shift"] = gr.Number(label=FIELD_BY_NAME["image_shift"].label, value=0, precision=0,
                                                 minimum=0, elem_id=elem_id("image_shift"))
             controls["t5_mode"] = _dropdown(gr, "t5_mode", list(params.T5_MODES), elem_id)
+        with gr.Row():
+            controls["upscale"] = gr.Checkbox(label=FIELD_BY_NAME["upscale"].label, value=_DEFAULTS.upscale,
+                                              elem_id=elem_id("upscale"))
+            controls["upscale_by"] = _slider(gr, "upscale_by", elem_id)
+            controls["upscale_noise"] = _slider(gr, "upscale_noise", elem_id)
         _size_presets(gr, elem_id, size_targets)
 
     ordered = [controls[name] for name in params.FIELD_NAMES]
