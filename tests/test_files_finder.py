@@ -134,3 +134,17 @@ def test_a_single_folder_string_is_accepted(tree):
 def test_unknown_role_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="unknown role 'vae'"):
         ModelFinder([tmp_path]).find("vae")
+
+
+def test_prototype1_is_the_default_checkpoint_before_prototype0_and_plain_pixart(tmp_path):
+    from builders.files import TINYBREAKER_METADATA, pixart_keys, tinybreaker_keys, write_model
+    from tinybreaker_ext.files.classify import preferred_first
+    from tinybreaker_ext.files.finder import ModelFinder
+
+    write_model(tmp_path / "a_pixart.safetensors", pixart_keys())
+    write_model(tmp_path / "b_prototype0.safetensors", tinybreaker_keys(prototype=0), TINYBREAKER_METADATA)
+    write_model(tmp_path / "c_prototype1.safetensors", tinybreaker_keys(prototype=1), TINYBREAKER_METADATA)
+    finder = ModelFinder([tmp_path])
+    names = [os.path.basename(info.path) for info in preferred_first(finder.candidates("checkpoint"))]
+    assert names == ["c_prototype1.safetensors", "b_prototype0.safetensors", "a_pixart.safetensors"]
+    assert [os.path.basename(c.path) for c in preferred_first(finder.find("checkpoint"))][0] == "c_prototype1.safetensors"

@@ -37,7 +37,9 @@ def _find_or_download(role: str, models_dir: str, download: bool) -> str:
     from .files.known_files import KNOWN_FILES
 
     if os.path.isdir(models_dir):
-        found = ModelFinder([models_dir]).find(role)
+        from .files.classify import preferred_first
+
+        found = preferred_first(ModelFinder([models_dir]).find(role))
         if found:
             return found[0].path
     known = next(file for file in KNOWN_FILES if file.role == role)

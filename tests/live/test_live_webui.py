@@ -154,3 +154,10 @@ def test_infotext_field_of_the_request_restores_tinybreaker():
     assert status == 200, again
     assert "TinyBreaker style: COMIC" in infotext_of(again)
     assert again["images"][0] == first["images"][0]
+
+
+def test_tiny_upscaler_gives_the_requested_size():
+    status, result = txt2img([{"enabled": True, "upscale": True, "upscale_by": 1.5}])
+    assert status == 200, result
+    assert decode_image(result["images"][0]).size == (96, 96)
+    assert "TinyBreaker upscale: on" in infotext_of(result)

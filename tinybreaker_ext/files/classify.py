@@ -287,3 +287,16 @@ def open_model_file(path: str | os.PathLike,
         file.close()
         raise ModelFileError(info.path, f"is a {info.description}", wanted)
     return file, info
+
+
+# When no file is named, the newest TinyBreaker build is the default: prototype1 (it has the upscaler VAE).
+CHECKPOINT_PREFERENCE = (FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_PROTOTYPE0, FileKind.PIXART_SIGMA)
+
+
+def preferred_first(infos: list) -> list:
+    """Candidates (ModelFileInfo, or anything with ``.kind``/``.info.kind``) ordered by CHECKPOINT_PREFERENCE."""
+    def rank(item):
+        kind = getattr(item, "kind", None) or getattr(getattr(item, "info", None), "kind", None)
+        return CHECKPOINT_PREFERENCE.index(kind) if kind in CHECKPOINT_PREFERENCE else len(CHECKPOINT_PREFERENCE)
+
+    return sorted(infos, key=rank)

@@ -99,7 +99,9 @@ def resolve_file(role: str, requested: str, field_name: str) -> str:
     from ..files.finder import ModelFinder
 
     dirs = locations.model_dirs()
-    candidates = [info.path for info in ModelFinder(dirs).candidates(role)]
+    from ..files.classify import preferred_first
+
+    candidates = [info.path for info in preferred_first(ModelFinder(dirs).candidates(role))]
     if requested:
         for path in candidates:
             if os.path.basename(path) == requested or any(
