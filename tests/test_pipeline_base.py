@@ -79,3 +79,17 @@ def test_style_and_inline_parameters_resolve_in_the_reference_order():
     assert settings.base.cfg == pytest.approx(5.2 + 0.4)
     assert settings.refiner.steps_nfactor == 1
     assert settings.base.noise_seed == 11
+
+
+def test_auto_t5_mode_streams_on_cuda_unless_the_placement_keeps_models_resident(pipeline, monkeypatch):
+    import tinybreaker_ext.pipeline as pipeline_module
+    from tinybreaker_ext.placement import MovePlacement
+
+    chosen = []
+    monkeypatch.setattr(pipeline_module, "choose_mode", lambda mode, device, size: chosen.append(mode) or "cpu")
+    monkeypatch.setattr(pipeline, "device", torch.device("cuda"))
+    offload, resident = MovePlacement("cpu", "offload"), MovePlacement("cpu", "gpu")
+    pipeline.t5("auto", offload)
+    pipeline.t5("auto", resident)
+    pipeline.t5("gpu", offload)
+    assert chosen == ["stream", "auto", "gpu"]

@@ -88,7 +88,10 @@ class TinyBreakerPipeline:
             self._tokenizer = T5PromptTokenizer.from_dir(folder)
         return self._tokenizer
 
-    def t5(self, mode: str):
+    def t5(self, mode: str, placement: ModulePlacement | None = None):
+        if mode == "auto" and self.device.type == "cuda" and getattr(placement, "policy", "offload") != "gpu":
+            # A resident 4.9 GB T5 would sit next to the host's UNet with no manager to evict it; stream instead.
+            mode = "stream"
         mode = choose_mode(mode, self.device, _file_size(self.t5_path))
         if self._t5 is None or self._t5.mode != mode:
             self._t5 = None  # release the previous placement's weights before loading the new ones
@@ -99,7 +102,7 @@ class TinyBreakerPipeline:
     # --- stages -------------------------------------------------------------------------------------------------
     def encode(self, text: str, *, placement: ModulePlacement | None = None, t5_mode: str = "auto") -> torch.Tensor:
         """``[1, L, 4096]`` float32 on the CPU; cached, so an unchanged prompt never runs T5 again."""
-        encoder = self.t5(t5_mode)
+        encoder = self.t5(t5_mode, placement)
         if placement is not None and cache_key(encoder, self.tokenizer, text, DEFAULT_MIN_LENGTH) not in self.prompt_cache:
             placement.make_room(encoder.largest_upcast_bytes() if encoder.mode == "stream" else
                                 encoder.storage_bytes())
