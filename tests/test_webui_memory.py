@@ -130,3 +130,16 @@ def test_forge_hosts_let_a_replaced_engines_modules_go(make_tb_host, host):
     CALLS.clear()
     gc.collect()
     assert all(ref() is None for ref in old_modules)
+
+
+def test_reforge_patcher_can_write_device_onto_what_it_manages(make_tb_host):
+    """reForge's ModelPatcher sets ``model.device``; PixArtSigma's ``device`` is a read-only property."""
+    from tinybreaker_ext.models.pixart import PixArtConfig, PixArtSigma
+    from tinybreaker_ext.webui.host import get_host
+
+    env = make_tb_host("reforge")
+    config = PixArtConfig(hidden_size=72, depth=1, num_heads=1, patch_size=2, in_channels=4, out_channels=8,
+                          caption_dim=8, mlp_hidden=144)
+    module = PixArtSigma(config)
+    with get_host().placement().use(module) as used:
+        assert used is module

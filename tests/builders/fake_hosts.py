@@ -160,6 +160,9 @@ def forge_free_memory(memory_required, device, keep_loaded=[], free_all=False): 
 def reforge_load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                             force_full_load=False):
     record("model_management.load_models_gpu", list(models), memory_required, force_full_load)
+    for patcher in models:  # the real ModelPatcher.load writes these onto the managed module
+        patcher.model.device = patcher.load_device
+        patcher.model.model_lowvram = False
 
 
 def reforge_free_memory(memory_required, device, keep_loaded=[]):  # noqa: B006 (host signature)

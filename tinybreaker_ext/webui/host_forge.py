@@ -17,6 +17,10 @@ _ACTIVATION_BYTES = 1024**3
 
 
 class ForgePlacement:
+    """Loads a module through the host's ``load_models_gpu`` before a stage (reForge subclasses this)."""
+
+    load_options: dict = {}
+
     def __init__(self, memory_management, patcher_class, device: torch.device, patchers: dict):
         self._mm = memory_management
         self._patcher_class = patcher_class
@@ -28,12 +32,18 @@ class ForgePlacement:
     def use(self, module: nn.Module) -> Iterator[nn.Module]:
         patcher = reuse_or_make_patcher(
             self._patchers, self._used, module,
-            lambda m: self._patcher_class(m, load_device=self.device, offload_device=torch.device("cpu")),
-            lambda existing: existing.model)
-        self._mm.load_models_gpu([patcher], memory_required=_ACTIVATION_BYTES)
+            lambda m: self._patcher_class(self.wrap(m), load_device=self.device, offload_device=torch.device("cpu")),
+            lambda existing: self.unwrap(existing.model))
+        self._mm.load_models_gpu([patcher], memory_required=_ACTIVATION_BYTES, **self.load_options)
         _finish_move(module, self.device)
         yield module
         # Left loaded on purpose: the host's next load_models_gpu (its UNet) evicts it if room is needed.
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        return module
+
+    def unwrap(self, managed: nn.Module) -> nn.Module:
+        return managed
 
     def make_room(self, bytes_needed: int) -> None:
         if self.device.type != "cpu":

@@ -4,14 +4,11 @@ its manager only keeps weak ones."""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 from torch import nn
 
 from .host_base import HostAdapter
-from .host_forge import _ACTIVATION_BYTES, _finish_move, reset_forge_objects, reuse_or_make_patcher
+from .host_forge import ForgePlacement, reset_forge_objects
 
 
 class _PatcherContainer(nn.Module):
@@ -23,28 +20,14 @@ class _PatcherContainer(nn.Module):
         self.inner = module
 
 
-class ReForgePlacement:
-    def __init__(self, model_management, patcher_class, device: torch.device, patchers: dict):
-        self._mm = model_management
-        self._patcher_class = patcher_class
-        self.device = device
-        self._patchers = patchers
-        self._used: set[int] = set()  # ids of the modules this run (one placement per first pass) used
+class ReForgePlacement(ForgePlacement):
+    load_options = {"force_full_load": True}
 
-    @contextlib.contextmanager
-    def use(self, module: nn.Module) -> Iterator[nn.Module]:
-        patcher = reuse_or_make_patcher(
-            self._patchers, self._used, module,
-            lambda m: self._patcher_class(_PatcherContainer(m), load_device=self.device,
-                                          offload_device=torch.device("cpu")),
-            lambda existing: existing.model.inner)
-        self._mm.load_models_gpu([patcher], memory_required=_ACTIVATION_BYTES, force_full_load=True)
-        _finish_move(module, self.device)
-        yield module
+    def wrap(self, module: nn.Module) -> nn.Module:
+        return _PatcherContainer(module)
 
-    def make_room(self, bytes_needed: int) -> None:
-        if self.device.type != "cpu":
-            self._mm.free_memory(bytes_needed + _ACTIVATION_BYTES, self.device)
+    def unwrap(self, managed: nn.Module) -> nn.Module:
+        return managed.inner
 
 
 class ReForgeHost(HostAdapter):
