@@ -117,3 +117,16 @@ def test_upscale_on_in_the_prompt_runs_the_tiny_upscaler_after_the_refine(tb_hos
     assert previous_call == "state.nextjob"  # the upscaler is a job of its own in the progress bar
     assert tb_host.state.job_count == 3
     assert p.extra_generation_params["TinyBreaker upscale"] == "on"
+
+
+def test_a_size_far_from_pixarts_trained_area_is_reported(tb_host):
+    comments = []
+    p = tb_host.make_p(prompt="a cat", width=64, height=64)
+    p.comment = comments.append
+    tb_host.run(p, ARGS)
+    assert any("area PixArt was trained on" in text for text in comments)
+    comments.clear()
+    p = tb_host.make_p(prompt="a cat --aspect 3:2")
+    p.comment = comments.append
+    tb_host.run(p, ARGS)
+    assert not any("area PixArt" in text for text in comments)

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from .. import params
 from ..errors import ParameterError, TinyBreakerError
+from ..prompt.sizes import snap_to_pixart
 from . import first_pass, inline_prompt, progress
 from .infotext import tb_generation_params
 from .host import get_host
@@ -85,6 +86,9 @@ def apply_plan_to_processing(p, plan: RunPlan) -> None:
             plan.error = ParameterError("Hires checkpoint", "TinyBreaker supports Hires fix with 'Use same "
                                                             f"checkpoint' only, got {hr_checkpoint!r}")
             return
+    _width, _height, size_warning = snap_to_pixart(p.width, p.height)
+    if size_warning:
+        inline_prompt.report(p, [size_warning])
     p.steps = plan.refine_steps or p.steps
     p.cfg_scale = plan.refine_cfg
     p.extra_generation_params.update(params.to_infotext(effective_params(plan)))
