@@ -36,6 +36,7 @@ def upscale_settings(user_text="a cat --upscale on", **upscaler_changes):
 
 @pytest.fixture(scope="module")
 def reference(refiner, images):
+    pytest.importorskip("diffusers")  # the embedded UNet and decoders; absent on A1111's stack
     """The default style's upscaler at the default factor (3.0), turned on from the prompt."""
     settings = upscale_settings()
     assert settings.image.enable_upscaler and settings.image.upscale_by == 3.0
@@ -60,6 +61,7 @@ def test_only_the_styles_upscaler_prompt_conditions_the_model(refiner, images, r
 
 
 def test_many_small_tiles_and_the_full_decoder(refiner, images):
+    pytest.importorskip("diffusers")
     settings = upscale_settings()
     settings.image.upscale_by = 2.0
     tiled = upscale_with_embedded_refiner(refiner, images, settings, geometry=TileGeometry(size=4, overlap=1, margin=1))
