@@ -36,18 +36,12 @@ def model_dirs() -> list[str]:
 
 
 def host_tokenizer_dirs() -> list[str]:
-    """Tokenizer copies the hosts ship in-tree (found relative to the WebUI's root)."""
+    """T5 tokenizer copies the hosts ship in-tree (reForge, Forge), found relative to the WebUI's root."""
     from modules import paths
 
-    root = getattr(paths, "script_path", os.getcwd())
-    candidates = [
-        os.path.join(root, "ldm_patched", "modules", "t5_tokenizer"),  # reForge
-        # Forge: the T5 v1.1 tokenizer of SD3 and Flux (same vocabulary as T5-XXL's)
-        os.path.join(root, "backend", "huggingface", "stabilityai", "stable-diffusion-3-medium-diffusers",
-                     "tokenizer_3"),
-        os.path.join(root, "backend", "huggingface", "black-forest-labs", "FLUX.1-dev", "tokenizer_2"),
-    ]
-    return unique_existing(candidates)
+    from ..models.t5_tokenizer import host_tokenizer_dirs as t5_host_dirs
+
+    return unique_existing(t5_host_dirs(getattr(paths, "script_path", os.getcwd())))
 
 
 def style_dirs() -> list[str]:
