@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable
 
-from ..errors import ModelNotFoundError, TinyBreakerError
+from ..files.tokenizer_search import TokenizerKind, find_tokenizer
 
 CLIP_TOKENIZER_REPO = "openai/clip-vit-large-patch14"
 CLIP_TOKENIZER_FILES = ("vocab.json", "merges.txt")
@@ -63,19 +63,16 @@ def _snapshots(repo_dir: str) -> list[str]:
     return [os.path.join(snapshots, name) for name in names]
 
 
-def _models_candidates(folder: str) -> list[str]:
-    """A models folder itself, its ``clip-vit-large-patch14`` child, then its other direct children (sorted)."""
-    if not os.path.isdir(folder):
-        return []
-    preferred = [folder, os.path.join(folder, CLIP_TOKENIZER_DIRNAME)]
-    children = sorted(os.path.join(folder, name) for name in os.listdir(folder))
-    return preferred + [child for child in children if child not in preferred and os.path.isdir(child)]
-
-
 def _host_candidates(folder: str) -> list[str]:
     """A tokenizer folder, or a hub cache (its root or the repo folder) holding the tokenizer in a snapshot."""
     repo_dir = folder if os.path.basename(folder) == _HUB_CACHE_REPO_DIR else os.path.join(folder, _HUB_CACHE_REPO_DIR)
     return [folder] + _snapshots(repo_dir)
+
+
+CLIP_TOKENIZER = TokenizerKind(
+    what="SD1 CLIP tokenizer", folder_name=CLIP_TOKENIZER_DIRNAME, repo_id=CLIP_TOKENIZER_REPO,
+    filenames=CLIP_TOKENIZER_FILES, is_valid=lambda folder: is_clip_tokenizer_dir(folder),
+    user_path_hint="the folder must hold vocab.json and merges.txt", host_candidates=_host_candidates)
 
 
 def find_clip_tokenizer(user_path: str | os.PathLike | None = None, models_dirs: Iterable[str | os.PathLike] = (),
@@ -89,43 +86,8 @@ def find_clip_tokenizer(user_path: str | os.PathLike | None = None, models_dirs:
     ``download_dir`` (default ``<first models dir>/clip-vit-large-patch14``) with ``download`` (default
     ``tinybreaker_ext.files.download.download_hub_file``).
     """
-    if user_path is not None:
-        user_path = os.fspath(user_path)
-        folder = os.path.dirname(user_path) if os.path.isfile(user_path) else user_path
-        if is_clip_tokenizer_dir(folder):
-            return folder
-        raise ModelNotFoundError("SD1 CLIP tokenizer", [user_path], "the folder must hold vocab.json and merges.txt")
-
-    searched: list[str] = []
-    models_dirs = [os.fspath(d) for d in models_dirs]
-    for folder in models_dirs:
-        searched.append(folder)
-        for candidate in _models_candidates(folder):
-            if is_clip_tokenizer_dir(candidate):
-                return candidate
-    for folder in (os.fspath(d) for d in host_dirs):
-        searched.append(folder)
-        for candidate in _host_candidates(folder):
-            if is_clip_tokenizer_dir(candidate):
-                return candidate
-
-    target = os.fspath(download_dir) if download_dir is not None else (
-        os.path.join(models_dirs[0], CLIP_TOKENIZER_DIRNAME) if models_dirs else None)
-    hint = (f"put {' and '.join(CLIP_TOKENIZER_FILES)} of the hub repository {CLIP_TOKENIZER_REPO} into "
-            f"{target or '<models folder>/' + CLIP_TOKENIZER_DIRNAME}")
-    if not allow_download or target is None:
-        raise ModelNotFoundError("SD1 CLIP tokenizer", searched, hint)
-    if download is None:
-        from ..files.download import download_hub_file as download
-    try:
-        paths = [download(CLIP_TOKENIZER_REPO, filename, target) for filename in CLIP_TOKENIZER_FILES]
-    except (TinyBreakerError, OSError) as error:
-        raise ModelNotFoundError("SD1 CLIP tokenizer", searched + [f"hub {CLIP_TOKENIZER_REPO}"],
-                                 f"download failed ({error}); {hint}") from error
-    folder = os.path.dirname(os.fspath(paths[0]))
-    if not is_clip_tokenizer_dir(folder):
-        raise ModelNotFoundError("SD1 CLIP tokenizer", [folder], hint)
-    return folder
+    return find_tokenizer(CLIP_TOKENIZER, user_path, models_dirs, host_dirs, allow_download=allow_download,
+                          download=download, download_dir=download_dir)
 
 
 def load_clip_tokenizer(directory: str | os.PathLike):

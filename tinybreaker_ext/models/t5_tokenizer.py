@@ -10,7 +10,8 @@ import json
 import os
 from typing import Callable, Iterable
 
-from ..errors import ModelFileError, ModelNotFoundError, TinyBreakerError
+from ..errors import ModelFileError
+from ..files.tokenizer_search import TokenizerKind, find_tokenizer
 from ..prompt_weights import parse_weighted_segments
 
 PAD_ID = 0
@@ -71,13 +72,10 @@ def _is_t5_tokenizer_json(path: str) -> bool:
         return False
 
 
-def _candidates(folder: str) -> list[str]:
-    """A models folder itself, its ``t5_tokenizer`` child, then its other direct children (sorted)."""
-    if not os.path.isdir(folder):
-        return []
-    preferred = [folder, os.path.join(folder, TOKENIZER_FOLDER_NAME)]
-    children = sorted(os.path.join(folder, name) for name in os.listdir(folder))
-    return preferred + [child for child in children if child not in preferred and os.path.isdir(child)]
+T5_TOKENIZER = TokenizerKind(
+    what="T5 tokenizer", folder_name=TOKENIZER_FOLDER_NAME, repo_id=HUB_TOKENIZER_REPO, filenames=(HUB_TOKENIZER_FILE,),
+    is_valid=lambda folder: is_t5_tokenizer_dir(folder),
+    user_path_hint="the folder must hold a T5 tokenizer.json (or spiece.model + tokenizer_config.json)")
 
 
 def find_t5_tokenizer(user_path: str | os.PathLike | None = None, models_dirs: Iterable[str | os.PathLike] = (),
@@ -91,43 +89,8 @@ def find_t5_tokenizer(user_path: str | os.PathLike | None = None, models_dirs: I
     ``download_dir`` (default ``<first models dir>/t5_tokenizer``) with ``download`` (default
     ``tinybreaker_ext.files.download.download_hub_file``).
     """
-    if user_path is not None:
-        user_path = os.fspath(user_path)
-        folder = os.path.dirname(user_path) if os.path.isfile(user_path) else user_path
-        if is_t5_tokenizer_dir(folder):
-            return folder
-        raise ModelNotFoundError("T5 tokenizer", [user_path],
-                                 "the folder must hold a T5 tokenizer.json (or spiece.model + tokenizer_config.json)")
-
-    searched: list[str] = []
-    models_dirs = [os.fspath(d) for d in models_dirs]
-    for folder in models_dirs:
-        searched.append(folder)
-        for candidate in _candidates(folder):
-            if is_t5_tokenizer_dir(candidate):
-                return candidate
-    for folder in (os.fspath(d) for d in host_dirs):
-        searched.append(folder)
-        if is_t5_tokenizer_dir(folder):
-            return folder
-
-    target = os.fspath(download_dir) if download_dir is not None else (
-        os.path.join(models_dirs[0], TOKENIZER_FOLDER_NAME) if models_dirs else None)
-    hint = (f"put T5's tokenizer.json into {target or '<models folder>/' + TOKENIZER_FOLDER_NAME} "
-            f"(it is {HUB_TOKENIZER_FILE} of the hub repository {HUB_TOKENIZER_REPO})")
-    if not allow_download or target is None:
-        raise ModelNotFoundError("T5 tokenizer", searched, hint)
-    if download is None:
-        from ..files.download import download_hub_file as download
-    try:
-        path = download(HUB_TOKENIZER_REPO, HUB_TOKENIZER_FILE, target)
-    except (TinyBreakerError, OSError) as error:
-        raise ModelNotFoundError("T5 tokenizer", searched + [f"hub {HUB_TOKENIZER_REPO}"],
-                                 f"download failed ({error}); {hint}") from error
-    folder = os.path.dirname(os.fspath(path))
-    if not is_t5_tokenizer_dir(folder):
-        raise ModelFileError(path, "downloaded file is not a T5 tokenizer", "a Unigram tokenizer.json with <pad>=0")
-    return folder
+    return find_tokenizer(T5_TOKENIZER, user_path, models_dirs, host_dirs, allow_download=allow_download,
+                          download=download, download_dir=download_dir)
 
 
 def _older_tokenizers_json(data: dict) -> dict:

@@ -1,0 +1,74 @@
+"""Where a tokenizer folder is found, the same for T5 and CLIP: the user's path, then our models folders (each
+folder, its named child, its other children), then the copies a host ships, then — if allowed — the hub."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from ..errors import ModelFileError, ModelNotFoundError, TinyBreakerError
+
+
+@dataclass(frozen=True)
+class TokenizerKind:
+    what: str  # e.g. "T5 tokenizer", used in every message
+    folder_name: str  # the preferred child of a models folder, and where a download goes
+    repo_id: str
+    filenames: tuple[str, ...]  # downloaded into the folder, in this order
+    is_valid: Callable[[str], bool]
+    user_path_hint: str  # what a valid folder holds
+    host_candidates: Callable[[str], list[str]] = lambda folder: [folder]
+
+    def download_hint(self, target: str | None) -> str:
+        where = target or f"<models folder>/{self.folder_name}"
+        return f"put {' and '.join(self.filenames)} of the hub repository {self.repo_id} into {where}"
+
+
+def models_folder_candidates(folder: str, preferred_child: str) -> list[str]:
+    """A models folder itself, its ``preferred_child``, then its other direct children (sorted)."""
+    if not os.path.isdir(folder):
+        return []
+    preferred = [folder, os.path.join(folder, preferred_child)]
+    children = sorted(os.path.join(folder, name) for name in os.listdir(folder))
+    return preferred + [child for child in children if child not in preferred and os.path.isdir(child)]
+
+
+def find_tokenizer(kind: TokenizerKind, user_path=None, models_dirs: Iterable = (), host_dirs: Iterable = (), *,
+                   allow_download: bool = True, download=None, download_dir=None) -> str:
+    if user_path is not None:
+        user_path = os.fspath(user_path)
+        folder = os.path.dirname(user_path) if os.path.isfile(user_path) else user_path
+        if kind.is_valid(folder):
+            return folder
+        raise ModelNotFoundError(kind.what, [user_path], kind.user_path_hint)
+
+    searched: list[str] = []
+    models_dirs = [os.fspath(d) for d in models_dirs]
+    for folder in models_dirs:
+        searched.append(folder)
+        for candidate in models_folder_candidates(folder, kind.folder_name):
+            if kind.is_valid(candidate):
+                return candidate
+    for folder in (os.fspath(d) for d in host_dirs):
+        searched.append(folder)
+        for candidate in kind.host_candidates(folder):
+            if kind.is_valid(candidate):
+                return candidate
+
+    target = os.fspath(download_dir) if download_dir is not None else (
+        os.path.join(models_dirs[0], kind.folder_name) if models_dirs else None)
+    hint = kind.download_hint(target)
+    if not allow_download or target is None:
+        raise ModelNotFoundError(kind.what, searched, hint)
+    if download is None:
+        from .download import download_hub_file as download
+    try:
+        paths = [download(kind.repo_id, filename, target) for filename in kind.filenames]
+    except (TinyBreakerError, OSError) as error:
+        raise ModelNotFoundError(kind.what, searched + [f"hub {kind.repo_id}"],
+                                 f"download failed ({error}); {hint}") from error
+    folder = os.path.dirname(os.fspath(paths[0]))
+    if not kind.is_valid(folder):
+        raise ModelFileError(paths[0], f"downloaded files are not a {kind.what}", kind.user_path_hint)
+    return folder
