@@ -91,16 +91,15 @@ def apply_to_processing(p, parsed: InlinePrompt, *, rng: random.Random | None = 
 
 def strip_batch_prompts(p) -> None:
     """In process_batch: the host's CLIP sees prompt + ``--refine`` text, T5 sees the prompt, neither sees args."""
-    base_prompts, host_prompts = [], []
-    for text in p.prompts:
-        parsed = parse_inline_prompt(text)
-        base_prompts.append(parsed.prompt)
-        host_prompts.append(refiner_text(str(parsed.values.get("refine", "")), parsed.prompt))
-    setattr(p, BASE_PROMPTS_ATTRIBUTE, base_prompts)
-    p.prompts = host_prompts
+    parsed = [parse_inline_prompt(text) for text in p.prompts]
+    setattr(p, BASE_PROMPTS_ATTRIBUTE, [item.prompt for item in parsed])
+    p.prompts = [_host_prompt(item) for item in parsed]
     if getattr(p, "hr_prompts", None):
-        p.hr_prompts = [refiner_text(str(parse_inline_prompt(text).values.get("refine", "")),
-                                     parse_inline_prompt(text).prompt) for text in p.hr_prompts]
+        p.hr_prompts = [_host_prompt(parse_inline_prompt(text)) for text in p.hr_prompts]
+
+
+def _host_prompt(parsed: InlinePrompt) -> str:
+    return refiner_text(str(parsed.values.get("refine", "")), parsed.prompt)
 
 
 def base_prompts(p, prompts: list[str]) -> list[str]:
