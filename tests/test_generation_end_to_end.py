@@ -11,6 +11,8 @@ pytest.importorskip("diffusers")
 
 from tinybreaker_ext.generation import generate_images  # noqa: E402
 from tinybreaker_ext.model_files import ModelFileSet
+from tinybreaker_ext.params import TinyBreakerParams
+from tinybreaker_ext.plan import ImageRequest
 from tinybreaker_ext.prompt.metadata import parse_infotext
 
 
@@ -30,9 +32,9 @@ def png_bytes(result):
     return buffers
 
 
-def generate(files, prompt, **kwargs):
-    return generate_images(files, prompt=prompt, width=kwargs.pop("width", 64), height=kwargs.pop("height", 48),
-                           **kwargs)
+def generate(files, prompt, *, negative="", width=64, height=48, batch=1, seed=1, decoder="high_quality", **fields):
+    request = ImageRequest(prompt, negative, width, height, seed, batch)
+    return generate_images(files, TinyBreakerParams(enabled=True, **fields), request, decoder=decoder)
 
 
 def test_same_seed_gives_the_same_image_bytes_and_another_seed_another_image(files):
@@ -56,13 +58,14 @@ def test_prototype0_runs_with_both_decoders(files, tiny_model_folder):
 
 
 def test_infotext_parses_with_the_webui_grammar(files):
-    result = generate(files, "a red cat, (studio light:1.2) --seed 9 --aspect 3:2", negative="blurry, dark")
+    result = generate(files, "a red cat, (studio light:1.2) --seed 9", negative="blurry, dark")
     text = result.infotexts[0]
-    prompt_line, parameters_line = text.rsplit("\n", 1)
-    assert prompt_line.startswith("a red cat, (studio light:1.2) --seed 9 --aspect 3:2 --no blurry, dark")
     parameters = parse_infotext(text)
+    assert parameters["Prompt"] == "a red cat, (studio light:1.2) --seed 9"
+    assert parameters["Negative prompt"] == "blurry, dark"
     assert parameters["Seed"] == "9"
     assert parameters["Size"] == "64x48"
+    assert parameters["TinyBreaker"] == "on" and parameters["TinyBreaker style"] == "PHOTO"  # the WebUI's fields
     assert parameters["TB style"] == "PHOTO"
     assert "sampler_name:uni_pc" in parameters["TB base parameters"]
 
@@ -86,4 +89,5 @@ def test_bad_size_is_a_parameter_error(files):
 
 def test_upscale_on_enlarges_by_the_upscale_factor(files):
     result = generate(files, "a cat --upscale on --seed 2", width=64, height=48)
-    assert result.images.shape == (1, 3, 144, 192)  # the reference's default factor 3
+    assert result.images.shape == (1, 3, 96, 128)  # the upscale_by field's default, 2
+    assert parse_infotext(result.infotexts[0])["Size"] == "128x96"  # the saved image's size

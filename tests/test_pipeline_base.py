@@ -3,9 +3,17 @@
 import pytest
 import torch
 
-from tinybreaker_ext.generation import resolve_settings
+from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.pipeline import TinyBreakerPipeline
+from tinybreaker_ext.plan import ImageRequest, make_plan
+from tinybreaker_ext.prompt.styles import StyleLibrary
+from tinybreaker_ext.sampling.schedules import compute_sigmas, pixart_sigmas
 from tinybreaker_ext.stage_params import StageParams
+
+
+def sigmas(stage):
+    return compute_sigmas(pixart_sigmas(), sampler=stage.sampler, scheduler=stage.scheduler, steps=stage.steps,
+                          steps_start=stage.steps_start)
 
 
 @pytest.fixture(scope="module")
@@ -16,10 +24,10 @@ def pipeline(tiny_model_folder):
 
 def test_base_and_transcode_are_deterministic_per_seed(pipeline):
     stage = StageParams(sampler="uni_pc", scheduler="simple", steps=12, steps_start=2, cfg=3.4)
-    first = pipeline.transcode(pipeline.base(["a red cat"], ["blurry"], stage, width=32, height=48, seeds=[5]))
+    first = pipeline.transcode(pipeline.base(["a red cat"], ["blurry"], stage, sigmas(stage), width=32, height=48, seeds=[5]))
     pipeline._base_cache = None
-    again = pipeline.transcode(pipeline.base(["a red cat"], ["blurry"], stage, width=32, height=48, seeds=[5]))
-    other = pipeline.transcode(pipeline.base(["a red cat"], ["blurry"], stage, width=32, height=48, seeds=[6]))
+    again = pipeline.transcode(pipeline.base(["a red cat"], ["blurry"], stage, sigmas(stage), width=32, height=48, seeds=[5]))
+    other = pipeline.transcode(pipeline.base(["a red cat"], ["blurry"], stage, sigmas(stage), width=32, height=48, seeds=[6]))
     assert first.shape == (1, 4, 6, 4)
     assert torch.equal(first, again)
     assert not torch.allclose(first, other)
@@ -27,20 +35,20 @@ def test_base_and_transcode_are_deterministic_per_seed(pipeline):
 
 def test_prompt_changes_the_base_result(pipeline):
     stage = StageParams(sampler="euler", scheduler="normal", steps=4, steps_start=0, cfg=3.0)
-    cat = pipeline.base(["a cat"], [""], stage, width=32, height=32, seeds=[1])
-    dog = pipeline.base(["a dog on grass"], [""], stage, width=32, height=32, seeds=[1])
+    cat = pipeline.base(["a cat"], [""], stage, sigmas(stage), width=32, height=32, seeds=[1])
+    dog = pipeline.base(["a dog on grass"], [""], stage, sigmas(stage), width=32, height=32, seeds=[1])
     assert not torch.allclose(cat, dog)
 
 
 def test_changing_only_the_refiner_reuses_the_cached_base(pipeline, monkeypatch):
     pipeline._base_cache = None
     stage = StageParams(sampler="euler", scheduler="normal", steps=4, steps_start=1, cfg=3.0)
-    first = pipeline.base(["a cat"], [""], stage, width=32, height=32, seeds=[1])
+    first = pipeline.base(["a cat"], [""], stage, sigmas(stage), width=32, height=32, seeds=[1])
     calls = []
     monkeypatch.setattr(pipeline, "encode", lambda *a, **k: calls.append(a) or torch.zeros(1, 77, 32))
-    again = pipeline.base(["a cat"], [""], stage, width=32, height=32, seeds=[1])
+    again = pipeline.base(["a cat"], [""], stage, sigmas(stage), width=32, height=32, seeds=[1])
     assert torch.equal(first, again) and calls == []
-    pipeline.base(["a cat"], [""], stage.copy(cfg=4.0), width=32, height=32, seeds=[1])
+    pipeline.base(["a cat"], [""], stage.copy(cfg=4.0), sigmas(stage), width=32, height=32, seeds=[1])
     assert calls, "a changed base parameter must run the base stage again"
 
 
@@ -67,18 +75,19 @@ def test_cancel_from_the_callback_stops_between_steps(pipeline):
             raise Cancelled("stop")
 
     with pytest.raises(Cancelled):
-        pipeline.base(["a cat"], [""], stage, width=32, height=32, seeds=[1], callback=stop_after_two)
+        pipeline.base(["a cat"], [""], stage, sigmas(stage), width=32, height=32, seeds=[1], callback=stop_after_two)
     assert seen == [0, 1]
     assert pipeline.last_denoised.shape == (1, 4, 4, 4)
 
 
 def test_style_and_inline_parameters_resolve_in_the_reference_order():
-    settings = resolve_settings("a cat --style COMIC --cfg-shift 2 --detail-level high", seed=11)
-    assert settings.style == "COMIC"
-    assert settings.base.sampler == "deis" and settings.base.scheduler == "sgm_uniform"
-    assert settings.base.cfg == pytest.approx(5.2 + 0.4)
-    assert settings.refiner.steps_nfactor == 1
-    assert settings.base.noise_seed == 11
+    plan = make_plan(TinyBreakerParams(enabled=True), ImageRequest(
+        "a cat --style COMIC --cfg-shift 2 --detail-level high", seed=11), StyleLibrary.load_builtin())
+    assert plan.style == "COMIC"
+    assert plan.base.sampler == "deis" and plan.base.scheduler == "sgm_uniform"
+    assert plan.base.cfg == pytest.approx(5.2 + 0.4)
+    assert plan.refine.steps_nfactor == 1
+    assert plan.seed == 11 and plan.base.noise_seed == 11
 
 
 def test_auto_t5_mode_streams_on_cuda_unless_the_placement_keeps_models_resident(pipeline, monkeypatch):

@@ -75,7 +75,8 @@ def test_every_argument_of_the_spec_has_a_case():
 
 @pytest.mark.parametrize("word, expected", list(DETAIL_LEVELS.items()))
 def test_detail_level_words(word, expected):
-    assert DETAIL_LEVELS == {"none": -10000, "minimal": -2, "low": -1, "normal": 0, "high": 1, "veryhigh": 2,
+    # in field units (params.py): "none" is the detail level field's minimum, which turns the refine off
+    assert DETAIL_LEVELS == {"none": -10, "minimal": -2, "low": -1, "normal": 0, "high": 1, "veryhigh": 2,
                              "maximum": 3}
     assert values_of(f"--detail-level {word}")["detail-level"] == word
     assert values_of(f"--d {word.upper()}")["detail-level"] == word  # case-insensitive (documented)
@@ -83,8 +84,9 @@ def test_detail_level_words(word, expected):
 
 @pytest.mark.parametrize("word", list(UPSCALE_NOISE_LEVELS))
 def test_upscale_noise_words(word):
-    assert UPSCALE_NOISE_LEVELS == {"none": -10000.0, "minimal": -0.4, "low": -0.2, "normal": 0.0, "high": 0.2,
-                                    "veryhigh": 0.4, "maximum": 0.6}
+    # in steps of 0.2 (the reference's deltas -0.4 … +0.6); "none" is the field's minimum, which zeroes any style's
+    assert UPSCALE_NOISE_LEVELS == {"none": -5, "minimal": -2, "low": -1, "normal": 0, "high": 1, "veryhigh": 2,
+                                    "maximum": 3}
     assert values_of(f"--upscale-noise {word}")["upscale-noise"] == word
     assert values_of(f"--upscale-noise {word.title()}")["upscale-noise"] == word
 
@@ -133,7 +135,6 @@ def test_last_value_wins_and_aliases_share_one_slot():
     ("--upscale maybe", "upscale", "'maybe'"),
     ("--upscale-noise loud", "upscale-noise", "'loud'"),
     ("--detail-level extreme", "detail-level", "'extreme'"),
-    ("--detail-level 101", "detail-level", "101"),
     ("--aspect wide", "aspect", "W:H"),
     ("--aspect 0:1", "aspect", "at least 1"),
     ("--batch-size 0", "batch-size", "at least 1"),

@@ -8,7 +8,7 @@ from tinybreaker_ext.errors import ParameterError
 from tinybreaker_ext.prompt.style_ini import StyleError, read_style_text, typed_ini_value
 from tinybreaker_ext.prompt.styles import StyleLibrary
 from tinybreaker_ext.prompt.templates import apply_template
-from tinybreaker_ext.stage_params import GenerationSettings, StageParams
+from tinybreaker_ext.stage_params import StageParams
 
 # Spec §6.5, global defaults of v0.3: (sampler, scheduler, steps, start, end, cfg, seed)
 SPEC_DEFAULTS = {
@@ -188,14 +188,12 @@ def test_broken_ini_raises_style_error_with_the_line_of_the_users_text(text, fra
 
 # -- the library ----------------------------------------------------------------------------------------------------
 
-def test_get_and_apply(small_styles):
+def test_get_resolves_names_and_names_the_known_styles(small_styles):
     with pytest.raises(ParameterError) as error:
         small_styles.get("NOPE")
     assert error.value.field == "style" and "FANCY" in str(error.value)
-    start = GenerationSettings(prompt="x")
-    result = small_styles.apply(start, "fancy")
-    assert result.style == "FANCY" and result.base.cfg == 4.5 and result.prompt == "x"
-    assert start.style == "" and start.base.cfg == StageParams().cfg
+    assert small_styles.get("fancy")["base"].cfg == 4.5
+    assert small_styles.get("PLAIN")["upscaler"].cfg == StageParams().cfg
 
 
 def test_later_text_overrides_only_the_keys_it_sets(builtin_styles):

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from tinybreaker_ext.prompt.templates import apply_template
+from tinybreaker_ext.prompt.templates import apply_template, refiner_text
 
 
 @pytest.mark.parametrize("template, value, expected", [
@@ -53,3 +53,16 @@ def test_clean_block_keeps_its_text_only_when_the_value_is_not_empty(before, ins
     template = before + "{" + ". $@" + inside_tail + "}" + " end"
     assert apply_template(template, value) == before + ". " + value + inside_tail + " end"
     assert apply_template(template, "") == before + " end"
+
+
+@pytest.mark.parametrize("refine, prompt, expected", [
+    ("a dog", "a cat", "a dog. a cat"),       # fixed: one space between refine text and prompt
+    ("a dog.", "a cat", "a dog. a cat"),
+    ("!a dog", "a cat", "a dog."),
+    ("!a dog.", "a cat", "a dog."),
+    ("a dog", "", "a dog."),
+    ("", "a cat", "a cat"),                   # empty --refine counts as absent
+    ("!", "a cat", ""),
+])
+def test_refiner_text(refine, prompt, expected):
+    assert refiner_text(refine, prompt) == expected

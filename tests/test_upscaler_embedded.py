@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.generation import resolve_settings
+from tinybreaker_ext.params import TinyBreakerParams
+from tinybreaker_ext.plan import ImageRequest, make_plan
+from tinybreaker_ext.prompt.styles import StyleLibrary
 from tinybreaker_ext.pipeline import TinyBreakerPipeline
 from tinybreaker_ext.standalone import EmbeddedRefiner
 from tinybreaker_ext.upscaler import TileGeometry, upscale_with_embedded_refiner, upscaler_vae
@@ -28,54 +30,53 @@ def images():
     return torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0))
 
 
-def upscale_settings(user_text="a cat --upscale on", **upscaler_changes):
-    settings = resolve_settings(user_text, style="PHOTO")
-    settings.upscaler = dataclasses.replace(settings.upscaler, **upscaler_changes)
-    return settings
+def upscale_stage(user_text="a cat --upscale on", **upscaler_changes):
+    plan = make_plan(TinyBreakerParams(enabled=True, style="PHOTO"), ImageRequest(user_text, seed=1),
+                     StyleLibrary.load_builtin())
+    assert plan.upscale
+    return dataclasses.replace(plan.upscaler, **upscaler_changes)
 
 
 @pytest.fixture(scope="module")
 def reference(refiner, images):
     pytest.importorskip("diffusers")  # the embedded UNet and decoders; absent on A1111's stack
-    """The default style's upscaler at the default factor (3.0), turned on from the prompt."""
-    settings = upscale_settings()
-    assert settings.image.enable_upscaler and settings.image.upscale_by == 3.0
-    return upscale_with_embedded_refiner(refiner, images, settings)
+    """The default style's upscaler at the reference workflow's factor (3.0), turned on from the prompt."""
+    return upscale_with_embedded_refiner(refiner, images, upscale_stage(), 3.0)
 
 
 def test_upscales_to_k_times_the_size_deterministically(refiner, images, reference):
     first = reference
-    again = upscale_with_embedded_refiner(refiner, images, upscale_settings())
+    again = upscale_with_embedded_refiner(refiner, images, upscale_stage(), 3.0)
     assert first.shape == (1, 3, 72, 96) and first.dtype == torch.float32
     assert torch.equal(first, again)
     assert torch.isfinite(first).all() and 0 <= float(first.min()) and float(first.max()) <= 1
-    other_seed = upscale_with_embedded_refiner(refiner, images, upscale_settings(noise_seed=2))
+    other_seed = upscale_with_embedded_refiner(refiner, images, upscale_stage(noise_seed=2), 3.0)
     assert not torch.equal(first, other_seed)
 
 
 def test_only_the_styles_upscaler_prompt_conditions_the_model(refiner, images, reference):
-    other_user_prompt = upscale_with_embedded_refiner(refiner, images, upscale_settings("a red bus --upscale on"))
-    other_upscaler_prompt = upscale_with_embedded_refiner(refiner, images, upscale_settings(prompt="a red bus"))
+    other_user_prompt = upscale_with_embedded_refiner(refiner, images, upscale_stage("a red bus --upscale on"), 3.0)
+    other_upscaler_prompt = upscale_with_embedded_refiner(refiner, images, upscale_stage(prompt="a red bus"), 3.0)
     assert torch.equal(reference, other_user_prompt)
     assert not torch.equal(reference, other_upscaler_prompt)
 
 
 def test_many_small_tiles_and_the_full_decoder(refiner, images):
     pytest.importorskip("diffusers")
-    settings = upscale_settings()
-    settings.image.upscale_by = 2.0
-    tiled = upscale_with_embedded_refiner(refiner, images, settings, geometry=TileGeometry(size=4, overlap=1, margin=1))
-    whole = upscale_with_embedded_refiner(refiner, images, settings)
+    stage = upscale_stage()
+    tiled = upscale_with_embedded_refiner(refiner, images, stage, 2.0, geometry=TileGeometry(size=4, overlap=1,
+                                                                                             margin=1))
+    whole = upscale_with_embedded_refiner(refiner, images, stage, 2.0)
     assert tiled.shape == whole.shape == (1, 3, 48, 64)
     assert not torch.equal(tiled, whole)  # 6×8 latent: 3×3 tiles instead of one
-    high_quality = upscale_with_embedded_refiner(refiner, images, settings, decoder="high_quality")
+    high_quality = upscale_with_embedded_refiner(refiner, images, stage, 2.0, decoder="high_quality")
     assert high_quality.shape == (1, 3, 48, 64) and not torch.equal(high_quality, whole)
 
 
 def test_prototype0_has_no_upscaler_vae(tiny_model_folder, images):
     refiner0 = make_refiner(tiny_model_folder[1], "checkpoint0")
     with pytest.raises(ModelFileError) as error:
-        upscale_with_embedded_refiner(refiner0, images, upscale_settings())
+        upscale_with_embedded_refiner(refiner0, images, upscale_stage(), 3.0)
     assert "prototype0" in str(error.value) and "refiner.first_stage_model." in str(error.value)
 
 

@@ -8,7 +8,8 @@ from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.webui import script_logic
 
 # PHOTO's base stage starts at step 2 (styles_v03.ini), so base_steps=5 runs steps 2..4: 3 steps per image.
-ARGS = TinyBreakerParams(enabled=True, base_steps=5, refine_strength=0.4, refine_steps=3, refine_cfg=3.0).as_args()
+ARGS = TinyBreakerParams(enabled=True, base_steps=5, refine_strength=0.4, refine_steps=3, refine_cfg=3.0,
+                         refine_sampler="webui").as_args()
 BASE_STEPS_RUN = 3
 DISABLED = TinyBreakerParams().as_args()
 
@@ -78,7 +79,11 @@ def test_hook_order_inside_the_replacement(tb_host):
 
     call = sampler_call()
     assert call["steps"] == 3 and call["denoising_strength"] == 0.4 and call["is_hr_pass"] is False
-    assert call["conditioning"] == "c" and call["unconditional_conditioning"] == "uc"
+    # the host's own text encoding of this batch's prompts, which process_batch turned into the style's refine texts
+    (cond_call,) = calls_named("prompt_parser.get_multicond_learned_conditioning")
+    (uncond_call,) = calls_named("prompt_parser.get_learned_conditioning")
+    assert cond_call[1] == [p.prompts[0]] and uncond_call[1] == [p.negative_prompts[0]]
+    assert call["conditioning"].batch[0][0].schedules[0].cond.shape == (77, 8)
     assert torch.equal(call["x"], expected_first_pass([1], 72, 64))
     assert torch.equal(call["noise"], seed_noise([1], (4, 8, 9)))  # the host RNG's seed noise
     assert torch.equal(call["image_conditioning"], torch.zeros(1, 5, 1, 1))
@@ -142,7 +147,7 @@ def test_image_shift_changes_only_the_refine_noise(make_tb_host):
     plain_base = env.engine.base_calls[-1]
 
     shifted_args = TinyBreakerParams(enabled=True, base_steps=5, refine_strength=0.4, refine_steps=3,
-                                     refine_cfg=3.0, image_shift=7).as_args()
+                                     refine_cfg=3.0, image_shift=7, refine_sampler="webui").as_args()
     env.state.begin()
     env.engine.base_calls.clear()
     from builders.fake_hosts import CALLS

@@ -53,7 +53,7 @@ def tinybreaker_keys(extra: dict) -> dict:
 def test_extra_generation_params_describe_what_ran(tb_host):
     checkpoint = os.path.basename(tb_host.files["checkpoint"])
     args = TinyBreakerParams(enabled=True, checkpoint=checkpoint, style="COMIC", cfg_shift=2, image_shift=3,
-                             t5_mode="cpu").as_args()
+                             t5_mode="cpu", refine_sampler="webui").as_args()
     p = tb_host.make_p(steps=30, cfg_scale=7.0)
     tb_host.run(p, args)
     written = tinybreaker_keys(p.extra_generation_params)
@@ -62,21 +62,23 @@ def test_extra_generation_params_describe_what_ran(tb_host):
     assert written["TinyBreaker style"] == "COMIC"
     assert (written["TinyBreaker base sampler"], written["TinyBreaker base schedule"]) == ("deis", "sgm_uniform")
     assert written["TinyBreaker base steps"] == 17
-    assert written["TinyBreaker base CFG"] == "5.6"  # 5.2 + 2 × 0.2, folded in …
-    assert written["TinyBreaker CFG shift"] == 0  # … so a paste does not shift it twice
-    assert written["TinyBreaker refine steps"] == 4 and written["TinyBreaker refine CFG"] == "3"
+    assert written["TinyBreaker base CFG"] == "5.2"  # the base CFG before the shift …
+    assert written["TinyBreaker CFG shift"] == 2  # … and the shift, so a paste applies it once
+    assert written["TinyBreaker refine steps"] == 0 and written["TinyBreaker refine CFG"] == "3"  # the style's window
     assert written["TinyBreaker image shift"] == 3 and written["TinyBreaker T5 mode"] == "cpu"
-    assert 0 < float(written["TinyBreaker refine strength"]) < 1
+    assert written["TinyBreaker refine strength"] == "0" and written["TinyBreaker refine sampler"] == "webui"
+    assert p.extra_generation_params["TB refiner parameters"](p=p, index=0) == (
+        "sampler_name:lms, scheduler:beta, steps:14, start_at_step:10, end_at_step:14, cfg:3.0, noise_seed:4")
     # The host's own keys describe the refine its sampler ran.
     assert (p.steps, p.cfg_scale) == (4, 3.0)
     call = calls_named("sampler.sample_img2img")[0][1]
     assert (call["steps"], call["cfg_scale"]) == (4, 3.0)
-    assert call["denoising_strength"] == float(written["TinyBreaker refine strength"])
+    assert call["denoising_strength"] == 0.218  # the window starts at timestep 217 of SD1's table (+1, /1000)
 
 
 def test_pasting_the_infotext_reproduces_the_generation(tb_host):
     args = TinyBreakerParams(enabled=True, style="COMIC", cfg_shift=2, detail_level=1, image_shift=3,
-                             t5_file=os.path.basename(tb_host.files["t5"])).as_args()
+                             t5_file=os.path.basename(tb_host.files["t5"]), refine_sampler="webui").as_args()
     first = tb_host.make_p(prompt="a castle, at night: stormy")
     tb_host.run(first, args)
     first_call = calls_named("sampler.sample_img2img")[0][1]

@@ -11,7 +11,7 @@ ARGS = TinyBreakerParams(enabled=True).as_args()
 
 
 def refine_calls():
-    return [call[1] for call in CALLS if call[0] == "sampler.sample_img2img"]
+    return [call[1] for call in CALLS if call[0] in ("sampler.sample_img2img", "cfg_denoiser.forward")]
 
 
 def test_seed_size_and_style_come_from_the_prompt_and_the_arguments_stay_in_the_saved_prompt(tb_host):
@@ -28,14 +28,17 @@ def test_seed_size_and_style_come_from_the_prompt_and_the_arguments_stay_in_the_
     assert (base_call["stage"].sampler, base_call["stage"].scheduler) == ("deis", "sgm_uniform")
 
 
-def test_the_host_clip_sees_the_prompt_without_arguments_plus_the_refine_text(tb_host):
-    p = tb_host.make_p(prompt="a lighthouse --refine sharp rocks --no fog, haze --cfg-shift 2")
+def test_the_host_clip_sees_the_styles_refine_texts_and_the_saved_texts_stay_the_users(tb_host):
+    prompt = "a lighthouse --refine sharp rocks --no fog, haze --cfg-shift 2"
+    p = tb_host.make_p(prompt=prompt, negative_prompt="blurry")
     tb_host.run(p, ARGS)
+    # PHOTO's refiner (styles_v03.ini): no prompt template, negative "(drawing, low quality, worst quality:1.8){. $@}"
     assert p.prompts == ["sharp rocks. a lighthouse"]
-    assert p.all_negative_prompts == ["fog, haze"]
+    assert p.negative_prompts == ["(drawing, low quality, worst quality:1.8). blurry, fog, haze"]
+    assert p.all_prompts == [prompt] and p.all_negative_prompts == ["blurry"]
     base_text = tb_host.engine.base_calls[0]["texts"][0]
     assert "sharp rocks" not in base_text and "a lighthouse" in base_text
-    assert "fog, haze" in tb_host.engine.base_calls[0]["negative_texts"][0]
+    assert tb_host.engine.base_calls[0]["negative_texts"][0] == "macro photography, tiny, (bokeh:0.6), painted. blurry, fog, haze"
     assert tb_host.engine.base_calls[0]["stage"].cfg == pytest.approx(3.4 + 0.4)
 
 
@@ -105,8 +108,8 @@ def test_upscale_on_in_the_prompt_runs_the_tiny_upscaler_after_the_refine(tb_hos
 
     calls = []
 
-    def fake_upscaler(p, samples, plan, host):
-        calls.append((plan.upscale_by, plan.upscaler_stage.extra_noise, CALLS[-1][0]))
+    def fake_upscaler(p, samples, engine, host, stage, scale_by):
+        calls.append((scale_by, stage.extra_noise, CALLS[-1][0]))
         return samples
 
     monkeypatch.setattr(upscale, "run_tiny_upscaler", fake_upscaler)

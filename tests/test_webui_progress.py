@@ -9,7 +9,8 @@ from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.webui import script_logic
 
 # PHOTO's base window starts at step 2, so base_steps=5 runs 3 steps per image; the refine runs 2 host steps.
-ARGS = TinyBreakerParams(enabled=True, base_steps=5, refine_steps=2, refine_strength=0.3).as_args()
+ARGS = TinyBreakerParams(enabled=True, base_steps=5, refine_steps=2, refine_strength=0.3,
+                         refine_sampler="webui").as_args()
 BASE, REFINE = 3, 2
 
 
@@ -105,10 +106,11 @@ def test_hires_fix_continues_from_the_refined_latent(tb_host, upscaler, decoded)
 
 
 def test_hires_fix_runs_even_without_refine_steps(tb_host):
-    args = TinyBreakerParams(enabled=True, base_steps=5, detail_level=-9).as_args()  # pushes the refine out
+    args = TinyBreakerParams(enabled=True, base_steps=5, detail_level=-10).as_args()  # 'none': no refine
     p = tb_host.make_p(enable_hr=True, hr_upscaler="Latent")
     tb_host.run(p, args)
-    assert "sampler.sample_img2img" not in call_names() and "sample_hr_pass" in call_names()
+    assert "sampler.sample_img2img" not in call_names() and "cfg_denoiser.forward" not in call_names()
+    assert "sample_hr_pass" in call_names()
 
 
 def test_another_hires_checkpoint_is_rejected_clearly(tb_host):

@@ -100,9 +100,7 @@ def test_run_tiny_upscaler_matches_the_core_with_the_hosts_model(webui, pipeline
     from tinybreaker_ext.webui.upscale import run_tiny_upscaler
 
     samples = torch.randn(2, 4, 4, 6, generator=torch.Generator().manual_seed(3))
-    plan = types.SimpleNamespace(load_engine=lambda host: pipelines["checkpoint1"], upscaler_stage=upscaler_stage(),
-                                 upscale_by=2.0)
-    result = run_tiny_upscaler(webui.p, samples, plan, webui.host)
+    result = run_tiny_upscaler(webui.p, samples, pipelines["checkpoint1"], webui.host, upscaler_stage(), 2.0)
 
     assert getattr(result, "already_decoded", False) and len(result) == 2
     assert all(image.shape == (3, 64, 96) for image in result)
@@ -127,9 +125,8 @@ def test_already_decoded_images_are_upscaled_without_a_second_decode(webui, pipe
     from tinybreaker_ext.webui.upscale import run_tiny_upscaler
 
     decoded = [torch.rand(3, 24, 40) * 2 - 1]
-    plan = types.SimpleNamespace(load_engine=lambda host: pipelines["checkpoint1"])
-    result = run_tiny_upscaler(webui.p, decoded, plan, webui.host, stage=upscaler_stage(steps_start=14),
-                               scale_by=1.5)
+    result = run_tiny_upscaler(webui.p, decoded, pipelines["checkpoint1"], webui.host, upscaler_stage(steps_start=14),
+                               1.5)
     assert [tuple(image.shape) for image in result] == [(3, 36, 60)]
     assert not calls_named("decode_latent_batch")
 
@@ -143,9 +140,7 @@ def test_interrupt_during_the_upscaler_keeps_the_original_images(webui, pipeline
 
     webui.env.hooks.append(interrupt_after_first_tile)
     samples = torch.randn(1, 4, 4, 6)
-    plan = types.SimpleNamespace(load_engine=lambda host: pipelines["checkpoint1"], upscaler_stage=upscaler_stage(),
-                                 upscale_by=2.0)
-    result = run_tiny_upscaler(webui.p, samples, plan, webui.host)
+    result = run_tiny_upscaler(webui.p, samples, pipelines["checkpoint1"], webui.host, upscaler_stage(), 2.0)
     assert [tuple(image.shape) for image in result] == [(3, 32, 48)]
     assert len(webui.env.calls) == 1
 
@@ -153,8 +148,7 @@ def test_interrupt_during_the_upscaler_keeps_the_original_images(webui, pipeline
 def test_prototype0_is_refused_before_any_sampling(webui, pipelines):
     from tinybreaker_ext.webui.upscale import run_tiny_upscaler
 
-    plan = types.SimpleNamespace(load_engine=lambda host: pipelines["checkpoint0"], upscaler_stage=upscaler_stage(),
-                                 upscale_by=2.0)
     with pytest.raises(ModelFileError, match="prototype0"):
-        run_tiny_upscaler(webui.p, torch.zeros(1, 4, 4, 6), plan, webui.host)
+        run_tiny_upscaler(webui.p, torch.zeros(1, 4, 4, 6), pipelines["checkpoint0"], webui.host, upscaler_stage(),
+                          2.0)
     assert not webui.env.calls

@@ -85,4 +85,4 @@ def test_valid_arguments_do_not_raise(tb_host):
     args = TinyBreakerParams(enabled=True, checkpoint=os.path.basename(tb_host.files["checkpoint"]),
                              t5_file=os.path.basename(tb_host.files["t5"]), base_steps=5).as_args()
     tb_host.run(tb_host.make_p(), args)
-    assert "sampler.sample_img2img" in call_names()
+    assert "cfg_denoiser.forward" in call_names()

@@ -1,31 +1,33 @@
-"""A whole generation without a WebUI: style + inline prompt → settings → base → transcode → refine → decode.
+"""A whole generation without a WebUI: plan → encode → base → transcode → refine → decode → (upscale).
 
-The command line, the end-to-end tests and the benchmarks use this; the WebUI replaces refine and decode with the
-host's own.
+The command line, the end-to-end tests and the benchmarks use this. The numbers come from `plan.make_plan`, as in
+the WebUI; only the refine model differs (here the SD1 model embedded in the TinyBreaker file).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from .errors import ParameterError
+from .infotext import format_infotext
 from .model_files import ModelFileSet
-from .prompt.apply import apply_inline_prompt
-from .prompt.grammar import parse_inline_prompt
-from .prompt.metadata import format_infotext, settings_image_size
+from .params import TinyBreakerParams
+from .plan import GenerationPlan, ImageRequest, RandomSource, make_plan
 from .prompt.styles import StyleLibrary
-from .stage_params import GenerationSettings
 
 
 @dataclass
 class GenerationResult:
     images: torch.Tensor  # [B, 3, H, W] float32 in [0, 1]
     infotexts: list[str]
-    settings: GenerationSettings
-    warnings: list[str] = field(default_factory=list)
+    plan: GenerationPlan
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.plan.warnings
 
     def pil_images(self):
         from PIL import Image
@@ -50,85 +52,51 @@ class GenerationResult:
         return paths
 
 
-def resolve_settings(prompt: str, *, negative: str = "", style: str = "PHOTO", seed: int | None = None,
-                     steps: int | None = None, cfg: float | None = None,
-                     styles: StyleLibrary | None = None, warnings: list[str] | None = None) -> GenerationSettings:
-    """Style first, then the prompt's inline parameters, then explicit overrides (which win)."""
-    styles = styles or StyleLibrary.load_builtin()
-    text = prompt if not negative else f"{prompt} --no {negative}"
-    parsed = parse_inline_prompt(text)
-    notes = warnings if warnings is not None else []
-    notes.extend(parsed.warnings)
-    settings = styles.apply(GenerationSettings(), style)
-    settings = apply_inline_prompt(settings, parsed, styles, warnings=notes)
-    if seed is not None:
-        settings.base.noise_seed = int(seed)
-    if steps is not None:
-        settings.base.steps = int(steps)
-    if cfg is not None:
-        settings.base.cfg = float(cfg)
-    return settings
+def plan_for(params: TinyBreakerParams, request: ImageRequest, *, styles: StyleLibrary | None = None,
+             rng: RandomSource | None = None) -> GenerationPlan:
+    """The plan with the built-in styles (or ``styles``); the command line refines with the embedded SD1 model, so
+    only the reference's refine sampling applies."""
+    if params.refine_sampler != "tinybreaker":
+        raise ParameterError("refine_sampler", f"{params.refine_sampler!r} needs a WebUI's sampler; the command line "
+                                               "refines with the style's own ('tinybreaker')")
+    return make_plan(params, request, styles or StyleLibrary.load_builtin(), rng=rng)
 
 
-def generate_images(files: ModelFileSet, *, prompt: str, negative: str = "", style: str = "PHOTO",
-                    seed: int | None = None, steps: int | None = None, cfg: float | None = None,
-                    width: int | None = None, height: int | None = None, batch: int | None = None,
-                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, t5_mode: str = "auto",
-                    decoder: str = "high_quality", progress: bool = False) -> GenerationResult:
+def generate_images(files: ModelFileSet, params: TinyBreakerParams, request: ImageRequest, *,
+                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                    decoder: str = "high_quality", progress: bool = False, styles: StyleLibrary | None = None,
+                    rng: RandomSource | None = None) -> GenerationResult:
     from .pipeline import get_pipeline
     from .placement import MovePlacement
     from .standalone import EmbeddedRefiner
 
-    warnings: list[str] = []
-    settings = resolve_settings(prompt, negative=negative, style=style, seed=seed, steps=steps, cfg=cfg,
-                                warnings=warnings)
-    if (width is None) != (height is None):
-        raise ParameterError("width" if width is None else "height", "give both --width and --height, or neither")
-    if width is None:
-        width, height = settings_image_size(settings)
-    count = int(batch or settings.image.batch_size or 1)
-    if count < 1:
-        raise ParameterError("batch", f"{count} must be at least 1")
+    plan = plan_for(params, request, styles=styles, rng=rng)
     pipeline = get_pipeline(files.checkpoint, files.t5, device=torch.device(device), dtype=dtype,
                             tokenizer_path=files.t5_tokenizer, tokenizer_search=files.tokenizer_search)
     refiner = EmbeddedRefiner(pipeline, clip_tokenizer_path=files.clip_tokenizer,
                               tokenizer_search=files.tokenizer_search)
     placement = MovePlacement(device)
-    base_seeds = [settings.base.noise_seed + index for index in range(count)]
-    # The refiner seed is the style's (plus --image-shift) for every image, as in the reference; so image k of a
-    # batch equals a single image made with base seed + k.
-    refiner_seeds = [settings.refiner.noise_seed] * count
+    texts = plan.texts()
 
     with _progress_bar(progress, "base") as base_bar:
-        latent = pipeline.base([settings.base.prompt], [settings.base.negative], settings.base, width=width,
-                               height=height, seeds=base_seeds, placement=placement, t5_mode=t5_mode,
-                               callback=base_bar)
-    latent = pipeline.transcode(latent, placement=placement)
+        latent = pipeline.base([texts.base_prompt], [texts.base_negative], plan.base, plan.base_sigmas,
+                               width=plan.base_width, height=plan.base_height, seeds=plan.seeds,
+                               placement=placement, t5_mode=params.t5_mode, callback=base_bar)
+    latent = pipeline.transcode(latent, placement=placement)[:, :, :plan.height // 8, :plan.width // 8]
     with _progress_bar(progress, "refine") as refine_bar:
-        latent = refiner.refine(latent, [settings.refiner.prompt], [settings.refiner.negative], settings.refiner,
-                                seeds=refiner_seeds, placement=placement, callback=refine_bar)
+        # The refine seed is the style's (plus the image shift) for every image, as in the reference.
+        latent = refiner.refine(latent, [texts.refine_prompt], [texts.refine_negative], plan.refine,
+                                plan.refine_sigmas, seeds=[plan.refine.noise_seed] * plan.batch_size,
+                                placement=placement, callback=refine_bar)
     images = refiner.decode(latent, quality=decoder, placement=placement)
-    if settings.image.enable_upscaler:
+    if plan.upscale:
         from .upscaler import upscale_with_embedded_refiner
 
         with _progress_bar(progress, "upscale") as upscale_bar:
-            images = upscale_with_embedded_refiner(refiner, images, settings, placement=placement,
-                                                   callback=upscale_bar)
-
-    model_name = os.path.splitext(os.path.basename(files.checkpoint))[0]
-    infotexts = []
-    for index in range(count):
-        settings_i = _with_seed(settings, base_seeds[index])
-        infotexts.append(format_infotext(settings_i, width=width, height=height, model=model_name))
-    return GenerationResult(images=images, infotexts=infotexts, settings=settings, warnings=warnings)
-
-
-def _with_seed(settings: GenerationSettings, seed: int) -> GenerationSettings:
-    import copy
-
-    result = copy.deepcopy(settings)
-    result.base.noise_seed = seed
-    return result
+            images = upscale_with_embedded_refiner(refiner, images, plan.upscaler, plan.upscale_by,
+                                                   placement=placement, callback=upscale_bar)
+    infotexts = [format_infotext(plan, index, model=files.checkpoint) for index in range(plan.batch_size)]
+    return GenerationResult(images=images, infotexts=infotexts, plan=plan)
 
 
 class _progress_bar:

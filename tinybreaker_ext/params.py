@@ -24,6 +24,20 @@ T5_MODES = ("auto", "gpu", "cpu", "stream")
 SIZE_PRESETS = ("custom", "1:1", "4:3", "3:2", "16:10", "16:9", "2:1", "21:9", "12:5", "70:27", "32:9")
 ORIENTATIONS = ("landscape", "portrait")
 SIZE_SCALES = ("medium", "large")
+REFINE_SAMPLERS = ("tinybreaker", "webui")  # who samples the refine: the style's sampler on the host's model, or the host's
+
+# Units of the shift fields, the reference's: --cfg-shift and --upscale-noise move by 0.2 per step.
+CFG_SHIFT_STEP = 0.2
+UPSCALE_NOISE_STEP = 0.2
+# The reference's level words in field units. Detail level "none" (the field's minimum) turns the refine off, as the
+# reference's -10000 does; upscale noise "none" is the minimum, which takes every style's extra noise to 0.
+DETAIL_LEVEL_NONE = -10
+DETAIL_LEVEL_WORDS: dict[str, int] = {
+    "none": DETAIL_LEVEL_NONE, "minimal": -2, "low": -1, "normal": 0, "high": 1, "veryhigh": 2, "maximum": 3,
+}
+UPSCALE_NOISE_WORDS: dict[str, int] = {
+    "none": -5, "minimal": -2, "low": -1, "normal": 0, "high": 1, "veryhigh": 2, "maximum": 3,
+}
 
 
 @dataclass(frozen=True)
@@ -68,18 +82,23 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("refine_steps", int, 0, "Refine steps (0 = style)", "TinyBreaker refine steps", 0, 100, 1, xyz=True),
     FieldSpec("refine_cfg", float, 0.0, "Refine CFG (0 = style)", "TinyBreaker refine CFG", 0.0, 30.0, 0.1,
               xyz=True),
-    FieldSpec("detail_level", int, 0, "Detail level", "TinyBreaker detail level", -9, 9, 1, xyz=True,
-              help="more or fewer refine steps at a higher or lower start, like the reference's --detail-level"),
-    FieldSpec("image_shift", int, 0, "Image shift", "TinyBreaker image shift", 0, 1_000_000, 1, xyz=True,
-              help="changes the refine noise only, keeping the composition"),
+    FieldSpec("detail_level", int, 0, "Detail level", "TinyBreaker detail level", DETAIL_LEVEL_NONE, 10, 1, xyz=True,
+              help="more or fewer refine steps at a higher or lower start, like the reference's --detail-level; "
+                   f"{DETAIL_LEVEL_NONE} = none: no refine"),
+    FieldSpec("image_shift", int, 0, "Image shift", "TinyBreaker image shift", -1_000_000, 1_000_000, 1, xyz=True,
+              help="added to the refine seed: changes the refine noise only, keeping the composition"),
     FieldSpec("cfg_shift", int, 0, "CFG shift", "TinyBreaker CFG shift", -20, 20, 1, xyz=True,
-              help="adds 0.2 per step to the base CFG"),
+              help=f"adds {CFG_SHIFT_STEP} per step to the base CFG"),
     FieldSpec("t5_mode", str, "auto", "T5 placement", "TinyBreaker T5 mode", choices=T5_MODES),
     FieldSpec("upscale", bool, False, "Tiny Upscaler", "TinyBreaker upscale",
               help="after the refine, enlarge and re-detail in 1024-px tiles with the loaded SD1 model"),
     FieldSpec("upscale_by", float, 2.0, "Upscale by", "TinyBreaker upscale by", 1.5, 6.0, 0.5, xyz=True),
     FieldSpec("upscale_noise", int, 0, "Upscale noise", "TinyBreaker upscale noise", -5, 5, 1, xyz=True,
-              help="extra noise before the upscaler, 0.2 per step on top of the style's"),
+              help=f"extra noise before the upscaler, {UPSCALE_NOISE_STEP} per step on top of the style's"),
+    FieldSpec("refine_sampler", str, "tinybreaker", "Refine sampler", "TinyBreaker refine sampler",
+              choices=REFINE_SAMPLERS,
+              help="tinybreaker: the style's refine sampler, schedule and step window on the WebUI's model (the "
+                   "reference's image); webui: the WebUI's own sampler, driven by a denoising strength"),
 )
 
 FIELD_BY_NAME: dict[str, FieldSpec] = {spec.name: spec for spec in FIELDS}
@@ -106,6 +125,7 @@ class TinyBreakerParams:
     upscale: bool = False
     upscale_by: float = 2.0
     upscale_noise: int = 0
+    refine_sampler: str = "tinybreaker"
 
     def replace(self, **changes: Any) -> "TinyBreakerParams":
         return from_dict({**self.as_dict(), **changes})

@@ -8,7 +8,6 @@ with the embedded refiner (``standalone.py``).
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 
 import torch
@@ -22,9 +21,8 @@ from .models.t5_tokenizer import T5PromptTokenizer, find_t5_tokenizer
 from .models.transcoder import load_transcoder
 from .placement import ModulePlacement, MovePlacement
 from .sampling.denoisers import CFGDenoiser, EpsDenoiser
-from .sampling.noise import noised_start, stage_noise
-from .sampling.samplers import get_sampler
-from .sampling.schedules import compute_sigmas, pixart_sigmas
+from .sampling.schedules import pixart_sigmas
+from .sampling.stage import sample_stage
 from .stage_params import StageParams
 from .models.t5_tokenizer import DEFAULT_MIN_LENGTH
 from .text_encoding import PromptEmbeddingCache, cache_key, encode_t5_prompt
@@ -109,41 +107,36 @@ class TinyBreakerPipeline:
         embedding = encode_t5_prompt(encoder, self.tokenizer, text, cache=self.prompt_cache)
         return embedding.cpu()
 
-    def base(self, texts: list[str], negative_texts: list[str], stage: StageParams, *, width: int, height: int,
-             seeds: list[int], placement: ModulePlacement | None = None, t5_mode: str = "auto",
-             callback=None) -> torch.Tensor:
-        """PixArt-Sigma from an all-zero latent: SDXL model-space latents ``[len(seeds), 4, height/8, width/8]``.
+    def base(self, texts: list[str], negative_texts: list[str], stage: StageParams, sigmas: torch.Tensor, *,
+             width: int, height: int, seeds: list[int], placement: ModulePlacement | None = None,
+             t5_mode: str = "auto", callback=None) -> torch.Tensor:
+        """PixArt-Sigma from an all-zero latent over the plan's ``sigmas``: SDXL model-space latents
+        ``[len(seeds), 4, height/8, width/8]``.
 
         Each image is sampled on its own with noise from its own seed, so image k of a batch equals a single image
         made with seed k (what WebUI users expect). Re-running with the same inputs returns the cached result."""
         _check_size(width, height)
         texts, negative_texts = _per_image(texts, len(seeds), "prompt"), _per_image(negative_texts, len(seeds), "negative")
         placement = placement or MovePlacement(self.device)
-        key = (tuple(texts), tuple(negative_texts), dataclasses.astuple(stage), width, height, tuple(seeds),
-               str(self.device), str(self.dtype), str(self.t5_path))
+        key = (tuple(texts), tuple(negative_texts), stage.sampler, stage.cfg, tuple(sigmas.tolist()), width, height,
+               tuple(seeds), str(self.device), str(self.dtype), str(self.t5_path))
         with self._lock:
             if self._base_cache is not None and self._base_cache[0] == key:
                 return self._base_cache[1].clone()
         conds = [self.encode(text, placement=placement, t5_mode=t5_mode) for text in texts]
         unconds = [self.encode(text, placement=placement, t5_mode=t5_mode) for text in negative_texts]
-        sigmas = compute_sigmas(pixart_sigmas(), sampler=stage.sampler, scheduler=stage.scheduler, steps=stage.steps,
-                                steps_start=stage.steps_start, steps_end=stage.steps_end,
-                                steps_nfactor=stage.steps_nfactor)
         shape = (1, 4, height // 8, width // 8)
-        if len(sigmas) < 2:
-            return torch.zeros((len(seeds),) + shape[1:])
-        sampler = get_sampler(stage.sampler)
         results: list[torch.Tensor] = []
         steps = len(sigmas) - 1
         with placement.use(self.pixart) as pixart:
             eps_model = EpsDenoiser(_pixart_eps(pixart), pixart_sigmas())
             for index, seed in enumerate(seeds):
-                x = noised_start(torch.zeros(shape), stage_noise(shape, seed), sigmas[0], pixart_sigmas()[-1])
                 denoiser = CFGDenoiser(eps_model, conds[index], unconds[index], stage.cfg)
                 step_callback = _batch_callback(callback, index, steps, len(seeds), self, results)
-                result = sampler(denoiser, x.to(placement.device), sigmas.to(placement.device), seed=seed,
-                                 callback=step_callback)
-                results.append(result.float().cpu())
+                result = sample_stage(denoiser, torch.zeros(shape, device=placement.device), sigmas,
+                                      sampler=stage.sampler, seeds=[seed], sigma_max=pixart_sigmas()[-1],
+                                      callback=step_callback)
+                results.append(result.cpu())
         latent = torch.cat(results)
         with self._lock:
             self._base_cache = (key, latent.clone())

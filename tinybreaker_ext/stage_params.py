@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 STAGES = ("base", "refiner", "upscaler")
 
@@ -25,30 +25,3 @@ class StageParams:
 
     def copy(self, **changes) -> "StageParams":
         return replace(self, **changes)
-
-
-@dataclass
-class ImageParams:
-    aspect_ratio: str = "1:1"
-    orientation: str = ""  # "", "landscape" or "portrait"
-    scale: float = 1.22  # small 1.0, medium 1.0, large 1.22
-    batch_size: int = 1
-    enable_upscaler: bool = False
-    upscale_by: float = 3.0
-
-
-@dataclass
-class GenerationSettings:
-    """Everything a style and the inline parameters decide for one generation."""
-
-    style: str = ""
-    prompt: str = ""  # the user's full text, inline parameters included (what infotext stores)
-    base: StageParams = field(default_factory=StageParams)
-    refiner: StageParams = field(default_factory=StageParams)
-    upscaler: StageParams = field(default_factory=StageParams)
-    image: ImageParams = field(default_factory=ImageParams)
-
-    def stage(self, name: str) -> StageParams:
-        if name not in STAGES:
-            raise KeyError(name)
-        return getattr(self, name)

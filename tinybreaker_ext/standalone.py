@@ -15,12 +15,11 @@ from .models.kl_decoder import load_kl_decoder
 from .models.sd1_refiner import SD1Refiner
 from .models.taesd import load_tiny_vae
 from .models.tiled import tiled_decode
-from .pipeline import TinyBreakerPipeline, _batch_callback, _per_image
+from .pipeline import TinyBreakerPipeline, _per_image
 from .placement import ModulePlacement, MovePlacement
-from .sampling.denoisers import CFGDenoiser, EpsDenoiser
-from .sampling.noise import noised_start, stage_noise
-from .sampling.samplers import get_sampler
-from .sampling.schedules import compute_sigmas, sd1_sigmas
+from .sampling.denoisers import CFGDenoiser, EpsDenoiser, stack_contexts
+from .sampling.schedules import sd1_sigmas
+from .sampling.stage import sample_stage
 from .stage_params import StageParams
 from .text_encoding import PromptEmbeddingCache
 
@@ -66,31 +65,22 @@ class EmbeddedRefiner:
 
         return self.embedding_cache.get_or_compute(text, compute)
 
-    def refine(self, latent: torch.Tensor, texts: list[str], negative_texts: list[str], stage: StageParams, *,
-               seeds: list[int], placement: ModulePlacement | None = None, callback=None) -> torch.Tensor:
-        """SD1 model-space latent in and out; an empty step window (detail level 'none') returns it unchanged."""
-        placement = placement or MovePlacement(self.pipeline.device)
-        sigmas = compute_sigmas(sd1_sigmas(), sampler=stage.sampler, scheduler=stage.scheduler, steps=stage.steps,
-                                steps_start=stage.steps_start, steps_end=stage.steps_end,
-                                steps_nfactor=stage.steps_nfactor)
+    def refine(self, latent: torch.Tensor, texts: list[str], negative_texts: list[str], stage: StageParams,
+               sigmas: torch.Tensor, *, seeds: list[int], placement: ModulePlacement | None = None,
+               callback=None) -> torch.Tensor:
+        """SD1 model-space latent in and out, the whole batch at once over the plan's ``sigmas``; an empty window
+        (detail level 'none') returns it unchanged."""
         if len(sigmas) < 2:
             return latent
-        texts, negative_texts = _per_image(texts, len(seeds), "prompt"), _per_image(negative_texts, len(seeds),
-                                                                                     "negative")
-        conds = [self.encode(text, placement) for text in texts]
-        unconds = [self.encode(text, placement) for text in negative_texts]
-        sampler = get_sampler(stage.sampler)
-        steps, results = len(sigmas) - 1, []
+        placement = placement or MovePlacement(self.pipeline.device)
+        count = latent.shape[0]
+        texts, negative_texts = _per_image(texts, count, "prompt"), _per_image(negative_texts, count, "negative")
+        cond = stack_contexts([self.encode(text, placement) for text in texts])
+        uncond = stack_contexts([self.encode(text, placement) for text in negative_texts])
         with placement.use(self.unet) as unet:
-            eps_model = EpsDenoiser(unet.eps, sd1_sigmas())
-            for index, seed in enumerate(seeds):
-                start = latent[index:index + 1]
-                x = noised_start(start, stage_noise(start.shape, seed), sigmas[0], sd1_sigmas()[-1])
-                denoiser = CFGDenoiser(eps_model, conds[index], unconds[index], stage.cfg)
-                on_step = _batch_callback(callback, index, steps, len(seeds), self.pipeline, results)
-                results.append(sampler(denoiser, x.to(placement.device), sigmas.to(placement.device), seed=seed,
-                                       callback=on_step).float().cpu())
-        return torch.cat(results)
+            denoiser = CFGDenoiser(EpsDenoiser(unet.eps, sd1_sigmas()), cond, uncond, stage.cfg)
+            return sample_stage(denoiser, latent.to(placement.device), sigmas, sampler=stage.sampler, seeds=seeds,
+                                sigma_max=sd1_sigmas()[-1], callback=callback).cpu()
 
     def decoder(self, quality: str = "high_quality") -> torch.nn.Module:
         """The SD1 decoder: the full KL one ('high_quality') or TAESD ('fast'), as the prototype stores them."""

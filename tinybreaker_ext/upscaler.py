@@ -24,9 +24,10 @@ import torch.nn.functional as F
 
 from .errors import ModelFileError, ParameterError
 from .models.tiled import tiled_decode, tiled_encode
-from .sampling.noise import noised_start, stage_noise
+from .sampling.noise import stage_noise
 from .sampling.samplers import get_sampler
 from .sampling.schedules import compute_sigmas, sd1_sigmas
+from .sampling.stage import sample_stage
 from .stage_params import StageParams
 
 SD1_LATENT_SCALE = 0.18215  # raw → model space of the SD1 model (ComfyUI's SD15 latent format)
@@ -173,7 +174,7 @@ def denoise_canvas(raw_latent: torch.Tensor, *, denoiser: Denoiser, sigmas: torc
     Step i samples every tile with one step [σ_i, σ_{i+1}] of ``sampler``; only step 0 adds noise, drawn per tile
     from ``seed`` (equal-shaped tiles get the same pattern), as ``x = tile·scale + noise·σ0``.
     """
-    sample = get_sampler(sampler)
+    get_sampler(sampler)  # an unknown sampler fails before any work
     steps = len(sigmas) - 1
     device = torch.device(device) if device is not None else raw_latent.device
     result = raw_latent.detach().to(device=device, dtype=torch.float32).clone()
@@ -191,11 +192,9 @@ def denoise_canvas(raw_latent: torch.Tensor, *, denoiser: Denoiser, sigmas: torc
             callback(done[0] - 1, total, x, denoised)
 
     def refine_tile(tile: torch.Tensor, step: int) -> torch.Tensor:
-        x = tile * latent_scale
-        if step == 0:
-            x = noised_start(x, stage_noise(tile.shape, seed, device=device), sigmas[0], sigma_max)
-        x = sample(denoiser, x, sigmas[step:step + 2].to(device), seed=seed, callback=on_step)
-        return x.float() / latent_scale
+        x = sample_stage(denoiser, tile * latent_scale, sigmas[step:step + 2], sampler=sampler, seeds=[seed],
+                         sigma_max=sigma_max, add_noise=step == 0, callback=on_step)
+        return x / latent_scale
 
     with torch.no_grad():
         for index in range(result.shape[0]):
@@ -276,17 +275,17 @@ def tiny_vae_decode_fn(vae) -> LatentFunction:
     return lambda raw: vae.decode(vae.raw_to_model(raw))
 
 
-def upscale_with_embedded_refiner(refiner, images: torch.Tensor, settings, *, placement=None, callback=None,
-                                  decoder: str = "fast", geometry: TileGeometry = DEFAULT_GEOMETRY) -> torch.Tensor:
+def upscale_with_embedded_refiner(refiner, images: torch.Tensor, stage: StageParams, scale_by: float, *,
+                                  placement=None, callback=None, decoder: str = "fast",
+                                  geometry: TileGeometry = DEFAULT_GEOMETRY) -> torch.Tensor:
     """The standalone upscaler: TAESD from the checkpoint, the embedded SD1 UNet + CLIP with the style's upscaler
-    prompt and negative (the user's prompt is not used), ``settings.image.upscale_by``; images in [0, 1]."""
+    ``stage`` (its prompt and negative: the user's prompt is not used); images in [0, 1]."""
     from .placement import MovePlacement
     from .sampling.denoisers import CFGDenoiser, EpsDenoiser
 
     if decoder not in DECODERS:
         raise ParameterError("decoder", f"got {decoder!r}; expected one of {', '.join(DECODERS)}")
-    stage: StageParams = settings.upscaler
-    scale_by = check_scale_by(settings.image.upscale_by)
+    scale_by = check_scale_by(scale_by)
     vae = upscaler_vae(refiner.pipeline)
     placement = placement or MovePlacement(refiner.pipeline.device)
     cond, uncond = refiner.encode(stage.prompt, placement), refiner.encode(stage.negative, placement)

@@ -224,7 +224,21 @@ class StableDiffusionProcessingTxt2Img:
         return self.token_merging_ratio
 
 
-def run_txt2img(p, process_hook=None, postprocess_hook=None, *, conditioning="c", unconditional_conditioning="uc",
+def setup_conds(p):
+    """``p.setup_conds()``: the host's text encoder on this batch's prompts (after ``process_batch``), through the
+    fake ``prompt_parser`` when the sampling stand-ins are installed, else placeholder objects."""
+    import sys
+
+    parser = sys.modules.get("modules.prompt_parser")
+    if parser is None:
+        return "c", "uc"
+    prompts = parser.SdConditioning(p.prompts, width=p.width, height=p.height)
+    negatives = parser.SdConditioning(p.negative_prompts, is_negative_prompt=True, width=p.width, height=p.height)
+    return (parser.get_multicond_learned_conditioning(p.sd_model, prompts, p.steps),
+            parser.get_learned_conditioning(p.sd_model, negatives, p.steps))
+
+
+def run_txt2img(p, process_hook=None, postprocess_hook=None, *, conditioning=None, unconditional_conditioning=None,
                 process_batch_hook=None):
     """The part of ``process_images_inner`` around ``p.sample`` (A1111 processing.py:880-1014; F/R alike): the
     prompt and seed lists → ``process`` hook → ``p.init`` → job count → per batch: slices, ``process_batch`` hook,
@@ -259,7 +273,8 @@ def run_txt2img(p, process_hook=None, postprocess_hook=None, *, conditioning="c"
         p.rng = ImageRNG((4, p.height // 8, p.width // 8), p.seeds, subseeds=p.subseeds,
                          subseed_strength=p.subseed_strength, seed_resize_from_h=p.seed_resize_from_h,
                          seed_resize_from_w=p.seed_resize_from_w)
-        outputs.append(p.sample(conditioning=conditioning, unconditional_conditioning=unconditional_conditioning,
+        c, uc = setup_conds(p) if conditioning is None else (conditioning, unconditional_conditioning)
+        outputs.append(p.sample(conditioning=c, unconditional_conditioning=uc,
                                 seeds=p.seeds, subseeds=p.subseeds, subseed_strength=p.subseed_strength,
                                 prompts=p.prompts))
         state.nextjob()

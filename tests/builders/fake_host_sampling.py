@@ -127,6 +127,7 @@ class FakeCFGDenoiser:
             "total_steps": self.total_steps, "cond_scale": cond_scale, "s_min_uncond": s_min_uncond,
             "image_cond_shape": tuple(image_cond.shape), "p": self.p, "is_hr_pass": self.p.is_hr_pass,
             "unet": getattr(forge_objects, "unet", None), "init_latent_shape": tuple(self.init_latent.shape)})
+        record("cfg_denoiser.forward", self.step, tuple(x.shape))
         self.step += 1
         return denoised
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from builders.fake_host_sampling import install_host_sampling
 from builders.fake_hosts import HOSTS, ScriptRunner, StableDiffusionProcessingTxt2Img, installed_host, record, \
     run_txt2img
 from builders.files import TINYBREAKER_METADATA, t5_keys, tinybreaker_keys, write_model
@@ -54,21 +55,13 @@ class FakeEngine:
         generator = torch.Generator().manual_seed(10_000 + int(seed))
         return torch.randn((1, 4, height // 8, width // 8), generator=generator)
 
-    @staticmethod
-    def stage_steps(stage) -> int:
-        from tinybreaker_ext.sampling.schedules import compute_sigmas, discrete_sigmas
-
-        sigmas = compute_sigmas(discrete_sigmas("linear"), sampler=stage.sampler, scheduler=stage.scheduler,
-                                steps=stage.steps, steps_start=stage.steps_start, steps_end=stage.steps_end,
-                                steps_nfactor=stage.steps_nfactor)
-        return max(len(sigmas) - 1, 0)
-
-    def base(self, texts, negative_texts, stage, *, width, height, seeds, placement, t5_mode, callback):
+    def base(self, texts, negative_texts, stage, sigmas, *, width, height, seeds, placement, t5_mode, callback):
         record("engine.base", list(seeds))
         self.base_calls.append({"texts": list(texts), "negative_texts": list(negative_texts), "stage": stage,
-                                "width": width, "height": height, "seeds": list(seeds), "t5_mode": t5_mode})
+                                "sigmas": sigmas, "width": width, "height": height, "seeds": list(seeds),
+                                "t5_mode": t5_mode})
         placement.make_room(4096)
-        steps = self.stage_steps(stage)
+        steps = len(sigmas) - 1
         done: list[torch.Tensor] = []
         with placement.use(self.pixart):
             for index, seed in enumerate(seeds):
@@ -113,6 +106,7 @@ class HostEnv:
     models_path: str
     files: dict
     engine: FakeEngine
+    sampling: object = None  # the CFG-denoiser stand-ins' record (builders.fake_host_sampling.SamplingEnv)
     runner: ScriptRunner = field(default_factory=ScriptRunner)
 
     @property
@@ -155,7 +149,7 @@ def make_tb_host(webui_models_path, monkeypatch):
         context = installed_host(host, models_path, device)
         tree = context.__enter__()
         stack.append(context)
-        env = HostEnv(host, tree, models_path, files, FakeEngine())
+        env = HostEnv(host, tree, models_path, files, FakeEngine(), sampling=install_host_sampling(tree, host))
         # Looked up at each call, so a test can swap in another engine (another checkpoint selected).
         monkeypatch.setattr(RunPlan, "load_engine", lambda self, host_adapter: env.engine)
         return env

@@ -2,8 +2,8 @@
 
 The text before the first `--` is the prompt; every `--` starts an argument whose name runs to the first whitespace
 and whose value is the rest, up to the next `--`. `parse_inline_prompt` only reads the text: it never raises, and it
-reports unknown arguments and values it cannot use as warnings. `apply.apply_inline_prompt` turns the result into
-generation settings.
+reports unknown arguments and values it cannot use as warnings. `plan.make_plan` turns the result into the
+generation plan (ranges are the fields' own, params.py).
 
 Where this parser deliberately differs from the reference (ComfyUI-TinyBreaker), `DIFFERENCES` says so; the README
 quotes that list.
@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ParameterError
+from ..params import DETAIL_LEVEL_WORDS, UPSCALE_NOISE_WORDS
 from .sizes import clamp_aspect, format_aspect, parse_aspect
 
 DIFFERENCES: tuple[str, ...] = (
@@ -35,7 +36,10 @@ DIFFERENCES: tuple[str, ...] = (
     "dropped silently; a value that cannot be used leaves the setting unchanged (the reference sets 1:1 for a bad "
     "`--aspect`).",
     "`--seed -1` means a random seed, as in A1111; other negative seeds are refused with a warning.",
-    "`--detail-level` above +100 is refused (it would add that many sampling steps); the reference accepts any integer.",
+    "`--detail-level`, `--cfg-shift`, `--image-shift` and `--upscale-noise` are clamped to the ranges of the "
+    "matching fields (detail level -10…+10, where -10 is 'none'; upscale noise -5…+5, where 'none' is -5) with a "
+    "warning; the reference accepts any integer.",
+    "`--batch-size` above 64 is clamped with a warning.",
     "`--style` falls back to a case-insensitive match when no style has exactly that name.",
     "Shifted values are rounded to 6 decimals, so `--cfg-shift -1` on 3.4 gives 3.2, not 3.1999999999999997.",
     "`--s random` is also rewritten to the actual seed in saved metadata, like `--seed random`.",
@@ -49,18 +53,13 @@ DIFFERENCES: tuple[str, ...] = (
     "keys and values of the wrong type are skipped with a warning.",
 )
 
-# Level words (spec §6.3). detail-level sets the refiner's step factor; upscale-noise adds to the extra noise.
-DETAIL_LEVELS: dict[str, int] = {
-    "none": -10000, "minimal": -2, "low": -1, "normal": 0, "high": 1, "veryhigh": 2, "maximum": 3,
-}
-UPSCALE_NOISE_LEVELS: dict[str, float] = {
-    "none": -10000.0, "minimal": -0.4, "low": -0.2, "normal": 0.0, "high": 0.2, "veryhigh": 0.4, "maximum": 0.6,
-}
+# Level words in field units (params.py defines what each means); the parser only recognises them.
+DETAIL_LEVELS = DETAIL_LEVEL_WORDS
+UPSCALE_NOISE_LEVELS = UPSCALE_NOISE_WORDS
 LEVEL_WORDS: tuple[str, ...] = tuple(DETAIL_LEVELS)
 
 RANDOM_SEED_MAX = 1 << 24  # `--seed random` draws from [0, 2^24], inclusive, like the reference
 SEED_MAX = 0xFFFF_FFFF_FFFF_FFFF
-DETAIL_LEVEL_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ class ArgumentSpec:
     deprecated: bool = False
 
 
-# In processing order (spec §6.3); `apply.apply_inline_prompt` follows this order.
+# In the reference's processing order (spec §6.3).
 ARGUMENTS: tuple[ArgumentSpec, ...] = (
     ArgumentSpec("style", (), "style", "style name, applied before everything else"),
     ArgumentSpec("prompt", (), "ignored", "ignored: the text before the first -- is the prompt"),
@@ -264,13 +263,6 @@ def _read_level_or_int(levels):
     return read
 
 
-def _read_detail(spec, value, warnings):
-    level = _read_level_or_int(DETAIL_LEVELS)(spec, value, warnings)
-    if isinstance(level, int) and level > DETAIL_LEVEL_MAX:
-        raise _Refused(f"must be at most +{DETAIL_LEVEL_MAX}, got {level}")
-    return level
-
-
 def _read_batch(spec, value, warnings):
     size = _read_int(spec, value, warnings)
     if size < 1:
@@ -281,7 +273,7 @@ def _read_batch(spec, value, warnings):
 _READERS = {
     "text": _read_text, "style": _read_style, "ignored": _read_ignored, "int": _read_int, "float": _read_float,
     "bool": _read_bool, "flag": _read_flag, "seed": _read_seed, "aspect": _read_aspect,
-    "detail": _read_detail, "noise": _read_level_or_int(UPSCALE_NOISE_LEVELS), "batch": _read_batch,
+    "detail": _read_level_or_int(DETAIL_LEVELS), "noise": _read_level_or_int(UPSCALE_NOISE_LEVELS), "batch": _read_batch,
 }
 
 

@@ -14,13 +14,12 @@ Loading rules:
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from pathlib import Path
 
 from ..errors import ParameterError
-from ..stage_params import STAGES, GenerationSettings, StageParams
+from ..stage_params import STAGES, StageParams
 from .style_ini import StyleError, StyleText, read_style_text
 
 BUILTIN_STYLES_DIR = Path(__file__).resolve().parent.parent / "styles"
@@ -142,15 +141,6 @@ class StyleLibrary:
         """The stage parameters every style starts from (the first file's defaults section)."""
         return {stage: StageParams(**{key[len(stage) + 1:]: value for key, value in self._defaults.items()
                                       if key.startswith(stage + ".")}) for stage in STAGES}
-
-    def apply(self, settings: GenerationSettings, name: str) -> GenerationSettings:
-        """A copy of `settings` whose three stages are the style's, with `style` set to its name."""
-        resolved = self._require(name)
-        result = copy.deepcopy(settings)
-        for stage, params in self.get(resolved).items():
-            setattr(result, stage, params)
-        result.style = resolved
-        return result
 
     def _require(self, name: str) -> str:
         resolved = self.resolve_name(name)

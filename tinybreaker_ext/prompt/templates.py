@@ -28,3 +28,18 @@ def apply_template(template: str | None, value: str) -> str:
     if value:
         return prefix[:block_open] + prefix[block_open + 1:] + value + suffix[:block_close] + suffix[block_close + 1:]
     return prefix[:block_open] + suffix[block_close + 1:]
+
+
+def refiner_text(refine: str, prompt: str) -> str:
+    """What goes into the refiner prompt's template: `--refine` text (ending in '.') and a space before the prompt;
+    `!text` alone replaces the prompt; no (or empty) `--refine` gives the prompt."""
+    refine = (refine or "").strip()
+    if not refine:
+        return prompt
+    replaces_prompt = refine.startswith("!")
+    text = refine[1:].strip() if replaces_prompt else refine
+    if text and not text.endswith("."):
+        text += "."
+    if replaces_prompt or not prompt:
+        return text
+    return f"{text} {prompt}"

@@ -56,6 +56,13 @@ def _repeat_tokens(context: torch.Tensor, length: int) -> torch.Tensor:
     return context.repeat((1, length // context.shape[1]) + (1,) * (context.ndim - 2))
 
 
+def stack_contexts(contexts: list[torch.Tensor]) -> torch.Tensor:
+    """Per-image contexts ``[1, tokens_k, width]`` as one batch: each repeated to the common LCM length, which leaves
+    an unmasked cross-attention's result unchanged."""
+    length = math.lcm(*(context.shape[1] for context in contexts))
+    return torch.cat([_repeat_tokens(context, length) for context in contexts])
+
+
 def can_batch_contexts(cond: torch.Tensor, uncond: torch.Tensor) -> bool:
     """Whether cond and uncond can share one model call (same width, LCM repetition at most 4x)."""
     if cond.shape[2:] != uncond.shape[2:]:

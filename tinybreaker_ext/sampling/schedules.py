@@ -185,18 +185,11 @@ def scheduler_sigmas(model_sigmas, scheduler: str, steps: int) -> torch.Tensor:
     return values.float() if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=torch.float32)
 
 
-def compute_sigmas(model_sigmas, *, sampler: str, scheduler: str, steps: int, steps_start: int = 0,
-                   steps_end: int = 10000, steps_nfactor: int = 0) -> torch.Tensor:
-    """The sigmas one stage runs (spec §5.3); an empty tensor means the stage is skipped."""
-    for field, value in (("steps", steps), ("steps_start", steps_start), ("steps_end", steps_end),
-                         ("steps_nfactor", steps_nfactor)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParameterError(field, f"must be an integer, got {value!r}")
-    if scheduler not in _SCHEDULER_FUNCTIONS:
-        raise ParameterError("scheduler", f"unknown scheduler {scheduler!r} (expected one of {', '.join(SCHEDULERS)})")
-    if steps < 0:
-        raise ParameterError("steps", f"must not be negative, got {steps}")
-
+def step_window(steps: int, steps_start: int = 0, steps_end: int = 10000, steps_nfactor: int = 0
+                ) -> tuple[int, int, int]:
+    """(steps, start, end) after the reference's rules (spec §5.3): a negative end counts from the last step, the
+    window is clamped to the schedule, then the step factor (detail level) first lowers the start and adds the rest
+    of its steps at the end, or (negative) raises the start. ``start >= end`` means the stage is skipped."""
     if steps_end < 0:
         steps_end = steps + steps_end
     steps_start = max(0, steps_start)
@@ -210,7 +203,22 @@ def compute_sigmas(model_sigmas, *, sampler: str, scheduler: str, steps: int, st
     elif steps_nfactor < 0:
         steps_start = max(0, steps_start - steps_nfactor)
         steps_end = max(0, steps_end)
+    return steps, steps_start, steps_end
 
+
+def compute_sigmas(model_sigmas, *, sampler: str, scheduler: str, steps: int, steps_start: int = 0,
+                   steps_end: int = 10000, steps_nfactor: int = 0) -> torch.Tensor:
+    """The sigmas one stage runs (spec §5.3); an empty tensor means the stage is skipped."""
+    for field, value in (("steps", steps), ("steps_start", steps_start), ("steps_end", steps_end),
+                         ("steps_nfactor", steps_nfactor)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParameterError(field, f"must be an integer, got {value!r}")
+    if scheduler not in _SCHEDULER_FUNCTIONS:
+        raise ParameterError("scheduler", f"unknown scheduler {scheduler!r} (expected one of {', '.join(SCHEDULERS)})")
+    if steps < 0:
+        raise ParameterError("steps", f"must not be negative, got {steps}")
+
+    steps, steps_start, steps_end = step_window(steps, steps_start, steps_end, steps_nfactor)
     if steps == 0 or steps_start >= steps_end:
         return torch.zeros(0, dtype=torch.float32)
 

@@ -13,7 +13,6 @@ import torch
 from ..errors import Cancelled, ParameterError, TinyBreakerError
 from . import progress
 from .errors import request_error
-from .inline_prompt import base_prompts
 from .run_plan import RunPlan
 
 log = logging.getLogger(__name__)
@@ -55,12 +54,13 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
 
     sd_model = p.sd_model
     check_host_model(host, sd_model)
-    negatives = list(getattr(p, "negative_prompts", None) or [p.negative_prompt] * len(prompts))
+    texts = plan.texts or [plan.generation.texts(prompt, negative) for prompt, negative in zip(
+        prompts, getattr(p, "negative_prompts", None) or [p.negative_prompt] * len(prompts))]
 
     host.before_tinybreaker(sd_model)
     try:
         with host.no_autocast(), torch.inference_mode():
-            latent = run_base_stage(p, plan, host, prompts, negatives, seeds)
+            latent = run_base_stage(p, plan, host, texts, seeds)
     finally:
         host.after_tinybreaker(sd_model)
     progress.stage_done()
@@ -70,18 +70,21 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     samples = latent.to(shared.device, dtype=torch.float32).clone()
     if shared.state.interrupted:
         return samples
-    if plan.refine_steps > 0 and plan.refine_strength > 0:
-        samples = refine_with_host(p, plan, host, samples, conditioning, unconditional_conditioning, seeds,
-                                   subseeds, subseed_strength)
+    if plan.generation.refine_steps > 0:
+        refine = refine_with_reference_sampler if plan.generation.refine_mode == "tinybreaker" else \
+            refine_with_host_sampler
+        samples = refine(p, plan, host, samples, conditioning, unconditional_conditioning, seeds, subseeds,
+                         subseed_strength)
         devices.torch_gc()
     # Hires fix runs even when the refine has no steps: p.init already counted its job and wrote its infotext.
     if getattr(p, "enable_hr", False) and not shared.state.interrupted:
         samples = chain_hires(p, samples, seeds, subseeds, subseed_strength, prompts)
-    if plan.upscale and not shared.state.interrupted:
+    if plan.generation.upscale and not shared.state.interrupted:
         from .upscale import run_tiny_upscaler
 
         progress.stage_done()
-        samples = run_tiny_upscaler(p, samples, plan, host)
+        samples = run_tiny_upscaler(p, samples, plan.load_engine(host), host, plan.generation.upscaler,
+                                    plan.generation.upscale_by)
     return samples
 
 
@@ -93,29 +96,66 @@ def check_host_model(host, sd_model) -> None:
             "(e.g. Photon): select one in the checkpoint list")
 
 
-def run_base_stage(p, plan: RunPlan, host, prompts, negatives, seeds) -> torch.Tensor:
-    """T5 + PixArt + transcoder at the txt2img size; returns an SD1 model-space latent [B, 4, H/8, W/8]."""
+def run_base_stage(p, plan: RunPlan, host, texts, seeds) -> torch.Tensor:
+    """T5 + PixArt + transcoder at the plan's size; returns an SD1 model-space latent [B, 4, H/8, W/8]."""
+    generation = plan.generation
     engine = plan.load_engine(host)
     placement = host.placement()
-    base = plan.base_stage
-    callback = progress.base_stage_callback(plan.base_step_count * len(seeds), preview=engine.preview_image)
-    texts = [plan.base_prompt(prompt) for prompt in base_prompts(p, prompts)]
-    negative_texts = [plan.base_negative(negative) for negative in negatives]
+    callback = progress.stage_callback("TinyBreaker: PixArt-Sigma base", generation.base_steps * len(seeds),
+                                       progress.preview_when_due(engine.preview_image))
     try:
-        sdxl_latent = engine.base(texts, negative_texts, base, width=plan.base_width, height=plan.base_height,
-                                  seeds=list(seeds), placement=placement, t5_mode=plan.t5_mode,
-                                  callback=callback)
+        sdxl_latent = engine.base([item.base_prompt for item in texts], [item.base_negative for item in texts],
+                                  generation.base, generation.base_sigmas, width=generation.base_width,
+                                  height=generation.base_height, seeds=list(seeds), placement=placement,
+                                  t5_mode=plan.t5_mode, callback=callback)
     except Cancelled:
         sdxl_latent = engine.last_denoised
     sd1_latent = engine.transcode(sdxl_latent, placement=placement)
     return sd1_latent[:, :, : p.height // 8, : p.width // 8]
 
 
-def refine_with_host(p, plan: RunPlan, host, x, conditioning, unconditional_conditioning, seeds, subseeds,
-                     subseed_strength):
-    """A hires-style img2img pass with the host's sampler, noise, LoRAs, scripts and memory manager."""
+def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, unconditional_conditioning, seeds,
+                                  subseeds, subseed_strength):
+    """The ``tinybreaker`` refine: the style's sampler, schedule and exact sigma window (our reference samplers,
+    the same as the command line's) on the host's own CFG denoiser, so its loaded SD1 weights, LoRAs, Forge patches,
+    per-sampling scripts and memory manager apply. The noise is the reference's: the refine seed for every image."""
+    from ..sampling.schedules import sd1_sigmas
+    from ..sampling.stage import sample_stage
+    from .host_denoiser import HostDenoiser
+
+    generation = plan.generation
+    refine_seeds = [generation.refine.noise_seed] * x.shape[0]
+    host.before_host_sampling(p)
+    if p.scripts is not None:
+        from ..sampling.noise import stage_noise
+
+        noise = torch.cat([stage_noise((1,) + tuple(x.shape[1:]), seed) for seed in refine_seeds]).to(x.device)
+        p.scripts.process_before_every_sampling(p, x=x, noise=noise, c=conditioning, uc=unconditional_conditioning)
+    denoiser = HostDenoiser(p, conditioning, unconditional_conditioning, generation.refine.cfg,
+                            generation.refine_sigmas)
+    callback = progress.stage_callback("TinyBreaker: refine", generation.refine_steps,
+                                       progress.host_latent_preview())
+    last = [x]
+
+    def on_step(step, total, latent, denoised):
+        last[0] = latent
+        callback(step, total, latent, denoised)
+
+    try:
+        with denoiser.active(x):
+            return sample_stage(denoiser, x, generation.refine_sigmas, sampler=generation.refine.sampler,
+                                seeds=refine_seeds, sigma_max=sd1_sigmas()[-1], callback=on_step)
+    except Cancelled:  # Interrupt/Skip: the host keeps what was sampled so far, as its own samplers do
+        return last[0]
+
+
+def refine_with_host_sampler(p, plan: RunPlan, host, x, conditioning, unconditional_conditioning, seeds, subseeds,
+                             subseed_strength):
+    """The ``webui`` refine: a hires-style img2img pass with the host's sampler, noise, LoRAs, scripts and memory
+    manager, driven by the plan's strength and step count."""
     from modules import rng, sd_samplers
 
+    generation = plan.generation
     host.before_host_sampling(p)
     p.sampler = sd_samplers.create_sampler(p.sampler_name, p.sd_model)
     if plan.params.image_shift:
@@ -129,11 +169,11 @@ def refine_with_host(p, plan: RunPlan, host, x, conditioning, unconditional_cond
         noise, p.modified_noise = p.modified_noise, None
 
     saved_strength, saved_hr = p.denoising_strength, getattr(p, "is_hr_pass", False)
-    p.denoising_strength = plan.refine_strength  # txt2img's field is Hires fix's strength: set only around the call
+    p.denoising_strength = generation.refine_strength  # txt2img's field is Hires fix's strength: set only around it
     p.is_hr_pass = False  # Forge/reForge would otherwise use the hires CFG and schedule
     try:
         return p.sampler.sample_img2img(p, x, noise, conditioning, unconditional_conditioning,
-                                        steps=plan.refine_steps, image_conditioning=p.txt2img_image_conditioning(x))
+                                        steps=generation.refine_steps, image_conditioning=p.txt2img_image_conditioning(x))
     finally:
         p.denoising_strength, p.is_hr_pass = saved_strength, saved_hr
 

@@ -5,31 +5,29 @@ from __future__ import annotations
 
 import os
 
-from ..prompt.metadata import TB_BASE_PARAMETERS, TB_REFINER_PARAMETERS, TB_STYLE, format_stage_parameters
-from ..prompt.metadata import parse_stage_parameters
-from ..stage_params import StageParams
+from ..infotext import tb_fields, tinybreaker_fields
+from ..plan import GenerationPlan
+from ..prompt.metadata import TB_BASE_PARAMETERS, TB_REFINER_PARAMETERS, TB_STYLE, parse_stage_parameters
 
 ENABLED_KEY = "TinyBreaker"
 
 
-def tb_generation_params(plan) -> dict:
-    """Values for ``p.extra_generation_params``; the stage seeds follow each image's seed (callables)."""
-    generation = plan.generation
-    base = generation.base_stage
-    refine = generation.refine_stage.copy(steps=generation.refine_steps, steps_start=0, steps_end=10000,
-                                          cfg=generation.refine_cfg)
-    shift = plan.params.image_shift
+def tb_generation_params(plan: GenerationPlan) -> dict:
+    """Values for ``p.extra_generation_params``: our fields, and ComfyUI-TinyBreaker's, whose base seed follows each
+    image's seed (callables the host calls per image)."""
+    values: dict = dict(tinybreaker_fields(plan))
 
-    def stage_text(stage: StageParams, offset: int):
+    def tb_field(key: str):
         def text(p=None, index=0, **_):
-            seeds = getattr(p, "all_seeds", None) or [0]
+            seeds = getattr(p, "all_seeds", None) or [plan.seed]
             seed = seeds[index] if index < len(seeds) else seeds[0]
-            return format_stage_parameters(stage.copy(noise_seed=int(seed) + offset))
+            return tb_fields(plan, int(seed))[key]
 
         return text
 
-    return {TB_STYLE: generation.style, TB_BASE_PARAMETERS: stage_text(base, 0),
-            TB_REFINER_PARAMETERS: stage_text(refine, shift)}
+    values.update({key: tb_field(key) for key in (TB_BASE_PARAMETERS, TB_REFINER_PARAMETERS)})
+    values[TB_STYLE] = plan.style
+    return values
 
 
 def translate_pasted(infotext: str, fields: dict) -> None:

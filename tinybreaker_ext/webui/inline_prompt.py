@@ -1,113 +1,49 @@
-"""TinyBreaker's inline ``--`` parameters typed in the txt2img prompt box, applied to a WebUI generation.
+"""The plan's effects on the host's own txt2img fields, and the texts the host's text encoder sees.
 
-In ``process()`` the first prompt's arguments change the generation (style, seed, size, batch size, CFG shift, image
-shift, detail level, ``--no``); in ``process_batch()`` — after the host parsed LoRA tags and before it builds its
-CLIP conditioning — the arguments are cut from the prompts the models see. ``p.all_prompts`` keeps them, so the
-saved infotext reproduces the image.
+In ``process()`` the plan (which read the prompt's inline ``--`` arguments) may change the host's seed, size and
+batch size. In ``process_batch()`` — after the host parsed LoRA tags and before it builds its CLIP conditioning —
+each prompt becomes the style's refine prompt (template, ``--refine`` text, no arguments) and each negative the
+style's refine negative (with the inline ``--no``). ``p.all_prompts`` and ``p.all_negative_prompts`` keep the
+user's own text, so the saved infotext reproduces the image.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import random
-from math import gcd
 
-from ..params import FIELD_BY_NAME, TinyBreakerParams
-from ..prompt.apply import refiner_text
-from ..prompt.grammar import DETAIL_LEVELS, RANDOM_SEED_MAX, UPSCALE_NOISE_LEVELS, InlinePrompt, parse_inline_prompt
-from ..prompt.sizes import image_size
+from ..plan import GenerationPlan, ImageRequest, StageTexts
+from ..prompt.grammar import parse_inline_prompt
+from ..prompt.templates import refiner_text
 
 log = logging.getLogger(__name__)
 
-BASE_PROMPTS_ATTRIBUTE = "tinybreaker_base_prompts"  # per batch: the prompt text T5 sees
-DETAIL_LEVEL_OFF = DETAIL_LEVELS["none"]
+
+def apply_plan_to_fields(p, plan: GenerationPlan, request: ImageRequest) -> None:
+    """Seed, size and batch size as the plan has them (the inline arguments win over the host's fields)."""
+    if plan.batch_size != request.batch_size:
+        _resize_batch(p, plan.batch_size)
+    if plan.seed != request.seed or plan.batch_size != request.batch_size:
+        _set_seeds(p, plan.seed)
+    if (plan.width, plan.height) != (request.width, request.height):
+        p.width, p.height = plan.width, plan.height
 
 
-@dataclasses.dataclass
-class InlineEffects:
-    parsed: InlinePrompt
-    refine_off: bool = False
+def batch_texts(p, plan: GenerationPlan) -> list[StageTexts]:
+    """In process_batch: every image's texts from its own prompt; the host's CLIP then encodes the refine texts."""
+    prompts = list(p.prompts)
+    negatives = list(getattr(p, "negative_prompts", None) or [p.negative_prompt] * len(prompts))
+    texts = [plan.texts(prompt, negative) for prompt, negative in zip(prompts, negatives)]
+    p.prompts = [item.refine_prompt for item in texts]
+    p.negative_prompts = [item.refine_negative for item in texts]
+    if getattr(p, "hr_prompts", None):  # Hires fix on top: the user's prompt without arguments, plus --refine text
+        p.hr_prompts = [_without_arguments(text) for text in p.hr_prompts]
+    if getattr(p, "hr_negative_prompts", None):
+        p.hr_negative_prompts = [_with_inline_negative(text, prompt)
+                                 for text, prompt in zip(p.hr_negative_prompts, prompts)]
+    return texts
 
 
-def read_inline_prompt(p) -> InlinePrompt | None:
-    prompts = getattr(p, "all_prompts", None) or [p.prompt]
-    if "--" not in (prompts[0] or ""):
-        return None
-    return parse_inline_prompt(prompts[0])
-
-
-def apply_to_params(params: TinyBreakerParams, parsed: InlinePrompt, style_names: list[str]) -> tuple[
-        TinyBreakerParams, bool, list[str]]:
-    """(new params, refine switched off by ``--detail-level none``, warnings). Inline values win over the accordion."""
-    values, changes, notes = parsed.values, {}, []
-    if "style" in values:
-        wanted = str(values["style"])
-        match = next((name for name in style_names if name.lower() == wanted.lower()), None)
-        if match is None:
-            notes.append(f"--style {wanted}: no such style (known: {', '.join(style_names)})")
-        else:
-            changes["style"] = match
-    for name, field in (("cfg-shift", "cfg_shift"), ("image-shift", "image_shift")):
-        if name in values:
-            changes[field] = _clamped(field, int(values[name]), notes)
-    if "upscale" in values:
-        changes["upscale"] = bool(values["upscale"])
-    if "upscale-noise" in values:
-        level = values["upscale-noise"]
-        if isinstance(level, str):  # level words move the style's extra noise by ±0.2 per step, like the numbers
-            changes["upscale_noise"] = -5 if level == "none" else round(UPSCALE_NOISE_LEVELS[level] / 0.2)
-        else:
-            changes["upscale_noise"] = _clamped("upscale_noise", int(level), notes)
-    refine_off = False
-    if "detail-level" in values:
-        level = values["detail-level"]
-        number = DETAIL_LEVELS[level] if isinstance(level, str) else int(level)
-        if number <= DETAIL_LEVEL_OFF:
-            refine_off = True
-        else:
-            changes["detail_level"] = _clamped("detail_level", number, notes)
-    return (params.replace(**changes) if changes else params), refine_off, notes
-
-
-def apply_to_processing(p, parsed: InlinePrompt, *, rng: random.Random | None = None) -> list[str]:
-    """Seed, size, batch size and ``--no`` change the host's own fields. Returns warnings."""
-    values, notes = parsed.values, []
-    if "seed" in values:
-        seed = values["seed"]
-        seed = (rng or random).randint(0, RANDOM_SEED_MAX) if seed in ("random", -1) else int(seed)
-        p.seed = seed
-        p.all_seeds = [seed + index for index in range(len(p.all_seeds))]
-    if "batch-size" in values:
-        _resize_batch(p, int(values["batch-size"]))
-    _apply_size(p, values)
-    negative = str(values.get("no", "")).strip()
-    if negative:
-        p.all_negative_prompts = [_join(text, negative) for text in p.all_negative_prompts]
-        if hasattr(p, "all_hr_negative_prompts") and p.all_hr_negative_prompts:
-            p.all_hr_negative_prompts = [_join(text, negative) for text in p.all_hr_negative_prompts]
-    return notes
-
-
-def strip_batch_prompts(p) -> None:
-    """In process_batch: the host's CLIP sees prompt + ``--refine`` text, T5 sees the prompt, neither sees args."""
-    parsed = [parse_inline_prompt(text) for text in p.prompts]
-    setattr(p, BASE_PROMPTS_ATTRIBUTE, [item.prompt for item in parsed])
-    p.prompts = [_host_prompt(item) for item in parsed]
-    if getattr(p, "hr_prompts", None):
-        p.hr_prompts = [_host_prompt(parse_inline_prompt(text)) for text in p.hr_prompts]
-
-
-def _host_prompt(parsed: InlinePrompt) -> str:
-    return refiner_text(str(parsed.values.get("refine", "")), parsed.prompt)
-
-
-def base_prompts(p, prompts: list[str]) -> list[str]:
-    stored = getattr(p, BASE_PROMPTS_ATTRIBUTE, None)
-    return list(stored) if stored and len(stored) == len(prompts) else list(prompts)
-
-
-def report(p, notes: list[str]) -> None:
+def report(p, notes) -> None:
     """Warnings go where the user sees them: the host's generation info (``p.comment``) and the console."""
     for note in notes:
         log.warning("TinyBreaker: %s", note)
@@ -116,41 +52,31 @@ def report(p, notes: list[str]) -> None:
             comment(f"TinyBreaker: {note}")
 
 
-def _apply_size(p, values: dict) -> None:
-    orientation = "portrait" if values.get("portrait") else "landscape" if values.get("landscape") else ""
-    scale = next((name for name in ("large", "medium", "small") if values.get(name)), None)
-    if "aspect" in values or scale:
-        aspect = values.get("aspect") or _current_aspect(p)
-        p.width, p.height = image_size(aspect, orientation, scale or "large")
-    elif orientation and (p.width > p.height) != (orientation == "landscape") and p.width != p.height:
-        p.width, p.height = p.height, p.width
+def _without_arguments(text: str) -> str:
+    parsed = parse_inline_prompt(text)
+    return refiner_text(str(parsed.values.get("refine", "")), parsed.prompt)
 
 
-def _current_aspect(p) -> str:
-    divisor = gcd(int(p.width), int(p.height)) or 1
-    return f"{int(p.width) // divisor}:{int(p.height) // divisor}"
+def _with_inline_negative(negative: str, prompt: str) -> str:
+    extra = str(parse_inline_prompt(prompt).values.get("no", "")).strip()
+    if not extra:
+        return negative
+    return f"{negative}, {extra}" if negative.strip() else extra
+
+
+def _set_seeds(p, seed: int) -> None:
+    total = len(p.all_seeds)
+    step = 0 if getattr(p, "subseed_strength", 0) else 1  # variation seeds keep one seed, as the host does
+    p.seed = seed
+    p.all_seeds = [seed + index * step for index in range(total)]
 
 
 def _resize_batch(p, batch_size: int) -> None:
-    batch_size = max(1, batch_size)
     total = p.n_iter * batch_size
     for name in ("all_prompts", "all_negative_prompts", "all_hr_prompts", "all_hr_negative_prompts"):
         values = getattr(p, name, None)
         if values:
             setattr(p, name, [values[0]] * total)
-    step = 0 if getattr(p, "subseed_strength", 0) else 1  # variation seeds keep one seed, as the host does
-    p.all_seeds = [p.all_seeds[0] + index * step for index in range(total)]
+    p.all_seeds = [p.all_seeds[0]] * total
     p.all_subseeds = [p.all_subseeds[0] + index for index in range(total)]
     p.batch_size = batch_size
-
-
-def _clamped(field: str, value: int, notes: list[str]) -> int:
-    spec = FIELD_BY_NAME[field]
-    clamped = int(min(max(value, spec.minimum), spec.maximum))
-    if clamped != value:
-        notes.append(f"{field.replace('_', '-')} {value} is out of range; using {clamped}")
-    return clamped
-
-
-def _join(text: str, extra: str) -> str:
-    return f"{text}, {extra}" if text.strip() else extra

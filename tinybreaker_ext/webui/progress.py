@@ -29,14 +29,15 @@ def is_upscale_rerun(p) -> bool:
     return getattr(p, "firstpass_image", None) is not None or bool(getattr(p, "txt2img_upscale", False))
 
 
-def base_stage_callback(total_steps: int, preview: Callable | None = None) -> Callable:
-    """A core progress callback that drives the host state and stops within one step on Interrupt or Skip."""
+def stage_callback(label: str, total_steps: int, on_denoised: Callable | None = None) -> Callable:
+    """A core progress callback for one of our stages: drives the host state (step, progress bar) and stops within
+    one step on Interrupt or Skip. ``on_denoised(denoised)`` runs every step (previews); it never breaks the job."""
     from modules import shared
 
     state = shared.state
     state.sampling_steps = total_steps
     state.sampling_step = 0
-    state.textinfo = "TinyBreaker: PixArt-Sigma base"
+    state.textinfo = label
 
     def callback(step: int, total: int, x, denoised) -> None:
         if state.interrupted or state.skipped:
@@ -44,14 +45,34 @@ def base_stage_callback(total_steps: int, preview: Callable | None = None) -> Ca
         state.sampling_steps = total
         state.sampling_step = step + 1
         shared.total_tqdm.update()
-        if preview is not None and _preview_due(state, shared.opts):
+        if on_denoised is not None:
             try:
-                state.assign_current_image(preview(denoised))
-                state.current_image_sampling_step = state.sampling_step
+                on_denoised(denoised)
             except Exception:  # a preview must never break a generation
                 pass
 
     return callback
+
+
+def preview_when_due(make_image: Callable) -> Callable:
+    """``on_denoised`` for the base stage: an image from ``make_image(denoised)`` when the host's live-preview setting
+    says one is due."""
+    from modules import shared
+
+    def on_denoised(denoised) -> None:
+        state = shared.state
+        if _preview_due(state, shared.opts):
+            state.assign_current_image(make_image(denoised))
+            state.current_image_sampling_step = state.sampling_step
+
+    return on_denoised
+
+
+def host_latent_preview() -> Callable | None:
+    """``on_denoised`` for the refine: the host's own ``store_latent`` (its preview decoder, its setting)."""
+    from modules import sd_samplers_common
+
+    return getattr(sd_samplers_common, "store_latent", None)
 
 
 def stage_done() -> None:

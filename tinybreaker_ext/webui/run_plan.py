@@ -1,5 +1,6 @@
-"""Everything one txt2img job needs, decided in process(): validated parameters, the style's numbers, the
-model files. Any problem is kept in ``error`` and raised from p.sample, where the UI and API can see it."""
+"""Everything one txt2img job needs, decided in process(): the generation plan (``plan.make_plan``, the same as the
+command line's) and the host state around it — the model files and the engine. Any problem is kept in ``error`` and
+raised from p.sample, where the UI and API can see it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,9 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import ModelNotFoundError, ParameterError, TinyBreakerError
-from ..generation_plan import GenerationPlan, plan_generation
 from ..params import TinyBreakerParams
+from ..plan import GenerationPlan, ImageRequest, make_plan
 from . import locations
-
-PIXART_MULTIPLE = 16  # latent/8 must split into 2×2 patches
 
 
 @dataclass
@@ -20,55 +19,15 @@ class RunPlan:
     generation: GenerationPlan | None = None
     checkpoint_path: str | None = None
     t5_path: str | None = None
-    base_width: int = 0
-    base_height: int = 0
     error: Exception | None = None
+    texts: list | None = None  # this batch's StageTexts, set in process_batch
     _engine: object = field(default=None, repr=False)
-
-    # The numbers the first pass uses, straight from the generation plan.
-    @property
-    def base_stage(self):
-        return self.generation.base_stage
-
-    @property
-    def base_step_count(self) -> int:
-        return self.generation.base_step_count
-
-    @property
-    def refine_strength(self) -> float:
-        return self.generation.refine_strength
-
-    @property
-    def refine_steps(self) -> int:
-        return self.generation.refine_steps
-
-    @property
-    def refine_cfg(self) -> float:
-        return self.generation.refine_cfg
-
-    @property
-    def upscale(self) -> bool:
-        return self.params.upscale
-
-    @property
-    def upscale_by(self) -> float:
-        return self.params.upscale_by
-
-    @property
-    def upscaler_stage(self):
-        return self.generation.upscaler_stage
 
     @property
     def t5_mode(self) -> str:
         if self.params.t5_mode != "auto":
             return self.params.t5_mode
         return locations.option(locations.SETTING_T5_MODE, "auto")
-
-    def base_prompt(self, text: str) -> str:
-        return self.generation.base_prompt(text)
-
-    def base_negative(self, text: str) -> str:
-        return self.generation.base_negative(text)
 
     def load_engine(self, host):
         if self._engine is None:
@@ -81,12 +40,20 @@ class RunPlan:
         return self._engine
 
 
+def image_request(p) -> ImageRequest:
+    """The host's txt2img fields as the plan's request: the first image's prompt, seed and the batch."""
+    prompts = getattr(p, "all_prompts", None) or [p.prompt]
+    negatives = getattr(p, "all_negative_prompts", None) or [p.negative_prompt]
+    seeds = getattr(p, "all_seeds", None) or [p.seed]
+    return ImageRequest(prompt=prompts[0] or "", negative=negatives[0] or "", width=int(p.width),
+                        height=int(p.height), seed=int(seeds[0]), batch_size=int(p.batch_size))
+
+
 def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:
     plan = RunPlan(params=params)
     try:
-        plan.generation = plan_generation(params, styles.get(params.style), params.style)
-        plan.base_width = round_up(p.width, PIXART_MULTIPLE)
-        plan.base_height = round_up(p.height, PIXART_MULTIPLE)
+        plan.generation = make_plan(params, image_request(p), styles)
+        plan.params = plan.generation.params
         plan.checkpoint_path = resolve_file("checkpoint", params.checkpoint, "checkpoint")
         plan.t5_path = resolve_file("t5", params.t5_file, "t5_file")
     except TinyBreakerError as error:
@@ -116,10 +83,6 @@ def resolve_file(role: str, requested: str, field_name: str) -> str:
         raise ModelNotFoundError(what, dirs or [locations.tinybreaker_dir()],
                                  hint=f"put it in {locations.tinybreaker_dir()} (see the README for download links)")
     return candidates[0]
-
-
-def round_up(value: int, multiple: int) -> int:
-    return -(-int(value) // multiple) * multiple
 
 
 def _tokenizer_search() -> dict:

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import weakref
 from typing import Any, Sequence
 
 from .. import params
-from ..errors import ParameterError, TinyBreakerError
-from ..prompt.sizes import snap_to_pixart
+from ..errors import ParameterError
 from . import first_pass, inline_prompt, progress
-from .infotext import tb_generation_params
 from .host import get_host
-from .run_plan import RunPlan, build_run_plan
+from .infotext import tb_generation_params
+from .run_plan import RunPlan, build_run_plan, image_request
 from .styles_source import style_library
 
 log = logging.getLogger(__name__)
 
 XYZ_OVERRIDES_ATTRIBUTE = "tinybreaker_overrides"  # set on p by our XYZ-plot axes
+# The plan of each job in flight, kept beside p rather than on it: queue and multi-machine tools copy p's
+# attributes (JSON, pickle), which a plan holding tensors and models would break. Keyed by id(p) with a weak
+# reference to check identity: the hosts' processing classes are dataclasses, so p is unhashable.
+_active_plans: dict[int, tuple[weakref.ref, RunPlan]] = {}
+
+
+def _remember(p, plan: RunPlan) -> None:
+    for key in [key for key, (ref, _plan) in _active_plans.items() if ref() is None]:
+        del _active_plans[key]  # jobs that failed before postprocess
+    _active_plans[id(p)] = (weakref.ref(p), plan)
+
+
+def active_plan(p) -> RunPlan | None:
+    ref, plan = _active_plans.get(id(p), (None, None))
+    return plan if ref is not None and ref() is p else None
 
 
 def parse_args(args: Sequence[Any]) -> tuple[params.TinyBreakerParams | None, ParameterError | None]:
@@ -48,73 +62,42 @@ def process(p, *args) -> RunPlan | None:
     if error is not None:
         plan = RunPlan(params=params.TinyBreakerParams(enabled=True), error=error)
     else:
-        try:
-            parsed, refine_off = apply_inline_arguments(p, parsed)
-            plan = build_run_plan(p, parsed, style_library())
-            if refine_off and plan.generation is not None:
-                plan.generation = dataclasses.replace(plan.generation, refine_steps=0)
-        except TinyBreakerError as plan_error:
-            plan = RunPlan(params=parsed, error=plan_error)
+        request = image_request(p)
+        plan = build_run_plan(p, parsed, style_library())
+        if plan.generation is not None:
+            inline_prompt.apply_plan_to_fields(p, plan.generation, request)
+            inline_prompt.report(p, plan.generation.warnings)
     if plan.error is None:
         apply_plan_to_processing(p, plan)
+    _remember(p, plan)
     first_pass.install_sample(p, plan, host)
     return plan
 
 
-def apply_inline_arguments(p, parsed_params: params.TinyBreakerParams) -> tuple[params.TinyBreakerParams, bool]:
-    """The prompt's ``--`` arguments: they win over the accordion, and change seed, size and batch size."""
-    inline = inline_prompt.read_inline_prompt(p)
-    if inline is None:
-        return parsed_params, False
-    new_params, refine_off, notes = inline_prompt.apply_to_params(parsed_params, inline, style_library().names())
-    notes = list(inline.warnings) + notes + inline_prompt.apply_to_processing(p, inline)
-    inline_prompt.report(p, notes)
-    p.tinybreaker_inline = True
-    return new_params, refine_off
-
-
 def process_batch(p) -> None:
-    if getattr(p, "tinybreaker_inline", False) and "sample" in p.__dict__:
-        inline_prompt.strip_batch_prompts(p)
+    plan = active_plan(p)
+    if plan is not None and plan.error is None and "sample" in p.__dict__:
+        plan.texts = inline_prompt.batch_texts(p, plan.generation)
 
 
 def apply_plan_to_processing(p, plan: RunPlan) -> None:
-    """Host keys stay truthful: the host's sampler runs the refine with these steps and this CFG."""
+    """Host keys stay truthful: the refine runs with these steps and this CFG."""
     if getattr(p, "enable_hr", False):
         hr_checkpoint = getattr(p, "hr_checkpoint_name", None)
         if hr_checkpoint and hr_checkpoint != "Use same checkpoint":
             plan.error = ParameterError("Hires checkpoint", "TinyBreaker supports Hires fix with 'Use same "
                                                             f"checkpoint' only, got {hr_checkpoint!r}")
             return
-    _width, _height, size_warning = snap_to_pixart(p.width, p.height)
-    if size_warning:
-        inline_prompt.report(p, [size_warning])
-    p.steps = plan.refine_steps or p.steps
-    p.cfg_scale = plan.refine_cfg
-    p.extra_generation_params.update(params.to_infotext(effective_params(plan)))
-    p.extra_generation_params.update(tb_generation_params(plan))
-    progress.claim_job_count(p, plan.base_step_count, plan.refine_steps, plan.upscale)
-
-
-def effective_params(plan: RunPlan) -> params.TinyBreakerParams:
-    """What actually ran, written to infotext so a paste reproduces the image even if the style changes later."""
     generation = plan.generation
-    return plan.params.replace(
-        base_sampler=generation.base_stage.sampler,
-        base_scheduler=generation.base_stage.scheduler,
-        base_steps=generation.base_stage.steps,
-        base_cfg=round(generation.base_stage.cfg, 4),
-        refine_strength=generation.refine_strength,
-        refine_steps=generation.refine_steps,
-        refine_cfg=generation.refine_cfg,
-        cfg_shift=0,  # already folded into base_cfg
-    )
+    p.steps = generation.refine_steps or p.steps
+    p.cfg_scale = generation.refine.cfg
+    p.extra_generation_params.update(tb_generation_params(generation))
+    progress.claim_job_count(p, generation.base_steps, generation.refine_steps, generation.upscale)
 
 
 def postprocess(p) -> None:
     first_pass.uninstall_sample(p)
-    p.__dict__.pop("tinybreaker_inline", None)
-    p.__dict__.pop(inline_prompt.BASE_PROMPTS_ATTRIBUTE, None)
+    _active_plans.pop(id(p), None)
 
 
 def _enabled_hint(args: Sequence[Any]) -> bool | None:

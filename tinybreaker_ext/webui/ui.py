@@ -35,6 +35,9 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
             controls["base_steps"] = _slider(gr, "base_steps", elem_id)
             controls["base_cfg"] = _slider(gr, "base_cfg", elem_id)
         with gr.Row():
+            controls["refine_sampler"] = gr.Radio(label=FIELD_BY_NAME["refine_sampler"].label,
+                                                  choices=list(params.REFINE_SAMPLERS),
+                                                  value=_DEFAULTS.refine_sampler, elem_id=elem_id("refine_sampler"))
             controls["refine_strength"] = _slider(gr, "refine_strength", elem_id)
             controls["refine_steps"] = _slider(gr, "refine_steps", elem_id)
             controls["refine_cfg"] = _slider(gr, "refine_cfg", elem_id)

@@ -19,23 +19,20 @@ from .host_denoiser import HostDenoiser, host_conditioning
 log = logging.getLogger(__name__)
 
 
-def run_tiny_upscaler(p, samples, plan_like, host, *, stage: StageParams | None = None,
-                      scale_by: float | None = None):
+def run_tiny_upscaler(p, samples, engine, host, stage: StageParams, scale_by: float):
     """``samples``: the refined SD1 model-space latent [B, 4, h, w], or images the host already decoded (a list
-    of CHW tensors in [-1, 1], e.g. from Hires fix). ``plan_like`` provides ``load_engine(host)`` (a
-    ``TinyBreakerPipeline``) and, unless given here, ``upscaler_stage`` (StageParams) and ``upscale_by``.
+    of CHW tensors in [-1, 1], e.g. from Hires fix). ``engine``: the job's ``TinyBreakerPipeline`` (its checkpoint's
+    upscaler VAE); ``stage``: the plan's upscaler stage.
 
     Returns ``DecodedSamples`` of CHW tensors in [-1, 1] at round(H·k)×round(W·k). On Interrupt/Skip the images
     are returned at their original size.
     """
     from modules import processing, shared
 
-    stage = stage if stage is not None else plan_like.upscaler_stage
-    scale_by = scale_by if scale_by is not None else plan_like.upscale_by
     decoded = decode_samples(p, samples)
     if shared.state.interrupted or shared.state.skipped:
         return processing.DecodedSamples(decoded)
-    vae = upscaler_vae(plan_like.load_engine(host))  # a clear error for prototype0 before any work
+    vae = upscaler_vae(engine)  # a clear error for prototype0 before any work
     images = ((torch.stack([image.float() for image in decoded]) + 1.0) / 2.0).clamp(0.0, 1.0)
 
     host.before_host_sampling(p)  # Forge/reForge: the LoRA-applied UNet and CLIP, not the refine pass's patched UNet

@@ -1,0 +1,324 @@
+"""The one generation plan: parameters + style + the prompt's inline ``--`` arguments + the requested image → what
+every stage runs with (docs/design.md, "One plan").
+
+Both front ends call `make_plan` and nothing else turns styles or inline arguments into stage numbers: the WebUI in
+``process()`` (``webui/run_plan.py``), the command line in ``generation.py``. They differ only in which SD1 model
+samples the refine (the host's loaded checkpoint or the TinyBreaker file's embedded one), never in the numbers.
+
+Order of precedence, the same everywhere: the style, then the fields (accordion / API / command-line options), then
+the prompt's inline arguments, which win. Inline values outside a field's range are clamped with a warning.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from . import params as fields
+from .errors import ParameterError
+from .params import FROM_STYLE, TinyBreakerParams
+from .prompt.grammar import RANDOM_SEED_MAX, SEED_MAX, InlinePrompt, parse_inline_prompt
+from .prompt.sizes import SIZE_MULTIPLE, format_aspect, image_size, snap_to_pixart
+from .prompt.styles import StyleLibrary
+from .prompt.templates import apply_template, refiner_text
+from .sampling.schedules import compute_sigmas, pixart_sigmas, sd1_sigmas, timestep_of
+from .stage_params import StageParams
+
+BATCH_SIZE_MAX = 64  # an inline --batch-size above this is clamped: one request must not allocate without bound
+LATENT_MULTIPLE = 8  # pixels per latent pixel: the requested size must be a whole latent
+DEFAULT_ASPECT = "1:1"  # the reference's default image: 1:1 at the "large" scale (1248x1248)
+DEFAULT_SCALE = "large"
+
+
+class RandomSource(Protocol):
+    def randint(self, a: int, b: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What the front end asks for besides the TinyBreaker fields: the host's own txt2img fields in the WebUI, the
+    options on the command line. ``prompt`` keeps its inline arguments; a size of None means "from the inline
+    aspect arguments" (the command line's default); seed -1 means random."""
+
+    prompt: str = ""
+    negative: str = ""
+    width: int | None = None
+    height: int | None = None
+    seed: int = -1
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class StageTexts:
+    """What the text encoders see for one image: T5 (base) and the SD1 model's CLIP (refine), templates applied."""
+
+    base_prompt: str
+    base_negative: str
+    refine_prompt: str
+    refine_negative: str
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    params: TinyBreakerParams  # after the inline arguments: what the generation ran with
+    style: str
+    prompt: str  # the user's text, inline arguments included (what infotext stores)
+    negative: str  # the request's negative prompt (the inline --no is added in `texts`)
+    width: int  # the image (before the Tiny Upscaler), multiples of 8
+    height: int
+    seed: int  # base seed of the first image; image k uses seed + k
+    batch_size: int
+    base: StageParams  # the style's base stage with the fields applied; its noise seed is the plan's seed
+    base_sigmas: torch.Tensor  # on PixArt's table
+    refine: StageParams  # the exact refine window; its noise seed is the refine seed (same for every image)
+    refine_sigmas: torch.Tensor  # on SD1's table; empty = no refine
+    refine_strength: float  # what the WebUI's own sampler gets in the `webui` refine mode
+    upscaler: StageParams  # extra noise moved by the upscale-noise field
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def base_width(self) -> int:
+        """PixArt needs whole 2x2 patches of latent pixels: the base runs on the size rounded up to 16 and the
+        transcoded latent is cropped back."""
+        return _round_up(self.width, SIZE_MULTIPLE)
+
+    @property
+    def base_height(self) -> int:
+        return _round_up(self.height, SIZE_MULTIPLE)
+
+    @property
+    def base_steps(self) -> int:
+        return len(self.base_sigmas) - 1
+
+    @property
+    def refine_steps(self) -> int:
+        return max(len(self.refine_sigmas) - 1, 0)
+
+    @property
+    def refine_mode(self) -> str:
+        return self.params.refine_sampler
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + index for index in range(self.batch_size)]
+
+    @property
+    def upscale(self) -> bool:
+        return self.params.upscale
+
+    @property
+    def upscale_by(self) -> float:
+        return self.params.upscale_by
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the saved image: the Tiny Upscaler's round(W·k) × round(H·k) when it runs."""
+        if not self.upscale:
+            return self.width, self.height
+        return int(round(self.width * self.upscale_by)), int(round(self.height * self.upscale_by))
+
+    def texts(self, prompt: str | None = None, negative: str | None = None) -> StageTexts:
+        """The encoders' texts for one image. ``prompt`` (default: the plan's) may carry its own inline ``--no`` and
+        ``--refine`` (a WebUI batch can hold different prompts); style and numbers are the plan's."""
+        parsed = parse_inline_prompt(self.prompt if prompt is None else prompt)
+        negative = _join(self.negative if negative is None else negative, str(parsed.values.get("no", "")))
+        refine = refiner_text(str(parsed.values.get("refine", "")), parsed.prompt)
+        return StageTexts(base_prompt=apply_template(self.base.prompt, parsed.prompt),
+                          base_negative=apply_template(self.base.negative, negative),
+                          refine_prompt=apply_template(self.refine.prompt, refine),
+                          refine_negative=apply_template(self.refine.negative, negative))
+
+    def recorded_params(self) -> TinyBreakerParams:
+        """The fields for infotext: the base values that ran, so a paste gives the same base even after the style
+        changed; shifts, detail level and refine overrides as given (they are applied to the style again)."""
+        return self.params.replace(base_sampler=self.base.sampler, base_scheduler=self.base.scheduler,
+                                   base_steps=self.base.steps, base_cfg=self._unshifted_base_cfg(),
+                                   refine_cfg=self.refine.cfg)
+
+    def _unshifted_base_cfg(self) -> float:
+        return round(self.base.cfg - fields.CFG_SHIFT_STEP * self.params.cfg_shift, 6)
+
+
+def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLibrary, *,
+              rng: RandomSource | None = None) -> GenerationPlan:
+    """The plan for ``params`` and ``request``; raises ParameterError (naming the field) for impossible values."""
+    notes: list[str] = []
+    parsed = parse_inline_prompt(request.prompt)
+    notes.extend(parsed.warnings)
+    params = _apply_inline_fields(params, parsed, styles, notes)
+    style_stages = styles.get(params.style)
+
+    seed = _seed(request.seed, parsed, rng or random)
+    batch_size = _batch_size(request.batch_size, parsed, notes)
+    if seed + batch_size - 1 > SEED_MAX:
+        raise ParameterError("seed", f"{seed} + {batch_size - 1} images passes the largest seed {SEED_MAX}")
+    width, height = _image_size(request, parsed)
+    size_warning = snap_to_pixart(width, height)[2]
+    if size_warning:
+        notes.append(size_warning)
+
+    base = _base_stage(style_stages["base"], params, parsed).copy(noise_seed=seed)
+    base_sigmas = _sigmas(base, pixart_sigmas())
+    if len(base_sigmas) < 2:
+        raise ParameterError("base_steps", f"the style '{params.style}' with these settings leaves no base step "
+                                           "to run")
+    refine, refine_sigmas, refine_strength = _refine_stage(style_stages["refiner"], params)
+    upscaler = style_stages["upscaler"]
+    upscaler = upscaler.copy(extra_noise=max(0.0, _clean(upscaler.extra_noise
+                                                        + fields.UPSCALE_NOISE_STEP * params.upscale_noise)))
+    return GenerationPlan(params=params, style=params.style, prompt=parsed.text, negative=request.negative,
+                          width=width, height=height, seed=seed, batch_size=batch_size, base=base,
+                          base_sigmas=base_sigmas, refine=refine, refine_sigmas=refine_sigmas,
+                          refine_strength=refine_strength, upscaler=upscaler, warnings=tuple(notes))
+
+
+# -- fields from the prompt's arguments ---------------------------------------------------------------------------
+def _apply_inline_fields(params: TinyBreakerParams, parsed: InlinePrompt, styles: StyleLibrary,
+                         notes: list[str]) -> TinyBreakerParams:
+    values, changes = parsed.values, {}
+    if "style" in values:
+        wanted = str(values["style"])
+        resolved = styles.resolve_name(wanted)
+        if resolved is None:
+            notes.append(f"--style {wanted}: no such style (ignored); known: {', '.join(styles.names())}")
+        else:
+            changes["style"] = resolved
+    for argument, field, words in (("cfg-shift", "cfg_shift", None), ("image-shift", "image_shift", None),
+                                   ("detail-level", "detail_level", fields.DETAIL_LEVEL_WORDS),
+                                   ("upscale-noise", "upscale_noise", fields.UPSCALE_NOISE_WORDS)):
+        if argument in values:
+            value = values[argument]
+            changes[field] = words[value] if isinstance(value, str) else _clamped(argument, field, value, notes)
+    if "upscale" in values:
+        changes["upscale"] = bool(values["upscale"])
+    if "variant" in values:  # deprecated: an absolute refine seed, kept as the image shift that gives it
+        style = changes.get("style", params.style)
+        changes["image_shift"] = _clamped("variant", "image_shift", int(values["variant"])
+                                          - styles.get(style)["refiner"].noise_seed, notes)
+    return params.replace(**changes) if changes else params
+
+
+def _clamped(argument: str, field: str, value: int, notes: list[str]) -> int:
+    spec = fields.FIELD_BY_NAME[field]
+    clamped = int(min(max(value, spec.minimum), spec.maximum))
+    if clamped != value:
+        notes.append(f"--{argument} {value} is out of range ({spec.describe_allowed()}); using {clamped}")
+    return clamped
+
+
+def _seed(requested: int, parsed: InlinePrompt, rng: RandomSource) -> int:
+    seed = parsed.values.get("seed", requested)
+    if seed in ("random", -1):
+        return rng.randint(0, RANDOM_SEED_MAX)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ParameterError("seed", f"got {seed!r}; expected a whole number from 0 to {SEED_MAX}, or -1 (random)")
+    return seed
+
+
+def _batch_size(requested: int, parsed: InlinePrompt, notes: list[str]) -> int:
+    if "batch-size" not in parsed.values:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise ParameterError("batch_size", f"got {requested!r}; expected a whole number of at least 1")
+        return requested
+    size = int(parsed.values["batch-size"])
+    if size > BATCH_SIZE_MAX:
+        notes.append(f"--batch-size {size} is more than {BATCH_SIZE_MAX}; using {BATCH_SIZE_MAX}")
+        return BATCH_SIZE_MAX
+    return size
+
+
+def _image_size(request: ImageRequest, parsed: InlinePrompt) -> tuple[int, int]:
+    """The requested size, changed by --aspect, --small/--medium/--large and --landscape/--portrait like the
+    reference: a named ratio or scale computes the size anew (keeping the current ratio if none is named); an
+    orientation alone turns the current size."""
+    values = parsed.values
+    if (request.width is None) != (request.height is None):
+        raise ParameterError("width" if request.width is None else "height", "give both width and height, or neither")
+    width, height = request.width, request.height
+    orientation = "portrait" if values.get("portrait") else "landscape" if values.get("landscape") else ""
+    scale = next((name for name in ("large", "medium", "small") if values.get(name)), None)
+    if width is None or "aspect" in values or scale:
+        aspect = values.get("aspect") or (_aspect_of(width, height) if width is not None else DEFAULT_ASPECT)
+        width, height = image_size(aspect, orientation, scale or DEFAULT_SCALE)
+    elif orientation and width != height and (width > height) != (orientation == "landscape"):
+        width, height = height, width
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < LATENT_MULTIPLE or value % LATENT_MULTIPLE:
+            raise ParameterError(name, f"{value!r} must be a positive multiple of {LATENT_MULTIPLE}")
+    return width, height
+
+
+def _aspect_of(width: int, height: int) -> str:
+    divisor = math.gcd(int(width), int(height)) or 1
+    return format_aspect(int(width) // divisor, int(height) // divisor)
+
+
+# -- stages -------------------------------------------------------------------------------------------------------
+def _base_stage(style_base: StageParams, params: TinyBreakerParams, parsed: InlinePrompt) -> StageParams:
+    base = style_base
+    if params.base_sampler != FROM_STYLE:
+        base = base.copy(sampler=params.base_sampler)
+    if params.base_scheduler != FROM_STYLE:
+        base = base.copy(scheduler=params.base_scheduler)
+    if params.base_steps:
+        base = base.copy(steps=params.base_steps, steps_start=min(base.steps_start, params.base_steps - 1))
+    cfg = params.base_cfg or base.cfg
+    cfg += fields.CFG_SHIFT_STEP * params.cfg_shift
+    cfg += float(parsed.values.get("cfg-adjust", 0.0))  # deprecated raw CFG delta
+    return base.copy(cfg=_clean(cfg))
+
+
+def _refine_stage(style_refiner: StageParams, params: TinyBreakerParams
+                  ) -> tuple[StageParams, torch.Tensor, float]:
+    """(stage, sigmas, strength): the style's refine window with the detail level as its step factor, and the
+    denoising strength that starts where it starts (on SD1's table). Refine steps N or strength s given as fields
+    replace the window, as a WebUI's img2img does: the last N steps of a round(N/s)-step schedule."""
+    nfactor = -10000 if params.detail_level <= fields.DETAIL_LEVEL_NONE else params.detail_level  # reference's 'none'
+    refine = style_refiner.copy(steps_nfactor=nfactor, cfg=params.refine_cfg or style_refiner.cfg,
+                                noise_seed=style_refiner.noise_seed + params.image_shift)
+    if refine.noise_seed < 0:
+        raise ParameterError("image_shift", f"{params.image_shift} makes the refine seed negative "
+                                            f"({refine.noise_seed})")
+    sigmas = _sigmas(refine, sd1_sigmas())
+    if len(sigmas) < 2:
+        return refine, sigmas, 0.0
+    strength = params.refine_strength or _strength(sigmas)
+    if not (params.refine_steps or params.refine_strength):
+        return refine, sigmas, strength
+    steps = params.refine_steps or len(sigmas) - 1
+    total = max(steps, int(round(steps / strength)))
+    refine = refine.copy(steps=total, steps_start=total - steps, steps_end=10000, steps_nfactor=0)
+    return refine, _sigmas(refine, sd1_sigmas()), strength
+
+
+def _strength(sigmas: torch.Tensor) -> float:
+    """The denoising strength whose start timestep is the window's first sigma on SD1's table."""
+    return round((int(timestep_of(sigmas[0], sd1_sigmas())) + 1) / 1000.0, 3)
+
+
+def _sigmas(stage: StageParams, table: torch.Tensor) -> torch.Tensor:
+    return compute_sigmas(table, sampler=stage.sampler, scheduler=stage.scheduler, steps=stage.steps,
+                          steps_start=stage.steps_start, steps_end=stage.steps_end, steps_nfactor=stage.steps_nfactor)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-int(value) // multiple) * multiple
+
+
+def _clean(number: float) -> float:
+    """Shifted values rounded so 3.4 - 0.2 is 3.2, not 3.1999999999999997."""
+    return round(float(number), 6)
+
+
+def _join(text: str, extra: str) -> str:
+    text, extra = (text or "").strip(), (extra or "").strip()
+    if not extra:
+        return text
+    return f"{text}, {extra}" if text else extra
+
+
+__all__ = ["GenerationPlan", "ImageRequest", "StageTexts", "make_plan"]

@@ -1,0 +1,37 @@
+"""One stage sampled the way the reference samples it (ComfyUI ``sample_custom``): the base (PixArt), the refine
+(the embedded SD1 model, or a WebUI host's model through its CFG denoiser) and each Tiny Upscaler tile step all
+come through here."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .noise import noised_start, stage_noise
+from .samplers import get_sampler
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def sample_stage(denoiser: Denoiser, latent: torch.Tensor, sigmas: torch.Tensor, *, sampler: str,
+                 seeds: Sequence[int], sigma_max, add_noise: bool = True, callback=None) -> torch.Tensor:
+    """Samples the model-space ``latent`` [B, …] over ``sigmas`` and returns the result (float32, on the latent's
+    device); fewer than two sigmas leave the latent as it is.
+
+    ``seeds`` has one seed per image: image k's start noise is drawn alone from a CPU generator seeded with
+    ``seeds[k]``, so image k of a batch equals a single image with that seed. The start point is ``latent + noise·σ0``
+    (from pure noise when σ0 ≈ ``sigma_max``); ``add_noise=False`` starts from the latent itself (the upscaler's
+    steps after the first). Stochastic samplers draw their own noise from ``seeds[0]``.
+    """
+    if len(sigmas) < 2:
+        return latent
+    if len(seeds) != latent.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds for a batch of {latent.shape[0]}")
+    sample = get_sampler(sampler)
+    x = latent.float()
+    if add_noise:
+        shape = (1,) + tuple(latent.shape[1:])
+        noise = torch.cat([stage_noise(shape, seed) for seed in seeds]).to(latent.device)
+        x = noised_start(x, noise, sigmas[0], sigma_max)
+    return sample(denoiser, x, sigmas.to(latent.device), seed=int(seeds[0]), callback=callback).float()
