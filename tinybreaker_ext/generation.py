@@ -24,6 +24,7 @@ class GenerationResult:
     images: torch.Tensor  # [B, 3, H, W] float32 in [0, 1]
     infotexts: list[str]
     plan: GenerationPlan
+    refined: torch.Tensor  # the refined SD1 model-space latent [B, 4, H/8, W/8], before decoding
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -96,7 +97,7 @@ def generate_images(files: ModelFileSet, params: TinyBreakerParams, request: Ima
             images = upscale_with_embedded_refiner(refiner, images, plan.upscaler, plan.upscale_by,
                                                    placement=placement, callback=upscale_bar)
     infotexts = [format_infotext(plan, index, model=files.checkpoint) for index in range(plan.batch_size)]
-    return GenerationResult(images=images, infotexts=infotexts, plan=plan)
+    return GenerationResult(images=images, infotexts=infotexts, plan=plan, refined=latent)
 
 
 class _progress_bar:

@@ -60,16 +60,22 @@ def text_embedding(text: str) -> torch.Tensor:
     return torch.randn((CONTEXT_TOKENS, CONTEXT_WIDTH), generator=generator)
 
 
-def get_learned_conditioning(model, prompts, steps, hires_steps=None, use_old_scheduling=False):
-    record("prompt_parser.get_learned_conditioning", list(prompts), steps, getattr(prompts, "is_negative_prompt", None))
-    return [[ScheduledPromptConditioning(steps, text_embedding(text))] for text in prompts]
+def conditioning_functions(env: "SamplingEnv"):
+    """``prompt_parser.get_learned_conditioning`` and ``get_multicond_learned_conditioning`` with the env's text
+    encoder (the real signatures; prompt schedules are not parsed: one schedule per prompt)."""
 
+    def get_learned_conditioning(model, prompts, steps, hires_steps=None, use_old_scheduling=False):
+        record("prompt_parser.get_learned_conditioning", list(prompts), steps,
+               getattr(prompts, "is_negative_prompt", None))
+        return [[ScheduledPromptConditioning(steps, env.encode_text(text))] for text in prompts]
 
-def get_multicond_learned_conditioning(model, prompts, steps, hires_steps=None, use_old_scheduling=False):
-    record("prompt_parser.get_multicond_learned_conditioning", list(prompts), steps)
-    batch = [[ComposableScheduledPromptConditioning([ScheduledPromptConditioning(steps, text_embedding(text))])]
-             for text in prompts]
-    return MulticondLearnedConditioning((len(prompts),), batch)
+    def get_multicond_learned_conditioning(model, prompts, steps, hires_steps=None, use_old_scheduling=False):
+        record("prompt_parser.get_multicond_learned_conditioning", list(prompts), steps)
+        batch = [[ComposableScheduledPromptConditioning([ScheduledPromptConditioning(steps, env.encode_text(text))])]
+                 for text in prompts]
+        return MulticondLearnedConditioning((len(prompts),), batch)
+
+    return get_learned_conditioning, get_multicond_learned_conditioning
 
 
 def reconstruct_cond_batch(c, current_step):
@@ -90,6 +96,8 @@ class SamplingEnv:
     host: str
     hooks: list = field(default_factory=list)  # callables (x, sigma, denoised) -> denoised, run inside CFG
     calls: list = field(default_factory=list)  # one dict per CFG denoiser call
+    unet: object = fake_unet  # (x, sigma[B], context[B, T, W]) -> denoised: the host's model behind its CFG
+    encode_text: object = text_embedding  # text -> [T, W]: the host's text encoder
 
 
 class FakeCFGDenoiser:
@@ -116,8 +124,8 @@ class FakeCFGDenoiser:
         assert self.total_steps, "total_steps must be set before sampling (apply_refiner divides by it)"
         _conds_list, cond_tensor = reconstruct_multicond_batch(cond, self.step)
         uncond_tensor = reconstruct_cond_batch(uncond, self.step)
-        cond_pred = fake_unet(x, sigma, cond_tensor.to(x))
-        uncond_pred = fake_unet(x, sigma, uncond_tensor.to(x))
+        cond_pred = self.env.unet(x, sigma, cond_tensor.to(x))
+        uncond_pred = self.env.unet(x, sigma, uncond_tensor.to(x))
         denoised = uncond_pred + (cond_pred - uncond_pred) * cond_scale
         for hook in self.env.hooks:
             denoised = hook(x, sigma, denoised)
@@ -167,6 +175,7 @@ def install_host_sampling(tree: dict, host: str) -> SamplingEnv:
         return FakeKDiffusionSampler(name, model, env)
 
     tree["modules.sd_samplers"].create_sampler = create_sampler
+    get_learned_conditioning, get_multicond_learned_conditioning = conditioning_functions(env)
     tree["modules.processing"].DecodedSamples = DecodedSamples
     tree["modules.processing"].decode_latent_batch = decode_latent_batch
     added = {
