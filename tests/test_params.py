@@ -72,7 +72,9 @@ def test_infotext_round_trip_restores_every_field():
     original = TinyBreakerParams(enabled=True, checkpoint="tb1.safetensors", t5_file="t5.safetensors",
                                  style="ULTRAPHOTO", base_sampler="dpmpp_2m_sde", base_scheduler="beta",
                                  base_steps=16, base_cfg=3.2, refine_strength=0.43, refine_steps=10,
-                                 refine_cfg=2.0, detail_level=-2, image_shift=3, cfg_shift=1, t5_mode="stream")
+                                 refine_cfg=2.0, detail_level=-2, image_shift=3, cfg_shift=1, t5_mode="stream",
+                                 upscale=True, upscale_by=2.5, upscale_noise=-1, refine_sampler="webui")
+    assert all(getattr(original, name) != spec.default for name, spec in params.FIELD_BY_NAME.items())
     written = params.to_infotext(original)
     assert written["TinyBreaker"] == "on"
     assert written["TinyBreaker base CFG"] == "3.2"

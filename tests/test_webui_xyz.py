@@ -55,7 +55,8 @@ def test_axes_are_added_once(tb_host):
     assert xyz.add_axes() is True
     added = [option.label for option in module.axis_options if option.label.startswith(xyz.AXIS_PREFIX)]
     expected = {xyz.AXIS_PREFIX + spec.label.replace(" (0 = style)", "") for spec in params.xyz_fields()}
-    assert set(added) == expected | {xyz.AXIS_PREFIX + "Style", xyz.AXIS_PREFIX + "Base sampler"}
+    assert set(added) == expected and {"Style", "Base sampler", "Base schedule", "Refine sampler"} <= {
+        label[len(xyz.AXIS_PREFIX):] for label in added}
     assert len(added) == len(set(added))
     assert xyz.add_axes() is True  # a UI reload runs the callback again
     assert [option.label for option in module.axis_options if option.label.startswith(xyz.AXIS_PREFIX)] == added
@@ -68,6 +69,8 @@ def test_axis_types_and_choices(tb_host):
     assert axis(module, "Refine steps").type is int and axis(module, "Refine strength").type is float
     assert "PHOTO" in axis(module, "Style").choices()
     assert "euler" in axis(module, "Base sampler").choices()
+    assert axis(module, "Refine sampler").choices() == ["tinybreaker", "webui"]
+    assert "karras" in axis(module, "Base schedule").choices()
 
 
 def test_without_the_xyz_script_nothing_is_added(tb_host):

@@ -71,10 +71,11 @@ FIELDS: tuple[FieldSpec, ...] = (
               help="TinyBreaker or PixArt-Sigma file name; empty = the first one found"),
     FieldSpec("t5_file", str, "", "T5 encoder", "TinyBreaker T5",
               help="T5-XXL encoder file name; empty = the first one found"),
-    FieldSpec("style", str, "PHOTO", "Style", "TinyBreaker style", help="a style name, or 'none'"),
-    FieldSpec("base_sampler", str, FROM_STYLE, "Base sampler", "TinyBreaker base sampler", choices=BASE_SAMPLERS),
+    FieldSpec("style", str, "PHOTO", "Style", "TinyBreaker style", help="a style name, or 'none'", xyz=True),
+    FieldSpec("base_sampler", str, FROM_STYLE, "Base sampler", "TinyBreaker base sampler", choices=BASE_SAMPLERS,
+              xyz=True),
     FieldSpec("base_scheduler", str, FROM_STYLE, "Base schedule", "TinyBreaker base schedule",
-              choices=BASE_SCHEDULERS),
+              choices=BASE_SCHEDULERS, xyz=True),
     FieldSpec("base_steps", int, 0, "Base steps (0 = style)", "TinyBreaker base steps", 0, 100, 1, xyz=True),
     FieldSpec("base_cfg", float, 0.0, "Base CFG (0 = style)", "TinyBreaker base CFG", 0.0, 30.0, 0.1, xyz=True),
     FieldSpec("refine_strength", float, 0.0, "Refine strength (0 = style)", "TinyBreaker refine strength",
@@ -96,7 +97,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("upscale_noise", int, 0, "Upscale noise", "TinyBreaker upscale noise", -5, 5, 1, xyz=True,
               help=f"extra noise before the upscaler, {UPSCALE_NOISE_STEP} per step on top of the style's"),
     FieldSpec("refine_sampler", str, "tinybreaker", "Refine sampler", "TinyBreaker refine sampler",
-              choices=REFINE_SAMPLERS,
+              choices=REFINE_SAMPLERS, xyz=True,
               help="tinybreaker: the style's refine sampler, schedule and step window on the WebUI's model (the "
                    "reference's image); webui: the WebUI's own sampler, driven by a denoising strength"),
 )

@@ -37,12 +37,19 @@ def add_axes() -> bool:
     new_options = []
     for spec in params.xyz_fields():
         label = AXIS_PREFIX + spec.label.replace(" (0 = style)", "")
-        new_options.append(xyz.AxisOption(label, spec.kind, apply_override(spec.name)))
-    new_options.append(xyz.AxisOption(AXIS_PREFIX + "Style", str, apply_override("style"),
-                                      choices=style_names))
-    new_options.append(xyz.AxisOption(AXIS_PREFIX + "Base sampler", str, apply_override("base_sampler"),
-                                      choices=lambda: list(params.BASE_SAMPLERS)))
+        choices = _choices(spec)
+        new_options.append(xyz.AxisOption(label, spec.kind, apply_override(spec.name), choices=choices)
+                           if choices else xyz.AxisOption(label, spec.kind, apply_override(spec.name)))
     for option in new_options:
         if option.label not in existing:
             xyz.axis_options.append(option)
     return True
+
+
+def _choices(spec: params.FieldSpec):
+    """The axis's value list: the style names as they are now, or the field's fixed choices."""
+    if spec.name == "style":
+        return style_names
+    if spec.choices:
+        return lambda: list(spec.choices)
+    return None
