@@ -1,9 +1,10 @@
-"""Our sigma tables, schedules, step windows, samplers, noise, CFG and eps wrapper against numbers from the reference.
+"""Our numerics against numbers obtained by running the reference itself.
 
-tests/fixtures/reference_values.json holds numbers that tests/builders/reference_values.py got by running the
-reference's own code (ComfyUI at tag v0.3.55, which ComfyUI-TinyBreaker v0.3.1 runs on, and ComfyUI-TinyBreaker's
-calculate_sigmas, style parser and template function) on the inputs of tests/builders/reference_inputs.py. Where the
-README calls our code reference-exact, the comparison is bit for bit.
+tests/fixtures/reference_values.json holds what tests/builders/reference_values.py got from the reference's own code
+(ComfyUI at tag v0.3.55, which ComfyUI-TinyBreaker v0.3.1 runs on, and ComfyUI-TinyBreaker's calculate_sigmas, style
+parser, template function, tile sweeps and T5 tokenizer settings) on the inputs of tests/builders/reference_inputs.py:
+sigma tables, schedules, step windows, samplers, noise, CFG, the eps wrapper, style numbers, templates, tile sweeps,
+T5 tokens and weighted T5 embeddings. Comparisons are bit for bit unless a stated, measured tolerance says otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.builders import reference_inputs as inputs
+from builders import reference_inputs as inputs
+from builders.t5 import t5_state_dict
+from tinybreaker_ext.models.t5_encoder import load_t5_encoder
+from tinybreaker_ext.models.t5_tokenizer import T5PromptTokenizer
 from tinybreaker_ext.prompt.styles import StyleLibrary
 from tinybreaker_ext.prompt.templates import apply_template
 from tinybreaker_ext.sampling.denoisers import CFGDenoiser, EpsDenoiser
@@ -24,6 +28,8 @@ from tinybreaker_ext.sampling.samplers import SAMPLERS
 from tinybreaker_ext.sampling.schedules import (
     SCHEDULERS, DiscreteSchedule, compute_sigmas, pixart_sigmas, scheduler_sigmas, sd1_sigmas, timestep_of,
 )
+from tinybreaker_ext.text_encoding import encode_t5_prompt
+from tinybreaker_ext.upscaler import TileGeometry, sweep_tiles
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "reference_values.json").read_text())
 COMFYUI_V0_3_55 = "a86aaa430183068e2a264495c802c81d05eb350a"
@@ -50,8 +56,12 @@ def test_fixture_comes_from_the_pinned_reference():
     assert source["tinybreaker_commit"] == TINYBREAKER_V0_3_1
     # The fixture covers exactly the inputs the builder module defines (a stale fixture fails here).
     assert set(FIXTURE["schedules"]["pixart"]) == set(inputs.SCHEDULERS) == set(SCHEDULERS)
+    assert set(FIXTURE["schedules"]["sd1"]["beta"]) == {str(steps) for steps in inputs.SCHEDULE_STEPS}
     assert set(FIXTURE["samplers"]) == set(inputs.SAMPLER_CASES)
     assert all(set(case["runs"]) == set(inputs.SAMPLERS) for case in FIXTURE["samplers"].values())
+    assert set(FIXTURE["t5"]["tokens"]["sd3"]) == set(inputs.T5_PROMPTS)
+    assert set(FIXTURE["t5"]["sd3_embeddings"]) == set(inputs.T5_ENCODED_PROMPTS)
+    assert set(FIXTURE["tiles"]) == {f"{h}x{w}/{tile}" for h, w, tile in inputs.TILE_CASES}
 
 
 # --- tables and schedules -----------------------------------------------------------------------------------------
@@ -200,3 +210,47 @@ def test_prompt_templates_match():
     for template, by_prompt in FIXTURE["templates"].items():
         for prompt, expected in by_prompt.items():
             assert apply_template(template, prompt) == expected, (template, prompt)
+
+
+def test_tiny_upscaler_tile_sweeps_match():
+    for case, sweeps in FIXTURE["tiles"].items():
+        size, tile = case.split("/")
+        height, width = map(int, size.split("x"))
+        tile = int(tile)
+        geometry = TileGeometry(size=tile, overlap=tile // 8, margin=tile // 8)
+        for direction, expected in sweeps.items():
+            ours = sweep_tiles(height, width, geometry, reverse=direction == "backward")
+            assert [list(placement.read) for placement in ours] == expected["read"], (case, direction)
+            assert [list(placement.write) for placement in ours] == expected["write"], (case, direction)
+
+
+# --- T5 prompts: the reference's tokenizers and weighting, on a stand-in vocabulary and a tiny random T5 ----------
+
+
+def stand_in_tokenizer() -> T5PromptTokenizer:
+    special = {"<pad>": inputs.T5_PAD, "</s>": inputs.T5_EOS}
+    return T5PromptTokenizer(inputs.stand_in_token_ids, special.get, inputs.TINY_T5["vocab_size"], source="stand-in")
+
+
+@pytest.mark.parametrize("mode", sorted(inputs.T5_MIN_LENGTHS))
+def test_t5_tokens_and_weights_match(mode):
+    tokenizer = stand_in_tokenizer()
+    for prompt, expected in FIXTURE["t5"]["tokens"][mode].items():
+        ids, weights = tokenizer.tokenize_with_weights(prompt, min_length=inputs.T5_MIN_LENGTHS[mode])
+        assert (ids, weights) == (expected["ids"], expected["weights"]), prompt
+
+
+# ComfyUI's T5 and ours (transformers' T5EncoderModel) round differently (ComfyUI scales k by sqrt(d_kv) so that
+# scaled_dot_product_attention's 1/sqrt(d_kv) cancels; T5 has no scaling), so the embeddings agree to float32
+# rounding only. Measured on the tiny T5, values up to 3.1: max |difference| 2.0e-6 for the unweighted empty prompt,
+# 4.1e-6 for the weighted ones (transformers 5.x; 0.6e-6 and 1.7e-6 with A1111's 4.30.2). A weighting error
+# (wrong tokens, wrong empty sequence) moves values by ~0.1.
+T5_EMBEDDING_TOLERANCE = 1e-5
+
+
+def test_t5_weighted_embeddings_match():
+    encoder = load_t5_encoder(t5_state_dict(**inputs.TINY_T5), mode="cpu")
+    tokenizer = stand_in_tokenizer()
+    for prompt, expected in FIXTURE["t5"]["sd3_embeddings"].items():
+        ours = encode_t5_prompt(encoder, tokenizer, prompt, min_length=inputs.T5_MIN_LENGTHS["sd3"])
+        torch.testing.assert_close(ours, reference(expected), rtol=0, atol=T5_EMBEDDING_TOLERANCE, msg=prompt)

@@ -19,15 +19,17 @@ TABLES = {
 
 SCHEDULERS = ("simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta",
               "linear_quadratic", "kl_optimal")
-SCHEDULE_STEPS = tuple(range(1, 26)) + (30, 33, 40, 50, 64, 100)
+SCHEDULE_STEPS = tuple(range(1, 18)) + (20, 22, 24, 25, 30, 33, 40, 50, 64, 100)
 
 SAMPLERS = ("euler", "euler_ancestral", "lms", "dpmpp_2m", "dpmpp_2m_sde", "deis", "uni_pc", "uni_pc_bh2", "ddim")
 
-# Sampler runs: (name, table, scheduler, steps, steps_start, steps_end, batch, latent seed, noise seed).
-# "txt2img" starts from pure noise on an empty latent; the others from a noised latent partway down, as the refiner
-# and the upscaler do.
+# Sampler runs, by name: (table, scheduler, steps, steps_start, steps_end, batch, latent seed, noise seed); a latent
+# seed of None is an empty latent. "txt2img" starts from pure noise; "base_window" from an empty latent noised to a
+# sigma below the maximum, as the styles' base stages do (steps_start 2 or 3); the others from a noised latent
+# partway down, as the refiner and the upscaler do.
 SAMPLER_CASES = {
     "txt2img": ("pixart", "simple", 12, 0, 10000, 1, None, 1),
+    "base_window": ("pixart", "beta", 16, 3, 10000, 1, None, 4),
     "refine": ("sd1", "normal", 22, 12, 10000, 1, 7, 2),
     "upscale_batch2": ("sd1", "karras", 16, 11, -1, 2, 11, 3),
 }
@@ -79,6 +81,31 @@ COND_STRENGTH, UNCOND_STRENGTH = 1.0, 0.9
 def analytic_eps(x_in: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
     """A fixed stand-in for an eps-prediction network, fed the scaled input and the integer timestep."""
     return 0.5 * torch.tanh(x_in) + 1e-4 * timestep.reshape(timestep.shape[:1] + (1,) * (x_in.ndim - 1))
+
+
+# --- T5 prompts: ComfyUI's weighting on a stand-in vocabulary and a tiny random T5 ------------------------------
+
+T5_PAD, T5_EOS = 0, 1
+T5_MIN_LENGTHS = {"sd3": 77, "pixart": 1}  # ComfyUI's SD3 T5 tokenizer; ComfyUI-TinyBreaker's "pixart" one
+TINY_T5 = dict(d_model=32, num_layers=2, num_heads=4, d_kv=8, d_ff=64, vocab_size=256, seed=3)
+T5_PROMPTS = ("a red cat", "", "(dog:1.2) on a (table:0.8)", "a ((red)) cat, [x]", "escaped \\(paren\\) text",
+              "unbalanced (paren here", "embedding:foo bar, baz", "  spaced   words ", "multi\nline embedding:x y",
+              "(a:1.5) b (c:1.5)", "(x:abc) y", "(plain) (w:1)", " ".join(f"word{i}" for i in range(90)))
+T5_ENCODED_PROMPTS = ("", "(dog:1.2) on a (table:0.8)", "a ((red)) cat, [x]")  # embeddings pinned for these
+
+
+def stand_in_token_ids(text: str) -> list[int]:
+    """A stand-in for T5's SentencePiece vocabulary (no real one can be shipped): one id marking a tokenised piece of
+    text and its length, then one id per character, all within the tiny T5's 256 and clear of <pad>/</s>. Empty
+    text has no pieces, as with SentencePiece (the reference reads its end token from the tokenisation of "")."""
+    if not text:
+        return []
+    return [3 + min(len(text), 40)] + [50 + ord(character) % 200 for character in text]
+
+
+# --- Tiny Upscaler tile sweeps: (canvas height, width, tile size); overlap and margin are tile size // 8 ----------
+
+TILE_CASES = ((16, 16, 16), (30, 44, 16), (37, 64, 16), (64, 50, 16), (50, 70, 24), (128, 200, 128))
 
 
 # --- float32-exact encoding ---------------------------------------------------------------------------------------

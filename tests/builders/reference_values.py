@@ -2,12 +2,12 @@
 
 Nothing here is ours: every number comes from calling functions of the checkouts named on the command line, with the
 inputs of tests/builders/reference_inputs.py, so test_sampling_reference.py can compare our ports with them in every
-CI run without ComfyUI. Run it in an environment with the reference's needs (torch, numpy, scipy, torchsde, tqdm,
-einops, safetensors, psutil, pillow, pyyaml), outside CI:
+CI run without ComfyUI. Run it outside CI, in an environment with what the imported reference modules need (torch,
+numpy, scipy, torchsde, transformers, tqdm, einops, safetensors, psutil, pillow, pyyaml):
 
-    python tests/builders/reference_values.py /path/to/ComfyUI --tinybreaker /path/to/ComfyUI-TinyBreaker
+    python tests/builders/reference_values.py /path/to/ComfyUI /path/to/ComfyUI-TinyBreaker
 
-Without --tinybreaker the sections that need it (step windows, styles, prompt templates) are left out.
+Both must be git checkouts (their commits are recorded): ComfyUI at tag v0.3.55, ComfyUI-TinyBreaker at v0.3.1.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ import json
 import math
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reference_inputs as inputs  # noqa: E402  (a plain-torch sibling, importable inside the reference's venv)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from builders import reference_inputs as inputs  # noqa: E402  (plain torch: importable in the reference's venv)
+from builders.t5 import t5_state_dict  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "fixtures" / "reference_values.json"
 TINYBREAKER_PACKAGE = "tinybreaker_reference"  # its folder is "nodes", which ComfyUI's own nodes.py would shadow
@@ -37,6 +39,8 @@ def _git_commit(path: Path) -> str:
 
 def _import_comfyui(root: Path):
     sys.path.insert(0, str(root))
+    import transformers  # noqa: F401  (first: it probes for torchvision once, and must not see the stand-in)
+
     try:
         import torchvision  # noqa: F401
     except Exception:
@@ -51,8 +55,9 @@ def _import_comfyui(root: Path):
 
     comfy.cli_args.args.cpu = True  # before comfy.model_management is imported: no accelerator is probed
     modules = {}
-    for name in ("comfy.samplers", "comfy.sample", "comfy.model_base", "comfy.model_sampling"):
-        modules[name.split(".")[1]] = importlib.import_module(name)
+    for name in ("comfy.samplers", "comfy.sample", "comfy.model_base", "comfy.model_sampling", "comfy.sd1_clip",
+                 "comfy.text_encoders.t5", "comfy.text_encoders.sd3_clip"):
+        modules[name.split(".")[-1]] = importlib.import_module(name)
     return types.SimpleNamespace(**modules)
 
 
@@ -61,7 +66,7 @@ def _import_tinybreaker(root: Path):
     package.__path__ = [str(root / "nodes")]
     sys.modules[TINYBREAKER_PACKAGE] = package
     names = {"sigmas": "core.comfyui_bridge.helpers.sigmas", "styles": "core.styles", "genparams": "core.genparams",
-             "common": "_common"}
+             "tiles": "core.tiles", "t5_config": "core.comfyui_bridge.t5.t5_config"}
     return types.SimpleNamespace(**{key: importlib.import_module(f"{TINYBREAKER_PACKAGE}.{name}")
                                     for key, name in names.items()})
 
@@ -78,19 +83,7 @@ class _Guider:
         return inputs.analytic_denoised(x, sigma)
 
 
-def _comfy_window(comfy, model_sampling, sampler, scheduler, steps, start, end):
-    """Only without ComfyUI-TinyBreaker: its calculate_sigmas for the plain cases (no step factor)."""
-    if end < 0:
-        end += steps
-    if sampler in comfy.samplers.KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
-        sigmas = comfy.samplers.calculate_sigmas(model_sampling, scheduler, steps + 1)
-        sigmas = torch.cat((sigmas[:-2], sigmas[-1:]))
-    else:
-        sigmas = comfy.samplers.calculate_sigmas(model_sampling, scheduler, steps)
-    return sigmas[-(steps + 1):][max(0, start):min(end, steps) + 1]
-
-
-def tables_section(comfy, samplings):
+def tables_section(samplings):
     return {name: {"sigmas": inputs.encode(ms.sigmas), "log_sigmas": inputs.encode(ms.log_sigmas),
                    "timestep_of": [int(t) for t in ms.timestep(torch.tensor(inputs.TIMESTEP_SIGMAS))],
                    "sigma_at": inputs.encode(ms.sigma(torch.tensor(inputs.FRACTIONAL_TIMESTEPS)))}
@@ -147,10 +140,7 @@ def samplers_section(comfy, tinybreaker, samplings):
         noise = comfy.sample.prepare_noise(latent, noise_seed)
         runs, starts = {}, {}
         for name in inputs.SAMPLERS:
-            if tinybreaker is not None:
-                sigmas = tinybreaker.sigmas.calculate_sigmas(ms, name, scheduler, steps, start, end, 0)
-            else:
-                sigmas = _comfy_window(comfy, ms, name, scheduler, steps, start, end)
+            sigmas = tinybreaker.sigmas.calculate_sigmas(ms, name, scheduler, steps, start, end, 0)
             recorded = inputs.encode(sigmas)  # now: the reference's uni_pc sets the caller's final 0 to 0.001
             sampler = comfy.samplers.sampler_object(name)
             max_denoise = sampler.max_denoise(guider, sigmas)
@@ -183,7 +173,7 @@ def cfg_section(comfy):
     return result
 
 
-def eps_section(comfy, samplings):
+def eps_section(samplings):
     """BaseModel._apply_model's EPS path: calculate_input, timestep(σ).float(), network, calculate_denoised."""
     x = inputs.small_latent(9) * 4.0
     result = {}
@@ -218,16 +208,92 @@ def templates_section(tinybreaker):
     return {template: {prompt: replace(template, prompt) for prompt in TEMPLATE_PROMPTS} for template in TEMPLATES}
 
 
+def tiles_section(tinybreaker):
+    """The Tiny Upscaler's tile sweeps (apply_tiles_tlbr for even steps, apply_tiles_brtl for odd ones): each tile's
+    read box and the box its result is written to, as (top, bottom, left, right), in processing order."""
+    result = {}
+    for height, width, tile_size in inputs.TILE_CASES:
+        sweeps = {}
+        for direction, apply_tiles in (("forward", tinybreaker.tiles.apply_tiles_tlbr),
+                                       ("backward", tinybreaker.tiles.apply_tiles_brtl)):
+            canvas = torch.full((1, 1, height, width), -1.0)
+            reads = []
+
+            def tile_of(canvas, x, y, tile_width, tile_height):
+                reads.append([y, y + tile_height, x, x + tile_width])
+                return torch.full((1, 1, tile_height, tile_width), float(len(reads) - 1))
+
+            apply_tiles(canvas, create_tile_func=tile_of, tile_size=tile_size)
+            assert bool((canvas >= 0).all()), "a sweep left part of the canvas unwritten"
+            writes = []
+            for index in range(len(reads)):  # every tile writes one rectangle that no other tile writes
+                rows, cols = torch.nonzero(canvas[0, 0] == index, as_tuple=True)
+                box = [int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1]
+                assert len(rows) == (box[1] - box[0]) * (box[3] - box[2])
+                writes.append(box)
+            sweeps[direction] = {"read": reads, "write": writes}
+        result[f"{height}x{width}/{tile_size}"] = sweeps
+    return result
+
+
+class _StandInT5Tokenizer:
+    """Takes the place of transformers' T5TokenizerFast in the reference's T5 tokenizers (no real vocabulary can be
+    shipped with the tests): ids from reference_inputs.stand_in_token_ids, then </s>, as T5's post-processor adds."""
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs):
+        return cls()
+
+    def __call__(self, text):
+        return {"input_ids": inputs.stand_in_token_ids(text) + [inputs.T5_EOS]}
+
+    def get_vocab(self):
+        return {"<pad>": inputs.T5_PAD, "</s>": inputs.T5_EOS}
+
+
+def t5_section(comfy, tinybreaker, embeddings_dir: Path):
+    """Token ids and weights from ComfyUI's SD3 T5 tokenizer (ComfyUI-TinyBreaker's default) and from
+    ComfyUI-TinyBreaker's "pixart" one; and, for a few prompts, the SD3 mode's weighted embeddings from ComfyUI's own
+    T5 and encode_token_weights on the tiny random T5 of builders/t5.py (T5XXLModel_SD3's settings, tiny config)."""
+    comfy.sd3_clip.T5TokenizerFast = _StandInT5Tokenizer
+    tinybreaker.t5_config.T5TokenizerFast = _StandInT5Tokenizer
+    tokenizers = {"sd3": comfy.sd3_clip.T5XXLTokenizer(embedding_directory=str(embeddings_dir)),
+                  "pixart": tinybreaker.t5_config.T5XXLTokenizer_PA(embedding_directory=str(embeddings_dir))}
+    tokens = {}
+    for mode, tokenizer in tokenizers.items():
+        assert tokenizer.min_length == inputs.T5_MIN_LENGTHS[mode]
+        tokens[mode] = {}
+        for prompt in inputs.T5_PROMPTS:
+            batches = tokenizer.tokenize_with_weights(prompt)
+            assert len(batches) == 1  # max_length 99999999: never split
+            tokens[mode][prompt] = {"ids": [int(t) for t, _ in batches[0]], "weights": [w for _, w in batches[0]]}
+
+    config = {"d_ff": inputs.TINY_T5["d_ff"], "d_kv": inputs.TINY_T5["d_kv"], "d_model": inputs.TINY_T5["d_model"],
+              "dense_act_fn": "gelu_pytorch_tanh", "is_gated_act": True, "layer_norm_epsilon": 1e-06,
+              "model_type": "t5", "num_heads": inputs.TINY_T5["num_heads"], "num_layers": inputs.TINY_T5["num_layers"],
+              "relative_attention_num_buckets": 32, "vocab_size": inputs.TINY_T5["vocab_size"]}
+    model = comfy.sd1_clip.SDClipModel(layer="last", textmodel_json_config=config, special_tokens={"end": 1, "pad": 0},
+                                       model_class=comfy.t5.T5, enable_attention_masks=False,
+                                       return_attention_masks=False)
+    missing, unexpected = model.load_sd(t5_state_dict(**inputs.TINY_T5))
+    assert not missing and not unexpected, (missing, unexpected)
+    embeddings = {}
+    for prompt in inputs.T5_ENCODED_PROMPTS:
+        encoded = model.encode_token_weights(tokenizers["sd3"].tokenize_with_weights(prompt))
+        embeddings[prompt] = inputs.encode(encoded[0])
+    return {"tokens": tokens, "sd3_embeddings": embeddings}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("comfyui", type=Path, help="a ComfyUI checkout (git), e.g. at tag v0.3.55")
-    parser.add_argument("--tinybreaker", type=Path, help="a ComfyUI-TinyBreaker checkout (git), e.g. at v0.3.1")
+    parser.add_argument("tinybreaker", type=Path, help="a ComfyUI-TinyBreaker checkout (git), e.g. at v0.3.1")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)  # results must not depend on the thread count
     comfy = _import_comfyui(args.comfyui.resolve())
-    tinybreaker = _import_tinybreaker(args.tinybreaker.resolve()) if args.tinybreaker else None
+    tinybreaker = _import_tinybreaker(args.tinybreaker.resolve())
     samplings = {name: comfy.model_base.model_sampling(types.SimpleNamespace(sampling_settings=settings),
                                                        comfy.model_base.ModelType.EPS)
                  for name, settings in inputs.TABLES.items()}
@@ -235,24 +301,29 @@ def main(argv=None) -> int:
     import numpy
     import scipy
 
+    with tempfile.TemporaryDirectory() as embeddings_dir:  # a models folder without the named embeddings
+        t5 = t5_section(comfy, tinybreaker, Path(embeddings_dir))
     fixture = {
         "source": {"comfyui_commit": _git_commit(args.comfyui), "comfyui_version": comfyui_version.__version__,
-                   "torch": torch.__version__, "numpy": numpy.__version__, "scipy": scipy.__version__},
-        "tables": tables_section(comfy, samplings),
+                   "tinybreaker_commit": _git_commit(args.tinybreaker), "torch": torch.__version__,
+                   "numpy": numpy.__version__, "scipy": scipy.__version__},
+        "tables": tables_section(samplings),
         "schedules": schedules_section(comfy, samplings),
+        "windows": windows_section(tinybreaker, samplings),
+        "styles": styles_section(tinybreaker, samplings, args.tinybreaker / "styles" / "styles_v03.ini"),
         "samplers": samplers_section(comfy, tinybreaker, samplings),
         "noise": noise_section(comfy),
         "cfg": cfg_section(comfy),
-        "eps_denoiser": eps_section(comfy, samplings),
+        "eps_denoiser": eps_section(samplings),
         "max_denoise": max_denoise_section(comfy, samplings),
+        "templates": templates_section(tinybreaker),
+        "tiles": tiles_section(tinybreaker),
+        "t5": t5,
     }
-    if tinybreaker is not None:
-        fixture["source"]["tinybreaker_commit"] = _git_commit(args.tinybreaker)
-        fixture["windows"] = windows_section(tinybreaker, samplings)
-        fixture["styles"] = styles_section(tinybreaker, samplings, args.tinybreaker / "styles" / "styles_v03.ini")
-        fixture["templates"] = templates_section(tinybreaker)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(fixture, indent=1, sort_keys=True) + "\n")
+    sections = (f"{json.dumps(name)}:{json.dumps(value, sort_keys=True, separators=(',', ':'))}"
+                for name, value in sorted(fixture.items()))
+    args.output.write_text("{\n" + ",\n".join(sections) + "\n}\n")  # one line a section: compact, diffable
     print(f"wrote {args.output} ({args.output.stat().st_size} bytes)")
     return 0
 
