@@ -14,7 +14,8 @@ import torch
 
 from tinybreaker_ext.errors import ParameterError
 
-SCHEDULERS = ("simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta")
+SCHEDULERS = ("simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta", "linear_quadratic",
+              "kl_optimal")
 
 # Samplers for which the reference computes one step more and drops the penultimate sigma (spec §5.3 rule 4).
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset(("dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"))
@@ -162,6 +163,34 @@ def _beta(schedule: DiscreteSchedule, steps: int) -> list[float]:
     return values + [0.0]
 
 
+def _linear_quadratic(schedule: DiscreteSchedule, steps: int, threshold_noise: float = 0.025) -> torch.Tensor:
+    # Mochi's schedule: 1 - σ/σ_max rises linearly to threshold_noise over the first half of the steps, then
+    # quadratically to 1. Computed in float64 lists, rounded to float32, then scaled by the float32 σ_max.
+    if steps == 1:
+        fractions = [1.0, 0.0]
+    else:
+        linear_steps = steps // 2
+        linear = [i * threshold_noise / linear_steps for i in range(linear_steps)]
+        threshold_noise_step_diff = linear_steps - threshold_noise * steps
+        quadratic_steps = steps - linear_steps
+        quadratic_coef = threshold_noise_step_diff / (linear_steps * quadratic_steps ** 2)
+        linear_coef = threshold_noise / linear_steps - 2 * threshold_noise_step_diff / (quadratic_steps ** 2)
+        const = quadratic_coef * (linear_steps ** 2)
+        quadratic = [quadratic_coef * (i ** 2) + linear_coef * i + const for i in range(linear_steps, steps)]
+        fractions = [1.0 - value for value in linear + quadratic + [1.0]]
+    return torch.tensor(fractions, dtype=torch.float32) * schedule.sigma_max
+
+
+def _kl_optimal(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
+    # tan of a linear ramp from atan(σ_max) to atan(σ_min), in float32. For one step the reference divides 0 by 0 and
+    # returns NaN; we give [σ_max, 0] (the ramp's first point), as karras and exponential do.
+    sigma_min, sigma_max = float(schedule.sigma_min), float(schedule.sigma_max)
+    ramp = torch.arange(steps, dtype=torch.float32).div_(max(steps - 1, 1))
+    sigmas = ramp.new_zeros(steps + 1)
+    sigmas[:-1] = (ramp * math.atan(sigma_min) + (1 - ramp) * math.atan(sigma_max)).tan_()
+    return sigmas
+
+
 _SCHEDULER_FUNCTIONS = {
     "simple": _simple,
     "normal": _normal,
@@ -170,6 +199,8 @@ _SCHEDULER_FUNCTIONS = {
     "sgm_uniform": lambda schedule, steps: _normal(schedule, steps, sgm=True),
     "ddim_uniform": _ddim_uniform,
     "beta": _beta,
+    "linear_quadratic": _linear_quadratic,
+    "kl_optimal": _kl_optimal,
 }
 
 
