@@ -19,7 +19,8 @@ from .errors import ParameterError
 
 FROM_STYLE = "style"
 BASE_SAMPLERS = (FROM_STYLE, "euler", "euler_ancestral", "lms", "dpmpp_2m", "dpmpp_2m_sde", "deis", "uni_pc", "ddim")
-BASE_SCHEDULERS = (FROM_STYLE, "simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta", "linear_quadratic", "kl_optimal")
+BASE_SCHEDULERS = (FROM_STYLE, "simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta",
+                   "linear_quadratic", "kl_optimal")
 T5_MODES = ("auto", "gpu", "cpu", "stream")
 SIZE_PRESETS = ("custom", "1:1", "4:3", "3:2", "16:10", "16:9", "2:1", "21:9", "12:5", "70:27", "32:9")
 ORIENTATIONS = ("landscape", "portrait")
