@@ -1,82 +1,118 @@
-"""The host stand-ins keep the real hosts' signatures: each is compared with the definition parsed (never
-imported) from a checked-out host tree. Skipped where no trees are checked out (set TINYBREAKER_HOST_TREES to a
-folder holding a1111/, forge/, reforge/)."""
+"""The host stand-ins keep the real hosts' signatures, and the host contracts cover every host name our adapters use.
+
+tests/fixtures/host_contracts.json holds the signatures read from real host trees (A1111 1.10.1, Forge, Forge Neo,
+Forge Classic, reForge; commits inside) by tests/builders/host_contracts.py. These tests need no host tree: every
+stand-in is compared with the fixture in every run, and the adapters' host calls are checked against its names.
+"""
 
 import ast
 import inspect
-import os
+import json
 
 import pytest
 
 from builders import fake_host_processing as processing
+from builders import fake_host_sampling as sampling
 from builders import fake_host_ui as ui
 from builders import fake_hosts
+from builders.host_contracts import FIXTURE, HOSTS, _names_in, adapter_host_names
 
-TREES = os.environ.get("TINYBREAKER_HOST_TREES", "/work/hosts")
+with open(FIXTURE, encoding="utf-8") as _file:
+    CONTRACTS = json.load(_file)["hosts"]
 
-# (fake, host, file in the tree, qualified name there)
+ALL = HOSTS
+FORGE_FAMILY = ("forge", "neo", "classic", "reforge")
+UI_COMMON = ui.ui_common_module(ui.ui_components_module())
+CALLBACKS = ui.script_callbacks_module()
+
+
+class BuiltOnUse:
+    """A stand-in that exists only once built (the UI components subclass the installed gradio's)."""
+
+    def __init__(self, make):
+        self.make = make
+
+
+def _ui_component(name: str) -> BuiltOnUse:
+    return BuiltOnUse(lambda: getattr(ui.ui_components_module(), name).__init__)
+
+
+# (stand-in, hosts it must match, contract name). Hosts left out differ from the stand-in: see the comments.
 CASES = [
-    (processing.create_sampler, "a1111", "modules/sd_samplers.py", "create_sampler"),
-    (processing.FakeSampler.sample_img2img, "a1111", "modules/sd_samplers_kdiffusion.py",
-     "KDiffusionSampler.sample_img2img"),
-    (processing.FakeSampler.sample_img2img, "forge", "modules/sd_samplers_kdiffusion.py",
-     "KDiffusionSampler.sample_img2img"),
-    (processing.FakeSampler.sample_img2img, "reforge", "modules/sd_samplers_kdiffusion.py",
-     "KDiffusionSampler.sample_img2img"),
-    (processing.ImageRNG.__init__, "a1111", "modules/rng.py", "ImageRNG.__init__"),
-    (processing.decode_latent_batch, "a1111", "modules/processing.py", "decode_latent_batch"),
-    (processing.StableDiffusionProcessingTxt2Img.sample_hr_pass, "a1111", "modules/processing.py",
-     "StableDiffusionProcessingTxt2Img.sample_hr_pass"),
-    (processing.StableDiffusionProcessingTxt2Img.sample, "a1111", "modules/processing.py",
-     "StableDiffusionProcessingTxt2Img.sample"),
-    (processing.StableDiffusionProcessingTxt2Img.txt2img_image_conditioning, "a1111", "modules/processing.py",
-     "StableDiffusionProcessing.txt2img_image_conditioning"),
-    (processing.StableDiffusionProcessingTxt2Img.get_token_merging_ratio, "a1111", "modules/processing.py",
-     "StableDiffusionProcessing.get_token_merging_ratio"),
-    (processing.ScriptRunner.process_before_every_sampling, "a1111", "modules/scripts.py",
-     "ScriptRunner.process_before_every_sampling"),
-    (fake_hosts.send_model_to_cpu, "a1111", "modules/sd_models.py", "send_model_to_cpu"),
-    (fake_hosts.send_model_to_device, "a1111", "modules/sd_models.py", "send_model_to_device"),
-    (fake_hosts.apply_token_merging, "forge", "modules/sd_models.py", "apply_token_merging"),
-    (fake_hosts.apply_token_merging, "reforge", "modules/sd_models.py", "apply_token_merging"),
-    (fake_hosts.OptionInfo.__init__, "a1111", "modules/options.py", "OptionInfo.__init__"),
-    (fake_hosts.ForgeModelPatcher.__init__, "forge", "backend/patcher/base.py", "ModelPatcher.__init__"),
-    (fake_hosts.forge_load_models_gpu, "forge", "backend/memory_management.py", "load_models_gpu"),
-    (fake_hosts.forge_free_memory, "forge", "backend/memory_management.py", "free_memory"),
-    (fake_hosts.ReForgeModelPatcher.__init__, "reforge", "ldm_patched/modules/model_patcher.py",
-     "ModelPatcher.__init__"),
-    (fake_hosts.reforge_load_models_gpu, "reforge", "ldm_patched/modules/model_management.py", "load_models_gpu"),
-    (fake_hosts.reforge_free_memory, "reforge", "ldm_patched/modules/model_management.py", "free_memory"),
-    (fake_hosts.State.nextjob, "a1111", "modules/shared_state.py", "State.nextjob"),
-    (fake_hosts.State.begin, "a1111", "modules/shared_state.py", "State.begin"),
-    (fake_hosts.State.assign_current_image, "a1111", "modules/shared_state.py", "State.assign_current_image"),
-    (processing.ForgeObjects.__init__, "forge", "backend/diffusion_engine/base.py", "ForgeObjects.__init__"),
-] + [(getattr(ui.Script, name), "a1111", "modules/scripts.py", f"Script.{name}") for name in (
-    "title", "ui", "show", "setup", "process", "process_before_every_sampling", "postprocess", "after_component",
-    "elem_id", "before_hr")]
+    (processing.create_sampler, ("a1111", "forge", "neo", "classic"),  # reForge adds scheduler=None
+     "modules.sd_samplers.create_sampler"),
+    (processing.FakeSampler.sample, ALL, "modules.sd_samplers_kdiffusion.KDiffusionSampler.sample"),
+    (processing.FakeSampler.sample_img2img, ALL, "modules.sd_samplers_kdiffusion.KDiffusionSampler.sample_img2img"),
+    (processing.ImageRNG.__init__, ALL, "modules.rng.ImageRNG"),
+    (processing.decode_latent_batch, ALL, "modules.processing.decode_latent_batch"),
+    (sampling.decode_latent_batch, ALL, "modules.processing.decode_latent_batch"),
+    (processing.StableDiffusionProcessingTxt2Img.sample, ALL,
+     "modules.processing.StableDiffusionProcessingTxt2Img.sample"),
+    (processing.StableDiffusionProcessingTxt2Img.sample_hr_pass, ALL,
+     "modules.processing.StableDiffusionProcessingTxt2Img.sample_hr_pass"),
+    (processing.StableDiffusionProcessingTxt2Img.txt2img_image_conditioning, ALL,
+     "modules.processing.StableDiffusionProcessingTxt2Img.txt2img_image_conditioning"),
+    (processing.StableDiffusionProcessingTxt2Img.get_token_merging_ratio, ALL,
+     "modules.processing.StableDiffusionProcessingTxt2Img.get_token_merging_ratio"),
+    (processing.StableDiffusionProcessingTxt2Img.init, ALL,
+     "modules.processing.StableDiffusionProcessingTxt2Img.init"),
+    (processing.ScriptRunner.process_before_every_sampling, ALL,
+     "modules.scripts.ScriptRunner.process_before_every_sampling"),
+    (processing.ForgeObjects.__init__, ("forge", "neo"), "backend.diffusion_engine.base.ForgeObjects"),
+    (processing.ForgeObjects.shallow_copy, ("forge", "neo"), "backend.diffusion_engine.base.ForgeObjects.shallow_copy"),
+    (sampling.SdConditioning.__init__, ("a1111", "classic", "reforge"),  # Forge, Neo add distilled_cfg_scale=None
+     "modules.prompt_parser.SdConditioning"),
+    (sampling.ComposableScheduledPromptConditioning.__init__, ALL,
+     "modules.prompt_parser.ComposableScheduledPromptConditioning"),
+    (sampling.MulticondLearnedConditioning.__init__, ALL, "modules.prompt_parser.MulticondLearnedConditioning"),
+    (sampling.get_learned_conditioning, ALL, "modules.prompt_parser.get_learned_conditioning"),
+    (sampling.get_multicond_learned_conditioning, ALL, "modules.prompt_parser.get_multicond_learned_conditioning"),
+    (sampling.reconstruct_cond_batch, ALL, "modules.prompt_parser.reconstruct_cond_batch"),
+    (sampling.reconstruct_multicond_batch, ALL, "modules.prompt_parser.reconstruct_multicond_batch"),
+    (sampling.FakeCFGDenoiser.forward, ("a1111", "forge", "classic"),  # Neo, reForge add **kwargs
+     "modules.sd_samplers_cfg_denoiser.CFGDenoiser.forward"),
+    (sampling.FakeKDiffusionSampler.initialize, ALL, "modules.sd_samplers_kdiffusion.KDiffusionSampler.initialize"),
+    (fake_hosts.send_model_to_cpu, ("a1111",), "modules.sd_models.send_model_to_cpu"),
+    (fake_hosts.send_model_to_device, ("a1111",), "modules.sd_models.send_model_to_device"),
+    (fake_hosts.apply_token_merging, ALL, "modules.sd_models.apply_token_merging"),
+    (fake_hosts.OptionInfo.__init__, ALL, "modules.shared.OptionInfo"),
+    (fake_hosts.Options.add_option, ALL, "modules.shared.opts.add_option"),
+    (fake_hosts.State.begin, ALL, "modules.shared_state.State.begin"),
+    (fake_hosts.State.skip, ALL, "modules.shared_state.State.skip"),
+    (fake_hosts.State.interrupt, ALL, "modules.shared_state.State.interrupt"),
+    (fake_hosts.State.nextjob, ALL, "modules.shared.state.nextjob"),
+    (fake_hosts.State.assign_current_image, ALL, "modules.shared.state.assign_current_image"),
+    (fake_hosts.TotalTQDM.updateTotal, ALL, "modules.shared.total_tqdm.updateTotal"),
+    (fake_hosts.TotalTQDM.update, ALL, "modules.shared.total_tqdm.update"),
+    (fake_hosts.TotalTQDM.clear, ALL, "modules.shared_total_tqdm.TotalTQDM.clear"),
+    (fake_hosts.ForgeModelPatcher.__init__, ("forge",), "backend.patcher.base.ModelPatcher.__init__"),
+    (fake_hosts.forge_load_models_gpu, ("forge",), "backend.memory_management.load_models_gpu"),
+    (fake_hosts.forge_free_memory, ("forge",), "backend.memory_management.free_memory"),
+    (fake_hosts.ReForgeModelPatcher.__init__, ("reforge",), "ldm_patched.modules.model_patcher.ModelPatcher.__init__"),
+    (fake_hosts.reforge_load_models_gpu, ("reforge",), "ldm_patched.modules.model_management.load_models_gpu"),
+    (fake_hosts.reforge_free_memory, ("reforge", "classic"), "ldm_patched.modules.model_management.free_memory"),
+    (UI_COMMON.create_refresh_button, ALL, "modules.ui_common.create_refresh_button"),
+    (_ui_component("InputAccordion"), ("a1111", "classic", "reforge"),  # Forge, Neo: a function (value=None, **kw)
+     "modules.ui_components.InputAccordion"),
+    (CALLBACKS.clear_callbacks, ALL, "modules.script_callbacks.clear_callbacks"),
+    (CALLBACKS.app_started_callback, ALL, "modules.script_callbacks.app_started_callback"),
+    (CALLBACKS.before_ui_callback, ALL, "modules.script_callbacks.before_ui_callback"),
+    (CALLBACKS.ui_settings_callback, ALL, "modules.script_callbacks.ui_settings_callback"),
+] + [(getattr(CALLBACKS, f"on_{category}"), ("a1111", "forge", "neo", "reforge"),  # Classic: no name keyword
+      f"modules.script_callbacks.on_{category}")
+     for category in ("app_started", "ui_settings", "before_ui", "script_unloaded", "model_loaded", "ui_tabs",
+                      "infotext_pasted")
+     ] + [(getattr(ui.Script, name), ALL if name != "describe" else ("a1111", "forge", "neo", "reforge"),  # Classic
+           # removed Script.describe
+           f"modules.scripts.Script.{name}")
+          for name in ("title", "ui", "show", "run", "setup", "before_process", "process", "before_process_batch",
+                       "after_extra_networks_activate", "process_before_every_sampling", "process_batch",
+                       "postprocess_batch", "post_sample", "postprocess", "before_component", "after_component",
+                       "describe", "elem_id", "before_hr")]
+CASES = [(fake, host, name) for fake, hosts, name in CASES for host in hosts]
 
 
-def parsed_parameters(path: str, qualified_name: str) -> list[tuple[str, str, str | None]]:
-    with open(path, encoding="utf-8") as file:
-        tree = ast.parse(file.read())
-    node = tree
-    for part in qualified_name.split("."):
-        node = next(child for child in ast.iter_child_nodes(node)
-                    if isinstance(child, (ast.FunctionDef, ast.ClassDef)) and child.name == part)
-    arguments = node.args
-    positional = arguments.posonlyargs + arguments.args
-    defaults = [None] * (len(positional) - len(arguments.defaults)) + [ast.unparse(d) for d in arguments.defaults]
-    result = [(arg.arg, "positional", default) for arg, default in zip(positional, defaults)]
-    if arguments.vararg:
-        result.append((arguments.vararg.arg, "*", None))
-    result += [(arg.arg, "keyword", None if default is None else ast.unparse(default))
-               for arg, default in zip(arguments.kwonlyargs, arguments.kw_defaults)]
-    if arguments.kwarg:
-        result.append((arguments.kwarg.arg, "**", None))
-    return result
-
-
-def fake_parameters(function) -> list[tuple[str, str, str | None]]:
+def fake_parameters(function) -> list[list]:
     kinds = {inspect.Parameter.POSITIONAL_ONLY: "positional", inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
              inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.KEYWORD_ONLY: "keyword",
              inspect.Parameter.VAR_KEYWORD: "**"}
@@ -84,14 +120,41 @@ def fake_parameters(function) -> list[tuple[str, str, str | None]]:
     for parameter in inspect.signature(function).parameters.values():
         default = None if parameter.default is inspect.Parameter.empty else ast.unparse(
             ast.parse(repr(parameter.default), mode="eval").body)
-        result.append((parameter.name, kinds[parameter.kind], default))
+        result.append([parameter.name, kinds[parameter.kind], default])
     return result
 
 
-@pytest.mark.parametrize("fake, host, relative_path, qualified_name", CASES,
-                         ids=[f"{case[1]}:{case[3]}" for case in CASES])
-def test_stand_in_matches_the_host(fake, host, relative_path, qualified_name):
-    path = os.path.join(TREES, host, relative_path)
-    if not os.path.isfile(path):
-        pytest.skip(f"no {host} tree at {os.path.join(TREES, host)}")
-    assert fake_parameters(fake) == parsed_parameters(path, qualified_name)
+@pytest.mark.parametrize("fake, host, name", CASES, ids=[f"{host}:{name}" for _, host, name in CASES])
+def test_stand_in_matches_the_host(fake, host, name):
+    entry = CONTRACTS[host]["contracts"].get(name)
+    assert entry is not None, f"no contract for {name} in {host}: regenerate tests/fixtures/host_contracts.json"
+    if isinstance(fake, BuiltOnUse):
+        fake = fake.make()
+    assert fake_parameters(fake) == entry["params"], f"{host} defines it at {entry['file']}:{entry['qualname']}"
+
+
+def test_the_fixture_covers_every_host_name_the_adapters_use():
+    missing = sorted(adapter_host_names() - set(CONTRACTS["a1111"]["contracts"]))
+    assert not missing, f"adapters use host names without a contract (run tests/builders/host_contracts.py): {missing}"
+
+
+def test_every_contract_is_found_in_some_host():
+    names = set(CONTRACTS["a1111"]["contracts"])
+    assert all(set(CONTRACTS[host]["contracts"]) == names for host in HOSTS)
+    assert [name for name in sorted(names) if all(CONTRACTS[h]["contracts"][name] is None for h in HOSTS)] == []
+
+
+def test_the_fixture_names_each_hosts_commit():
+    assert sorted(CONTRACTS) == sorted(HOSTS)
+    for host in HOSTS:
+        commit = CONTRACTS[host]["commit"]
+        assert len(commit) == 40 and int(commit, 16) >= 0, host
+
+
+def test_the_scan_follows_imports_aliases_and_getattr():
+    source = ("from modules import shared\nfrom backend.patcher.base import ModelPatcher\n"
+              "def f():\n    state = shared.state\n    state.nextjob()\n    getattr(shared.opts, 'live')\n"
+              "    ModelPatcher(1)\n    p.sampler.sample(1)\n")
+    assert _names_in(ast.parse(source)) == {
+        "modules.shared.state.nextjob", "modules.shared.opts.live", "backend.patcher.base.ModelPatcher",
+        "modules.shared.state", "modules.shared.opts"}

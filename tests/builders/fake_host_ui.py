@@ -188,7 +188,7 @@ def ui_components_module() -> types.ModuleType:
             webui_do_not_create_gradio_pyi_thank_you = True
             global_index = 0
 
-            def __init__(self, value=None, **kwargs):
+            def __init__(self, value, **kwargs):  # A1111: value has no default
                 self.accordion_id = kwargs.get('elem_id')
                 if self.accordion_id is None:
                     self.accordion_id = f"input-accordion-{InputAccordion.global_index}"
