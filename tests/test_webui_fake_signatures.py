@@ -38,6 +38,7 @@ def _ui_component(name: str) -> BuiltOnUse:
 
 
 # (stand-in, hosts it must match, contract name). Hosts left out differ from the stand-in: see the comments.
+_CONDITIONING = sampling.conditioning_functions(sampling.SamplingEnv("stand-in"))
 CASES = [
     (processing.create_sampler, ("a1111", "forge", "neo", "classic"),  # reForge adds scheduler=None
      "modules.sd_samplers.create_sampler"),
@@ -65,12 +66,13 @@ CASES = [
     (sampling.ComposableScheduledPromptConditioning.__init__, ALL,
      "modules.prompt_parser.ComposableScheduledPromptConditioning"),
     (sampling.MulticondLearnedConditioning.__init__, ALL, "modules.prompt_parser.MulticondLearnedConditioning"),
-    (sampling.get_learned_conditioning, ALL, "modules.prompt_parser.get_learned_conditioning"),
-    (sampling.get_multicond_learned_conditioning, ALL, "modules.prompt_parser.get_multicond_learned_conditioning"),
+    (_CONDITIONING[0], ALL, "modules.prompt_parser.get_learned_conditioning"),
+    (_CONDITIONING[1], ALL, "modules.prompt_parser.get_multicond_learned_conditioning"),
     (sampling.reconstruct_cond_batch, ALL, "modules.prompt_parser.reconstruct_cond_batch"),
     (sampling.reconstruct_multicond_batch, ALL, "modules.prompt_parser.reconstruct_multicond_batch"),
     (sampling.FakeCFGDenoiser.forward, ("a1111", "forge", "classic"),  # Neo, reForge add **kwargs
      "modules.sd_samplers_cfg_denoiser.CFGDenoiser.forward"),
+    (sampling.store_latent, ALL, "modules.sd_samplers_common.store_latent"),
     (sampling.FakeKDiffusionSampler.initialize, ALL, "modules.sd_samplers_kdiffusion.KDiffusionSampler.initialize"),
     (fake_hosts.send_model_to_cpu, ("a1111",), "modules.sd_models.send_model_to_cpu"),
     (fake_hosts.send_model_to_device, ("a1111",), "modules.sd_models.send_model_to_device"),

@@ -184,7 +184,8 @@ def install_host_sampling(tree: dict, host: str) -> SamplingEnv:
             get_multicond_learned_conditioning=get_multicond_learned_conditioning,
             reconstruct_cond_batch=reconstruct_cond_batch, reconstruct_multicond_batch=reconstruct_multicond_batch),
         "modules.sd_samplers_common": new_module("modules.sd_samplers_common",
-                                                 InterruptedException=InterruptedException),
+                                                 InterruptedException=InterruptedException,
+                                                 store_latent=store_latent),
         "modules.sd_samplers_kdiffusion": new_module("modules.sd_samplers_kdiffusion"),
     }
     if host in ("forge", "reforge"):
@@ -199,6 +200,14 @@ def install_host_sampling(tree: dict, host: str) -> SamplingEnv:
         tree[name] = module
         sys.modules[name] = module
     return env
+
+
+def store_latent(decoded):
+    """modules/sd_samplers_common.py: the host's live-preview hook, fed each step's denoised latent."""
+    from modules import shared
+
+    record("store_latent", tuple(decoded.shape))
+    shared.state.current_latent = decoded
 
 
 def decode_latent_batch(model, batch, target_device=None, check_for_nans=False):
