@@ -283,3 +283,11 @@ def test_upscaler_size_and_output_size():
     made = plan("--upscale on", upscale_by=1.5, width=640, height=512)
     assert made.output_size == (960, 768)
     assert plan("", width=640, height=512).output_size == (640, 512)
+
+
+def test_a_size_from_inline_arguments_snaps_to_the_front_ends_size_step():
+    made = make_plan(ON, ImageRequest("--aspect 16:9", width=1024, height=1024, seed=1, size_step=64),
+                     StyleLibrary.load_builtin())
+    assert (made.width, made.height) == (1664, 960) and any("size step 64" in w for w in made.warnings)
+    assert (make_plan(ON, ImageRequest("", width=1000, height=1000, seed=1, size_step=64),
+                      StyleLibrary.load_builtin()).width) == 1000  # a size the user typed is left alone

@@ -93,6 +93,11 @@ CASES = [
     (fake_hosts.ReForgeModelPatcher.__init__, ("reforge",), "ldm_patched.modules.model_patcher.ModelPatcher.__init__"),
     (fake_hosts.reforge_load_models_gpu, ("reforge",), "ldm_patched.modules.model_management.load_models_gpu"),
     (fake_hosts.reforge_free_memory, ("reforge", "classic"), "ldm_patched.modules.model_management.free_memory"),
+    (fake_hosts.NeoModelPatcher.__init__, ("neo",), "backend.patcher.base.ModelPatcher.__init__"),
+    (fake_hosts.neo_load_models_gpu, ("neo",), "backend.memory_management.load_models_gpu"),
+    (fake_hosts.neo_free_memory, ("neo",), "backend.memory_management.free_memory"),
+    (fake_hosts.ClassicModelPatcher.__init__, ("classic",), "ldm_patched.modules.model_patcher.ModelPatcher.__init__"),
+    (fake_hosts.classic_load_models_gpu, ("classic",), "ldm_patched.modules.model_management.load_models_gpu"),
     (UI_COMMON.create_refresh_button, ALL, "modules.ui_common.create_refresh_button"),
     (_ui_component("InputAccordion"), ("a1111", "classic", "reforge"),  # Forge, Neo: a function (value=None, **kw)
      "modules.ui_components.InputAccordion"),

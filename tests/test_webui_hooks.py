@@ -2,7 +2,7 @@
 
 import torch
 
-from builders.fake_hosts import StableDiffusionProcessingTxt2Img, call_names, calls_named, seed_noise
+from builders.fake_hosts import MANAGED_HOSTS, StableDiffusionProcessingTxt2Img, call_names, calls_named, seed_noise
 from builders.fixtures_webui import TRANSCODE_SCALE, TRANSCODE_SHIFT, FakeEngine
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.webui import script_logic
@@ -67,7 +67,7 @@ def test_hook_order_inside_the_replacement(tb_host):
     names = [name for name in call_names() if name in (
         "engine.base", "engine.transcode", "state.nextjob", "create_sampler", "process_before_every_sampling",
         "sampler.sample_img2img", "sd_models.apply_token_merging")]
-    forge_like = tb_host.name in ("forge", "reforge")
+    forge_like = tb_host.name in MANAGED_HOSTS
     assert names == ["engine.base", "engine.transcode", "state.nextjob"] \
         + (["sd_models.apply_token_merging"] if forge_like else []) \
         + ["create_sampler", "process_before_every_sampling", "sampler.sample_img2img", "state.nextjob"]
@@ -99,7 +99,7 @@ def test_is_hr_pass_is_off_during_the_refine_and_restored_after(tb_host):
 
 
 def test_forge_objects_are_reset_before_scripts_patch_them(make_tb_host):
-    for host in ("forge", "reforge"):
+    for host in MANAGED_HOSTS:
         env = make_tb_host(host)
 
         def patch_unet(p, kwargs):  # what a Forge built-in (FreeU, dynamic thresholding…) does in this hook
@@ -116,7 +116,7 @@ def test_forge_objects_are_reset_before_scripts_patch_them(make_tb_host):
 
 
 def test_modified_noise_from_a_script_is_used_once(make_tb_host):
-    for host in ("forge", "reforge"):
+    for host in MANAGED_HOSTS:
         env = make_tb_host(host)
         replacement = torch.full((1, 4, 8, 8), 0.5)
         env.runner.on_before_every_sampling = lambda p, kwargs: setattr(p, "modified_noise", replacement)

@@ -1,5 +1,5 @@
-"""Memory hand-off per host (spec webui_hosts.md §4): A1111 moves its model out and back by hand when room is
-short; Forge and reForge load our modules through their own manager with long-lived patchers."""
+"""Memory hand-off per host: A1111 moves its model out and back by hand when room is short; Forge, Neo, reForge and
+Classic load our modules through their own manager with patchers that live as long as the modules."""
 
 import gc
 import weakref
@@ -7,8 +7,8 @@ import weakref
 import pytest
 import torch
 
-from builders.fake_hosts import CALLS, call_names, calls_named
-from builders.fixtures_webui import FakeEngine
+from builders.fake_hosts import BACKEND_HOSTS, CALLS, MANAGED_HOSTS, call_names, calls_named
+from builders.fixtures_webui import FakeEngine, RecordingModule
 from tinybreaker_ext.params import TinyBreakerParams
 
 ARGS = TinyBreakerParams(enabled=True, base_steps=5, refine_steps=2, refine_strength=0.3).as_args()
@@ -73,52 +73,54 @@ def test_a1111_brings_its_model_back_when_our_stage_fails(make_tb_host, monkeypa
 
 
 def managed(patcher):
-    """The module a patcher manages (reForge's adapter hands the patcher a plain container around it)."""
+    """The module a patcher manages (the adapter hands the patcher a plain container around it)."""
     model = patcher.model
     return getattr(model, "inner", model)
 
 
-@pytest.mark.parametrize("host, load_call", [("forge", "memory_management.load_models_gpu"),
-                                             ("reforge", "model_management.load_models_gpu")])
-def test_forge_hosts_load_our_modules_through_their_manager(make_tb_host, host, load_call):
+LOAD_CALLS = {host: ("memory_management" if host in BACKEND_HOSTS else "model_management") + ".load_models_gpu"
+              for host in MANAGED_HOSTS}
+
+
+@pytest.mark.parametrize("host", MANAGED_HOSTS)
+def test_managed_hosts_load_our_modules_through_their_manager(make_tb_host, host):
     env = make_tb_host(host, device="cuda")
     env.run(env.make_p(), ARGS)
     created = calls_named("ModelPatcher")
     assert [managed(entry[1]) for entry in created] == [env.engine.pixart, env.engine.transcoder]
     for _name, patcher, _model, load_device, offload_device in created:
         assert (load_device, offload_device) == (torch.device("cuda"), torch.device("cpu"))
-    loads = calls_named(load_call)
+    loads = calls_named(LOAD_CALLS[host])
     assert [entry[1] for entry in loads] == [[created[0][1]], [created[1][1]]]
     assert all(entry[2] > 0 for entry in loads)  # room for activations is asked for
-    if host == "reforge":
-        assert all(entry[3] is True for entry in loads)  # force_full_load: plain modules can't be split there
-    free_calls = calls_named(load_call.split(".")[0] + ".free_memory")
+    if host in ("neo", "reforge"):  # their load_models_gpu takes force_full_load: plain modules can't be split
+        assert all(entry[3] is True for entry in loads)
+    free_calls = calls_named(LOAD_CALLS[host].split(".")[0] + ".free_memory")
     assert [entry[2] for entry in free_calls] == ["cuda"] and free_calls[0][1] > 4096  # make_room before T5
     assert "sd_models.send_model_to_cpu" not in call_names()  # the host reloads its UNet itself
-    # Bare parameters the host's swap path leaves behind still reach the device.
+    # Whatever a partial load left in RAM (bare parameters, layers) still reaches the device.
     assert ("module.to", "pixart", "cuda") in CALLS and ("module.to", "transcoder", "cuda") in CALLS
 
 
-@pytest.mark.parametrize("host, load_call", [("forge", "memory_management.load_models_gpu"),
-                                             ("reforge", "model_management.load_models_gpu")])
-def test_forge_hosts_reuse_the_same_patcher_and_keep_it_alive(make_tb_host, host, load_call):
+@pytest.mark.parametrize("host", MANAGED_HOSTS)
+def test_managed_hosts_reuse_the_same_patcher_and_keep_it_alive(make_tb_host, host):
     env = make_tb_host(host, device="cuda")
     env.run(env.make_p(), ARGS)
-    first = [entry[1][0] for entry in calls_named(load_call)]
+    first = [entry[1][0] for entry in calls_named(LOAD_CALLS[host])]
     alive = [weakref.ref(patcher) for patcher in first]
     del first
     CALLS.clear()
     gc.collect()
-    assert all(ref() is not None for ref in alive)  # we hold them: the managers alone would drop them
+    assert all(ref() is not None for ref in alive)  # we hold them: Neo's and reForge's managers alone would not
 
     env.state.begin()
     env.run(env.make_p(seed=5), ARGS)
     assert calls_named("ModelPatcher") == []
-    assert [entry[1][0] for entry in calls_named(load_call)] == [ref() for ref in alive]
+    assert [entry[1][0] for entry in calls_named(LOAD_CALLS[host])] == [ref() for ref in alive]
 
 
-@pytest.mark.parametrize("host", ["forge", "reforge"])
-def test_forge_hosts_let_a_replaced_engines_modules_go(make_tb_host, host):
+@pytest.mark.parametrize("host", MANAGED_HOSTS)
+def test_managed_hosts_let_a_replaced_engines_modules_go(make_tb_host, host):
     env = make_tb_host(host, device="cuda")
     env.run(env.make_p(), ARGS)
     old_modules = [weakref.ref(env.engine.pixart), weakref.ref(env.engine.transcoder)]
@@ -132,14 +134,42 @@ def test_forge_hosts_let_a_replaced_engines_modules_go(make_tb_host, host):
     assert all(ref() is None for ref in old_modules)
 
 
-def test_reforge_patcher_can_write_device_onto_what_it_manages(make_tb_host):
-    """reForge's ModelPatcher sets ``model.device``; PixArtSigma's ``device`` is a read-only property."""
+@pytest.mark.parametrize("host", ["neo", "reforge"])
+def test_no_loaded_module_outlives_its_patcher_after_a_second_placement(make_tb_host, host):
+    """Neo's bug: the Tiny Upscaler's own placement dropped the patchers of the modules it did not use while they
+    stayed loaded; a weak-reference manager can then never evict them ("Memory Leak with model …")."""
+    from tinybreaker_ext.webui.host import get_host
+
+    env = make_tb_host(host, device="cuda")
+    env.run(env.make_p(), ARGS)
+    extra = RecordingModule("upscaler_vae")
+    with get_host().placement().use(extra):  # what webui/upscale.py does for the upscaler's VAE
+        pass
+    del extra
+    gc.collect()
+    manager_module = "backend.memory_management" if host in BACKEND_HOSTS else "ldm_patched.modules.model_management"
+    assert env.tree[manager_module].weak_manager.leaks() == []
+    assert len(env.tree[manager_module].weak_manager.loaded) == 3
+
+
+def test_patchers_may_write_device_onto_what_they_manage(make_tb_host):
+    """The ComfyUI-era ModelPatcher sets ``model.device``; PixArtSigma's ``device`` is a read-only property."""
     from tinybreaker_ext.models.pixart import PixArtConfig, PixArtSigma
     from tinybreaker_ext.webui.host import get_host
 
-    env = make_tb_host("reforge")
-    config = PixArtConfig(hidden_size=72, depth=1, num_heads=1, patch_size=2, in_channels=4, out_channels=8,
-                          caption_dim=8, mlp_hidden=144)
-    module = PixArtSigma(config)
-    with get_host().placement().use(module) as used:
-        assert used is module
+    for host in MANAGED_HOSTS:
+        make_tb_host(host)
+        config = PixArtConfig(hidden_size=72, depth=1, num_heads=1, patch_size=2, in_channels=4, out_channels=8,
+                              caption_dim=8, mlp_hidden=144)
+        module = PixArtSigma(config)
+        with get_host().placement().use(module) as used:
+            assert used is module
+
+
+@pytest.mark.parametrize("host, name", [("forge", "forge"), ("neo", "neo"), ("reforge", "reforge"),
+                                        ("classic", "classic"), ("a1111", "a1111")])
+def test_the_adapter_is_chosen_by_capability_and_named_by_the_hosts_version(make_tb_host, host, name):
+    from tinybreaker_ext.webui.host import get_host
+
+    make_tb_host(host)
+    assert get_host().name == name

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from builders.fake_host_sampling import decode_latent_batch
 from builders.fake_hosts import call_names, calls_named
 from builders.fixtures_webui import TRANSCODE_SCALE, TRANSCODE_SHIFT, FakeEngine
 from tinybreaker_ext.params import TinyBreakerParams
@@ -100,6 +101,10 @@ def test_hires_fix_continues_from_the_refined_latent(tb_host, upscaler, decoded)
     if decoded:  # pixel upscalers get the decoded images, as the host's own first pass gives them
         assert calls_named("decode_latent_batch")[0][1] == (2, 4, 8, 8)
         assert decoded_samples.shape == (2, 3, 64, 64) and decoded_samples.dtype == torch.float32
+        raw = torch.stack(list(decode_latent_batch(None, refined)))  # the decoder's [-1, 1]
+        # Neo's sample() converts to [0, 1] before its sample_hr_pass; the other hosts convert inside it
+        expected = ((raw + 1) / 2).clamp(0, 1) if tb_host.name == "neo" else raw
+        assert torch.allclose(decoded_samples, expected, atol=1e-6)
     else:
         assert decoded_samples is None
     assert len(output) == 2  # what sample_hr_pass returned

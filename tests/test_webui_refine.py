@@ -4,7 +4,7 @@ the host's CFG denoiser, with the host's progress, Interrupt, previews, scripts 
 import pytest
 import torch
 
-from builders.fake_hosts import call_names, calls_named
+from builders.fake_hosts import MANAGED_HOSTS, call_names, calls_named
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.sampling.noise import stage_noise
 
@@ -56,7 +56,7 @@ def test_interrupt_during_the_refine_stops_within_one_step_and_keeps_the_latent(
 
 
 def test_forge_sampling_hooks_wrap_the_refine(make_tb_host):
-    for host in ("forge", "reforge"):
+    for host in MANAGED_HOSTS:
         env = make_tb_host(host)
         env.run(env.make_p(), ARGS)
         names = [name for name in call_names() if name in ("sampling_prepare", "cfg_denoiser.forward",

@@ -69,3 +69,22 @@ def test_size_preset_button_is_wired_when_width_and_height_exist(tb_host):
         width, height = gr.Slider(value=512), gr.Slider(value=512)
         controls, _paste = ui.build_ui(elem_id, control_choices, (width, height))
     assert len(controls) == len(params.FIELDS)
+
+
+def test_size_presets_follow_the_hosts_size_step(tb_host):
+    """Forge Neo's width/height sliders move by 64: a preset lands on that grid, and so do inline --aspect sizes."""
+    from tinybreaker_ext.webui import locations
+
+    with gr.Blocks():
+        width, height = gr.Slider(value=1024, step=64), gr.Slider(value=1024, step=64)
+        ui.build_ui(elem_id, control_choices, (width, height))
+    try:
+        assert locations.size_step() == 64
+        p = tb_host.make_p(prompt="a cat --aspect 16:9", width=1024, height=1024)
+        comments = []
+        p.comment = comments.append
+        tb_host.run(p, params.TinyBreakerParams(enabled=True, base_steps=3).as_args())
+        assert (p.width, p.height) == (1664, 960)  # 1664x944 on a 64-pixel grid
+        assert any("snapped to 1664x960" in text for text in comments)
+    finally:
+        locations.remember_size_step(8)

@@ -22,7 +22,7 @@ from . import params as fields
 from .errors import ParameterError
 from .params import FROM_STYLE, TinyBreakerParams
 from .prompt.grammar import RANDOM_SEED_MAX, SEED_MAX, InlinePrompt, parse_inline_prompt
-from .prompt.sizes import SIZE_MULTIPLE, format_aspect, image_size, snap_to_pixart
+from .prompt.sizes import SIZE_MULTIPLE, format_aspect, image_size, snap_to_pixart, snap_to_step
 from .prompt.styles import StyleLibrary
 from .prompt.templates import apply_template, refiner_text
 from .sampling.schedules import compute_sigmas, pixart_sigmas, sd1_sigmas, timestep_of
@@ -50,6 +50,7 @@ class ImageRequest:
     height: int | None = None
     seed: int = -1
     batch_size: int = 1
+    size_step: int = LATENT_MULTIPLE  # a size computed from inline arguments snaps to this (the WebUI's slider step)
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
     batch_size = _batch_size(request.batch_size, parsed, notes)
     if seed + batch_size - 1 > SEED_MAX:
         raise ParameterError("seed", f"{seed} + {batch_size - 1} images passes the largest seed {SEED_MAX}")
-    width, height = _image_size(request, parsed)
+    width, height = _image_size(request, parsed, notes)
     size_warning = snap_to_pixart(width, height)[2]
     if size_warning:
         notes.append(size_warning)
@@ -231,10 +232,10 @@ def _batch_size(requested: int, parsed: InlinePrompt, notes: list[str]) -> int:
     return size
 
 
-def _image_size(request: ImageRequest, parsed: InlinePrompt) -> tuple[int, int]:
+def _image_size(request: ImageRequest, parsed: InlinePrompt, notes: list[str]) -> tuple[int, int]:
     """The requested size, changed by --aspect, --small/--medium/--large and --landscape/--portrait like the
-    reference: a named ratio or scale computes the size anew (keeping the current ratio if none is named); an
-    orientation alone turns the current size."""
+    reference: a named ratio or scale computes the size anew (keeping the current ratio if none is named), snapped
+    to the front end's size step; an orientation alone turns the current size."""
     values = parsed.values
     if (request.width is None) != (request.height is None):
         raise ParameterError("width" if request.width is None else "height", "give both width and height, or neither")
@@ -244,6 +245,12 @@ def _image_size(request: ImageRequest, parsed: InlinePrompt) -> tuple[int, int]:
     if width is None or "aspect" in values or scale:
         aspect = values.get("aspect") or (_aspect_of(width, height) if width is not None else DEFAULT_ASPECT)
         width, height = image_size(aspect, orientation, scale or DEFAULT_SCALE)
+        if request.size_step > LATENT_MULTIPLE:
+            snapped = snap_to_step(width, height, request.size_step)
+            if snapped != (width, height):
+                notes.append(f"{width}x{height} snapped to {snapped[0]}x{snapped[1]}, multiples of the WebUI's size "
+                             f"step {request.size_step}")
+                width, height = snapped
     elif orientation and width != height and (width > height) != (orientation == "landscape"):
         width, height = height, width
     for name, value in (("width", width), ("height", height)):

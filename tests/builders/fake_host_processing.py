@@ -136,7 +136,7 @@ class FakeSDModel:
 
 def make_sd_model(host: str, **flags):
     model = FakeSDModel(**flags)
-    if host in ("forge", "reforge"):
+    if host != "a1111":  # the managed hosts' forge_objects
         vae = types.SimpleNamespace(latent_channels=model.latent_channels)
         model.forge_objects_original = ForgeObjects("unet-original", "clip", vae, None)
         model.forge_objects_after_applying_lora = ForgeObjects("unet-with-lora", "clip-with-lora", vae, None)

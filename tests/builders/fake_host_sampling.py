@@ -188,7 +188,7 @@ def install_host_sampling(tree: dict, host: str) -> SamplingEnv:
                                                  store_latent=store_latent),
         "modules.sd_samplers_kdiffusion": new_module("modules.sd_samplers_kdiffusion"),
     }
-    if host in ("forge", "reforge"):
+    if host != "a1111":  # the managed hosts wrap sampling in these
         kdiffusion = added["modules.sd_samplers_kdiffusion"]
         kdiffusion.sampling_prepare = lambda unet, x: record("sampling_prepare", unet, tuple(x.shape))
         kdiffusion.sampling_cleanup = lambda unet: record("sampling_cleanup", unet)

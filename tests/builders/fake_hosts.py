@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
+import weakref
 
 import torch
 
@@ -22,10 +23,12 @@ from builders.fake_host_ui import (AlwaysVisible, Script, ScriptClassData, scrip
                                    ui_common_module, ui_components_module, fake_gradio_module, load_script_file,
                                    new_module as _module)
 
-HOSTS = ("a1111", "forge", "reforge")
-FORGE_VERSION = {"forge": "2.0.1v1.10.1", "reforge": "1.0.0v2-v1.10.1RC"}
+HOSTS = ("a1111", "forge", "reforge", "neo", "classic")
+MANAGED_HOSTS = ("forge", "reforge", "neo", "classic")  # a ComfyUI-style memory manager loads our modules
+BACKEND_HOSTS = ("forge", "neo")  # its module names: backend.* (the others: ldm_patched.*)
+FORGE_VERSION = {"forge": "2.0.1v1.10.1", "reforge": "1.0.0v2-v1.10.1RC", "neo": "neo", "classic": "classic"}
 
-__all__ = ["CALLS", "HOSTS", "ImageRNG", "Script", "ScriptRunner", "StableDiffusionProcessingTxt2Img", "build_host",
+__all__ = ["BACKEND_HOSTS", "CALLS", "HOSTS", "MANAGED_HOSTS", "WeakManager", "ImageRNG", "Script", "ScriptRunner", "StableDiffusionProcessingTxt2Img", "build_host",
            "call_names", "calls_named", "fake_gradio_module", "installed_host", "load_script_file", "make_sd_model",
            "record", "run_txt2img", "seed_noise"]
 
@@ -157,10 +160,53 @@ def forge_free_memory(memory_required, device, keep_loaded=[], free_all=False): 
     record("memory_management.free_memory", memory_required, str(device))
 
 
+class NeoModelPatcher(ReForgeModelPatcher):
+    """backend/patcher/base.py:ModelPatcher.__init__ of Forge Neo (ComfyUI's, with current_device)."""
+
+    def __init__(self, model, load_device, offload_device, size=0, current_device=None, weight_inplace_update=False):
+        super().__init__(model, load_device, offload_device, size)
+
+
+class ClassicModelPatcher(NeoModelPatcher):
+    """ldm_patched/modules/model_patcher.py:ModelPatcher.__init__ of Forge Classic (same signature as Neo's)."""
+
+
+class WeakManager:
+    """Neo's and reForge's manager keeps only weak references to the patchers it loaded (LoadedModel._model) and to
+    the module they manage; a loaded model whose patcher died while its module lives is a leak it can never evict
+    (backend/memory_management.py: cleanup_models_gc logs "Memory Leak with model …")."""
+
+    def __init__(self):
+        self.loaded: list[tuple[weakref.ref, weakref.ref]] = []
+
+    def load(self, models) -> None:
+        for patcher in models:
+            if not any(ref() is patcher for ref, _ in self.loaded):
+                self.loaded.append((weakref.ref(patcher), weakref.ref(patcher.model)))
+
+    def leaks(self) -> list[str]:
+        return [type(model()).__name__ for patcher, model in self.loaded if patcher() is None and model() is not None]
+
+
 def reforge_load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                             force_full_load=False):
     record("model_management.load_models_gpu", list(models), memory_required, force_full_load)
-    for patcher in models:  # the real ModelPatcher.load writes these onto the managed module
+    _write_device(models)
+
+
+def neo_load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                        force_full_load=False):
+    record("memory_management.load_models_gpu", list(models), memory_required, force_full_load)
+    _write_device(models)
+
+
+def classic_load_models_gpu(models, memory_required=0):
+    record("model_management.load_models_gpu", list(models), memory_required)
+    _write_device(models)
+
+
+def _write_device(models) -> None:
+    for patcher in models:  # the ComfyUI-era ModelPatcher.load writes these onto the managed module
         patcher.model.device = patcher.load_device
         patcher.model.model_lowvram = False
 
@@ -169,13 +215,30 @@ def reforge_free_memory(memory_required, device, keep_loaded=[]):  # noqa: B006 
     record("model_management.free_memory", memory_required, str(device))
 
 
+def neo_free_memory(memory_required, device, keep_loaded=[]):  # noqa: B006 (host signature)
+    record("memory_management.free_memory", memory_required, str(device))
+
+
+def _keeping_weak_references(load_models_gpu, manager: WeakManager):
+    """The host's load_models_gpu (same signature) that also registers the models with a WeakManager."""
+    import functools
+
+    @functools.wraps(load_models_gpu)
+    def load(*args, **kwargs):
+        result = load_models_gpu(*args, **kwargs)
+        manager.load(kwargs.get("models", args[0] if args else []))
+        return result
+
+    return load
+
+
 # --- assembling the module trees --------------------------------------------------------------------------------------
 HOST_ROOT_MODULES = ("modules", "backend", "ldm_patched", "modules_forge")
 
 
 def build_host(host: str, models_path: str, device: str = "cpu") -> dict[str, types.ModuleType]:
-    """Fake module tree for 'a1111', 'forge' or 'reforge'. ``device`` is what the host reports as its compute
-    device; tensors stay on the CPU (module moves to a non-CPU device are only recorded by the test modules)."""
+    """Fake module tree for one of HOSTS. ``device`` is what the host reports as its compute device; tensors stay on
+    the CPU (module moves to a non-CPU device are only recorded by the test modules)."""
     if host not in HOSTS:
         raise ValueError(f"host must be one of {HOSTS}, got {host!r}")
     device = torch.device(device)
@@ -197,10 +260,9 @@ def build_host(host: str, models_path: str, device: str = "cpu") -> dict[str, ty
     scripts = _module("modules.scripts", scripts_data=[], AlwaysVisible=AlwaysVisible, Script=Script,
                       ScriptClassData=ScriptClassData, ScriptRunner=ScriptRunner)
     ui_components = ui_components_module()
-    sd_models = _module("modules.sd_models", send_model_to_cpu=send_model_to_cpu,
-                        send_model_to_device=send_model_to_device)
-    if host in ("forge", "reforge"):
-        sd_models.apply_token_merging = apply_token_merging
+    sd_models = _module("modules.sd_models", apply_token_merging=apply_token_merging)
+    if host != "neo":  # Neo has no manual model moves
+        sd_models.send_model_to_cpu, sd_models.send_model_to_device = send_model_to_cpu, send_model_to_device
     tree = {
         "modules": _module("modules"),
         "modules.shared": shared,
@@ -217,24 +279,29 @@ def build_host(host: str, models_path: str, device: str = "cpu") -> dict[str, ty
         "modules.ui_components": ui_components,
         "modules.ui_common": ui_common_module(ui_components),
     }
-    if host in ("forge", "reforge"):
+    if host in MANAGED_HOSTS:
         tree["modules_forge"] = _module("modules_forge")
         tree["modules_forge.forge_version"] = _module("modules_forge.forge_version", version=FORGE_VERSION[host])
-    if host == "forge":
-        tree["backend"] = _module("backend")
-        tree["backend.memory_management"] = _module(
-            "backend.memory_management", get_torch_device=lambda: device, load_models_gpu=forge_load_models_gpu,
-            free_memory=forge_free_memory, current_loaded_models=[])
-        tree["backend.patcher"] = _module("backend.patcher")
-        tree["backend.patcher.base"] = _module("backend.patcher.base", ModelPatcher=ForgeModelPatcher)
-    elif host == "reforge":
-        tree["ldm_patched"] = _module("ldm_patched")
-        tree["ldm_patched.modules"] = _module("ldm_patched.modules")
-        tree["ldm_patched.modules.model_management"] = _module(
-            "ldm_patched.modules.model_management", get_torch_device=lambda: device,
-            load_models_gpu=reforge_load_models_gpu, free_memory=reforge_free_memory, current_loaded_models=[])
-        tree["ldm_patched.modules.model_patcher"] = _module("ldm_patched.modules.model_patcher",
-                                                           ModelPatcher=ReForgeModelPatcher)
+        manager = WeakManager()
+        load, free, patcher = {
+            "forge": (forge_load_models_gpu, forge_free_memory, ForgeModelPatcher),
+            "neo": (neo_load_models_gpu, neo_free_memory, NeoModelPatcher),
+            "reforge": (reforge_load_models_gpu, reforge_free_memory, ReForgeModelPatcher),
+            "classic": (classic_load_models_gpu, reforge_free_memory, ClassicModelPatcher),
+        }[host]
+        if host in ("neo", "reforge"):
+            load = _keeping_weak_references(load, manager)
+        if host in BACKEND_HOSTS:
+            root, manager_name, patcher_name = "backend", "backend.memory_management", "backend.patcher.base"
+            tree["backend.patcher"] = _module("backend.patcher")
+        else:
+            root, manager_name = "ldm_patched", "ldm_patched.modules.model_management"
+            patcher_name = "ldm_patched.modules.model_patcher"
+            tree["ldm_patched.modules"] = _module("ldm_patched.modules")
+        tree[root] = _module(root)
+        tree[manager_name] = _module(manager_name, get_torch_device=lambda: device, load_models_gpu=load,
+                                     free_memory=free, current_loaded_models=[], weak_manager=manager)
+        tree[patcher_name] = _module(patcher_name, ModelPatcher=patcher)
     for name, module in tree.items():
         parent, _, child = name.rpartition(".")
         if parent:

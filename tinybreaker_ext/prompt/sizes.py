@@ -130,3 +130,9 @@ def snap_to_pixart(width: int, height: int, resolution: int = 1024) -> tuple[int
         warning = (f"{snapped_w}x{snapped_h} is {ratio:.2f}x the area PixArt was trained on "
                    f"({resolution}x{resolution}); expect distorted composition")
     return snapped_w, snapped_h, warning
+
+
+def snap_to_step(width: int, height: int, step: int) -> tuple[int, int]:
+    """Each side to the nearest multiple of a WebUI's size step (Forge Neo's sliders move by 64), at least one step."""
+    step = max(int(step), 1)
+    return max(step, int(round(width / step)) * step), max(step, int(round(height / step)) * step)

@@ -78,7 +78,7 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
         devices.torch_gc()
     # Hires fix runs even when the refine has no steps: p.init already counted its job and wrote its infotext.
     if getattr(p, "enable_hr", False) and not shared.state.interrupted:
-        samples = chain_hires(p, samples, seeds, subseeds, subseed_strength, prompts)
+        samples = chain_hires(p, host, samples, seeds, subseeds, subseed_strength, prompts)
     if plan.generation.upscale and not shared.state.interrupted:
         from .upscale import run_tiny_upscaler
 
@@ -178,12 +178,13 @@ def refine_with_host_sampler(p, plan: RunPlan, host, x, conditioning, unconditio
         p.denoising_strength, p.is_hr_pass = saved_strength, saved_hr
 
 
-def chain_hires(p, samples, seeds, subseeds, subseed_strength, prompts):
-    """Hires fix on top: hand our refined latent to the host's own second pass (same checkpoint)."""
+def chain_hires(p, host, samples, seeds, subseeds, subseed_strength, prompts):
+    """Hires fix on top: hand our refined latent to the host's own second pass (same checkpoint); pixel upscalers
+    get the decoded images the way the host's own first pass gives them."""
     from modules import devices, processing
 
     decoded = None
     if getattr(p, "latent_scale_mode", None) is None:
-        decoded = torch.stack(processing.decode_latent_batch(p.sd_model, samples, target_device=devices.cpu,
-                                                             check_for_nans=True)).to(dtype=torch.float32)
+        decoded = host.first_pass_decoded(torch.stack(processing.decode_latent_batch(
+            p.sd_model, samples, target_device=devices.cpu, check_for_nans=True)).to(dtype=torch.float32))
     return p.sample_hr_pass(samples, decoded, seeds, subseeds, subseed_strength, prompts)

@@ -38,6 +38,11 @@ class HostAdapter:
     def before_host_sampling(self, p) -> None:
         """Host bookkeeping the txt2img ``sample()`` does right before its sampler (Forge/reForge LoRA objects)."""
 
+    def first_pass_decoded(self, decoded: torch.Tensor) -> torch.Tensor:
+        """The decoded first pass [B, 3, H, W] in [-1, 1], in the form the host's ``sample_hr_pass`` takes (the
+        decoder's range: A1111, Forge, Classic and reForge convert inside it)."""
+        return decoded
+
     def no_autocast(self):
         return contextlib.nullcontext()
 

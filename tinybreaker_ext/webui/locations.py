@@ -11,6 +11,20 @@ SETTING_DTYPE = "tinybreaker_compute_dtype"
 SETTING_STYLE_DIRS = "tinybreaker_style_dirs"
 
 
+_size_step = [8]  # the txt2img width slider's step, read when the UI is built (A1111: 8, Forge Neo: 64)
+
+
+def remember_size_step(step) -> None:
+    try:
+        _size_step[0] = max(int(step or 8), 8)
+    except (TypeError, ValueError):
+        pass
+
+
+def size_step() -> int:
+    return _size_step[0]
+
+
 def option(key: str, default):
     """Settings may be read before the UI registered them (--nowebui), so never assume a key exists."""
     from modules import shared

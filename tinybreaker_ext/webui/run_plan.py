@@ -46,7 +46,8 @@ def image_request(p) -> ImageRequest:
     negatives = getattr(p, "all_negative_prompts", None) or [p.negative_prompt]
     seeds = getattr(p, "all_seeds", None) or [p.seed]
     return ImageRequest(prompt=prompts[0] or "", negative=negatives[0] or "", width=int(p.width),
-                        height=int(p.height), seed=int(seeds[0]), batch_size=int(p.batch_size))
+                        height=int(p.height), seed=int(seeds[0]), batch_size=int(p.batch_size),
+                        size_step=locations.size_step())
 
 
 def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:

@@ -9,6 +9,7 @@ from typing import Callable
 
 from .. import params
 from ..params import FIELD_BY_NAME, TinyBreakerParams
+from . import locations
 
 _DEFAULTS = TinyBreakerParams()
 
@@ -75,7 +76,7 @@ def _slider(gr, name: str, elem_id):
 
 def _size_presets(gr, elem_id, size_targets) -> None:
     """Aspect presets that set txt2img's own width and height (they are not generation parameters)."""
-    from ..prompt.sizes import image_size
+    from ..prompt.sizes import image_size, snap_to_step
 
     with gr.Row():
         aspect = gr.Dropdown(label="Size preset", choices=list(params.SIZE_PRESETS[1:]), value="1:1",
@@ -87,9 +88,11 @@ def _size_presets(gr, elem_id, size_targets) -> None:
     if size_targets is None:
         return
     width, height = size_targets
+    step = getattr(width, "step", None) or 8
+    locations.remember_size_step(step)
 
     def set_size(aspect_text, orientation_text, scale_text):
-        new_width, new_height = image_size(aspect_text, orientation_text, scale_text)
+        new_width, new_height = snap_to_step(*image_size(aspect_text, orientation_text, scale_text), step)
         return gr.update(value=new_width), gr.update(value=new_height)
 
     apply.click(fn=set_size, inputs=[aspect, orientation, scale], outputs=[width, height], show_progress=False)

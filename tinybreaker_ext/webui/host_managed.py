@@ -1,0 +1,127 @@
+"""Hosts with a ComfyUI-style memory manager — Forge and Forge Neo (``backend``), reForge and Forge Classic
+(``ldm_patched``): our modules go through the host's ``ModelPatcher`` and ``load_models_gpu``, so the host evicts
+and later reloads its own UNet (docs/hosts.md, "Memory managers").
+
+One adapter for the four: they differ only in module names (given by ``host.detect_host``) and in what their
+``load_models_gpu`` accepts, which is read from its signature:
+
+- Full loads. Our modules are plain torch modules: they cannot run split between the device and RAM the way the
+  hosts' own patched layers can. Where ``load_models_gpu`` takes ``force_full_load`` (Neo, reForge) we pass it;
+  where a manager loads partially anyway (lllyasviel's Forge in low VRAM, Neo with no VRAM state, Classic), whatever
+  it left in RAM is moved to the device after the load (`_finish_move`), so a stage never sees two devices.
+- Patcher lifetime. Neo and reForge keep only weak references to patchers and treat a loaded model whose patcher
+  died as leaked (never evicted); Forge and Classic keep strong ones. Each module therefore keeps its own patcher as
+  an attribute, reused on every run (the managers recognise loaded models by patcher identity): the patcher lives
+  exactly as long as the module, and a replaced pipeline's modules and patchers are freed together.
+- The patcher manages a plain container around the module: the ComfyUI-era patchers write ``model.device`` and
+  similar onto what they manage, which our modules expose read-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .host_base import HostAdapter
+
+_ACTIVATION_BYTES = 1024**3
+_PATCHER_ATTRIBUTE = "_tinybreaker_host_patcher"
+
+
+class _PatcherContainer(nn.Module):
+    """What the host's ModelPatcher manages: our module inside a container whose attributes it may write."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.inner = module
+
+
+class ManagedPlacement:
+    """Loads a module through the host's ``load_models_gpu`` before a stage; leaves it loaded after (the host's next
+    load, its UNet's, evicts it if the room is needed)."""
+
+    def __init__(self, memory_management, patcher_class, device: torch.device):
+        self._mm = memory_management
+        self._patcher_class = patcher_class
+        self.device = device
+        parameters = inspect.signature(memory_management.load_models_gpu).parameters
+        self._load_options = {"force_full_load": True} if "force_full_load" in parameters else {}
+
+    @contextlib.contextmanager
+    def use(self, module: nn.Module) -> Iterator[nn.Module]:
+        self._mm.load_models_gpu([self.patcher_of(module)], memory_required=_ACTIVATION_BYTES, **self._load_options)
+        _finish_move(module, self.device)
+        yield module
+
+    def patcher_of(self, module: nn.Module):
+        patcher = module.__dict__.get(_PATCHER_ATTRIBUTE)
+        if patcher is None or patcher.load_device != self.device:
+            patcher = self._patcher_class(_PatcherContainer(module), load_device=self.device,
+                                          offload_device=torch.device("cpu"))
+            module.__dict__[_PATCHER_ATTRIBUTE] = patcher  # a plain attribute: not a submodule, not a parameter
+        return patcher
+
+    def make_room(self, bytes_needed: int) -> None:
+        if self.device.type != "cpu":
+            self._mm.free_memory(bytes_needed + _ACTIVATION_BYTES, self.device)
+
+
+class ManagedHost(HostAdapter):
+    """``name`` is the host's own ``modules_forge.forge_version`` family (forge, neo, classic, reforge)."""
+
+    def __init__(self, name: str, memory_management, patcher_class):
+        self.name = name
+        self._mm = memory_management
+        self._patcher_class = patcher_class
+
+    def compute_device(self) -> torch.device:
+        return torch.device(self._mm.get_torch_device())
+
+    def placement(self):
+        return ManagedPlacement(self._mm, self._patcher_class, self.compute_device())
+
+    def before_host_sampling(self, p) -> None:
+        reset_forge_objects(p)
+
+    def latent_channels(self, sd_model) -> int:
+        vae = getattr(getattr(sd_model, "forge_objects", None), "vae", None)
+        return int(getattr(vae, "latent_channels", None) or getattr(sd_model, "latent_channels", 4))
+
+    def first_pass_decoded(self, decoded: torch.Tensor) -> torch.Tensor:
+        # Neo's own txt2img sample() hands its Hires pass the decoded first pass already in [0, 1]; the others
+        # pass the decoder's [-1, 1] and convert inside sample_hr_pass.
+        if self.name == "neo":
+            return torch.clamp((decoded + 1.0) / 2.0, min=0.0, max=1.0)
+        return decoded
+
+
+def reset_forge_objects(p) -> None:
+    """What the managed hosts' own txt2img sample() does right before sampling: fresh LoRA-applied objects, then
+    token merging (ToMe) on the fresh UNet, which the reset would otherwise drop."""
+    model = p.sd_model
+    if getattr(model, "forge_objects_after_applying_lora", None) is None:
+        return
+    model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()
+    from modules import sd_models
+
+    apply_token_merging = getattr(sd_models, "apply_token_merging", None)
+    if apply_token_merging is not None and hasattr(p, "get_token_merging_ratio"):
+        apply_token_merging(model, p.get_token_merging_ratio())
+
+
+def _finish_move(module: nn.Module, device: torch.device) -> None:
+    """A manager's partial or low-VRAM load moves only what it manages layer by layer; bare parameters (PixArt's
+    per-block scale_shift_table) or layers left in RAM would meet device tensors, so move whatever is left."""
+    if device.type == "cpu":
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if tensor.device != device:
+            module.to(device)
+            return
+
+
+__all__ = ["ManagedHost", "ManagedPlacement", "reset_forge_objects"]
