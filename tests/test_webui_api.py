@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from builders.fake_hosts import CALLS
 from builders.fixtures_webui import CHECKPOINT_NAME, T5_NAME
 from tinybreaker_ext import params
 from tinybreaker_ext.prompt.styles import StyleLibrary
@@ -67,17 +68,20 @@ def basic(user: str, password: str) -> dict:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-@pytest.mark.parametrize("route", ["options", "styles", "models"])
-def test_api_auth_guards_every_route(make_tb_host, route):
+@pytest.mark.parametrize("route, method", [("options", "get"), ("styles", "get"), ("models", "get"),
+                                           ("plan", "post")])
+def test_api_auth_guards_every_route(make_tb_host, route, method):
     env = make_tb_host("a1111")
     env.shared.cmd_opts.api_auth = "admin:secret,u:p"
     client = client_for(env)
     url = f"/tinybreaker/v1/{route}"
-    assert client.get(url).status_code == 401
-    assert client.get(url, headers=basic("u", "wrong")).status_code == 401
-    assert client.get(url, headers=basic("nobody", "p")).status_code == 401
-    assert client.get(url, headers=basic("u", "p")).status_code == 200
-    assert client.get(url, headers=basic("admin", "secret")).status_code == 200
+    send = getattr(client, method)
+    extra = {"json": {"args": [True]}} if method == "post" else {}
+    assert send(url, **extra).status_code == 401
+    assert send(url, headers=basic("u", "wrong"), **extra).status_code == 401
+    assert send(url, headers=basic("nobody", "p"), **extra).status_code == 401
+    assert send(url, headers=basic("u", "p"), **extra).status_code == 200
+    assert send(url, headers=basic("admin", "secret"), **extra).status_code == 200
 
 
 def test_without_api_auth_routes_are_open(make_tb_host):
@@ -91,4 +95,29 @@ def test_routes_with_api_auth_register_on_every_fastapi(make_tb_host):
     app = fastapi.FastAPI()
     api.register_routes(app)  # FastAPI 0.94 resolves the dependency's annotations here
     guarded = [route for route in app.routes if route.path.startswith(api.ROUTE_PREFIX)]
-    assert len(guarded) == 3 and all(route.dependencies for route in guarded)
+    assert len(guarded) == 4 and all(route.dependencies for route in guarded)
+
+
+def test_plan_route_answers_what_a_request_would_run_without_running_it(tb_host):
+    body = {"prompt": "a lighthouse --aspect 16:9 --seed 7 --style COMIC --d high", "negative_prompt": "fog",
+            "width": 512, "height": 512, "seed": 3, "batch_size": 2, "args": [{"enabled": True, "cfg_shift": 1}]}
+    response = client_for(tb_host).post("/tinybreaker/v1/plan", json=body)
+    assert response.status_code == 200, response.text
+    plan = response.json()
+    assert (plan["width"], plan["height"], plan["seeds"], plan["style"]) == (1664, 944, [7, 8], "COMIC")
+    assert plan["params"]["detail_level"] == 1 and plan["params"]["cfg_shift"] == 1
+    assert plan["base"]["sampler"] == "deis" and plan["base"]["sigmas"][-1] == 0.0
+    assert plan["refine_steps"] == len(plan["refine"]["sigmas"]) - 1 and plan["refine_mode"] == "tinybreaker"
+    assert plan["texts"]["base_negative"].endswith("fog") and "engine.base" not in [c[0] for c in CALLS]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"args": [{"enabled": True, "base_steps": 1000}]}, "base_steps"),
+    ({"args": {"no_such_field": 1}}, "no_such_field"),
+    ({"width": "wide"}, "width"),
+    ({"width": 70, "height": 64}, "width"),
+    ({"seed": 2 ** 70}, "seed"),
+])
+def test_plan_route_names_the_field_of_a_bad_request(tb_host, body, field):
+    response = client_for(tb_host).post("/tinybreaker/v1/plan", json=body)
+    assert response.status_code == 422 and field in response.text

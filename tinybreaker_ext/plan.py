@@ -11,6 +11,7 @@ the prompt's inline arguments, which win. Inline values outside a field's range 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -132,6 +133,23 @@ class GenerationPlan:
                           base_negative=apply_template(self.base.negative, negative),
                           refine_prompt=apply_template(self.refine.prompt, refine),
                           refine_negative=apply_template(self.refine.negative, negative))
+
+    def summary(self) -> dict:
+        """The plan as JSON data (the API's ``/tinybreaker/v1/plan`` answer): sizes, seeds, each stage's numbers
+        and sigmas, and the warnings."""
+        def stage(values: StageParams, sigmas: torch.Tensor | None = None) -> dict:
+            entry = dataclasses.asdict(values)
+            if sigmas is not None:
+                entry["sigmas"] = [round(float(sigma), 6) for sigma in sigmas]
+            return entry
+
+        texts = self.texts()
+        return {"params": self.params.as_dict(), "style": self.style, "width": self.width, "height": self.height,
+                "output_size": list(self.output_size), "seeds": self.seeds, "refine_seed": self.refine.noise_seed,
+                "refine_mode": self.refine_mode, "refine_strength": self.refine_strength,
+                "base_steps": self.base_steps, "refine_steps": self.refine_steps,
+                "base": stage(self.base, self.base_sigmas), "refine": stage(self.refine, self.refine_sigmas),
+                "upscaler": stage(self.upscaler), "texts": dataclasses.asdict(texts), "warnings": list(self.warnings)}
 
     def recorded_params(self) -> TinyBreakerParams:
         """The fields for infotext: the base values that ran, so a paste gives the same base even after the style

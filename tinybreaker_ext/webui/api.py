@@ -41,6 +41,40 @@ def register_routes(app) -> None:
                       dependencies=dependencies)
     app.add_api_route(f"{ROUTE_PREFIX}/styles", lambda: {"styles": style_names()}, methods=["GET"],
                       dependencies=dependencies)
+    app.add_api_route(f"{ROUTE_PREFIX}/plan", plan_route, methods=["POST"], dependencies=dependencies)
+
+
+def plan_route(request: dict):
+    """What a txt2img request would run, without running it: the body takes txt2img's own fields (prompt,
+    negative_prompt, width, height, seed, batch_size) and ``args`` as in ``alwayson_scripts.TinyBreaker.args``."""
+    from ..errors import TinyBreakerError
+    from .errors import request_error
+
+    try:
+        return plan_summary(request)
+    except TinyBreakerError as error:
+        raise request_error(error) from None
+
+
+def plan_summary(request: dict) -> dict:
+    from ..errors import ParameterError
+    from ..plan import ImageRequest, make_plan
+    from .styles_source import style_library
+
+    if not isinstance(request, dict):
+        raise ParameterError("body", f"expected a JSON object, got {type(request).__name__}")
+    args = request.get("args", [])
+    fields = params.from_script_args(args if isinstance(args, list) else [args])
+    values = {}
+    for name, kind, default in (("prompt", str, ""), ("negative_prompt", str, ""), ("width", int, 512),
+                                ("height", int, 512), ("seed", int, -1), ("batch_size", int, 1)):
+        value = request.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ParameterError(name, f"expected {kind.__name__}, got {value!r}")
+        values[name] = value
+    image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
+                         values["seed"], values["batch_size"], locations.size_step())
+    return make_plan(fields, image, style_library()).summary()
 
 
 def _credentials() -> dict[str, str]:
