@@ -56,10 +56,10 @@ def test_forge_before_its_first_load_says_no_model(make_tb_host):
     assert "no model loaded" in error.detail
 
 
-def test_missing_model_files_are_a_server_side_500(tb_host, tmp_path):
+def test_missing_model_files_are_a_422_that_says_where_to_put_them(tb_host, tmp_path):
     tb_host.shared.cmd_opts.tinybreaker_dir = str(tmp_path)  # an empty --tinybreaker-dir
     error = sample_error(tb_host, [True])
-    assert error.status_code == 500
+    assert error.status_code == 422
     assert "TinyBreaker checkpoint not found" in error.detail and str(tmp_path) in error.detail
 
 

@@ -156,13 +156,15 @@ class ModelFinder:
         return [candidate.path for candidate in self.find(role)]
 
     def _walk(self) -> Iterable[tuple[str, str]]:
-        """Yields (path, "file") for model files and (path, "dir") for folders holding tokenizer files."""
+        """Yields (path, "file") for model files and (path, "dir") for folders holding tokenizer files. Symbolic
+        links inside the search folders are followed only to files: a linked folder could lead anywhere on the
+        disk (add it as a search folder instead)."""
         visited: set[str] = set()
         for top in self.search_dirs:
             if not os.path.isdir(top):
                 self._skipped.append((top, "search folder does not exist"))
                 continue
-            for folder, subfolders, files in os.walk(top, followlinks=True):
+            for folder, subfolders, files in os.walk(top, followlinks=False):
                 real = os.path.realpath(folder)
                 depth = 0 if folder == top else os.path.relpath(folder, top).count(os.sep) + 1
                 if real in visited:  # a symlink loop or a folder reached twice

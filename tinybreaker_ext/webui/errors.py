@@ -1,18 +1,18 @@
-"""Turns our errors into ones the host's API answers with a 4xx/5xx status and a readable message."""
+"""Turns our errors into ones the host's API answers with a 4xx status and a readable one-line message."""
 
 from __future__ import annotations
 
-from ..errors import ParameterError, TinyBreakerError
+from ..errors import TinyBreakerError
 
 
 def request_error(error: Exception) -> Exception:
-    """ParameterError → HTTP 422 (the request is wrong); other TinyBreakerErrors (missing or bad model files on the
-    server) → HTTP 500 with the same one-line message. The UI shows the message either way."""
+    """Every TinyBreakerError is about what the request asked for (a field, a file it named, a size, a missing model
+    or tokenizer for what it asked) → HTTP 422 with the one-line message; the UI shows it too. Anything else is a
+    fault of the server and reaches the host's own handler (500) unchanged."""
     if not isinstance(error, TinyBreakerError):
         return error
     try:
         from fastapi import HTTPException
     except ImportError:  # outside a WebUI (tests without fastapi)
         return error
-    status = 422 if isinstance(error, ParameterError) else 500
-    return HTTPException(status_code=status, detail=str(error))
+    return HTTPException(status_code=422, detail=str(error))

@@ -63,27 +63,47 @@ def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:
 
 
 def resolve_file(role: str, requested: str, field_name: str) -> str:
-    """The requested file name (basename or path relative to a model folder), or the first candidate found."""
+    """The model file a UI/API/infotext/queue request names, confined to the model folders (docs/hosts.md,
+    "File names"): a file name or a path relative to a model folder, matched against the files found there by
+    content; anything else — absolute paths, ``..``, NUL, names that are not models — is refused, naming the field
+    and the files that exist, and saying nothing about paths outside the folders. Empty = the first file found."""
+    from ..files.classify import preferred_first
     from ..files.finder import ModelFinder
 
     dirs = locations.model_dirs()
-    from ..files.classify import preferred_first
+    finder = ModelFinder(dirs)
+    candidates = [info.path for info in preferred_first(finder.candidates(role))]
+    what = "a TinyBreaker checkpoint" if role == "checkpoint" else "a T5-XXL encoder file"
+    if not requested:
+        if not candidates:
+            raise ModelNotFoundError(what, dirs or [locations.tinybreaker_dir()],
+                                     hint=f"put it in {locations.tinybreaker_dir()} (see the README for download links)")
+        return candidates[0]
+    names = ", ".join(_names(candidates, dirs)) or "none"
+    wanted = requested.replace("\\", "/")
+    if "\0" in wanted or wanted.startswith("/") or ":" in wanted.split("/")[0] or ".." in wanted.split("/"):
+        raise ParameterError(field_name, f"{requested!r} is not a file name inside the model folders; found: {names}")
+    for path in candidates:
+        if wanted in _names([path], dirs, all_forms=True):
+            return path
+    for path, reason in finder.skipped:  # in a model folder, but not usable for this role
+        if wanted in _names([path], dirs, all_forms=True):
+            raise ParameterError(field_name, f"{wanted!r} is not usable as {what}: {reason}; found: {names}")
+    for path in (info.path for other in ("checkpoint", "t5") if other != role for info in finder.candidates(other)):
+        if wanted in _names([path], dirs, all_forms=True):
+            raise ParameterError(field_name, f"{wanted!r} is not {what}; found: {names}")
+    raise ParameterError(field_name, f"no {role} file named {requested!r} in the model folders; found: {names}")
 
-    candidates = [info.path for info in preferred_first(ModelFinder(dirs).candidates(role))]
-    if requested:
-        for path in candidates:
-            if os.path.basename(path) == requested or any(
-                    os.path.relpath(path, d) == requested for d in dirs if path.startswith(d)):
-                return path
-        if os.path.isabs(requested) and os.path.isfile(requested):
-            return requested
-        raise ParameterError(field_name, f"no {role} file named {requested!r} in {', '.join(dirs) or 'no folder'}; "
-                                         f"found: {', '.join(os.path.basename(c) for c in candidates) or 'none'}")
-    if not candidates:
-        what = "a TinyBreaker checkpoint" if role == "checkpoint" else "a T5-XXL encoder file"
-        raise ModelNotFoundError(what, dirs or [locations.tinybreaker_dir()],
-                                 hint=f"put it in {locations.tinybreaker_dir()} (see the README for download links)")
-    return candidates[0]
+
+def _names(paths: list[str], dirs: list[str], *, all_forms: bool = False) -> list[str]:
+    """How a request may name each file: its name, and (``all_forms``) its path relative to each model folder."""
+    names: list[str] = []
+    for path in paths:
+        names.append(os.path.basename(path))
+        if all_forms:
+            names += [os.path.relpath(path, folder).replace(os.sep, "/") for folder in dirs
+                      if os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)]
+    return names
 
 
 def _tokenizer_search() -> dict:
