@@ -40,6 +40,9 @@ class TinyBreakerScript(scripts.Script):
     def process_batch(self, p, *args, **kwargs):
         script_logic.process_batch(p)
 
+    def postprocess_image(self, p, pp, *args):
+        script_logic.postprocess_image(p)
+
     def postprocess(self, p, processed, *args):
         script_logic.postprocess(p)
 

@@ -8,6 +8,7 @@ stand-in is compared with the fixture in every run, and the adapters' host calls
 import ast
 import inspect
 import json
+import os
 
 import pytest
 
@@ -114,8 +115,8 @@ CASES = [
            f"modules.scripts.Script.{name}")
           for name in ("title", "ui", "show", "run", "setup", "before_process", "process", "before_process_batch",
                        "after_extra_networks_activate", "process_before_every_sampling", "process_batch",
-                       "postprocess_batch", "post_sample", "postprocess", "before_component", "after_component",
-                       "describe", "elem_id", "before_hr")]
+                       "postprocess_batch", "post_sample", "postprocess_image", "postprocess", "before_component",
+                       "after_component", "describe", "elem_id", "before_hr")]
 CASES = [(fake, host, name) for fake, hosts, name in CASES for host in hosts]
 
 
@@ -165,3 +166,14 @@ def test_the_scan_follows_imports_aliases_and_getattr():
     assert _names_in(ast.parse(source)) == {
         "modules.shared.state.nextjob", "modules.shared.opts.live", "backend.patcher.base.ModelPatcher",
         "modules.shared.state", "modules.shared.opts"}
+
+
+def test_every_hook_our_script_defines_is_a_hook_of_every_host():
+    """scripts/tinybreaker.py's methods are called by the hosts: each must be a Script hook all five define."""
+    import re
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "scripts", "tinybreaker.py"), encoding="utf-8") as file:
+        defined = set(re.findall(r"^    def (\w+)\(", file.read(), re.MULTILINE)) - {"__init__"}
+    for name in defined:
+        for host in HOSTS:
+            assert CONTRACTS[host]["contracts"].get(f"modules.scripts.Script.{name}") is not None, (host, name)

@@ -35,15 +35,32 @@ def test_disabled_leaves_the_hosts_sample_alone(tb_host):
     assert torch.equal(output, torch.full((1, 4, 8, 8), 7.0))
 
 
-def test_enabled_installs_the_replacement_and_postprocess_removes_it(tb_host):
+def test_enabled_installs_the_replacement_per_batch_and_postprocess_removes_it(tb_host):
+    import json
+
     p = tb_host.make_p()
     plan = script_logic.process(p, *ARGS)
     assert plan is not None and plan.error is None
+    # After process(), p holds only JSON data from us (the Distributed extension json.dumps p.__dict__)
+    assert "sample" not in p.__dict__
+    json.dumps(p.extra_generation_params)
+    script_logic.process_batch(p)
     assert "sample" in p.__dict__ and p.sample != StableDiffusionProcessingTxt2Img.sample.__get__(p)
+    script_logic.process_batch(p)  # the next batch keeps the same replacement
     script_logic.postprocess(p)
     assert "sample" not in p.__dict__
     assert p.sample.__func__ is StableDiffusionProcessingTxt2Img.sample
     assert not [name for name in p.__dict__ if name.startswith("_tinybreaker")]
+
+
+def test_another_extensions_replacement_is_put_back_after_the_job(tb_host):
+    p = tb_host.make_p()
+    theirs = p.sample = lambda **kwargs: "theirs"
+    script_logic.process(p, *ARGS)
+    script_logic.process_batch(p)
+    assert p.sample is not theirs
+    script_logic.postprocess(p)
+    assert p.sample is theirs
 
 
 def test_upscale_button_reruns_fall_back_to_the_hosts_sample(tb_host):

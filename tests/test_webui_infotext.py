@@ -67,7 +67,7 @@ def test_extra_generation_params_describe_what_ran(tb_host):
     assert written["TinyBreaker refine steps"] == 0 and written["TinyBreaker refine CFG"] == "3"  # the style's window
     assert written["TinyBreaker image shift"] == 3 and written["TinyBreaker T5 mode"] == "cpu"
     assert written["TinyBreaker refine strength"] == "0" and written["TinyBreaker refine sampler"] == "webui"
-    assert p.extra_generation_params["TB refiner parameters"](p=p, index=0) == (
+    assert p.infotext_params[0]["TB refiner parameters"] == (
         "sampler_name:lms, scheduler:beta, steps:14, start_at_step:10, end_at_step:14, cfg:3.0, noise_seed:4")
     # The host's own keys describe the refine its sampler ran.
     assert (p.steps, p.cfg_scale) == (4, 3.0)

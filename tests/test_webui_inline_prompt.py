@@ -66,8 +66,7 @@ def test_unknown_arguments_are_reported_not_silent(tb_host, caplog):
 def test_tb_fields_follow_each_images_seed(tb_host):
     p = tb_host.make_p(prompt="a cat", batch_size=2, seed=40)
     tb_host.run(p, ARGS)
-    base_text = p.extra_generation_params["TB base parameters"]
-    second = base_text(p=p, index=1)
+    second = p.infotext_params[1]["TB base parameters"]
     values, warnings = parse_stage_parameters(second)
     assert values["noise_seed"] == 41 and not warnings
     assert values["sampler"] == "uni_pc"

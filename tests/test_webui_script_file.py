@@ -67,7 +67,9 @@ def test_the_scripts_hooks_drive_the_first_pass(loaded):
     script = scripts.scripts_data[0].script_class()
     p = env.make_p()
     env.state.begin()
-    run_txt2img(p, lambda q: script.process(q, *ARGS), lambda q: script.postprocess(q, None, *ARGS))
+    run_txt2img(p, lambda q: script.process(q, *ARGS), lambda q: script.postprocess(q, None, *ARGS),
+                process_batch_hook=lambda q: script.process_batch(q, *ARGS),
+                postprocess_image_hook=lambda q: script.postprocess_image(q, None, *ARGS))
     assert "engine.base" in call_names() and "cfg_denoiser.forward" in call_names()  # the reference refine
     assert "sample" not in p.__dict__
 

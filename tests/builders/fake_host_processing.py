@@ -172,6 +172,7 @@ class StableDiffusionProcessingTxt2Img:
     subseed_strength: float = 0.0
     token_merging_ratio: float = 0.0
     extra_generation_params: dict = field(default_factory=dict)
+    infotext_params: list = field(default_factory=list)  # extra_generation_params as each image's infotext saw them
     scripts: object = None
     latent_scale_mode: dict | None = field(default=None, init=False)
     is_hr_pass: bool = field(default=False, init=False)
@@ -239,7 +240,7 @@ def setup_conds(p):
 
 
 def run_txt2img(p, process_hook=None, postprocess_hook=None, *, conditioning=None, unconditional_conditioning=None,
-                process_batch_hook=None):
+                process_batch_hook=None, postprocess_image_hook=None):
     """The part of ``process_images_inner`` around ``p.sample`` (A1111 processing.py:880-1014; F/R alike): the
     prompt and seed lists → ``process`` hook → ``p.init`` → job count → per batch: slices, ``process_batch`` hook,
     RNG, ``p.sample`` (keyword args), ``nextjob``."""
@@ -277,6 +278,11 @@ def run_txt2img(p, process_hook=None, postprocess_hook=None, *, conditioning=Non
         outputs.append(p.sample(conditioning=c, unconditional_conditioning=uc,
                                 seeds=p.seeds, subseeds=p.subseeds, subseed_strength=p.subseed_strength,
                                 prompts=p.prompts))
+        for index in range(p.batch_size):  # per image: postprocess_image, then the host writes its infotext
+            p.batch_index = index
+            if postprocess_image_hook is not None:
+                postprocess_image_hook(p)
+            p.infotext_params.append(dict(p.extra_generation_params))
         state.nextjob()
     if postprocess_hook is not None:
         postprocess_hook(p)

@@ -124,6 +124,9 @@ class Script:
     def post_sample(self, p, ps, *args):
         pass
 
+    def postprocess_image(self, p, pp, *args):
+        pass
+
     def postprocess(self, p, processed, *args):
         pass
 

@@ -128,7 +128,8 @@ class HostEnv:
 
         self.state.begin(job="txt2img")
         return run_txt2img(p, lambda q: script_logic.process(q, *args), script_logic.postprocess,
-                           process_batch_hook=script_logic.process_batch)
+                           process_batch_hook=script_logic.process_batch,
+                           postprocess_image_hook=script_logic.postprocess_image)
 
 
 @pytest.fixture(scope="session")

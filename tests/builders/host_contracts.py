@@ -40,7 +40,7 @@ OPTION_FILES = ("modules/shared_options.py",)
 
 _SCRIPT = ["title", "ui", "show", "run", "setup", "before_process", "process", "before_process_batch",
            "after_extra_networks_activate", "process_before_every_sampling", "process_batch", "postprocess_batch",
-           "post_sample", "postprocess", "before_component", "after_component", "describe", "elem_id", "before_hr"]
+           "post_sample", "postprocess_image", "postprocess", "before_component", "after_component", "describe", "elem_id", "before_hr"]
 EXTRA_NAMES = sorted({
     # the processing object p and what hangs off it
     "modules.processing.StableDiffusionProcessingTxt2Img.sample",

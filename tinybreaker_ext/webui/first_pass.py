@@ -1,6 +1,6 @@
 """The replacement for txt2img's first pass: our base stage, then the host refines with its own sampler.
 
-Installed as the instance attribute ``p.sample`` in ``process()``; every host calls it with keyword arguments
+Installed as the instance attribute ``p.sample`` in ``process_batch()``; every host calls it with keyword arguments
 inside its generation loop. Exceptions raised here (unlike in script hooks) reach the UI and the API.
 """
 
@@ -17,14 +17,15 @@ from .run_plan import RunPlan
 
 log = logging.getLogger(__name__)
 
-_ORIGINAL_ATTRIBUTE = "_tinybreaker_original_sample"
-
-
 def install_sample(p, plan: RunPlan, host) -> None:
-    if "sample" in p.__dict__ and not hasattr(p, _ORIGINAL_ATTRIBUTE):
+    """Replaces ``p.sample`` for this job (from process_batch, so that nothing but JSON data is on ``p`` while the
+    hosts' and queue tools' ``process`` hooks copy it). Installing again for the same plan does nothing."""
+    current = p.__dict__.get("sample")
+    if getattr(current, "tinybreaker_plan", None) is plan:
+        return
+    if current is not None and not hasattr(current, "tinybreaker_plan"):
         log.warning("TinyBreaker: another extension already replaced the first pass; TinyBreaker's replaces it")
     original = p.sample
-    setattr(p, _ORIGINAL_ATTRIBUTE, original)
 
     def sample(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         if plan.error is not None:
@@ -39,13 +40,20 @@ def install_sample(p, plan: RunPlan, host) -> None:
         except TinyBreakerError as error:
             raise request_error(error) from error
 
+    sample.tinybreaker_plan = plan
+    sample.replaced = current if current is not None and not hasattr(current, "tinybreaker_plan") else None
     p.sample = sample
 
 
 def uninstall_sample(p) -> None:
-    if hasattr(p, _ORIGINAL_ATTRIBUTE):
-        p.__dict__.pop("sample", None)
-        p.__dict__.pop(_ORIGINAL_ATTRIBUTE, None)
+    """Puts back what ``p.sample`` was before (the class's method, or another extension's replacement)."""
+    current = p.__dict__.get("sample")
+    if not hasattr(current, "tinybreaker_plan"):
+        return
+    if current.replaced is not None:
+        p.sample = current.replaced
+    else:
+        del p.__dict__["sample"]
 
 
 def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_conditioning, seeds, subseeds,

@@ -12,22 +12,10 @@ from ..prompt.metadata import TB_BASE_PARAMETERS, TB_REFINER_PARAMETERS, TB_STYL
 ENABLED_KEY = "TinyBreaker"
 
 
-def tb_generation_params(plan: GenerationPlan) -> dict:
-    """Values for ``p.extra_generation_params``: our fields, and ComfyUI-TinyBreaker's, whose base seed follows each
-    image's seed (callables the host calls per image)."""
-    values: dict = dict(tinybreaker_fields(plan))
-
-    def tb_field(key: str):
-        def text(p=None, index=0, **_):
-            seeds = getattr(p, "all_seeds", None) or [plan.seed]
-            seed = seeds[index] if index < len(seeds) else seeds[0]
-            return tb_fields(plan, int(seed))[key]
-
-        return text
-
-    values.update({key: tb_field(key) for key in (TB_BASE_PARAMETERS, TB_REFINER_PARAMETERS)})
-    values[TB_STYLE] = plan.style
-    return values
+def tb_generation_params(plan: GenerationPlan, seed: int) -> dict:
+    """Values for ``p.extra_generation_params``: our fields and ComfyUI-TinyBreaker's for the image with base seed
+    ``seed`` (script_logic.postprocess_image updates them per image)."""
+    return {**tinybreaker_fields(plan), **tb_fields(plan, int(seed))}
 
 
 def translate_pasted(infotext: str, fields: dict) -> None:

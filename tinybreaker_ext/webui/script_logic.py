@@ -45,8 +45,9 @@ def parse_args(args: Sequence[Any]) -> tuple[params.TinyBreakerParams | None, Pa
 
 
 def process(p, *args) -> RunPlan | None:
-    # A p processed before whose postprocess never ran (the job failed) must not keep a stale replacement.
+    # A p processed before whose postprocess never ran (the job failed) must not keep a stale replacement or plan.
     first_pass.uninstall_sample(p)
+    _active_plans.pop(id(p), None)
     parsed, error = parse_args(args)
     if error is None and parsed is not None:
         overrides = getattr(p, XYZ_OVERRIDES_ATTRIBUTE, None)
@@ -58,7 +59,6 @@ def process(p, *args) -> RunPlan | None:
     if error is None and (parsed is None or not parsed.enabled):
         return None
 
-    host = get_host()
     if error is not None:
         plan = RunPlan(params=params.TinyBreakerParams(enabled=True), error=error)
     else:
@@ -70,14 +70,17 @@ def process(p, *args) -> RunPlan | None:
     if plan.error is None:
         apply_plan_to_processing(p, plan)
     _remember(p, plan)
-    first_pass.install_sample(p, plan, host)
     return plan
 
 
 def process_batch(p) -> None:
+    """Each batch: the encoders' texts for its prompts, and our first pass in place of the host's."""
     plan = active_plan(p)
-    if plan is not None and plan.error is None and "sample" in p.__dict__:
+    if plan is None:
+        return
+    if plan.error is None:
         plan.texts = inline_prompt.batch_texts(p, plan.generation)
+    first_pass.install_sample(p, plan, get_host())
 
 
 def apply_plan_to_processing(p, plan: RunPlan) -> None:
@@ -91,8 +94,19 @@ def apply_plan_to_processing(p, plan: RunPlan) -> None:
     generation = plan.generation
     p.steps = generation.refine_steps or p.steps
     p.cfg_scale = generation.refine.cfg
-    p.extra_generation_params.update(tb_generation_params(generation))
+    p.extra_generation_params.update(tb_generation_params(generation, generation.seed))
     progress.claim_job_count(p, generation.base_steps, generation.refine_steps, generation.upscale)
+
+
+def postprocess_image(p) -> None:
+    """Per image, right before the host writes its infotext: ComfyUI-TinyBreaker's fields with this image's seed
+    (plain strings, so p stays JSON data)."""
+    plan = active_plan(p)
+    if plan is None or plan.error is not None:
+        return
+    index = int(getattr(p, "batch_index", 0) or 0)
+    seeds = getattr(p, "seeds", None) or [plan.generation.seed]
+    p.extra_generation_params.update(tb_generation_params(plan.generation, seeds[min(index, len(seeds) - 1)]))
 
 
 def postprocess(p) -> None:
