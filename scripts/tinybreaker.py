@@ -34,6 +34,9 @@ class TinyBreakerScript(scripts.Script):
         self.paste_field_names = []
         return controls
 
+    def before_process(self, p, *args):
+        script_logic.before_process(p, *args)
+
     def process(self, p, *args):
         script_logic.process(p, *args)
 

@@ -21,7 +21,8 @@ def test_seed_size_and_style_come_from_the_prompt_and_the_arguments_stay_in_the_
     (base_call,) = tb_host.engine.base_calls
     assert base_call["seeds"] == [7]
     assert (p.width, p.height) == (1664, 944)  # 16:9 large, the reference's size table
-    assert p.all_seeds == [7] and p.all_prompts == [prompt]
+    # --seed became the host's own seed before the job (so a distributing master can offset it per worker)
+    assert p.all_seeds == [7] and p.all_prompts == ["a red cube --aspect 16:9 --style COMIC"]
     assert p.extra_generation_params["TB style"] == "COMIC"
     assert "a red cube" in base_call["texts"][0] and "--" not in base_call["texts"][0]
     assert base_call["texts"][0].startswith("Comic art with black outlines showing a red cube.")
@@ -132,3 +133,29 @@ def test_a_size_far_from_pixarts_trained_area_is_reported(tb_host):
     p.comment = comments.append
     tb_host.run(p, ARGS)
     assert not any("area PixArt" in text for text in comments)
+
+
+def test_inline_seed_and_batch_size_become_the_hosts_before_a_distributing_master_copies_the_request(tb_host):
+    """The Distributed extension copies p.__dict__ in its before_process, json.dumps it and offsets each worker's
+    seed: after ours, the seed and batch size are the host's own fields and the prompt no longer pins a seed."""
+    import copy
+    import json
+
+    from tinybreaker_ext.webui import script_logic
+
+    p = tb_host.make_p(prompt="a cat --seed 70 --batch-size 3 --style COMIC", seed=1)
+    script_logic.before_process(p, *ARGS)
+    assert (p.seed, p.batch_size, p.prompt) == (70, 3, "a cat --style COMIC")
+    payload = {key: value for key, value in copy.copy(p.__dict__).items() if key not in ("sd_model", "scripts", "rng")}
+    json.dumps(payload, default=str)
+    worker = tb_host.make_p(prompt=payload["prompt"], seed=payload["seed"] + 3, batch_size=1)  # the worker's part
+    tb_host.run(worker, ARGS)
+    assert tb_host.engine.base_calls[-1]["seeds"] == [73]
+
+
+def test_random_inline_seed_is_drawn_once_before_the_job(tb_host):
+    from tinybreaker_ext.webui import script_logic
+
+    p = tb_host.make_p(prompt="a cat --s random", seed=1)
+    script_logic.before_process(p, *ARGS)
+    assert p.prompt == "a cat" and 0 <= p.seed <= 1 << 24

@@ -17,6 +17,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import ParameterError
 
+# The positional argument list's version: 1 had the first 18 fields, 2 appended refine_sampler. Fields are only ever
+# appended, so an older stored list (a queue tool's, from before an update) is a prefix: its missing values default.
+SCHEMA_VERSION = 2
+
 FROM_STYLE = "style"
 BASE_SAMPLERS = (FROM_STYLE, "euler", "euler_ancestral", "lms", "dpmpp_2m", "dpmpp_2m_sde", "deis", "uni_pc", "ddim")
 BASE_SCHEDULERS = (FROM_STYLE, "simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta",
@@ -52,6 +56,7 @@ class FieldSpec:
     maximum: float | None = None
     step: float | None = None
     choices: tuple[str, ...] | None = None  # fixed choices; None = free text (checked where the value is used)
+    renamed: tuple[tuple[str, str], ...] = ()  # (other name, choice): names other tools or versions wrote
     help: str = ""
     xyz: bool = False  # offered as an XYZ-plot axis
 
@@ -74,7 +79,8 @@ FIELDS: tuple[FieldSpec, ...] = (
               help="T5-XXL encoder file name; empty = the first one found"),
     FieldSpec("style", str, "PHOTO", "Style", "TinyBreaker style", help="a style name, or 'none'", xyz=True),
     FieldSpec("base_sampler", str, FROM_STYLE, "Base sampler", "TinyBreaker base sampler", choices=BASE_SAMPLERS,
-              xyz=True),
+              xyz=True, renamed=(("dpmpp_2m_sde_gpu", "dpmpp_2m_sde"), ("euler_cfg_pp", "euler"),
+                                 ("euler_ancestral_cfg_pp", "euler_ancestral"), ("dpmpp_2m_cfg_pp", "dpmpp_2m"))),
     FieldSpec("base_scheduler", str, FROM_STYLE, "Base schedule", "TinyBreaker base schedule",
               choices=BASE_SCHEDULERS, xyz=True),
     FieldSpec("base_steps", int, 0, "Base steps (0 = style)", "TinyBreaker base steps", 0, 100, 1, xyz=True),
@@ -169,6 +175,7 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
         raise ParameterError(spec.name, f"got {type(value).__name__} {value!r}; expected {allowed}")
     value = value.strip()
     if spec.choices is not None:
+        value = dict(spec.renamed).get(value.lower(), value)
         match = _match_choice(value, spec.choices)
         if match is None:
             raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
@@ -190,12 +197,13 @@ def from_dict(values: Mapping[str, Any], base: TinyBreakerParams | None = None) 
     return TinyBreakerParams(**current)
 
 
-def from_script_args(args: Sequence[Any]) -> TinyBreakerParams:
+def from_script_args(args: Sequence[Any], warnings: list[str] | None = None) -> TinyBreakerParams:
     """The script's argument slice: positional values in ``FIELDS`` order, or a dict of named fields.
 
     A dict in the first slot is the whole request: the host fills the slots after it with the UI's defaults, which
     are ignored. A dict after positional values (``[true, {"base_steps": 14}]``) overrides them. Missing trailing
-    values keep their defaults; more positional values than fields is an error.
+    values keep their defaults (a list stored by an older version); values past the known fields (from a newer
+    version) are ignored with a note in ``warnings``.
     """
     args = list(args)
     dict_index = next((index for index, arg in enumerate(args) if isinstance(arg, Mapping)), None)
@@ -205,8 +213,10 @@ def from_script_args(args: Sequence[Any]) -> TinyBreakerParams:
     if dict_index is not None:
         named, args = args[dict_index], args[:dict_index]
     if len(args) > len(FIELDS):
-        raise ParameterError("args", f"got {len(args)} positional values; at most {len(FIELDS)} are defined "
-                                     f"({', '.join(FIELD_NAMES)})")
+        if warnings is not None:
+            warnings.append(f"{len(args) - len(FIELDS)} argument value(s) after the {len(FIELDS)} known fields were "
+                            f"ignored (a newer version's arguments?)")
+        args = args[:len(FIELDS)]
     positional = {spec.name: coerce(spec, value) for spec, value in zip(FIELDS, args)}
     return from_dict(named, base=TinyBreakerParams(**{**TinyBreakerParams().as_dict(), **positional}))
 
@@ -266,8 +276,8 @@ def options_schema(dynamic_choices: Mapping[str, Iterable[str]] | None = None) -
         if spec.help:
             entry["help"] = spec.help
         fields.append(entry)
-    return {"script": "TinyBreaker", "args": "positional list in this order, or one dict of named fields",
-            "fields": fields}
+    return {"script": "TinyBreaker", "version": SCHEMA_VERSION,
+            "args": "positional list in this order, or one dict of named fields", "fields": fields}
 
 
 def xyz_fields() -> list[FieldSpec]:

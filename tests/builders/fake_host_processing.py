@@ -240,13 +240,15 @@ def setup_conds(p):
 
 
 def run_txt2img(p, process_hook=None, postprocess_hook=None, *, conditioning=None, unconditional_conditioning=None,
-                process_batch_hook=None, postprocess_image_hook=None):
+                process_batch_hook=None, postprocess_image_hook=None, before_process_hook=None):
     """The part of ``process_images_inner`` around ``p.sample`` (A1111 processing.py:880-1014; F/R alike): the
     prompt and seed lists → ``process`` hook → ``p.init`` → job count → per batch: slices, ``process_batch`` hook,
     RNG, ``p.sample`` (keyword args), ``nextjob``."""
     from modules import shared
 
     state = shared.state
+    if before_process_hook is not None:  # processing.process_images, before process_images_inner
+        before_process_hook(p)
     total = p.n_iter * p.batch_size
     p.all_prompts = [p.prompt] * total
     p.all_negative_prompts = [p.negative_prompt] * total

@@ -129,7 +129,8 @@ class HostEnv:
         self.state.begin(job="txt2img")
         return run_txt2img(p, lambda q: script_logic.process(q, *args), script_logic.postprocess,
                            process_batch_hook=script_logic.process_batch,
-                           postprocess_image_hook=script_logic.postprocess_image)
+                           postprocess_image_hook=script_logic.postprocess_image,
+                           before_process_hook=lambda q: script_logic.before_process(q, *args))
 
 
 @pytest.fixture(scope="session")

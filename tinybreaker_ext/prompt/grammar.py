@@ -139,6 +139,14 @@ def parse_inline_prompt(text: str) -> InlinePrompt:
         return InlinePrompt(text=str(text or ""), prompt=str(text or ""), warnings=[str(error)])
 
 
+def without_arguments(text: str, names: set[str]) -> str:
+    """``text`` with the inline arguments whose canonical name is in ``names`` removed, the rest kept as written."""
+    prompt, *chunks = str(text or "").split("--")
+    kept = [chunk for chunk in chunks
+            if CANONICAL_NAME.get(_NAME_AND_VALUE.fullmatch(chunk).group(1).lower()) not in names]
+    return "--".join([prompt, *kept]).rstrip()
+
+
 def _parse(text: str) -> InlinePrompt:
     full_text = preprocess(text)
     prompt, chunks = split_arguments(full_text)

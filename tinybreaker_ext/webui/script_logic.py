@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import random
 import weakref
 from typing import Any, Sequence
 
 from .. import params
 from ..errors import ParameterError
+from ..plan import BATCH_SIZE_MAX
+from ..prompt.grammar import RANDOM_SEED_MAX, parse_inline_prompt, without_arguments
 from . import first_pass, inline_prompt, progress
 from .host import get_host
 from .infotext import tb_generation_params
@@ -34,21 +37,41 @@ def active_plan(p) -> RunPlan | None:
     return plan if ref is not None and ref() is p else None
 
 
-def parse_args(args: Sequence[Any]) -> tuple[params.TinyBreakerParams | None, ParameterError | None]:
+def parse_args(args: Sequence[Any], warnings: list[str] | None = None
+               ) -> tuple[params.TinyBreakerParams | None, ParameterError | None]:
     """Validated parameters, or the error when the caller clearly meant to enable TinyBreaker."""
     try:
-        return params.from_script_args(args), None
+        return params.from_script_args(args, warnings), None
     except ParameterError as error:
         if _enabled_hint(args) is False:
             return None, None
         return None, error
 
 
+def before_process(p, *args) -> None:
+    """Before the host builds its prompt and seed lists (and before queue and multi-machine tools copy the request):
+    an inline ``--seed`` or ``--batch-size`` becomes the host's own seed or batch size and leaves the prompt. A
+    distributing master then offsets each worker's seed from it, so workers make different images, instead of every
+    worker reading the same ``--seed`` from the prompt (docs/hosts.md, "Queues and workers")."""
+    parsed, error = parse_args(args)
+    if error is not None or parsed is None or not parsed.enabled or not isinstance(p.prompt, str):
+        return
+    inline = parse_inline_prompt(p.prompt).values
+    if "seed" in inline:
+        seed = inline["seed"]
+        p.seed = random.randint(0, RANDOM_SEED_MAX) if seed == "random" else int(seed)
+    if "batch-size" in inline:
+        p.batch_size = min(int(inline["batch-size"]), BATCH_SIZE_MAX)
+    if "seed" in inline or "batch-size" in inline:
+        p.prompt = without_arguments(p.prompt, {"seed", "batch-size"})
+
+
 def process(p, *args) -> RunPlan | None:
     # A p processed before whose postprocess never ran (the job failed) must not keep a stale replacement or plan.
     first_pass.uninstall_sample(p)
     _active_plans.pop(id(p), None)
-    parsed, error = parse_args(args)
+    notes: list[str] = []
+    parsed, error = parse_args(args, notes)
     if error is None and parsed is not None:
         overrides = getattr(p, XYZ_OVERRIDES_ATTRIBUTE, None)
         if overrides:
@@ -66,7 +89,8 @@ def process(p, *args) -> RunPlan | None:
         plan = build_run_plan(p, parsed, style_library())
         if plan.generation is not None:
             inline_prompt.apply_plan_to_fields(p, plan.generation, request)
-            inline_prompt.report(p, plan.generation.warnings)
+            notes += plan.generation.warnings
+    inline_prompt.report(p, notes)
     if plan.error is None:
         apply_plan_to_processing(p, plan)
     _remember(p, plan)
