@@ -29,7 +29,8 @@ from .prompt.templates import apply_template, refiner_text
 from .sampling.schedules import compute_sigmas, pixart_sigmas, sd1_sigmas, timestep_of
 from .stage_params import StageParams
 
-BATCH_SIZE_MAX = 64  # an inline --batch-size above this is clamped: one request must not allocate without bound
+BATCH_SIZE_MAX = 16  # an inline --batch-size above this is clamped (twice A1111's batch-size slider): one prompt must
+# not make a request allocate without bound
 LATENT_MULTIPLE = 8  # pixels per latent pixel: the requested size must be a whole latent
 DEFAULT_ASPECT = "1:1"  # the reference's default image: 1:1 at the "large" scale (1248x1248)
 DEFAULT_SCALE = "large"

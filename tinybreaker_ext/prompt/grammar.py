@@ -39,7 +39,7 @@ DIFFERENCES: tuple[str, ...] = (
     "`--detail-level`, `--cfg-shift`, `--image-shift` and `--upscale-noise` are clamped to the ranges of the "
     "matching fields (detail level -10…+10, where -10 is 'none'; upscale noise -5…+5, where 'none' is -5) with a "
     "warning; the reference accepts any integer.",
-    "`--batch-size` above 64 is clamped with a warning.",
+    "`--batch-size` above 16 is clamped with a warning.",
     "`--style` falls back to a case-insensitive match when no style has exactly that name.",
     "Shifted values are rounded to 6 decimals, so `--cfg-shift -1` on 3.4 gives 3.2, not 3.1999999999999997.",
     "`--s random` is also rewritten to the actual seed in saved metadata, like `--seed random`.",

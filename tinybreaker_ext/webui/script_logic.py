@@ -62,6 +62,9 @@ def before_process(p, *args) -> None:
         p.seed = random.randint(0, RANDOM_SEED_MAX) if seed == "random" else int(seed)
     if "batch-size" in inline:
         p.batch_size = min(int(inline["batch-size"]), BATCH_SIZE_MAX)
+        if p.batch_size < int(inline["batch-size"]):
+            inline_prompt.report(p, [f"--batch-size {inline['batch-size']} is more than {BATCH_SIZE_MAX}; "
+                                     f"using {BATCH_SIZE_MAX}"])
     if "seed" in inline or "batch-size" in inline:
         p.prompt = without_arguments(p.prompt, {"seed", "batch-size"})
 
