@@ -38,11 +38,11 @@ def test_bad_arguments_are_a_422_naming_the_field(tb_host, args, field, fragment
     assert f"'{field}'" in error.detail and fragment in error.detail
 
 
-def test_a_non_sd1_host_model_is_named_in_the_error(tb_host):
-    tb_host.shared.sd_model = make_sd_model(tb_host.name, is_sd1=False, is_sdxl=True)
+def test_a_host_model_that_cannot_refine_is_named_in_the_error(tb_host):
+    tb_host.shared.sd_model = make_sd_model(tb_host.name, is_sd1=False, is_sd3=True)
     error = sample_error(tb_host, [True])
     assert error.status_code == 422
-    assert "SDXL loaded" in error.detail and "SD1" in error.detail
+    assert "SD3 loaded" in error.detail and "SD1 or SDXL" in error.detail
 
 
 def test_forge_before_its_first_load_says_no_model(make_tb_host):

@@ -61,14 +61,14 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     from modules import devices, shared
 
     sd_model = p.sd_model
-    check_host_model(host, sd_model)
+    family = check_host_model(host, sd_model)
     texts = plan.texts or [plan.generation.texts(prompt, negative) for prompt, negative in zip(
         prompts, getattr(p, "negative_prompts", None) or [p.negative_prompt] * len(prompts))]
 
     host.before_tinybreaker(sd_model)
     try:
         with host.no_autocast(), torch.inference_mode():
-            latent = run_base_stage(p, plan, host, texts, seeds)
+            latent = run_base_stage(p, plan, host, texts, seeds, family)
     finally:
         host.after_tinybreaker(sd_model)
     progress.stage_done()
@@ -90,22 +90,29 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     if plan.generation.upscale and not shared.state.interrupted:
         from .upscale import run_tiny_upscaler
 
+        if family != "sd1":
+            raise ParameterError("upscale", "the Tiny Upscaler refines tiles with an SD1 checkpoint (its tiny VAE is "
+                                            f"SD1's); the WebUI has {family.upper()} loaded: use Hires fix instead")
         progress.stage_done()
         samples = run_tiny_upscaler(p, samples, plan.load_engine(host), host, plan.generation.upscaler,
                                     plan.generation.upscale_by)
     return samples
 
 
-def check_host_model(host, sd_model) -> None:
-    if not host.is_sd1(sd_model) or host.latent_channels(sd_model) != 4:
+def check_host_model(host, sd_model) -> str:
+    """The refiner family of the loaded checkpoint ("sd1" or "sdxl"), or a 422 naming what is loaded."""
+    family = host.refiner_family(sd_model)
+    if family is None:
         raise ParameterError(  # the host's checkpoint setting is at fault, not TinyBreaker's 'checkpoint' field
             "sd_model_checkpoint",
-            f"the WebUI has {host.describe_model(sd_model)} loaded; TinyBreaker refines with an SD1 checkpoint "
-            "(e.g. Photon): select one in the checkpoint list")
+            f"the WebUI has {host.describe_model(sd_model)} loaded; TinyBreaker refines with an SD1 or SDXL "
+            "checkpoint (e.g. Photon, Juggernaut XL): select one in the checkpoint list")
+    return family
 
 
-def run_base_stage(p, plan: RunPlan, host, texts, seeds) -> torch.Tensor:
-    """T5 + PixArt + transcoder at the plan's size; returns an SD1 model-space latent [B, 4, H/8, W/8]."""
+def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str = "sd1") -> torch.Tensor:
+    """T5 + PixArt at the plan's size, then the transcoder for an SD1 refiner: a model-space latent
+    [B, 4, H/8, W/8] of the loaded checkpoint's family (PixArt composes in SDXL's latent space already)."""
     generation = plan.generation
     engine = plan.load_engine(host)
     placement = host.placement()
@@ -118,8 +125,8 @@ def run_base_stage(p, plan: RunPlan, host, texts, seeds) -> torch.Tensor:
                                   t5_mode=plan.t5_mode, callback=callback)
     except Cancelled:
         sdxl_latent = engine.last_denoised
-    sd1_latent = engine.transcode(sdxl_latent, placement=placement)
-    return sd1_latent[:, :, : p.height // 8, : p.width // 8]
+    latent = sdxl_latent if family == "sdxl" else engine.transcode(sdxl_latent, placement=placement)
+    return latent[:, :, : p.height // 8, : p.width // 8]
 
 
 def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, unconditional_conditioning, seeds,

@@ -49,8 +49,15 @@ class HostAdapter:
     def latent_channels(self, sd_model) -> int:
         return int(getattr(sd_model, "latent_channels", 4))
 
-    def is_sd1(self, sd_model) -> bool:
-        return bool(getattr(sd_model, "is_sd1", False))
+    def refiner_family(self, sd_model) -> str | None:
+        """"sd1" or "sdxl" when the loaded checkpoint can refine our base (4 latent channels, the host's own family
+        flags), else None. SDXL takes PixArt's latent as it is; SD1 gets it through the transcoder."""
+        if self.latent_channels(sd_model) != 4:
+            return None
+        for flag, family in (("is_sdxl", "sdxl"), ("is_sd1", "sd1")):
+            if getattr(sd_model, flag, False) is True:
+                return family
+        return None
 
     def describe_model(self, sd_model) -> str:
         for flag, label in (("is_sdxl", "SDXL"), ("is_sd3", "SD3"), ("is_sd2", "SD2"), ("is_flux", "Flux")):

@@ -20,6 +20,7 @@ from .styles_source import style_library
 log = logging.getLogger(__name__)
 
 XYZ_OVERRIDES_ATTRIBUTE = "tinybreaker_overrides"  # set on p by our XYZ-plot axes
+REFINER_FAMILY_KEY = "TinyBreaker refiner"  # infotext: which model family refined (SD1 or SDXL)
 # The plan of each job in flight, kept beside p rather than on it: queue and multi-machine tools copy p's
 # attributes (JSON, pickle), which a plan holding tensors and models would break. Keyed by id(p) with a weak
 # reference to check identity: the hosts' processing classes are dataclasses, so p is unhashable.
@@ -122,6 +123,9 @@ def apply_plan_to_processing(p, plan: RunPlan) -> None:
     p.steps = generation.refine_steps or p.steps
     p.cfg_scale = generation.refine.cfg
     p.extra_generation_params.update(tb_generation_params(generation, generation.seed))
+    family = get_host().refiner_family(p.sd_model)
+    if family is not None:
+        p.extra_generation_params[REFINER_FAMILY_KEY] = family.upper()
     progress.claim_job_count(p, generation.base_steps, generation.refine_steps, generation.upscale)
 
 
