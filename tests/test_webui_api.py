@@ -95,7 +95,7 @@ def test_routes_with_api_auth_register_on_every_fastapi(make_tb_host):
     app = fastapi.FastAPI()
     api.register_routes(app)  # FastAPI 0.94 resolves the dependency's annotations here
     guarded = [route for route in app.routes if route.path.startswith(api.ROUTE_PREFIX)]
-    assert len(guarded) == 4 and all(route.dependencies for route in guarded)
+    assert len(guarded) == 5 and all(route.dependencies for route in guarded)
 
 
 def test_plan_route_answers_what_a_request_would_run_without_running_it(tb_host):
@@ -121,3 +121,39 @@ def test_plan_route_answers_what_a_request_would_run_without_running_it(tb_host)
 def test_plan_route_names_the_field_of_a_bad_request(tb_host, body, field):
     response = client_for(tb_host).post("/tinybreaker/v1/plan", json=body)
     assert response.status_code == 422 and field in response.text
+
+
+def test_a_saved_style_is_listed_at_once_and_reproduces_the_settings(tb_host, tmp_path):
+    from tinybreaker_ext.plan import ImageRequest, make_plan
+    from tinybreaker_ext.webui.styles_source import style_library
+
+    tb_host.shared.cmd_opts.tinybreaker_dir = str(tmp_path)
+    settings = {"enabled": True, "style": "COMIC", "base_steps": 20, "base_cfg": 6.0, "detail_level": 1,
+                "image_shift": 2, "refine_cfg": 4.5}
+    client = client_for(tb_host)
+    response = client.post("/tinybreaker/v1/styles", json={"name": "MY_COMIC", "args": [settings]})
+    assert response.status_code == 200, response.text
+    assert "MY_COMIC" in response.json()["styles"]
+    assert "MY_COMIC" in client.get("/tinybreaker/v1/styles").json()["styles"]
+    assert (tmp_path / "styles" / "my_styles.ini").is_file()
+    request = ImageRequest("a castle", width=1024, height=1024, seed=5)
+    saved = make_plan(TinyBreakerParams_(style="MY_COMIC"), request, style_library())
+    original = make_plan(TinyBreakerParams_(**settings), request, style_library())
+    assert saved.base == original.base and saved.texts() == original.texts()
+    assert saved.refine_sigmas.tolist() == original.refine_sigmas.tolist()
+    assert saved.refine.cfg == 4.5 and saved.refine.noise_seed == original.refine.noise_seed
+    again = client.post("/tinybreaker/v1/styles", json={"name": "MY_COMIC", "args": [{**settings, "base_cfg": 7.0}]})
+    assert again.status_code == 200  # saving again replaces the style
+    assert make_plan(TinyBreakerParams_(style="MY_COMIC"), request, style_library()).base.cfg == 7.0
+
+
+@pytest.mark.parametrize("body, fragment", [({"name": "PHOTO"}, "built-in"), ({"name": "bad name!"}, "letters"),
+                                            ({"args": [True]}, "name")])
+def test_saving_a_style_refuses_bad_names(tb_host, tmp_path, body, fragment):
+    tb_host.shared.cmd_opts.tinybreaker_dir = str(tmp_path)
+    response = client_for(tb_host).post("/tinybreaker/v1/styles", json=body)
+    assert response.status_code == 422 and fragment in response.text
+
+
+def TinyBreakerParams_(**values):
+    return params.TinyBreakerParams(**{"enabled": True, **values})

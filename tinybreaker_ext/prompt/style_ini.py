@@ -163,3 +163,32 @@ def _describe(error: configparser.Error, line_offset: int) -> str:
     if isinstance(error, configparser.DuplicateOptionError):
         return f"line {(error.lineno or 0) - line_offset}: key {error.option!r} appears twice in [{error.section}]"
     return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def format_style_section(name: str, stages: dict[str, StageParams]) -> str:
+    """One ``[NAME]`` section that sets every value of the given stages, in the format `read_style_text` reads."""
+    lines = [f"[{name}]"]
+    for stage, values in stages.items():
+        for item in dataclasses.fields(StageParams):
+            value = getattr(values, item.name)
+            if isinstance(value, str):
+                text = '"' + " ".join(value.splitlines()).replace('"', "'") + '"'
+            elif isinstance(value, float):
+                text = repr(round(value, 6))
+            else:
+                text = str(value)
+            lines.append(f"{stage}.{item.name} = {text}")
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text: str, name: str, section: str) -> str:
+    """``text`` with its ``[NAME]`` (or ``[NAME:BASE]``) section, if any, replaced by ``section`` (else appended)."""
+    header = re.compile(r"^\s*\[\s*" + re.escape(name) + r"\s*(?::[^\]]*)?\]\s*$")
+    kept, skipping = [], False
+    for line in text.splitlines():
+        if re.match(r"^\s*\[", line):
+            skipping = bool(header.match(line))
+        if not skipping:
+            kept.append(line)
+    body = "\n".join(kept).rstrip()
+    return (body + "\n\n" if body else "") + section

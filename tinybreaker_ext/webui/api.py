@@ -42,6 +42,23 @@ def register_routes(app) -> None:
     app.add_api_route(f"{ROUTE_PREFIX}/styles", lambda: {"styles": style_names()}, methods=["GET"],
                       dependencies=dependencies)
     app.add_api_route(f"{ROUTE_PREFIX}/plan", plan_route, methods=["POST"], dependencies=dependencies)
+    app.add_api_route(f"{ROUTE_PREFIX}/styles", save_style_route, methods=["POST"], dependencies=dependencies)
+
+
+def save_style_route(request: dict):
+    """Saves a style: ``{"name": "MY_STYLE", "args": …}`` with ``args`` as in the script's arguments."""
+    from ..errors import ParameterError, TinyBreakerError
+    from .errors import request_error
+    from .styles_source import save_style
+
+    try:
+        if not isinstance(request, dict) or not isinstance(request.get("name"), str):
+            raise ParameterError("name", "expected a JSON object with a style 'name'")
+        args = request.get("args", [])
+        save_style(request["name"], params.from_script_args(args if isinstance(args, list) else [args]))
+    except TinyBreakerError as error:
+        raise request_error(error) from None
+    return {"styles": style_names()}
 
 
 def plan_route(request: dict):

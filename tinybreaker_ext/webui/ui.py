@@ -5,6 +5,7 @@ control's value is the API default."""
 
 from __future__ import annotations
 
+import html
 from typing import Callable
 
 from .. import params
@@ -54,12 +55,34 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
             controls["upscale_by"] = _slider(gr, "upscale_by", elem_id)
             controls["upscale_noise"] = _slider(gr, "upscale_noise", elem_id)
         _size_presets(gr, elem_id, size_targets)
+        ordered = [controls[name] for name in params.FIELD_NAMES]
+        _save_style(gr, elem_id, ordered, controls["style"], choices)
 
-    ordered = [controls[name] for name in params.FIELD_NAMES]
     paste_fields = [(controls["enabled"], lambda d: "TinyBreaker" in d)]
     paste_fields += [(controls[name], params.field_label_callable(name))
                      for name in params.FIELD_NAMES if name != "enabled"]
     return ordered, paste_fields
+
+
+def _save_style(gr, elem_id, ordered, style_control, choices) -> None:
+    """"Save as style": the current settings become a style in the user's styles file, listed at once."""
+    with gr.Row():
+        name = gr.Textbox(label="New style name", placeholder="MY_STYLE", max_lines=1, elem_id=elem_id("style_name"))
+        save = gr.Button(value="Save as style", elem_id=elem_id("style_save"))
+        status = gr.HTML(value="", elem_id=elem_id("style_status"))
+
+    def save_style(style_name, *values):
+        from ..errors import TinyBreakerError
+        from .styles_source import save_style as write
+
+        try:
+            path = write(style_name, params.from_script_args(list(values)))
+        except TinyBreakerError as error:
+            return gr.update(), f"<span class='tinybreaker-error'>{html.escape(str(error))}</span>"
+        return (gr.update(choices=choices("style"), value=style_name.strip()),
+                f"Saved in {html.escape(path)}")
+
+    save.click(fn=save_style, inputs=[name, *ordered], outputs=[style_control, status], show_progress=False)
 
 
 def _dropdown(gr, name: str, choices: list[str], elem_id):
