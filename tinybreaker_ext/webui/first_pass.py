@@ -62,6 +62,9 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
 
     sd_model = p.sd_model
     family = check_host_model(host, sd_model)
+    if plan.generation.upscale and family != "sd1":
+        raise ParameterError("upscale", "the Tiny Upscaler refines tiles with an SD1 checkpoint (its tiny VAE is "
+                                        f"SD1's); the WebUI has {family.upper()} loaded: use Hires fix instead")
     texts = plan.texts or [plan.generation.texts(prompt, negative) for prompt, negative in zip(
         prompts, getattr(p, "negative_prompts", None) or [p.negative_prompt] * len(prompts))]
 
@@ -90,9 +93,6 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     if plan.generation.upscale and not shared.state.interrupted:
         from .upscale import run_tiny_upscaler
 
-        if family != "sd1":
-            raise ParameterError("upscale", "the Tiny Upscaler refines tiles with an SD1 checkpoint (its tiny VAE is "
-                                            f"SD1's); the WebUI has {family.upper()} loaded: use Hires fix instead")
         progress.stage_done()
         samples = run_tiny_upscaler(p, samples, plan.load_engine(host), host, plan.generation.upscaler,
                                     plan.generation.upscale_by)
