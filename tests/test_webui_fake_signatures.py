@@ -137,6 +137,8 @@ def test_stand_in_matches_the_host(fake, host, name):
     entry = CONTRACTS[host]["contracts"].get(name)
     assert entry is not None, f"no contract for {name} in {host}: regenerate tests/fixtures/host_contracts.json"
     if isinstance(fake, BuiltOnUse):
+        # These stand-ins subclass gradio's components; the stacks with gradio (a1111, forge, neo) check them.
+        pytest.importorskip("gradio", reason="the UI component stand-ins need gradio")
         fake = fake.make()
     assert fake_parameters(fake) == entry["params"], f"{host} defines it at {entry['file']}:{entry['qualname']}"
 
