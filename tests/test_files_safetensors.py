@@ -184,8 +184,8 @@ def test_too_short_file(tmp_path):
 
 def test_renamed_pickle_checkpoint(tmp_path):
     path = write_pickle_checkpoint(tmp_path / "model.safetensors")
-    assert _error(path) == (f"{path}: looks like a pickle file (.ckpt/.pt/.bin); only .safetensors files are loaded "
-                            "(expected a .safetensors model file)")
+    assert _error(path) == (f"{path}: looks like a pickle file (.ckpt/.pt/.bin); only .safetensors and GGUF files "
+                            "are loaded (expected a .safetensors model file)")
 
 
 def test_renamed_torch_zip_checkpoint(tmp_path):

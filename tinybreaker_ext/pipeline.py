@@ -88,7 +88,7 @@ class TinyBreakerPipeline:
         return self._tokenizer
 
     def t5(self, mode: str, placement: ModulePlacement | None = None, dtype: str = T5_COMPUTE_DTYPE):
-        """The T5 encoder in placement ``mode`` computing in ``dtype`` ("auto",
+        """The T5 encoder (a .safetensors or GGUF file) in placement ``mode`` computing in ``dtype`` ("auto",
         "bfloat16", "float32"); loaded again only when the mode or the resolved dtype changes."""
         from .models.t5_policy import resolve_compute_dtype
 

@@ -68,11 +68,11 @@ class SafetensorsHeader:
 def _describe_foreign_file(head: bytes) -> str:
     """A guess at what a non-safetensors file is, from its first bytes, so the user knows what they picked."""
     if head.startswith(b"PK\x03\x04"):
-        return "looks like a PyTorch zip/pickle checkpoint (.ckpt/.pt); only .safetensors files are loaded"
+        return "looks like a PyTorch zip/pickle checkpoint (.ckpt/.pt); only .safetensors and GGUF files are loaded"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "looks like a pickle file (.ckpt/.pt/.bin); only .safetensors files are loaded"
+        return "looks like a pickle file (.ckpt/.pt/.bin); only .safetensors and GGUF files are loaded"
     if head.startswith(b"GGUF"):
-        return "looks like a GGUF file, which is not supported"
+        return "is a GGUF file (TinyBreaker reads GGUF for the T5 encoder only)"
     if head.startswith(b"version https://git-lfs"):
         return "is a Git LFS pointer, not the model itself (download the real file)"
     if head.lstrip()[:1] == b"<":
