@@ -1,7 +1,7 @@
 """Header-validated access to one GGUF file (llama.cpp's format), parsed with the ``gguf`` package.
 
 Opening reads only the header (names, ggml types, shapes, offsets and the scalar metadata). ``file[name]`` reads
-one tensor with an ordinary file read into RAM (no memory map stays behind, so resident memory is what is held):
+one tensor with a plain file read into RAM (``tensor_bytes``; no memory map stays behind):
 float tensors come back as torch tensors, block-quantized ones as ``QuantizedTensor``. The ``gguf`` package is
 imported only when a GGUF file is opened: hosts without it run everything else, and choosing a GGUF file there gives
 a one-line message saying what to install. Broken files fail at open time with a one-line ``ModelFileError``.
@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ModelFileError
 from ..models.ggml_quants import QUANT_TYPES, QuantizedTensor, quantized_tensor
+from .tensor_bytes import read_bytes
 
 GGUF_MAGIC = b"GGUF"
 GGUF_EXPECTED = "a GGUF model file"
@@ -170,16 +171,14 @@ class GGUFFile(Mapping[str, object]):
         if not entry.readable:
             raise ModelFileError(self.path, f"tensor '{name}' is {entry.type_name}, which TinyBreaker does not read",
                                  f"a GGUF file of {', '.join(READABLE_TYPES)} tensors")
-        data = torch.empty(entry.nbytes, dtype=torch.uint8)
         try:
             if self._stream is None:
                 self._stream = open(self.path, "rb")
-            self._stream.seek(entry.offset)
-            got = self._stream.readinto(data.numpy())
+            data = read_bytes(self._stream, entry.offset, entry.nbytes)
         except OSError as error:
             raise ModelFileError(self.path, f"cannot read tensor '{name}' ({error.strerror or error})",
                                  GGUF_EXPECTED) from None
-        if got != entry.nbytes:
+        if data.numel() != entry.nbytes:
             raise ModelFileError(self.path, f"cannot read tensor '{name}' (the file changed since it was opened)",
                                  COMPLETE_EXPECTED)
         if entry.type_name in FLOAT_TYPES:

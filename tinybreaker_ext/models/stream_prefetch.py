@@ -37,8 +37,7 @@ class Prefetcher:
         if self._side is None:
             self._pending[key] = ({name: value.to(self.device) for name, value in items}, None)
             return
-        self._side.wait_stream(torch.cuda.current_stream(self.device))  # the sources are ready on the main stream
-        with torch.cuda.stream(self._side):
+        with torch.cuda.stream(self._side):  # sources are pinned host memory: nothing on the device to wait for
             copies = {name: value.to(self.device, non_blocking=True) for name, value in items}
             event = torch.cuda.Event()
             event.record(self._side)
