@@ -50,9 +50,10 @@ def _shapes(layers: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_random_fp8_t5(path: str, layers: int, seed: int = 0) -> None:
+def write_random_fp8_t5(path: str, layers: int, seed: int = 0, value_of=None) -> None:
     """Streams the file tensor by tensor (header first, then raw bytes) so RAM stays at one tensor.
-    Hand-written because safetensors' save_file needs every tensor in memory at once."""
+    Hand-written because safetensors' save_file needs every tensor in memory at once. ``value_of(key)`` gives a
+    tensor's float32 values (default: one generator seeded with ``seed``, drawn in key order)."""
     shapes = _shapes(layers)
     header: dict[str, object] = {"__metadata__": {"format": "pt", "note": "random weights for benchmarks"}}
     offset = 0
@@ -71,7 +72,7 @@ def write_random_fp8_t5(path: str, layers: int, seed: int = 0) -> None:
         f.write(len(header_bytes).to_bytes(8, "little"))
         f.write(header_bytes)
         for key, shape in shapes.items():
-            value = random_t5_value(key, shape, generator).to(torch.float8_e4m3fn)
+            value = (value_of(key) if value_of else random_t5_value(key, shape, generator)).to(torch.float8_e4m3fn)
             f.write(value.view(torch.uint8).numpy().data)
     os.replace(partial, path)
 

@@ -20,6 +20,7 @@ from tinybreaker_ext.errors import ModelFileError  # noqa: E402
 from tinybreaker_ext.files.classify import FileKind, classify, open_model_file  # noqa: E402
 from tinybreaker_ext.files.finder import ModelFinder  # noqa: E402
 from tinybreaker_ext.files.gguf_file import open_gguf, read_gguf_header  # noqa: E402
+from tinybreaker_ext.models import ggml_quants  # noqa: E402
 from tinybreaker_ext.models.ggml_quants import QUANT_TYPES, QuantizedTensor, quantized_tensor  # noqa: E402
 from tinybreaker_ext.models.t5_encoder import load_t5_encoder  # noqa: E402
 
@@ -59,7 +60,7 @@ def gguf_files(weights, tmp_path_factory):
 
 
 @pytest.mark.parametrize("type_name", sorted(QUANT_TYPES))
-def test_torch_dequantizers_equal_the_gguf_package_on_random_blocks(type_name):
+def test_torch_dequantizers_equal_the_gguf_package_on_random_blocks(type_name, monkeypatch):
     quant = QUANT_TYPES[type_name]
     assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]] == (quant.block_size, quant.type_size)
     blocks = random_blocks(type_name, 96)
@@ -68,6 +69,8 @@ def test_torch_dequantizers_equal_the_gguf_package_on_random_blocks(type_name):
     tensor = quantized_tensor(torch.from_numpy(rows.copy()), type_name, tuple(expected.shape))
     assert torch.equal(tensor.dequantize(torch.float32), expected)
     assert torch.equal(tensor.dequantize(torch.bfloat16), expected.to(torch.bfloat16))
+    monkeypatch.setattr(ggml_quants, "CHUNK_ELEMENTS", 5 * quant.block_size)  # several steps, a short last one
+    assert torch.equal(tensor.dequantize(torch.float32), expected)
     assert torch.equal(tensor.rows(torch.tensor([[3, 1]])).dequantize(), expected[[3, 1]].unsqueeze(0))
     meta = tensor.to("meta").dequantize(torch.bfloat16)  # device-agnostic: runs wherever the blocks are
     assert meta.device.type == "meta" and meta.shape == expected.shape

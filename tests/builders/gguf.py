@@ -217,37 +217,55 @@ def add_t5_metadata(writer, *, d_model: int, d_ff: int, num_layers: int, num_hea
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def _write_tensor(writer, name: str, value: np.ndarray, type_name: str) -> None:
+def _byte_shape(shape: tuple[int, ...], type_name: str) -> tuple[tuple[int, ...], int]:
+    """(shape the writer is told, bytes) of a tensor of ``shape`` stored as ``type_name``."""
     import gguf
 
-    raw_dtype = None if type_name in ("F32", "F16") else gguf.GGMLQuantizationType[type_name]  # numpy dtype says
-    writer.add_tensor(name, quantize(value, type_name), raw_dtype=raw_dtype)
+    block_size, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]]
+    stored = (*shape[:-1], shape[-1] // block_size * type_size)
+    nbytes = 1
+    for dim in stored:
+        nbytes *= dim
+    return (tuple(shape) if type_name in ("F32", "F16") else stored), nbytes
+
+
+def write_gguf_t5_streaming(path: str | os.PathLike, shapes: dict[str, tuple[int, ...]], value_of, file_type: str,
+                            *, prefix: str = "") -> str:
+    """Writes a city96-style GGUF T5 of ``file_type`` tensor by tensor: ``shapes`` maps HF keys to shapes (in write
+    order) and ``value_of(key)`` returns that tensor's float values, so only one tensor is in memory at a time."""
+    import gguf
+
+    from tinybreaker_ext.models.t5_encoder import infer_t5_config
+
+    config = infer_t5_config({key: torch.empty(shape, device="meta") for key, shape in shapes.items()})
+    path = os.fspath(path)
+    writer = gguf.GGUFWriter(path, GGUF_ARCH)
+    add_t5_metadata(writer, d_model=config.d_model, d_ff=config.d_ff, num_layers=config.num_layers,
+                    num_heads=config.num_heads, d_kv=config.d_kv, num_buckets=config.num_buckets,
+                    vocab_size=config.vocab_size, file_type=file_type)
+    keys = [key for key in shapes if not (key == "encoder.embed_tokens.weight" and "shared.weight" in shapes)]
+    types = {key: tensor_type(key, file_type, config.num_layers) for key in keys}
+    numpy_dtypes = {"F32": np.float32, "F16": np.float16}
+    for key in keys:
+        shape, nbytes = _byte_shape(shapes[key], types[key])
+        raw = None if types[key] in numpy_dtypes else gguf.GGMLQuantizationType[types[key]]
+        writer.add_tensor_info(prefix + gguf_name(key), shape, np.dtype(numpy_dtypes.get(types[key], np.uint8)),
+                               nbytes, raw_dtype=raw)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for key in keys:
+        writer.write_tensor_data(quantize(value_of(key).float().numpy(), types[key]))
+    writer.close()
+    return path
 
 
 def write_gguf_t5(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], file_type: str = "F32", *,
                   prefix: str = "") -> str:
     """Writes the HF-layout T5 encoder ``state_dict`` (any float dtype) as a city96-style GGUF of ``file_type``
     (a key of ``FILE_TYPES``); tensor names get ``prefix`` in front. Returns the path."""
-    import gguf
-
-    from tinybreaker_ext.models.t5_encoder import infer_t5_config
-
-    config = infer_t5_config(state_dict)
-    path = os.fspath(path)
-    writer = gguf.GGUFWriter(path, GGUF_ARCH)
-    add_t5_metadata(writer, d_model=config.d_model, d_ff=config.d_ff, num_layers=config.num_layers,
-                    num_heads=config.num_heads, d_kv=config.d_kv, num_buckets=config.num_buckets,
-                    vocab_size=config.vocab_size, file_type=file_type)
-    for key, value in state_dict.items():
-        if key == "encoder.embed_tokens.weight" and "shared.weight" in state_dict:
-            continue  # llama.cpp keeps one token embedding
-        _write_tensor(writer, prefix + gguf_name(key), value.float().numpy(),
-                      tensor_type(key, file_type, config.num_layers))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    shapes = {key: tuple(value.shape) for key, value in state_dict.items()}
+    return write_gguf_t5_streaming(path, shapes, state_dict.__getitem__, file_type, prefix=prefix)
 
 
 def dequantized_state_dict(state_dict: dict[str, torch.Tensor], file_type: str) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 QK_K = 256  # elements per k-quant super-block
+CHUNK_ELEMENTS = 1 << 22  # dequantized per step: bounds the float32 temporaries to tens of MB per weight
 
 
 def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:
@@ -175,7 +176,12 @@ class QuantizedTensor:
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         blocks = self.data.reshape(-1, self.qtype.type_size)
-        return self.qtype.dequantize_blocks(blocks).reshape(self.shape).to(dtype)
+        out = torch.empty(blocks.shape[0] * self.qtype.block_size, dtype=dtype, device=self.data.device)
+        step = max(1, CHUNK_ELEMENTS // self.qtype.block_size)
+        for start in range(0, blocks.shape[0], step):
+            values = self.qtype.dequantize_blocks(blocks[start:start + step])
+            out[start * self.qtype.block_size:start * self.qtype.block_size + values.numel()] = values.reshape(-1)
+        return out.reshape(self.shape)
 
 
 def quantized_tensor(data: torch.Tensor, qtype_name: str, shape: tuple[int, ...]) -> QuantizedTensor:
