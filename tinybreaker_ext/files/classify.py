@@ -193,7 +193,8 @@ def _looks_like(keys: dict) -> str:
     return f"unrecognised: {len(keys)} tensors, first keys {first_keys}"
 
 
-def _header_of(source) -> SafetensorsHeader | GGUFHeader:
+def header_of(source) -> SafetensorsHeader | GGUFHeader:
+    """The header of a path, open file, view or header (GGUF files by their magic); no tensor data is read."""
     if isinstance(source, (SafetensorsHeader, GGUFHeader)):
         return source
     if isinstance(source, SafetensorsView):
@@ -226,7 +227,7 @@ def _classify_gguf(header: GGUFHeader) -> ModelFileInfo:
 def classify(source: str | os.PathLike | SafetensorsView | SafetensorsHeader | GGUFFile | GGUFHeader) -> ModelFileInfo:
     """Classifies a file from its header. A view is classified as the whole file it belongs to.
     Raises ModelFileError (one line, names the file) when the file is broken or of no known kind."""
-    header = _header_of(source)
+    header = header_of(source)
     if isinstance(header, GGUFHeader):
         return _classify_gguf(header)
     keys = header.tensors
