@@ -185,6 +185,7 @@ def test_stream_mode_holds_one_sub_layer_and_the_next_ones_stored_bytes_on_the_c
     assert len(peaks) == len(sublayers)
     for peak, weights in zip(peaks, expected):
         assert weights <= peak <= weights + activations
+    assert encoder.device_bytes() == max(numels) * 4 + max(numels)  # what the pipeline asks the host to free
     del out
     gc.collect()
     assert _meta_bytes() - baseline < activations  # nothing left behind after encode

@@ -161,7 +161,8 @@ def test_prefixed_gguf_files_load(weights, gguf_files, tmp_path):
     assert info.key_prefix == "text_encoders.t5xxl.transformer."
     ids = _ids()
     with open_gguf(path) as prefixed, open_gguf(gguf_files["Q8_0"]) as plain:
-        assert torch.equal(load_t5_encoder(prefixed, mode="cpu").encode(ids), load_t5_encoder(plain, mode="cpu").encode(ids))
+        expected = load_t5_encoder(plain, mode="cpu").encode(ids)
+        assert torch.equal(load_t5_encoder(prefixed, mode="cpu").encode(ids), expected)
 
 
 def test_classified_by_content_and_found_as_t5(gguf_files, tmp_path):

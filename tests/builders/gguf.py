@@ -4,8 +4,9 @@ city96 converted transformers' ``T5EncoderModel`` with llama.cpp's ``convert_hf_
 ``llama-quantize`` (ComfyUI-GGUF #215). So the files have architecture ``t5encoder``, llama.cpp's tensor names
 (written here from gguf's own ``MODEL_TENSOR`` table, independently of the product's reader), 1-D norms in F32, the
 relative attention bias as the converter wrote it (F16, F32 in an F32 file: llama-quantize leaves ``attn_rel_b``
-alone), the matrices in the quantization of the file type (k-quant mixes raise ``attn_v``/``ffn_down`` of some blocks, as llama.cpp's ``use_more_bits`` does), and
-the metadata below (a dump of the real Q8_0 file: llama-cpp-python #1717).
+alone), the matrices in the quantization of the file type (k-quant mixes raise ``attn_v``/``ffn_down`` of some
+blocks, as llama.cpp's ``use_more_bits`` does), and the metadata below (a dump of the real Q8_0 file:
+llama-cpp-python #1717).
 
 Quantizers: gguf's own for F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1; plain round-to-nearest ones written here for the
 k-quants, which the gguf package only dequantizes (llama.cpp's search for the best scales is not reproduced, so the

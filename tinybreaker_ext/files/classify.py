@@ -219,7 +219,8 @@ def _classify_gguf(header: GGUFHeader) -> ModelFileInfo:
     quantization = header.file_type_name or signature.type_name
     where = f" under '{prefix}'" if prefix else ""
     return ModelFileInfo(path=header.path, kind=FileKind.T5_ENCODER,
-                         description=f"T5 encoder (GGUF {quantization}){where}", metadata={key: str(value) for key, value in header.metadata.items()},
+                         description=f"T5 encoder (GGUF {quantization}){where}",
+                         metadata={key: str(value) for key, value in header.metadata.items()},
                          size_bytes=header.file_size, tensor_count=len(names), key_prefix=prefix,
                          t5_dtype=FLOAT_TYPES.get(signature.type_name), t5_dtype_name=quantization, file_format="gguf")
 

@@ -370,6 +370,17 @@ class T5TextEncoder:
         """File key → the tensor held in storage (its dtype and device show where the weights live)."""
         return {key: weight.tensor for key, weight in self._weights.items()}
 
+    def device_bytes(self) -> int:
+        """Bytes of weights on the compute device during an encode: in ``stream`` mode the running sub-layer in the
+        compute dtype plus the next one as stored (the prefetch); otherwise everything held plus one sub-layer's
+        conversion. 0 when the device is the CPU (everything is RAM then)."""
+        if self.device.type == "cpu":
+            return 0
+        if self.mode == "stream":
+            ahead = max(sum(self._weights[key].nbytes for _, _, key in group.params) for group in self._groups)
+            return self.largest_upcast_bytes() + ahead
+        return self.storage_bytes() + self.largest_upcast_bytes()
+
     def largest_upcast_bytes(self) -> int:
         """Bytes of the biggest sub-layer in the compute dtype: the extra memory one encode step needs for weights."""
         size = torch.tensor([], dtype=self.compute_dtype).element_size()
