@@ -1,7 +1,9 @@
 """Low-memory T5: peak RSS and encode time of GGUF T5-XXL files against the fp8 file, and their embedding error.
 
 Files: a FULL-SIZE random T5-XXL encoder (24 blocks), each tensor drawn from its own seeded generator (any tensor can
-be regenerated alone), stored three ways in ``~/.cache/tinybreaker-bench/`` (written once, about 13 GB, 20–30 min on
+be regenerated alone) at the scales of T5's own initialisation (the test builders' values, with the query projection
+scaled by d_kv^-0.5 as in transformers' ``_init_weights``: without it the unscaled T5 attention is almost a hard
+argmax on random weights, and 24 such blocks turn any rounding into an unrelated embedding), stored three ways in ``~/.cache/tinybreaker-bench/`` (written once, about 13 GB, 20–30 min on
 2 cores): fp8 e4m3fn safetensors (4.9 GB), GGUF Q8_0 (5.1 GB) and GGUF Q4_K_M (2.9 GB), the GGUF files in city96's
 layout (llama-quantize's per-tensor types; the k-quants by the round-to-nearest quantizer of tests/builders/gguf.py,
 whose error is a little above llama.cpp's).
@@ -43,13 +45,14 @@ FILES = ("fp8", "Q8_0", "Q4_K_M")
 def value_of(key: str, layers: int) -> torch.Tensor:
     """The float32 value of tensor ``key``, from a generator seeded by the key alone."""
     generator = torch.Generator().manual_seed(zlib.crc32(key.encode()))
-    return random_t5_value(key, _shapes(layers)[key], generator)
+    value = random_t5_value(key, _shapes(layers)[key], generator)
+    return value * T5_XXL_SHAPES["d_kv"] ** -0.5 if key.endswith("SelfAttention.q.weight") else value
 
 
 def file_path(kind: str, layers: int) -> str:
     suffix = "" if layers == T5_XXL_SHAPES["num_layers"] else f"_{layers}layers"
     name = "fp8_e4m3fn.safetensors" if kind == "fp8" else f"{kind}.gguf"
-    return os.path.join(CACHE_DIR, f"t5xxl_seeded_random{suffix}_{name}")
+    return os.path.join(CACHE_DIR, f"t5xxl_t5init_random{suffix}_{name}")
 
 
 def write_file(kind: str, layers: int) -> str:
