@@ -7,6 +7,10 @@ and prints one JSON line with:
   - ``rss_over_baseline_ratio``: the same without the interpreter + torch baseline,
   - per-prompt encode seconds with a cold cache (T5 runs) and a warm cache (``PromptEmbeddingCache`` hit).
 
+The encoder keeps its weights as stored (``keep_converted_bytes=0``, what the default budget does on a machine short
+of RAM); ``--keep-converted`` uses the default budget instead, which converts weights to the compute dtype once when
+free RAM allows (faster encodes, about twice the memory for fp8 → bf16; see t5_speed.py).
+
     python bench/t5_memory.py                 # full size (24 blocks)
     python bench/t5_memory.py --layers 4      # reduced run (same widths, fewer blocks)
 """
@@ -50,9 +54,10 @@ def _shapes(layers: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_random_fp8_t5(path: str, layers: int, seed: int = 0) -> None:
+def write_random_fp8_t5(path: str, layers: int, seed: int = 0, value_of=None) -> None:
     """Streams the file tensor by tensor (header first, then raw bytes) so RAM stays at one tensor.
-    Hand-written because safetensors' save_file needs every tensor in memory at once."""
+    Hand-written because safetensors' save_file needs every tensor in memory at once. ``value_of(key)`` gives a
+    tensor's float32 values (default: one generator seeded with ``seed``, drawn in key order)."""
     shapes = _shapes(layers)
     header: dict[str, object] = {"__metadata__": {"format": "pt", "note": "random weights for benchmarks"}}
     offset = 0
@@ -71,7 +76,7 @@ def write_random_fp8_t5(path: str, layers: int, seed: int = 0) -> None:
         f.write(len(header_bytes).to_bytes(8, "little"))
         f.write(header_bytes)
         for key, shape in shapes.items():
-            value = random_t5_value(key, shape, generator).to(torch.float8_e4m3fn)
+            value = (value_of(key) if value_of else random_t5_value(key, shape, generator)).to(torch.float8_e4m3fn)
             f.write(value.view(torch.uint8).numpy().data)
     os.replace(partial, path)
 
@@ -91,7 +96,8 @@ def child(args) -> None:
     baseline = _rss_bytes()
     start = time.perf_counter()
     with open_safetensors(args.path) as file:
-        encoder = load_t5_encoder(file, mode=args.mode, device=args.device)
+        encoder = load_t5_encoder(file, mode=args.mode, device=args.device,
+                                  keep_converted_bytes=None if args.keep_converted else 0)
     load_seconds = time.perf_counter() - start
     after_load = _rss_bytes()
     cache = PromptEmbeddingCache()
@@ -124,6 +130,7 @@ def main() -> None:
     parser.add_argument("--path", default=None, help="random fp8 T5 file (written if missing)")
     parser.add_argument("--mode", default="auto", choices=["auto", "gpu", "cpu", "stream"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--keep-converted", action="store_true", help="use the default conversion budget")
     parser.add_argument("--tokenizer", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -139,7 +146,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tokenizer_dir:
         train_tiny_t5_tokenizer(tokenizer_dir)  # ids < 200 fit any T5 vocabulary; timings do not depend on them
         command = [sys.executable, os.path.abspath(__file__), "--child", "--path", args.path, "--mode", args.mode,
-                   "--device", args.device, "--tokenizer", tokenizer_dir]
+                   "--device", args.device, "--tokenizer", tokenizer_dir] + (["--keep-converted"] * args.keep_converted)
         subprocess.run(command, check=True)
 
 

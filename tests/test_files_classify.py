@@ -171,7 +171,7 @@ def test_other_files_say_what_they_look_like(tmp_path, keys, phrase):
 
 def test_classification_reads_no_tensor_data(tmp_path, monkeypatch):
     path = _write(tmp_path, "tb", tinybreaker_keys(1))
-    monkeypatch.setattr(safetensors_file, "safe_open", lambda *a, **k: pytest.fail("tensor data was opened"))
+    monkeypatch.setattr(safetensors_file, "read_bytes", lambda *a, **k: pytest.fail("tensor data was read"))
     assert classify(path).kind is FileKind.TINYBREAKER_PROTOTYPE1
     with open_safetensors(path) as file:
         assert classify(file).kind is FileKind.TINYBREAKER_PROTOTYPE1
@@ -200,7 +200,7 @@ def test_open_model_file_broken_and_unknown_files_name_the_expected_kind(tmp_pat
     with pytest.raises(ModelFileError) as caught:
         open_model_file(pickle_path, FileKind.T5_ENCODER)
     assert str(caught.value) == (f"{pickle_path}: looks like a pickle file (.ckpt/.pt/.bin); only .safetensors "
-                                 "files are loaded (expected a T5 encoder (.safetensors))")
+                                 "and GGUF files are loaded (expected a T5 encoder (.safetensors or .gguf))")
     sd1 = _write(tmp_path, "sd1", sd1_checkpoint_keys())
     with pytest.raises(ModelFileError, match=r"SD1/SD2 checkpoint .* \(expected a TinyBreaker prototype1 checkpoint"):
         open_model_file(sd1, FileKind.TINYBREAKER_PROTOTYPE1)

@@ -72,7 +72,7 @@ def test_unusable_files_are_listed_with_reasons(tree):
     reasons = dict(finder.skipped)
     assert "truncated" in reasons[files["truncated"]]
     assert "SD1/SD2 checkpoint" in reasons[files["sd1"]]
-    assert "not a .safetensors file" in reasons[files["ckpt"]]
+    assert "a pickle file (never loaded" in reasons[files["ckpt"]]
     assert reasons[os.path.abspath(root / "missing")] == "search folder does not exist"
 
 

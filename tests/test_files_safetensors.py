@@ -106,38 +106,27 @@ def test_tensors_stay_valid_after_close(sample):
     file.close()
 
 
-class _SafeOpenSpy:
-    """Stands in for safetensors.safe_open and records which tensors are read."""
-
-    def __init__(self, real):
-        self.real, self.opened, self.read = real, 0, []
-
-    def __call__(self, *args, **kwargs):
-        self.opened += 1
-        handle = self.real(*args, **kwargs)
-        spy = self
-
-        class Handle:
-            def get_tensor(self, key):
-                spy.read.append(key)
-                return handle.get_tensor(key)
-
-            def __getattr__(self, name):
-                return getattr(handle, name)
-
-        return Handle()
-
-
 def test_header_facts_read_no_tensor_and_indexing_reads_only_that_tensor(sample, monkeypatch):
     path, _ = sample
-    spy = _SafeOpenSpy(safetensors_file.safe_open)
-    monkeypatch.setattr(safetensors_file, "safe_open", spy)
+    reads = []
+    real = safetensors_file.read_bytes
+    monkeypatch.setattr(safetensors_file, "read_bytes", lambda stream, offset, nbytes:
+                        reads.append(nbytes) or real(stream, offset, nbytes))
     with open_safetensors(path) as file:
         view = file.prefixed("b.")
         _ = (file.metadata, file.size_bytes, view.shape("fp8"), view.dtype("inner.weight"), list(view), len(file))
-        assert spy.opened == 0 and spy.read == []
+        assert file._handle is None and reads == []
         _ = view["inner.scale"]
-        assert spy.read == ["b.inner.scale"]
+        assert reads == [view.nbytes("inner.scale")]
+
+
+def test_tensors_own_their_memory_so_nothing_stays_mapped(sample):
+    path, tensors = sample
+    with open_safetensors(path) as file:
+        weight = file["a.weight"]
+    maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else ""
+    assert os.path.realpath(path) not in maps
+    assert torch.equal(weight, tensors["a.weight"])
 
 
 def test_reading_one_small_tensor_of_a_big_file_does_not_load_the_file(tmp_path):
@@ -184,8 +173,8 @@ def test_too_short_file(tmp_path):
 
 def test_renamed_pickle_checkpoint(tmp_path):
     path = write_pickle_checkpoint(tmp_path / "model.safetensors")
-    assert _error(path) == (f"{path}: looks like a pickle file (.ckpt/.pt/.bin); only .safetensors files are loaded "
-                            "(expected a .safetensors model file)")
+    assert _error(path) == (f"{path}: looks like a pickle file (.ckpt/.pt/.bin); only .safetensors and GGUF files "
+                            "are loaded (expected a .safetensors model file)")
 
 
 def test_renamed_torch_zip_checkpoint(tmp_path):

@@ -19,6 +19,12 @@ from tinybreaker_ext.models.t5_encoder import (ACTIVATION_RESERVE_BYTES, T5Encod
 TINY = dict(d_model=32, num_layers=2, num_heads=4, d_kv=8, d_ff=64, vocab_size=256)
 
 
+def load_fp32(state_dict, **options):
+    """The loader with float32 compute (``auto`` would pick bfloat16 on CPUs that run it natively)."""
+    options.setdefault("compute_dtype", "float32")
+    return load_t5_encoder(state_dict, **options)
+
+
 def _ids(length=40, batch=2, seed=1, vocab=256):
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
@@ -87,7 +93,7 @@ def test_config_is_inferred_from_shapes():
 def test_full_size_layout_is_consumed_completely():
     sd = t5_state_dict(**T5_XXL_SHAPES, dtype=FP8_E4M3, device="meta", with_embed_tokens=True)
     assert check_t5_layout(sd) == ([], [])
-    encoder = load_t5_encoder(sd, mode="gpu", device="meta")  # meta storage: layout only, no memory
+    encoder = load_fp32(sd, mode="gpu", device="meta")  # meta storage: layout only, no memory
     blocks = 24 * (4 * 4096 * 4096 + 2 * 4096 + 3 * 4096 * 10240)
     assert encoder.storage_bytes() == 32128 * 4096 + blocks + 32 * 64 + 4096  # one byte per fp8 weight
     assert {t.dtype for t in encoder.stored_tensors().values()} == {FP8_E4M3}
@@ -96,7 +102,7 @@ def test_full_size_layout_is_consumed_completely():
 @pytest.mark.parametrize("dtype", [FP8_E4M3, torch.bfloat16, torch.float16, torch.float32])
 def test_result_equals_fp32_references_built_from_upcast_weights(dtype):
     sd = t5_state_dict(**TINY, dtype=dtype)
-    encoder = load_t5_encoder(sd, mode="cpu")
+    encoder = load_fp32(sd, mode="cpu")
     ids = _ids()
     out = encoder.encode(ids)
     assert out.dtype == torch.float32 and out.shape == (2, 40, 32)
@@ -110,7 +116,7 @@ def test_fp8_weights_stay_fp8_and_memory_matches_the_file(tmp_path):
     path = save_safetensors(sd, tmp_path / "t5_fp8.safetensors")
     with open(path, "rb") as f:
         header = 8 + int.from_bytes(f.read(8), "little")
-    encoder = load_t5_encoder(load_file(path), mode="cpu")
+    encoder = load_fp32(load_file(path), mode="cpu", keep_converted_bytes=0)
     assert {t.dtype for t in encoder.stored_tensors().values()} == {FP8_E4M3}
     assert encoder.storage_bytes() == os.path.getsize(path) - header
     encoder.encode(_ids())
@@ -121,18 +127,18 @@ def test_fp8_weights_stay_fp8_and_memory_matches_the_file(tmp_path):
 def test_scaled_fp8_applies_the_scales():
     sd = t5_state_dict(**TINY, scaled_fp8=True)
     assert "scaled_fp8" in sd and any(k.endswith("scale_weight") for k in sd)
-    encoder = load_t5_encoder(sd, mode="cpu")
+    encoder = load_fp32(sd, mode="cpu")
     ids = _ids()
     out = encoder.encode(ids)
     torch.testing.assert_close(out, hf_reference(sd, encoder.config, ids), atol=1e-5, rtol=1e-5)
     unscaled = {k: v for k, v in sd.items() if not k.endswith("scale_weight")}
-    assert not torch.allclose(load_t5_encoder(unscaled, mode="cpu").encode(ids), out, atol=1e-2)
+    assert not torch.allclose(load_fp32(unscaled, mode="cpu").encode(ids), out, atol=1e-2)
 
 
 def test_cpu_and_stream_modes_give_identical_results():
     sd = t5_state_dict(**TINY, dtype=FP8_E4M3)
     ids = _ids()
-    assert torch.equal(load_t5_encoder(sd, mode="cpu").encode(ids), load_t5_encoder(sd, mode="stream").encode(ids))
+    assert torch.equal(load_fp32(sd, mode="cpu").encode(ids), load_fp32(sd, mode="stream").encode(ids))
 
 
 def _meta_bytes() -> int:
@@ -149,13 +155,15 @@ def _meta_bytes() -> int:
     return total
 
 
-def test_stream_mode_holds_one_sub_layer_on_the_compute_device():
+def test_stream_mode_holds_one_sub_layer_and_the_next_ones_stored_bytes_on_the_compute_device():
     """The meta device stands in for a GPU: storage stays on the CPU, anything on 'meta' is what streaming put on
-    the compute device. Test hooks registered after the encoder's see each sub-layer while it runs."""
+    the compute device. Test hooks registered after the encoder's see each sub-layer while it runs: its weights in
+    float32, plus the next sub-layer's fp8 weights already copied ahead (the prefetch), and nothing else."""
     config = dict(TINY, d_model=64, d_ff=256)
     sd = t5_state_dict(**config, dtype=FP8_E4M3)
-    encoder = load_t5_encoder(sd, mode="stream", device="meta")
+    encoder = load_fp32(sd, mode="stream", device="meta")
     assert {t.device.type for t in encoder.stored_tensors().values()} == {"cpu"}
+    assert {t.dtype for t in encoder.stored_tensors().values()} == {FP8_E4M3}  # stream keeps nothing converted
     model = encoder._model
     sublayers = [layer for block in model.encoder.block for layer in block.layer] + [model.encoder.final_layer_norm]
     peaks = []
@@ -169,13 +177,15 @@ def test_stream_mode_holds_one_sub_layer_on_the_compute_device():
     peaks = [peak - baseline for peak in peaks]
 
     inner, d_model, d_ff = 4 * 8, 64, 256
-    feed_forward = (3 * d_ff * d_model + d_model) * 4  # the largest sub-layer, upcast to float32
-    attention = (4 * inner * d_model + d_model + 32 * 4) * 4
+    attention = [4 * inner * d_model + d_model + 32 * 4, 4 * inner * d_model + d_model]  # block 0 has the bias
+    feed_forward = 3 * d_ff * d_model + d_model
+    numels = [attention[0], feed_forward, attention[1], feed_forward, d_model]  # execution order, final norm last
+    expected = [numel * 4 + (numels[i + 1] if i + 1 < len(numels) else 0) for i, numel in enumerate(numels)]
     activations = 64 * 8 * 4 * 16  # generous room for hidden states / bias / mask of 8 tokens
     assert len(peaks) == len(sublayers)
-    assert max(peaks) >= feed_forward  # the sub-layer really is on the device while it runs
-    assert max(peaks) <= feed_forward + activations
-    assert max(peaks) < attention + feed_forward  # never two sub-layers at once
+    for peak, weights in zip(peaks, expected):
+        assert weights <= peak <= weights + activations
+    assert encoder.device_bytes() == max(numels) * 4 + max(numels)  # what the pipeline asks the host to free
     del out
     gc.collect()
     assert _meta_bytes() - baseline < activations  # nothing left behind after encode
@@ -186,7 +196,7 @@ def test_fp8_nan_codes_in_the_embedding_become_zero_inputs():
     sd["shared.weight"] = sd["shared.weight"].clone()
     sd["shared.weight"].view(torch.uint8)[7, :5] = 0x7F  # NaN in float8_e4m3fn
     ids = torch.tensor([[7, 8, 9, 10]])
-    out = load_t5_encoder(sd, mode="cpu").encode(ids)
+    out = load_fp32(sd, mode="cpu").encode(ids)
     assert torch.isfinite(out).all()
     clean = upcast_t5_state_dict(sd)
     clean["shared.weight"] = torch.nan_to_num(clean["shared.weight"])
@@ -196,34 +206,36 @@ def test_fp8_nan_codes_in_the_embedding_become_zero_inputs():
 def test_bfloat16_compute_is_close_and_float16_is_refused():
     sd = t5_state_dict(**TINY, dtype=FP8_E4M3)
     ids = _ids()
-    fp32 = load_t5_encoder(sd, mode="cpu").encode(ids)
-    bf16 = load_t5_encoder(sd, mode="cpu", compute_dtype=torch.bfloat16).encode(ids)
+    fp32 = load_fp32(sd, mode="cpu").encode(ids)
+    bf16 = load_fp32(sd, mode="cpu", compute_dtype=torch.bfloat16).encode(ids)
     assert bf16.dtype == torch.float32
     assert (bf16 - fp32).abs().max() < 0.1 * fp32.abs().max()
     with pytest.raises(ParameterError, match="t5_dtype.*float16"):
         load_t5_encoder(sd, compute_dtype=torch.float16)
+    with pytest.raises(ParameterError, match="t5_dtype.*float16"):
+        load_t5_encoder(sd, compute_dtype="float16")
 
 
 def test_prefixed_and_embed_tokens_only_files_load():
     sd = t5_state_dict(**TINY, with_embed_tokens=True)
     ids = _ids()
-    expected = load_t5_encoder(sd, mode="cpu").encode(ids)
+    expected = load_fp32(sd, mode="cpu").encode(ids)
     prefixed = {"text_encoders.t5xxl.transformer." + k: v for k, v in sd.items()}
-    assert torch.equal(load_t5_encoder(prefixed, mode="cpu").encode(ids), expected)
+    assert torch.equal(load_fp32(prefixed, mode="cpu").encode(ids), expected)
     alias_only = {k: v for k, v in sd.items() if k != "shared.weight"}
-    assert torch.equal(load_t5_encoder(alias_only, mode="cpu").encode(ids), expected)
+    assert torch.equal(load_fp32(alias_only, mode="cpu").encode(ids), expected)
 
 
 def test_original_t5_relu_layout_matches_transformers():
     sd = t5_state_dict(**TINY, gated=False)
-    encoder = load_t5_encoder(sd, mode="cpu")
+    encoder = load_fp32(sd, mode="cpu")
     assert not encoder.config.gated
     ids = _ids()
     torch.testing.assert_close(encoder.encode(ids), hf_reference(sd, encoder.config, ids), atol=1e-5, rtol=1e-5)
 
 
 def test_an_error_inside_a_sub_layer_leaves_no_upcast_copies():
-    encoder = load_t5_encoder(t5_state_dict(**TINY), mode="cpu")
+    encoder = load_fp32(t5_state_dict(**TINY), mode="cpu")
 
     def boom(module, args):
         raise RuntimeError("stop")
@@ -257,19 +269,19 @@ def test_layout_errors_name_the_file_and_tensor(mutate, message):
         path = "/models/t5xxl_fp8_e4m3fn.safetensors"
 
     with pytest.raises(ModelFileError) as info:
-        load_t5_encoder(Named(sd), mode="cpu")
+        load_fp32(Named(sd), mode="cpu")
     assert "/models/t5xxl_fp8_e4m3fn.safetensors" in str(info.value)
     assert message in str(info.value)
 
 
 def test_parameter_errors_name_the_field():
-    encoder = load_t5_encoder(t5_state_dict(**TINY), mode="cpu")
+    encoder = load_fp32(t5_state_dict(**TINY), mode="cpu")
     with pytest.raises(ParameterError, match="input_ids.*256"):
         encoder.encode(torch.tensor([[1, 256]]))
     with pytest.raises(ParameterError, match="input_ids"):
         encoder.encode(torch.zeros(1, 0, dtype=torch.long))
     with pytest.raises(ParameterError, match="t5_mode"):
-        load_t5_encoder(t5_state_dict(**TINY), mode="fast")
+        load_fp32(t5_state_dict(**TINY), mode="fast")
 
 
 def test_auto_mode_choice():
@@ -279,7 +291,7 @@ def test_auto_mode_choice():
     assert choose_mode("auto", cuda, 5 << 30, free_bytes=4 << 30) == "stream"
     assert choose_mode("auto", meta, 10) == "gpu"
     assert choose_mode("stream", cpu, 10) == "stream"
-    encoder = load_t5_encoder(t5_state_dict(**TINY), mode="auto", device="cpu")
+    encoder = load_fp32(t5_state_dict(**TINY), mode="auto", device="cpu")
     assert encoder.mode == "cpu"
 
 
@@ -294,18 +306,18 @@ def test_identity_follows_the_file(tmp_path):
                 super().__init__({k: f.get_tensor(k) for k in f.keys()})
             self.path = path
 
-    first = load_t5_encoder(FileView(path), mode="cpu")
-    again = load_t5_encoder(FileView(path), mode="cpu")
+    first = load_fp32(FileView(path), mode="cpu")
+    again = load_fp32(FileView(path), mode="cpu")
     assert first.identity == again.identity and path in first.identity
-    assert load_t5_encoder(FileView(path), mode="cpu", compute_dtype=torch.bfloat16).identity != first.identity
-    in_memory = load_t5_encoder(t5_state_dict(**TINY), mode="cpu")
-    assert in_memory.identity != load_t5_encoder(t5_state_dict(**TINY), mode="cpu").identity
+    assert load_fp32(FileView(path), mode="cpu", compute_dtype=torch.bfloat16).identity != first.identity
+    in_memory = load_fp32(t5_state_dict(**TINY), mode="cpu")
+    assert in_memory.identity != load_fp32(t5_state_dict(**TINY), mode="cpu").identity
 
 
 def test_dropping_the_encoder_frees_its_weights_without_a_gc_pass():
     import weakref
 
-    encoder = load_t5_encoder(t5_state_dict(**TINY, dtype=FP8_E4M3), mode="cpu")
+    encoder = load_fp32(t5_state_dict(**TINY, dtype=FP8_E4M3), mode="cpu")
     encoder.encode(_ids())
     weight = weakref.ref(encoder.stored_tensors()["encoder.block.1.layer.1.DenseReluDense.wo.weight"])
     gc.disable()
@@ -320,8 +332,8 @@ def test_loads_and_encodes_inside_inference_mode():
     # Forge runs processing under torch.inference_mode(); loading may happen there too.
     sd = t5_state_dict(**TINY, dtype=FP8_E4M3)
     ids = _ids()
-    expected = load_t5_encoder(sd, mode="cpu").encode(ids)
+    expected = load_fp32(sd, mode="cpu").encode(ids)
     with torch.inference_mode():
-        encoder = load_t5_encoder(sd, mode="stream")
+        encoder = load_fp32(sd, mode="stream")
         assert torch.equal(encoder.encode(ids), expected)
     assert torch.equal(encoder.encode(ids), expected)

@@ -36,6 +36,10 @@ class ModelNotFoundError(TinyBreakerError, FileNotFoundError):
         super().__init__(message)
 
 
+class NotEnoughMemoryError(TinyBreakerError, MemoryError):
+    """The chosen models and placement cannot fit the free RAM or device memory; says what would."""
+
+
 class ParameterError(TinyBreakerError, ValueError):
     """A generation parameter is invalid; names the field and what is allowed."""
 

@@ -13,7 +13,6 @@ import threading
 import torch
 
 from .files.classify import (BASE_PREFIX, TRANSCODER_PREFIX, FileKind, open_model_file)
-from .files.safetensors_file import open_safetensors
 from .models.pixart import load_pixart
 from .models.t5_encoder import MODES as T5_MODES
 from .models.t5_encoder import choose_mode, load_t5_encoder
@@ -28,7 +27,7 @@ from .models.t5_tokenizer import DEFAULT_MIN_LENGTH
 from .text_encoding import PromptEmbeddingCache, cache_key, encode_t5_prompt
 
 CHECKPOINT_KINDS = (FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1, FileKind.PIXART_SIGMA)
-T5_COMPUTE_DTYPE = torch.float32  # the reference's default; fp16 overflows in T5
+T5_COMPUTE_DTYPE = "auto"  # bfloat16 where the device runs it natively, else float32 (models/t5_policy.py)
 
 
 class TinyBreakerPipeline:
@@ -86,15 +85,21 @@ class TinyBreakerPipeline:
             self._tokenizer = T5PromptTokenizer.from_dir(folder)
         return self._tokenizer
 
-    def t5(self, mode: str, placement: ModulePlacement | None = None):
+    def t5(self, mode: str, placement: ModulePlacement | None = None, dtype: str = T5_COMPUTE_DTYPE):
+        """The T5 encoder (a .safetensors or GGUF file) in placement ``mode`` computing in ``dtype`` ("auto",
+        "bfloat16", "float32"); loaded again only when the mode or the resolved dtype changes."""
+        from .models.t5_policy import resolve_compute_dtype
+
         if mode == "auto" and self.device.type == "cuda" and getattr(placement, "policy", "offload") != "gpu":
             # A resident 4.9 GB T5 would sit next to the host's UNet with no manager to evict it; stream instead.
             mode = "stream"
         mode = choose_mode(mode, self.device, _file_size(self.t5_path))
-        if self._t5 is None or self._t5.mode != mode:
+        compute_dtype = resolve_compute_dtype(dtype, self.device)
+        if self._t5 is None or (self._t5.mode, self._t5.compute_dtype) != (mode, compute_dtype):
             self._t5 = None  # release the previous placement's weights before loading the new ones
-            self._t5 = load_t5_encoder(open_safetensors(self.t5_path), mode=mode, device=self.device,
-                                       compute_dtype=T5_COMPUTE_DTYPE)
+            file, _info = open_model_file(self.t5_path, FileKind.T5_ENCODER)
+            with file:  # tensors already read stay valid once the handle is closed
+                self._t5 = load_t5_encoder(file, mode=mode, device=self.device, compute_dtype=compute_dtype)
         return self._t5
 
     # --- stages -------------------------------------------------------------------------------------------------

@@ -1,1 +1,1 @@
-"""Reading, classifying, finding and downloading model files (safetensors only; never pickle)."""
+"""Reading, classifying, finding and downloading model files (safetensors, and GGUF for T5; never pickle)."""

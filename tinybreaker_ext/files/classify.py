@@ -7,7 +7,8 @@ Signatures (see the spec §1.2, §1.3, §1.5, §3.1):
   ``adaln_single.emb.timestep_embedder.linear_2.bias`` + ``scale_shift_table``; under any key prefix.
 - T5 encoder: ``encoder.block.0.layer.0.SelfAttention.q.weight`` + ``shared.weight`` (or
   ``encoder.embed_tokens.weight``),
-  under any key prefix (e.g. ComfyUI's ``text_encoders.t5xxl.transformer.`` inside all-in-one checkpoints).
+  under any key prefix (e.g. ComfyUI's ``text_encoders.t5xxl.transformer.`` inside all-in-one checkpoints);
+  or a GGUF file (``GGUF`` magic) with llama.cpp's ``enc.blk.0.attn_q.weight`` + ``token_embd.weight``.
 - Transcoder: ``transd.3.conv.0.bias`` + ``transe.3.conv.0.weight`` (bare or under ``transcoder.``).
 - Tiny VAE: native ``encoder.<i>``/``decoder.<i>``, ComfyUI ``taesd_encoder.``/``taesd_decoder.``, diffusers
   ``encoder.layers.``/``decoder.layers.``, or a bare madebyollin half (``0.weight``, ``1.conv.0.weight`` …).
@@ -24,6 +25,8 @@ from typing import Iterable, Mapping
 import torch
 
 from tinybreaker_ext.errors import ModelFileError
+from tinybreaker_ext.files.gguf_file import FLOAT_TYPES, GGUFFile, GGUFHeader, is_gguf_file, open_gguf, read_gguf_header
+from tinybreaker_ext.files.gguf_t5 import GGUF_T5_SIGNATURE, gguf_t5_prefix
 from tinybreaker_ext.files.safetensors_file import (
     SafetensorsFile, SafetensorsHeader, SafetensorsView, open_safetensors, read_safetensors_header, torch_dtype_for,
 )
@@ -76,13 +79,15 @@ _LABELS = {
 }
 TINYBREAKER_KINDS = frozenset({FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1})
 CHECKPOINT_KINDS = TINYBREAKER_KINDS | {FileKind.PIXART_SIGMA}
-ALL_KINDS_TEXT = "a TinyBreaker checkpoint, PixArt-Sigma model, T5 encoder, tiny VAE or transcoder (.safetensors)"
+ALL_KINDS_TEXT = ("a TinyBreaker checkpoint, PixArt-Sigma model, T5 encoder, tiny VAE or transcoder "
+                  "(.safetensors; T5 also .gguf)")
 
 
 @dataclass(frozen=True)
 class ModelFileInfo:
     """The result of classification. ``key_prefix`` is where the component's keys start (PixArt, T5, transcoder);
-    ``tiny_vae_prefixes`` maps "encoder"/"decoder" to the prefix of each tiny-VAE half present."""
+    ``tiny_vae_prefixes`` maps "encoder"/"decoder" to the prefix of each tiny-VAE half present. ``file_format`` is
+    "safetensors" or "gguf"; for a GGUF T5, ``t5_dtype_name`` is llama.cpp's quantization name (e.g. "Q5_K_M")."""
 
     path: str
     kind: FileKind
@@ -97,6 +102,7 @@ class ModelFileInfo:
     t5_scaled_fp8: bool = False
     tiny_vae_layout: str | None = None
     tiny_vae_prefixes: dict[str, str] = field(default_factory=dict)
+    file_format: str = "safetensors"
 
     @property
     def is_tinybreaker(self) -> bool:
@@ -187,18 +193,44 @@ def _looks_like(keys: dict) -> str:
     return f"unrecognised: {len(keys)} tensors, first keys {first_keys}"
 
 
-def _header_of(source: str | os.PathLike | SafetensorsView | SafetensorsHeader) -> SafetensorsHeader:
-    if isinstance(source, SafetensorsHeader):
+def header_of(source) -> SafetensorsHeader | GGUFHeader:
+    """The header of a path, open file, view or header (GGUF files by their magic); no tensor data is read."""
+    if isinstance(source, (SafetensorsHeader, GGUFHeader)):
         return source
     if isinstance(source, SafetensorsView):
         return source._file.header
-    return read_safetensors_header(source)
+    if isinstance(source, GGUFFile):
+        return source.header
+    return read_gguf_header(source) if is_gguf_file(source) else read_safetensors_header(source)
 
 
-def classify(source: str | os.PathLike | SafetensorsView | SafetensorsHeader) -> ModelFileInfo:
+def _classify_gguf(header: GGUFHeader) -> ModelFileInfo:
+    """GGUF files are read for the T5 encoder only (llama.cpp's ``t5encoder`` naming, as in city96's files)."""
+    names = header.tensors
+    prefix = gguf_t5_prefix(names)
+    if prefix is None:
+        what = f"a GGUF '{header.architecture}' model" if header.architecture else "a GGUF file"
+        raise ModelFileError(header.path, f"is {what} without T5 encoder tensors ({GGUF_T5_SIGNATURE[0]}); "
+                                          "only T5 encoders are read from GGUF files", ALL_KINDS_TEXT)
+    if prefix + "enc.blk.1.attn_rel_b.weight" in names:
+        raise ModelFileError(header.path, "looks like a UMT5 encoder (relative attention bias in every block), "
+                                          "not T5 v1.1", ALL_KINDS_TEXT)
+    signature = names[prefix + GGUF_T5_SIGNATURE[0]]
+    quantization = header.file_type_name or signature.type_name
+    where = f" under '{prefix}'" if prefix else ""
+    return ModelFileInfo(path=header.path, kind=FileKind.T5_ENCODER,
+                         description=f"T5 encoder (GGUF {quantization}){where}",
+                         metadata={key: str(value) for key, value in header.metadata.items()},
+                         size_bytes=header.file_size, tensor_count=len(names), key_prefix=prefix,
+                         t5_dtype=FLOAT_TYPES.get(signature.type_name), t5_dtype_name=quantization, file_format="gguf")
+
+
+def classify(source: str | os.PathLike | SafetensorsView | SafetensorsHeader | GGUFFile | GGUFHeader) -> ModelFileInfo:
     """Classifies a file from its header. A view is classified as the whole file it belongs to.
     Raises ModelFileError (one line, names the file) when the file is broken or of no known kind."""
-    header = _header_of(source)
+    header = header_of(source)
+    if isinstance(header, GGUFHeader):
+        return _classify_gguf(header)
     keys = header.tensors
     common = dict(path=header.path, metadata=dict(header.metadata), size_bytes=header.file_size,
                   tensor_count=len(keys))
@@ -263,19 +295,20 @@ def classify(source: str | os.PathLike | SafetensorsView | SafetensorsHeader) ->
 
 
 def expected_text(kinds: Iterable[FileKind]) -> str:
-    labels = [kind.label for kind in sorted(set(kinds), key=lambda kind: list(FileKind).index(kind))]
+    kinds = set(kinds)
+    labels = [kind.label for kind in sorted(kinds, key=lambda kind: list(FileKind).index(kind))]
     joined = labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
-    return f"a {joined} (.safetensors)"
+    return f"a {joined} (.safetensors{' or .gguf' if FileKind.T5_ENCODER in kinds else ''})"
 
 
 def open_model_file(path: str | os.PathLike,
-                    expected: FileKind | Iterable[FileKind]) -> tuple[SafetensorsFile, ModelFileInfo]:
-    """Opens ``path`` and checks it is one of the ``expected`` kinds; the caller closes the returned file.
-    Raises a one-line ModelFileError naming the file, what it is, and what was expected."""
+                    expected: FileKind | Iterable[FileKind]) -> tuple[SafetensorsFile | GGUFFile, ModelFileInfo]:
+    """Opens ``path`` (.safetensors, or GGUF by its magic) and checks it is one of the ``expected`` kinds; the caller
+    closes the returned file. Raises a one-line ModelFileError naming the file, what it is, and what was expected."""
     kinds = frozenset([expected] if isinstance(expected, FileKind) else expected)
     wanted = expected_text(kinds)
     try:
-        file = open_safetensors(path)
+        file = open_gguf(path) if is_gguf_file(path) else open_safetensors(path)
     except ModelFileError as error:
         raise ModelFileError(error.path, error.problem, wanted) from None
     try:

@@ -23,8 +23,8 @@ ROLE_KINDS: dict[str, frozenset[FileKind]] = {
 }
 TOKENIZER_ROLE = "tokenizer_t5"
 ROLES = (*ROLE_KINDS, TOKENIZER_ROLE)
-MODEL_EXTENSIONS = (".safetensors", ".sft")
-UNSUPPORTED_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".gguf", ".pkl")
+MODEL_EXTENSIONS = (".safetensors", ".sft", ".gguf")
+UNSUPPORTED_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 PARTIAL_EXTENSIONS = (".part", ".incomplete", ".tmp")
 T5_TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 
@@ -182,6 +182,6 @@ class ModelFinder:
                     if lower.endswith(MODEL_EXTENSIONS):
                         yield path, "file"
                     elif lower.endswith(UNSUPPORTED_EXTENSIONS):
-                        self._skipped.append((path, "not a .safetensors file (pickle/GGUF files are never loaded)"))
+                        self._skipped.append((path, "a pickle file (never loaded; use a .safetensors or GGUF file)"))
                     elif lower.endswith(PARTIAL_EXTENSIONS):
                         self._skipped.append((path, "partial download"))

@@ -1,8 +1,9 @@
 """Lazy, validated access to one ``.safetensors`` file.
 
 Opening a file reads and checks only its JSON header, so shapes, dtypes and metadata cost nothing;
-``file[key]`` reads just that tensor through ``safetensors.safe_open``. Broken files (missing, a renamed
-pickle, truncated downloads) fail at open time with a one-line ``ModelFileError``.
+``file[key]`` reads just that tensor's bytes (a plain read at the offset the validated header gives, see
+``tensor_bytes``: no memory map outlives the read). Broken files (missing, a renamed pickle, truncated downloads)
+fail at open time with a one-line ``ModelFileError``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 import torch
-from safetensors import safe_open
 
 from tinybreaker_ext.errors import ModelFileError
+from tinybreaker_ext.files.tensor_bytes import read_bytes
 
 SAFETENSORS_EXPECTED = "a .safetensors model file"
 COMPLETE_EXPECTED = "a complete .safetensors model file"
@@ -68,11 +69,11 @@ class SafetensorsHeader:
 def _describe_foreign_file(head: bytes) -> str:
     """A guess at what a non-safetensors file is, from its first bytes, so the user knows what they picked."""
     if head.startswith(b"PK\x03\x04"):
-        return "looks like a PyTorch zip/pickle checkpoint (.ckpt/.pt); only .safetensors files are loaded"
+        return "looks like a PyTorch zip/pickle checkpoint (.ckpt/.pt); only .safetensors and GGUF files are loaded"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "looks like a pickle file (.ckpt/.pt/.bin); only .safetensors files are loaded"
+        return "looks like a pickle file (.ckpt/.pt/.bin); only .safetensors and GGUF files are loaded"
     if head.startswith(b"GGUF"):
-        return "looks like a GGUF file, which is not supported"
+        return "is a GGUF file (TinyBreaker reads GGUF for the T5 encoder only)"
     if head.startswith(b"version https://git-lfs"):
         return "is a Git LFS pointer, not the model itself (download the real file)"
     if head.lstrip()[:1] == b"<":
@@ -262,21 +263,34 @@ class SafetensorsFile(SafetensorsView):
         return self.header.file_size
 
     def _read(self, full_key: str) -> torch.Tensor:
-        if full_key not in self.header.tensors:
+        entry = self.header.tensors.get(full_key)
+        if entry is None:
             raise KeyError(full_key)
+        dtype = torch_dtype_for(entry.dtype_name)
+        if dtype is None:
+            raise ModelFileError(self.header.path, f"tensor '{full_key}' has dtype {entry.dtype_name}, "
+                                                   f"which torch {torch.__version__} cannot represent")
         try:
             if self._handle is None:
-                self._handle = safe_open(self.header.path, framework="pt", device="cpu")
-            return self._handle.get_tensor(full_key)
-        except Exception as error:  # safetensors' error class differs across versions; the key exists, so it is I/O
-            raise ModelFileError(self.header.path, f"cannot read tensor '{full_key}' ({error})",
+                self._handle = open(self.header.path, "rb")
+            data = read_bytes(self._handle, 8 + self.header.header_size + entry.start, entry.nbytes)
+        except OSError as error:
+            raise ModelFileError(self.header.path, f"cannot read tensor '{full_key}' ({error.strerror or error})",
                                  SAFETENSORS_EXPECTED) from None
+        if data.numel() != entry.nbytes:
+            raise ModelFileError(self.header.path, f"cannot read tensor '{full_key}' (the file changed since it was "
+                                                   "opened)", COMPLETE_EXPECTED)
+        try:
+            return data.view(dtype).reshape(entry.shape)
+        except RuntimeError as error:  # packed sub-byte dtypes (F4) do not map one element per value
+            raise ModelFileError(self.header.path, f"tensor '{full_key}' ({entry.dtype_name}) cannot be read as "
+                                                   f"{dtype} ({error})") from None
 
     def close(self) -> None:
-        """Releases the file handle; tensors already returned stay valid."""
+        """Releases the file handle; tensors already returned stay valid (they own their memory)."""
         handle, self._handle = self._handle, None
-        if handle is not None and hasattr(handle, "__exit__"):
-            handle.__exit__(None, None, None)
+        if handle is not None:
+            handle.close()
 
     def __enter__(self) -> "SafetensorsFile":
         return self

@@ -1,15 +1,20 @@
-"""T5 v1.1 text encoder that keeps its weights in the file's dtype (fp8 included) and upcasts them piecewise.
+"""T5 v1.1 text encoder that keeps its weights in the file's form (fp8, GGUF blocks, 16/32-bit) and upcasts them
+piecewise.
 
 The math is transformers' ``T5EncoderModel``, built on the meta device (no allocation). Its parameters are
-0-element placeholders; the real weights live in ``T5TextEncoder`` in their storage dtype, and each sub-layer
-(a block's attention half, its feed-forward half, the final norm) gets upcast copies on the compute device just
-before it runs and drops them right after (spec §3.2). Memory held is therefore about the file size, plus one
-sub-layer in the compute dtype. Per-sub-layer swapping is hand-written: no library available on every host pin
-upcasts fp8 storage per layer (accelerate's offload hooks move weights but do not change dtypes).
+0-element placeholders; the real weights live in ``T5TextEncoder`` in their storage form, and each sub-layer
+(a block's attention half, its feed-forward half, the final norm) gets compute-dtype copies on the compute device
+just before it runs and drops them right after. Memory held is therefore about the file size, plus one sub-layer in
+the compute dtype. Per-sub-layer swapping is hand-written: no library available on every host pin upcasts fp8 or
+GGUF storage per layer (accelerate's offload hooks move weights but do not change dtypes).
 
-Modes: ``gpu`` (weights resident on the device in their storage dtype), ``cpu`` (everything on the CPU),
-``stream`` (weights in RAM, each sub-layer copied to the device only while it runs), ``auto`` (``gpu`` when the
-CUDA device has room, else ``stream``; ``cpu`` on a CPU device).
+Modes: ``gpu`` (weights resident on the device), ``cpu`` (everything on the CPU), ``stream`` (weights in RAM, each
+sub-layer copied to the device only while it runs, the next one copied ahead on a side stream), ``auto`` (``gpu``
+when the CUDA device has room, else ``stream``; ``cpu`` on a CPU device).
+
+Converting to the compute dtype is often slower than the matrix products themselves (fp8 → bf16 runs at a few
+hundred MB/s on a CPU), so in ``gpu`` and ``cpu`` modes weights are converted once at load time and kept converted
+while the budget of ``t5_policy.conversion_budget`` allows; the rest are converted at each encode.
 """
 
 from __future__ import annotations
@@ -26,10 +31,14 @@ from typing import Mapping
 import torch
 
 from ..errors import ModelFileError, ParameterError
+from ..files.gguf_file import GGUFFile
+from ..files.gguf_t5 import hf_t5_view
 from ..files.state_dict import dtype_of, shape_of, with_prefix
+from .ggml_quants import QuantizedTensor
+from .stream_prefetch import Prefetcher, pin
+from .t5_policy import conversion_budget, resolve_compute_dtype
 
 MODES = ("auto", "gpu", "cpu", "stream")
-COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
 FP8_DTYPES = tuple(d for d in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None)) if d)
 STORAGE_DTYPES = FP8_DTYPES + (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 SCALED_FP8_MARKER = "scaled_fp8"
@@ -152,34 +161,56 @@ def check_t5_layout(state_dict: Mapping[str, torch.Tensor],
 
 @dataclass
 class StoredWeight:
-    """A weight in its storage dtype and device; ``scale`` is the scaled-fp8 per-tensor factor, if any."""
-    tensor: torch.Tensor
+    """A weight in its storage form and device: a tensor (any storage dtype) or GGUF blocks (``QuantizedTensor``);
+    ``scale`` is the scaled-fp8 per-tensor factor, if any."""
+    tensor: torch.Tensor | QuantizedTensor
     scale: torch.Tensor | None = None
 
-    def materialize(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        value = self.tensor.to(device, non_blocking=True).to(dtype)
+    def to(self, device, non_blocking: bool = False) -> "StoredWeight":
+        scale = None if self.scale is None else self.scale.to(device, non_blocking=non_blocking)
+        return StoredWeight(self.tensor.to(device, non_blocking=non_blocking), scale)
+
+    def pin_memory(self) -> "StoredWeight":
+        return StoredWeight(pin(self.tensor), None if self.scale is None else pin(self.scale))
+
+    def record_stream(self, stream) -> None:
+        self.tensor.record_stream(stream)
         if self.scale is not None:
-            value = value * self.scale.to(device, dtype)
+            self.scale.record_stream(stream)
+
+    def convert(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight in ``dtype`` on the device holding it (no copy when it already is in ``dtype``)."""
+        if isinstance(self.tensor, QuantizedTensor):
+            value = self.tensor.dequantize(dtype)
+        else:
+            value = self.tensor.to(dtype)
+        if self.scale is not None:
+            value = value * self.scale.to(value.device, dtype)
         return value
+
+    def materialize(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        return self.to(device, non_blocking=True).convert(dtype)
+
+    def is_in(self, dtype: torch.dtype) -> bool:
+        return isinstance(self.tensor, torch.Tensor) and self.tensor.dtype == dtype and self.scale is None
+
+    def numel(self) -> int:
+        return self.tensor.numel()
 
     @property
     def nbytes(self) -> int:
-        size = self.tensor.numel() * self.tensor.element_size()
+        tensor = self.tensor
+        size = tensor.nbytes if isinstance(tensor, QuantizedTensor) else tensor.numel() * tensor.element_size()
         return size + (self.scale.numel() * self.scale.element_size() if self.scale is not None else 0)
 
 
 @dataclass
 class _SwapGroup:
-    """One HF sub-module whose parameters are swapped in together: ``(owner module, parameter name, file key)``."""
+    """One HF sub-module whose parameters are swapped in together: ``(owner module, parameter name, file key)``;
+    ``index`` is its place in execution order."""
     module: torch.nn.Module
     params: list[tuple[torch.nn.Module, str, str]]
-
-
-def _check_compute_dtype(compute_dtype: torch.dtype) -> None:
-    if compute_dtype == torch.float16:
-        raise ParameterError("t5_dtype", "float16 is not supported: T5 overflows in fp16; use float32 or bfloat16")
-    if compute_dtype not in COMPUTE_DTYPES:
-        raise ParameterError("t5_dtype", f"{compute_dtype} is not supported; use float32 or bfloat16")
+    index: int
 
 
 def choose_mode(mode: str, device: torch.device, needed_bytes: int, free_bytes: int | None = None) -> str:
@@ -219,7 +250,7 @@ class T5TextEncoder:
     """``encode(input_ids) -> float32 [B, L, d_model]``: the last hidden state after the final layer norm."""
 
     def __init__(self, config: T5EncoderConfig, weights: dict[str, StoredWeight], *, mode: str,
-                 device: torch.device, compute_dtype: torch.dtype, identity: str):
+                 device: torch.device, compute_dtype: torch.dtype, identity: str, keep_converted_bytes: int = 0):
         from transformers import T5EncoderModel
 
         self.config = config
@@ -251,31 +282,62 @@ class T5TextEncoder:
                 prefix = f"encoder.block.{block_index}.layer.{layer_index}."
                 self._add_group(layer, owners, prefix)
         self._add_group(model.encoder.final_layer_norm, owners, FINAL_NORM_KEY[: -len("weight")])
+        self.converted_bytes = self._keep_converted(keep_converted_bytes)
+        self._prefetch = Prefetcher(device) if mode == "stream" and device.type != "cpu" else None
+        if self._prefetch is not None and device.type == "cuda":  # page-locked: the side stream copies asynchronously
+            self._weights = {key: weight.pin_memory() for key, weight in self._weights.items()}
+            self._embedding = self._weights[EMBEDDING_KEY]
 
     def _add_group(self, module: torch.nn.Module, owners: dict, prefix: str) -> None:
         params = [(owners[key][0], owners[key][1], key) for key in self._weights if key.startswith(prefix)]
-        group = _SwapGroup(module, params)
+        group = _SwapGroup(module, params, len(self._groups))
         # A weak reference: hooks owning the encoder would form a cycle that keeps gigabytes alive until gc runs.
         encoder = weakref.ref(self)
         module.register_forward_pre_hook(lambda _module, _args: encoder()._swap_in(group))
         module.register_forward_hook(lambda _module, _args, _output: encoder()._release(group))
         self._groups.append(group)
 
+    def _keep_converted(self, budget: int) -> int:
+        """Converts stored weights to the compute dtype once, in execution order, while the extra bytes fit
+        ``budget`` (a conversion that saves memory, e.g. fp32 storage with bf16 compute, always happens). The
+        converted copy replaces the stored one, on the same device. Returns the extra bytes now held."""
+        element_size = torch.tensor([], dtype=self.compute_dtype).element_size()
+        used = 0
+        for group in self._groups:
+            for _, _, key in group.params:
+                stored = self._weights[key]
+                extra = stored.numel() * element_size - stored.nbytes
+                if stored.is_in(self.compute_dtype) or used + extra > budget:
+                    continue
+                self._weights[key] = StoredWeight(stored.convert(self.compute_dtype))
+                used += extra
+        return used
+
     def _swap_in(self, group: _SwapGroup) -> None:
+        fetched = None
+        if self._prefetch is not None:
+            fetched = self._prefetch.take(group.index)
+            if group.index + 1 < len(self._groups):  # copy the next sub-layer while this one converts and runs
+                following = self._groups[group.index + 1]
+                self._prefetch.start(following.index, [(key, self._weights[key]) for _, _, key in following.params])
         for owner, name, key in group.params:
-            owner._parameters[name] = self._weights[key].materialize(self.device, self.compute_dtype)
+            stored = fetched[key] if fetched is not None else self._weights[key]
+            owner._parameters[name] = stored.materialize(self.device, self.compute_dtype)
 
     def _release(self, group: _SwapGroup) -> None:
         for owner, name, _ in group.params:
             owner._parameters[name] = self._placeholder
 
     def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        # Gather rows in the storage dtype, then upcast only those (never the whole 32128-row table).
+        # Gather rows in the storage form, then upcast only those (never the whole 32128-row table).
         table = self._embedding.tensor
-        if table.dtype in FP8_DTYPES:  # fp8 indexing kernels are missing in older torch; bytes index the same
-            rows = table.view(torch.uint8)[input_ids.to(table.device)].view(table.dtype)
+        ids = input_ids.to(table.device)
+        if isinstance(table, QuantizedTensor):
+            rows = table.rows(ids)
+        elif table.dtype in FP8_DTYPES:  # fp8 indexing kernels are missing in older torch; bytes index the same
+            rows = table.view(torch.uint8)[ids].view(table.dtype)
         else:
-            rows = table[input_ids.to(table.device)]
+            rows = table[ids]
         embeds = StoredWeight(rows, self._embedding.scale).materialize(self.device, self.compute_dtype)
         return torch.nan_to_num(embeds) if self._nan_guard else embeds  # fp8 files may hold NaN codes
 
@@ -296,21 +358,33 @@ class T5TextEncoder:
             finally:
                 for group in self._groups:  # an exception inside a sub-layer must not leave copies behind
                     self._release(group)
+                if self._prefetch is not None:
+                    self._prefetch.clear()
         return hidden.float()
 
     def storage_bytes(self) -> int:
-        """Bytes held by the weights in their storage dtype (≈ the file's tensor bytes)."""
+        """Bytes held by the weights as stored (≈ the file's tensor bytes, plus what was kept converted)."""
         return sum(weight.nbytes for weight in self._weights.values())
 
-    def stored_tensors(self) -> dict[str, torch.Tensor]:
+    def stored_tensors(self) -> dict[str, torch.Tensor | QuantizedTensor]:
         """File key → the tensor held in storage (its dtype and device show where the weights live)."""
         return {key: weight.tensor for key, weight in self._weights.items()}
 
+    def device_bytes(self) -> int:
+        """Bytes of weights on the compute device during an encode: in ``stream`` mode the running sub-layer in the
+        compute dtype plus the next one as stored (the prefetch); otherwise everything held plus one sub-layer's
+        conversion. 0 when the device is the CPU (everything is RAM then)."""
+        if self.device.type == "cpu":
+            return 0
+        if self.mode == "stream":
+            ahead = max(sum(self._weights[key].nbytes for _, _, key in group.params) for group in self._groups)
+            return self.largest_upcast_bytes() + ahead
+        return self.storage_bytes() + self.largest_upcast_bytes()
+
     def largest_upcast_bytes(self) -> int:
-        """Bytes of the biggest sub-layer once upcast: the extra memory one encode step needs for weights."""
+        """Bytes of the biggest sub-layer in the compute dtype: the extra memory one encode step needs for weights."""
         size = torch.tensor([], dtype=self.compute_dtype).element_size()
-        return max(sum(self._weights[key].tensor.numel() for _, _, key in group.params) for group in self._groups) \
-            * size
+        return max(sum(self._weights[key].numel() for _, _, key in group.params) for group in self._groups) * size
 
 
 def _largest_sublayer_numel(config: T5EncoderConfig) -> int:
@@ -319,28 +393,32 @@ def _largest_sublayer_numel(config: T5EncoderConfig) -> int:
     return max(attention, feed_forward) + config.d_model
 
 
-def _storage_bytes_of(state_dict: Mapping[str, torch.Tensor], keys: list[str]) -> int:
-    total = 0
-    for key in keys:
-        numel = 1
-        for dim in shape_of(state_dict, key):
-            numel *= dim
-        total += numel * torch.tensor([], dtype=dtype_of(state_dict, key)).element_size()
-    return total
+def _stored_bytes(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
+    nbytes = getattr(state_dict, "nbytes", None)
+    if callable(nbytes):  # lazy file views answer from the header
+        return nbytes(key)
+    tensor = state_dict[key]
+    return tensor.nbytes if isinstance(tensor, QuantizedTensor) else tensor.numel() * tensor.element_size()
 
 
-def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto", device="cpu",
-                    compute_dtype: torch.dtype = torch.float32, source: str | None = None) -> T5TextEncoder:
-    """Build a ``T5TextEncoder`` from an HF-layout state dict (plain dict or lazy file view; outer prefix allowed).
+def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: str = "auto", device="cpu",
+                    compute_dtype: str | torch.dtype = "auto", keep_converted_bytes: int | None = None,
+                    source: str | None = None) -> T5TextEncoder:
+    """Build a ``T5TextEncoder`` from an HF-layout state dict (plain dict or lazy file view; outer prefix allowed) or
+    an open GGUF file in llama.cpp's T5 naming (city96's ``t5-v1_1-xxl-encoder`` files).
 
-    Weights keep their file dtype (fp8 e4m3fn/e5m2, bf16, fp16, fp32); scaled-fp8 ``scale_weight`` factors are
-    applied on upcast. ``compute_dtype`` float16 is refused (T5 overflows in fp16).
+    Weights keep their file form (fp8 e4m3fn/e5m2, bf16, fp16, fp32, GGUF blocks); scaled-fp8 ``scale_weight``
+    factors are applied on upcast. ``compute_dtype`` goes through ``t5_policy.resolve_compute_dtype`` (``"auto"``:
+    bfloat16 where the device runs it natively, else float32; float16 is refused). ``keep_converted_bytes`` bounds
+    the extra memory of weights kept converted to the compute dtype (None: ``t5_policy.conversion_budget``).
     """
-    _check_compute_dtype(compute_dtype)
     if mode not in MODES:
         raise ParameterError("t5_mode", f"'{mode}' is not one of {', '.join(MODES)}")
     device = torch.device(device)
+    compute_dtype = resolve_compute_dtype(compute_dtype, device)
     source = source or os.fspath(getattr(state_dict, "path", None) or "T5 state dict")
+    if isinstance(state_dict, GGUFFile):
+        state_dict = hf_t5_view(state_dict)
 
     prefix = _encoder_prefix(state_dict, source)
     encoder_sd = with_prefix(state_dict, prefix) if prefix else state_dict
@@ -362,13 +440,14 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
         if got != shape:
             raise ModelFileError(source, f"tensor '{prefix}{file_key}' has shape {list(got)}",
                                  f"{list(shape)} for this T5 (d_model {config.d_model}, {config.num_heads} heads)")
-        if dtype_of(encoder_sd, file_key) not in STORAGE_DTYPES:
-            raise ModelFileError(source, f"tensor '{prefix}{file_key}' has dtype {dtype_of(encoder_sd, file_key)}",
+        stored_dtype = dtype_of(encoder_sd, file_key)
+        if stored_dtype is not None and stored_dtype not in STORAGE_DTYPES:  # None: GGUF blocks, checked when read
+            raise ModelFileError(source, f"tensor '{prefix}{file_key}' has dtype {stored_dtype}",
                                  "fp8, bf16, fp16 or fp32")
 
     scale_keys = {key: key_map[key][: -len("weight")] + "scale_weight" for key in key_map}
     scale_keys = {key: scale for key, scale in scale_keys.items() if scale in encoder_sd}
-    needed = _storage_bytes_of(encoder_sd, list(key_map.values()) + list(scale_keys.values()))
+    needed = sum(_stored_bytes(encoder_sd, key) for key in list(key_map.values()) + list(scale_keys.values()))
     upcast_reserve = _largest_sublayer_numel(config) * torch.tensor([], dtype=compute_dtype).element_size()
     mode = choose_mode(mode, device, needed + upcast_reserve)
     storage_device = device if mode == "gpu" else torch.device("cpu")
@@ -378,5 +457,7 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
         tensor = encoder_sd[file_key].to(storage_device)
         scale = encoder_sd[scale_keys[key]].to(storage_device) if key in scale_keys else None
         weights[key] = StoredWeight(tensor, scale)
+    if keep_converted_bytes is None:
+        keep_converted_bytes = conversion_budget(mode, device)
     return T5TextEncoder(config, weights, mode=mode, device=device, compute_dtype=compute_dtype,
-                         identity=_identity(state_dict, compute_dtype))
+                         identity=_identity(state_dict, compute_dtype), keep_converted_bytes=keep_converted_bytes)

@@ -1,0 +1,122 @@
+"""T5 compute dtype policy, bfloat16 numerics against transformers, and weights kept converted between encodes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from builders.t5 import FP8_E4M3, t5_state_dict, upcast_t5_state_dict
+from tinybreaker_ext.errors import ParameterError
+from tinybreaker_ext.models import t5_policy
+from tinybreaker_ext.models.t5_encoder import load_t5_encoder
+from tinybreaker_ext.models.t5_policy import KEEP_FREE_BYTES, conversion_budget, resolve_compute_dtype
+
+TINY = dict(d_model=32, num_layers=2, num_heads=4, d_kv=8, d_ff=64, vocab_size=256)
+
+
+def _ids(length=40, batch=2, seed=1):
+    return torch.randint(0, 256, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def transformers_t5(sd: dict, config, dtype: torch.dtype):
+    """transformers' own T5EncoderModel holding the same weights in ``dtype`` (what from_pretrained(dtype=...)
+    builds for bfloat16: every module in bfloat16)."""
+    from transformers import T5EncoderModel
+
+    model = T5EncoderModel(config.to_hf()).eval()
+    model.load_state_dict(upcast_t5_state_dict(sd), strict=False)
+    return model.to(dtype)
+
+
+def test_auto_picks_bfloat16_only_where_it_is_native(monkeypatch):
+    monkeypatch.setattr(t5_policy, "bf16_is_fast", lambda device: True)
+    assert resolve_compute_dtype("auto", "cpu") == torch.bfloat16
+    assert resolve_compute_dtype(None, "cpu") == torch.bfloat16
+    monkeypatch.setattr(t5_policy, "bf16_is_fast", lambda device: False)
+    assert resolve_compute_dtype("auto", "cpu") == torch.float32
+    assert resolve_compute_dtype("bfloat16", "cpu") == torch.bfloat16  # the user's choice wins
+    assert resolve_compute_dtype(torch.float32, "cpu") == torch.float32
+    for refused in ("float16", torch.float16, "int8", torch.int8):
+        with pytest.raises(ParameterError, match="t5_dtype"):
+            resolve_compute_dtype(refused, "cpu")
+
+
+def test_bf16_is_fast_asks_the_hardware(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert t5_policy.bf16_is_fast("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not t5_policy.bf16_is_fast("cpu")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (7, 5))
+    assert not t5_policy.bf16_is_fast("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (8, 6))
+    assert t5_policy.bf16_is_fast("cuda")
+    assert not t5_policy.bf16_is_fast("meta")
+
+
+@pytest.mark.parametrize("mode", ["cpu", "stream"])
+@pytest.mark.parametrize("dtype", [FP8_E4M3, torch.bfloat16, torch.float32])
+def test_bfloat16_compute_is_bit_identical_to_transformers_in_bfloat16(mode, dtype):
+    sd = t5_state_dict(**TINY, dtype=dtype)
+    encoder = load_t5_encoder(sd, mode=mode, compute_dtype="bfloat16")
+    ids = _ids()
+    with torch.no_grad():
+        expected = transformers_t5(sd, encoder.config, torch.bfloat16)(input_ids=ids)[0].float()
+    assert torch.equal(encoder.encode(ids), expected)
+
+
+def test_float32_compute_matches_transformers_in_float32():
+    sd = t5_state_dict(**TINY, dtype=FP8_E4M3)
+    encoder = load_t5_encoder(sd, mode="cpu", compute_dtype="float32")
+    ids = _ids()
+    with torch.no_grad():
+        expected = transformers_t5(sd, encoder.config, torch.float32)(input_ids=ids)[0]
+    torch.testing.assert_close(encoder.encode(ids), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_conversion_budget_policy():
+    assert conversion_budget("stream", "cpu", free_bytes=100 << 30) == 0
+    assert conversion_budget("cpu", "cpu", free_bytes=KEEP_FREE_BYTES + 123) == 123
+    assert conversion_budget("gpu", "cuda", free_bytes=KEEP_FREE_BYTES - 1) == 0
+    assert conversion_budget("gpu", "meta") == 0  # free memory unknown: keep nothing
+
+
+def _linear_keys(encoder):
+    return [key for key in encoder.stored_tensors() if key.endswith(("q.weight", "k.weight", "v.weight", "o.weight",
+                                                                        "wi_0.weight", "wi_1.weight", "wo.weight"))]
+
+
+def test_weights_are_kept_converted_within_the_budget_and_results_do_not_change():
+    sd = t5_state_dict(**TINY, dtype=FP8_E4M3)
+    ids = _ids()
+    none = load_t5_encoder(sd, mode="cpu", compute_dtype="bfloat16", keep_converted_bytes=0)
+    every = load_t5_encoder(sd, mode="cpu", compute_dtype="bfloat16", keep_converted_bytes=1 << 30)
+    some = load_t5_encoder(sd, mode="cpu", compute_dtype="bfloat16", keep_converted_bytes=2 * 32 * 64)
+    assert none.converted_bytes == 0
+    assert {t.dtype for t in none.stored_tensors().values()} == {FP8_E4M3}
+    assert {every.stored_tensors()[key].dtype for key in _linear_keys(every)} == {torch.bfloat16}
+    assert every.stored_tensors()["shared.weight"].dtype == FP8_E4M3  # rows are gathered, then converted
+    assert every.storage_bytes() == none.storage_bytes() + every.converted_bytes
+    converted = [key for key in _linear_keys(some) if some.stored_tensors()[key].dtype == torch.bfloat16]
+    assert 0 < len(converted) < len(_linear_keys(some)) and 0 < some.converted_bytes <= 2 * 32 * 64
+    assert torch.equal(none.encode(ids), every.encode(ids)) and torch.equal(none.encode(ids), some.encode(ids))
+
+
+def test_kept_weights_are_used_as_they_are_at_every_encode():
+    """No conversion, no copy: the sub-layer computes with the very tensors the encoder keeps."""
+    encoder = load_t5_encoder(t5_state_dict(**TINY, dtype=FP8_E4M3), mode="cpu", compute_dtype="bfloat16",
+                              keep_converted_bytes=1 << 30)
+    attention = encoder._model.encoder.block[1].layer[0].SelfAttention
+    seen = []
+    attention.register_forward_pre_hook(lambda module, args: seen.append(module.q.weight.data_ptr()))
+    encoder.encode(_ids())
+    encoder.encode(_ids(seed=2))
+    kept = encoder.stored_tensors()["encoder.block.1.layer.0.SelfAttention.q.weight"].data_ptr()
+    assert seen == [kept, kept]
+
+
+def test_memory_saving_conversions_happen_even_without_a_budget():
+    sd = t5_state_dict(**TINY, dtype=torch.float32)
+    encoder = load_t5_encoder(sd, mode="stream", compute_dtype="bfloat16")
+    assert {encoder.stored_tensors()[key].dtype for key in _linear_keys(encoder)} == {torch.bfloat16}
+    assert encoder.converted_bytes < 0

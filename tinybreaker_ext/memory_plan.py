@@ -1,0 +1,225 @@
+"""Will it fit? RAM and device bytes each TinyBreaker stage needs, from file headers only, and the T5 placement that
+``auto`` should pick.
+
+Host-independent: callers pass the free RAM and free device memory their host's manager reports (what is free for
+TinyBreaker once the host's own models are accounted for); without them the current free amounts are read.
+Weights are counted exactly (tensor bytes from the headers; PixArt and the transcoder in the dtype they are loaded
+in); activations get a fixed reserve per stage. Nothing is loaded and no tensor data is read. T5 is counted as
+stored (the minimum): weights kept converted between encodes (``t5_policy.conversion_budget``) only use memory
+beyond the reserve that policy leaves free for the other stages.
+
+Entry point: ``plan_memory(...)`` → ``MemoryPlan`` (``.t5_mode`` to run, per-stage estimates, ``.fits``, a one-line
+``.message`` for the UI/API, ``.check()`` raising ``NotEnoughMemoryError`` with that message).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .errors import NotEnoughMemoryError, ParameterError
+from .files.classify import BASE_PREFIX, TRANSCODER_PREFIX, FileKind, ModelFileInfo, classify, header_of
+from .models.t5_encoder import ACTIVATION_RESERVE_BYTES, MODES
+from .models.t5_policy import available_ram_bytes, resolve_compute_dtype
+
+GB = 1e9
+# city96/t5-v1_1-xxl-encoder-gguf file sizes (bytes): what to suggest when the T5 does not fit. Below Q5_K_M the
+# quantizer's model card warns of quality loss.
+SMALLER_T5_FILES = (("Q8_0", 5.06e9), ("Q6_K", 3.91e9), ("Q5_K_M", 3.39e9), ("Q4_K_M", 2.90e9), ("Q3_K_L", 2.46e9))
+RECOMMENDED_MINIMUM = "Q5_K_M"
+
+
+@dataclass(frozen=True)
+class StageMemory:
+    stage: str  # "encode", "base", "transcode"
+    ram_bytes: int  # RAM TinyBreaker holds while the stage runs (models kept between stages included)
+    device_bytes: int  # memory on the compute device (0 when the device is the CPU: then everything is RAM)
+
+
+@dataclass(frozen=True)
+class T5Footprint:
+    """From the T5 file's header: bytes as stored, and the largest sub-layer (a block half) as stored and converted."""
+    stored_bytes: int
+    largest_sublayer_numel: int
+    largest_sublayer_stored_bytes: int
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    t5_mode: str  # the mode to run ("auto" resolved)
+    t5_dtype: torch.dtype
+    device: torch.device
+    stages: tuple[StageMemory, ...]
+    free_ram: int | None
+    free_device: int | None
+    fits: bool
+    message: str  # one line: the estimate and the choice, or what does not fit and what would
+
+    @property
+    def ram_peak(self) -> int:
+        return max(stage.ram_bytes for stage in self.stages)
+
+    @property
+    def device_peak(self) -> int:
+        return max(stage.device_bytes for stage in self.stages)
+
+    def check(self) -> "MemoryPlan":
+        if not self.fits:
+            raise NotEnoughMemoryError(self.message)
+        return self
+
+
+def _numel(shape) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def t5_footprint(path: str | os.PathLike, info: ModelFileInfo | None = None) -> T5Footprint:
+    """Stored bytes and the largest sub-layer of the T5 encoder in ``path`` (safetensors or GGUF), from the header."""
+    path = os.fspath(path)
+    info = info or classify(path)
+    header = header_of(path)
+    prefix = info.key_prefix
+    if info.file_format == "gguf":
+        from .files.gguf_t5 import hf_t5_name
+
+        gated = prefix + "enc.blk.0.ffn_gate.weight" in header.tensors
+        named = {hf_t5_name(key, prefix, gated)[len(prefix):]: entry for key, entry in header.tensors.items()
+                 if key.startswith(prefix)}
+    else:
+        named = {key[len(prefix):]: entry for key, entry in header.tensors.items() if key.startswith(prefix)}
+    encoder = {key: entry for key, entry in named.items() if key.startswith("encoder.") or key == "shared.weight"}
+    sublayers: dict[str, list] = {}
+    for key, entry in encoder.items():
+        parts = key.split(".")
+        if parts[1] == "block":
+            sublayers.setdefault(".".join(parts[:5]), []).append(entry)
+    largest = max(sublayers.values(), key=lambda entries: sum(_numel(e.shape) for e in entries))
+    return T5Footprint(stored_bytes=sum(entry.nbytes for entry in encoder.values()),
+                       largest_sublayer_numel=sum(_numel(entry.shape) for entry in largest),
+                       largest_sublayer_stored_bytes=sum(entry.nbytes for entry in largest))
+
+
+def _weights_numel(path: str | os.PathLike, prefix: str) -> int:
+    header = header_of(path)
+    return sum(_numel(entry.shape) for key, entry in header.tensors.items() if key.startswith(prefix))
+
+
+def _free_device_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return None
+
+
+def _stages(device: torch.device, mode: str, t5: T5Footprint, compute_size: int, pixart: int, transcoder: int,
+            policy: str) -> tuple[StageMemory, ...]:
+    act = ACTIVATION_RESERVE_BYTES
+    upcast = t5.largest_sublayer_numel * compute_size
+    if device.type == "cpu":
+        t5_ram = t5.stored_bytes + upcast
+        return (StageMemory("encode", t5_ram + pixart + transcoder + act, 0),
+                StageMemory("base", t5.stored_bytes + pixart + transcoder + act, 0),
+                StageMemory("transcode", t5.stored_bytes + pixart + transcoder + act, 0))
+    if mode == "gpu":  # weights stay on the device after the encode
+        t5_ram, t5_running, t5_resident = 0, t5.stored_bytes + upcast, t5.stored_bytes
+    else:  # stream (or cpu storage on an accelerator): the next sub-layer's stored bytes travel ahead
+        t5_ram, t5_running, t5_resident = t5.stored_bytes, upcast + t5.largest_sublayer_stored_bytes, 0
+    if policy == "gpu":  # the placement keeps every model on the device once it has run (steady state)
+        models = pixart + transcoder
+        return (StageMemory("encode", t5_ram, t5_running + models + act),
+                StageMemory("base", t5_ram, t5_resident + models + act),
+                StageMemory("transcode", t5_ram, t5_resident + models + act))
+    # offload: each model is on the device only during its own stage and back in RAM otherwise
+    return (StageMemory("encode", t5_ram + pixart + transcoder, t5_running + act),
+            StageMemory("base", t5_ram + transcoder, t5_resident + pixart + act),
+            StageMemory("transcode", t5_ram + pixart, t5_resident + transcoder + act))
+
+
+def _fits(stages, free_ram: int | None, free_device: int | None) -> tuple[bool, bool]:
+    ram_ok = free_ram is None or max(s.ram_bytes for s in stages) <= free_ram
+    device_ok = free_device is None or max(s.device_bytes for s in stages) <= free_device
+    return ram_ok, device_ok
+
+
+def _smaller_t5(room: int, stored: int) -> str:
+    """'use a Q5_K_M T5 (3.4 GB)' for the largest known T5 file that fits ``room`` bytes and is smaller than ours."""
+    for name, size in SMALLER_T5_FILES:
+        if size <= room and size < stored:
+            warning = "" if [n for n, _ in SMALLER_T5_FILES].index(name) <= 2 else \
+                f"; below {RECOMMENDED_MINIMUM} quality drops"
+            return f"use a {name} T5 GGUF ({size / GB:.1f} GB{warning})"
+    return ""
+
+
+def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, *, device: torch.device | str,
+                model_dtype: torch.dtype, t5_mode: str = "auto", t5_dtype: str | torch.dtype = "auto",
+                transcoder_path: str | os.PathLike | None = None, placement_policy: str = "offload",
+                free_ram: int | None = None, free_device: int | None = None) -> MemoryPlan:
+    """Estimates each stage's RAM and device bytes from the files' headers, resolves ``t5_mode="auto"`` (on an
+    accelerator: ``gpu`` when T5 can stay resident next to PixArt-Sigma, else ``stream``; ``cpu`` on a CPU) and says
+    whether it fits ``free_ram``/``free_device`` (None: read them now; a device without a reading is not checked).
+    ``model_dtype`` is what PixArt-Sigma and the transcoder are loaded in; ``placement_policy`` is the placement's
+    ("offload": each model leaves the device after its stage; "gpu": everything stays)."""
+    if t5_mode not in MODES:
+        raise ParameterError("t5_mode", f"'{t5_mode}' is not one of {', '.join(MODES)}")
+    device = torch.device(device)
+    compute_dtype = resolve_compute_dtype(t5_dtype, device)
+    compute_size = torch.tensor([], dtype=compute_dtype).element_size()
+    model_size = torch.tensor([], dtype=model_dtype).element_size()
+    t5_info, checkpoint_info = classify(t5_path), classify(checkpoint_path)
+    if t5_info.kind is not FileKind.T5_ENCODER:
+        raise ParameterError("t5_file", f"{t5_path} is a {t5_info.description}, not a T5 encoder")
+    t5 = t5_footprint(t5_path, t5_info)
+    tinybreaker = checkpoint_info.is_tinybreaker
+    pixart_prefix = BASE_PREFIX if tinybreaker else checkpoint_info.key_prefix
+    pixart = _weights_numel(checkpoint_path, pixart_prefix) * model_size
+    transcoder_source = checkpoint_path if tinybreaker else transcoder_path
+    transcoder = 0
+    if transcoder_source is not None:
+        transcoder_info = checkpoint_info if tinybreaker else classify(transcoder_source)
+        prefix = TRANSCODER_PREFIX if tinybreaker else transcoder_info.key_prefix
+        transcoder = _weights_numel(transcoder_source, prefix) * model_size
+    if free_ram is None:
+        free_ram = available_ram_bytes()
+    if free_device is None:
+        free_device = _free_device_bytes(device)
+
+    if device.type == "cpu":
+        candidates = ["cpu"] if t5_mode == "auto" else [t5_mode]
+    else:
+        candidates = ["gpu", "stream"] if t5_mode == "auto" else [t5_mode]
+    tried = []
+    for mode in candidates:
+        stages = _stages(device, mode, t5, compute_size, pixart, transcoder, placement_policy)
+        ram_ok, device_ok = _fits(stages, free_ram, free_device)
+        tried.append((mode, stages, ram_ok, device_ok))
+        if ram_ok and device_ok:
+            break
+    mode, stages, ram_ok, device_ok = tried[-1]
+    ram_peak = max(s.ram_bytes for s in stages)
+    device_peak = max(s.device_bytes for s in stages)
+    where = f"RAM {ram_peak / GB:.1f} GB" + (f", {device.type.upper()} {device_peak / GB:.1f} GB"
+                                           if device.type != "cpu" else "")
+    free = (f"free RAM {free_ram / GB:.1f} GB" if free_ram is not None else "free RAM unknown") + \
+        (f", free {device.type.upper()} {free_device / GB:.1f} GB" if free_device is not None else "")
+    if ram_ok and device_ok:
+        message = f"T5 {mode} ({str(compute_dtype)[6:]}): needs {where}; {free}"
+        return MemoryPlan(mode, compute_dtype, device, stages, free_ram, free_device, True, message)
+
+    advice = []
+    if not device_ok and t5_mode == "gpu" and device.type != "cpu":
+        stream = _stages(device, "stream", t5, compute_size, pixart, transcoder, placement_policy)
+        if all(_fits(stream, free_ram, free_device)):
+            advice.append("use stream")
+    if not ram_ok and free_ram is not None:
+        room = free_ram - (ram_peak - t5.stored_bytes)
+        smaller = _smaller_t5(room, t5.stored_bytes)
+        advice.append(smaller or f"free {(ram_peak - free_ram) / GB:.1f} GB of RAM")
+    if not device_ok and not advice:
+        advice.append(f"free {(device_peak - free_device) / GB:.1f} GB of {device.type.upper()} memory")
+    message = f"not enough memory for T5 {mode}: needs {where}, {free}; " + " or ".join(advice)
+    return MemoryPlan(mode, compute_dtype, device, stages, free_ram, free_device, False, message)

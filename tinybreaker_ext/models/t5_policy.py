@@ -1,0 +1,92 @@
+"""How T5 computes: the compute dtype (``auto`` → bfloat16 where the hardware runs it natively) and how many bytes of
+weights converted to that dtype may be kept between encodes.
+
+This is the one place these defaults are decided; the loader, the pipeline, the WebUI and the command line pass the
+user's choice (``"auto"``, ``"bfloat16"``, ``"float32"``) through ``resolve_compute_dtype``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ParameterError
+
+COMPUTE_DTYPE_CHOICES = ("auto", "bfloat16", "float32")
+_NAMED_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+COMPUTE_DTYPES = tuple(_NAMED_DTYPES.values())
+
+# Converted weights are kept only while this much memory stays free for the other stages (PixArt-Sigma in fp32 is
+# 2.4 GB, the transcoder and the VAE pass need more for activations) and for the host itself.
+KEEP_FREE_BYTES = 6 << 30
+
+
+def bf16_is_fast(device: torch.device | str) -> bool:
+    """Whether ``device`` multiplies bfloat16 natively: CUDA compute capability ≥ 8 (Ampere), or a CPU with
+    AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated and slower than float32 (older torch cannot tell: False)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return torch.cuda.get_device_capability(device)[0] >= 8
+        except (RuntimeError, AssertionError):
+            return False
+    if device.type == "cpu":
+        checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(check() for check in checks if check is not None)
+    return False
+
+
+def resolve_compute_dtype(choice: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
+    """The dtype T5 computes in. ``"auto"`` (or None) → bfloat16 where ``bf16_is_fast``, else float32 (the
+    reference's dtype). float16 is refused: T5 overflows in fp16."""
+    if choice is None or choice == "auto":
+        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+    dtype = _NAMED_DTYPES.get(choice, choice) if isinstance(choice, str) else choice
+    if dtype == torch.float16 or choice == "float16":
+        raise ParameterError("t5_dtype", "float16 is not supported: T5 overflows in fp16; use float32 or bfloat16")
+    if dtype not in COMPUTE_DTYPES:
+        raise ParameterError("t5_dtype", f"{choice} is not supported; use one of {', '.join(COMPUTE_DTYPE_CHOICES)}")
+    return dtype
+
+
+def available_ram_bytes() -> int | None:
+    """RAM the system can hand out now (psutil where installed, else /proc/meminfo), or None when unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def free_device_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        return available_ram_bytes()
+    return None
+
+
+def conversion_budget(mode: str, device: torch.device | str, free_bytes: int | None = None) -> int:
+    """Extra bytes that weights converted to the compute dtype may take, so later encodes skip the conversion.
+
+    ``stream`` keeps nothing converted (its point is to hold the file's bytes only). ``gpu`` and ``cpu`` may use the
+    free memory of the device holding the weights (CUDA memory or RAM) beyond ``KEEP_FREE_BYTES``; unknown free
+    memory (other devices) means nothing is kept. Pass ``free_bytes`` to decide for a known amount.
+    """
+    if mode == "stream":
+        return 0
+    device = torch.device(device)
+    if free_bytes is None:
+        free_bytes = free_device_bytes(device if mode == "gpu" else torch.device("cpu"))
+    if free_bytes is None:
+        return 0
+    return max(0, free_bytes - KEEP_FREE_BYTES)
+
