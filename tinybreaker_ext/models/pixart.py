@@ -141,7 +141,9 @@ class SelfAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Image tokens attend to all caption tokens; no mask (§2.4), so any caption length works."""
+    """Image tokens attend to the caption tokens. The reference never masks (§2.4); ``key_mask`` exists so that
+    captions of different lengths can share one batch: zero-padded tokens are masked out, which gives the
+    unpadded caption's result (softmax weights of masked keys are exactly 0)."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -150,10 +152,11 @@ class CrossAttention(nn.Module):
         self.kv_linear = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, caption: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``key_mask``: None, or [B, 1, 1, L] bool, True for the caption tokens to attend to."""
         q = _split_heads(self.q_linear(x), self.num_heads)
         k, v = (_split_heads(part, self.num_heads) for part in self.kv_linear(caption).chunk(2, dim=-1))
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)))
 
 
 class PixArtBlock(nn.Module):
@@ -165,11 +168,12 @@ class PixArtBlock(nn.Module):
         self.cross_attn = CrossAttention(dim, config.num_heads)
         self.mlp = Mlp(dim, config.mlp_hidden, dim)
 
-    def forward(self, x: torch.Tensor, time6: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
-        """x [B, N, D], time6 [B, 6, D] (adaLN-single), caption [B, L, D]."""
+    def forward(self, x: torch.Tensor, time6: torch.Tensor, caption: torch.Tensor,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, N, D], time6 [B, 6, D] (adaLN-single), caption [B, L, D], key_mask None or [B, 1, 1, L] bool."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (self.scale_shift_table[None] + time6).unbind(1)
         x = x + gate_a[:, None] * self.attn(_modulate(_layer_norm(x), shift_a[:, None], scale_a[:, None]))
-        x = x + self.cross_attn(x, caption)  # no norm and no gate here (§2.2-6)
+        x = x + self.cross_attn(x, caption, key_mask)  # no norm and no gate here (§2.2-6)
         return x + gate_m[:, None] * self.mlp(_modulate(_layer_norm(x), shift_m[:, None], scale_m[:, None]))
 
 
@@ -255,9 +259,11 @@ class PixArtSigma(nn.Module):
         temb = self.t_embedder.mlp(sinusoid.to(self.dtype))
         return temb, self.t_block(temb).unflatten(1, (6, self.config.hidden_size))
 
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, C, h, w] (h, w multiples of the patch), timestep [B] (or one value for all),
-        context [B or 1, L, caption_dim] with any length L.
+        context [B or 1, L, caption_dim] with any length L, context_mask None (every token counts, as in the
+        reference) or [B or 1, L] bool with False on padding tokens.
 
         Returns [B, out_channels, h, w] in x's dtype; channels ``in_channels:`` are the learned variance.
         """
@@ -274,10 +280,22 @@ class PixArtSigma(nn.Module):
         temb, time6 = self.time_embeddings(timestep)
         tokens = self.x_embedder(x.to(device, dtype)) + self.position_embedding(height, width, device, dtype)
         caption = self.y_embedder.y_proj(context.to(device, dtype))
+        key_mask = None
+        if context_mask is not None:
+            key_mask = context_mask.to(device=device, dtype=torch.bool).reshape(-1, 1, 1, context.shape[1])
+            key_mask = key_mask.expand(batch, -1, -1, -1)
         for block in self.blocks:
-            tokens = block(tokens, time6, caption)
+            tokens = block(tokens, time6, caption, key_mask)
         tokens = self.final_layer(tokens, temb)
         return unpatchify(tokens, height, width, cfg.patch_size, cfg.out_channels).to(x.dtype)
+
+    def eps(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+            context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The predicted noise as ``sampling.denoisers.EpsDenoiser`` wants it: the first ``in_channels`` output
+        channels (the rest is the learned variance, unused), float32; inputs are cast to the model's dtype."""
+        dtype = self.dtype
+        out = self(x.to(dtype), timestep, context.to(device=x.device, dtype=dtype), context_mask)
+        return out[:, :self.config.in_channels].float()
 
 
 def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.device = "cpu",

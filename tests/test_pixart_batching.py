@@ -1,0 +1,81 @@
+"""PixArt-Sigma beyond the reference's forward: masked padding of captions (so captions of any lengths share one
+batch) and the ``eps`` entry point."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from builders.pixart import pixart_state_dict
+from tinybreaker_ext.models.pixart import load_pixart
+
+TOLERANCE = 1e-5  # relative to the largest value of the separate result
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_pixart(pixart_state_dict(hidden=144, depth=2, caption_dim=32, seed=3))
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual - expected).abs().max() / expected.abs().max())
+
+
+def captions(*lengths: int, seed: int = 4) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, length, 32, generator=generator) for length in lengths]
+
+
+def pad_with_mask(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pads [1, L_i, W] captions to the longest and returns (captions, mask), written out independently."""
+    length = max(row.shape[1] for row in rows)
+    padded = torch.zeros(len(rows), length, rows[0].shape[2])
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    for index, row in enumerate(rows):
+        padded[index, :row.shape[1]] = row[0]
+        mask[index, :row.shape[1]] = True
+    return padded, mask
+
+
+@pytest.mark.parametrize("long_tokens", [77, 120, 300])
+def test_padded_and_masked_captions_give_the_separate_results(model, long_tokens):
+    short, long = captions(77, long_tokens)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 4, 8, 6, generator=generator).repeat(2, 1, 1, 1)
+    timesteps = torch.tensor([600.0, 600.0])
+    context, mask = pad_with_mask([short, long])
+    together = model(x, timesteps, context, mask)
+    for index, caption in enumerate((short, long)):
+        alone = model(x[index:index + 1], timesteps[:1], caption)
+        assert relative_error(together[index:index + 1], alone) <= TOLERANCE
+
+
+def test_padding_without_the_mask_changes_the_result(model):
+    """Guards the test above: the zero tokens matter unless they are masked (spec §2.4 forbids bare zero-padding)."""
+    short, long = captions(77, 120)
+    x = torch.randn(1, 4, 8, 6, generator=torch.Generator().manual_seed(6)).repeat(2, 1, 1, 1)
+    context, mask = pad_with_mask([short, long])
+    unmasked = model(x, torch.tensor([600.0, 600.0]), context)
+    alone = model(x[:1], torch.tensor([600.0]), short)
+    assert relative_error(unmasked[:1], alone) > 100 * TOLERANCE
+
+
+def test_a_mask_of_one_row_applies_to_the_whole_batch(model):
+    (caption,) = captions(9)
+    padded = torch.cat([caption, torch.zeros(1, 3, 32)], dim=1)
+    mask = torch.arange(12)[None] < 9
+    x = torch.randn(3, 4, 4, 4, generator=torch.Generator().manual_seed(7))
+    timesteps = torch.tensor([999.0, 400.0, 3.0])
+    assert relative_error(model(x, timesteps, padded, mask), model(x, timesteps, caption)) <= TOLERANCE
+
+
+def test_eps_returns_the_noise_channels_in_float32(model):
+    (caption,) = captions(5)
+    x = torch.randn(2, 4, 4, 6, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    timesteps = torch.tensor([10.0, 700.0])
+    eps = model.eps(x, timesteps, caption)
+    assert eps.dtype == torch.float32 and eps.shape == (2, 4, 4, 6)
+    assert torch.equal(eps, model(x.float(), timesteps, caption)[:, :4])
+    context, mask = pad_with_mask([caption, torch.zeros(1, 2, 32)])
+    assert torch.equal(model.eps(x, timesteps, context[:1], mask[:1]), model(x.float(), timesteps, context[:1],
+                                                                              mask[:1])[:, :4])
