@@ -95,7 +95,9 @@ class _Coefficients:
     b_factor: torch.Tensor
 
     def to(self, device: torch.device) -> "_Coefficients":
-        move = lambda value: None if value is None else value.to(device)  # noqa: E731
+        def move(value: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if value is None else value.to(device)
+
         return _Coefficients(tuple(move(rk) for rk in self.rks), move(self.rhos_p), move(self.rhos_c),
                              move(self.x_factor), move(self.model_factor), move(self.b_factor))
 
