@@ -37,13 +37,12 @@ def contexts(width: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def base_slice(pipeline, sampler: str, scheduler: str) -> list[float]:
-    from tinybreaker_ext.pipeline import _pixart_eps
     from tinybreaker_ext.sampling.denoisers import CFGDenoiser, EpsDenoiser
     from tinybreaker_ext.sampling.stage import sample_stage
 
     sigmas = compute_sigmas(pixart_sigmas(), sampler=sampler, scheduler=scheduler, steps=6, steps_start=1)
     cond, uncond = contexts(pipeline.pixart.config.caption_dim)
-    denoiser = CFGDenoiser(EpsDenoiser(_pixart_eps(pipeline.pixart), pixart_sigmas()), cond, uncond, 3.4)
+    denoiser = CFGDenoiser(EpsDenoiser(pipeline.pixart.eps, pixart_sigmas()), cond, uncond, 3.4)
     latent = sample_stage(denoiser, torch.zeros(1, 4, HEIGHT // 8, WIDTH // 8), sigmas, sampler=sampler, seeds=[SEED],
                           sigma_max=pixart_sigmas()[-1])
     return [round(float(value), 6) for value in latent.flatten()[:: max(latent.numel() // 6, 1)][:6]]

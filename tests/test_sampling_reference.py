@@ -148,13 +148,8 @@ def test_max_denoise_decision_matches():
         assert is_max_denoise(float(sigma0), sigma_max) == expected, key
 
 
-# Max |ours − reference| per sampler where the result is not bit-exact, with the reason.
-SAMPLER_TOLERANCE = {
-    # The reference integrates the Lagrange basis with scipy's quad over the float32 sigmas as a numpy array, so with
-    # numpy 2 (NEP 50 promotion) every basis value is computed in float32; lms_coefficient computes it in float64.
-    # Measured max |difference| on these cases: 1.34e-7 (4.7e-6 relative), 8.9e-8 against a numpy 1.26 reference.
-    "lms": 1.5e-7,
-}
+# Max |ours − reference| per sampler where the result is not bit-exact, with the reason (none at present).
+SAMPLER_TOLERANCE: dict[str, float] = {}
 
 
 @pytest.mark.parametrize("name", inputs.SAMPLERS)
@@ -249,7 +244,7 @@ T5_EMBEDDING_TOLERANCE = 1e-5
 
 
 def test_t5_weighted_embeddings_match():
-    encoder = load_t5_encoder(t5_state_dict(**inputs.TINY_T5), mode="cpu")
+    encoder = load_t5_encoder(t5_state_dict(**inputs.TINY_T5), mode="cpu", compute_dtype=torch.float32)  # as the fixture
     tokenizer = stand_in_tokenizer()
     for prompt, expected in FIXTURE["t5"]["sd3_embeddings"].items():
         ours = encode_t5_prompt(encoder, tokenizer, prompt, min_length=inputs.T5_MIN_LENGTHS["sd3"])

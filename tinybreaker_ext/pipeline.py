@@ -118,8 +118,9 @@ class TinyBreakerPipeline:
         """PixArt-Sigma from an all-zero latent over the plan's ``sigmas``: SDXL model-space latents
         ``[len(seeds), 4, height/8, width/8]``.
 
-        Each image is sampled on its own with noise from its own seed, so image k of a batch equals a single image
-        made with seed k (what WebUI users expect). Re-running with the same inputs returns the cached result."""
+        All images go through PixArt together (one forward per step, captions of different lengths zero-padded and
+        masked), each with noise from its own seed, so image k of a batch equals a single image made with seed k
+        (what WebUI users expect). Re-running with the same inputs returns the cached result."""
         _check_size(width, height)
         texts, negative_texts = _per_image(texts, len(seeds), "prompt"), _per_image(negative_texts, len(seeds), "negative")
         placement = placement or MovePlacement(self.device)
@@ -128,24 +129,29 @@ class TinyBreakerPipeline:
         with self._lock:
             if self._base_cache is not None and self._base_cache[0] == key:
                 return self._base_cache[1].clone()
+        self.last_denoised = None
         conds = [self.encode(text, placement=placement, t5_mode=t5_mode) for text in texts]
         unconds = [self.encode(text, placement=placement, t5_mode=t5_mode) for text in negative_texts]
-        shape = (1, 4, height // 8, width // 8)
-        results: list[torch.Tensor] = []
-        steps = len(sigmas) - 1
+        shape = (len(seeds), 4, height // 8, width // 8)
         with placement.use(self.pixart) as pixart:
-            eps_model = EpsDenoiser(_pixart_eps(pixart), pixart_sigmas())
-            for index, seed in enumerate(seeds):
-                denoiser = CFGDenoiser(eps_model, conds[index], unconds[index], stage.cfg)
-                step_callback = _batch_callback(callback, index, steps, len(seeds), self, results)
-                result = sample_stage(denoiser, torch.zeros(shape, device=placement.device), sigmas,
-                                      sampler=stage.sampler, seeds=[seed], sigma_max=pixart_sigmas()[-1],
-                                      callback=step_callback)
-                results.append(result.cpu())
-        latent = torch.cat(results)
+            denoiser = CFGDenoiser(EpsDenoiser(pixart.eps, pixart_sigmas()), conds, unconds, stage.cfg,
+                                   accepts_context_mask=True)
+            latent = sample_stage(denoiser, torch.zeros(shape, device=placement.device), sigmas,
+                                  sampler=stage.sampler, seeds=seeds, sigma_max=pixart_sigmas()[-1],
+                                  callback=self._step_callback(callback)).cpu()
         with self._lock:
             self._base_cache = (key, latent.clone())
         return latent
+
+    def _step_callback(self, callback):
+        """Keeps the latest estimate (still on the device: copied only if Interrupt needs it) and reports progress."""
+
+        def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+            self.last_denoised = denoised
+            if callback is not None:
+                callback(step, total, x, denoised)
+
+        return on_step
 
     def transcode(self, latent: torch.Tensor, *, placement: ModulePlacement | None = None) -> torch.Tensor:
         """SDXL model-space → SD1 model-space latent (float32, CPU)."""
@@ -163,28 +169,6 @@ class TinyBreakerPipeline:
             image = decoder(denoised[:1].to(device=weight.device, dtype=weight.dtype)).float().clamp(0, 1)
         array = (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
         return Image.fromarray(array)
-
-
-def _pixart_eps(pixart):
-    def eps(x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        dtype = next(pixart.parameters()).dtype
-        out = pixart(x.to(dtype), timestep, context.to(device=x.device, dtype=dtype))
-        return out[:, :4].float()  # channels 4..7 are PixArt's learned variance, unused
-
-    return eps
-
-
-def _batch_callback(callback, index: int, steps: int, count: int, pipeline: TinyBreakerPipeline,
-                    done: list[torch.Tensor]):
-    """Per-image sampler progress → progress over the whole batch; remembers the latest estimate for Interrupt."""
-
-    def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        rest = [torch.zeros_like(denoised.cpu())] * (count - index - 1)
-        pipeline.last_denoised = torch.cat(done + [denoised.float().cpu()] + rest)
-        if callback is not None:
-            callback(index * steps + step, count * steps, x, denoised)
-
-    return on_step
 
 
 def _per_image(texts: list[str], count: int, name: str) -> list[str]:

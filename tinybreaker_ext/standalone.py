@@ -17,7 +17,7 @@ from .models.taesd import load_tiny_vae
 from .models.tiled import tiled_decode
 from .pipeline import TinyBreakerPipeline, _per_image
 from .placement import ModulePlacement, MovePlacement
-from .sampling.denoisers import CFGDenoiser, EpsDenoiser, stack_contexts
+from .sampling.denoisers import CFGDenoiser, EpsDenoiser
 from .sampling.schedules import sd1_sigmas
 from .sampling.stage import sample_stage
 from .stage_params import StageParams
@@ -75,8 +75,8 @@ class EmbeddedRefiner:
         placement = placement or MovePlacement(self.pipeline.device)
         count = latent.shape[0]
         texts, negative_texts = _per_image(texts, count, "prompt"), _per_image(negative_texts, count, "negative")
-        cond = stack_contexts([self.encode(text, placement) for text in texts])
-        uncond = stack_contexts([self.encode(text, placement) for text in negative_texts])
+        cond = [self.encode(text, placement) for text in texts]  # per image, any lengths: CFGDenoiser batches them
+        uncond = [self.encode(text, placement) for text in negative_texts]
         with placement.use(self.unet) as unet:
             denoiser = CFGDenoiser(EpsDenoiser(unet.eps, sd1_sigmas()), cond, uncond, stage.cfg)
             return sample_stage(denoiser, latent.to(placement.device), sigmas, sampler=stage.sampler, seeds=seeds,

@@ -62,20 +62,17 @@ class FakeEngine:
                                 "t5_mode": t5_mode})
         placement.make_room(4096)
         steps = len(sigmas) - 1
-        done: list[torch.Tensor] = []
-        with placement.use(self.pixart):
-            for index, seed in enumerate(seeds):
-                x = self.latent_for(seed, width, height)
-                for step in range(steps):
-                    self.steps_run += 1
-                    if self.before_step is not None:
-                        self.before_step(index * steps + step)
-                    denoised = x * (step + 1) / steps
-                    rest = [torch.zeros_like(denoised)] * (len(seeds) - index - 1)
-                    self.last_denoised = torch.cat(done + [denoised] + rest)
-                    callback(index * steps + step, len(seeds) * steps, x, denoised)
-                done.append(x)
-        return torch.cat(done)
+        self.last_denoised = None
+        final = torch.cat([self.latent_for(seed, width, height) for seed in seeds])
+        with placement.use(self.pixart):  # all images together, one model call per step, as the real pipeline
+            for step in range(steps):
+                self.steps_run += 1
+                if self.before_step is not None:
+                    self.before_step(step)
+                denoised = final * (step + 1) / steps
+                self.last_denoised = denoised
+                callback(step, steps, final, denoised)
+        return final
 
     def transcode(self, latent, *, placement):
         record("engine.transcode", tuple(latent.shape))

@@ -10,8 +10,9 @@ identical (checked in tests against diffusers at t=0, where both sinusoids agree
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,8 @@ from .embeddings import pixart_position_embedding, timestep_sinusoid
 from .pixart_keys import (detect_pixart_layout, full_key_name, iter_native_tensors, log_unused,
                           native_pixart_keys, pixart_block_count, raise_if_missing, source_keys, source_name,
                           source_shape)
+
+logger = logging.getLogger(__name__)
 
 HEAD_DIM = 72  # PixArt-Sigma XL: 16 heads × 72; the head count is not stored in the file
 RESOLUTIONS = (256, 512, 1024, 2048)
@@ -141,7 +144,9 @@ class SelfAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Image tokens attend to all caption tokens; no mask (§2.4), so any caption length works."""
+    """Image tokens attend to the caption tokens. The reference never masks (§2.4); ``key_mask`` exists so that
+    captions of different lengths can share one batch: zero-padded tokens are masked out, which gives the
+    unpadded caption's result (softmax weights of masked keys are exactly 0)."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -150,10 +155,11 @@ class CrossAttention(nn.Module):
         self.kv_linear = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, caption: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``key_mask``: None, or [B, 1, 1, L] bool, True for the caption tokens to attend to."""
         q = _split_heads(self.q_linear(x), self.num_heads)
         k, v = (_split_heads(part, self.num_heads) for part in self.kv_linear(caption).chunk(2, dim=-1))
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)))
 
 
 class PixArtBlock(nn.Module):
@@ -165,11 +171,12 @@ class PixArtBlock(nn.Module):
         self.cross_attn = CrossAttention(dim, config.num_heads)
         self.mlp = Mlp(dim, config.mlp_hidden, dim)
 
-    def forward(self, x: torch.Tensor, time6: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
-        """x [B, N, D], time6 [B, 6, D] (adaLN-single), caption [B, L, D]."""
+    def forward(self, x: torch.Tensor, time6: torch.Tensor, caption: torch.Tensor,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, N, D], time6 [B, 6, D] (adaLN-single), caption [B, L, D], key_mask None or [B, 1, 1, L] bool."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (self.scale_shift_table[None] + time6).unbind(1)
         x = x + gate_a[:, None] * self.attn(_modulate(_layer_norm(x), shift_a[:, None], scale_a[:, None]))
-        x = x + self.cross_attn(x, caption)  # no norm and no gate here (§2.2-6)
+        x = x + self.cross_attn(x, caption, key_mask)  # no norm and no gate here (§2.2-6)
         return x + gate_m[:, None] * self.mlp(_modulate(_layer_norm(x), shift_m[:, None], scale_m[:, None]))
 
 
@@ -227,6 +234,7 @@ class PixArtSigma(nn.Module):
         self.blocks = nn.ModuleList(PixArtBlock(config) for _ in range(config.depth))
         self.final_layer = FinalLayer(config)
         self._position_cache: dict[tuple, torch.Tensor] = {}
+        self.compiled_block: Callable | None = None  # set by `compile_pixart`
 
     @property
     def dtype(self) -> torch.dtype:
@@ -255,9 +263,11 @@ class PixArtSigma(nn.Module):
         temb = self.t_embedder.mlp(sinusoid.to(self.dtype))
         return temb, self.t_block(temb).unflatten(1, (6, self.config.hidden_size))
 
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, C, h, w] (h, w multiples of the patch), timestep [B] (or one value for all),
-        context [B or 1, L, caption_dim] with any length L.
+        context [B or 1, L, caption_dim] with any length L, context_mask None (every token counts, as in the
+        reference) or [B or 1, L] bool with False on padding tokens.
 
         Returns [B, out_channels, h, w] in x's dtype; channels ``in_channels:`` are the learned variance.
         """
@@ -274,10 +284,58 @@ class PixArtSigma(nn.Module):
         temb, time6 = self.time_embeddings(timestep)
         tokens = self.x_embedder(x.to(device, dtype)) + self.position_embedding(height, width, device, dtype)
         caption = self.y_embedder.y_proj(context.to(device, dtype))
+        key_mask = None
+        if context_mask is not None:
+            key_mask = context_mask.to(device=device, dtype=torch.bool).reshape(-1, 1, 1, context.shape[1])
+            key_mask = key_mask.expand(batch, -1, -1, -1)
+        run_block = self.compiled_block or _run_block
         for block in self.blocks:
-            tokens = block(tokens, time6, caption)
+            tokens = run_block(block, tokens, time6, caption, key_mask)
         tokens = self.final_layer(tokens, temb)
         return unpatchify(tokens, height, width, cfg.patch_size, cfg.out_channels).to(x.dtype)
+
+    def eps(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+            context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The predicted noise as ``sampling.denoisers.EpsDenoiser`` wants it: the first ``in_channels`` output
+        channels (the rest is the learned variance, unused), float32; inputs are cast to the model's dtype."""
+        dtype = self.dtype
+        out = self(x.to(dtype), timestep, context.to(device=x.device, dtype=dtype), context_mask)
+        return out[:, :self.config.in_channels].float()
+
+
+def _run_block(block: PixArtBlock, tokens: torch.Tensor, time6: torch.Tensor, caption: torch.Tensor,
+               key_mask: torch.Tensor | None) -> torch.Tensor:
+    return block(tokens, time6, caption, key_mask)
+
+
+def _compile_probe(x: torch.Tensor) -> torch.Tensor:
+    return x * 2 + 1
+
+
+COMPILE_MIN_TORCH = (2, 5)  # from 2.5 dynamo lifts module parameters to graph inputs: one graph serves all blocks
+
+
+def compile_pixart(model: PixArtSigma, device: torch.device | str | None = None) -> bool:
+    """Run the transformer blocks through ``torch.compile`` (off unless this is called; the first forward at each
+    new shape then compiles, later ones are faster). One compiled graph serves all blocks, so compiling costs about
+    one block's worth. Returns False and leaves the model eager, with the reason logged, where compiling is not
+    supported: torch older than 2.5, or no working backend on ``device`` (the compute device, default the
+    model's): e.g. no C++ compiler for CPUs or no Triton for GPUs. A small probe function is compiled on
+    ``device`` to find out."""
+    version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2] if part.isdigit())
+    if version < COMPILE_MIN_TORCH:
+        logger.warning("PixArt: torch.compile needs torch %s or newer (found %s); running eagerly",
+                       ".".join(map(str, COMPILE_MIN_TORCH)), torch.__version__)
+        return False
+    device = torch.device(device) if device is not None else model.device
+    try:
+        torch.compile(_compile_probe)(torch.ones(8, device=device, dtype=model.dtype))
+    except Exception as error:  # the backend's failure types differ across versions and platforms
+        logger.warning("PixArt: torch.compile does not work on %s here (%s: %s); running eagerly", device,
+                       type(error).__name__, str(error).strip().splitlines()[0] if str(error).strip() else "")
+        return False
+    model.compiled_block = torch.compile(_run_block)
+    return True
 
 
 def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.device = "cpu",
@@ -286,7 +344,9 @@ def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.d
     """Build a PixArtSigma from a native or diffusers state dict (plain dict or lazy file view).
 
     The module is built on the ``meta`` device and takes the tensors as they are read and cast, one at a time,
-    so the weights are never held twice. Ignored keys (§1.3) are skipped; unknown keys are logged.
+    so the weights are never held twice. Each tensor travels to ``device`` in the file's dtype and is cast there:
+    a 16-bit file never takes a float32 detour through host memory (a GPU gets half the bytes, and upcasts
+    itself when float32 compute is asked for). Ignored keys (§1.3) are skipped; unknown keys are logged.
     """
     layout = detect_pixart_layout(state_dict)
     raise_if_missing(state_dict, layout, native_pixart_keys(pixart_block_count(state_dict, layout)))
@@ -303,7 +363,6 @@ def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.d
     log_unused(state_dict, layout, config.depth)
 
     device = torch.device(device)
-    tensors = {key: tensor.to(device=device, dtype=dtype)
-               for key, tensor in iter_native_tensors(state_dict, layout, expected)}
+    tensors = {key: tensor.to(device).to(dtype) for key, tensor in iter_native_tensors(state_dict, layout, expected)}
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval().requires_grad_(False)

@@ -1,22 +1,26 @@
 """Denoiser wrappers: an eps-prediction network as a sigma-space denoiser, and classifier-free guidance (spec §2.5, §5.4).
 
 Contract used throughout: a *model function* is ``model_fn(x, sigma[B], context) -> denoised x0`` (an `EpsDenoiser`
-around a network is one); a *denoiser* is ``denoiser(x, sigma[B]) -> denoised x0`` (what the samplers call).
+around a network is one); one whose network can mask padded caption tokens also takes ``context_mask=`` ([B, L]
+bool, False on padding). A *denoiser* is ``denoiser(x, sigma[B]) -> denoised x0`` (what the samplers call).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
 
 import torch
 
 from tinybreaker_ext.sampling.schedules import as_schedule
 
-ModelFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+ModelFunction = Callable[..., torch.Tensor]
+Contexts = Union[torch.Tensor, Sequence[torch.Tensor]]
 
-# Cond and uncond of different token lengths share one batch only while repeating both to their LCM length costs at
-# most 4x the shorter one (spec §11.2); repeating tokens leaves attention results unchanged, zero-padding would not.
+# Contexts of different token lengths share one batch by repetition only while repeating them all to their LCM
+# length costs at most 4x the shortest one (spec §11.2); repeating tokens leaves attention results unchanged,
+# zero-padding would not (unless the model masks the padding).
 MAX_LCM_REPEAT = 4
 
 
@@ -24,7 +28,8 @@ class EpsDenoiser:
     """Wraps ``eps_fn(x_in, timestep, *extra) -> eps`` of a discrete-time VP model.
 
     The network sees ``x / sqrt(σ² + 1)`` and the nearest integer timestep (as a float tensor); the result is
-    ``x − σ·eps``. Extra positional/keyword arguments (e.g. the text context) are passed through to ``eps_fn``.
+    ``x − σ·eps``. Extra positional/keyword arguments (e.g. the text context and its mask) are passed through to
+    ``eps_fn``.
     """
 
     def __init__(self, eps_fn: Callable[..., torch.Tensor], model_sigmas):
@@ -42,12 +47,51 @@ class EpsDenoiser:
         return x - eps * per_sample
 
 
-def _repeat_to_batch(context: torch.Tensor, batch: int) -> torch.Tensor:
-    if context.shape[0] == batch:
-        return context
-    if batch % context.shape[0]:
-        raise ValueError(f"context batch {context.shape[0]} does not divide the latent batch {batch}")
-    return context.repeat((batch // context.shape[0],) + (1,) * (context.ndim - 1))
+def can_batch_contexts(*contexts: torch.Tensor) -> bool:
+    """Whether contexts can share one model call by repetition alone (same width, LCM repetition at most 4x)."""
+    if len({tuple(context.shape[2:]) for context in contexts}) > 1:
+        return False
+    lengths = [context.shape[1] for context in contexts]
+    return math.lcm(*lengths) // min(lengths) <= MAX_LCM_REPEAT
+
+
+@dataclass(frozen=True)
+class ContextCall:
+    """One model call: the batch rows it computes (a range when they are consecutive), their contexts and, when
+    the contexts were zero-padded to a common length, the mask of their real tokens."""
+
+    rows: slice | torch.Tensor
+    context: torch.Tensor
+    mask: torch.Tensor | None = None
+
+
+def plan_context_calls(rows: list[torch.Tensor], *, can_mask: bool) -> list[ContextCall]:
+    """Batches per-row contexts (each ``[1, L_i, W]``) into as few model calls as the model allows.
+
+    Equal lengths: one call. Lengths whose LCM is at most 4x the shortest: one call, each repeated to the LCM (the
+    reference's rule, bit for bit). Otherwise, for a model that masks: one call, zero-padded to the longest, with a
+    mask. Otherwise one call per distinct context shape (the reference's separate calls).
+    """
+    lengths = [row.shape[1] for row in rows]
+    if can_batch_contexts(*rows):
+        length = math.lcm(*lengths)
+        return [ContextCall(slice(0, len(rows)), torch.cat([_repeat_tokens(row, length) for row in rows]))]
+    if can_mask and len({tuple(row.shape[2:]) for row in rows}) == 1:
+        length = max(lengths)
+        context = torch.cat([torch.nn.functional.pad(row, (0, 0, 0, length - row.shape[1])) for row in rows])
+        mask = (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]).to(context.device)
+        return [ContextCall(slice(0, len(rows)), context, mask)]
+    groups: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(tuple(row.shape[1:]), []).append(index)
+    return [ContextCall(_rows_selector(indices, rows[0].device), torch.cat([rows[i] for i in indices]))
+            for indices in groups.values()]
+
+
+def _rows_selector(indices: list[int], device: torch.device) -> slice | torch.Tensor:
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return slice(indices[0], indices[-1] + 1)
+    return torch.tensor(indices).to(device)
 
 
 def _repeat_tokens(context: torch.Tensor, length: int) -> torch.Tensor:
@@ -56,48 +100,82 @@ def _repeat_tokens(context: torch.Tensor, length: int) -> torch.Tensor:
     return context.repeat((1, length // context.shape[1]) + (1,) * (context.ndim - 2))
 
 
-def stack_contexts(contexts: list[torch.Tensor]) -> torch.Tensor:
-    """Per-image contexts ``[1, tokens_k, width]`` as one batch: each repeated to the common LCM length, which leaves
-    an unmasked cross-attention's result unchanged."""
-    length = math.lcm(*(context.shape[1] for context in contexts))
-    return torch.cat([_repeat_tokens(context, length) for context in contexts])
-
-
-def can_batch_contexts(cond: torch.Tensor, uncond: torch.Tensor) -> bool:
-    """Whether cond and uncond can share one model call (same width, LCM repetition at most 4x)."""
-    if cond.shape[2:] != uncond.shape[2:]:
-        return False
-    shortest = min(cond.shape[1], uncond.shape[1])
-    return math.lcm(cond.shape[1], uncond.shape[1]) // shortest <= MAX_LCM_REPEAT
+def _context_rows(contexts: Contexts, batch: int) -> list[torch.Tensor]:
+    """One ``[1, L, W]`` context per image: a tensor's rows repeat to fill the batch (its batch must divide it);
+    a sequence gives one context per image, each of its own length."""
+    if isinstance(contexts, torch.Tensor):
+        if batch % contexts.shape[0]:
+            raise ValueError(f"context batch {contexts.shape[0]} does not divide the latent batch {batch}")
+        return [contexts[index % contexts.shape[0]][None] for index in range(batch)]
+    if len(contexts) != batch:
+        raise ValueError(f"got {len(contexts)} contexts for a latent batch of {batch}")
+    rows = []
+    for context in contexts:
+        if context.ndim == 3 and context.shape[0] != 1:
+            raise ValueError(f"a per-image context must be [1, tokens, width] or [tokens, width], got "
+                             f"{list(context.shape)}")
+        rows.append(context if context.ndim == 3 else context[None])
+    return rows
 
 
 class CFGDenoiser:
     """Classifier-free guidance ``uncond + cfg·(cond − uncond)`` on denoised outputs (as the reference).
 
-    ``cond`` and ``uncond`` are contexts ``[1 or B, tokens, width]``; a cfg of (about) 1 skips the uncond pass.
+    ``cond`` and ``uncond`` are contexts ``[1 or B, tokens, width]``, or sequences of B per-image contexts of any
+    lengths (image k of ``x`` uses context k); a cfg of (about) 1 skips the uncond pass. Conditioned and
+    unconditioned rows of all images go through the model together: in one call when their lengths allow it (see
+    `plan_context_calls`). ``accepts_context_mask`` says that ``model_fn`` takes ``context_mask=``, so contexts
+    of any lengths can be zero-padded and masked into that one call. The batched contexts are built once per batch
+    size and device and reused at every step.
     """
 
-    def __init__(self, model_fn: ModelFunction, cond: torch.Tensor, uncond: torch.Tensor | None, cfg: float):
+    def __init__(self, model_fn: ModelFunction, cond: Contexts, uncond: Contexts | None, cfg: float, *,
+                 accepts_context_mask: bool = False):
         self.model_fn = model_fn
         self.cond = cond
         self.uncond = uncond
         self.cfg = float(cfg)
+        self.accepts_context_mask = accepts_context_mask
+        self._plan: tuple[tuple, list[ContextCall]] | None = None
+
+    @property
+    def guided(self) -> bool:
+        return self.uncond is not None and not math.isclose(self.cfg, 1.0)
+
+    def context_calls(self, batch: int, device: torch.device) -> list[ContextCall]:
+        """The model calls for a latent batch of ``batch`` images (rows: uncond of every image, then cond)."""
+        key = (batch, str(device))
+        if self._plan is None or self._plan[0] != key:
+            rows = _context_rows(self.cond, batch)
+            if self.guided:
+                rows = _context_rows(self.uncond, batch) + rows  # uncond first, the order the reference batches in
+            rows = [row.to(device) for row in rows]
+            self._plan = (key, plan_context_calls(rows, can_mask=self.accepts_context_mask))
+        return self._plan[1]
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
         sigma = torch.as_tensor(sigma, device=x.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(batch)
-        cond = _repeat_to_batch(self.cond, batch).to(x.device)
-        if self.uncond is None or math.isclose(self.cfg, 1.0):
-            return self.model_fn(x, sigma, cond) * self.cfg
-        uncond = _repeat_to_batch(self.uncond, batch).to(x.device)
-        if can_batch_contexts(cond, uncond):
-            # One call on [uncond, cond], the order the reference batches them in.
-            length = math.lcm(cond.shape[1], uncond.shape[1])
-            context = torch.cat([_repeat_tokens(uncond, length), _repeat_tokens(cond, length)])
-            uncond_pred, cond_pred = self.model_fn(torch.cat([x, x]), torch.cat([sigma, sigma]), context).chunk(2)
-        else:
-            uncond_pred = self.model_fn(x, sigma, uncond)
-            cond_pred = self.model_fn(x, sigma, cond)
+        calls = self.context_calls(batch, x.device)
+        if not self.guided:
+            return self._run(calls, x, sigma) * self.cfg
+        uncond_pred, cond_pred = self._run(calls, torch.cat([x, x]), torch.cat([sigma, sigma])).chunk(2)
         return uncond_pred + (cond_pred - uncond_pred) * self.cfg
+
+    def _run(self, calls: list[ContextCall], x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if len(calls) == 1:
+            return self._call_model(calls[0], x, sigma)
+        out = None
+        for call in calls:
+            pred = self._call_model(call, x[call.rows], sigma[call.rows])
+            if out is None:
+                out = pred.new_empty((x.shape[0],) + pred.shape[1:])
+            out[call.rows] = pred
+        return out
+
+    def _call_model(self, call: ContextCall, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if call.mask is None:
+            return self.model_fn(x, sigma, call.context)
+        return self.model_fn(x, sigma, call.context, context_mask=call.mask)

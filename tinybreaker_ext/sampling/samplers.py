@@ -1,8 +1,11 @@
 """Samplers in sigma space with the reference's (ComfyUI / k-diffusion) exact update formulas (spec §5.10).
 
-Every sampler is ``sampler(denoiser, x, sigmas, *, seed, callback=None) -> x``: ``x`` is the already-noised start
-point at ``sigmas[0]``, ``denoiser(x, sigma[B]) -> denoised x0``, and ``callback(step, total, x, denoised)`` runs after
-each step (an exception it raises, e.g. `Cancelled`, stops sampling).
+Every sampler is ``sampler(denoiser, x, sigmas, *, seed=None, seeds=None, callback=None) -> x``: ``x`` is the
+already-noised start point at ``sigmas[0]``, ``denoiser(x, sigma[B]) -> denoised x0``, and
+``callback(step, total, x, denoised)`` runs after each step (an exception it raises, e.g. `Cancelled`, stops
+sampling). Stochastic samplers take ``seed`` (one noise stream for the whole batch) or ``seeds`` (one per image, so
+image k equals a single-image run with seed k); deterministic ones ignore both. No step reads a device tensor back
+to the host: branches use the host copy of the sigmas made once at the start.
 
 Hand-written ports: no installable library reproduces ComfyUI's numbers (k-diffusion is not a dependency we can use on
 every host, and ComfyUI's variants differ from it), and the reference is matched down to float32 rounding, so the
@@ -12,11 +15,13 @@ expressions keep the reference's order of operations.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
+import numpy
 import torch
 
-from tinybreaker_ext.sampling.samplers_common import ProgressCallback, prepare_sigmas, report
+from tinybreaker_ext.sampling.samplers_common import (ProgressCallback, noise_seeds, noise_shape, prepare_sigmas,
+                                                      report, to_device)
 from tinybreaker_ext.sampling.samplers_deis import sample_deis
 from tinybreaker_ext.sampling.samplers_unipc import sample_unipc, sample_unipc_bh2
 
@@ -24,10 +29,10 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int,
-                 callback: Optional[ProgressCallback] = None) -> torch.Tensor:
+def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
+                 seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None) -> torch.Tensor:
     """Euler steps on the probability-flow ODE (k-diffusion ``sample_euler`` without churn)."""
-    sigmas = prepare_sigmas(sigmas, x)
+    sigmas, _host = prepare_sigmas(sigmas, x)
     ones = x.new_ones([x.shape[0]])
     total = len(sigmas) - 1
     for i in range(total):
@@ -39,30 +44,51 @@ def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, s
 
 
 def _ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float = 1.0):
-    """Noise level to step down to, and the noise to add back (eta 1 = full DDPM-like ancestral noise)."""
+    """Noise level to step down to, and the noise to add back (eta 1 = full DDPM-like ancestral noise).
+    Called on host sigmas (``min`` compares them)."""
     sigma_up = min(sigma_to, eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
     sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
     return sigma_down, sigma_up
 
 
+class StepNoise:
+    """Fresh standard-normal noise for each step from CPU generators (device-independent results): one generator
+    seeded with ``seed`` for the whole batch, or one per image from ``seeds``."""
+
+    def __init__(self, x: torch.Tensor, seed: Optional[int], seeds: Optional[Sequence[int]]):
+        self._generators = []
+        for each in noise_seeds(x, seed, seeds):
+            generator = torch.Generator(device="cpu")
+            generator.manual_seed(each)
+            self._generators.append(generator)
+        self._shape, self._dtype, self._device = noise_shape(x, len(self._generators)), x.dtype, x.device
+
+    def __call__(self) -> torch.Tensor:
+        parts = [torch.randn(self._shape, dtype=self._dtype, generator=generator, device="cpu")
+                 for generator in self._generators]
+        return to_device(parts[0] if len(parts) == 1 else torch.cat(parts), self._device)
+
+
 @torch.no_grad()
-def sample_euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int,
-                           callback: Optional[ProgressCallback] = None) -> torch.Tensor:
-    """Euler ancestral (eta 1); its fresh noise comes from a CPU generator seeded with ``seed`` (device-independent)."""
-    sigmas = prepare_sigmas(sigmas, x)
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(int(seed))
-    ones = x.new_ones([x.shape[0]])
+def sample_euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
+                           seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
+                           ) -> torch.Tensor:
+    """Euler ancestral (eta 1); its fresh noise comes from CPU generators seeded with ``seed`` or ``seeds``."""
+    sigmas, host = prepare_sigmas(sigmas, x)
+    noise = StepNoise(x, seed, seeds)
     total = len(sigmas) - 1
+    levels = [_ancestral_step(host[i], host[i + 1]) for i in range(total)]  # (sigma_down, sigma_up) per step
+    lands_on_data = [float(sigma_down) == 0 for sigma_down, _ in levels]
+    levels_on_device = torch.stack([torch.stack(pair) for pair in levels]).to(x.device) if total else None
+    ones = x.new_ones([x.shape[0]])
     for i in range(total):
         denoised = denoiser(x, sigmas[i] * ones)
-        sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1])
-        if sigma_down == 0:
+        if lands_on_data[i]:
             x = denoised
         else:
+            sigma_down, sigma_up = levels_on_device[i]
             derivative = (x - denoised) / sigmas[i]
-            noise = torch.randn(x.size(), dtype=x.dtype, generator=generator, device="cpu").to(x.device)
-            x = x + derivative * (sigma_down - sigmas[i]) + noise * 1.0 * sigma_up
+            x = x + derivative * (sigma_down - sigmas[i]) + noise() * 1.0 * sigma_up
         report(callback, i, total, x, denoised)
     return x
 
@@ -92,26 +118,32 @@ def _kronrod_integral(function: Callable[[float], float], start: float, end: flo
 
 
 def lms_coefficient(order: int, t: list[float], i: int, j: int) -> float:
-    """Integral over [t_i, t_{i+1}] of the Lagrange basis polynomial through t_i, ..., t_{i-order+1} for node i-j."""
+    """Integral over [t_i, t_{i+1}] of the Lagrange basis polynomial through t_i, ..., t_{i-order+1} for node i-j.
+
+    The basis is evaluated in float32 and summed in float64, as the reference does (scipy's quad over a float32
+    numpy array of sigmas, with numpy 2's promotion rules), so the coefficients agree bit for bit."""
     if order - 1 > i:
         raise ValueError(f"order {order} too high for step {i}")
+    nodes = [numpy.float32(value) for value in t]
 
     def basis(tau: float) -> float:
-        product = 1.0
+        product = numpy.float32(1.0)
+        tau32 = numpy.float32(tau)
         for k in range(order):
             if k != j:
-                product *= (tau - t[i - k]) / (t[i - j] - t[i - k])
-        return product
+                product = product * ((tau32 - nodes[i - k]) / (nodes[i - j] - nodes[i - k]))
+        return float(product)
 
     return _kronrod_integral(basis, t[i], t[i + 1])
 
 
 @torch.no_grad()
-def sample_lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int,
-               callback: Optional[ProgressCallback] = None, order: int = 4) -> torch.Tensor:
+def sample_lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
+               seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None, order: int = 4,
+               ) -> torch.Tensor:
     """Linear multistep (Adams-Bashforth in sigma, up to order 4); the step to sigma 0 returns the denoised image."""
-    sigmas = prepare_sigmas(sigmas, x)
-    nodes = [float(s) for s in sigmas.cpu()]
+    sigmas, host = prepare_sigmas(sigmas, x)
+    nodes = host.tolist()
     ones = x.new_ones([x.shape[0]])
     derivatives: list[torch.Tensor] = []
     total = len(sigmas) - 1
@@ -120,7 +152,7 @@ def sample_lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, see
         derivatives.append((x - denoised) / sigmas[i])
         if len(derivatives) > order:
             derivatives.pop(0)
-        if sigmas[i + 1] == 0:
+        if nodes[i + 1] == 0:
             x = denoised
         else:
             current_order = min(i + 1, order)
@@ -131,10 +163,12 @@ def sample_lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, see
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int,
-                    callback: Optional[ProgressCallback] = None) -> torch.Tensor:
+def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
+                    seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
+                    ) -> torch.Tensor:
     """DPM-Solver++(2M): second-order multistep in log-sigma, data prediction."""
-    sigmas = prepare_sigmas(sigmas, x)
+    sigmas, host = prepare_sigmas(sigmas, x)
+    values = host.tolist()
     ones = x.new_ones([x.shape[0]])
     old_denoised = None
     total = len(sigmas) - 1
@@ -143,7 +177,7 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
         t, t_next = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
         h = t_next - t
         ratio = t_next.neg().exp() / t.neg().exp()
-        if old_denoised is None or sigmas[i + 1] == 0:
+        if old_denoised is None or values[i + 1] == 0:
             x = ratio * x - (-h).expm1() * denoised
         else:
             h_last = t - sigmas[i - 1].log().neg()
@@ -156,40 +190,53 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
 
 
 class BrownianNoise:
-    """Unit-variance increments of one CPU Brownian tree seeded with ``seed`` (k-diffusion's BrownianTreeNoiseSampler
-    with a single seed): the noise depends only on the seed and the sigma interval, not on the step count."""
+    """Unit-variance increments of CPU Brownian trees (k-diffusion's BrownianTreeNoiseSampler): one tree seeded with
+    ``seed`` for the whole batch, or one per image from ``seeds``. The noise depends only on the seed and the sigma
+    interval, not on the step count. Built from the host sigmas; called with step indices."""
 
-    def __init__(self, x: torch.Tensor, sigma_min: torch.Tensor, sigma_max: torch.Tensor, seed: int):
+    def __init__(self, x: torch.Tensor, sigmas: torch.Tensor, host_sigmas: torch.Tensor, *,
+                 seed: Optional[int] = None, seeds: Optional[Sequence[int]] = None):
         import torchsde  # only the SDE samplers need it
 
+        sigma_min, sigma_max = host_sigmas[host_sigmas > 0].min(), host_sigmas.max()
         low, high = (sigma_min, sigma_max) if sigma_min < sigma_max else (sigma_max, sigma_min)
         self._sign = 1 if sigma_min < sigma_max else -1
-        self._tree = torchsde.BrownianTree(low.cpu(), torch.zeros_like(x).cpu(), high.cpu(), entropy=int(seed))
+        entropies = noise_seeds(x, seed, seeds)
+        start = torch.zeros(noise_shape(x, len(entropies)), dtype=x.dtype)
+        self._trees = [torchsde.BrownianTree(low, start, high, entropy=entropy) for entropy in entropies]
+        self._sigmas, self._host = sigmas, host_sigmas
 
-    def __call__(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
-        low, high, sign = (sigma, sigma_next, 1) if sigma < sigma_next else (sigma_next, sigma, -1)
+    def __call__(self, i: int) -> torch.Tensor:
+        """The increment from sigma ``i`` to sigma ``i + 1``."""
+        sigma, sigma_next = self._sigmas[i], self._sigmas[i + 1]
+        low, high = self._host[i], self._host[i + 1]
+        sign = 1 if low < high else -1
+        if sign < 0:
+            low, high = high, low
         with warnings.catch_warnings():
             # torchsde complains when a float32-rounded query time lies a hair outside the tree's interval.
             warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
-            increment = self._tree(low.cpu().float(), high.cpu().float()).to(sigma.dtype).to(sigma.device)
+            parts = [tree(low.float(), high.float()) for tree in self._trees]
+        increment = to_device((parts[0] if len(parts) == 1 else torch.cat(parts)).to(sigma.dtype), sigma.device)
         return increment * (self._sign * sign) / (sigma_next - sigma).abs().sqrt()
 
 
 @torch.no_grad()
-def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int,
-                        callback: Optional[ProgressCallback] = None, eta: float = 1.0, s_noise: float = 1.0,
-                        ) -> torch.Tensor:
-    """DPM-Solver++(2M) SDE, midpoint variant, with Brownian-tree noise on the CPU seeded by ``seed``."""
-    sigmas = prepare_sigmas(sigmas, x)
+def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
+                        seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
+                        eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE, midpoint variant, with Brownian-tree noise on the CPU seeded by ``seed``/``seeds``."""
+    sigmas, host = prepare_sigmas(sigmas, x)
     if len(sigmas) <= 1:
         return x
-    noise_sampler = BrownianNoise(x, sigmas[sigmas > 0].min(), sigmas.max(), seed)
+    noise_sampler = BrownianNoise(x, sigmas, host, seed=seed, seeds=seeds)
+    values = host.tolist()
     ones = x.new_ones([x.shape[0]])
     old_denoised, h, h_last = None, None, None
     total = len(sigmas) - 1
     for i in range(total):
         denoised = denoiser(x, sigmas[i] * ones)
-        if sigmas[i + 1] == 0:
+        if values[i + 1] == 0:
             x = denoised
         else:
             lambda_s, lambda_t = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
@@ -201,7 +248,7 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
                 r = h_last / h
                 x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - old_denoised)
             if eta > 0 and s_noise > 0:
-                x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (
+                x = x + noise_sampler(i) * sigmas[i + 1] * (
                     -2 * h * eta).expm1().neg().sqrt() * s_noise
         old_denoised = denoised
         h_last = h

@@ -1,18 +1,49 @@
-"""Small helpers shared by the samplers: sigma placement and progress reporting."""
+"""Small helpers shared by the samplers: sigma placement, seeds, host-made tensors onto the device, progress.
+
+The samplers never read a device tensor back to the host inside their step loop (on a GPU each read would stall
+the stream): every branch is decided from the host copy of the sigmas that `prepare_sigmas` makes once.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
 ProgressCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 
-def prepare_sigmas(sigmas, x: torch.Tensor) -> torch.Tensor:
-    """Sigmas on ``x``'s device, float32 for float32/half latents (as the reference) or float64 for float64 ones."""
+def prepare_sigmas(sigmas, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sigmas on ``x``'s device and on the host (float32 for float32/half latents, as the reference, float64 for
+    float64 ones). The host copy is the only read from the device (none when the caller's sigmas are on the CPU)."""
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return torch.as_tensor(sigmas).to(device=x.device, dtype=dtype)
+    host = torch.as_tensor(sigmas).to(device="cpu", dtype=dtype)
+    return host.to(x.device), host
+
+
+def noise_seeds(x: torch.Tensor, seed: Optional[int], seeds: Optional[Sequence[int]]) -> list[Optional[int]]:
+    """Seeds of the noise streams of a stochastic sampler: ``[seed]`` (one stream for the whole batch), or one per
+    image from ``seeds`` (image k then gets the noise of a single-image run with seed k)."""
+    if (seed is None) == (seeds is None):
+        raise ValueError("give either seed (one noise stream for the batch) or seeds (one per image)")
+    if seeds is None:
+        return [int(seed)]
+    if len(seeds) != x.shape[0]:
+        raise ValueError(f"got {len(seeds)} seeds for a batch of {x.shape[0]} images")
+    return [int(each) for each in seeds]
+
+
+def noise_shape(x: torch.Tensor, streams: int) -> torch.Size:
+    """Shape each noise stream draws: the whole batch for one stream, one image per stream otherwise."""
+    return x.shape if streams == 1 else torch.Size((1,) + tuple(x.shape[1:]))
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A tensor made on the host (CPU noise) onto the compute device without stalling it: a CUDA copy goes through
+    pinned memory asynchronously (a plain copy from pageable memory waits for the stream to drain)."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def report(callback: Optional[ProgressCallback], step: int, total: int, x: torch.Tensor,

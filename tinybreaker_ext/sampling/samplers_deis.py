@@ -8,7 +8,7 @@ of two constants and autograd for d log α / dt) decide the result's last bits.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -68,7 +68,8 @@ def _lagrange_basis(nodes: torch.Tensor, j: int, taus: torch.Tensor):
 
 
 def deis_coefficients(sigmas: torch.Tensor, max_order: int = 3) -> list[list[torch.Tensor]]:
-    """Per-step multistep coefficients ("tab" mode); step i uses min(i+1, max_order) of them (none for Euler)."""
+    """Per-step multistep coefficients ("tab" mode) from host sigmas; step i uses min(i+1, max_order) of them (none
+    for Euler)."""
     times, beta_0, beta_1 = _vp_times(sigmas)
     coefficients: list[list[torch.Tensor]] = []
     for i, (t_cur, t_next) in enumerate(zip(times[:-1], times[1:])):
@@ -85,11 +86,13 @@ def deis_coefficients(sigmas: torch.Tensor, max_order: int = 3) -> list[list[tor
 
 
 @torch.no_grad()
-def sample_deis(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int,
-                callback: Optional[ProgressCallback] = None, max_order: int = 3) -> torch.Tensor:
-    """DEIS multistep in sigma space. Deterministic: ``seed`` is unused."""
-    sigmas = prepare_sigmas(sigmas, x)
-    coefficients = deis_coefficients(sigmas, max_order)
+def sample_deis(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
+                seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
+                max_order: int = 3) -> torch.Tensor:
+    """DEIS multistep in sigma space. Deterministic: ``seed`` and ``seeds`` are unused."""
+    sigmas, host = prepare_sigmas(sigmas, x)
+    coefficients = [[c.to(x.device) for c in step] for step in deis_coefficients(host, max_order)]
+    values = host.tolist()
     ones = x.new_ones([x.shape[0]])
     history: list[torch.Tensor] = []
     total = len(sigmas) - 1
@@ -97,11 +100,11 @@ def sample_deis(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int,
         t_cur, t_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, t_cur * ones)
         derivative = (x - denoised) / t_cur
-        order = 1 if t_next <= 0 else min(max_order, i + 1)
+        order = 1 if values[i + 1] <= 0 else min(max_order, i + 1)
         if order == 1:
             x_next = x + (t_next - t_cur) * derivative
         else:
-            step_coefficients = [c.to(x.device) for c in coefficients[i]]
+            step_coefficients = coefficients[i]
             x_next = x + step_coefficients[0] * derivative
             for k in range(1, order):
                 x_next = x_next + step_coefficients[k] * history[-k]

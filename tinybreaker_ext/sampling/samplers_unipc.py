@@ -8,7 +8,8 @@ timestep grid like A1111's UniPC), and the expressions keep its order of operati
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -55,26 +56,69 @@ class _DataPrediction:
         return (x - _per_sample(_std(t), dims) * noise) / _per_sample(_alpha(t), dims)
 
 
-def _bh_update(model: _DataPrediction, x: torch.Tensor, model_prev_list: list, t_prev_list: list, t: torch.Tensor,
-               order: int, variant: str, use_corrector: bool):
-    """One multistep UniP step (predictor) plus, when asked, the UniC corrector, in data-prediction form."""
-    dims = x.dim()
+@dataclass(frozen=True)
+class _Update:
+    """One UniP(C) update of the reference's loop: it reaches timestep ``step``; warm-up updates append to the
+    history of model outputs, later ones shift it (a window of ``order`` entries)."""
+
+    step: int
+    order: int
+    use_corrector: bool
+    warm_up: bool
+
+
+def _updates(steps: int, order: int) -> list[list[_Update]]:
+    """The updates of each reported step, in the reference's order: none at step 0 (only the model call), one
+    warm-up update below ``order``, then multistep updates of falling order at the end (lower_order_final), the
+    last reported step also doing the final update to ``steps`` without corrector."""
+    plan: list[list[_Update]] = [[]]
+    for step_index in range(1, steps):
+        if step_index < order:
+            plan.append([_Update(step_index, step_index, True, True)])
+        else:
+            final_extra = 1 if step_index == steps - 1 else 0
+            plan.append([_Update(step, min(order, steps + 1 - step), step != steps, False)
+                         for step in range(step_index, step_index + 1 + final_extra)])
+    return plan
+
+
+@dataclass(frozen=True)
+class _Coefficients:
+    """What one update needs that depends only on the sigmas: divisors of the model-output differences, the
+    predictor and corrector weights (``rhos_c`` None without corrector) and the per-sample factors [B]."""
+
+    rks: tuple[torch.Tensor, ...]
+    rhos_p: Optional[torch.Tensor]
+    rhos_c: Optional[torch.Tensor]
+    x_factor: torch.Tensor
+    model_factor: torch.Tensor
+    b_factor: torch.Tensor
+
+    def to(self, device: torch.device) -> "_Coefficients":
+        def move(value: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if value is None else value.to(device)
+
+        return _Coefficients(tuple(move(rk) for rk in self.rks), move(self.rhos_p), move(self.rhos_c),
+                             move(self.x_factor), move(self.model_factor), move(self.b_factor))
+
+
+def _bh_coefficients(t_prev_list: list, t: torch.Tensor, order: int, variant: str,
+                     use_corrector: bool) -> _Coefficients:
+    """The sigma-only part of one multistep UniP step plus UniC corrector (data-prediction form), on the host."""
     t_prev_0 = t_prev_list[-1]
     lambda_prev_0 = _lambda(t_prev_0)
     lambda_t = _lambda(t)
-    model_prev_0 = model_prev_list[-1]
     sigma_prev_0, sigma_t = _std(t_prev_0), _std(t)
     alpha_t = torch.exp(_log_alpha(t))
     h = lambda_t - lambda_prev_0
 
-    rks, differences = [], []
+    rks = []
     for i in range(1, order):
         lambda_prev_i = _lambda(t_prev_list[-(i + 1)])
-        rk = ((lambda_prev_i - lambda_prev_0) / h)[0]
-        rks.append(rk)
-        differences.append((model_prev_list[-(i + 1)] - model_prev_0) / rk)
+        rks.append(((lambda_prev_i - lambda_prev_0) / h)[0])
+    divisors = tuple(rks)
     rks.append(torch.ones((), dtype=h.dtype, device=h.device))
-    rks = torch.stack(rks).to(x.device)
+    rks = torch.stack(rks)
 
     hh = -h[0]
     h_phi_1 = torch.expm1(hh)
@@ -88,86 +132,106 @@ def _bh_update(model: _DataPrediction, x: torch.Tensor, model_prev_list: list, t
         factorial_i *= (i + 1)
         h_phi_k = h_phi_k / hh - 1 / factorial_i
     matrix = torch.stack(rows)
-    b = torch.stack(b).to(x.device)
+    b = torch.stack(b)
 
-    half = torch.tensor([0.5], dtype=b.dtype, device=x.device)
-    stacked = None
+    half = torch.tensor([0.5], dtype=b.dtype)
     rhos_p = None
-    if differences:
-        stacked = torch.stack(differences, dim=1)
+    if divisors:
         rhos_p = half if order == 2 else torch.linalg.solve(matrix[:-1, :-1], b[:-1])
+    rhos_c = None
     if use_corrector:
         rhos_c = half if order == 1 else torch.linalg.solve(matrix, b)
+    return _Coefficients(divisors, rhos_p, rhos_c, sigma_t / sigma_prev_0, alpha_t * h_phi_1, alpha_t * b_h)
 
-    x_t_ = _per_sample(sigma_t / sigma_prev_0, dims) * x - _per_sample(alpha_t * h_phi_1, dims) * model_prev_0
-    prediction = torch.tensordot(stacked, rhos_p, dims=([1], [0])) if stacked is not None else 0
-    x_t = x_t_ - _per_sample(alpha_t * b_h, dims) * prediction
+
+def _bh_update(model: _DataPrediction, x: torch.Tensor, model_prev_list: list, coefficients: _Coefficients,
+               t: torch.Tensor):
+    """One multistep UniP step (predictor) plus, when asked, the UniC corrector, in data-prediction form."""
+    dims = x.dim()
+    model_prev_0 = model_prev_list[-1]
+    differences = [(model_prev_list[-(i + 1)] - model_prev_0) / rk for i, rk in enumerate(coefficients.rks, 1)]
+    stacked = torch.stack(differences, dim=1) if differences else None
+
+    x_t_ = (_per_sample(coefficients.x_factor, dims) * x
+            - _per_sample(coefficients.model_factor, dims) * model_prev_0)
+    prediction = torch.tensordot(stacked, coefficients.rhos_p, dims=([1], [0])) if stacked is not None else 0
+    x_t = x_t_ - _per_sample(coefficients.b_factor, dims) * prediction
     model_t = None
-    if use_corrector:
+    rhos_c = coefficients.rhos_c
+    if rhos_c is not None:
         model_t = model(x_t, t)
         correction = torch.tensordot(stacked, rhos_c[:-1], dims=([1], [0])) if stacked is not None else 0
-        x_t = x_t_ - _per_sample(alpha_t * b_h, dims) * (correction + rhos_c[-1] * (model_t - model_prev_0))
+        x_t = x_t_ - _per_sample(coefficients.b_factor, dims) * (correction + rhos_c[-1] * (model_t - model_prev_0))
     return x_t, model_t
+
+
+def _plan_coefficients(plan: list[list[_Update]], host_timesteps: torch.Tensor, batch: int, order: int,
+                       variant: str, device: torch.device) -> list[list[_Coefficients]]:
+    """Every update's coefficients, computed on the host from the timesteps and moved to ``device`` once."""
+    t_prev_list = [host_timesteps[0].expand(batch)]
+    result = []
+    for updates in plan:
+        step_coefficients = []
+        for update in updates:
+            vec_t = host_timesteps[update.step].expand(batch)
+            step_coefficients.append(_bh_coefficients(t_prev_list, vec_t, update.order, variant,
+                                                      update.use_corrector).to(device))
+            if update.warm_up:
+                t_prev_list.append(vec_t)
+            else:
+                for i in range(order - 1):
+                    t_prev_list[i] = t_prev_list[i + 1]
+                t_prev_list[-1] = vec_t
+        result.append(step_coefficients)
+    return result
 
 
 @torch.no_grad()
 def _sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Optional[ProgressCallback],
             variant: str) -> torch.Tensor:
-    sigmas = prepare_sigmas(sigmas, x)
+    sigmas, host = prepare_sigmas(sigmas, x)
     if len(sigmas) <= 1:
         return x
-    timesteps = sigmas.clone()  # the reference writes 0.001 into the caller's tensor (spec §11.7); we never do
-    if timesteps[-1] == 0:
+    # the reference writes 0.001 into the caller's tensor (spec §11.7); we never do
+    timesteps, host_timesteps = sigmas.clone(), host.clone()
+    if float(host_timesteps[-1]) == 0:
         timesteps[-1] = UNIPC_FINAL_SIGMA
+        host_timesteps[-1] = UNIPC_FINAL_SIGMA
     x = x / torch.sqrt(1.0 + timesteps[0] ** 2.0)
     model = _DataPrediction(denoiser)
     order = min(3, len(timesteps) - 2)
     steps = len(timesteps) - 1
     batch = x.shape[0]
+    plan = _updates(steps, order)
+    coefficients = _plan_coefficients(plan, host_timesteps, batch, order, variant, x.device)
 
+    model_prev_list = [model(x, timesteps[0].expand(batch))]
     for step_index in range(steps):
-        if step_index == 0:
-            vec_t = timesteps[0].expand(batch)
-            model_prev_list = [model(x, vec_t)]
-            t_prev_list = [vec_t]
-            reached = 0
-        elif step_index < order:
-            vec_t = timesteps[step_index].expand(batch)
-            x, model_x = _bh_update(model, x, model_prev_list, t_prev_list, vec_t, step_index, variant, True)
-            if model_x is None:
-                model_x = model(x, vec_t)
-            model_prev_list.append(model_x)
-            t_prev_list.append(vec_t)
-            reached = step_index
-        else:
-            final_extra = 1 if step_index == steps - 1 else 0
-            for step in range(step_index, step_index + 1 + final_extra):
-                vec_t = timesteps[step].expand(batch)
-                step_order = min(order, steps + 1 - step)  # lower_order_final
-                use_corrector = step != steps  # no corrector on the very last step
-                x, model_x = _bh_update(model, x, model_prev_list, t_prev_list, vec_t, step_order, variant,
-                                        use_corrector)
+        reached = 0
+        for update, update_coefficients in zip(plan[step_index], coefficients[step_index]):
+            vec_t = timesteps[update.step].expand(batch)
+            x, model_x = _bh_update(model, x, model_prev_list, update_coefficients, vec_t)
+            if update.warm_up:
+                model_prev_list.append(model_x if model_x is not None else model(x, vec_t))
+            else:
                 for i in range(order - 1):
-                    t_prev_list[i] = t_prev_list[i + 1]
                     model_prev_list[i] = model_prev_list[i + 1]
-                t_prev_list[-1] = vec_t
-                if step < steps:
-                    if model_x is None:
-                        model_x = model(x, vec_t)
-                    model_prev_list[-1] = model_x
-                reached = step
+                if update.step < steps:
+                    model_prev_list[-1] = model_x if model_x is not None else model(x, vec_t)
+            reached = update.step
         if callback is not None:
             report(callback, step_index, steps, x / _alpha(timesteps[reached]), model_prev_list[-1])
     return x / _alpha(timesteps[-1])
 
 
-def sample_unipc(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int,
-                 callback: Optional[ProgressCallback] = None) -> torch.Tensor:
-    """ComfyUI ``uni_pc`` (B(h) = h). Deterministic: ``seed`` is unused."""
+def sample_unipc(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
+                 seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None) -> torch.Tensor:
+    """ComfyUI ``uni_pc`` (B(h) = h). Deterministic: ``seed`` and ``seeds`` are unused."""
     return _sample(denoiser, x, sigmas, callback=callback, variant="bh1")
 
 
-def sample_unipc_bh2(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int,
-                     callback: Optional[ProgressCallback] = None) -> torch.Tensor:
-    """ComfyUI ``uni_pc_bh2`` (B(h) = e^h − 1). Deterministic: ``seed`` is unused."""
+def sample_unipc_bh2(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
+                     seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
+                     ) -> torch.Tensor:
+    """ComfyUI ``uni_pc_bh2`` (B(h) = e^h − 1). Deterministic: ``seed`` and ``seeds`` are unused."""
     return _sample(denoiser, x, sigmas, callback=callback, variant="bh2")

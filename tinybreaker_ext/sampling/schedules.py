@@ -62,6 +62,7 @@ class DiscreteSchedule:
         table = torch.as_tensor(table).detach().cpu()
         self.sigmas = table.to(torch.float32)
         self.log_sigmas = table.to(torch.float64).log().to(torch.float32)
+        self._log_sigmas_on: dict[str, torch.Tensor] = {}  # copies on compute devices, so a step copies nothing
 
     @property
     def sigma_min(self) -> torch.Tensor:
@@ -75,7 +76,9 @@ class DiscreteSchedule:
         """Index of the nearest table entry in log space (an integer tensor shaped like ``sigma``)."""
         sigma = torch.as_tensor(sigma)
         log_sigma = sigma.log()
-        log_sigmas = self.log_sigmas.to(log_sigma.device)
+        log_sigmas = self._log_sigmas_on.get(str(log_sigma.device))
+        if log_sigmas is None:
+            log_sigmas = self._log_sigmas_on.setdefault(str(log_sigma.device), self.log_sigmas.to(log_sigma.device))
         distances = log_sigma.reshape(1, -1) - log_sigmas[:, None]
         return distances.abs().argmin(dim=0).view(sigma.shape)
 

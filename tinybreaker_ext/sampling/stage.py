@@ -22,7 +22,7 @@ def sample_stage(denoiser: Denoiser, latent: torch.Tensor, sigmas: torch.Tensor,
     ``seeds`` has one seed per image: image k's start noise is drawn alone from a CPU generator seeded with
     ``seeds[k]``, so image k of a batch equals a single image with that seed. The start point is ``latent + noise·σ0``
     (from pure noise when σ0 ≈ ``sigma_max``); ``add_noise=False`` starts from the latent itself (the upscaler's
-    steps after the first). Stochastic samplers draw their own noise from ``seeds[0]``.
+    steps after the first). Stochastic samplers draw their fresh noise per image from ``seeds`` too.
     """
     if len(sigmas) < 2:
         return latent
@@ -34,4 +34,5 @@ def sample_stage(denoiser: Denoiser, latent: torch.Tensor, sigmas: torch.Tensor,
         shape = (1,) + tuple(latent.shape[1:])
         noise = torch.cat([stage_noise(shape, seed) for seed in seeds]).to(latent.device)
         x = noised_start(x, noise, sigmas[0], sigma_max)
-    return sample(denoiser, x, sigmas.to(latent.device), seed=int(seeds[0]), callback=callback).float()
+    return sample(denoiser, x, sigmas.to(latent.device), seeds=[int(seed) for seed in seeds],
+                  callback=callback).float()

@@ -123,8 +123,10 @@ def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str = "sd1") ->
                                   generation.base, generation.base_sigmas, width=generation.base_width,
                                   height=generation.base_height, seeds=list(seeds), placement=placement,
                                   t5_mode=plan.t5_mode, callback=callback)
-    except Cancelled:
-        sdxl_latent = engine.last_denoised
+    except Cancelled:  # Interrupt during the base: the latest estimate (all zeros before the first step)
+        last = engine.last_denoised
+        sdxl_latent = (torch.zeros(len(seeds), 4, generation.base_height // 8, generation.base_width // 8)
+                       if last is None else last.float().cpu())
     latent = sdxl_latent if family == "sdxl" else engine.transcode(sdxl_latent, placement=placement)
     return latent[:, :, : p.height // 8, : p.width // 8]
 
