@@ -88,3 +88,19 @@ def test_size_presets_follow_the_hosts_size_step(tb_host):
         assert any("snapped to 1664x960" in text for text in comments)
     finally:
         locations.remember_size_step(8)
+
+
+def test_every_element_style_css_styles_exists_in_the_accordion(tb_host):
+    """style.css's id selectors name elements the accordion really has (A1111's one-tab ids; the two-tab variant
+    script_txt2img_tinybreaker_* is the same name with the tab), so a renamed control cannot silently lose its
+    styling."""
+    import re
+    from pathlib import Path
+
+    css = Path(__file__).resolve().parents[1].joinpath("style.css").read_text(encoding="utf-8")
+    styled = {match.replace("script_txt2img_tinybreaker_", "script_tinybreaker_")
+              for match in re.findall(r"#(script_(?:txt2img_)?tinybreaker_[\w-]+)", css)}
+    with gr.Blocks() as blocks:
+        ui.build_ui(elem_id, control_choices)
+    built = {block.elem_id for block in blocks.blocks.values() if getattr(block, "elem_id", None)}
+    assert styled and styled <= built, styled - built
