@@ -149,7 +149,7 @@ def test_inline_arguments_set_size_seed_and_style_and_stay_in_the_infotext():
     assert "TB style: PHOTO" in text and f"Size: {SIZE}x{2 * SIZE}" in text and "Seed: 7" in text
 
 
-OUTPUTS = os.environ.get("TINYBREAKER_LIVE_OUTPUTS", "")  # the host's outputs folder (same machine)
+OUTPUTS = os.environ.get("TINYBREAKER_LIVE_OUTPUTS", "")  # the host's outputs folder (Neo, Classic: output/)
 LOG = os.environ.get("TINYBREAKER_LIVE_LOG", "")  # the host's console log (same machine)
 
 
@@ -172,7 +172,8 @@ def test_hires_with_a_pixel_upscaler_gets_the_first_pass_uncorrupted():
     assert status == 200, hires
     saved = [path for path in glob.glob(os.path.join(OUTPUTS, "**", "*before-highres-fix*.png"), recursive=True)
              if os.path.getmtime(path) >= started]
-    assert saved, "the host saved no before-highres-fix image"
+    assert saved, (f"no new before-highres-fix image under {OUTPUTS}: is it the host's outputs folder? (Forge Neo and "
+                   "Forge Classic save under output/, the others under outputs/)")
     before = np.asarray(decode_image_file(max(saved, key=os.path.getmtime)), dtype=np.float64)
     expected = np.asarray(decode_image(plain["images"][0]).convert("RGB"), dtype=np.float64)
     assert before.shape == expected.shape
