@@ -174,6 +174,7 @@ class StableDiffusionProcessingTxt2Img:
     extra_generation_params: dict = field(default_factory=dict)
     infotext_params: list = field(default_factory=list)  # extra_generation_params as each image's infotext saw them
     scripts: object = None
+    all_seeds: list | None = field(default=None, init=False)  # set by process_images before the process hook
     latent_scale_mode: dict | None = field(default=None, init=False)
     is_hr_pass: bool = field(default=False, init=False)
     modified_noise: object = field(default=None, init=False)
