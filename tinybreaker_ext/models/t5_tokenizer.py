@@ -1,7 +1,7 @@
 """Finding and using the T5 v1.1 tokenizer with the reference's prompt rules (spec §3.3, §11.4).
 
 Search order of ``find_t5_tokenizer``: the user's path → the models folders → tokenizer copies that WebUI hosts ship
-in-tree → a download from the Hugging Face hub → ``ModelNotFoundError`` saying where to put the files.
+in-tree → the Hugging Face cache → a download from the hub → ``ModelNotFoundError`` saying where to put the files.
 """
 
 from __future__ import annotations
@@ -75,22 +75,27 @@ def _is_t5_tokenizer_json(path: str) -> bool:
 T5_TOKENIZER = TokenizerKind(
     what="T5 tokenizer", folder_name=TOKENIZER_FOLDER_NAME, repo_id=HUB_TOKENIZER_REPO, filenames=(HUB_TOKENIZER_FILE,),
     is_valid=lambda folder: is_t5_tokenizer_dir(folder),
-    user_path_hint="the folder must hold a T5 tokenizer.json (or spiece.model + tokenizer_config.json)")
+    user_path_hint="the folder must hold a T5 tokenizer.json (or spiece.model + tokenizer_config.json)",
+    hub_cache_folders=(HUB_TOKENIZER_REPO, "google/t5-v1_1-xxl", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS/tokenizer",
+                       "stabilityai/stable-diffusion-3-medium-diffusers/tokenizer_3",
+                       "black-forest-labs/FLUX.1-dev/tokenizer_2"))
 
 
 def find_t5_tokenizer(user_path: str | os.PathLike | None = None, models_dirs: Iterable[str | os.PathLike] = (),
-                      host_dirs: Iterable[str | os.PathLike] = (), *, allow_download: bool = True,
-                      download: DownloadFn | None = None, download_dir: str | os.PathLike | None = None) -> str:
+                      host_dirs: Iterable[str | os.PathLike] = (), *, hub_cache: str | None = None,
+                      allow_download: bool = True, download: DownloadFn | None = None,
+                      download_dir: str | os.PathLike | None = None) -> str:
     """The folder of a usable T5 tokenizer.
 
     ``user_path`` (a folder, or a ``tokenizer.json`` inside one) must be valid when given. ``models_dirs`` are
     searched (each folder, its ``t5_tokenizer`` child, its other children), then ``host_dirs`` (see
-    ``host_tokenizer_dirs``). Otherwise, if allowed, ``tokenizer.json`` is downloaded from ``HUB_TOKENIZER_REPO`` into
-    ``download_dir`` (default ``<first models dir>/t5_tokenizer``) with ``download`` (default
+    ``host_tokenizer_dirs``), then the hub cache (``hub_cache``, default: this process's). Otherwise, if allowed,
+    ``tokenizer.json`` is downloaded from ``HUB_TOKENIZER_REPO`` into ``download_dir`` (default
+    ``<first models dir>/t5_tokenizer``) with ``download`` (default
     ``tinybreaker_ext.files.download.download_hub_file``).
     """
-    return find_tokenizer(T5_TOKENIZER, user_path, models_dirs, host_dirs, allow_download=allow_download,
-                          download=download, download_dir=download_dir)
+    return find_tokenizer(T5_TOKENIZER, user_path, models_dirs, host_dirs, hub_cache=hub_cache,
+                          allow_download=allow_download, download=download, download_dir=download_dir)
 
 
 def _older_tokenizers_json(data: dict) -> dict:
