@@ -12,12 +12,13 @@ from typing import Callable, Iterable
 
 from ..errors import ModelFileError
 from ..files.tokenizer_search import TokenizerKind, find_tokenizer
+from ..limits import MAX_PROMPT_TOKENS
 from ..prompt_weights import parse_weighted_segments
 
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
-DEFAULT_MIN_LENGTH = 77  # ComfyUI's SD3 T5 tokenizer: EOS, then <pad> up to 77 tokens; never truncated
+DEFAULT_MIN_LENGTH = 77  # ComfyUI's SD3 T5 tokenizer: EOS, then <pad> up to 77 tokens
 
 TOKENIZER_FOLDER_NAME = "t5_tokenizer"
 # In-tree T5 tokenizer copies of the hosts, relative to the host's root folder (see spec webui_hosts.md §1.3).
@@ -188,19 +189,26 @@ class T5PromptTokenizer:
         """Token ids of ``text`` without EOS (what the reference gets from one segment)."""
         return self._encode(text)
 
-    def tokenize_with_weights(self, text: str, min_length: int = DEFAULT_MIN_LENGTH) -> tuple[list[int], list[float]]:
-        """``(ids, weights)``: segments tokenised separately, EOS (weight 1) once, then ``<pad>`` (weight 1) up to
-        ``min_length``. No truncation: long prompts give long sequences."""
+    def tokenize_with_weights(self, text: str, min_length: int = DEFAULT_MIN_LENGTH,
+                              max_length: int | None = MAX_PROMPT_TOKENS) -> tuple[list[int], list[float]]:
+        """``(ids, weights)``: segments tokenised separately, cut to ``max_length`` with the EOS (weight 1), then
+        ``<pad>`` (weight 1) up to ``min_length`` (limits.py, "Prompt length"; the reference never cuts)."""
         ids: list[int] = []
         weights: list[float] = []
         for segment, weight in parse_weighted_segments(text):
             segment_ids = self._encode(segment)
             ids += segment_ids
             weights += [weight] * len(segment_ids)
+        if max_length is not None:
+            ids, weights = ids[:max_length - 1], weights[:max_length - 1]
         ids.append(EOS_ID)
         weights.append(1.0)
         padding = max(0, min_length - len(ids))
         return ids + [PAD_ID] * padding, weights + [1.0] * padding
+
+    def count_tokens(self, text: str) -> int:
+        """The length of ``text``'s sequence before any cut, EOS included."""
+        return len(self.tokenize_with_weights(text, min_length=0, max_length=None)[0])
 
 
 def empty_ids(length: int) -> list[int]:
