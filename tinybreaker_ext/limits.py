@@ -18,7 +18,9 @@ already repeat. Bigger pictures come from the Tiny Upscaler, which works in 1024
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -71,6 +73,33 @@ def prompt_token_warnings(texts: Iterable[tuple[str, str]], count_tokens: TokenC
             warnings.append(f"the {name} is {count} {encoder} tokens; only the first {MAX_PROMPT_TOKENS} are used "
                             f"(the rest is cut, as diffusers' max_sequence_length does)")
     return warnings
+
+
+def t5_token_counter(tokenizer_search: dict) -> TokenCounter | None:
+    """``count_tokens`` of the T5 tokenizer a generation with ``tokenizer_search`` (``find_t5_tokenizer``'s
+    keywords) would use, found without downloading; None when there is none yet (the plan then has no length
+    warning, and the encoder still cuts)."""
+    from .errors import TinyBreakerError
+    from .models.t5_tokenizer import find_t5_tokenizer
+
+    try:
+        folder = find_t5_tokenizer(**{**tokenizer_search, "allow_download": False})
+        return _t5_tokenizer(folder, _modified(folder)).count_tokens
+    except (TinyBreakerError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _t5_tokenizer(folder: str, modified: tuple):
+    from .models.t5_tokenizer import T5PromptTokenizer
+
+    return T5PromptTokenizer.from_dir(folder)
+
+
+def _modified(folder: str) -> tuple:
+    """What changes when the tokenizer files change (the cache key next to the folder)."""
+    return tuple(os.stat(entry.path).st_mtime_ns for entry in sorted(os.scandir(folder), key=lambda e: e.name)
+                 if entry.is_file())
 
 
 def _megapixels(pixels: int) -> str:
