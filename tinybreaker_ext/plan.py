@@ -85,6 +85,7 @@ class GenerationPlan:
     refine_strength: float  # what the WebUI's own sampler gets in the `webui` refine mode
     upscaler: StageParams  # extra noise moved by the upscale-noise field
     warnings: tuple[str, ...] = ()
+    random_seed: bool = False  # the seed was drawn (-1 or --seed random): printing it lets the user repeat the image
 
     @property
     def base_width(self) -> int:
@@ -177,6 +178,7 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
     params = _apply_inline_fields(params, parsed, styles, notes)
     style_stages = styles.get(params.style)
 
+    random_seed = parsed.values.get("seed", request.seed) in ("random", -1)
     seed = _seed(request.seed, parsed, rng or random)
     batch_size = _batch_size(request.batch_size, parsed, notes)
     if seed + batch_size - 1 > SEED_MAX:
@@ -198,7 +200,8 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
     plan = GenerationPlan(params=params, style=params.style, prompt=parsed.text, negative=request.negative,
                           width=width, height=height, seed=seed, batch_size=batch_size, base=base,
                           base_sigmas=base_sigmas, refine=refine, refine_sigmas=refine_sigmas,
-                          refine_strength=refine_strength, upscaler=upscaler, warnings=tuple(notes))
+                          refine_strength=refine_strength, upscaler=upscaler, warnings=tuple(notes),
+                          random_seed=random_seed)
     check_image_area(width, height, plan.output_size if plan.upscale else None, request.area_limits)
     if t5_tokens is not None:
         notes += t5_prompt_warnings(plan, t5_tokens)

@@ -24,6 +24,7 @@ SAFETENSORS_EXPECTED = "a .safetensors model file"
 COMPLETE_EXPECTED = "a complete .safetensors model file"
 # safetensors itself refuses headers above 100 MB; anything larger is not a safetensors header.
 MAX_HEADER_BYTES = 100_000_000
+_bytes_read = 0  # tensor data read by this process through any SafetensorsFile (for the command line's status)
 
 # safetensors dtype name -> (torch attribute name, bits per element)
 _DTYPES: dict[str, tuple[str, int]] = {
@@ -267,10 +268,13 @@ class SafetensorsFile(SafetensorsView):
         try:
             if self._handle is None:
                 self._handle = safe_open(self.header.path, framework="pt", device="cpu")
-            return self._handle.get_tensor(full_key)
+            tensor = self._handle.get_tensor(full_key)
         except Exception as error:  # safetensors' error class differs across versions; the key exists, so it is I/O
             raise ModelFileError(self.header.path, f"cannot read tensor '{full_key}' ({error})",
                                  SAFETENSORS_EXPECTED) from None
+        global _bytes_read
+        _bytes_read += self.header.tensors[full_key].nbytes
+        return tensor
 
     def close(self) -> None:
         """Releases the file handle; tensors already returned stay valid."""
@@ -283,6 +287,11 @@ class SafetensorsFile(SafetensorsView):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def bytes_read() -> int:
+    """Tensor bytes read so far by this process from any ``.safetensors`` file."""
+    return _bytes_read
 
 
 def open_safetensors(path: str | os.PathLike) -> SafetensorsFile:
