@@ -57,11 +57,10 @@ def test_host_copy_is_used_when_our_folders_have_none(places, tmp_path):
     assert found == places["host"]
 
 
-def test_host_dirs_of_a_webui_root_list_forge_then_reforge_then_the_hub_cache(tmp_path):
-    dirs = host_tokenizer_dirs(tmp_path / "webui", hub_cache=str(tmp_path / "hub"))
+def test_host_dirs_of_a_webui_root_list_forge_then_reforge(tmp_path):
+    dirs = host_tokenizer_dirs(tmp_path / "webui")
     assert dirs[0].replace(os.sep, "/").endswith("backend/huggingface/runwayml/stable-diffusion-v1-5/tokenizer")
     assert dirs[1].replace(os.sep, "/").endswith("ldm_patched/modules/sd1_tokenizer")
-    assert dirs[-1] == str(tmp_path / "hub")
 
 
 def test_hugging_face_cache_snapshot_named_by_refs_main_is_found(tmp_path):
@@ -70,8 +69,21 @@ def test_hugging_face_cache_snapshot_named_by_refs_main_is_found(tmp_path):
     current = write_tiny_clip_tokenizer(repo / "snapshots" / "ffffnew")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("ffffnew")
-    found = find_clip_tokenizer(None, [], [tmp_path / "hub"], download=_no_download)
+    found = find_clip_tokenizer(None, [], hub_cache=str(tmp_path / "hub"), download=_no_download)
     assert found == current
+
+
+@pytest.mark.parametrize("variable, value, cache", [("HF_HUB_CACHE", "somewhere", "somewhere"),
+                                                    ("HF_HOME", "hf-home", "hf-home/hub")])
+def test_the_hub_cache_of_the_environment_is_searched_after_the_host_copies(tmp_path, monkeypatch, variable, value,
+                                                                            cache):
+    """A1111 keeps the tokenizer in the Hugging Face cache; an SD1.5 pipeline's tokenizer/ subfolder serves too."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, str(tmp_path / value))
+    found = write_tiny_clip_tokenizer(tmp_path / cache / "models--runwayml--stable-diffusion-v1-5" / "snapshots"
+                                      / "abc" / "tokenizer")
+    assert find_clip_tokenizer(None, [tmp_path / "models"], [tmp_path / "host"], allow_download=False) == found
 
 
 def test_download_goes_into_the_first_models_folder_when_found_nowhere(tmp_path):

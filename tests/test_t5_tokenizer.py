@@ -139,6 +139,16 @@ def test_models_folders_come_before_host_copies(t5_tokenizer_dir, tmp_path):
     assert find_t5_tokenizer(None, [models], host_tokenizer_dirs(host_root), download=_no_download) == models
 
 
+def test_the_hub_cache_comes_after_host_copies_and_before_a_download(t5_tokenizer_dir, tmp_path, monkeypatch):
+    """A PixArt-Sigma diffusers download leaves its T5 tokenizer in the Hugging Face cache's tokenizer/ subfolder."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    cached = copy_tokenizer(t5_tokenizer_dir, str(tmp_path / "hub" / "models--PixArt-alpha--PixArt-Sigma-XL-2-1024-MS"
+                                                  / "snapshots" / "1234" / "tokenizer"))
+    assert find_t5_tokenizer(None, [tmp_path / "models"], [tmp_path / "host"], download=_no_download) == cached
+    host = copy_tokenizer(t5_tokenizer_dir, str(tmp_path / "host"))
+    assert find_t5_tokenizer(None, [tmp_path / "models"], [host], download=_no_download) == host
+
+
 def test_host_locations_cover_reforge_and_forge():
     assert "ldm_patched/modules/t5_tokenizer" in HOST_TOKENIZER_SUBDIRS
     assert any(sub.startswith("backend/huggingface/") for sub in HOST_TOKENIZER_SUBDIRS)

@@ -157,3 +157,29 @@ def test_saving_a_style_refuses_bad_names(tb_host, tmp_path, body, fragment):
 
 def TinyBreakerParams_(**values):
     return params.TinyBreakerParams(**{"enabled": True, **values})
+
+
+def test_plan_route_warns_that_a_20000_character_prompt_is_cut_and_answers_in_seconds(tb_host, tmp_path,
+                                                                                      t5_tokenizer_dir):
+    import shutil
+    import time
+
+    shutil.copytree(t5_tokenizer_dir, tmp_path / "t5_tokenizer")
+    tb_host.shared.cmd_opts.tinybreaker_dir = str(tmp_path)  # where the WebUI looks for the T5 tokenizer first
+    prompt = ("a lighthouse on a cliff at dusk, waves, gulls, " * 500)[:20_000]
+    started = time.monotonic()
+    response = client_for(tb_host).post("/tinybreaker/v1/plan", json={"prompt": prompt, "args": [True]})
+    assert time.monotonic() - started < 10
+    assert response.status_code == 200, response.text
+    warning, = [w for w in response.json()["warnings"] if "T5 tokens" in w]
+    assert "only the first 512 are used" in warning
+
+
+def test_plan_route_refuses_an_8192_square_image_in_seconds_with_the_limit(tb_host):
+    import time
+
+    started = time.monotonic()
+    response = client_for(tb_host).post("/tinybreaker/v1/plan", json={"width": 8192, "height": 8192, "args": [True]})
+    assert time.monotonic() - started < 10
+    assert response.status_code == 422
+    assert "8192x8192 is 67.1 megapixels" in response.text and "2048x2048" in response.text

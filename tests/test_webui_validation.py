@@ -38,6 +38,12 @@ def test_bad_arguments_are_a_422_naming_the_field(tb_host, args, field, fragment
     assert f"'{field}'" in error.detail and fragment in error.detail
 
 
+def test_an_image_over_the_area_limit_is_a_422_before_anything_runs(tb_host):
+    p = tb_host.make_p(width=8192, height=8192)
+    error = sample_error(tb_host, [True], p)
+    assert error.status_code == 422 and "'size'" in error.detail and "67.1 megapixels" in error.detail
+
+
 def test_a_host_model_that_cannot_refine_is_named_in_the_error(tb_host):
     tb_host.shared.sd_model = make_sd_model(tb_host.name, is_sd1=False, is_sd3=True)
     error = sample_error(tb_host, [True])

@@ -1,38 +1,70 @@
-"""Command line: ``python -m tinybreaker_ext "a prompt --aspect 3:2" -o out.png``.
+"""Command line: ``tinybreaker "a prompt --aspect 3:2" -o out.png`` (or ``python -m tinybreaker_ext``).
 
 Runs the whole reference pipeline without a WebUI (T5 → PixArt-Sigma → transcoder → embedded SD1 refiner →
-SD1 decoder) and writes PNGs whose ``parameters`` text is A1111-style infotext, so the WebUI's PNG Info reads it.
-The options are the WebUI's TinyBreaker fields (``params.FIELDS``, one option each) plus the txt2img ones (size,
-seed, batch); the prompt accepts TinyBreaker's inline parameters (``--style``, ``--aspect``, ``--seed`` …), which
-win over the options, as in the WebUI.
+SD1 decoder) and writes images whose infotext the WebUI's PNG Info reads (image_files.py). The options are the
+WebUI's TinyBreaker fields (``params.FIELDS``, one option each) plus the txt2img ones (size, seed, batch); the prompt
+accepts TinyBreaker's inline parameters (``--style``, ``--aspect``, ``--seed`` …), which win over the options, as
+in the WebUI. Everything that can fail is checked before anything is computed — parameters and limits (the shared
+plan), the output path, the model files and tokenizers — and every failure is one line and an exit code (EXIT_CODES).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
-from . import params
-from .errors import TinyBreakerError
+from . import __version__, params
+from .errors import Cancelled, ModelFileError, ModelNotFoundError, OutputError, ParameterError, TinyBreakerError
+
+EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_FILES, EXIT_OUTPUT, EXIT_MEMORY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+EXIT_CODES = (
+    (EXIT_OK, "the images were written"),
+    (EXIT_BUG, "an unexpected error (a bug; --traceback shows where)"),
+    (EXIT_USAGE, "a bad option or value, a size over the limits, an -o without .png/.jpg/.jpeg/.webp"),
+    (EXIT_FILES, "a model or tokenizer file is missing, unreadable or the wrong kind, or its download failed"),
+    (EXIT_OUTPUT, "the output cannot be written (a folder, or no permission)"),
+    (EXIT_MEMORY, "out of memory (try a smaller size, --t5-mode stream or --device cpu)"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl+C); nothing was written"),
+)
+PROGRAM = "tinybreaker"
 
 # Fields that are not options: the switch itself, files (given as paths below), the WebUI-only refine choice.
 _NOT_OPTIONS = {"enabled", "checkpoint", "t5_file", "refine_sampler"}
 _ALIASES = {"base_steps": ["--steps"], "base_cfg": ["--cfg"]}  # the first command line's names, kept
+_OPTION_OF = {"size": "--width/--height", "batch_size": "--batch", "output": "-o"}  # other fields: --field-name
+_LIMIT_OPTION = {"image": "--max-area", "upscaled": "--max-upscaled-area"}
+
+
+class _UsageError(Exception):
+    """argparse's complaint, reported in one line instead of its usage block."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise _UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tinybreaker_ext",
-        description="TinyBreaker without a WebUI: PixArt-Sigma composes, the SD1 refiner in the checkpoint finishes.")
+    from .limits import MAX_IMAGE_AREA, MAX_UPSCALED_AREA
+
+    parser = _Parser(
+        prog=PROGRAM, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="TinyBreaker without a WebUI: PixArt-Sigma composes, the SD1 refiner in the checkpoint finishes.",
+        epilog="precedence: the style, then the options, then the prompt's inline arguments.\n"
+               "status lines go to stderr, the written file names to stdout.\n\nexit codes:\n"
+               + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES))
     parser.add_argument("prompt", help="the prompt; inline parameters like --aspect 16:9 go inside the quotes")
     parser.add_argument("-o", "--output", default="tinybreaker.png",
-                        help="output PNG; with a batch, _1, _2 … are added before the extension")
+                        help="output .png, .jpg, .jpeg or .webp (infotext in a PNG text chunk or EXIF UserComment, "
+                             "as the WebUI writes it); with a batch, _1, _2 … are added before the extension")
     parser.add_argument("--negative", default="", help="negative prompt (joined with an inline --no)")
-    parser.add_argument("--seed", type=int, default=-1, help="base seed (default -1: random); image k uses seed + k")
+    parser.add_argument("--seed", type=int, default=-1,
+                        help="base seed (default -1: random, printed); image k of a batch uses seed + k")
     parser.add_argument("--width", type=int, help="image width, a multiple of 8 (default: from the inline --aspect)")
     parser.add_argument("--height", type=int, help="image height, a multiple of 8 (default: from the inline --aspect)")
-    parser.add_argument("--batch", type=int, default=1, help="number of images (seeds seed, seed+1, …)")
+    parser.add_argument("--batch", type=int, default=1, help="number of images, 1 to 16 (seeds seed, seed+1, …)")
     fields = parser.add_argument_group("TinyBreaker settings (as in the WebUI's accordion; 0 or 'style' = the "
                                        "style's value)")
     for spec in params.FIELDS:
@@ -46,32 +78,95 @@ def build_parser() -> argparse.ArgumentParser:
             fields.add_argument(*names, dest=spec.name, default=None, metavar=_metavar(spec),
                                 help=f"{spec.help or spec.label} ({spec.describe_allowed()}; default "
                                      f"{spec.default!r})")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-                        help="PixArt/refiner dtype (auto: bf16 or fp16 on a GPU, fp32 on the CPU)")
-    parser.add_argument("--decoder", default="high_quality", choices=("high_quality", "fast"),
-                        help="full SD1 VAE decoder or TAESD")
-    parser.add_argument("--checkpoint", help="TinyBreaker checkpoint (.safetensors)")
-    parser.add_argument("--t5", help="T5-XXL encoder file (.safetensors, fp8/bf16/fp16/fp32)")
-    parser.add_argument("--t5-tokenizer", help="folder with the T5 tokenizer (tokenizer.json)")
-    parser.add_argument("--clip-tokenizer", help="folder with the CLIP tokenizer (vocab.json, merges.txt)")
-    parser.add_argument("--models-dir", default=os.environ.get("TINYBREAKER_MODELS", "models"),
-                        help="models folder searched for the files above (default ./models, or $TINYBREAKER_MODELS)")
-    parser.add_argument("--download", action="store_true",
-                        help="download missing files from their public hub repositories into --models-dir")
+    files = parser.add_argument_group("files")
+    files.add_argument("--checkpoint", help="TinyBreaker checkpoint (.safetensors)")
+    files.add_argument("--t5", help="T5-XXL encoder file (.safetensors, fp8/bf16/fp16/fp32)")
+    files.add_argument("--t5-tokenizer", help="folder with the T5 tokenizer (tokenizer.json)")
+    files.add_argument("--clip-tokenizer", help="folder with the CLIP tokenizer (vocab.json, merges.txt)")
+    files.add_argument("--models-dir", default=os.environ.get("TINYBREAKER_MODELS", "models"),
+                       help="models folder searched for the files above (default ./models, or $TINYBREAKER_MODELS); "
+                            "tokenizers are also looked for in the Hugging Face cache")
+    files.add_argument("--download", action="store_true",
+                       help="download missing models and tokenizers from their public hub repositories into "
+                            "--models-dir (resumable, checked against the hub's size and hash)")
+    run = parser.add_argument_group("running")
+    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    run.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                     help="PixArt/refiner dtype (auto: bf16 or fp16 on a GPU, fp32 on the CPU)")
+    run.add_argument("--decoder", default="high_quality", choices=("high_quality", "fast"),
+                     help="full SD1 VAE decoder or TAESD")
+    run.add_argument("--max-area", type=_megapixels, default=MAX_IMAGE_AREA / 1e6, metavar="MEGAPIXELS",
+                     help="largest image of the base, refine and decode stages (default %(default).1f: 2048x2048)")
+    run.add_argument("--max-upscaled-area", type=_megapixels, default=MAX_UPSCALED_AREA / 1e6, metavar="MEGAPIXELS",
+                     help="largest image after the Tiny Upscaler (default %(default).1f: 8192x8192)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no status lines; warnings and errors only")
+    run.add_argument("--traceback", action="store_true", help="show the traceback of an unexpected error")
+    run.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Runs the command line; returns the exit code (EXIT_CODES). Every failure is one line on stderr."""
+    args = None
     try:
-        written = run(args)
-    except TinyBreakerError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+        args = build_parser().parse_args(argv)
+        for path in run(args):
+            print(path, flush=True)
+        return EXIT_OK
+    except _UsageError as error:
+        return _fail(EXIT_USAGE, f"{error} (see --help)")
+    except ParameterError as error:
+        return _fail(EXIT_USAGE, _parameter_message(error))
+    except (ModelFileError, ModelNotFoundError) as error:
+        return _fail(EXIT_FILES, str(error))
+    except OutputError as error:
+        return _fail(EXIT_OUTPUT, str(error))
+    except (KeyboardInterrupt, Cancelled):
+        return _fail(EXIT_INTERRUPTED, "interrupted; nothing was written")
+    except TinyBreakerError as error:  # one of ours that the cases above do not name
+        return _fail(EXIT_BUG, str(error))
+    except MemoryError as error:
+        return _fail(EXIT_MEMORY, f"out of memory ({error or 'the system refused an allocation'}); try a smaller "
+                                  "size, --t5-mode stream or --device cpu")
+    except Exception as error:  # noqa: BLE001 — the last resort: still one line, unless --traceback
+        if _is_out_of_memory(error):
+            return _fail(EXIT_MEMORY, f"out of memory ({str(error).splitlines()[0]}); try a smaller size, "
+                                      "--t5-mode stream or --device cpu")
+        if args is not None and args.traceback:
+            raise
+        return _fail(EXIT_BUG, f"unexpected {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                               " (a bug: rerun with --traceback and report it)")
+
+
+def run(args) -> list[str]:
+    """Checks everything, then generates and saves; returns the written paths."""
+    from .console import ConsoleProgress
+    from .generation import check_files_for_plan, plan_for, run_plan
+    from .image_files import check_writable, output_paths, save_image
+    from .model_files import resolve_cli_files
+
+    console = ConsoleProgress(quiet=args.quiet)
+    plan = plan_for(cli_params(args), cli_request(args))
+    for warning in plan.warnings:
+        console.warning(warning)
+    device = _device(args.device)
+    paths = output_paths(args.output, plan.batch_size)
+    check_writable(paths)
+    files = resolve_cli_files(args.models_dir, checkpoint=args.checkpoint, t5=args.t5,
+                              t5_tokenizer=args.t5_tokenizer, clip_tokenizer=args.clip_tokenizer,
+                              download=args.download, progress=console.bars, status=console.status)
+    check_files_for_plan(files, plan)
+    for warning in _prompt_length_warnings(files, plan):
+        console.warning(warning)
+    console.status(_plan_line(plan))
+
+    result = run_plan(files, plan, device=device, dtype=_dtype(args.dtype, device), decoder=args.decoder,
+                      progress=console)
+    with console.phase("save", ", ".join(paths)):
+        for path, image, infotext in zip(paths, result.pil_images(), result.infotexts):
+            save_image(image, path, infotext)
+    console.status(console.summary())
+    return paths
 
 
 def cli_params(args) -> params.TinyBreakerParams:
@@ -82,28 +177,89 @@ def cli_params(args) -> params.TinyBreakerParams:
 
 
 def cli_request(args):
+    from .limits import AreaLimits
     from .plan import ImageRequest
 
     return ImageRequest(prompt=args.prompt, negative=args.negative, width=args.width, height=args.height,
-                        seed=args.seed, batch_size=args.batch)
+                        seed=args.seed, batch_size=args.batch,
+                        area_limits=AreaLimits(image=round(args.max_area * 1e6),
+                                               upscaled=round(args.max_upscaled_area * 1e6)))
 
 
-def run(args) -> list[str]:
+def _prompt_length_warnings(files, plan) -> list[str]:
+    """The T5 and CLIP texts that will be cut (limits.py), counted with the tokenizers found."""
+    from .limits import prompt_token_warnings
+    from .models.clip_text import count_clip_tokens
+    from .models.clip_tokenizer import load_clip_tokenizer
+    from .models.t5_tokenizer import T5PromptTokenizer
+    from .plan import t5_prompt_warnings
+
+    clip = load_clip_tokenizer(files.clip_tokenizer)
+    texts = plan.texts()
+    return t5_prompt_warnings(plan, T5PromptTokenizer.from_dir(files.t5_tokenizer).count_tokens) + \
+        prompt_token_warnings([("refine prompt", texts.refine_prompt), ("refine negative prompt",
+                                                                         texts.refine_negative)],
+                              lambda text: count_clip_tokens(clip, text), "CLIP")
+
+
+def _plan_line(plan) -> str:
+    seed = f"seed {plan.seed}"
+    if plan.random_seed:
+        seed += f" (random; --seed {plan.seed} makes this image again)"
+    images = f", {plan.batch_size} images (seeds {plan.seed}…{plan.seeds[-1]})" if plan.batch_size > 1 else ""
+    size = f"{plan.width}x{plan.height}"
+    if plan.upscale:
+        size += " upscaled to {}x{}".format(*plan.output_size)
+    return f"{size}, style {plan.style}, {seed}{images}"
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"{PROGRAM}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    return code
+
+
+def _parameter_message(error: ParameterError) -> str:
+    from .limits import LimitError
+
+    option = _OPTION_OF.get(error.field, "--" + error.field.replace("_", "-"))
+    message = f"{option}: {error.problem}"
+    if isinstance(error, LimitError):
+        message += f" ({_LIMIT_OPTION[error.limit]} MEGAPIXELS changes the limit)"
+    return message
+
+
+def _is_out_of_memory(error: Exception) -> bool:
     import torch
 
-    from .generation import generate_images
-    from .model_files import resolve_cli_files
+    text = str(error).lower()
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text \
+        or "can't allocate memory" in text
 
-    fields, request = cli_params(args), cli_request(args)
-    files = resolve_cli_files(args.models_dir, checkpoint=args.checkpoint, t5=args.t5,
-                              t5_tokenizer=args.t5_tokenizer, clip_tokenizer=args.clip_tokenizer,
-                              download=args.download)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    result = generate_images(files, fields, request, device=device, dtype=_dtype(args.dtype, device),
-                             decoder=args.decoder, progress=True)
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return result.save(args.output)
+
+def _megapixels(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of megapixels, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of megapixels, got {text!r}")
+    return value
+
+
+def _device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ParameterError("device", f"{name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("device", f"{name!r}: this torch has no CUDA device (torch {torch.__version__})")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ParameterError("device", f"{name!r}: there are {torch.cuda.device_count()} CUDA devices")
+    return device
 
 
 def _metavar(spec: params.FieldSpec) -> str:

@@ -28,6 +28,7 @@ class ModelNotFoundError(TinyBreakerError, FileNotFoundError):
     def __init__(self, what: str, searched: list[str] | tuple[str, ...] = (), hint: str = ""):
         self.what = what
         self.searched = list(searched)
+        self.hint = hint
         message = f"{what} not found"
         if self.searched:
             message += " (looked in: " + ", ".join(self.searched) + ")"
@@ -38,6 +39,14 @@ class ModelNotFoundError(TinyBreakerError, FileNotFoundError):
 
 class NotEnoughMemoryError(TinyBreakerError, MemoryError):
     """The chosen models and placement cannot fit the free RAM or device memory; says what would."""
+
+
+class OutputError(TinyBreakerError):
+    """The image cannot be written where the user asked."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = os.fspath(path)
+        super().__init__(f"{self.path}: {problem}")
 
 
 class ParameterError(TinyBreakerError, ValueError):

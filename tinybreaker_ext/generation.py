@@ -1,22 +1,40 @@
-"""A whole generation without a WebUI: plan → encode → base → transcode → refine → decode → (upscale).
+"""A whole generation without a WebUI: plan → load → encode → base → transcode → refine → decode → (upscale).
 
 The command line, the end-to-end tests and the benchmarks use this. The numbers come from `plan.make_plan`, as in
-the WebUI; only the refine model differs (here the SD1 model embedded in the TinyBreaker file).
+the WebUI; only the refine model differs (here the SD1 model embedded in the TinyBreaker file). Each phase is
+reported through a `Progress` (the command line's status lines and bars, `console.py`); every model is loaded in the
+first phase, so a file problem shows before anything is computed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from typing import Callable, ContextManager, Optional, Protocol
 
 import torch
 
-from .errors import ParameterError
+from .errors import ModelFileError, ParameterError
 from .infotext import format_infotext
 from .model_files import ModelFileSet
 from .params import TinyBreakerParams
 from .plan import GenerationPlan, ImageRequest, RandomSource, make_plan
 from .prompt.styles import StyleLibrary
+
+StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]  # (step, total, x, denoised)
+
+
+class Progress(Protocol):
+    def phase(self, name: str, detail: str = "", steps: int = 0) -> ContextManager[Optional[StepCallback]]:
+        """Context of one phase; gives the step callback of a sampling phase (``steps`` > 0), or None."""
+
+
+class Silent:
+    """No reporting (tests, benchmarks)."""
+
+    def phase(self, name: str, detail: str = "", steps: int = 0) -> ContextManager[Optional[StepCallback]]:
+        return contextlib.nullcontext()
 
 
 @dataclass
@@ -36,22 +54,6 @@ class GenerationResult:
         arrays = (self.images.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
         return [Image.fromarray(array) for array in arrays]
 
-    def save(self, output: str) -> list[str]:
-        """PNG files with an A1111 ``parameters`` text chunk; a batch gets ``_1``, ``_2`` … before the extension."""
-        from PIL.PngImagePlugin import PngInfo
-
-        root, extension = os.path.splitext(output)
-        extension = extension or ".png"
-        paths = []
-        for index, (image, infotext) in enumerate(zip(self.pil_images(), self.infotexts)):
-            path = output if len(self.infotexts) == 1 else f"{root}_{index + 1}{extension}"
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            info = PngInfo()
-            info.add_text("parameters", infotext)
-            image.save(path, pnginfo=info, compress_level=4)
-            paths.append(path)
-        return paths
-
 
 def plan_for(params: TinyBreakerParams, request: ImageRequest, *, styles: StyleLibrary | None = None,
              rng: RandomSource | None = None) -> GenerationPlan:
@@ -63,62 +65,103 @@ def plan_for(params: TinyBreakerParams, request: ImageRequest, *, styles: StyleL
     return make_plan(params, request, styles or StyleLibrary.load_builtin(), rng=rng)
 
 
+def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
+    """What the plan asks of the checkpoint beyond being one: the Tiny Upscaler needs prototype1's VAE."""
+    from .files.classify import FileKind, classify
+
+    if plan.upscale and classify(files.checkpoint).kind != FileKind.TINYBREAKER_PROTOTYPE1:
+        raise ModelFileError(files.checkpoint, "has no Tiny Upscaler VAE",
+                             "tinybreaker_prototype1 for --upscale, or leave the upscaler off")
+
+
 def generate_images(files: ModelFileSet, params: TinyBreakerParams, request: ImageRequest, *,
                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                    decoder: str = "high_quality", progress: bool = False, styles: StyleLibrary | None = None,
+                    decoder: str = "high_quality", styles: StyleLibrary | None = None,
                     rng: RandomSource | None = None) -> GenerationResult:
+    plan = plan_for(params, request, styles=styles, rng=rng)
+    return run_plan(files, plan, device=device, dtype=dtype, decoder=decoder)
+
+
+def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device | str = "cpu",
+             dtype: torch.dtype = torch.float32, decoder: str = "high_quality",
+             progress: Progress | None = None) -> GenerationResult:
     from .pipeline import get_pipeline
     from .placement import MovePlacement
     from .standalone import EmbeddedRefiner
 
-    plan = plan_for(params, request, styles=styles, rng=rng)
-    pipeline = get_pipeline(files.checkpoint, files.t5, device=torch.device(device), dtype=dtype,
-                            tokenizer_path=files.t5_tokenizer, tokenizer_search=files.tokenizer_search)
-    refiner = EmbeddedRefiner(pipeline, clip_tokenizer_path=files.clip_tokenizer,
-                              tokenizer_search=files.tokenizer_search)
+    progress = progress or Silent()
+    device = torch.device(device)
     placement = MovePlacement(device)
     texts = plan.texts()
+    t5_mode = plan.params.t5_mode
 
-    with _progress_bar(progress, "base") as base_bar:
+    with progress.phase("load", _file_sizes(files)):
+        pipeline = get_pipeline(files.checkpoint, files.t5, device=device, dtype=dtype,
+                                tokenizer_path=files.t5_tokenizer, tokenizer_search=files.tokenizer_search)
+        refiner = EmbeddedRefiner(pipeline, clip_tokenizer_path=files.clip_tokenizer,
+                                  tokenizer_search=files.tokenizer_search)
+        _load_models(pipeline, refiner, t5_mode=t5_mode, placement=placement, decoder=decoder, upscale=plan.upscale)
+    with progress.phase("encode", "the prompts (T5 for the base, CLIP for the refine)"):
+        for text in (texts.base_prompt, texts.base_negative):
+            pipeline.encode(text, placement=placement, t5_mode=t5_mode)
+        refine_texts = [texts.refine_prompt, texts.refine_negative]
+        if plan.upscale:
+            refine_texts += [plan.upscaler.prompt, plan.upscaler.negative]
+        for text in refine_texts:
+            refiner.encode(text, placement)
+    with progress.phase("base", _stage_detail("PixArt-Sigma", plan.base_steps, plan.base.sampler, plan.base.cfg,
+                                              plan.batch_size), plan.base_steps * plan.batch_size) as on_step:
         latent = pipeline.base([texts.base_prompt], [texts.base_negative], plan.base, plan.base_sigmas,
                                width=plan.base_width, height=plan.base_height, seeds=plan.seeds,
-                               placement=placement, t5_mode=params.t5_mode, callback=base_bar)
-    latent = pipeline.transcode(latent, placement=placement)[:, :, :plan.height // 8, :plan.width // 8]
-    with _progress_bar(progress, "refine") as refine_bar:
-        # The refine seed is the style's (plus the image shift) for every image, as in the reference.
-        latent = refiner.refine(latent, [texts.refine_prompt], [texts.refine_negative], plan.refine,
-                                plan.refine_sigmas, seeds=[plan.refine.noise_seed] * plan.batch_size,
-                                placement=placement, callback=refine_bar)
-    images = refiner.decode(latent, quality=decoder, placement=placement)
+                               placement=placement, t5_mode=t5_mode, callback=on_step)
+    with progress.phase("transcode", "SDXL latent to SD1 latent (Tiny AutoEncoders)"):
+        latent = pipeline.transcode(latent, placement=placement)[:, :, :plan.height // 8, :plan.width // 8]
+    if plan.refine_steps:
+        with progress.phase("refine", _stage_detail("the embedded SD1 model", plan.refine_steps, plan.refine.sampler,
+                                                    plan.refine.cfg, plan.batch_size),
+                            plan.refine_steps) as on_step:
+            # The refine seed is the style's (plus the image shift) for every image, as in the reference.
+            latent = refiner.refine(latent, [texts.refine_prompt], [texts.refine_negative], plan.refine,
+                                    plan.refine_sigmas, seeds=[plan.refine.noise_seed] * plan.batch_size,
+                                    placement=placement, callback=on_step)
+    with progress.phase("decode", f"{plan.width}x{plan.height} with the {decoder.replace('_', '-')} SD1 decoder"):
+        images = refiner.decode(latent, quality=decoder, placement=placement)
     if plan.upscale:
         from .upscaler import upscale_with_embedded_refiner
 
-        with _progress_bar(progress, "upscale") as upscale_bar:
+        width, height = plan.output_size
+        with progress.phase("upscale", f"x{plan.upscale_by:g} to {width}x{height} (Tiny Upscaler, 1024-px tiles)",
+                            plan.upscaler.steps) as on_step:
             images = upscale_with_embedded_refiner(refiner, images, plan.upscaler, plan.upscale_by,
-                                                   placement=placement, callback=upscale_bar)
+                                                   placement=placement, callback=on_step)
     infotexts = [format_infotext(plan, index, model=files.checkpoint) for index in range(plan.batch_size)]
     return GenerationResult(images=images, infotexts=infotexts, plan=plan, refined=latent)
 
 
-class _progress_bar:
-    """A tqdm bar per stage that the core's progress callback drives (``callback(step, total, x, denoised)``)."""
+def _load_models(pipeline, refiner, *, t5_mode: str, placement, decoder: str, upscale: bool) -> None:
+    """Every model the plan uses, read now (the stages would load them on first use)."""
+    pipeline.t5(t5_mode, placement)
+    for lazy in (lambda: pipeline.tokenizer, lambda: pipeline.pixart, lambda: pipeline.transcoder,
+                 lambda: refiner.unet, refiner.text_encoder, lambda: refiner.decoder(decoder)):
+        lazy()
+    if upscale:
+        from .upscaler import upscaler_vae
 
-    def __init__(self, enabled: bool, label: str):
-        self.enabled = enabled
-        self.label = label
-        self.bar = None
+        upscaler_vae(pipeline)
 
-    def __enter__(self):
-        return self if self.enabled else None
 
-    def __call__(self, step: int, total: int, x, denoised) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
+def _stage_detail(model: str, steps: int, sampler: str, cfg: float, images: int) -> str:
+    detail = f"{model}, {steps} steps of {sampler}, CFG {cfg:g}"
+    return detail + (f", {images} images" if images > 1 else "")
 
-            self.bar = tqdm(total=total, desc=self.label, unit="step")
-        self.bar.update(1)
 
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-        return False
+def _file_sizes(files: ModelFileSet) -> str:
+    return ", ".join(f"{os.path.basename(path)} ({format_bytes(os.path.getsize(path))})"
+                     for path in (files.checkpoint, files.t5))
+
+
+def format_bytes(count: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"

@@ -1,12 +1,18 @@
-"""Which files a standalone generation uses: given paths win, else the first candidate found under the models
-folder (by header, not by name), else — with ``download`` — the public hub file from ``known_files``."""
+"""Which files a standalone generation uses, all resolved and checked before anything is computed: given paths win
+(checked by their headers), else the first candidate found under the models folder (by header, not by name), else
+— with ``download`` — the public hub file from ``known_files``. The same for the two tokenizers, which are also
+looked for in the Hugging Face cache."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .errors import ModelNotFoundError
+from .files.known_files import TINYBREAKER_DIR
+
+CLI_OPTION = {"checkpoint": "--checkpoint", "t5": "--t5"}
 
 
 @dataclass
@@ -18,36 +24,73 @@ class ModelFileSet:
     tokenizer_search: dict = field(default_factory=dict)
 
 
+def tokenizer_dirs(models_dir: str) -> list[str]:
+    """Where the command line looks for tokenizer folders: ``models/TinyBreaker`` (the documented place, where a
+    download goes) and ``models`` itself, each with its children."""
+    return [os.path.join(models_dir, TINYBREAKER_DIR), models_dir]
+
+
 def resolve_cli_files(models_dir: str, *, checkpoint: str | None = None, t5: str | None = None,
                       t5_tokenizer: str | None = None, clip_tokenizer: str | None = None,
-                      download: bool = False) -> ModelFileSet:
-    search = {"models_dirs": [models_dir] if os.path.isdir(models_dir) else [],
-              "allow_download": download}
-    return ModelFileSet(
-        checkpoint=checkpoint or _find_or_download("checkpoint", models_dir, download),
-        t5=t5 or _find_or_download("t5", models_dir, download),
-        t5_tokenizer=t5_tokenizer,
-        clip_tokenizer=clip_tokenizer,
-        tokenizer_search=search,
-    )
+                      download: bool = False, progress: bool = True,
+                      status: Callable[[str], None] = lambda line: None) -> ModelFileSet:
+    """Every file the command line needs, or a one-line ModelNotFoundError / ModelFileError saying what is missing,
+    where it was looked for and which option or ``--download`` helps. ``status`` gets a line before each download,
+    ``progress`` shows a bar while it runs."""
+    from .files.classify import TINYBREAKER_KINDS, FileKind
+    from .files.download import download_hub_file
+    from .models.clip_tokenizer import find_clip_tokenizer
+    from .models.t5_tokenizer import find_t5_tokenizer
+
+    def fetch(repo_id: str, filename: str, dest_dir: str) -> str:
+        status(f"download: {filename} of {repo_id} into {dest_dir}")
+        return download_hub_file(repo_id, filename, dest_dir, progress=progress)
+
+    checkpoint = _checked(checkpoint, TINYBREAKER_KINDS) if checkpoint else _find_or_download(
+        "checkpoint", TINYBREAKER_KINDS, models_dir, fetch if download else None)
+    t5 = _checked(t5, {FileKind.T5_ENCODER}) if t5 else _find_or_download(
+        "t5", {FileKind.T5_ENCODER}, models_dir, fetch if download else None)
+    search = {"models_dirs": tokenizer_dirs(models_dir), "allow_download": download, "download": fetch}
+    found_t5 = _with_cli_hint(find_t5_tokenizer, t5_tokenizer, search, "--t5-tokenizer")
+    found_clip = _with_cli_hint(find_clip_tokenizer, clip_tokenizer, search, "--clip-tokenizer")
+    return ModelFileSet(checkpoint=checkpoint, t5=t5, t5_tokenizer=found_t5, clip_tokenizer=found_clip,
+                        tokenizer_search=search)
 
 
-def _find_or_download(role: str, models_dir: str, download: bool) -> str:
+def _checked(path: str, kinds) -> str:
+    from .files.classify import open_model_file
+
+    file, _info = open_model_file(path, kinds)
+    file.close()
+    return path
+
+
+def _find_or_download(role: str, kinds, models_dir: str, download) -> str:
+    """The first file of ``role`` under ``models_dir``, else the hub's through ``download`` (or an error if None)."""
+    from .files.classify import preferred_first
     from .files.finder import ModelFinder
     from .files.known_files import KNOWN_FILES
 
     if os.path.isdir(models_dir):
-        from .files.classify import preferred_first
-
-        found = preferred_first(ModelFinder([models_dir]).find(role))
+        found = [candidate for candidate in preferred_first(ModelFinder([models_dir]).find(role))
+                 if candidate.info.kind in kinds]
         if found:
             return found[0].path
     known = next(file for file in KNOWN_FILES if file.role == role)
     if not download:
         what = "a TinyBreaker checkpoint" if role == "checkpoint" else "a T5-XXL encoder file"
         raise ModelNotFoundError(what, [os.path.abspath(models_dir)],
-                                 hint=f"pass --{'checkpoint' if role == 'checkpoint' else 't5'} PATH, or add "
-                                      f"--download to fetch {known.local_name} from {known.repo_id}")
-    from .files.download import download_hub_file
+                                 hint=f"pass {CLI_OPTION[role]} PATH, or add --download to fetch "
+                                      f"{known.local_name} from {known.repo_id} into "
+                                      f"{known.destination(models_dir)}")
+    return download(known.repo_id, known.filename, known.destination(models_dir))
 
-    return download_hub_file(known.repo_id, known.filename, known.destination(models_dir), progress=True)
+
+def _with_cli_hint(find, user_path: str | None, search: dict, option: str) -> str:
+    try:
+        return find(user_path, **search)
+    except ModelNotFoundError as error:
+        if user_path is not None or search["allow_download"]:
+            raise
+        raise ModelNotFoundError(error.what, error.searched,
+                                 f"{error.hint}, pass {option} DIR, or add --download") from None

@@ -21,6 +21,7 @@ import torch
 
 from . import params as fields
 from .errors import ParameterError
+from .limits import AreaLimits, TokenCounter, check_image_area, prompt_token_warnings
 from .params import FROM_STYLE, TinyBreakerParams
 from .prompt.grammar import RANDOM_SEED_MAX, SEED_MAX, InlinePrompt, parse_inline_prompt
 from .prompt.sizes import SIZE_MULTIPLE, format_aspect, image_size, snap_to_pixart, snap_to_step
@@ -29,8 +30,8 @@ from .prompt.templates import apply_template, refiner_text
 from .sampling.schedules import compute_sigmas, pixart_sigmas, sd1_sigmas, timestep_of
 from .stage_params import StageParams
 
-BATCH_SIZE_MAX = 16  # an inline --batch-size above this is clamped (twice A1111's batch-size slider): one prompt must
-# not make a request allocate without bound
+BATCH_SIZE_MAX = 16  # images per batch (twice A1111's batch-size slider): an inline --batch-size above it is clamped,
+# a larger request refused; one request must not allocate without bound
 LATENT_MULTIPLE = 8  # pixels per latent pixel: the requested size must be a whole latent
 DEFAULT_ASPECT = "1:1"  # the reference's default image: 1:1 at the "large" scale (1248x1248)
 DEFAULT_SCALE = "large"
@@ -44,7 +45,8 @@ class RandomSource(Protocol):
 class ImageRequest:
     """What the front end asks for besides the TinyBreaker fields: the host's own txt2img fields in the WebUI, the
     options on the command line. ``prompt`` keeps its inline arguments; a size of None means "from the inline
-    aspect arguments" (the command line's default); seed -1 means random."""
+    aspect arguments" (the command line's default); seed -1 means random. ``area_limits``: limits.py (the command
+    line can change them)."""
 
     prompt: str = ""
     negative: str = ""
@@ -53,6 +55,7 @@ class ImageRequest:
     seed: int = -1
     batch_size: int = 1
     size_step: int = LATENT_MULTIPLE  # a size computed from inline arguments snaps to this (the WebUI's slider step)
+    area_limits: AreaLimits = AreaLimits()
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class GenerationPlan:
     refine_strength: float  # what the WebUI's own sampler gets in the `webui` refine mode
     upscaler: StageParams  # extra noise moved by the upscale-noise field
     warnings: tuple[str, ...] = ()
+    random_seed: bool = False  # the seed was drawn (-1 or --seed random): printing it lets the user repeat the image
 
     @property
     def base_width(self) -> int:
@@ -164,14 +168,17 @@ class GenerationPlan:
 
 
 def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLibrary, *,
-              rng: RandomSource | None = None) -> GenerationPlan:
-    """The plan for ``params`` and ``request``; raises ParameterError (naming the field) for impossible values."""
+              rng: RandomSource | None = None, t5_tokens: TokenCounter | None = None) -> GenerationPlan:
+    """The plan for ``params`` and ``request``; raises ParameterError (naming the field) for impossible values
+    and limits.LimitError for sizes over the limits. With ``t5_tokens`` (a T5 token counter) a prompt longer than
+    the encoder takes adds a warning."""
     notes: list[str] = []
     parsed = parse_inline_prompt(request.prompt)
     notes.extend(parsed.warnings)
     params = _apply_inline_fields(params, parsed, styles, notes)
     style_stages = styles.get(params.style)
 
+    random_seed = parsed.values.get("seed", request.seed) in ("random", -1)
     seed = _seed(request.seed, parsed, rng or random)
     batch_size = _batch_size(request.batch_size, parsed, notes)
     if seed + batch_size - 1 > SEED_MAX:
@@ -190,10 +197,24 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
     upscaler = style_stages["upscaler"]
     upscaler = upscaler.copy(extra_noise=max(0.0, _clean(upscaler.extra_noise
                                                         + fields.UPSCALE_NOISE_STEP * params.upscale_noise)))
-    return GenerationPlan(params=params, style=params.style, prompt=parsed.text, negative=request.negative,
+    plan = GenerationPlan(params=params, style=params.style, prompt=parsed.text, negative=request.negative,
                           width=width, height=height, seed=seed, batch_size=batch_size, base=base,
                           base_sigmas=base_sigmas, refine=refine, refine_sigmas=refine_sigmas,
-                          refine_strength=refine_strength, upscaler=upscaler, warnings=tuple(notes))
+                          refine_strength=refine_strength, upscaler=upscaler, warnings=tuple(notes),
+                          random_seed=random_seed)
+    check_image_area(width, height, plan.output_size if plan.upscale else None, request.area_limits)
+    if t5_tokens is not None:
+        notes += t5_prompt_warnings(plan, t5_tokens)
+        plan = dataclasses.replace(plan, warnings=tuple(notes))
+    return plan
+
+
+def t5_prompt_warnings(plan: GenerationPlan, t5_tokens: TokenCounter) -> list[str]:
+    """Warnings for the plan's T5 texts (the style's templates applied) that the encoder will cut."""
+    texts = plan.texts()
+    return prompt_token_warnings([("prompt (with the style's template)", texts.base_prompt),
+                                  ("negative prompt (with the style's template)", texts.base_negative)],
+                                 t5_tokens, "T5")
 
 
 # -- fields from the prompt's arguments ---------------------------------------------------------------------------
@@ -215,6 +236,13 @@ def _apply_inline_fields(params: TinyBreakerParams, parsed: InlinePrompt, styles
             changes[field] = words[value] if isinstance(value, str) else _clamped(argument, field, value, notes)
     if "upscale" in values:
         changes["upscale"] = bool(values["upscale"])
+    if "cfg-adjust" in values:  # a huge CFG delta would make a NaN image
+        limit = fields.FIELD_BY_NAME["base_cfg"].maximum
+        adjust = float(values["cfg-adjust"])
+        if abs(adjust) > limit:
+            notes.append(f"--cfg-adjust {adjust:g} is out of range (from {-limit:g} to {limit:g}); using "
+                         f"{math.copysign(limit, adjust):g}")
+            values["cfg-adjust"] = math.copysign(limit, adjust)
     if "variant" in values:  # deprecated: an absolute refine seed, kept as the image shift that gives it
         style = changes.get("style", params.style)
         changes["image_shift"] = _clamped("variant", "image_shift", int(values["variant"])
@@ -241,8 +269,9 @@ def _seed(requested: int, parsed: InlinePrompt, rng: RandomSource) -> int:
 
 def _batch_size(requested: int, parsed: InlinePrompt, notes: list[str]) -> int:
     if "batch-size" not in parsed.values:
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-            raise ParameterError("batch_size", f"got {requested!r}; expected a whole number of at least 1")
+        if isinstance(requested, bool) or not isinstance(requested, int) or not 1 <= requested <= BATCH_SIZE_MAX:
+            raise ParameterError("batch_size", f"got {requested!r}; expected a whole number from 1 to "
+                                               f"{BATCH_SIZE_MAX} (more images: more batches)")
         return requested
     size = int(parsed.values["batch-size"])
     if size > BATCH_SIZE_MAX:
@@ -294,7 +323,7 @@ def _base_stage(style_base: StageParams, params: TinyBreakerParams, parsed: Inli
         base = base.copy(steps=params.base_steps, steps_start=min(base.steps_start, params.base_steps - 1))
     cfg = params.base_cfg or base.cfg
     cfg += fields.CFG_SHIFT_STEP * params.cfg_shift
-    cfg += float(parsed.values.get("cfg-adjust", 0.0))  # deprecated raw CFG delta
+    cfg += float(parsed.values.get("cfg-adjust", 0.0))  # deprecated raw CFG delta, clamped in _apply_inline_fields
     return base.copy(cfg=_clean(cfg))
 
 

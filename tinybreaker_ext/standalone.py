@@ -53,15 +53,20 @@ class EmbeddedRefiner:
                                                     dtype=self.pipeline.dtype).eval()
         return self._unet
 
+    def text_encoder(self):
+        """(CLIP-L model, its tokenizer), loaded on first use."""
+        if self._clip is None:
+            folder = find_clip_tokenizer(self.clip_tokenizer_path, **self.tokenizer_search)
+            self._tokenizer = load_clip_tokenizer(folder)
+            self._clip = load_clip_text(self.checkpoint.prefixed(REFINER_CLIP_PREFIX), device="cpu",
+                                        dtype=torch.float32).eval()
+        return self._clip, self._tokenizer
+
     def encode(self, text: str, placement: ModulePlacement) -> torch.Tensor:
         def compute():
-            if self._clip is None:
-                self._clip = load_clip_text(self.checkpoint.prefixed(REFINER_CLIP_PREFIX), device="cpu",
-                                            dtype=torch.float32).eval()
-                folder = find_clip_tokenizer(self.clip_tokenizer_path, **self.tokenizer_search)
-                self._tokenizer = load_clip_tokenizer(folder)
-            with placement.use(self._clip) as clip:
-                return encode_clip_prompt(clip, self._tokenizer, text).float().cpu()
+            model, tokenizer = self.text_encoder()
+            with placement.use(model) as clip:
+                return encode_clip_prompt(clip, tokenizer, text).float().cpu()
 
         return self.embedding_cache.get_or_compute(text, compute)
 

@@ -9,6 +9,12 @@ import pytest
 from builders.files import FakeHub
 
 
+@pytest.fixture(autouse=True)
+def empty_hub_cache(tmp_path_factory, monkeypatch):
+    """Every test sees an empty Hugging Face cache: tokenizers the machine has cached must not change a result."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "empty-hub-cache"))
+
+
 @pytest.fixture
 def loopback_only(monkeypatch):
     """Fails the test if anything tries to connect anywhere but 127.0.0.1 (and keeps proxies out of the way)."""

@@ -115,7 +115,7 @@ def tiny_vae_layout(encoder_sd: dict | None, decoder_sd: dict | None, layout: st
 
 
 def transcoder_state_dict(seed: int = 0, naming: str = "new", *, dtype: torch.dtype = torch.float16,
-                          prefix: str = "") -> dict[str, torch.Tensor]:
+                          prefix: str = "", hidden_channels: int = 64) -> dict[str, torch.Tensor]:
     """A transcoder: a TAESDXL-like decoder (`seed`) then a TAESD-like encoder (`seed + 1`).
 
     - "new" (what TinyBreaker checkpoints hold): `transd.<i>`, `transe.<i>`, fp16 0-d `in_emu.scale_factor`
@@ -123,8 +123,8 @@ def transcoder_state_dict(seed: int = 0, naming: str = "new", *, dtype: torch.dt
     - "old" (TinyAutoEncoderConverter before 2025-01-12): `decoder.<i>`, `encoder.<i>`,
       `unnormalized_adapter_{in,out}.{scale,shift}_factor` and `gaussian_blur_sigma`, float32 of shape [1].
     """
-    decoder = taesd_decoder_state_dict(seed, dtype=dtype)
-    encoder = taesd_encoder_state_dict(seed + 1, dtype=dtype)
+    decoder = taesd_decoder_state_dict(seed, dtype=dtype, hidden_channels=hidden_channels)
+    encoder = taesd_encoder_state_dict(seed + 1, dtype=dtype, hidden_channels=hidden_channels)
     if naming == "new":
         sd = {**_with_prefix(decoder, "transd."), **_with_prefix(encoder, "transe."),
               "in_emu.scale_factor": fp16_scalar(0.13025), "in_emu.shift_factor": fp16_scalar(0.0),

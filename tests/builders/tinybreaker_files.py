@@ -40,7 +40,7 @@ def tinybreaker_state_dict(prototype: int = 1, *, seed: int = 0, pixart_layout: 
     sd.update(prefixed(clip_text_state_dict(hidden=CLIP_WIDTH, seed=seed + 2, dtype=FP16), "refiner.conditioner."))
     sd.update(_tiny_vae("first_stage_model.encoder.", taesd_encoder_state_dict(seed + 3, hidden_channels=TAESD_HIDDEN,
                                                                                dtype=FP16), 0.13025))
-    sd.update(transcoder_state_dict(seed + 4, prefix="transcoder."))
+    sd.update(transcoder_state_dict(seed + 4, prefix="transcoder.", hidden_channels=TAESD_HIDDEN))
     kl_decoder = kl_decoder_state_dict(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, seed=seed + 5, dtype=FP16)
     sd1_decoder = taesd_decoder_state_dict(seed + 6, hidden_channels=TAESD_HIDDEN, dtype=FP16)
     if prototype == 0:

@@ -25,6 +25,7 @@ SAFETENSORS_EXPECTED = "a .safetensors model file"
 COMPLETE_EXPECTED = "a complete .safetensors model file"
 # safetensors itself refuses headers above 100 MB; anything larger is not a safetensors header.
 MAX_HEADER_BYTES = 100_000_000
+_bytes_read = 0  # tensor data read by this process through any SafetensorsFile (for the command line's status)
 
 # safetensors dtype name -> (torch attribute name, bits per element)
 _DTYPES: dict[str, tuple[str, int]] = {
@@ -280,6 +281,8 @@ class SafetensorsFile(SafetensorsView):
         if data.numel() != entry.nbytes:
             raise ModelFileError(self.header.path, f"cannot read tensor '{full_key}' (the file changed since it was "
                                                    "opened)", COMPLETE_EXPECTED)
+        global _bytes_read
+        _bytes_read += entry.nbytes
         try:
             return data.view(dtype).reshape(entry.shape)
         except RuntimeError as error:  # packed sub-byte dtypes (F4) do not map one element per value
@@ -297,6 +300,11 @@ class SafetensorsFile(SafetensorsView):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def bytes_read() -> int:
+    """Tensor bytes read so far by this process from any ``.safetensors`` file."""
+    return _bytes_read
 
 
 def open_safetensors(path: str | os.PathLike) -> SafetensorsFile:

@@ -1,5 +1,6 @@
 """Where a tokenizer folder is found, the same for T5 and CLIP: the user's path, then our models folders (each
-folder, its named child, its other children), then the copies a host ships, then — if allowed — the hub."""
+folder, its named child, its other children), then the copies a host ships, then the Hugging Face cache
+(``HF_HUB_CACHE`` / ``HF_HOME``), then — if allowed — the hub."""
 
 from __future__ import annotations
 
@@ -18,11 +19,41 @@ class TokenizerKind:
     filenames: tuple[str, ...]  # downloaded into the folder, in this order
     is_valid: Callable[[str], bool]
     user_path_hint: str  # what a valid folder holds
-    host_candidates: Callable[[str], list[str]] = lambda folder: [folder]
+    hub_cache_folders: tuple[str, ...] = ()  # "owner/name[/subfolder]": hub repositories that hold one
 
     def download_hint(self, target: str | None) -> str:
-        where = target or f"<models folder>/{self.folder_name}"
-        return f"put {' and '.join(self.filenames)} of the hub repository {self.repo_id} into {where}"
+        where = f"into {target}" if target else f"into a '{self.folder_name}' folder of your models folder"
+        return f"put {' and '.join(self.filenames)} of the hub repository {self.repo_id} {where}"
+
+
+def default_hub_cache() -> str:
+    """The Hugging Face hub cache as huggingface_hub resolves it, read now rather than at import (its ``constants``
+    are fixed when it is first imported)."""
+    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if cache:
+        return os.path.expanduser(cache)
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
+def hub_cache_candidates(cache: str, folders: Iterable[str]) -> list[str]:
+    """The snapshot folders (the one ``refs/main`` names first) of each "owner/name[/subfolder]" in the cache."""
+    candidates = []
+    for folder in folders:
+        owner, name, *subfolder = folder.split("/")
+        repo_dir = os.path.join(cache, f"models--{owner}--{name}")
+        snapshots = os.path.join(repo_dir, "snapshots")
+        if not os.path.isdir(snapshots):
+            continue
+        names = sorted(os.listdir(snapshots))
+        try:
+            with open(os.path.join(repo_dir, "refs", "main"), encoding="utf-8") as ref:
+                main = ref.read().strip()
+            names.sort(key=lambda snapshot: snapshot != main)
+        except OSError:
+            pass
+        candidates += [os.path.join(snapshots, snapshot, *subfolder) for snapshot in names]
+    return candidates
 
 
 def models_folder_candidates(folder: str, preferred_child: str) -> list[str]:
@@ -35,7 +66,7 @@ def models_folder_candidates(folder: str, preferred_child: str) -> list[str]:
 
 
 def find_tokenizer(kind: TokenizerKind, user_path=None, models_dirs: Iterable = (), host_dirs: Iterable = (), *,
-                   allow_download: bool = True, download=None, download_dir=None) -> str:
+                   hub_cache=None, allow_download: bool = True, download=None, download_dir=None) -> str:
     if user_path is not None:
         user_path = os.fspath(user_path)
         folder = os.path.dirname(user_path) if os.path.isfile(user_path) else user_path
@@ -52,9 +83,13 @@ def find_tokenizer(kind: TokenizerKind, user_path=None, models_dirs: Iterable = 
                 return candidate
     for folder in (os.fspath(d) for d in host_dirs):
         searched.append(folder)
-        for candidate in kind.host_candidates(folder):
-            if kind.is_valid(candidate):
-                return candidate
+        if kind.is_valid(folder):
+            return folder
+    hub_cache = os.fspath(hub_cache) if hub_cache is not None else default_hub_cache()
+    searched.append(hub_cache)
+    for candidate in hub_cache_candidates(hub_cache, kind.hub_cache_folders):
+        if kind.is_valid(candidate):
+            return candidate
 
     target = os.fspath(download_dir) if download_dir is not None else (
         os.path.join(models_dirs[0], kind.folder_name) if models_dirs else None)

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ModelFileError
 from ..files.state_dict import shape_of
+from ..limits import MAX_PROMPT_TOKENS
 from .sd1_refiner import build_with_weights, source_name
 
 EXPECTED_CLIP = "a CLIP text model with HF-transformers names (text_model.embeddings.*, text_model.encoder.layers.*)"
@@ -103,14 +104,13 @@ def _special_tokens(tokenizer) -> tuple[int, int]:
     return empty[0], empty[1]
 
 
-def tokenize_clip_prompt(tokenizer, text: str) -> list[TokenWeights]:
-    """The prompt as 77-token chunks of (token id, weight), packed exactly like ComfyUI's SDTokenizer."""
-    from ..prompt_weights import parse_weighted_segments
-
+def tokenize_clip_prompt(tokenizer, text: str, max_tokens: int | None = MAX_PROMPT_TOKENS) -> list[TokenWeights]:
+    """The prompt as 77-token chunks of (token id, weight), packed exactly like ComfyUI's SDTokenizer, from its
+    first ``max_tokens`` tokens (limits.py, "Prompt length"; ComfyUI never cuts)."""
     start, end = _special_tokens(tokenizer)
-    groups: list[TokenWeights] = []
-    for segment, weight in parse_weighted_segments(text):  # embedding:NAME directives are already removed
-        groups.append([(token, weight) for token in tokenizer(segment)["input_ids"][1:-1]])
+    groups = _weighted_token_groups(tokenizer, text)
+    if max_tokens is not None:
+        groups = _first_tokens(groups, max_tokens)
 
     room = CHUNK_LENGTH - 1  # a chunk holds BOS + tokens and still needs its EOS
     chunks: list[TokenWeights] = []
@@ -129,6 +129,28 @@ def tokenize_clip_prompt(tokenizer, text: str) -> list[TokenWeights]:
             chunk = [(start, 1.0)]
     chunks.append(_close_chunk(chunk, end))
     return chunks
+
+
+def count_clip_tokens(tokenizer, text: str) -> int:
+    """The number of prompt tokens (without BOS/EOS) before any cut."""
+    return sum(len(group) for group in _weighted_token_groups(tokenizer, text))
+
+
+def _weighted_token_groups(tokenizer, text: str) -> list[TokenWeights]:
+    from ..prompt_weights import parse_weighted_segments
+
+    return [[(token, weight) for token in tokenizer(segment)["input_ids"][1:-1]]
+            for segment, weight in parse_weighted_segments(text)]  # embedding:NAME directives are already removed
+
+
+def _first_tokens(groups: list[TokenWeights], limit: int) -> list[TokenWeights]:
+    kept = []
+    for group in groups:
+        if limit <= 0:
+            break
+        kept.append(group[:limit])
+        limit -= len(kept[-1])
+    return kept
 
 
 def _close_chunk(chunk: TokenWeights, end: int) -> TokenWeights:

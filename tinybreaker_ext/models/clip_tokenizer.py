@@ -1,7 +1,7 @@
 """Finds and loads the SD1 CLIP tokenizer (``vocab.json`` + ``merges.txt`` of openai/clip-vit-large-patch14).
 
-Search order: the user's path -> our models folders -> copies the host already has (Forge/reForge ship one in-tree,
-A1111 keeps one in the Hugging Face cache) -> download from the hub into the first models folder.
+Search order: the user's path -> our models folders -> copies the host already has (Forge/reForge ship one in-tree)
+-> the Hugging Face cache (where A1111 keeps one) -> download from the hub into the first models folder.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from ..files.tokenizer_search import TokenizerKind, find_tokenizer
 
 CLIP_TOKENIZER_REPO = "openai/clip-vit-large-patch14"
 CLIP_TOKENIZER_FILES = ("vocab.json", "merges.txt")
-CLIP_TOKENIZER_DIRNAME = "clip-vit-large-patch14"  # where a download goes, inside the first models folder
-_HUB_CACHE_REPO_DIR = "models--openai--clip-vit-large-patch14"
+CLIP_TOKENIZER_DIRNAME = "clip_tokenizer"  # where a download goes, inside the first models folder
 
 # Relative to the WebUI root: Forge's SD1.5 tokenizer, then reForge's (and ComfyUI's) in-tree copy.
 HOST_TOKENIZER_SUBDIRS = (
@@ -30,64 +29,33 @@ def is_clip_tokenizer_dir(path: str | os.PathLike) -> bool:
     return all(os.path.isfile(os.path.join(path, name)) for name in CLIP_TOKENIZER_FILES)
 
 
-def default_hub_cache() -> str:
-    """The Hugging Face hub cache of this process (A1111 downloads openai/clip-vit-large-patch14 there)."""
-    try:
-        from huggingface_hub import constants
-
-        return constants.HF_HUB_CACHE
-    except ImportError:  # huggingface_hub comes with transformers; this is only a fall-back
-        home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
-        return os.environ.get("HF_HUB_CACHE", os.path.join(home, "hub"))
-
-
-def host_tokenizer_dirs(host_root: str | os.PathLike | None = None, hub_cache: str | None = None) -> list[str]:
+def host_tokenizer_dirs(host_root: str | os.PathLike) -> list[str]:
     """Where a WebUI keeps an SD1 CLIP tokenizer (existing or not); pass the result as ``host_dirs``."""
-    dirs = [os.path.join(os.fspath(host_root), *sub.split("/")) for sub in HOST_TOKENIZER_SUBDIRS] if host_root else []
-    dirs.append(hub_cache or default_hub_cache())
-    return dirs
-
-
-def _snapshots(repo_dir: str) -> list[str]:
-    """Snapshot folders of a hub-cache repo folder, the one ``refs/main`` names first."""
-    snapshots = os.path.join(repo_dir, "snapshots")
-    if not os.path.isdir(snapshots):
-        return []
-    names = sorted(os.listdir(snapshots))
-    try:
-        with open(os.path.join(repo_dir, "refs", "main"), encoding="utf-8") as ref:
-            main = ref.read().strip()
-        names.sort(key=lambda name: name != main)
-    except OSError:
-        pass
-    return [os.path.join(snapshots, name) for name in names]
-
-
-def _host_candidates(folder: str) -> list[str]:
-    """A tokenizer folder, or a hub cache (its root or the repo folder) holding the tokenizer in a snapshot."""
-    repo_dir = folder if os.path.basename(folder) == _HUB_CACHE_REPO_DIR else os.path.join(folder, _HUB_CACHE_REPO_DIR)
-    return [folder] + _snapshots(repo_dir)
+    return [os.path.join(os.fspath(host_root), *sub.split("/")) for sub in HOST_TOKENIZER_SUBDIRS]
 
 
 CLIP_TOKENIZER = TokenizerKind(
     what="SD1 CLIP tokenizer", folder_name=CLIP_TOKENIZER_DIRNAME, repo_id=CLIP_TOKENIZER_REPO,
     filenames=CLIP_TOKENIZER_FILES, is_valid=lambda folder: is_clip_tokenizer_dir(folder),
-    user_path_hint="the folder must hold vocab.json and merges.txt", host_candidates=_host_candidates)
+    user_path_hint="the folder must hold vocab.json and merges.txt",
+    hub_cache_folders=(CLIP_TOKENIZER_REPO, "runwayml/stable-diffusion-v1-5/tokenizer",
+                       "stable-diffusion-v1-5/stable-diffusion-v1-5/tokenizer"))
 
 
 def find_clip_tokenizer(user_path: str | os.PathLike | None = None, models_dirs: Iterable[str | os.PathLike] = (),
-                        host_dirs: Iterable[str | os.PathLike] = (), *, allow_download: bool = True,
-                        download: DownloadFn | None = None, download_dir: str | os.PathLike | None = None) -> str:
+                        host_dirs: Iterable[str | os.PathLike] = (), *, hub_cache: str | None = None,
+                        allow_download: bool = True, download: DownloadFn | None = None,
+                        download_dir: str | os.PathLike | None = None) -> str:
     """The folder holding ``vocab.json`` and ``merges.txt`` (same rules as ``find_t5_tokenizer``).
 
     ``user_path`` (a folder, or a file inside one) must be valid when given. Then ``models_dirs`` (each folder, its
-    ``clip-vit-large-patch14`` child, its other children) and ``host_dirs`` (see ``host_tokenizer_dirs``) are
-    searched. Otherwise, if allowed, both files are downloaded from ``openai/clip-vit-large-patch14`` into
-    ``download_dir`` (default ``<first models dir>/clip-vit-large-patch14``) with ``download`` (default
-    ``tinybreaker_ext.files.download.download_hub_file``).
+    ``clip_tokenizer`` child, its other children), ``host_dirs`` (see ``host_tokenizer_dirs``) and the hub cache
+    (``hub_cache``, default: this process's) are searched. Otherwise, if allowed, both files are downloaded from
+    ``openai/clip-vit-large-patch14`` into ``download_dir`` (default ``<first models dir>/clip_tokenizer``) with
+    ``download`` (default ``tinybreaker_ext.files.download.download_hub_file``).
     """
-    return find_tokenizer(CLIP_TOKENIZER, user_path, models_dirs, host_dirs, allow_download=allow_download,
-                          download=download, download_dir=download_dir)
+    return find_tokenizer(CLIP_TOKENIZER, user_path, models_dirs, host_dirs, hub_cache=hub_cache,
+                          allow_download=allow_download, download=download, download_dir=download_dir)
 
 
 def load_clip_tokenizer(directory: str | os.PathLike):

@@ -1,7 +1,7 @@
 """Finding and using the T5 v1.1 tokenizer with the reference's prompt rules (spec §3.3, §11.4).
 
 Search order of ``find_t5_tokenizer``: the user's path → the models folders → tokenizer copies that WebUI hosts ship
-in-tree → a download from the Hugging Face hub → ``ModelNotFoundError`` saying where to put the files.
+in-tree → the Hugging Face cache → a download from the hub → ``ModelNotFoundError`` saying where to put the files.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from typing import Callable, Iterable
 
 from ..errors import ModelFileError
 from ..files.tokenizer_search import TokenizerKind, find_tokenizer
+from ..limits import MAX_PROMPT_TOKENS
 from ..prompt_weights import parse_weighted_segments
 
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
-DEFAULT_MIN_LENGTH = 77  # ComfyUI's SD3 T5 tokenizer: EOS, then <pad> up to 77 tokens; never truncated
+DEFAULT_MIN_LENGTH = 77  # ComfyUI's SD3 T5 tokenizer: EOS, then <pad> up to 77 tokens
 
 TOKENIZER_FOLDER_NAME = "t5_tokenizer"
 # In-tree T5 tokenizer copies of the hosts, relative to the host's root folder (see spec webui_hosts.md §1.3).
@@ -75,22 +76,27 @@ def _is_t5_tokenizer_json(path: str) -> bool:
 T5_TOKENIZER = TokenizerKind(
     what="T5 tokenizer", folder_name=TOKENIZER_FOLDER_NAME, repo_id=HUB_TOKENIZER_REPO, filenames=(HUB_TOKENIZER_FILE,),
     is_valid=lambda folder: is_t5_tokenizer_dir(folder),
-    user_path_hint="the folder must hold a T5 tokenizer.json (or spiece.model + tokenizer_config.json)")
+    user_path_hint="the folder must hold a T5 tokenizer.json (or spiece.model + tokenizer_config.json)",
+    hub_cache_folders=(HUB_TOKENIZER_REPO, "google/t5-v1_1-xxl", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS/tokenizer",
+                       "stabilityai/stable-diffusion-3-medium-diffusers/tokenizer_3",
+                       "black-forest-labs/FLUX.1-dev/tokenizer_2"))
 
 
 def find_t5_tokenizer(user_path: str | os.PathLike | None = None, models_dirs: Iterable[str | os.PathLike] = (),
-                      host_dirs: Iterable[str | os.PathLike] = (), *, allow_download: bool = True,
-                      download: DownloadFn | None = None, download_dir: str | os.PathLike | None = None) -> str:
+                      host_dirs: Iterable[str | os.PathLike] = (), *, hub_cache: str | None = None,
+                      allow_download: bool = True, download: DownloadFn | None = None,
+                      download_dir: str | os.PathLike | None = None) -> str:
     """The folder of a usable T5 tokenizer.
 
     ``user_path`` (a folder, or a ``tokenizer.json`` inside one) must be valid when given. ``models_dirs`` are
     searched (each folder, its ``t5_tokenizer`` child, its other children), then ``host_dirs`` (see
-    ``host_tokenizer_dirs``). Otherwise, if allowed, ``tokenizer.json`` is downloaded from ``HUB_TOKENIZER_REPO`` into
-    ``download_dir`` (default ``<first models dir>/t5_tokenizer``) with ``download`` (default
+    ``host_tokenizer_dirs``), then the hub cache (``hub_cache``, default: this process's). Otherwise, if allowed,
+    ``tokenizer.json`` is downloaded from ``HUB_TOKENIZER_REPO`` into ``download_dir`` (default
+    ``<first models dir>/t5_tokenizer``) with ``download`` (default
     ``tinybreaker_ext.files.download.download_hub_file``).
     """
-    return find_tokenizer(T5_TOKENIZER, user_path, models_dirs, host_dirs, allow_download=allow_download,
-                          download=download, download_dir=download_dir)
+    return find_tokenizer(T5_TOKENIZER, user_path, models_dirs, host_dirs, hub_cache=hub_cache,
+                          allow_download=allow_download, download=download, download_dir=download_dir)
 
 
 def _older_tokenizers_json(data: dict) -> dict:
@@ -183,19 +189,26 @@ class T5PromptTokenizer:
         """Token ids of ``text`` without EOS (what the reference gets from one segment)."""
         return self._encode(text)
 
-    def tokenize_with_weights(self, text: str, min_length: int = DEFAULT_MIN_LENGTH) -> tuple[list[int], list[float]]:
-        """``(ids, weights)``: segments tokenised separately, EOS (weight 1) once, then ``<pad>`` (weight 1) up to
-        ``min_length``. No truncation: long prompts give long sequences."""
+    def tokenize_with_weights(self, text: str, min_length: int = DEFAULT_MIN_LENGTH,
+                              max_length: int | None = MAX_PROMPT_TOKENS) -> tuple[list[int], list[float]]:
+        """``(ids, weights)``: segments tokenised separately, cut to ``max_length`` with the EOS (weight 1), then
+        ``<pad>`` (weight 1) up to ``min_length`` (limits.py, "Prompt length"; the reference never cuts)."""
         ids: list[int] = []
         weights: list[float] = []
         for segment, weight in parse_weighted_segments(text):
             segment_ids = self._encode(segment)
             ids += segment_ids
             weights += [weight] * len(segment_ids)
+        if max_length is not None:
+            ids, weights = ids[:max_length - 1], weights[:max_length - 1]
         ids.append(EOS_ID)
         weights.append(1.0)
         padding = max(0, min_length - len(ids))
         return ids + [PAD_ID] * padding, weights + [1.0] * padding
+
+    def count_tokens(self, text: str) -> int:
+        """The length of ``text``'s sequence before any cut, EOS included."""
+        return len(self.tokenize_with_weights(text, min_length=0, max_length=None)[0])
 
 
 def empty_ids(length: int) -> list[int]:

@@ -75,7 +75,9 @@ def plan_route(request: dict):
 
 def plan_summary(request: dict) -> dict:
     from ..errors import ParameterError
+    from ..limits import t5_token_counter
     from ..plan import ImageRequest, make_plan
+    from .run_plan import _tokenizer_search
     from .styles_source import style_library
 
     if not isinstance(request, dict):
@@ -91,7 +93,7 @@ def plan_summary(request: dict) -> dict:
         values[name] = value
     image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
                          values["seed"], values["batch_size"], locations.size_step())
-    return make_plan(fields, image, style_library()).summary()
+    return make_plan(fields, image, style_library(), t5_tokens=t5_token_counter(_tokenizer_search())).summary()
 
 
 def _credentials() -> dict[str, str]:

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import ModelNotFoundError, ParameterError, TinyBreakerError
+from ..limits import t5_token_counter
 from ..params import TinyBreakerParams
 from ..plan import GenerationPlan, ImageRequest, make_plan
 from . import locations
@@ -53,7 +54,7 @@ def image_request(p) -> ImageRequest:
 def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:
     plan = RunPlan(params=params)
     try:
-        plan.generation = make_plan(params, image_request(p), styles)
+        plan.generation = make_plan(params, image_request(p), styles, t5_tokens=t5_token_counter(_tokenizer_search()))
         plan.params = plan.generation.params
         plan.checkpoint_path = resolve_file("checkpoint", params.checkpoint, "checkpoint")
         plan.t5_path = resolve_file("t5", params.t5_file, "t5_file")

@@ -1,0 +1,111 @@
+"""Limits every front end shares (the WebUI's tab, its HTTP API and the command line), so that one request can
+never take a host down (docs/design.md, "Limits"). `plan.make_plan` applies them; the encoders truncate.
+
+Prompt length. T5 runs full self-attention over the whole token sequence and PixArt cross-attends to all of it, so a
+20,000-character prompt (about 14,500 tokens) needs gigabytes for nothing PixArt can use. Like diffusers'
+``max_sequence_length`` we keep the first `MAX_PROMPT_TOKENS` tokens (EOS included) and say so. 512 rather than
+diffusers' 300 for PixArt-Sigma: ComfyUI-TinyBreaker never truncates, and 512 keeps every prompt up to T5's own
+pre-training length bit-identical to it, while PixArt-Sigma itself was trained on at most 300 tokens, so text past
+512 tokens cannot steer the image anyway. The command line's embedded SD1 refiner keeps the same number of CLIP
+tokens (7 chunks of 75).
+
+Image area. The base, the refine and the decoder work on the whole image at once; PixArt-Sigma's self-attention
+grows with the square of the area (an 8192x8192 request is 262,144 patches: a terabyte-sized attention matrix). The
+model composes near 1 megapixel and every size preset is below 1.7; at 4 megapixels (2048x2048) compositions
+already repeat. Bigger pictures come from the Tiny Upscaler, which works in 1024-px tiles: its output may be up to
+8192x8192, which every preset enlarged by the largest factor (6) fits.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from .errors import ParameterError
+
+MAX_PROMPT_TOKENS = 512  # per text encoder input, EOS included (see above)
+MAX_IMAGE_AREA = 2048 * 2048  # pixels of the base, refine and decode stages
+MAX_UPSCALED_AREA = 8192 * 8192  # pixels of the Tiny Upscaler's output
+
+TokenCounter = Callable[[str], int]
+
+
+@dataclass(frozen=True)
+class AreaLimits:
+    """The largest image each stage may work on, in pixels (the command line can raise or lower them)."""
+
+    image: int = MAX_IMAGE_AREA
+    upscaled: int = MAX_UPSCALED_AREA
+
+
+class LimitError(ParameterError):
+    """A request over one of the limits; ``limit`` names which (``"image"`` or ``"upscaled"``)."""
+
+    def __init__(self, field: str, problem: str, limit: str):
+        self.limit = limit
+        super().__init__(field, problem)
+
+
+def check_image_area(width: int, height: int, output_size: tuple[int, int] | None, limits: AreaLimits) -> None:
+    """Raises LimitError when the image (base, refine, decode) or the upscaled output is too large."""
+    if width * height > limits.image:
+        raise LimitError("size", f"{width}x{height} is {_megapixels(width * height)} megapixels; the base, refine "
+                                 f"and decode stages take at most {_megapixels(limits.image)} "
+                                 f"({_square(limits.image)}): use a smaller size, and the Tiny Upscaler for a bigger "
+                                 "picture", "image")
+    if output_size is not None and output_size[0] * output_size[1] > limits.upscaled:
+        out_width, out_height = output_size
+        raise LimitError("upscale_by", f"upscaling {width}x{height} gives {out_width}x{out_height}, "
+                                       f"{_megapixels(out_width * out_height)} megapixels; the Tiny Upscaler makes "
+                                       f"at most {_megapixels(limits.upscaled)} ({_square(limits.upscaled)}): use "
+                                       "a smaller factor or size", "upscaled")
+
+
+def prompt_token_warnings(texts: Iterable[tuple[str, str]], count_tokens: TokenCounter, encoder: str) -> list[str]:
+    """One warning per (name, text) whose ``count_tokens`` (EOS included) passes `MAX_PROMPT_TOKENS`."""
+    warnings = []
+    for name, text in texts:
+        count = count_tokens(text)
+        if count > MAX_PROMPT_TOKENS:
+            warnings.append(f"the {name} is {count} {encoder} tokens; only the first {MAX_PROMPT_TOKENS} are used "
+                            f"(the rest is cut, as diffusers' max_sequence_length does)")
+    return warnings
+
+
+def t5_token_counter(tokenizer_search: dict) -> TokenCounter | None:
+    """``count_tokens`` of the T5 tokenizer a generation with ``tokenizer_search`` (``find_t5_tokenizer``'s
+    keywords) would use, found without downloading; None when there is none yet (the plan then has no length
+    warning, and the encoder still cuts)."""
+    from .errors import TinyBreakerError
+    from .models.t5_tokenizer import find_t5_tokenizer
+
+    try:
+        folder = find_t5_tokenizer(**{**tokenizer_search, "allow_download": False})
+        return _t5_tokenizer(folder, _modified(folder)).count_tokens
+    except (TinyBreakerError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _t5_tokenizer(folder: str, modified: tuple):
+    from .models.t5_tokenizer import T5PromptTokenizer
+
+    return T5PromptTokenizer.from_dir(folder)
+
+
+def _modified(folder: str) -> tuple:
+    """What changes when the tokenizer files change (the cache key next to the folder)."""
+    return tuple(os.stat(entry.path).st_mtime_ns for entry in sorted(os.scandir(folder), key=lambda e: e.name)
+                 if entry.is_file())
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f}"
+
+
+def _square(pixels: int) -> str:
+    side = math.isqrt(pixels)
+    return f"{side}x{side}" if side * side == pixels else f"{pixels} pixels"
