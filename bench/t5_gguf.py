@@ -5,7 +5,7 @@ be regenerated alone) at the scales of T5's own initialisation (the test builder
 scaled by d_kv^-0.5 as in transformers' ``_init_weights``: without it the unscaled T5 attention is almost a hard
 argmax on random weights, and 24 such blocks turn any rounding into an unrelated embedding), stored three ways in ``~/.cache/tinybreaker-bench/`` (written once, about 13 GB, 20–30 min on
 2 cores): fp8 e4m3fn safetensors (4.9 GB), GGUF Q8_0 (5.1 GB) and GGUF Q4_K_M (2.9 GB), the GGUF files in city96's
-layout (llama-quantize's per-tensor types; the k-quants by the round-to-nearest quantizer of tests/builders/gguf.py,
+layout (llama-quantize's per-tensor types; the k-quants by the round-to-nearest quantizer of tests/builders/gguf_files.py,
 whose error is a little above llama.cpp's).
 
 Each file is loaded and encodes the same ``--tokens`` token ids in a fresh process, in ``cpu`` mode with
@@ -66,7 +66,7 @@ def write_file(kind: str, layers: int) -> str:
         write_random_fp8_t5(partial, layers, value_of=lambda key: value_of(key, layers))
         os.replace(partial, path)  # write_random_fp8_t5 wrote partial + ".part" first
     else:
-        from builders.gguf import write_gguf_t5_streaming
+        from builders.gguf_files import write_gguf_t5_streaming
 
         write_gguf_t5_streaming(partial, _shapes(layers), lambda key: value_of(key, layers), kind)
         os.replace(partial, path)

@@ -40,7 +40,7 @@ def test_t5_footprint_comes_from_the_header(files, monkeypatch):
 
 def test_gguf_t5_footprint_counts_the_quantized_bytes(tmp_path):
     pytest.importorskip("gguf")
-    from builders.gguf import write_gguf_t5
+    from builders.gguf_files import write_gguf_t5
     from builders.t5 import t5_state_dict
 
     path = write_gguf_t5(tmp_path / "t5.gguf", t5_state_dict(d_model=256, num_layers=2, num_heads=4, d_kv=64,

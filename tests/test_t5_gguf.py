@@ -14,7 +14,7 @@ import torch
 gguf = pytest.importorskip("gguf")
 
 from builders.common import save_safetensors  # noqa: E402
-from builders.gguf import dequantized_state_dict, gguf_name, write_gguf_t5  # noqa: E402
+from builders.gguf_files import dequantized_state_dict, gguf_name, write_gguf_t5  # noqa: E402
 from builders.t5 import t5_state_dict  # noqa: E402
 from tinybreaker_ext.errors import ModelFileError  # noqa: E402
 from tinybreaker_ext.files.classify import FileKind, classify, open_model_file  # noqa: E402
