@@ -183,60 +183,92 @@ def clip_l_full_meta_state_dict(dtype: torch.dtype = torch.float16) -> dict[str,
 # ----------------------------------------------------------------------------------------------------- KL decoder
 
 
+class _LdmWeights:
+    """Random ldm VAE tensors into one dict: ~1/sqrt(fan_in) conv weights keep activations O(1) through the stack;
+    norms near 1, biases small. No layer is zero (ldm zero-initialises some output convs; a random file must not)."""
+
+    def __init__(self, seed: int, device: str | torch.device, dtype: torch.dtype):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.meta = torch.device(device).type == "meta"
+        self.device, self.dtype = device, dtype
+        self.sd: dict[str, torch.Tensor] = {}
+
+    def tensor(self, shape, kind):
+        if self.meta:
+            return torch.empty(shape, device="meta", dtype=self.dtype)
+        if kind == "weight":
+            fan_in = max(1, int(torch.tensor(shape[1:]).prod())) if len(shape) > 1 else 1
+            value = torch.randn(shape, generator=self.generator) / fan_in ** 0.5
+        elif kind == "norm":
+            value = 1.0 + 0.1 * torch.randn(shape, generator=self.generator)
+        else:
+            value = 0.1 * torch.randn(shape, generator=self.generator)
+        return value.to(device=self.device, dtype=self.dtype)
+
+    def conv(self, name, c_out, c_in, k):
+        self.sd[f"{name}.weight"] = self.tensor((c_out, c_in, k, k), "weight")
+        self.sd[f"{name}.bias"] = self.tensor((c_out,), "bias")
+
+    def norm(self, name, c):
+        self.sd[f"{name}.weight"] = self.tensor((c,), "norm")
+        self.sd[f"{name}.bias"] = self.tensor((c,), "bias")
+
+    def resblock(self, name, c_in, c_out):
+        self.norm(f"{name}.norm1", c_in)
+        self.conv(f"{name}.conv1", c_out, c_in, 3)
+        self.norm(f"{name}.norm2", c_out)
+        self.conv(f"{name}.conv2", c_out, c_out, 3)
+        if c_in != c_out:
+            self.conv(f"{name}.nin_shortcut", c_out, c_in, 1)
+
+    def mid(self, name, c):
+        self.resblock(f"{name}.mid.block_1", c, c)
+        self.norm(f"{name}.mid.attn_1.norm", c)
+        for part in ("q", "k", "v", "proj_out"):
+            self.conv(f"{name}.mid.attn_1.{part}", c, c, 1)
+        self.resblock(f"{name}.mid.block_2", c, c)
+
+
 def kl_decoder_state_dict(*, ch: int = 32, ch_mult: Sequence[int] = (1, 2), z: int = 4, num_res_blocks: int = 2,
                           out_ch: int = 3, seed: int = 0, device: str | torch.device = "cpu",
                           dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """ldm ``Decoder`` + ``post_quant_conv`` (as under ``first_stage_model.``), from ldm's layout rules."""
-    generator = torch.Generator().manual_seed(seed)
-    meta = torch.device(device).type == "meta"
-    sd: dict[str, torch.Tensor] = {}
-
-    def tensor(shape, kind):
-        if meta:
-            return torch.empty(shape, device="meta", dtype=dtype)
-        if kind == "weight":  # ~1/sqrt(fan_in) keeps activations O(1) through the stack
-            fan_in = max(1, int(torch.tensor(shape[1:]).prod())) if len(shape) > 1 else 1
-            value = torch.randn(shape, generator=generator) / fan_in ** 0.5
-        elif kind == "norm":
-            value = 1.0 + 0.1 * torch.randn(shape, generator=generator)
-        else:
-            value = 0.1 * torch.randn(shape, generator=generator)
-        return value.to(device=device, dtype=dtype)
-
-    def conv(name, c_out, c_in, k):
-        sd[f"{name}.weight"] = tensor((c_out, c_in, k, k), "weight")
-        sd[f"{name}.bias"] = tensor((c_out,), "bias")
-
-    def norm(name, c):
-        sd[f"{name}.weight"] = tensor((c,), "norm")
-        sd[f"{name}.bias"] = tensor((c,), "bias")
-
-    def resblock(name, c_in, c_out):
-        norm(f"{name}.norm1", c_in)
-        conv(f"{name}.conv1", c_out, c_in, 3)
-        norm(f"{name}.norm2", c_out)
-        conv(f"{name}.conv2", c_out, c_out, 3)
-        if c_in != c_out:
-            conv(f"{name}.nin_shortcut", c_out, c_in, 1)
-
-    conv("post_quant_conv", z, z, 1)
+    w = _LdmWeights(seed, device, dtype)
+    w.conv("post_quant_conv", z, z, 1)
     block_in = ch * ch_mult[-1]
-    conv("decoder.conv_in", block_in, z, 3)
-    resblock("decoder.mid.block_1", block_in, block_in)
-    norm("decoder.mid.attn_1.norm", block_in)
-    for part in ("q", "k", "v", "proj_out"):
-        conv(f"decoder.mid.attn_1.{part}", block_in, block_in, 1)
-    resblock("decoder.mid.block_2", block_in, block_in)
+    w.conv("decoder.conv_in", block_in, z, 3)
+    w.mid("decoder", block_in)
     for level in reversed(range(len(ch_mult))):
         block_out = ch * ch_mult[level]
         for index in range(num_res_blocks + 1):
-            resblock(f"decoder.up.{level}.block.{index}", block_in, block_out)
+            w.resblock(f"decoder.up.{level}.block.{index}", block_in, block_out)
             block_in = block_out
         if level != 0:
-            conv(f"decoder.up.{level}.upsample.conv", block_in, block_in, 3)
-    norm("decoder.norm_out", block_in)
-    conv("decoder.conv_out", out_ch, block_in, 3)
-    return sd
+            w.conv(f"decoder.up.{level}.upsample.conv", block_in, block_in, 3)
+    w.norm("decoder.norm_out", block_in)
+    w.conv("decoder.conv_out", out_ch, block_in, 3)
+    return w.sd
+
+
+def kl_encoder_state_dict(*, ch: int = 32, ch_mult: Sequence[int] = (1, 2), z: int = 4, num_res_blocks: int = 2,
+                          in_ch: int = 3, seed: int = 0, device: str | torch.device = "cpu",
+                          dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """ldm ``Encoder`` (double_z: mean and log-variance) + ``quant_conv``, the half a WebUI's SD1 VAE also loads."""
+    w = _LdmWeights(seed, device, dtype)
+    w.conv("encoder.conv_in", ch, in_ch, 3)
+    block_in = ch
+    for level, mult in enumerate(ch_mult):
+        block_out = ch * mult
+        for index in range(num_res_blocks):
+            w.resblock(f"encoder.down.{level}.block.{index}", block_in, block_out)
+            block_in = block_out
+        if level != len(ch_mult) - 1:
+            w.conv(f"encoder.down.{level}.downsample.conv", block_in, block_in, 3)
+    w.mid("encoder", block_in)
+    w.norm("encoder.norm_out", block_in)
+    w.conv("encoder.conv_out", 2 * z, block_in, 3)
+    w.conv("quant_conv", 2 * z, 2 * z, 1)
+    return w.sd
 
 
 def kl_decoder_full_meta_state_dict(dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:

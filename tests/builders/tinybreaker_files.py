@@ -1,8 +1,12 @@
-"""Tiny random TinyBreaker model files in the real layouts: a prototype0/1 checkpoint (every prefix of spec §1.2),
-an fp8 T5 encoder and the T5/CLIP tokenizers. Used by the pipeline tests, the CLI tests, the benchmarks and the
-live tests (run as a script to fill a WebUI's models/TinyBreaker folder):
+"""Tiny random TinyBreaker model files in the real layouts: a prototype0/1 checkpoint (every prefix of the real
+file), an fp8 T5 encoder and the T5/CLIP tokenizers. Used by the pipeline tests, the CLI tests, the benchmarks and
+the live tests (run as a script to fill a WebUI's models/TinyBreaker folder):
 
-    python tests/builders/tinybreaker_files.py <folder>
+    python tests/builders/tinybreaker_files.py <folder> [--full-refiner]
+
+``--full-refiner`` also writes ``tinybreaker_prototype1_sd15refiner.safetensors`` (2 GB): the same tiny base parts
+with a full-size random SD1.5 refiner (UNet, CLIP-L text model, KL decoder), so that the SD1 checkpoint
+``refiner_checkpoint.py`` makes from it loads in a real WebUI (see README, "Live tests").
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ if __package__ in (None, ""):  # run as a script: make `builders` importable
 
 from builders.common import prefixed, save_safetensors  # noqa: E402
 from builders.pixart import pixart_state_dict  # noqa: E402
-from builders.sd1 import clip_text_state_dict, kl_decoder_state_dict, sd1_unet_ldm_state_dict  # noqa: E402
+from builders.sd1 import CLIP_L, SD15_UNET, SD_VAE_DECODER, clip_text_state_dict, kl_decoder_state_dict  # noqa: E402
+from builders.sd1 import sd1_unet_ldm_state_dict  # noqa: E402
 from builders.sd1 import write_tiny_clip_tokenizer  # noqa: E402
 from builders.t5 import t5_state_dict, train_tiny_t5_tokenizer  # noqa: E402
 from builders.taesd import fp16_scalar, taesd_decoder_state_dict, taesd_encoder_state_dict  # noqa: E402
@@ -30,18 +35,22 @@ TAESD_HIDDEN = 16  # the real TAESD has 64; 16 keeps tests fast
 FP16 = torch.float16
 
 
-def tinybreaker_state_dict(prototype: int = 1, *, seed: int = 0, pixart_layout: str = "native"
-                           ) -> dict[str, torch.Tensor]:
-    """The whole checkpoint, fp16 like the real file (scalars included)."""
+FULL_REFINER_NAME = "tinybreaker_prototype1_sd15refiner.safetensors"
+
+
+def tinybreaker_state_dict(prototype: int = 1, *, seed: int = 0, pixart_layout: str = "native",
+                           full_refiner: bool = False) -> dict[str, torch.Tensor]:
+    """The whole checkpoint, fp16 like the real file (scalars included). ``full_refiner``: the SD1 refiner (UNet,
+    CLIP, KL decoder) at SD1.5's real size (needs diffusers), the base parts tiny as always."""
+    unet, clip, kl_decoder = (_full_refiner if full_refiner else _tiny_refiner)(seed)
     sd: dict[str, torch.Tensor] = {}
     sd.update(prefixed(pixart_state_dict(caption_dim=TEXT_WIDTH, layout=pixart_layout, seed=seed, dtype=FP16),
                        "base.diffusion_model."))
-    sd.update(prefixed(_refiner_unet(seed + 1), "refiner.diffusion_model."))
-    sd.update(prefixed(clip_text_state_dict(hidden=CLIP_WIDTH, seed=seed + 2, dtype=FP16), "refiner.conditioner."))
+    sd.update(prefixed(unet, "refiner.diffusion_model."))
+    sd.update(prefixed(clip, "refiner.conditioner."))
     sd.update(_tiny_vae("first_stage_model.encoder.", taesd_encoder_state_dict(seed + 3, hidden_channels=TAESD_HIDDEN,
                                                                                dtype=FP16), 0.13025))
     sd.update(transcoder_state_dict(seed + 4, prefix="transcoder.", hidden_channels=TAESD_HIDDEN))
-    kl_decoder = kl_decoder_state_dict(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, seed=seed + 5, dtype=FP16)
     sd1_decoder = taesd_decoder_state_dict(seed + 6, hidden_channels=TAESD_HIDDEN, dtype=FP16)
     if prototype == 0:
         sd.update(_tiny_vae("first_stage_model.decoder.", sd1_decoder, 0.18215))
@@ -54,7 +63,21 @@ def tinybreaker_state_dict(prototype: int = 1, *, seed: int = 0, pixart_layout: 
     return {key: value.to(FP16) if value.is_floating_point() else value for key, value in sd.items()}
 
 
-def _refiner_unet(seed: int) -> dict[str, torch.Tensor]:
+def _tiny_refiner(seed: int) -> tuple[dict[str, torch.Tensor], ...]:
+    """UNet, CLIP text model and KL decoder of the tiny refiner (CLIP_WIDTH wide)."""
+    return (_tiny_refiner_unet(seed + 1),
+            clip_text_state_dict(hidden=CLIP_WIDTH, seed=seed + 2, dtype=FP16),
+            kl_decoder_state_dict(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, seed=seed + 5, dtype=FP16))
+
+
+def _full_refiner(seed: int) -> tuple[dict[str, torch.Tensor], ...]:
+    """SD1.5's real shapes; diffusers' random init (the UNet's output convs are not zero, unlike ldm's)."""
+    return (sd1_unet_ldm_state_dict(**SD15_UNET, seed=seed + 1, dtype=FP16),
+            clip_text_state_dict(**CLIP_L, seed=seed + 2, dtype=FP16),
+            kl_decoder_state_dict(**SD_VAE_DECODER, seed=seed + 5, dtype=FP16))
+
+
+def _tiny_refiner_unet(seed: int) -> dict[str, torch.Tensor]:
     """The tiny SD1 UNet is built with diffusers (then renamed to ldm keys). Where diffusers is absent (A1111's
     stack) only the signature keys are written: enough for every stage except the embedded refiner, whose tests
     skip there."""
@@ -73,9 +96,10 @@ def tinybreaker_metadata(prototype: int) -> dict[str, str]:
 
 
 def write_tiny_model_folder(folder: str | os.PathLike, *, prototypes: tuple[int, ...] = (1,), seed: int = 0,
-                            t5_dtype: torch.dtype = torch.float8_e4m3fn) -> dict[str, str]:
+                            t5_dtype: torch.dtype = torch.float8_e4m3fn, full_refiner: bool = False
+                            ) -> dict[str, str]:
     """Writes tinybreaker_prototypeN.safetensors, t5xxl_fp8_e4m3fn.safetensors (tiny), t5_tokenizer/ and
-    clip_tokenizer/ into ``folder``; returns their paths by role."""
+    clip_tokenizer/ into ``folder`` (and FULL_REFINER_NAME with ``full_refiner``); returns their paths by role."""
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     paths: dict[str, str] = {}
@@ -84,6 +108,10 @@ def write_tiny_model_folder(folder: str | os.PathLike, *, prototypes: tuple[int,
             tinybreaker_state_dict(prototype, seed=seed), os.path.join(folder, f"tinybreaker_prototype{prototype}.safetensors"),
             tinybreaker_metadata(prototype))
     paths["checkpoint"] = paths[f"checkpoint{prototypes[0]}"]
+    if full_refiner:
+        paths["checkpoint_full_refiner"] = save_safetensors(
+            tinybreaker_state_dict(1, seed=seed, full_refiner=True), os.path.join(folder, FULL_REFINER_NAME),
+            tinybreaker_metadata(1))
     paths["t5"] = save_safetensors(t5_state_dict(d_model=TEXT_WIDTH, dtype=t5_dtype, seed=seed + 10),
                                    os.path.join(folder, "t5xxl_fp8_e4m3fn.safetensors"))
     paths["t5_tokenizer"] = train_tiny_t5_tokenizer(os.path.join(folder, "t5_tokenizer"))
@@ -99,7 +127,8 @@ def _tiny_vae(prefix: str, state_dict: dict[str, torch.Tensor], scale: float) ->
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3) or sys.argv[2:] not in ([], ["--full-refiner"]):
         sys.exit(__doc__)
-    for role, path in write_tiny_model_folder(sys.argv[1], prototypes=(1, 0)).items():
+    for role, path in write_tiny_model_folder(sys.argv[1], prototypes=(1, 0),
+                                              full_refiner=sys.argv[2:] == ["--full-refiner"]).items():
         print(f"{role}: {path}")
