@@ -1,4 +1,5 @@
-"""Memory and speed of the fp8 T5-XXL encoder (spec §8): peak RSS as a ratio to the file size, encode times.
+"""Memory and speed of the fp8 T5-XXL encoder: peak RSS as a ratio to the file size, encode times
+(docs/numerics.md "T5 encoder compute").
 
 Writes a FULL-SIZE random fp8 T5-XXL encoder once (default ``~/.cache/tinybreaker-bench/t5xxl_fp8_random.safetensors``,
 about 4.9 GB, outside the repository), then loads it in a fresh subprocess through the product's reader and loader

@@ -1,9 +1,10 @@
 """ComfyUI's prompt-weighting grammar: ``(text:1.2)``, ``(text)`` = ×1.1 per level, ``\\(`` escapes.
 
 The reference (ComfyUI-TinyBreaker on ComfyUI v0.3.55) tokenises each returned segment separately, so the
-segment boundaries matter as much as the weights (spec §3.3, §11.4). This module is a port of ComfyUI's
-``token_weights``/``parse_parentheses`` and of the ``embedding:`` handling of ``SDTokenizer.tokenize_with_weights``
-(ComfyUI is not an importable library, and A1111's own emphasis parser gives different results).
+segment boundaries matter as much as the weights (docs/numerics.md "T5 tokenization"). This module is a port of
+ComfyUI's ``token_weights``/``parse_parentheses`` and of the ``embedding:`` handling of
+``SDTokenizer.tokenize_with_weights`` (ComfyUI is not an importable library, and A1111's own emphasis parser gives
+different results).
 
 Rules, as ComfyUI applies them:
 - ``(...)`` multiplies the current weight by 1.1; ``(...:w)`` sets the weight to ``w`` (absolute, not multiplied);

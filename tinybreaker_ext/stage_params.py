@@ -9,7 +9,7 @@ STAGES = ("base", "refiner", "upscaler")
 
 @dataclass
 class StageParams:
-    """One stage's knobs, with the reference's fall-back defaults (spec §5.1)."""
+    """One stage's knobs, with the reference's fall-back defaults (docs/numerics.md "Styles")."""
 
     prompt: str = ""
     negative: str = ""

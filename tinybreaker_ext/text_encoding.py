@@ -1,4 +1,5 @@
-"""Prompt → T5 embedding with ComfyUI's weighting (spec §3.3), and a bounded cache of results (spec §5.12, §8)."""
+"""Prompt → T5 embedding with ComfyUI's weighting (docs/numerics.md "Prompt weighting"), and a bounded cache of
+results (docs/numerics.md "Caching")."""
 
 from __future__ import annotations
 

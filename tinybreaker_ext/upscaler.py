@@ -1,12 +1,13 @@
-"""TinyBreaker's Tiny Upscaler (spec §5.8): bilinear resize → tiled TAESD encode → extra noise on the raw
-latent → one sampler step per full sweep of 128×128-latent tiles (in place, alternating direction) → tiled decode.
+"""TinyBreaker's Tiny Upscaler: bilinear resize → tiled TAESD encode → extra noise on the raw latent → one sampler
+step per full sweep of 128×128-latent tiles (in place, alternating direction) → tiled decode
+(docs/numerics.md "Tiny Upscaler").
 
 Host-independent: the caller passes the VAE halves as functions on RAW latents and the SD1 model as a
 ``denoiser(x, sigma) -> x0`` with CFG included (our embedded UNet, or a WebUI host's model). Every image of a batch
 is upscaled on its own with the same seeds, so image k of a batch equals a single image (the reference draws one
 noise tensor over the whole batch instead; single images are identical).
 
-Differences from the reference, on purpose: canvases smaller than one tile (which make the reference fail, §9) use a
+Differences from the reference, on purpose: canvases smaller than one tile (which make the reference fail) use a
 single tile the size of the canvas on that axis; target sizes that are not multiples of 8 pixels are encoded with
 the right/bottom edge replicated to the next multiple of 8 and cropped back after decoding.
 """
@@ -157,7 +158,8 @@ def encode_upscaled(images: torch.Tensor, scale_by: float, encode_fn: LatentFunc
 
 
 def add_extra_noise(raw_latent: torch.Tensor, amount: float, seed: int) -> torch.Tensor:
-    """``raw + randn·amount`` with a CPU generator seeded ``seed + 100``, drawn per image (§5.8 step 3)."""
+    """``raw + randn·amount`` with a CPU generator seeded ``seed + 100``, drawn per image
+    (docs/numerics.md "Tiny Upscaler", step 3)."""
     if amount <= 0:
         return raw_latent
     noise = torch.cat([stage_noise((1,) + tuple(raw_latent.shape[1:]), seed + EXTRA_NOISE_SEED_OFFSET)

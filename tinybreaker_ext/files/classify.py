@@ -1,6 +1,6 @@
 """What a model file is, decided from its header keys alone (no tensor data is read).
 
-Signatures (see the spec §1.2, §1.3, §1.5, §3.1):
+Signatures (docs/model-files.md "Classification by header"):
 - TinyBreaker: ``base.diffusion_model.`` + ``refiner.first_stage_model.*`` (prototype1)
   or ``first_stage_hqmodel.*`` (prototype0).
 - PixArt-Sigma: native ``t_embedder.mlp.0.weight`` + ``final_layer.scale_shift_table``, or diffusers
@@ -31,7 +31,7 @@ from tinybreaker_ext.files.safetensors_file import (
     SafetensorsFile, SafetensorsHeader, SafetensorsView, open_safetensors, read_safetensors_header, torch_dtype_for,
 )
 
-# --- TinyBreaker checkpoint prefixes (spec §1.2) --------------------------------------------------------------------
+# --- TinyBreaker checkpoint prefixes (docs/model-files.md "TinyBreaker checkpoints") ----------------------------------
 BASE_PREFIX = "base.diffusion_model."
 REFINER_UNET_PREFIX = "refiner.diffusion_model."
 REFINER_CLIP_PREFIX = "refiner.conditioner."

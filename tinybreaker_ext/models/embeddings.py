@@ -1,4 +1,5 @@
-"""Sinusoidal embeddings with the float precision of the TinyBreaker reference (spec §2.2-4, §2.3, §11.3, §11.11).
+"""Sinusoidal embeddings with the float precision of the TinyBreaker reference
+(docs/numerics.md "Timestep and position embeddings").
 
 Hand-written because library versions (diffusers ``get_timestep_embedding``) compute the frequencies as
 ``exp(-ln(10000)·i/half)``, which lands ~6e-5 away from the reference's ``1 / 10000^(i/half)`` in the sinusoid.

@@ -1,4 +1,5 @@
-"""The full SD1 KL-VAE decoder (spec §4.3): ldm-named ``decoder.*`` + ``post_quant_conv.*``, run through diffusers.
+"""The full SD1 KL-VAE decoder: ldm-named ``decoder.*`` + ``post_quant_conv.*``, run through diffusers
+(docs/model-files.md "SD1 parts").
 
 The TinyBreaker file stores no KL encoder, so only diffusers' ``Decoder`` is built (plus the 1x1 post-quant conv).
 """

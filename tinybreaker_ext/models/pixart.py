@@ -1,11 +1,13 @@
-"""PixArt-Sigma transformer (spec §2) with native parameter names, configured from tensor shapes.
+"""PixArt-Sigma transformer with native parameter names, configured from tensor shapes
+(docs/numerics.md "PixArt-Sigma forward").
 
 Own module because diffusers' ``PixArtTransformer2DModel`` cannot serve: diffusers is absent on A1111, and in
 every version we target (0.31.0, 0.32.2, 0.42.1) its timestep sinusoid uses ``exp(-ln(10000)·i/128)`` where the
-reference uses ``1 / 10000^(i/128)`` (§11.11: 6e-5 apart in the sinusoid, ~1.5e-6 in the output). Its positional
-embedding has the same numerics as §2.3/§11.3 (float32 grid, float64 sin/cos) but is rounded to float32 and added
-before casting to the model dtype, which differs from the reference in fp16/bf16. The block maths is otherwise
-identical (checked in tests against diffusers at t=0, where both sinusoids agree exactly).
+reference uses ``1 / 10000^(i/128)`` (6e-5 apart in the sinusoid, ~1.5e-6 in the output;
+docs/numerics.md "Timestep and position embeddings"). Its positional embedding has the same numerics as the
+reference's (float32 grid, float64 sin/cos) but is rounded to float32 and added before casting to the model dtype,
+which differs from the reference in fp16/bf16. The block maths is otherwise identical (checked in tests against
+diffusers at t=0, where both sinusoids agree exactly).
 """
 
 from __future__ import annotations
@@ -144,9 +146,10 @@ class SelfAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Image tokens attend to the caption tokens. The reference never masks (§2.4); ``key_mask`` exists so that
-    captions of different lengths can share one batch: zero-padded tokens are masked out, which gives the
-    unpadded caption's result (softmax weights of masked keys are exactly 0)."""
+    """Image tokens attend to the caption tokens. The reference never masks
+    (docs/numerics.md "Caption length and masking"); ``key_mask`` exists so that captions of different lengths can
+    share one batch: zero-padded tokens are masked out, which gives the unpadded caption's result (softmax weights
+    of masked keys are exactly 0)."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -176,7 +179,7 @@ class PixArtBlock(nn.Module):
         """x [B, N, D], time6 [B, 6, D] (adaLN-single), caption [B, L, D], key_mask None or [B, 1, 1, L] bool."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (self.scale_shift_table[None] + time6).unbind(1)
         x = x + gate_a[:, None] * self.attn(_modulate(_layer_norm(x), shift_a[:, None], scale_a[:, None]))
-        x = x + self.cross_attn(x, caption, key_mask)  # no norm and no gate here (§2.2-6)
+        x = x + self.cross_attn(x, caption, key_mask)  # no norm, no gate: docs/numerics.md "PixArt-Sigma forward"
         return x + gate_m[:, None] * self.mlp(_modulate(_layer_norm(x), shift_m[:, None], scale_m[:, None]))
 
 
@@ -346,7 +349,8 @@ def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.d
     The module is built on the ``meta`` device and takes the tensors as they are read and cast, one at a time,
     so the weights are never held twice. Each tensor travels to ``device`` in the file's dtype and is cast there:
     a 16-bit file never takes a float32 detour through host memory (a GPU gets half the bytes, and upcasts
-    itself when float32 compute is asked for). Ignored keys (§1.3) are skipped; unknown keys are logged.
+    itself when float32 compute is asked for). Ignored keys (docs/model-files.md "PixArt-Sigma layouts") are
+    skipped; unknown keys are logged.
     """
     layout = detect_pixart_layout(state_dict)
     raise_if_missing(state_dict, layout, native_pixart_keys(pixart_block_count(state_dict, layout)))

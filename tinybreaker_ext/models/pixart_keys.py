@@ -1,4 +1,5 @@
-"""PixArt-Sigma key layouts (spec §1.3): detect native vs diffusers naming and read tensors under native names.
+"""PixArt-Sigma key layouts: detect native vs diffusers naming and read tensors under native names
+(docs/model-files.md "PixArt-Sigma layouts").
 
 Native names are the module's own parameter names (``tinybreaker_ext.models.pixart``). A diffusers file is
 read lazily: each native tensor is built from its diffusers source(s) when asked for, one at a time
@@ -26,8 +27,8 @@ LAYOUT_SIGNATURES = {
     DIFFUSERS: ("adaln_single.emb.timestep_embedder.linear_2.bias", "scale_shift_table"),
 }
 
-# Keys a file may carry that inference does not use: the learned null caption (no null-token substitution at
-# inference, §2.2-3) and a stored positional-embedding buffer (we compute it for every grid, §2.3).
+# Keys a file may carry that inference does not use (docs/model-files.md "PixArt-Sigma layouts"): the learned null
+# caption (no null-token substitution at inference) and a stored positional-embedding buffer (computed per grid).
 IGNORED_KEYS = {
     NATIVE: ("y_embedder.y_embedding", "pos_embed"),
     DIFFUSERS: ("caption_projection.y_embedding", "pos_embed.pos_embed"),
@@ -35,7 +36,7 @@ IGNORED_KEYS = {
 
 BLOCK_PREFIX = {NATIVE: "blocks.", DIFFUSERS: "transformer_blocks."}
 
-# native module path -> diffusers module path(s), for modules outside the blocks (§1.3 table)
+# native module path -> diffusers module path(s), outside the blocks (docs/model-files.md "PixArt-Sigma layouts")
 _DIFFUSERS_TOP_MODULES = {
     "x_embedder.proj": "pos_embed.proj",
     "y_embedder.y_proj.fc1": "caption_projection.linear_1",
@@ -69,7 +70,8 @@ def full_key_name(state_dict: Mapping[str, torch.Tensor], key: str) -> str:
 
 
 def detect_pixart_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """``"native"`` or ``"diffusers"`` from the signature keys of §1.3; ModelFileError if neither matches."""
+    """``"native"`` or ``"diffusers"`` from the signature keys of docs/model-files.md "PixArt-Sigma layouts";
+    ModelFileError if neither matches."""
     keys = set(state_dict.keys())
     for layout, signature in LAYOUT_SIGNATURES.items():
         if all(key in keys for key in signature):
@@ -87,7 +89,8 @@ def pixart_block_count(state_dict: Mapping[str, torch.Tensor], layout: str) -> i
 
 
 def native_pixart_keys(depth: int) -> list[str]:
-    """Every parameter name of a native PixArt-Sigma transformer with ``depth`` blocks (§1.3 table order)."""
+    """Every parameter name of a native PixArt-Sigma transformer with ``depth`` blocks, in the order of
+    docs/model-files.md "PixArt-Sigma layouts"."""
     top = ["x_embedder.proj", "t_embedder.mlp.0", "t_embedder.mlp.2", "t_block.1",
            "y_embedder.y_proj.fc1", "y_embedder.y_proj.fc2"]
     keys = [f"{module}.{param}" for module in top for param in ("weight", "bias")]
@@ -175,7 +178,8 @@ def iter_native_tensors(state_dict: Mapping[str, torch.Tensor], layout: str,
 
 
 def native_pixart_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """All parameters under native names (diffusers keys converted per §1.3); ignored and unknown keys dropped.
+    """All parameters under native names (diffusers keys converted per docs/model-files.md "PixArt-Sigma layouts");
+    ignored and unknown keys dropped.
 
     Unknown keys are logged as a warning (``unused_pixart_keys`` returns them); missing keys raise ModelFileError.
     """

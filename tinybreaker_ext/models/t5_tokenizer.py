@@ -1,4 +1,4 @@
-"""Finding and using the T5 v1.1 tokenizer with the reference's prompt rules (spec §3.3, §11.4).
+"""Finding and using the T5 v1.1 tokenizer with the reference's prompt rules (docs/numerics.md "T5 tokenization").
 
 Search order of ``find_t5_tokenizer``: the user's path → the models folders → tokenizer copies that WebUI hosts ship
 in-tree → the Hugging Face cache → a download from the hub → ``ModelNotFoundError`` saying where to put the files.
@@ -21,7 +21,7 @@ UNK_ID = 2
 DEFAULT_MIN_LENGTH = 77  # ComfyUI's SD3 T5 tokenizer: EOS, then <pad> up to 77 tokens
 
 TOKENIZER_FOLDER_NAME = "t5_tokenizer"
-# In-tree T5 tokenizer copies of the hosts, relative to the host's root folder (see spec webui_hosts.md §1.3).
+# In-tree T5 tokenizer copies of the hosts, relative to the host's root folder (docs/model-files.md "T5 tokenizer").
 HOST_TOKENIZER_SUBDIRS = (
     "ldm_patched/modules/t5_tokenizer",  # reForge (ComfyUI-derived backend)
     "backend/huggingface/stabilityai/stable-diffusion-3-medium-diffusers/tokenizer_3",  # Forge

@@ -55,7 +55,8 @@ class Block(nn.Module):
 
 
 class TinyEncoder(nn.Sequential):
-    """RGB [0, 1] → model-space latent, ÷8 spatially (indices 0..14, see spec §4.4)."""
+    """RGB [0, 1] → model-space latent, ÷8 spatially (indices 0..14 of
+    docs/model-files.md "Tiny AutoEncoders (TAESD)")."""
 
     def __init__(self, latent_channels: int = 4, hidden_channels: int = 64):
         c = hidden_channels
@@ -68,7 +69,8 @@ class TinyEncoder(nn.Sequential):
 
 
 class TinyDecoder(nn.Sequential):
-    """Model-space latent → RGB (≈[0, 1], not clamped), ×8 spatially (indices 0..19, see spec §4.4)."""
+    """Model-space latent → RGB (≈[0, 1], not clamped), ×8 spatially (indices 0..19 of
+    docs/model-files.md "Tiny AutoEncoders (TAESD)")."""
 
     def __init__(self, latent_channels: int = 4, hidden_channels: int = 64):
         c = hidden_channels
@@ -236,7 +238,7 @@ def build_decoder(part: Mapping[str, torch.Tensor], *, what: str, source: str) -
 def _require(part: Mapping[str, torch.Tensor], keys: tuple[str, ...], what: str, source: str) -> None:
     missing = [key for key in keys if key not in part]
     if missing:
-        raise ModelFileError(source, f"{what} is missing '{missing[0]}'", "a complete TAESD half (§4.4 layout)")
+        raise ModelFileError(source, f"{what} is missing '{missing[0]}'", "a complete TAESD half")
 
 
 def load_weights(module: nn.Module, part: Mapping[str, torch.Tensor], *, what: str, source: str) -> nn.Module:
@@ -245,10 +247,10 @@ def load_weights(module: nn.Module, part: Mapping[str, torch.Tensor], *, what: s
     missing = [key for key in expected if key not in part]
     if missing:
         raise ModelFileError(source, f"{what} is missing '{missing[0]}' ({len(missing)} keys missing)",
-                             "a complete TAESD half (§4.4 layout)")
+                             "a complete TAESD half")
     unexpected = sorted(key for key in part if key not in expected)
     if unexpected:
-        raise ModelFileError(source, f"{what} has unexpected key '{unexpected[0]}'", "the TAESD layout of §4.4")
+        raise ModelFileError(source, f"{what} has unexpected key '{unexpected[0]}'", "madebyollin's TAESD layout")
     for key, target in expected.items():
         if tuple(part[key].shape) != tuple(target.shape):
             raise ModelFileError(source, f"{what} '{key}' has shape {tuple(part[key].shape)}",

@@ -1,8 +1,9 @@
-"""Tiled VAE encode/decode with linear-ramp blending, as the reference's "Tiny Encode/Decode" (spec §4.5).
+"""Tiled VAE encode/decode with linear-ramp blending, as the reference's "Tiny Encode/Decode"
+(docs/numerics.md "Tiled VAE").
 
 Tiles are laid out in latent units: step = ceil(tile_px / scale), pad = ceil(padding_px / scale) with
 padding_px = tile_px·overlap%/400, extent = pad + step + pad, origins from −2·pad in strides of `step`.
-Every origin before the canvas end is processed (§11.13); tiles are cropped to the canvas, so edge tiles see
+Every origin before the canvas end is processed; tiles are cropped to the canvas, so edge tiles see
 smaller inputs, exactly as in the reference. Each output tile is weighted by a separable mask (zero border,
 then a linear ramp, then ones, mirrored) whose shifted copies sum to 1, and added into a float32 canvas.
 Callers pass the per-tile function; the reference clamps each decoded tile to [0, 1] (TinyVAE.decode does).

@@ -1,4 +1,4 @@
-"""The latent transcoder: TAESDXL decoder followed by the TAESD (SD1) encoder (spec §4.2).
+"""The latent transcoder: TAESDXL decoder followed by the TAESD (SD1) encoder (docs/numerics.md "Transcoder").
 
 In model space it is simply `z_sd1 = TAESD_enc(TAESDXL_dec(z_sdxl))`: no clamp and no blur in between.
 The stored scale/shift scalars only matter for the raw-latent form used by ComfyUI, kept here for checks.

@@ -1,4 +1,5 @@
-"""TinyBreaker's inline prompt language: `a cat on a roof --no people --aspect 3:2 --portrait --seed 5` (spec §6.1–6.3).
+"""TinyBreaker's inline prompt language: `a cat on a roof --no people --aspect 3:2 --portrait --seed 5`
+(docs/numerics.md "Inline prompt arguments").
 
 The text before the first `--` is the prompt; every `--` starts an argument whose name runs to the first whitespace
 and whose value is the rest, up to the next `--`. `parse_inline_prompt` only reads the text: it never raises, and it
@@ -71,7 +72,7 @@ class ArgumentSpec:
     deprecated: bool = False
 
 
-# In the reference's processing order (spec §6.3).
+# In the reference's processing order (docs/numerics.md "Inline prompt arguments").
 ARGUMENTS: tuple[ArgumentSpec, ...] = (
     ArgumentSpec("style", (), "style", "style name, applied before everything else"),
     ArgumentSpec("prompt", (), "ignored", "ignored: the text before the first -- is the prompt"),
@@ -121,7 +122,7 @@ class InlinePrompt:
 
 
 def preprocess(text: str) -> str:
-    """Strips the text and each of its lines (§6.1)."""
+    """Strips the text and each of its lines (docs/numerics.md "Inline prompt arguments")."""
     return "\n".join(line.strip() for line in str(text or "").strip().splitlines())
 
 

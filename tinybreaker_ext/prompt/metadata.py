@@ -1,4 +1,5 @@
-"""Infotext (A1111 "parameters" text) written and read the way ComfyUI-TinyBreaker's Save Image does (spec §7).
+"""Infotext (A1111 "parameters" text) written and read the way ComfyUI-TinyBreaker's Save Image does
+(docs/numerics.md "Infotext and sampler names").
 
 The prompt line keeps the whole inline prompt, arguments included, so the prompt plus `TB style` reproduce a
 generation; `TB base parameters` / `TB refiner parameters` record the final per-stage values as a check.
@@ -40,7 +41,8 @@ def format_number(value: float | int) -> str:
 
 
 def effective_end(stage: StageParams) -> int:
-    """The step the stage stops at: a negative end counts from the last step (§5.3), never past `steps`."""
+    """The step the stage stops at: a negative end counts from the last step, never past `steps`
+    (docs/numerics.md "Step windows")."""
     end = stage.steps_end if stage.steps_end >= 0 else stage.steps + stage.steps_end
     return min(stage.steps, end)
 

@@ -1,4 +1,5 @@
-"""A1111-style sampler labels for infotext, from ComfyUI sampler and scheduler names (spec §7, §11.5, §11.15).
+"""A1111-style sampler labels for infotext, from ComfyUI sampler and scheduler names
+(docs/numerics.md "Infotext and sampler names").
 
 First the legacy combined names A1111 knows ("DPM++ 2M Karras", "Euler a"); otherwise "<sampler> <scheduler>"
 from the two maps below. Samplers A1111 lacks keep a readable name (DEIS, iPNDM, ...); unknown ones read "Euler".

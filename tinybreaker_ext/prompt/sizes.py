@@ -1,4 +1,4 @@
-"""Image sizes from an aspect ratio, an orientation and a named scale (spec §5.2).
+"""Image sizes from an aspect ratio, an orientation and a named scale (docs/numerics.md "Image sizes").
 
 Sizes are multiples of 16 (8 latent pixels × PixArt's 2×2 patches). The area follows the model's resolution
 (1024² by default), so every aspect ratio costs about the same.
@@ -106,8 +106,8 @@ def resolution_area(resolution: int | float | str) -> int:
 
 def image_size(aspect: str | tuple[int, int] = "1:1", orientation: str | None = "",
                scale: str | float | None = DEFAULT_SCALE, resolution: int | str = 1024) -> tuple[int, int]:
-    """(width, height) in pixels, multiples of 16, per §5.2: w0 = √(area·W/H), h0 = w0·H/W, each ×scale,
-    rounded to a multiple of 16 with Python's round (ties to even)."""
+    """(width, height) in pixels, multiples of 16, per docs/numerics.md "Image sizes": w0 = √(area·W/H),
+    h0 = w0·H/W, each ×scale, rounded to a multiple of 16 with Python's round (ties to even)."""
     ratio_w, ratio_h = normalize_aspect(aspect, orientation)
     area = resolution_area(resolution)
     factor = scale_factor(scale)

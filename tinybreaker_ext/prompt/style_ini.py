@@ -1,4 +1,5 @@
-"""Reads TinyBreaker style files (spec §6.5), the same INI format as ComfyUI-TinyBreaker's `styles_vNN.ini`.
+"""Reads TinyBreaker style files, the same INI format as ComfyUI-TinyBreaker's `styles_vNN.ini`
+(docs/numerics.md "Styles").
 
     base.steps = 12              # keys before the first section are the file's defaults
     [PHOTO]                      # inherits the defaults

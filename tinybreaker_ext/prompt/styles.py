@@ -1,4 +1,4 @@
-"""The style library: TinyBreaker's built-in styles plus any the user adds (spec §6.5).
+"""The style library: TinyBreaker's built-in styles plus any the user adds (docs/numerics.md "Styles").
 
 Each style sets every stage parameter (prompt and negative templates, sampler, scheduler, steps, start, end, cfg,
 seed, extra noise) of the base, refiner and upscaler stages.
@@ -128,7 +128,8 @@ class StyleLibrary:
         return dict(self._styles[self._require(name)])
 
     def get(self, name: str) -> dict[str, StageParams]:
-        """Stage name → StageParams of the style; unset fields keep StageParams' fall-back defaults (§5.1)."""
+        """Stage name → StageParams of the style; unset fields keep StageParams' fall-back defaults
+        (docs/numerics.md "Styles")."""
         values = self._styles[self._require(name)]
         stages: dict[str, StageParams] = {}
         for stage in STAGES:

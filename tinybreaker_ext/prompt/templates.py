@@ -1,4 +1,5 @@
-"""Style templates: put the user's text where a style's template has its `$@` placeholder (spec §6.4, §11.1).
+"""Style templates: put the user's text where a style's template has its `$@` placeholder
+(docs/numerics.md "Style templates").
 
 A template may wrap the placeholder in a conditional block, `{. $@}`: with text, the braces go and the block stays
 (". a cat"); with no text, the whole block goes. Anything that does not form a clean block keeps its braces.
@@ -21,7 +22,8 @@ def apply_template(template: str | None, value: str) -> str:
         return prefix + value + suffix
 
     # A `}` between the block's `{` and the placeholder, or any `{` after the block's `}`, means the braces
-    # belong to something else (the reference checks exactly this, §11.1): substitute and keep braces literally.
+    # belong to something else (the reference checks exactly this; docs/numerics.md "Style templates"): substitute
+    # and keep braces literally.
     if prefix.find("}", block_open) != -1 or suffix.find("{", block_close) != -1:
         return prefix + value + suffix
 

@@ -1,4 +1,5 @@
-"""Denoiser wrappers: an eps-prediction network as a sigma-space denoiser, and classifier-free guidance (spec §2.5, §5.4).
+"""Denoiser wrappers: an eps-prediction network as a sigma-space denoiser, and classifier-free guidance
+(docs/numerics.md "Eps and CFG denoisers").
 
 Contract used throughout: a *model function* is ``model_fn(x, sigma[B], context) -> denoised x0`` (an `EpsDenoiser`
 around a network is one); one whose network can mask padded caption tokens also takes ``context_mask=`` ([B, L]
@@ -19,8 +20,8 @@ ModelFunction = Callable[..., torch.Tensor]
 Contexts = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 # Contexts of different token lengths share one batch by repetition only while repeating them all to their LCM
-# length costs at most 4x the shortest one (spec §11.2); repeating tokens leaves attention results unchanged,
-# zero-padding would not (unless the model masks the padding).
+# length costs at most 4x the shortest one (docs/numerics.md "Caption length and masking"); repeating tokens leaves
+# attention results unchanged, zero-padding would not (unless the model masks the padding).
 MAX_LCM_REPEAT = 4
 
 

@@ -1,4 +1,4 @@
-"""Per-stage noise and the noised start point (spec §5.4, §5.11)."""
+"""Per-stage noise and the noised start point (docs/numerics.md "Noise and seeds")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Samplers in sigma space with the reference's (ComfyUI / k-diffusion) exact update formulas (spec §5.10).
+"""Samplers in sigma space with the reference's (ComfyUI / k-diffusion) exact update formulas
+(docs/numerics.md "Samplers").
 
 Every sampler is ``sampler(denoiser, x, sigmas, *, seed=None, seeds=None, callback=None) -> x``: ``x`` is the
 already-noised start point at ``sigmas[0]``, ``denoiser(x, sigma[B]) -> denoised x0``, and

@@ -1,4 +1,4 @@
-"""DEIS (max order 3, "tab" coefficients) as the reference runs it (spec §5.10).
+"""DEIS (max order 3, "tab" coefficients) as the reference runs it (docs/numerics.md "Samplers").
 
 The coefficients integrate Lagrange polynomials in the VP time of an EDM-style schedule (σ_min 0.002, σ_max 80,
 whatever the model's own range) with a 10 000-point Riemann sum, as in zju-pi/diff-sampler (Apache-2.0) via ComfyUI.

@@ -1,4 +1,4 @@
-"""UniPC (B(h) variants) exactly as the reference's ``sample_unipc`` runs it (spec §5.10).
+"""UniPC (B(h) variants) exactly as the reference's ``sample_unipc`` runs it (docs/numerics.md "Samplers").
 
 The reference converts sigma space to VP space (x / sqrt(1 + σ0²)), replaces a final σ = 0 by 0.001, uses order
 min(3, len(sigmas) − 2), data prediction, multistep updates with the UniC corrector and lower-order final steps.
@@ -192,7 +192,7 @@ def _sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Option
     sigmas, host = prepare_sigmas(sigmas, x)
     if len(sigmas) <= 1:
         return x
-    # the reference writes 0.001 into the caller's tensor (spec §11.7); we never do
+    # the reference writes 0.001 into the caller's tensor (docs/numerics.md "Samplers"); we never do
     timesteps, host_timesteps = sigmas.clone(), host.clone()
     if float(host_timesteps[-1]) == 0:
         timesteps[-1] = UNIPC_FINAL_SIGMA

@@ -1,4 +1,5 @@
-"""Discrete VP sigma tables, the reference's schedulers and its step selection (spec §2.5, §5.3, §5.9, §11.8-10).
+"""Discrete VP sigma tables, the reference's schedulers and its step selection (docs/numerics.md "Sigma tables",
+docs/numerics.md "Schedulers", docs/numerics.md "Step windows").
 
 Hand-written ports of ComfyUI's formulas: no installable library reproduces ComfyUI's numbers (its own code is not a
 pip package and k-diffusion cannot be a dependency on every WebUI host), and the reference's results depend on them
@@ -17,7 +18,8 @@ from tinybreaker_ext.errors import ParameterError
 SCHEDULERS = ("simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta", "linear_quadratic",
               "kl_optimal")
 
-# Samplers for which the reference computes one step more and drops the penultimate sigma (spec §5.3 rule 4).
+# Samplers for which the reference computes one step more and drops the penultimate sigma
+# (docs/numerics.md "Step windows", rule 4).
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset(("dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"))
 
 BETA_SCHEDULER_ALPHA = 0.6
@@ -56,7 +58,8 @@ def sd1_sigmas() -> torch.Tensor:
 
 class DiscreteSchedule:
     """A model's discrete sigmas as the reference holds them: float32 sigmas and float32 log-sigmas, each rounded
-    once from the float64 table (rounding the float32 sigmas again before the log moves results, spec §11.8)."""
+    once from the float64 table (rounding the float32 sigmas again before the log moves results,
+    docs/numerics.md "Sigma tables")."""
 
     def __init__(self, table: torch.Tensor):
         table = torch.as_tensor(table).detach().cpu()
@@ -109,7 +112,7 @@ def _simple(schedule: DiscreteSchedule, steps: int) -> list[float]:
 
 def _ddim_uniform(schedule: DiscreteSchedule, steps: int) -> list[float]:
     # Starts at index 1 and walks up in strides of len // steps, so it yields more than steps+1 values when the
-    # table length is not a multiple of steps (spec §11.9); callers keep the last steps+1.
+    # table length is not a multiple of steps (docs/numerics.md "Schedulers"); callers keep the last steps+1.
     index = 1
     if math.isclose(float(schedule.sigmas[index]), 0, abs_tol=0.00001):
         steps += 1
@@ -154,7 +157,8 @@ def _exponential(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
 
 
 def _beta(schedule: DiscreteSchedule, steps: int) -> list[float]:
-    # Timesteps at Beta(0.6, 0.6) quantiles of 1 - k/steps, rounded half-to-even; repeats are dropped (spec §11.10).
+    # Timesteps at Beta(0.6, 0.6) quantiles of 1 - k/steps, rounded half-to-even; repeats are dropped
+    # (docs/numerics.md "Schedulers").
     last_index = len(schedule.sigmas) - 1
     values, previous = [], None
     for k in range(steps):
@@ -221,9 +225,10 @@ def scheduler_sigmas(model_sigmas, scheduler: str, steps: int) -> torch.Tensor:
 
 def step_window(steps: int, steps_start: int = 0, steps_end: int = 10000, steps_nfactor: int = 0
                 ) -> tuple[int, int, int]:
-    """(steps, start, end) after the reference's rules (spec §5.3): a negative end counts from the last step, the
-    window is clamped to the schedule, then the step factor (detail level) first lowers the start and adds the rest
-    of its steps at the end, or (negative) raises the start. ``start >= end`` means the stage is skipped."""
+    """(steps, start, end) after the reference's rules (docs/numerics.md "Step windows"): a negative end counts
+    from the last step, the window is clamped to the schedule, then the step factor (detail level) first lowers the
+    start and adds the rest of its steps at the end, or (negative) raises the start. ``start >= end`` means the
+    stage is skipped."""
     if steps_end < 0:
         steps_end = steps + steps_end
     steps_start = max(0, steps_start)
@@ -242,7 +247,7 @@ def step_window(steps: int, steps_start: int = 0, steps_end: int = 10000, steps_
 
 def compute_sigmas(model_sigmas, *, sampler: str, scheduler: str, steps: int, steps_start: int = 0,
                    steps_end: int = 10000, steps_nfactor: int = 0) -> torch.Tensor:
-    """The sigmas one stage runs (spec §5.3); an empty tensor means the stage is skipped."""
+    """The sigmas one stage runs (docs/numerics.md "Step windows"); an empty tensor means the stage is skipped."""
     for field, value in (("steps", steps), ("steps_start", steps_start), ("steps_end", steps_end),
                          ("steps_nfactor", steps_nfactor)):
         if isinstance(value, bool) or not isinstance(value, int):
