@@ -50,7 +50,7 @@ def test_head_count_defaults_to_hidden_over_64():
 
 def test_full_clip_l_layout_is_consumed_on_meta():
     state_dict = clip_l_full_meta_state_dict()
-    assert tuple(state_dict["text_model.embeddings.token_embedding.weight"].shape) == (49408, 768)  # spec §1.4
+    assert tuple(state_dict["text_model.embeddings.token_embedding.weight"].shape) == (49408, 768)  # CLIP-L's
     assert tuple(state_dict["text_model.embeddings.position_embedding.weight"].shape) == (77, 768)
     assert tuple(state_dict["text_model.final_layer_norm.weight"].shape) == (768,)
     assert "text_model.encoder.layers.8.self_attn.out_proj.weight" in state_dict

@@ -1,7 +1,7 @@
 """The prompt-box logic of javascript/tinybreaker_prompt.js, run in Node: Ctrl+Up/Down steps, Ctrl+Right completion,
-highlight ranges. Expected values come from the reference editor's hints (spec §6.3): seed >=1, cfg-shift -20..+20
-written with '+', image-shift >=0, upscale-noise -5..+5 or levels, detail-level -9..+9 or levels, batch >=1, the
-aspect list 1:1, 4:3, 3:2, 16:10, 16:9, 2:1, 21:9, 12:5, 70:27, 32:9 (default 4:3).
+highlight ranges. Expected values come from the reference editor's hints (docs/numerics.md "Inline prompt arguments"):
+seed >=1, cfg-shift -20..+20 written with '+', image-shift >=0, upscale-noise -5..+5 or levels, detail-level -9..+9
+or levels, batch >=1, the aspect list 1:1, 4:3, 3:2, 16:10, 16:9, 2:1, 21:9, 12:5, 70:27, 32:9 (default 4:3).
 
 Notation: `|` is the caret, `[...]` a selection, in the text before and after the key.
 """

@@ -1,4 +1,5 @@
-"""The SD1 KL-VAE decoder (spec §4.3) loaded from ldm names, checked against an independent functional ldm decoder."""
+"""The SD1 KL-VAE decoder (docs/numerics.md "Decoders") loaded from ldm names, checked against an independent
+functional ldm decoder."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tinybreaker_ext.models.kl_decoder import load_kl_decoder
 pytest.importorskip("diffusers")
 
 
-# ---- an ldm Decoder written out with torch.nn.functional (the CompVis code's arithmetic, spec §4.3) ----
+# ---- an ldm Decoder written out with torch.nn.functional (the CompVis code's arithmetic) ----
 
 def _norm(sd, name, x):
     return F.group_norm(x, 32, sd[f"{name}.weight"], sd[f"{name}.bias"], eps=1e-6)
@@ -71,7 +72,7 @@ def test_decode_equals_the_ldm_decoder_on_latent_over_scale(ch_mult):
 def test_scale_given_by_the_caller_is_the_one_divided_out():
     sd = kl_decoder_state_dict(seed=4)
     latent = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1)) * 0.2
-    fp16_scale = 0.18212890625  # 0.18215 as stored in fp16 files (spec §11.12)
+    fp16_scale = 0.18212890625  # 0.18215 as stored in fp16 files (docs/numerics.md "Latent spaces and scale factors")
     decoder = load_kl_decoder(sd, device="cpu", dtype=torch.float32, scale=fp16_scale)
     expected = ((ldm_decode(sd, latent / fp16_scale, 2, 2) + 1) / 2).clamp(0, 1)
     torch.testing.assert_close(decoder.decode(latent), expected, rtol=1e-4, atol=1e-5)
@@ -91,7 +92,7 @@ def test_output_is_clamped_to_the_unit_range():
 
 def test_full_sd_vae_decoder_layout_loads_on_meta():
     sd = kl_decoder_full_meta_state_dict()
-    expected_shapes = {  # spec §1.4
+    expected_shapes = {  # docs/model-files.md "SD1 parts"
         "decoder.conv_in.weight": (512, 4, 3, 3),
         "decoder.mid.attn_1.q.weight": (512, 512, 1, 1),
         "decoder.mid.attn_1.proj_out.weight": (512, 512, 1, 1),

@@ -54,7 +54,8 @@ def test_padded_and_masked_captions_give_the_separate_results(model, long_tokens
 
 
 def test_padding_without_the_mask_changes_the_result(model):
-    """Guards the test above: the zero tokens matter unless they are masked (spec §2.4 forbids bare zero-padding)."""
+    """Guards the test above: the zero tokens matter unless they are masked (no bare zero-padding:
+    docs/numerics.md "Caption length and masking")."""
     short, long = captions(77, 120)
     x = torch.randn(1, 4, 8, 6, generator=torch.Generator().manual_seed(6)).repeat(2, 1, 1, 1)
     context, mask = pad_with_mask([short, long])

@@ -1,8 +1,9 @@
 """Cross-check against diffusers' PixArtTransformer2DModel where it is installed (it is absent on A1111).
 
-This validates the diffusers key names of the builder and the conversion table of §1.3 against the real library,
-and documents why the project keeps its own module: the two agree exactly in structure, and differ only in the
-timestep frequencies (spec §11.11).
+This validates the diffusers key names of the builder and the conversion table of
+docs/model-files.md "PixArt-Sigma layouts" against the real library, and documents why the project keeps its own
+module: the two agree exactly in structure, and differ only in the timestep frequencies
+(docs/numerics.md "Timestep and position embeddings").
 """
 
 from __future__ import annotations

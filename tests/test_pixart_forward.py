@@ -1,4 +1,4 @@
-"""PixArt-Sigma forward pass against formulas written out independently here (spec §2.2, §2.3, §11.3, §11.11).
+"""PixArt-Sigma forward pass against formulas written out independently here (docs/numerics.md "PixArt-Sigma forward").
 
 The reference uses numpy / python math for the sinusoids and explicit float64 matmuls + softmax for the
 transformer, so it shares no code with ``tinybreaker_ext.models.pixart``.
@@ -33,7 +33,8 @@ def assert_close(actual: torch.Tensor, expected, tolerance: float = TOLERANCE):
 # ---- independent formulas ---------------------------------------------------------------------------------------
 
 def reference_timestep_sinusoid(timesteps, dim=256):
-    """§2.2-4 with §11.11: float32 f_i = 1 / 10000^(i/128) (each step rounded once to float32), cos first."""
+    """docs/numerics.md "Timestep and position embeddings": float32 f_i = 1 / 10000^(i/128) (each step rounded
+    once to float32), cos first."""
     f32 = np.float32
     half = dim // 2
     freqs = [f32(1.0 / float(f32(10000.0 ** (i / half)))) for i in range(half)]
@@ -45,7 +46,8 @@ def reference_timestep_sinusoid(timesteps, dim=256):
 
 
 def reference_position_embedding(height, width, dim, base_size, pe_interpolation, grid_dtype=np.float32):
-    """§2.3 with §11.3: positions in float32 (j / (W/base) / interp), sin/cos in float64, [E(x), E(y)] row-major."""
+    """docs/numerics.md "Timestep and position embeddings": positions in float32 (j / (W/base) / interp), sin/cos
+    in float64, [E(x), E(y)] row-major."""
     def axis(n):
         grid = np.arange(n, dtype=grid_dtype) / grid_dtype(n / base_size) / grid_dtype(pe_interpolation)
         return grid.astype(np.float64)
@@ -110,7 +112,8 @@ def reference_final(x, temb, weights):
 
 
 def reference_unpatchify(tokens, height, width, patch, channels):
-    """§2.2-8 index by index: value (py·p+px)·C + c of token (r, col) goes to pixel (r·p+py, col·p+px)."""
+    """Unpatchify (docs/numerics.md "PixArt-Sigma forward") index by index: value (py·p+px)·C + c of token (r, col)
+    goes to pixel (r·p+py, col·p+px)."""
     batch = tokens.shape[0]
     image = torch.zeros(batch, channels, height * patch, width * patch, dtype=tokens.dtype)
     for r in range(height):
@@ -189,7 +192,8 @@ def test_position_embedding_matches_float32_grid_and_float64_sincos(height, widt
 
 
 def test_position_grid_is_float32_before_sincos():
-    """§11.3: a float64 grid differs (by ~1e-6), and the implementation must follow the float32 one."""
+    """docs/numerics.md "Timestep and position embeddings": a float64 grid differs (by ~1e-6), and the
+    implementation must follow the float32 one."""
     config = PixArtConfig(hidden_size=144)
     float64_grid = reference_position_embedding(3, 5, 144, config.base_size, config.pe_interpolation, np.float64)
     actual = pixart_position_embedding(3, 5, 144, config.base_size, config.pe_interpolation)
@@ -252,7 +256,8 @@ def test_batch_items_are_independent_and_scalar_timestep_broadcasts(model):
 
 
 def test_repeating_the_caption_leaves_the_output_unchanged(model):
-    """Unmasked cross-attention: LCM repetition of a shorter caption (§2.4, §11.2) is neutral."""
+    """Unmasked cross-attention: LCM repetition of a shorter caption is neutral
+    (docs/numerics.md "Caption length and masking")."""
     x, timesteps, context = make_inputs(caption_length=3)
     repeated = context.repeat(1, 4, 1)
     assert_close(model(x, timesteps, repeated), model(x, timesteps, context).double(), tolerance=1e-6)

@@ -1,5 +1,5 @@
-"""PixArt-Sigma key layouts (spec §1.3): full-size layout coverage on ``meta``, config inference, diffusers
-conversion, lazy reading and error messages."""
+"""PixArt-Sigma key layouts (docs/model-files.md "PixArt-Sigma layouts"): full-size layout coverage on ``meta``,
+config inference, diffusers conversion, lazy reading and error messages."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from tinybreaker_ext.models.pixart_keys import (detect_pixart_layout, native_pix
 
 
 def spec_native_table() -> dict[str, tuple[int, ...]]:
-    """§1.3 native table for PixArt-Sigma-XL-2-1024-MS, written out with its literal shapes."""
+    """The native table of docs/model-files.md "PixArt-Sigma layouts" for PixArt-Sigma-XL-2-1024-MS, written out
+    with its literal shapes."""
     table = {
         "x_embedder.proj.weight": (1152, 4, 2, 2), "x_embedder.proj.bias": (1152,),
         "t_embedder.mlp.0.weight": (1152, 256), "t_embedder.mlp.0.bias": (1152,),

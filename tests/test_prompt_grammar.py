@@ -11,7 +11,7 @@ def values_of(text):
     return parse_inline_prompt(text).values
 
 
-# (text, argument, typed value) for every argument and alias of §6.3.
+# (text, argument, typed value) for every argument and alias of docs/numerics.md "Inline prompt arguments".
 ARGUMENT_CASES = [
     ("--style PHOTO", "style", "PHOTO"),
     ("--no ugly, blurry", "no", "ugly, blurry"),

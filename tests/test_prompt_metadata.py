@@ -6,7 +6,8 @@ from tinybreaker_ext.prompt.metadata import (
 )
 from tinybreaker_ext.stage_params import StageParams
 
-# §7 example (workflow default, seed 5, 3:2 portrait, ULTRAPHOTO), verbatim, with a concrete prompt text.
+# The reference's example (docs/numerics.md "Infotext and sampler names"): workflow default, seed 5, 3:2 portrait,
+# ULTRAPHOTO, verbatim, with a concrete prompt text.
 SPEC_EXAMPLE = (
     "A red fox in the snow\n\n--aspect 3:2 --portrait --seed 5 --upscale off\n"
     "Steps: 23, Sampler: DPM++ 2M SDE Beta, CFG scale: 3.4, Seed: 5, Size: 1024x1536, Model: tinybreaker_prototype1, "

@@ -2,7 +2,8 @@ import pytest
 
 from tinybreaker_ext.prompt.sampler_names import a1111_sampler_name
 
-# ComfyUI v0.3.55's sampler and scheduler lists (§11.15: 42 samplers x 9 schedulers).
+# ComfyUI v0.3.55's sampler and scheduler lists: 42 samplers x 9 schedulers
+# (docs/numerics.md "Infotext and sampler names").
 COMFY_SAMPLERS = [
     "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
     "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
@@ -23,7 +24,7 @@ SCHEDULER_LABELS = {"Normal", "Karras", "Exponential", "SGM Uniform", "Simple", 
 
 
 @pytest.mark.parametrize("sampler, scheduler, expected", [
-    # §7 examples
+    # the reference's examples (docs/numerics.md "Infotext and sampler names")
     ("dpmpp_2m", "karras", "DPM++ 2M Karras"),
     ("uni_pc", "normal", "UniPC"),
     ("euler_ancestral", "normal", "Euler a"),
@@ -41,7 +42,8 @@ SCHEDULER_LABELS = {"Normal", "Karras", "Exponential", "SGM Uniform", "Simple", 
     ("ipndm", "linear_quadratic", "iPNDM Linear Quadratic"),
     ("res_multistep_ancestral_cfg_pp", "beta", "RES Multistep a Beta"),
     ("dpmpp_3m_sde", "exponential", "DPM++ 3M SDE Exponential"),
-    # §11.5/§11.15: unknown samplers read "Euler <Scheduler>"; gradient_estimation_cfg_pp is not mapped
+    # docs/numerics.md "Infotext and sampler names": unknown samplers read "Euler <Scheduler>";
+    # gradient_estimation_cfg_pp is not mapped
     ("sa_solver", "karras", "Euler Karras"),
     ("gradient_estimation_cfg_pp", "normal", "Euler Normal"),
     ("gradient_estimation", "normal", "Gradient Estimation Normal"),

@@ -7,8 +7,8 @@ from tinybreaker_ext.prompt.sizes import (
     ASPECT_RATIOS, SCALES, clamp_aspect, image_size, normalize_aspect, parse_aspect, snap_to_pixart,
 )
 
-# Spec §5.2 table (landscape): ratio -> (large size, medium size). The 2:1 row of the reference is its bug and is
-# checked separately against the formula.
+# The size table of docs/numerics.md "Image sizes" (landscape): ratio -> (large size, medium size). The 2:1 row of
+# the reference is its bug and is checked separately against the formula.
 SPEC_TABLE = {
     "1:1": ((1248, 1248), (1024, 1024)),
     "4:3": ((1440, 1088), (1184, 880)),
@@ -23,7 +23,7 @@ SPEC_TABLE = {
 
 
 def formula_size(ratio_w, ratio_h, scale, resolution=1024):
-    """§5.2 written out: w0 = sqrt(area*W/H), h0 = w0*H/W, each side round(x*scale/16)*16."""
+    """docs/numerics.md "Image sizes" written out: w0 = sqrt(area*W/H), h0 = w0*H/W, each side round(x*scale/16)*16."""
     w0 = math.sqrt(resolution * resolution * ratio_w / ratio_h)
     h0 = w0 * ratio_h / ratio_w
     return round(w0 * scale / 16) * 16, round(h0 * scale / 16) * 16

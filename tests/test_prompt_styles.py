@@ -10,13 +10,14 @@ from tinybreaker_ext.prompt.styles import StyleLibrary
 from tinybreaker_ext.prompt.templates import apply_template
 from tinybreaker_ext.stage_params import StageParams
 
-# Spec §6.5, global defaults of v0.3: (sampler, scheduler, steps, start, end, cfg, seed)
+# docs/numerics.md "Styles", global defaults of v0.3: (sampler, scheduler, steps, start, end, cfg, seed)
 SPEC_DEFAULTS = {
     "base": ("uni_pc", "simple", 12, 2, 10000, 3.4, 1),
     "refiner": ("deis", "ddim_uniform", 11, 6, 10000, 2.0, 1),
     "upscaler": ("dpmpp_2m", "karras", 16, 11, -1, 4.0, 1),
 }
-# Spec §6.5 per-style overrides (only the sampling values; anything unlisted is the default).
+# styles_v03.ini per-style overrides (docs/numerics.md "Styles"): only the sampling values; anything unlisted is
+# the default.
 SPEC_OVERRIDES = {
     "PHOTO": {"base.steps": 14, "refiner.steps_start": 7, "refiner.cfg": 2.5},
     "ULTRAPHOTO": {"base.sampler": "dpmpp_2m_sde", "base.scheduler": "beta", "base.steps": 16, "base.steps_start": 3,
@@ -46,7 +47,7 @@ SPEC_OVERRIDES = {
                           "refiner.steps": 24, "refiner.steps_start": 12, "refiner.cfg": 2.0},
     "none": {}, "CUSTOM1": {}, "CUSTOM2": {}, "CUSTOM3": {}, "CUSTOM4": {},
 }
-# Placeholder blocks and weights each template must keep (spec §6.5): (key, fragments)
+# Placeholder blocks and weights each template must keep (docs/numerics.md "Styles"): (key, fragments)
 SPEC_TEMPLATE_MARKERS = [
     ("PHOTO", "base.prompt", ["{. $@}"]), ("PHOTO", "base.negative", ["{. $@}", ":0.6)"]),
     ("PHOTO", "refiner.negative", ["{. $@}", ":1.8)"]),
@@ -138,7 +139,7 @@ def test_implicit_defaults_and_inheritance(small_styles):
     assert fancy["base"].prompt == "Fancy {$@} art" and fancy["base"].cfg == 4.5 and fancy["base"].steps == 12
     assert fancier["base"].prompt == "Fancy {$@} art" and fancier["base"].cfg == 4.5 and fancier["base"].steps == 20
     assert plain["upscaler"].extra_noise == 0.6
-    # fields no file sets keep StageParams' fall-backs (§5.1)
+    # fields no file sets keep StageParams' fall-backs (docs/numerics.md "Styles")
     assert plain["refiner"].sampler == StageParams().sampler
 
 

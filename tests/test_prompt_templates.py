@@ -5,7 +5,7 @@ from tinybreaker_ext.prompt.templates import apply_template, refiner_text
 
 
 @pytest.mark.parametrize("template, value, expected", [
-    # §6.4 example
+    # the example of docs/numerics.md "Style templates"
     ("A detailed iPhone photo{. $@}. Bokeh", "a cat", "A detailed iPhone photo. a cat. Bokeh"),
     ("A detailed iPhone photo{. $@}. Bokeh", "", "A detailed iPhone photo. Bokeh"),
     # no template, or no placeholder: the value alone
@@ -28,7 +28,7 @@ from tinybreaker_ext.prompt.templates import apply_template, refiner_text
     ("A photo $@} here", "a cat", "A photo a cat} here"),
     # a `}` between the block's `{` and the placeholder: not a block
     ("{x} and $@ then}", "a cat", "{x} and a cat then}"),
-    # §11.1: any `{` after the block's `}` keeps the braces literally
+    # docs/numerics.md "Style templates": any `{` after the block's `}` keeps the braces literally
     ("A photo {. $@} and {y}", "a cat", "A photo {. a cat} and {y}"),
     ("A photo {. $@} and {y}", "", "A photo {. } and {y}"),
     # a `{` before the block does not matter

@@ -1,4 +1,5 @@
-"""ComfyUI weighting grammar: expected segments written out by hand from ComfyUI's rules (spec §3.3, §11.4)."""
+"""ComfyUI weighting grammar: expected segments written out by hand from ComfyUI's rules
+(docs/numerics.md "Prompt weighting")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The refiner parts read lazily from a tiny fp16 file laid out like the TinyBreaker checkpoint (spec §1.2)."""
+"""The refiner parts read lazily from a tiny fp16 file laid out like the TinyBreaker checkpoint
+(docs/model-files.md "TinyBreaker checkpoints")."""
 
 from __future__ import annotations
 

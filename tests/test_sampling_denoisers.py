@@ -88,7 +88,7 @@ def test_cfg_equals_separate_evaluation(cond_tokens, uncond_tokens, expected_cal
 def test_lcm_batching_limit_is_four():
     assert can_batch_contexts(torch.zeros(1, 5, 6), torch.zeros(1, 20, 6))  # lcm 20 = 4·5
     assert not can_batch_contexts(torch.zeros(1, 5, 6), torch.zeros(1, 21, 6))
-    assert not can_batch_contexts(torch.zeros(1, 77, 6), torch.zeros(1, 90, 6))  # spec §11.2
+    assert not can_batch_contexts(torch.zeros(1, 77, 6), torch.zeros(1, 90, 6))  # LCM 6930 > 4 x 77
     assert can_batch_contexts(torch.zeros(1, 77, 6), torch.zeros(1, 154, 6))
     assert not can_batch_contexts(torch.zeros(1, 8, 6), torch.zeros(1, 8, 7))
 

@@ -1,4 +1,5 @@
-"""Per-stage noise (CPU generator, one draw per batch) and the noised start point (spec §5.4, §5.11)."""
+"""Per-stage noise (CPU generator, one draw per batch) and the noised start point
+(docs/numerics.md "Noise and seeds")."""
 
 from __future__ import annotations
 

@@ -258,7 +258,7 @@ def test_samplers_leave_the_callers_sigmas_alone(name):
     before = sigmas.clone()
     SAMPLERS[name](gaussian_denoiser, x_hi, sigmas, seed=0)
     assert torch.equal(sigmas, before)
-    assert float(sigmas[-1]) == 0.0  # the reference's uni_pc would have written 0.001 here (spec §11.7)
+    assert float(sigmas[-1]) == 0.0  # the reference's uni_pc would have written 0.001 here
 
 
 def test_unipc_single_step_follows_the_reference():

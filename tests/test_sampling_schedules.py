@@ -1,4 +1,5 @@
-"""Sigma tables, schedulers and step selection against the spec's tables (§5.9) and independent formulas."""
+"""Sigma tables, schedulers and step selection against the reference's tables (docs/numerics.md "Schedulers") and
+independent formulas."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def test_schedule_rounds_float64_table_and_its_log_once():
     schedule = DiscreteSchedule(table)
     assert schedule.sigmas.dtype == torch.float32
     assert torch.equal(schedule.log_sigmas, table.log().float())
-    # Rounding to float32 first and then taking the log is NOT the same table (spec §11.8).
+    # Rounding to float32 first and then taking the log is NOT the same table (docs/numerics.md "Sigma tables").
     assert not torch.equal(schedule.log_sigmas, table.float().log())
 
 
@@ -70,7 +71,7 @@ def test_timestep_of_is_nearest_in_log_space():
     assert timestep_of(torch.tensor([1.0, 2.0]), table).shape == (2,)
 
 
-# --- spec §5.9 tables ---------------------------------------------------------------------------------------------
+# --- the reference's tables (docs/numerics.md "Schedulers") -----------------------------------------------------------
 
 BASE_ROWS = [  # sampler, scheduler, steps, start, executed, head, tail (before the final 0), start t
     ("uni_pc", "simple", 12, 2, 10,
@@ -194,7 +195,7 @@ def test_ddim_uniform_walks_from_index_one(steps):
     indices = list(range(1, 1000, stride))[::-1]
     expected = [float(table[i]) for i in indices] + [0.0]
     got = scheduler_sigmas(table, "ddim_uniform", steps)
-    assert len(got) == len(expected)  # 11 steps gives 13 values: more than steps+1 (spec §11.9)
+    assert len(got) == len(expected)  # 11 steps gives 13 values: more than steps+1 (docs/numerics.md "Schedulers")
     torch.testing.assert_close(got, torch.tensor(expected).float())
 
 
@@ -205,7 +206,7 @@ def test_beta_scheduler_known_quantiles():
     expected = [float(table[round(q * 999)]) for q in quantiles] + [0.0]
     got = scheduler_sigmas(table, "beta", 4)
     torch.testing.assert_close(got, torch.tensor(expected).float())
-    assert float(got[2]) == float(table[500].float())  # the 499.5 midpoint rounds to 500 (spec §11.10)
+    assert float(got[2]) == float(table[500].float())  # the 499.5 midpoint rounds to 500
 
 
 def test_beta_scheduler_drops_repeated_timesteps():
@@ -262,7 +263,7 @@ def test_beta_scheduler_indices_match_scipy_when_available():
             assert round(ours * 999) == round(reference * 999)
 
 
-# --- step selection (§5.3) ----------------------------------------------------------------------------------------
+# --- step selection (docs/numerics.md "Step windows") -----------------------------------------------------------------
 
 
 def _full(scheduler="simple", steps=12, sampler="euler"):

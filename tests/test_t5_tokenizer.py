@@ -1,4 +1,4 @@
-"""T5 tokenizer search order and the reference's tokenisation rules (spec §3.3, §11.4).
+"""T5 tokenizer search order and the reference's tokenisation rules (docs/numerics.md "T5 tokenization").
 
 Expected ids come from SentencePiece itself (an independent implementation of the same model), one call per
 segment, so the tests check our segmentation/EOS/padding, not the tokenizer library.

@@ -1,4 +1,5 @@
-"""TinyEncoder/TinyDecoder match the §4.4 index table, and compute what diffusers' AutoencoderTiny computes."""
+"""TinyEncoder/TinyDecoder match the index tables of docs/model-files.md "Tiny AutoEncoders (TAESD)", and compute
+what diffusers' AutoencoderTiny computes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from torch import nn
 from builders.taesd import taesd_decoder_state_dict, taesd_encoder_state_dict, tiny_vae_layout
 from tinybreaker_ext.models.taesd import TinyDecoder, TinyEncoder
 
-# Spec §4.4, written out: index -> (kind, conv weight shape or None, has bias)
+# docs/model-files.md "Tiny AutoEncoders (TAESD)", written out: index -> (kind, conv weight shape or None, has bias)
 BLOCK = "block"
 ENCODER_TABLE = {0: ("conv", (64, 3, 3, 3), True), 1: (BLOCK, None, None), 14: ("conv", (4, 64, 3, 3), True)}
 ENCODER_TABLE.update({i: ("conv", (64, 64, 3, 3), False) for i in (2, 6, 10)})

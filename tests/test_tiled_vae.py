@@ -1,4 +1,4 @@
-"""Tiled decode/encode (spec §4.5, §11.13): tile layout, blending masks, and partition of unity."""
+"""Tiled decode/encode (docs/numerics.md "Tiled VAE"): tile layout, blending masks, and partition of unity."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_masks_shifted_by_one_step_sum_to_one(core, pad):
 
 @pytest.mark.parametrize("size, crops", [
     (128, [(0, 64), (32, 128), (96, 128)]),   # 1024 px: origins −32, 32, 96 (extent 96)
-    (100, [(0, 64), (32, 100), (96, 100)]),   # the last tile starts 4 latent px before the edge (§11.13)
+    (100, [(0, 64), (32, 100), (96, 100)]),   # the last tile starts 4 latent px before the edge
     (64, [(0, 64), (32, 64)]),                # 512 px: one tile's worth still needs the second origin
     (33, [(0, 33), (32, 33)]),
     (32, [(0, 32)]),                          # fits: one call on the whole latent

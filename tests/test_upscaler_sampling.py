@@ -1,5 +1,5 @@
-"""Tiny Upscaler sampling and sizes (spec §5.8, §5.9), checked with recording denoisers and stand-in VAE functions
-against values computed here with plain ``torch.manual_seed`` + ``torch.randn``."""
+"""Tiny Upscaler sampling and sizes (docs/numerics.md "Tiny Upscaler"), checked with recording denoisers and
+stand-in VAE functions against values computed here with plain ``torch.manual_seed`` + ``torch.randn``."""
 
 import math
 
@@ -13,7 +13,8 @@ from tinybreaker_ext.upscaler import (TileGeometry, add_extra_noise, denoise_can
                                       upscaled_size, upscaler_sigmas)
 
 SCALE = 0.18215
-DEFAULT_SIGMAS = [0.280, 0.170, 0.099, 0.055, 0.029]  # §5.9: dpmpp_2m/karras 16 steps, start 11, end −1
+# docs/numerics.md "Schedulers": dpmpp_2m/karras 16 steps, start 11, end −1
+DEFAULT_SIGMAS = [0.280, 0.170, 0.099, 0.055, 0.029]
 
 
 def style_stage(**changes) -> StageParams:

@@ -1,6 +1,7 @@
-"""Tiny Upscaler tiling (spec §5.8 step 4): which tiles a sweep samples, what context each sees, what it writes.
+"""Tiny Upscaler tiling (docs/numerics.md "Tiny Upscaler", step 4): which tiles a sweep samples, what context each
+sees, what it writes.
 
-Expected positions come from the spec's wording, not from the code's loops: tiles start every 112 latent pixels
+Expected positions come from that section's wording, not from the code's loops: tiles start every 112 latent pixels
 (128 − overlap 16) until one reaches the far edge, which is snapped to end exactly there; the reverse sweep does the
 mirror image. A cell belongs to the first tile of the sweep whose 128-pixel core contains it (later tiles never
 overwrite what an earlier one wrote), and a tile sees 16 extra pixels of context after itself (forward sweep) or

@@ -1,4 +1,4 @@
-"""The Script hooks and the p.sample replacement, on each host's stand-in (spec webui_hosts.md §2.2, §2.3, §3.6)."""
+"""The Script hooks and the p.sample replacement, on each host's stand-in (docs/hosts.md "The first pass")."""
 
 import torch
 

@@ -1,6 +1,6 @@
 """Fake host processing: the txt2img processing object, samplers, RNG, ``p.scripts`` and a replay of the host's
 generation loop (``run_txt2img``). ``CALLS`` records what our adapter calls, in order, for every fake module.
-Signatures follow A1111 1.10.1 / Forge / reForge (see shared/spec/webui_hosts.md §2-§3).
+Signatures follow A1111 1.10.1 / Forge / reForge (docs/hosts.md "The first pass").
 """
 
 from __future__ import annotations

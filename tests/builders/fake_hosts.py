@@ -1,10 +1,10 @@
 """Small stand-ins of the hosts' ``modules.*`` / ``backend.*`` / ``ldm_patched.*`` with the real signatures
-(A1111 1.10.1 82a973c0, Forge dfdcbab6, reForge 3b56b268; see shared/spec/webui_hosts.md). They record the calls
-our adapter makes, so tests can check the hook order and the memory calls per host without a WebUI.
+(A1111 1.10.1 82a973c0, Forge dfdcbab6, reForge 3b56b268; hook order: docs/hosts.md "The first pass"). They record
+the calls our adapter makes, so tests can check the hook order and the memory calls per host without a WebUI.
 
 Only what TinyBreaker touches is modelled; bodies are minimal but keep the real argument names and defaults.
-``run_txt2img`` replays the part of the host's ``process_images_inner`` that surrounds ``p.sample`` (hook order of
-spec §2.2), including txt2img ``init``'s Hires-fix job-count bookkeeping.
+``run_txt2img`` replays the part of the host's ``process_images_inner`` that surrounds ``p.sample`` (the hook order
+above), including txt2img ``init``'s Hires-fix job-count bookkeeping.
 """
 
 from __future__ import annotations

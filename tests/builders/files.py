@@ -97,7 +97,8 @@ def t5_keys(dtype: torch.dtype = torch.bfloat16, *, scaled: str | None = None,
 
 
 def tinybreaker_keys(prototype: int = 1, pixart_layout: str = "native") -> dict[str, torch.Tensor]:
-    """Minimal prototype0/1 file: every top-level prefix of spec §1.2 with representative keys.
+    """Minimal prototype0/1 file: every top-level prefix of docs/model-files.md "TinyBreaker checkpoints" with
+    representative keys.
     The prototype markers are ``first_stage_hqmodel.*`` (0) and ``refiner.first_stage_model.*`` (1)."""
     keys = {
         **prefixed(pixart_keys(pixart_layout), "base.diffusion_model."),

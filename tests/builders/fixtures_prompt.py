@@ -8,7 +8,7 @@ import pytest
 
 from tinybreaker_ext.prompt.styles import StyleLibrary
 
-# A small style text in the INI format of §6.5, with wording that tests can predict.
+# A small style text in the INI format of docs/numerics.md "Styles", with wording that tests can predict.
 SMALL_STYLES = """
 base.prompt      = "Base of{. $@}"
 base.negative    = "bad base{, $@}"

@@ -1,7 +1,7 @@
 """Tiny (or, on the ``meta`` device, full-size) PixArt-Sigma state dicts with the real key names and shapes.
 
-Native names follow spec §1.3; the diffusers layout is produced here independently of the loader by splitting
-the fused tensors, so the same seed gives the same weights in both layouts.
+Native names follow docs/model-files.md "PixArt-Sigma layouts"; the diffusers layout is produced here independently
+of the loader by splitting the fused tensors, so the same seed gives the same weights in both layouts.
 """
 
 from __future__ import annotations

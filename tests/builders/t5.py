@@ -12,7 +12,8 @@ import shutil
 
 import torch
 
-# Shapes of T5-XXL v1.1 (spec §3.1); pass as ``t5_state_dict(**T5_XXL_SHAPES, device="meta")``.
+# Shapes of T5-XXL v1.1 (docs/model-files.md "T5 encoder files");
+# pass as ``t5_state_dict(**T5_XXL_SHAPES, device="meta")``.
 T5_XXL_SHAPES = dict(d_model=4096, num_layers=24, num_heads=64, d_kv=64, d_ff=10240, vocab_size=32128, num_buckets=32)
 
 FP8_E4M3 = getattr(torch, "float8_e4m3fn", None)

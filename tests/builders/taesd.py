@@ -1,6 +1,7 @@
-"""Random TAESD halves and transcoders in the exact key layouts of the real files (spec §1.5, §4.4).
+"""Random TAESD halves and transcoders in the exact key layouts of the real files
+(docs/model-files.md "Tiny AutoEncoders (TAESD)", docs/model-files.md "Transcoder files").
 
-Keys are written from the §4.4 index table, not from the model code, so layout tests stay independent.
+Keys are written from that section's index tables, not from the model code, so layout tests stay independent.
 Weights are full size (64 channels, ~1.2 M parameters per half) with He-like scaling so activations stay
 O(1) through all blocks; the decoder's last bias is 0.5 so its output sits around the [0, 1] image range.
 """
