@@ -16,7 +16,8 @@ import os
 import sys
 
 from . import __version__, params
-from .errors import Cancelled, ModelFileError, ModelNotFoundError, OutputError, ParameterError, TinyBreakerError
+from .errors import (Cancelled, ModelFileError, ModelNotFoundError, NotEnoughMemoryError, OutputError, ParameterError,
+                     TinyBreakerError)
 
 EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_FILES, EXIT_OUTPUT, EXIT_MEMORY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 EXIT_CODES = (
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_OUTPUT, str(error))
     except (KeyboardInterrupt, Cancelled):
         return _fail(EXIT_INTERRUPTED, "interrupted; nothing was written")
+    except NotEnoughMemoryError as error:  # the preflight's estimate, before any weight is read
+        return _fail(EXIT_MEMORY, str(error))
     except TinyBreakerError as error:  # one of ours that the cases above do not name
         return _fail(EXIT_BUG, str(error))
     except MemoryError as error:
@@ -143,6 +146,7 @@ def run(args) -> list[str]:
     from .console import ConsoleProgress
     from .generation import check_files_for_plan, plan_for, run_plan
     from .image_files import check_writable, output_paths, save_image
+    from .memory_plan import plan_memory
     from .model_files import resolve_cli_files
 
     console = ConsoleProgress(quiet=args.quiet)
@@ -159,9 +163,13 @@ def run(args) -> list[str]:
     for warning in _prompt_length_warnings(files, plan):
         console.warning(warning)
     console.status(_plan_line(plan))
+    dtype = _dtype(args.dtype, device)
+    memory = plan_memory(files.t5, files.checkpoint, device=device, model_dtype=dtype, t5_mode=plan.params.t5_mode)
+    console.status(f"memory: {memory.message}")
+    memory.check()
 
-    result = run_plan(files, plan, device=device, dtype=_dtype(args.dtype, device), decoder=args.decoder,
-                      progress=console)
+    result = run_plan(files, plan, device=device, dtype=dtype, decoder=args.decoder, progress=console,
+                      t5_mode=memory.t5_mode)
     with console.phase("save", ", ".join(paths)):
         for path, image, infotext in zip(paths, result.pil_images(), result.infotexts):
             save_image(image, path, infotext)

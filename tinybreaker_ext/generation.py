@@ -84,7 +84,8 @@ def generate_images(files: ModelFileSet, params: TinyBreakerParams, request: Ima
 
 def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32, decoder: str = "high_quality",
-             progress: Progress | None = None) -> GenerationResult:
+             progress: Progress | None = None, t5_mode: str | None = None) -> GenerationResult:
+    """Runs every stage of ``plan``; ``t5_mode`` overrides the plan's (the memory preflight resolves 'auto')."""
     from .pipeline import get_pipeline
     from .placement import MovePlacement
     from .standalone import EmbeddedRefiner
@@ -93,7 +94,7 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
     device = torch.device(device)
     placement = MovePlacement(device)
     texts = plan.texts()
-    t5_mode = plan.params.t5_mode
+    t5_mode = t5_mode or plan.params.t5_mode
 
     with progress.phase("load", _file_sizes(files)):
         pipeline = get_pipeline(files.checkpoint, files.t5, device=device, dtype=dtype,
@@ -110,7 +111,7 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
         for text in refine_texts:
             refiner.encode(text, placement)
     with progress.phase("base", _stage_detail("PixArt-Sigma", plan.base_steps, plan.base.sampler, plan.base.cfg,
-                                              plan.batch_size), plan.base_steps * plan.batch_size) as on_step:
+                                              plan.batch_size), plan.base_steps) as on_step:
         latent = pipeline.base([texts.base_prompt], [texts.base_negative], plan.base, plan.base_sigmas,
                                width=plan.base_width, height=plan.base_height, seeds=plan.seeds,
                                placement=placement, t5_mode=t5_mode, callback=on_step)
