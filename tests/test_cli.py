@@ -308,6 +308,22 @@ def test_inline_argument_warnings_come_first(workdir, capsys, monkeypatch):
     assert lines[-1] == "tinybreaker: error: interrupted; nothing was written"
 
 
+@pytest.mark.parametrize("flag, expected", [([], False), (["--compile"], True)])
+def test_compile_is_off_unless_asked_and_t5_auto_is_resolved_by_the_preflight(workdir, monkeypatch, flag, expected):
+    import tinybreaker_ext.generation as generation
+
+    seen = {}
+
+    def stop(*args, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation, "run_plan", stop)
+    monkeypatch.chdir(workdir)
+    assert cli.main(["a cat", "-q", "--device", "cpu", *flag]) == cli.EXIT_INTERRUPTED
+    assert seen["compile"] is expected and seen["t5_mode"] == "cpu"  # 'auto' on a CPU
+
+
 def test_download_fetches_missing_tokenizers_from_the_hub(workdir, tmp_path, fake_hub, monkeypatch, capsys):
     pytest.importorskip("diffusers")
     models = tmp_path / "models"

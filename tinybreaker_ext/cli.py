@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="largest image of the base, refine and decode stages (default %(default).1f: 2048x2048)")
     run.add_argument("--max-upscaled-area", type=_megapixels, default=MAX_UPSCALED_AREA / 1e6, metavar="MEGAPIXELS",
                      help="largest image after the Tiny Upscaler (default %(default).1f: 8192x8192)")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile PixArt's blocks (faster steps on a GPU with Triton; compiling takes minutes)")
     run.add_argument("-q", "--quiet", action="store_true", help="no status lines; warnings and errors only")
     run.add_argument("--traceback", action="store_true", help="show the traceback of an unexpected error")
     run.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
@@ -169,7 +171,7 @@ def run(args) -> list[str]:
     memory.check()
 
     result = run_plan(files, plan, device=device, dtype=dtype, decoder=args.decoder, progress=console,
-                      t5_mode=memory.t5_mode)
+                      t5_mode=memory.t5_mode, compile=args.compile)
     with console.phase("save", ", ".join(paths)):
         for path, image, infotext in zip(paths, result.pil_images(), result.infotexts):
             save_image(image, path, infotext)

@@ -84,8 +84,10 @@ def generate_images(files: ModelFileSet, params: TinyBreakerParams, request: Ima
 
 def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32, decoder: str = "high_quality",
-             progress: Progress | None = None, t5_mode: str | None = None) -> GenerationResult:
-    """Runs every stage of ``plan``; ``t5_mode`` overrides the plan's (the memory preflight resolves 'auto')."""
+             progress: Progress | None = None, t5_mode: str | None = None,
+             compile: bool = False) -> GenerationResult:
+    """Runs every stage of ``plan``; ``t5_mode`` overrides the plan's (the memory preflight resolves 'auto');
+    ``compile``: torch.compile PixArt's blocks."""
     from .pipeline import get_pipeline
     from .placement import MovePlacement
     from .standalone import EmbeddedRefiner
@@ -98,7 +100,8 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
 
     with progress.phase("load", _file_sizes(files)):
         pipeline = get_pipeline(files.checkpoint, files.t5, device=device, dtype=dtype,
-                                tokenizer_path=files.t5_tokenizer, tokenizer_search=files.tokenizer_search)
+                                tokenizer_path=files.t5_tokenizer, tokenizer_search=files.tokenizer_search,
+                                compile=compile)
         refiner = EmbeddedRefiner(pipeline, clip_tokenizer_path=files.clip_tokenizer,
                                   tokenizer_search=files.tokenizer_search)
         _load_models(pipeline, refiner, t5_mode=t5_mode, placement=placement, decoder=decoder, upscale=plan.upscale)

@@ -13,7 +13,7 @@ import threading
 import torch
 
 from .files.classify import (BASE_PREFIX, TRANSCODER_PREFIX, FileKind, open_model_file)
-from .models.pixart import load_pixart
+from .models.pixart import compile_pixart, load_pixart
 from .models.t5_encoder import MODES as T5_MODES
 from .models.t5_encoder import choose_mode, load_t5_encoder
 from .models.t5_tokenizer import T5PromptTokenizer, find_t5_tokenizer
@@ -33,8 +33,9 @@ T5_COMPUTE_DTYPE = "auto"  # bfloat16 where the device runs it natively, else fl
 class TinyBreakerPipeline:
     def __init__(self, checkpoint_path: str, t5_path: str, *, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, transcoder_path: str | None = None,
-                 tokenizer_path: str | None = None, tokenizer_search: dict | None = None):
+                 tokenizer_path: str | None = None, tokenizer_search: dict | None = None, compile: bool = False):
         self.device = torch.device(device)
+        self.compile = compile  # torch.compile PixArt's blocks (off by default: the first forward per size is slow)
         self.dtype = dtype
         self.checkpoint, self.checkpoint_info = open_model_file(checkpoint_path, CHECKPOINT_KINDS)
         self.t5_path = t5_path
@@ -60,6 +61,8 @@ class TinyBreakerPipeline:
         if self._pixart is None:
             weights = self.checkpoint.prefixed(BASE_PREFIX) if self.is_tinybreaker else self.checkpoint
             self._pixart = load_pixart(weights, device="cpu", dtype=self.dtype).eval()
+            if self.compile:
+                compile_pixart(self._pixart, self.device)
         return self._pixart
 
     @property
