@@ -32,6 +32,3 @@ def with_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str
         return sub(prefix)
     return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
-
-def has_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> bool:
-    return any(key.startswith(prefix) for key in state_dict.keys())

@@ -172,16 +172,3 @@ def iter_native_tensors(state_dict: Mapping[str, torch.Tensor], layout: str,
             yield native, state_dict[sources[0]]
         else:
             yield native, torch.cat([state_dict[key] for key in sources], dim=0)
-
-
-def native_pixart_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """All parameters under native names (diffusers keys converted per §1.3); ignored and unknown keys dropped.
-
-    Unknown keys are logged as a warning (``unused_pixart_keys`` returns them); missing keys raise ModelFileError.
-    """
-    layout = detect_pixart_layout(state_dict)
-    depth = pixart_block_count(state_dict, layout)
-    native_keys = native_pixart_keys(depth)
-    raise_if_missing(state_dict, layout, native_keys)
-    log_unused(state_dict, layout, depth)
-    return dict(iter_native_tensors(state_dict, layout, native_keys))

@@ -12,7 +12,6 @@ which only matters for SD3/Flux latents (out of scope here).
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Mapping, NamedTuple
 
@@ -89,18 +88,6 @@ def raw_to_model(raw: torch.Tensor, scale: float, shift: float = 0.0) -> torch.T
 
 def model_to_raw(latent: torch.Tensor, scale: float, shift: float = 0.0) -> torch.Tensor:
     return latent / scale + shift
-
-
-def latent_space_for_filename(filename: str) -> tuple[float, float]:
-    """(scale, shift) guessed from a file name when it stores none (the reference's fallback rule)."""
-    name = os.path.basename(filename).lower()
-    if "f1" in name or "flux" in name:
-        return 0.3611, 0.1159
-    if "sd3" in name:
-        return 1.5305, 0.0609
-    if "sdxl" in name:
-        return SDXL_SCALE, 0.0
-    return SD1_SCALE, 0.0
 
 
 # --------------------------------------------------------------------------------------------- key layouts

@@ -45,12 +45,6 @@ class Transcoder(nn.Module):
         images = self.transd(latent.to(device=weight.device, dtype=weight.dtype))
         return self.transe(images).float()
 
-    @torch.no_grad()
-    def transcode_raw(self, raw_latent: torch.Tensor) -> torch.Tensor:
-        """ComfyUI raw-latent form: `transe(transd((x − in_shift)·in_scale)) · (1/out_scale) + out_shift`."""
-        model_in = (raw_latent.float() - self.in_shift) * self.in_scale
-        return self.forward(model_in) * (1.0 / self.out_scale) + self.out_shift
-
 
 def _strip_transcoder_prefix(state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
     if any(key.startswith("transcoder.") for key in state_dict.keys()):
