@@ -12,7 +12,7 @@ import threading
 
 import torch
 
-from .files.classify import (BASE_PREFIX, TRANSCODER_PREFIX, FileKind, open_model_file)
+from .files.classify import BASE_PREFIX, CHECKPOINT_KINDS, TRANSCODER_PREFIX, FileKind, open_model_file
 from .models.pixart import compile_pixart, load_pixart
 from .models.t5_encoder import MODES as T5_MODES
 from .models.t5_encoder import choose_mode, load_t5_encoder
@@ -26,20 +26,17 @@ from .stage_params import StageParams
 from .models.t5_tokenizer import DEFAULT_MIN_LENGTH
 from .text_encoding import PromptEmbeddingCache, cache_key, encode_t5_prompt
 
-CHECKPOINT_KINDS = (FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1, FileKind.PIXART_SIGMA)
 T5_COMPUTE_DTYPE = "auto"  # bfloat16 where the device runs it natively, else float32 (models/t5_policy.py)
 
 
 class TinyBreakerPipeline:
     def __init__(self, checkpoint_path: str, t5_path: str, *, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, transcoder_path: str | None = None,
-                 tokenizer_path: str | None = None, tokenizer_search: dict | None = None, compile: bool = False):
+                 dtype: torch.dtype = torch.float32, tokenizer_path: str | None = None, tokenizer_search: dict | None = None, compile: bool = False):
         self.device = torch.device(device)
         self.compile = compile  # torch.compile PixArt's blocks (off by default: the first forward per size is slow)
         self.dtype = dtype
         self.checkpoint, self.checkpoint_info = open_model_file(checkpoint_path, CHECKPOINT_KINDS)
         self.t5_path = t5_path
-        self.transcoder_path = transcoder_path
         self.tokenizer_path = tokenizer_path
         self.tokenizer_search = dict(tokenizer_search or {})
         self.prompt_cache = PromptEmbeddingCache(max_entries=32)
@@ -53,13 +50,9 @@ class TinyBreakerPipeline:
 
     # --- models, loaded on first use and kept in RAM --------------------------------------------------------------
     @property
-    def is_tinybreaker(self) -> bool:
-        return self.checkpoint_info.kind != FileKind.PIXART_SIGMA
-
-    @property
     def pixart(self):
         if self._pixart is None:
-            weights = self.checkpoint.prefixed(BASE_PREFIX) if self.is_tinybreaker else self.checkpoint
+            weights = self.checkpoint.prefixed(BASE_PREFIX)
             self._pixart = load_pixart(weights, device="cpu", dtype=self.dtype).eval()
             if self.compile:
                 compile_pixart(self._pixart, self.device)
@@ -68,16 +61,7 @@ class TinyBreakerPipeline:
     @property
     def transcoder(self):
         if self._transcoder is None:
-            if self.is_tinybreaker:
-                weights = self.checkpoint.prefixed(TRANSCODER_PREFIX)
-            else:
-                if not self.transcoder_path:
-                    from .errors import ModelNotFoundError
-
-                    raise ModelNotFoundError("a transcoder file (TAESDXL decoder + TAESD encoder)",
-                                             [self.checkpoint.path],
-                                             hint="plain PixArt-Sigma files need one; TinyBreaker checkpoints ship it")
-                weights = open_model_file(self.transcoder_path, (FileKind.TRANSCODER,))[0]
+            weights = self.checkpoint.prefixed(TRANSCODER_PREFIX)
             self._transcoder = load_transcoder(weights, device="cpu", dtype=self.dtype).eval()
         return self._transcoder
 

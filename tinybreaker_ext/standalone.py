@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ModelFileError
 from .files.classify import (FIRST_STAGE_HQ_PREFIX, FIRST_STAGE_PREFIX, REFINER_CLIP_PREFIX,
                              REFINER_FIRST_STAGE_PREFIX, REFINER_UNET_PREFIX, FileKind)
 from .models.clip_text import encode_clip_prompt, load_clip_text
@@ -32,9 +31,6 @@ class EmbeddedRefiner:
 
     def __init__(self, pipeline: TinyBreakerPipeline, *, clip_tokenizer_path: str | None = None,
                  tokenizer_search: dict | None = None):
-        if not pipeline.is_tinybreaker:
-            raise ModelFileError(pipeline.checkpoint.path, "a plain PixArt-Sigma file has no SD1 refiner",
-                                 "a TinyBreaker checkpoint; in a WebUI the loaded SD1 model refines instead")
         self.pipeline = pipeline
         self.clip_tokenizer_path = clip_tokenizer_path
         self.tokenizer_search = dict(tokenizer_search or {})
