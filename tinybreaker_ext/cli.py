@@ -49,6 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from .limits import MAX_IMAGE_AREA, MAX_UPSCALED_AREA
+    from .standalone import DECODERS
 
     parser = _Parser(
         prog=PROGRAM, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     run.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                      help="PixArt/refiner dtype (auto: bf16 or fp16 on a GPU, fp32 on the CPU)")
-    run.add_argument("--decoder", default="high_quality", choices=("high_quality", "fast"),
+    run.add_argument("--decoder", default=DECODERS[0], choices=DECODERS,
                      help="full SD1 VAE decoder or TAESD")
     run.add_argument("--max-area", type=_megapixels, default=MAX_IMAGE_AREA / 1e6, metavar="MEGAPIXELS",
                      help="largest image of the base, refine and decode stages (default %(default).1f: 2048x2048)")

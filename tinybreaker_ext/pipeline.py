@@ -109,7 +109,7 @@ class TinyBreakerPipeline:
         masked), each with noise from its own seed, so image k of a batch equals a single image made with seed k
         (what WebUI users expect). Re-running with the same inputs returns the cached result."""
         _check_size(width, height)
-        texts, negative_texts = _per_image(texts, len(seeds), "prompt"), _per_image(negative_texts, len(seeds), "negative")
+        texts, negative_texts = per_image_texts(texts, len(seeds), "prompt"), per_image_texts(negative_texts, len(seeds), "negative")
         placement = placement or MovePlacement(self.device)
         key = (tuple(texts), tuple(negative_texts), stage.sampler, stage.cfg, tuple(sigmas.tolist()), width, height,
                tuple(seeds), str(self.device), str(self.dtype), str(self.t5_path))
@@ -158,7 +158,7 @@ class TinyBreakerPipeline:
         return Image.fromarray(array)
 
 
-def _per_image(texts: list[str], count: int, name: str) -> list[str]:
+def per_image_texts(texts: list[str], count: int, name: str) -> list[str]:
     from .errors import ParameterError
 
     if len(texts) == 1:

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Mapping
 import torch
 
 from ..errors import ModelFileError
-from ..files.state_dict import shape_of
+from ..files.state_dict import shape_of, source_name
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,6 @@ _DIFFUSERS_BLOCK_MODULES = {
     "mlp.fc2": ("ff.net.2",),
 }
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
-
-
-def source_name(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """What to call the state dict in error messages: the file path of a lazy view, else a generic name."""
-    return str(getattr(state_dict, "path", None) or "PixArt state dict")
 
 
 def full_key_name(state_dict: Mapping[str, torch.Tensor], key: str) -> str:

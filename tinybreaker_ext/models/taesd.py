@@ -19,10 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from ..files.state_dict import shape_of
+from ..files.state_dict import shape_of, source_name
 
-SD1_SCALE = 0.18215
-SDXL_SCALE = 0.13025
 _INDEXED_KEY = re.compile(r"^(\d+)\.(.+)$")
 
 
@@ -91,11 +89,6 @@ def model_to_raw(latent: torch.Tensor, scale: float, shift: float = 0.0) -> torc
 
 
 # --------------------------------------------------------------------------------------------- key layouts
-
-def source_name(state_dict: Mapping[str, torch.Tensor], source: str | None = None) -> str:
-    """What to call the state dict in an error message: the caller's name, the file path, or a placeholder."""
-    return source or getattr(state_dict, "path", None) or "<state dict>"
-
 
 def part_label(state_dict: Mapping[str, torch.Tensor], part: str) -> str:
     """`part` plus the checkpoint prefix of a lazy file view, e.g. "TAESD decoder under 'first_stage_model.'"."""

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from .taesd import (SD1_SCALE, SDXL_SCALE, TinyDecoder, TinyEncoder, build_decoder, build_encoder, indexed_part,
+from ..latent_formats import SD1_SCALE, SDXL_SCALE
+from .taesd import (TinyDecoder, TinyEncoder, build_decoder, build_encoder, indexed_part,
                     part_label, read_scalar, shift_decoder_indices, source_name)
 
 # (scale key, shift key) per side, newest naming first; the oldest builder wrote `unnormalized_adapter_*`.
