@@ -195,6 +195,24 @@ def test_a_bad_input_is_one_line_and_its_exit_code_before_anything_runs(workdir,
     assert not (workdir / "tinybreaker.png").exists()
 
 
+def test_too_little_memory_is_refused_before_any_weight_is_read_with_what_would_fit(workdir, monkeypatch, capsys):
+    import tinybreaker_ext.generation as generation
+    import tinybreaker_ext.memory_plan as memory_plan
+    from tinybreaker_ext.files.safetensors_file import SafetensorsFile
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a model ran (or its weights were read) before the error")
+
+    monkeypatch.setattr(generation, "run_plan", must_not_run)
+    monkeypatch.setattr(SafetensorsFile, "_read", must_not_run)
+    monkeypatch.setattr(memory_plan, "available_ram_bytes", lambda: 1_000)
+    monkeypatch.chdir(workdir)
+    assert cli.main(["a cat", "-q", "--device", "cpu"]) == cli.EXIT_MEMORY
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinybreaker: error: not enough memory"), lines
+    assert "RAM" in lines[0]
+
+
 def test_the_table_has_every_kind_of_bad_input():
     assert len(BAD_INPUTS) >= 25
     assert {code for _, _, code, _ in BAD_INPUTS} == {USAGE, FILES, OUTPUT}
@@ -288,6 +306,22 @@ def test_inline_argument_warnings_come_first(workdir, capsys, monkeypatch):
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("warning: --aspect: ") and lines[1].startswith("warning: --style NOPE: no such style")
     assert lines[-1] == "tinybreaker: error: interrupted; nothing was written"
+
+
+@pytest.mark.parametrize("flag, expected", [([], False), (["--compile"], True)])
+def test_compile_is_off_unless_asked_and_t5_auto_is_resolved_by_the_preflight(workdir, monkeypatch, flag, expected):
+    import tinybreaker_ext.generation as generation
+
+    seen = {}
+
+    def stop(*args, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation, "run_plan", stop)
+    monkeypatch.chdir(workdir)
+    assert cli.main(["a cat", "-q", "--device", "cpu", *flag]) == cli.EXIT_INTERRUPTED
+    assert seen["compile"] is expected and seen["t5_mode"] == "cpu"  # 'auto' on a CPU
 
 
 def test_download_fetches_missing_tokenizers_from_the_hub(workdir, tmp_path, fake_hub, monkeypatch, capsys):

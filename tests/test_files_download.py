@@ -10,7 +10,7 @@ import pytest
 
 from tinybreaker_ext.errors import ModelFileError, ModelNotFoundError
 from tinybreaker_ext.files.download import download_hub_file, hub_file_url
-from tinybreaker_ext.files.known_files import KNOWN_FILES, download_known_file, known_file
+from tinybreaker_ext.files.known_files import KNOWN_FILES
 
 REPO = "someone/TinyThing"
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 123)  # several 1 MiB chunks and a ragged end
@@ -146,19 +146,10 @@ def test_existing_final_file_is_returned_without_network(fake_hub, tmp_path):
 
 
 def test_registry_names_the_files_users_need():
-    t5 = known_file("t5xxl_fp8_e4m3fn")
-    assert (t5.repo_id, t5.filename, t5.role) == (
-        "Comfy-Org/stable-diffusion-3.5-fp8", "text_encoders/t5xxl_fp8_e4m3fn.safetensors", "t5")
-    prototype1 = known_file("tinybreaker_prototype1")
-    assert (prototype1.repo_id, prototype1.local_name) == (
+    by_role = {file.role: file for file in KNOWN_FILES}
+    assert len(by_role) == len(KNOWN_FILES) == 2
+    t5, checkpoint = by_role["t5"], by_role["checkpoint"]
+    assert (t5.repo_id, t5.filename) == ("Comfy-Org/stable-diffusion-3.5-fp8", "text_encoders/t5xxl_fp8_e4m3fn.safetensors")
+    assert (checkpoint.repo_id, checkpoint.local_name) == (
         "martin-rizzo/TinyBreaker.prototype1", "tinybreaker_prototype1.safetensors")
-    assert len({f.key for f in KNOWN_FILES}) == len(KNOWN_FILES)
     assert t5.destination("/m") == os.path.join("/m", "text_encoder")
-
-
-def test_known_file_downloads_into_its_default_subfolder(fake_hub, tmp_path):
-    t5 = known_file("t5xxl_fp8_e4m3fn")
-    fake_hub.add(t5.repo_id, t5.filename, PAYLOAD[:1000])
-    path = download_known_file(t5, tmp_path / "models", endpoint=fake_hub.endpoint, progress=False)
-    assert path == str(tmp_path / "models" / "text_encoder" / "t5xxl_fp8_e4m3fn.safetensors")
-    assert open(path, "rb").read() == PAYLOAD[:1000]

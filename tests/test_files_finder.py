@@ -9,11 +9,11 @@ import torch
 
 import tinybreaker_ext.files.finder as finder_module
 from builders.files import (
-    pixart_keys, sd1_checkpoint_keys, t5_keys, tinybreaker_keys, write_clip_tokenizer_json, write_model,
-    write_pickle_checkpoint, write_t5_tokenizer_json, write_truncated_copy,
+    found_paths, pixart_keys, sd1_checkpoint_keys, t5_keys, tinybreaker_keys, write_model, write_pickle_checkpoint,
+    write_truncated_copy,
 )
 from tinybreaker_ext.files.classify import FileKind, ModelFileInfo
-from tinybreaker_ext.files.finder import ModelFinder, TokenizerInfo
+from tinybreaker_ext.files.finder import ModelFinder
 
 
 @pytest.fixture
@@ -26,24 +26,19 @@ def tree(tmp_path):
         # named like a checkpoint, but its header says T5: the header decides
         "t5_misnamed": write_model(root / "text_encoder" / "checkpoint.safetensors", t5_keys(torch.float8_e4m3fn)),
         "t5": write_model(root / "text_encoder" / "t5xxl_fp16.sft", t5_keys(torch.float16)),
-        "too_deep": write_model(root / "d1" / "d2" / "d3" / "d4" / "d5" / "deep.safetensors", pixart_keys()),
+        "too_deep": write_model(root / "d1" / "d2" / "d3" / "d4" / "d5" / "deep.safetensors", tinybreaker_keys(1)),
         "sd1": write_model(root / "Stable-diffusion" / "sd15.safetensors", sd1_checkpoint_keys()),
         "ckpt": write_pickle_checkpoint(root / "Stable-diffusion" / "old.ckpt"),
-        "hidden": write_model(root / ".cache" / "hidden.safetensors", pixart_keys()),
+        "hidden": write_model(root / ".cache" / "hidden.safetensors", tinybreaker_keys(1)),
     }
     files["truncated"] = write_truncated_copy(files["p1"], root / "TinyBreaker" / "broken.safetensors", 100)
-    write_t5_tokenizer_json(root / "tokenizers" / "t5")
-    write_clip_tokenizer_json(root / "tokenizers" / "clip")
-    spiece_only = root / "tokenizers" / "t5_spiece"
-    spiece_only.mkdir(parents=True)
-    (spiece_only / "spiece.model").write_bytes(b"\x0a\x0bnot-parsed-here")
     return root, files
 
 
-def test_checkpoints_are_tinybreaker_and_pixart_files_sorted(tree):
+def test_checkpoints_are_the_tinybreaker_files_sorted_not_plain_pixart(tree):
     root, files = tree
     found = ModelFinder([root]).find("checkpoint")
-    assert [c.path for c in found] == sorted([files["pixart"], files["p1"], files["p0"]])
+    assert [c.path for c in found] == sorted([files["p1"], files["p0"]])
     kinds = {c.path: c.info.kind for c in found}
     assert kinds[files["p0"]] is FileKind.TINYBREAKER_PROTOTYPE0
     assert kinds[files["p1"]] is FileKind.TINYBREAKER_PROTOTYPE1
@@ -54,15 +49,15 @@ def test_checkpoints_are_tinybreaker_and_pixart_files_sorted(tree):
 def test_t5_role_is_decided_by_header_not_name(tree):
     root, files = tree
     finder = ModelFinder([root])
-    assert finder.paths("t5") == sorted([files["t5_misnamed"], files["t5"]])
-    assert files["t5_misnamed"] not in finder.paths("checkpoint")
+    assert found_paths(finder, "t5") == sorted([files["t5_misnamed"], files["t5"]])
+    assert files["t5_misnamed"] not in found_paths(finder, "checkpoint")
 
 
 def test_depth_is_bounded_and_hidden_folders_are_skipped(tree):
     root, files = tree
-    paths = ModelFinder([root], max_depth=4).paths("checkpoint")
+    paths = found_paths(ModelFinder([root], max_depth=4), "checkpoint")
     assert files["too_deep"] not in paths and files["hidden"] not in paths
-    assert files["too_deep"] in ModelFinder([root], max_depth=6).paths("checkpoint")
+    assert files["too_deep"] in found_paths(ModelFinder([root], max_depth=6), "checkpoint")
 
 
 def test_unusable_files_are_listed_with_reasons(tree):
@@ -76,34 +71,15 @@ def test_unusable_files_are_listed_with_reasons(tree):
     assert reasons[os.path.abspath(root / "missing")] == "search folder does not exist"
 
 
-def test_t5_tokenizer_folders(tree):
-    root, _ = tree
-    finder = ModelFinder([root])
-    found = finder.find("tokenizer_t5")
-    assert [c.path for c in found] == [str(root / "tokenizers" / "t5"), str(root / "tokenizers" / "t5_spiece")]
-    assert all(isinstance(c.info, TokenizerInfo) for c in found)
-    assert found[0].info.files == ("tokenizer.json",) and found[1].info.files == ("spiece.model",)
-    assert "CLIPTokenizer" in dict(finder.skipped)[str(root / "tokenizers" / "clip")]
-
-
-def test_bpe_tokenizer_json_without_config_is_not_t5(tmp_path):
-    folder = tmp_path / "tok"
-    write_clip_tokenizer_json(folder)
-    os.remove(folder / "tokenizer_config.json")
-    finder = ModelFinder([tmp_path])
-    assert finder.find("tokenizer_t5") == []
-    assert "BPE" in dict(finder.skipped)[str(folder)]
-
-
 def test_symlinked_duplicates_are_listed_once_and_loops_end(tree, tmp_path):
     root, files = tree
     other = tmp_path / "other"
     other.mkdir()
     os.symlink(files["p1"], other / "link_to_p1.safetensors")
     os.symlink(root, root / "a" / "loop")
-    paths = ModelFinder([root, other]).paths("checkpoint")
+    paths = found_paths(ModelFinder([root, other]), "checkpoint")
     assert paths.count(files["p1"]) == 1 and str(other / "link_to_p1.safetensors") not in paths
-    assert len(paths) == 3
+    assert len(paths) == 2
 
 
 def test_headers_are_classified_once_until_the_file_changes(tree, monkeypatch):
@@ -119,16 +95,16 @@ def test_headers_are_classified_once_until_the_file_changes(tree, monkeypatch):
     finder.find("t5")
     ModelFinder([root]).find("checkpoint")
     assert len(calls) == first
-    write_model(files["pixart"], pixart_keys("native"))  # same path, new content (new size/mtime)
+    write_model(files["pixart"], tinybreaker_keys(1))  # same path, new content (new size/mtime)
     os.utime(files["pixart"], ns=(1, 1))
     found = {c.path: c.info for c in finder.find("checkpoint")}
     assert calls[first:] == [files["pixart"]]
-    assert found[files["pixart"]].pixart_layout == "native"
+    assert found[files["pixart"]].kind is FileKind.TINYBREAKER_PROTOTYPE1
 
 
 def test_a_single_folder_string_is_accepted(tree):
     root, files = tree
-    assert ModelFinder(str(root)).paths("t5") == ModelFinder([root]).paths("t5")
+    assert found_paths(ModelFinder(str(root)), "t5") == found_paths(ModelFinder([root]), "t5")
 
 
 def test_unknown_role_is_an_error(tmp_path):
@@ -136,7 +112,7 @@ def test_unknown_role_is_an_error(tmp_path):
         ModelFinder([tmp_path]).find("vae")
 
 
-def test_prototype1_is_the_default_checkpoint_before_prototype0_and_plain_pixart(tmp_path):
+def test_prototype1_is_the_default_checkpoint_before_prototype0_and_plain_pixart_is_not_listed(tmp_path):
     from builders.files import TINYBREAKER_METADATA, pixart_keys, tinybreaker_keys, write_model
     from tinybreaker_ext.files.classify import preferred_first
     from tinybreaker_ext.files.finder import ModelFinder
@@ -146,5 +122,5 @@ def test_prototype1_is_the_default_checkpoint_before_prototype0_and_plain_pixart
     write_model(tmp_path / "c_prototype1.safetensors", tinybreaker_keys(prototype=1), TINYBREAKER_METADATA)
     finder = ModelFinder([tmp_path])
     names = [os.path.basename(info.path) for info in preferred_first(finder.candidates("checkpoint"))]
-    assert names == ["c_prototype1.safetensors", "b_prototype0.safetensors", "a_pixart.safetensors"]
+    assert names == ["c_prototype1.safetensors", "b_prototype0.safetensors"]
     assert [os.path.basename(c.path) for c in preferred_first(finder.find("checkpoint"))][0] == "c_prototype1.safetensors"

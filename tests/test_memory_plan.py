@@ -7,7 +7,6 @@ import torch
 
 import tinybreaker_ext.files.safetensors_file as safetensors_file
 import tinybreaker_ext.memory_plan as memory_plan
-from builders.t5 import T5_XXL_SHAPES
 from tinybreaker_ext.errors import NotEnoughMemoryError
 from tinybreaker_ext.files.classify import BASE_PREFIX, TRANSCODER_PREFIX, header_of
 from tinybreaker_ext.memory_plan import T5Footprint, plan_memory, t5_footprint

@@ -168,3 +168,17 @@ def test_compile_is_skipped_on_old_torch(monkeypatch, caplog):
         assert not compile_pixart(model)
     assert fake.compiled == [] and model.compiled_block is None
     assert "2.5" in caplog.text
+
+
+def test_the_pipeline_compiles_pixart_only_when_asked(monkeypatch, tiny_model_folder):
+    from tinybreaker_ext.pipeline import TinyBreakerPipeline
+
+    fake = RecordingCompile()
+    monkeypatch.setattr(torch, "compile", fake)
+    files = tiny_model_folder[1]
+    plain = TinyBreakerPipeline(files["checkpoint1"], files["t5"], tokenizer_path=files["t5_tokenizer"])
+    assert plain.pixart.compiled_block is None and fake.compiled == []
+    compiled = TinyBreakerPipeline(files["checkpoint1"], files["t5"], tokenizer_path=files["t5_tokenizer"],
+                                   compile=True)
+    assert compiled.pixart.compiled_block is not None
+    assert fake.compiled == [pixart_module._compile_probe, pixart_module._run_block]

@@ -14,8 +14,7 @@ from builders.common import save_safetensors
 from builders.pixart import FULL_SIZE, pixart_state_dict
 from tinybreaker_ext.errors import ModelFileError, ParameterError
 from tinybreaker_ext.models.pixart import PixArtConfig, load_pixart
-from tinybreaker_ext.models.pixart_keys import (detect_pixart_layout, native_pixart_state_dict,
-                                                unused_pixart_keys)
+from tinybreaker_ext.models.pixart_keys import detect_pixart_layout, unused_pixart_keys
 
 
 def spec_native_table() -> dict[str, tuple[int, ...]]:
@@ -132,10 +131,9 @@ def test_layout_detection():
         detect_pixart_layout({"model.diffusion_model.out.2.weight": torch.zeros(1)})
 
 
-def test_diffusers_keys_convert_to_the_native_tensors():
-    native = pixart_state_dict(include_y_embedding=True)
-    converted = native_pixart_state_dict(pixart_state_dict(layout="diffusers", include_y_embedding=True))
-    del native["y_embedder.y_embedding"]  # ignored key: dropped, not converted
+def test_diffusers_keys_load_the_native_tensors():
+    native = load_pixart(pixart_state_dict(include_y_embedding=True)).state_dict()
+    converted = load_pixart(pixart_state_dict(layout="diffusers", include_y_embedding=True)).state_dict()
     assert converted.keys() == native.keys()
     assert all(torch.equal(converted[key], native[key]) for key in native)
 
@@ -180,8 +178,6 @@ def test_missing_diffusers_key_names_the_diffusers_key():
     del tensors["transformer_blocks.0.attn1.to_k.weight"]
     with pytest.raises(ModelFileError, match=r"missing transformer_blocks\.0\.attn1\.to_k\.weight"):
         load_pixart(tensors)
-    with pytest.raises(ModelFileError, match=r"missing transformer_blocks\.0\.attn1\.to_k\.weight"):
-        native_pixart_state_dict(tensors)
 
 
 def test_many_missing_keys_are_summarised_on_one_line():

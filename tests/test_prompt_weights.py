@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinybreaker_ext.prompt_weights import has_weights, parse_weighted_segments
+from tinybreaker_ext.prompt_weights import parse_weighted_segments
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -53,12 +53,6 @@ def test_nested_levels_multiply_by_1_1_each():
 ])
 def test_embedding_directives_are_dropped(text, expected):
     assert parse_weighted_segments(text) == expected
-
-
-def test_has_weights():
-    assert not has_weights(parse_weighted_segments("a [b] c"))
-    assert has_weights(parse_weighted_segments("a (b) c"))
-    assert not has_weights(parse_weighted_segments("a (b:1.0) c"))
 
 
 @settings(max_examples=400, deadline=None)

@@ -19,6 +19,7 @@ from builders.t5 import t5_state_dict  # noqa: E402
 from tinybreaker_ext.errors import ModelFileError  # noqa: E402
 from tinybreaker_ext.files.classify import FileKind, classify, open_model_file  # noqa: E402
 from tinybreaker_ext.files.finder import ModelFinder  # noqa: E402
+from builders.files import found_paths  # noqa: E402
 from tinybreaker_ext.files.gguf_file import open_gguf, read_gguf_header  # noqa: E402
 from tinybreaker_ext.models import ggml_quants  # noqa: E402
 from tinybreaker_ext.models.ggml_quants import QUANT_TYPES, QuantizedTensor, quantized_tensor  # noqa: E402
@@ -175,8 +176,8 @@ def test_classified_by_content_and_found_as_t5(gguf_files, tmp_path):
     renamed.write_bytes(open(gguf_files["Q5_K_M"], "rb").read())
     (tmp_path / "models" / "other.gguf").write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 4)
     finder = ModelFinder([tmp_path / "models"])
-    assert finder.paths("t5") == [str(renamed)]
-    assert finder.paths("checkpoint") == []
+    assert found_paths(finder, "t5") == [str(renamed)]
+    assert found_paths(finder, "checkpoint") == []
     assert any(path.endswith("other.gguf") and "GGUF" in reason for path, reason in finder.skipped)
 
 

@@ -7,7 +7,7 @@ import torch
 
 from builders.taesd import taesd_decoder_state_dict, taesd_encoder_state_dict, tiny_vae_layout
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.models.taesd import (TinyDecoder, TinyVAE, latent_space_for_filename, load_tiny_vae,
+from tinybreaker_ext.models.taesd import (TinyDecoder, TinyVAE, load_tiny_vae,
                                           model_to_raw, raw_to_model)
 
 
@@ -56,14 +56,6 @@ def test_a_missing_half_is_a_clear_error():
     vae = TinyVAE(None, TinyDecoder(), 0.18215, source="half.safetensors")
     with pytest.raises(ModelFileError, match="half.safetensors: contains no TAESD encoder"):
         vae.encode(torch.rand(1, 3, 8, 8))
-
-
-@pytest.mark.parametrize("name, expected", [
-    ("taesdxl_decoder.safetensors", (0.13025, 0.0)), ("taesd_encoder.safetensors", (0.18215, 0.0)),
-    ("taesd3_decoder.safetensors", (1.5305, 0.0609)), ("taef1_encoder.safetensors", (0.3611, 0.1159)),
-])
-def test_scale_guess_from_a_file_name_follows_the_reference_rule(name, expected):
-    assert latent_space_for_filename(f"/models/vae/{name}") == expected
 
 
 def test_half_precision_weights_still_return_float32():

@@ -4,7 +4,6 @@ are the tiny TinyBreaker file's embedded SD1 UNet and CLIP, one prompt, seed and
 latent. The embedded refiner needs diffusers (absent on A1111's stack), so this skips without it."""
 
 import pytest
-import torch
 
 pytest.importorskip("diffusers")
 

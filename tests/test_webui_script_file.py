@@ -79,7 +79,8 @@ def test_settings_callback_adds_the_tinybreaker_section(loaded):
     env.tree["modules.script_callbacks"].ui_settings_callback()
     opts = env.shared.opts
     assert set(opts.data_labels) == {"tinybreaker_extra_dirs", "tinybreaker_style_dirs", "tinybreaker_t5_mode",
-                                     "tinybreaker_compute_dtype"}
+                                     "tinybreaker_compute_dtype", "tinybreaker_compile_pixart"}
+    assert opts.data["tinybreaker_compile_pixart"] is False  # off by default
     assert opts.data["tinybreaker_t5_mode"] == "auto" and opts.data["tinybreaker_extra_dirs"] == ""
     assert {info.section for info in opts.data_labels.values()} == {("tinybreaker", "TinyBreaker")}
     assert opts.data_labels["tinybreaker_t5_mode"].component_args == {"choices": ["auto", "gpu", "cpu", "stream"]}

@@ -16,7 +16,8 @@ import os
 import sys
 
 from . import __version__, params
-from .errors import Cancelled, ModelFileError, ModelNotFoundError, OutputError, ParameterError, TinyBreakerError
+from .errors import (Cancelled, ModelFileError, ModelNotFoundError, NotEnoughMemoryError, OutputError, ParameterError,
+                     TinyBreakerError)
 
 EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_FILES, EXIT_OUTPUT, EXIT_MEMORY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 EXIT_CODES = (
@@ -48,6 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from .limits import MAX_IMAGE_AREA, MAX_UPSCALED_AREA
+    from .standalone import DECODERS
 
     parser = _Parser(
         prog=PROGRAM, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -93,12 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     run.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                      help="PixArt/refiner dtype (auto: bf16 or fp16 on a GPU, fp32 on the CPU)")
-    run.add_argument("--decoder", default="high_quality", choices=("high_quality", "fast"),
+    run.add_argument("--decoder", default=DECODERS[0], choices=DECODERS,
                      help="full SD1 VAE decoder or TAESD")
     run.add_argument("--max-area", type=_megapixels, default=MAX_IMAGE_AREA / 1e6, metavar="MEGAPIXELS",
                      help="largest image of the base, refine and decode stages (default %(default).1f: 2048x2048)")
     run.add_argument("--max-upscaled-area", type=_megapixels, default=MAX_UPSCALED_AREA / 1e6, metavar="MEGAPIXELS",
                      help="largest image after the Tiny Upscaler (default %(default).1f: 8192x8192)")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile PixArt's blocks (faster steps on a GPU with Triton; compiling takes minutes)")
     run.add_argument("-q", "--quiet", action="store_true", help="no status lines; warnings and errors only")
     run.add_argument("--traceback", action="store_true", help="show the traceback of an unexpected error")
     run.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
@@ -123,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_OUTPUT, str(error))
     except (KeyboardInterrupt, Cancelled):
         return _fail(EXIT_INTERRUPTED, "interrupted; nothing was written")
+    except NotEnoughMemoryError as error:  # the preflight's estimate, before any weight is read
+        return _fail(EXIT_MEMORY, str(error))
     except TinyBreakerError as error:  # one of ours that the cases above do not name
         return _fail(EXIT_BUG, str(error))
     except MemoryError as error:
@@ -143,6 +149,7 @@ def run(args) -> list[str]:
     from .console import ConsoleProgress
     from .generation import check_files_for_plan, plan_for, run_plan
     from .image_files import check_writable, output_paths, save_image
+    from .memory_plan import plan_memory
     from .model_files import resolve_cli_files
 
     console = ConsoleProgress(quiet=args.quiet)
@@ -159,9 +166,13 @@ def run(args) -> list[str]:
     for warning in _prompt_length_warnings(files, plan):
         console.warning(warning)
     console.status(_plan_line(plan))
+    dtype = _dtype(args.dtype, device)
+    memory = plan_memory(files.t5, files.checkpoint, device=device, model_dtype=dtype, t5_mode=plan.params.t5_mode)
+    console.status(f"memory: {memory.message}")
+    memory.check()
 
-    result = run_plan(files, plan, device=device, dtype=_dtype(args.dtype, device), decoder=args.decoder,
-                      progress=console)
+    result = run_plan(files, plan, device=device, dtype=dtype, decoder=args.decoder, progress=console,
+                      t5_mode=memory.t5_mode, compile=args.compile)
     with console.phase("save", ", ".join(paths)):
         for path, image, infotext in zip(paths, result.pil_images(), result.infotexts):
             save_image(image, path, infotext)

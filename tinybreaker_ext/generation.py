@@ -84,7 +84,10 @@ def generate_images(files: ModelFileSet, params: TinyBreakerParams, request: Ima
 
 def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32, decoder: str = "high_quality",
-             progress: Progress | None = None) -> GenerationResult:
+             progress: Progress | None = None, t5_mode: str | None = None,
+             compile: bool = False) -> GenerationResult:
+    """Runs every stage of ``plan``; ``t5_mode`` overrides the plan's (the memory preflight resolves 'auto');
+    ``compile``: torch.compile PixArt's blocks."""
     from .pipeline import get_pipeline
     from .placement import MovePlacement
     from .standalone import EmbeddedRefiner
@@ -93,11 +96,12 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
     device = torch.device(device)
     placement = MovePlacement(device)
     texts = plan.texts()
-    t5_mode = plan.params.t5_mode
+    t5_mode = t5_mode or plan.params.t5_mode
 
     with progress.phase("load", _file_sizes(files)):
         pipeline = get_pipeline(files.checkpoint, files.t5, device=device, dtype=dtype,
-                                tokenizer_path=files.t5_tokenizer, tokenizer_search=files.tokenizer_search)
+                                tokenizer_path=files.t5_tokenizer, tokenizer_search=files.tokenizer_search,
+                                compile=compile)
         refiner = EmbeddedRefiner(pipeline, clip_tokenizer_path=files.clip_tokenizer,
                                   tokenizer_search=files.tokenizer_search)
         _load_models(pipeline, refiner, t5_mode=t5_mode, placement=placement, decoder=decoder, upscale=plan.upscale)
@@ -110,7 +114,7 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
         for text in refine_texts:
             refiner.encode(text, placement)
     with progress.phase("base", _stage_detail("PixArt-Sigma", plan.base_steps, plan.base.sampler, plan.base.cfg,
-                                              plan.batch_size), plan.base_steps * plan.batch_size) as on_step:
+                                              plan.batch_size), plan.base_steps) as on_step:
         latent = pipeline.base([texts.base_prompt], [texts.base_negative], plan.base, plan.base_sigmas,
                                width=plan.base_width, height=plan.base_height, seeds=plan.seeds,
                                placement=placement, t5_mode=t5_mode, callback=on_step)

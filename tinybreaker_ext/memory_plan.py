@@ -157,7 +157,7 @@ def _smaller_t5(room: int, stored: int) -> str:
 
 def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, *, device: torch.device | str,
                 model_dtype: torch.dtype, t5_mode: str = "auto", t5_dtype: str | torch.dtype = "auto",
-                transcoder_path: str | os.PathLike | None = None, placement_policy: str = "offload",
+                placement_policy: str = "offload",
                 free_ram: int | None = None, free_device: int | None = None) -> MemoryPlan:
     """Estimates each stage's RAM and device bytes from the files' headers, resolves ``t5_mode="auto"`` (on an
     accelerator: ``gpu`` when T5 can stay resident next to PixArt-Sigma, else ``stream``; ``cpu`` on a CPU) and says
@@ -174,15 +174,11 @@ def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, 
     if t5_info.kind is not FileKind.T5_ENCODER:
         raise ParameterError("t5_file", f"{t5_path} is a {t5_info.description}, not a T5 encoder")
     t5 = t5_footprint(t5_path, t5_info)
-    tinybreaker = checkpoint_info.is_tinybreaker
-    pixart_prefix = BASE_PREFIX if tinybreaker else checkpoint_info.key_prefix
-    pixart = _weights_numel(checkpoint_path, pixart_prefix) * model_size
-    transcoder_source = checkpoint_path if tinybreaker else transcoder_path
-    transcoder = 0
-    if transcoder_source is not None:
-        transcoder_info = checkpoint_info if tinybreaker else classify(transcoder_source)
-        prefix = TRANSCODER_PREFIX if tinybreaker else transcoder_info.key_prefix
-        transcoder = _weights_numel(transcoder_source, prefix) * model_size
+    if not checkpoint_info.is_tinybreaker:
+        raise ParameterError("checkpoint", f"{checkpoint_path} is a {checkpoint_info.description}, not a TinyBreaker "
+                                           "checkpoint")
+    pixart = _weights_numel(checkpoint_path, BASE_PREFIX) * model_size
+    transcoder = _weights_numel(checkpoint_path, TRANSCODER_PREFIX) * model_size
     if free_ram is None:
         free_ram = available_ram_bytes()
     if free_device is None:

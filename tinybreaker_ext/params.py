@@ -1,8 +1,10 @@
 """The one validated model of the TinyBreaker script's parameters.
 
 UI controls, API arguments (a positional list or one dict of named fields), infotext write and paste-back, the
-``/tinybreaker/v1/options`` schema and the XYZ-plot axes are all derived from ``FIELDS``. Plain dataclasses instead
-of pydantic because the hosts pin pydantic 1 (A1111, reForge) and 2 (Forge); this code is the same on both.
+``/tinybreaker/v1/options`` schema, the XYZ-plot axes and the command-line options are all derived from ``FIELDS``.
+Plain dataclasses instead of pydantic: each field spec also carries its UI control, infotext name and CLI option,
+which a pydantic model would not, and the command line installs no pydantic. (Both pydantic pins of the hosts would
+be reachable through ``pydantic.v1``; that is not the reason.)
 
 Zero / "style" values mean "take it from the selected style", so an API caller can send only what it changes.
 New fields are only ever appended to ``FIELDS``: the positional API order must stay stable.

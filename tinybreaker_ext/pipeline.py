@@ -12,8 +12,8 @@ import threading
 
 import torch
 
-from .files.classify import (BASE_PREFIX, TRANSCODER_PREFIX, FileKind, open_model_file)
-from .models.pixart import load_pixart
+from .files.classify import BASE_PREFIX, CHECKPOINT_KINDS, TRANSCODER_PREFIX, FileKind, open_model_file
+from .models.pixart import compile_pixart, load_pixart
 from .models.t5_encoder import MODES as T5_MODES
 from .models.t5_encoder import choose_mode, load_t5_encoder
 from .models.t5_tokenizer import T5PromptTokenizer, find_t5_tokenizer
@@ -26,19 +26,17 @@ from .stage_params import StageParams
 from .models.t5_tokenizer import DEFAULT_MIN_LENGTH
 from .text_encoding import PromptEmbeddingCache, cache_key, encode_t5_prompt
 
-CHECKPOINT_KINDS = (FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1, FileKind.PIXART_SIGMA)
 T5_COMPUTE_DTYPE = "auto"  # bfloat16 where the device runs it natively, else float32 (models/t5_policy.py)
 
 
 class TinyBreakerPipeline:
     def __init__(self, checkpoint_path: str, t5_path: str, *, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, transcoder_path: str | None = None,
-                 tokenizer_path: str | None = None, tokenizer_search: dict | None = None):
+                 dtype: torch.dtype = torch.float32, tokenizer_path: str | None = None, tokenizer_search: dict | None = None, compile: bool = False):
         self.device = torch.device(device)
+        self.compile = compile  # torch.compile PixArt's blocks (off by default: the first forward per size is slow)
         self.dtype = dtype
         self.checkpoint, self.checkpoint_info = open_model_file(checkpoint_path, CHECKPOINT_KINDS)
         self.t5_path = t5_path
-        self.transcoder_path = transcoder_path
         self.tokenizer_path = tokenizer_path
         self.tokenizer_search = dict(tokenizer_search or {})
         self.prompt_cache = PromptEmbeddingCache(max_entries=32)
@@ -52,29 +50,18 @@ class TinyBreakerPipeline:
 
     # --- models, loaded on first use and kept in RAM --------------------------------------------------------------
     @property
-    def is_tinybreaker(self) -> bool:
-        return self.checkpoint_info.kind != FileKind.PIXART_SIGMA
-
-    @property
     def pixart(self):
         if self._pixart is None:
-            weights = self.checkpoint.prefixed(BASE_PREFIX) if self.is_tinybreaker else self.checkpoint
+            weights = self.checkpoint.prefixed(BASE_PREFIX)
             self._pixart = load_pixart(weights, device="cpu", dtype=self.dtype).eval()
+            if self.compile:
+                compile_pixart(self._pixart, self.device)
         return self._pixart
 
     @property
     def transcoder(self):
         if self._transcoder is None:
-            if self.is_tinybreaker:
-                weights = self.checkpoint.prefixed(TRANSCODER_PREFIX)
-            else:
-                if not self.transcoder_path:
-                    from .errors import ModelNotFoundError
-
-                    raise ModelNotFoundError("a transcoder file (TAESDXL decoder + TAESD encoder)",
-                                             [self.checkpoint.path],
-                                             hint="plain PixArt-Sigma files need one; TinyBreaker checkpoints ship it")
-                weights = open_model_file(self.transcoder_path, (FileKind.TRANSCODER,))[0]
+            weights = self.checkpoint.prefixed(TRANSCODER_PREFIX)
             self._transcoder = load_transcoder(weights, device="cpu", dtype=self.dtype).eval()
         return self._transcoder
 
@@ -122,7 +109,7 @@ class TinyBreakerPipeline:
         masked), each with noise from its own seed, so image k of a batch equals a single image made with seed k
         (what WebUI users expect). Re-running with the same inputs returns the cached result."""
         _check_size(width, height)
-        texts, negative_texts = _per_image(texts, len(seeds), "prompt"), _per_image(negative_texts, len(seeds), "negative")
+        texts, negative_texts = per_image_texts(texts, len(seeds), "prompt"), per_image_texts(negative_texts, len(seeds), "negative")
         placement = placement or MovePlacement(self.device)
         key = (tuple(texts), tuple(negative_texts), stage.sampler, stage.cfg, tuple(sigmas.tolist()), width, height,
                tuple(seeds), str(self.device), str(self.dtype), str(self.t5_path))
@@ -171,7 +158,7 @@ class TinyBreakerPipeline:
         return Image.fromarray(array)
 
 
-def _per_image(texts: list[str], count: int, name: str) -> list[str]:
+def per_image_texts(texts: list[str], count: int, name: str) -> list[str]:
     from .errors import ParameterError
 
     if len(texts) == 1:

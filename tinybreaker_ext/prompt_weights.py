@@ -43,11 +43,6 @@ def parse_weighted_segments(text: str) -> list[tuple[str, float]]:
     return segments
 
 
-def has_weights(segments: list[tuple[str, float]]) -> bool:
-    """Whether any segment carries a weight other than 1 (only then does the weighting formula apply)."""
-    return any(weight != 1.0 for _, weight in segments)
-
-
 def _parse_parentheses(text: str) -> list[str]:
     """Top-level split into plain runs and ``(...)`` groups; an unclosed group runs to the end of the text."""
     result: list[str] = []

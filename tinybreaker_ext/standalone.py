@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ModelFileError
 from .files.classify import (FIRST_STAGE_HQ_PREFIX, FIRST_STAGE_PREFIX, REFINER_CLIP_PREFIX,
                              REFINER_FIRST_STAGE_PREFIX, REFINER_UNET_PREFIX, FileKind)
+from .latent_formats import SD1_SCALE
 from .models.clip_text import encode_clip_prompt, load_clip_text
 from .models.clip_tokenizer import find_clip_tokenizer, load_clip_tokenizer
 from .models.kl_decoder import load_kl_decoder
 from .models.sd1_refiner import SD1Refiner
 from .models.taesd import load_tiny_vae
 from .models.tiled import tiled_decode
-from .pipeline import TinyBreakerPipeline, _per_image
+from .pipeline import TinyBreakerPipeline, per_image_texts
 from .placement import ModulePlacement, MovePlacement
 from .sampling.denoisers import CFGDenoiser, EpsDenoiser
 from .sampling.schedules import sd1_sigmas
@@ -24,7 +24,6 @@ from .stage_params import StageParams
 from .text_encoding import PromptEmbeddingCache
 
 DECODERS = ("high_quality", "fast")
-SD1_SCALE = 0.18215
 
 
 class EmbeddedRefiner:
@@ -32,9 +31,6 @@ class EmbeddedRefiner:
 
     def __init__(self, pipeline: TinyBreakerPipeline, *, clip_tokenizer_path: str | None = None,
                  tokenizer_search: dict | None = None):
-        if not pipeline.is_tinybreaker:
-            raise ModelFileError(pipeline.checkpoint.path, "a plain PixArt-Sigma file has no SD1 refiner",
-                                 "a TinyBreaker checkpoint; in a WebUI the loaded SD1 model refines instead")
         self.pipeline = pipeline
         self.clip_tokenizer_path = clip_tokenizer_path
         self.tokenizer_search = dict(tokenizer_search or {})
@@ -79,7 +75,7 @@ class EmbeddedRefiner:
             return latent
         placement = placement or MovePlacement(self.pipeline.device)
         count = latent.shape[0]
-        texts, negative_texts = _per_image(texts, count, "prompt"), _per_image(negative_texts, count, "negative")
+        texts, negative_texts = per_image_texts(texts, count, "prompt"), per_image_texts(negative_texts, count, "negative")
         cond = [self.encode(text, placement) for text in texts]  # per image, any lengths: CFGDenoiser batches them
         uncond = [self.encode(text, placement) for text in negative_texts]
         with placement.use(self.unet) as unet:

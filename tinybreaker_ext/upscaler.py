@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ModelFileError, ParameterError
+from .latent_formats import SD1_SCALE
 from .models.tiled import tiled_decode, tiled_encode
 from .sampling.noise import stage_noise
 from .sampling.samplers import get_sampler
@@ -31,12 +32,10 @@ from .sampling.schedules import compute_sigmas, sd1_sigmas
 from .sampling.stage import sample_stage
 from .stage_params import StageParams
 
-SD1_LATENT_SCALE = 0.18215  # raw → model space of the SD1 model (ComfyUI's SD15 latent format)
 MIN_SCALE_BY, MAX_SCALE_BY = 1.0, 6.0  # exclusive, inclusive
 EXTRA_NOISE_SEED_OFFSET = 100
 VAE_TILE_PX, VAE_OVERLAP_PERCENT = 512, 100
 PIXELS_PER_LATENT = 8
-DECODERS = ("fast", "high_quality")
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LatentFunction = Callable[[torch.Tensor], torch.Tensor]
@@ -168,7 +167,7 @@ def add_extra_noise(raw_latent: torch.Tensor, amount: float, seed: int) -> torch
 
 
 def denoise_canvas(raw_latent: torch.Tensor, *, denoiser: Denoiser, sigmas: torch.Tensor, sampler: str, seed: int,
-                   latent_scale: float = SD1_LATENT_SCALE, device: torch.device | str | None = None,
+                   latent_scale: float = SD1_SCALE, device: torch.device | str | None = None,
                    geometry: TileGeometry = DEFAULT_GEOMETRY, callback: ProgressCallback | None = None
                    ) -> torch.Tensor:
     """The cross-tiled refinement of a raw latent (each image on its own); returns a new raw latent on ``device``.
@@ -213,7 +212,7 @@ def decode_upscaled(raw_latent: torch.Tensor, decode_fn: LatentFunction, width: 
 
 def tiny_upscale(images: torch.Tensor, *, scale_by: float, encode_fn: LatentFunction, decode_fn: LatentFunction,
                  denoiser: Denoiser, stage: StageParams, seed: int | None = None, extra_noise: float | None = None,
-                 latent_scale: float = SD1_LATENT_SCALE, device: torch.device | str | None = None,
+                 latent_scale: float = SD1_SCALE, device: torch.device | str | None = None,
                  geometry: TileGeometry = DEFAULT_GEOMETRY, callback: ProgressCallback | None = None,
                  stage_context: Callable[[str], ContextManager] | None = None) -> torch.Tensor:
     """Upscale images [B, 3, H, W] in [0, 1] to [B, 3, round(H·k), round(W·k)] (float32, CPU, [0, 1]).
@@ -252,7 +251,7 @@ def upscaler_vae(pipeline):
     """The TAESD-SD1 encoder+decoder of a prototype1 checkpoint (``refiner.first_stage_model.*``), loaded once per
     pipeline; a clear error for prototype0 and plain PixArt files, which have none."""
     from .files.classify import REFINER_FIRST_STAGE_PREFIX, FileKind
-    from .models.taesd import SD1_SCALE, load_tiny_vae
+    from .models.taesd import load_tiny_vae
 
     kind = pipeline.checkpoint_info.kind
     if kind != FileKind.TINYBREAKER_PROTOTYPE1:
@@ -284,6 +283,7 @@ def upscale_with_embedded_refiner(refiner, images: torch.Tensor, stage: StagePar
     ``stage`` (its prompt and negative: the user's prompt is not used); images in [0, 1]."""
     from .placement import MovePlacement
     from .sampling.denoisers import CFGDenoiser, EpsDenoiser
+    from .standalone import DECODERS
 
     if decoder not in DECODERS:
         raise ParameterError("decoder", f"got {decoder!r}; expected one of {', '.join(DECODERS)}")

@@ -292,3 +292,8 @@ class FakeHub:
         handler.end_headers()
         if not head:
             handler.wfile.write(body)
+
+
+def found_paths(finder, role: str) -> list[str]:
+    """The paths a ModelFinder lists for ``role``."""
+    return [candidate.path for candidate in finder.find(role)]

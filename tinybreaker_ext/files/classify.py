@@ -78,7 +78,9 @@ _LABELS = {
     FileKind.TRANSCODER: "tiny latent transcoder",
 }
 TINYBREAKER_KINDS = frozenset({FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1})
-CHECKPOINT_KINDS = TINYBREAKER_KINDS | {FileKind.PIXART_SIGMA}
+# Plain PixArt-Sigma files are recognised (so a wrong pick is named) but are not checkpoints here: TinyBreaker needs
+# the transcoder and tiny VAEs its own files carry.
+CHECKPOINT_KINDS = TINYBREAKER_KINDS
 ALL_KINDS_TEXT = ("a TinyBreaker checkpoint, PixArt-Sigma model, T5 encoder, tiny VAE or transcoder "
                   "(.safetensors; T5 also .gguf)")
 
@@ -323,7 +325,7 @@ def open_model_file(path: str | os.PathLike,
 
 
 # When no file is named, the newest TinyBreaker build is the default: prototype1 (it has the upscaler VAE).
-CHECKPOINT_PREFERENCE = (FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_PROTOTYPE0, FileKind.PIXART_SIGMA)
+CHECKPOINT_PREFERENCE = (FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_PROTOTYPE0)
 
 
 def preferred_first(infos: list) -> list:

@@ -233,16 +233,9 @@ class SafetensorsView(Mapping[str, torch.Tensor]):
         """Bytes of tensor data in this view (the whole file's data for the file itself)."""
         return sum(self.nbytes(key) for key in self._key_list())
 
-    def has_prefix(self, prefix: str) -> bool:
-        return any(key.startswith(prefix) for key in self._key_list())
-
     def prefixed(self, prefix: str) -> "SafetensorsView":
         """A lazy view of the keys under ``prefix`` (prefix removed); views nest."""
         return SafetensorsView(self._file, self._prefix + prefix)
-
-    def to_dict(self) -> dict[str, torch.Tensor]:
-        """Reads every tensor of this view (use only for small parts)."""
-        return {key: self[key] for key in self._key_list()}
 
     def _key_list(self) -> list[str]:
         if self._keys is None:

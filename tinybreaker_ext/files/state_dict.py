@@ -33,5 +33,7 @@ def with_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str
     return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
-def has_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> bool:
-    return any(key.startswith(prefix) for key in state_dict.keys())
+def source_name(state_dict: Mapping[str, torch.Tensor], source: str | None = None) -> str:
+    """What to call a state dict in an error message: the caller's name, the file path of a lazy view, or a
+    placeholder."""
+    return str(source or getattr(state_dict, "path", None) or "<state dict>")

@@ -16,7 +16,8 @@ import torch
 from ..errors import ModelFileError
 from ..files.state_dict import shape_of
 from ..limits import MAX_PROMPT_TOKENS
-from .sd1_refiner import build_with_weights, source_name
+from ..files.state_dict import source_name
+from .sd1_refiner import build_with_weights
 
 EXPECTED_CLIP = "a CLIP text model with HF-transformers names (text_model.embeddings.*, text_model.encoder.layers.*)"
 CHUNK_LENGTH = 77  # BOS + 75 tokens + EOS

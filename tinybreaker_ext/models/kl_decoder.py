@@ -14,7 +14,9 @@ import torch
 
 from ..errors import ModelFileError
 from ..files.state_dict import shape_of
-from .sd1_refiner import SD1_LATENT_SCALE, build_with_weights, require_diffusers, source_name
+from ..files.state_dict import source_name
+from ..latent_formats import SD1_SCALE
+from .sd1_refiner import build_with_weights, require_diffusers
 
 EXPECTED_DECODER = "an SD1 KL-VAE decoder with ldm names (decoder.*, post_quant_conv.*)"
 _UP_LEVEL = re.compile(r"^decoder\.up\.(\d+)\.block\.(\d+)\.")
@@ -67,7 +69,7 @@ def infer_kl_decoder_config(state_dict: Mapping[str, torch.Tensor], *, source: s
 class KLDecoder(torch.nn.Module):
     """Model-space latent -> RGB image in [0, 1]."""
 
-    def __init__(self, post_quant_conv: torch.nn.Module, decoder: torch.nn.Module, scale: float = SD1_LATENT_SCALE):
+    def __init__(self, post_quant_conv: torch.nn.Module, decoder: torch.nn.Module, scale: float = SD1_SCALE):
         super().__init__()
         self.post_quant_conv = post_quant_conv
         self.decoder = decoder
@@ -112,7 +114,7 @@ def convert_kl_decoder_state_dict(state_dict: Mapping[str, torch.Tensor],
 
 
 def load_kl_decoder(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype,
-                    scale: float = SD1_LATENT_SCALE) -> KLDecoder:
+                    scale: float = SD1_SCALE) -> KLDecoder:
     """The KL decoder from ldm-named ``decoder.*`` + ``post_quant_conv.*`` (``first_stage_model.`` already removed)."""
     decoder_class = require_diffusers("diffusers.models.autoencoders.vae").Decoder  # before reading any tensor
     source = source_name(state_dict)

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, Mapping
 import torch
 
 from ..errors import ModelFileError
-from ..files.state_dict import shape_of
+from ..files.state_dict import shape_of, source_name
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +57,6 @@ _DIFFUSERS_BLOCK_MODULES = {
     "mlp.fc2": ("ff.net.2",),
 }
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
-
-
-def source_name(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """What to call the state dict in error messages: the file path of a lazy view, else a generic name."""
-    return str(getattr(state_dict, "path", None) or "PixArt state dict")
 
 
 def full_key_name(state_dict: Mapping[str, torch.Tensor], key: str) -> str:
@@ -175,17 +170,3 @@ def iter_native_tensors(state_dict: Mapping[str, torch.Tensor], layout: str,
             yield native, state_dict[sources[0]]
         else:
             yield native, torch.cat([state_dict[key] for key in sources], dim=0)
-
-
-def native_pixart_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """All parameters under native names (diffusers keys converted per docs/model-files.md "PixArt-Sigma layouts");
-    ignored and unknown keys dropped.
-
-    Unknown keys are logged as a warning (``unused_pixart_keys`` returns them); missing keys raise ModelFileError.
-    """
-    layout = detect_pixart_layout(state_dict)
-    depth = pixart_block_count(state_dict, layout)
-    native_keys = native_pixart_keys(depth)
-    raise_if_missing(state_dict, layout, native_keys)
-    log_unused(state_dict, layout, depth)
-    return dict(iter_native_tensors(state_dict, layout, native_keys))

@@ -13,10 +13,11 @@ from typing import Callable, Mapping
 import torch
 
 from ..errors import ModelFileError, TinyBreakerError
+from ..files.state_dict import source_name
+from ..latent_formats import SD1_SCALE
 from .sd1_unet_config import EXPECTED_UNET, SD1_NUM_HEADS, SD1UNetConfig, infer_sd1_unet_config
 
 DIFFUSERS_MISSING = "the embedded refiner needs diffusers (pip install diffusers)"
-SD1_LATENT_SCALE = 0.18215
 _LDM_UNET_PREFIX = "model.diffusion_model."  # what diffusers' single-file converter expects in front of UNet keys
 
 
@@ -27,10 +28,6 @@ def require_diffusers(module: str = "diffusers"):
         return importlib.import_module(module)
     except ImportError as exc:
         raise TinyBreakerError(f"{DIFFUSERS_MISSING}; importing it failed: {exc}") from exc
-
-
-def source_name(state_dict: Mapping[str, torch.Tensor]) -> str:
-    return str(getattr(state_dict, "path", "<state dict>"))
 
 
 def build_with_weights(build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor], *,
@@ -104,7 +101,7 @@ class SD1Refiner(torch.nn.Module):
     beta_end = 0.012
     num_train_timesteps = 1000
     prediction_type = "eps"
-    latent_scale = SD1_LATENT_SCALE
+    latent_scale = SD1_SCALE
 
     def __init__(self, unet: torch.nn.Module):
         super().__init__()

@@ -185,10 +185,6 @@ class T5PromptTokenizer:
     def token_to_id(self, token: str) -> int | None:
         return self._token_to_id(token)
 
-    def encode_plain(self, text: str) -> list[int]:
-        """Token ids of ``text`` without EOS (what the reference gets from one segment)."""
-        return self._encode(text)
-
     def tokenize_with_weights(self, text: str, min_length: int = DEFAULT_MIN_LENGTH,
                               max_length: int | None = MAX_PROMPT_TOKENS) -> tuple[list[int], list[float]]:
         """``(ids, weights)``: segments tokenised separately, cut to ``max_length`` with the EOS (weight 1), then

@@ -12,7 +12,6 @@ which only matters for SD3/Flux latents (out of scope here).
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Mapping, NamedTuple
 
@@ -20,10 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from ..files.state_dict import shape_of
+from ..files.state_dict import shape_of, source_name
 
-SD1_SCALE = 0.18215
-SDXL_SCALE = 0.13025
 _INDEXED_KEY = re.compile(r"^(\d+)\.(.+)$")
 
 
@@ -93,24 +90,7 @@ def model_to_raw(latent: torch.Tensor, scale: float, shift: float = 0.0) -> torc
     return latent / scale + shift
 
 
-def latent_space_for_filename(filename: str) -> tuple[float, float]:
-    """(scale, shift) guessed from a file name when it stores none (the reference's fallback rule)."""
-    name = os.path.basename(filename).lower()
-    if "f1" in name or "flux" in name:
-        return 0.3611, 0.1159
-    if "sd3" in name:
-        return 1.5305, 0.0609
-    if "sdxl" in name:
-        return SDXL_SCALE, 0.0
-    return SD1_SCALE, 0.0
-
-
 # --------------------------------------------------------------------------------------------- key layouts
-
-def source_name(state_dict: Mapping[str, torch.Tensor], source: str | None = None) -> str:
-    """What to call the state dict in an error message: the caller's name, the file path, or a placeholder."""
-    return source or getattr(state_dict, "path", None) or "<state dict>"
-
 
 def part_label(state_dict: Mapping[str, torch.Tensor], part: str) -> str:
     """`part` plus the checkpoint prefix of a lazy file view, e.g. "TAESD decoder under 'first_stage_model.'"."""

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from .taesd import (SD1_SCALE, SDXL_SCALE, TinyDecoder, TinyEncoder, build_decoder, build_encoder, indexed_part,
+from ..latent_formats import SD1_SCALE, SDXL_SCALE
+from .taesd import (TinyDecoder, TinyEncoder, build_decoder, build_encoder, indexed_part,
                     part_label, read_scalar, shift_decoder_indices, source_name)
 
 # (scale key, shift key) per side, newest naming first; the oldest builder wrote `unnormalized_adapter_*`.
@@ -44,12 +45,6 @@ class Transcoder(nn.Module):
         weight = self.transd[1].weight
         images = self.transd(latent.to(device=weight.device, dtype=weight.dtype))
         return self.transe(images).float()
-
-    @torch.no_grad()
-    def transcode_raw(self, raw_latent: torch.Tensor) -> torch.Tensor:
-        """ComfyUI raw-latent form: `transe(transd((x − in_shift)·in_scale)) · (1/out_scale) + out_shift`."""
-        model_in = (raw_latent.float() - self.in_shift) * self.in_scale
-        return self.forward(model_in) * (1.0 / self.out_scale) + self.out_shift
 
 
 def _strip_transcoder_prefix(state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:

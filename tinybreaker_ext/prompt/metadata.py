@@ -47,10 +47,6 @@ def effective_end(stage: StageParams) -> int:
     return min(stage.steps, end)
 
 
-def stage_step_count(stage: StageParams) -> int:
-    return max(0, effective_end(stage) - stage.steps_start)
-
-
 def format_stage_parameters(stage: StageParams) -> str:
     """`sampler_name:…, scheduler:…, steps:…, start_at_step:…, end_at_step:…, cfg:…, noise_seed:…`."""
     return (f"sampler_name:{stage.sampler.strip()}, scheduler:{stage.scheduler.strip()}, steps:{int(stage.steps)}, "

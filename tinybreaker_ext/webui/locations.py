@@ -9,6 +9,7 @@ SETTING_EXTRA_DIRS = "tinybreaker_extra_dirs"
 SETTING_T5_MODE = "tinybreaker_t5_mode"
 SETTING_DTYPE = "tinybreaker_compute_dtype"
 SETTING_STYLE_DIRS = "tinybreaker_style_dirs"
+SETTING_COMPILE = "tinybreaker_compile_pixart"
 
 
 _size_step = [8]  # the txt2img width slider's step, read when the UI is built (A1111: 8, Forge Neo: 64)

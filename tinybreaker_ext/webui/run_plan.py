@@ -37,7 +37,8 @@ class RunPlan:
             device = host.compute_device()
             dtype = host.compute_dtype(device, locations.option(locations.SETTING_DTYPE, "auto"))
             self._engine = get_pipeline(self.checkpoint_path, self.t5_path, device=device, dtype=dtype,
-                                        tokenizer_search=_tokenizer_search())
+                                        tokenizer_search=_tokenizer_search(),
+                                        compile=bool(locations.option(locations.SETTING_COMPILE, False)))
         return self._engine
 
 

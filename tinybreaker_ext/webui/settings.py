@@ -23,6 +23,9 @@ def register_settings() -> None:
         locations.SETTING_DTYPE: shared.OptionInfo(
             "auto", "Compute dtype of PixArt and the transcoder", gr.Radio,
             {"choices": ["auto", "bf16", "fp16", "fp32"]}, section=section),
+        locations.SETTING_COMPILE: shared.OptionInfo(
+            False, "torch.compile PixArt (faster steps on a GPU with Triton; the first image of each size compiles, "
+            "minutes; skipped where unsupported)", gr.Checkbox, section=section),
     }
     for key, info in options.items():
         shared.opts.add_option(key, info)
