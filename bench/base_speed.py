@@ -3,13 +3,11 @@ stage against diffusers' ``PixArtSigmaPipeline`` at equal steps and size, all in
 
 1. **Forwards per step** for a 77/120/300-token prompt against a 77-token negative, with the base stage's own
    denoiser chain (``CFGDenoiser(EpsDenoiser(pixart.eps), accepts_context_mask=True)``, every sampler): must be 1.
-   Counted on a full-width PixArt-Sigma (one block) on the ``meta`` device (shapes only). For comparison
-   the same count for ``TinyBreakerPipeline.base`` as it calls the denoiser today (tiny models; pipeline.py is
-   another branch's file).
+   Counted on a full-width PixArt-Sigma (one block) on the ``meta`` device (shapes only); then the same count
+   through ``TinyBreakerPipeline.base``, the product's entry point (tiny models).
 2. **Device→host syncs per step**: the same chain on the meta device as a stand-in accelerator
    (``tests/builders/device_transfers.py``) counts every read of a device tensor on the host and every host→device
-   copy, per step after the first; also for ``TinyBreakerPipeline.base`` (its progress callback copies the latent
-   to the CPU each step).
+   copy, per step after the first; also through ``TinyBreakerPipeline.base``.
 3. **Base stage vs diffusers on the CPU**: a full-size PixArt-Sigma-XL with random weights (the cached fp16 file,
    float32 compute) in both: the product's loader and sampler loop (uni_pc, the built-in style's base sampler, as
    ``pipeline.base`` runs it, with all images in one batch) against ``PixArtSigmaPipeline`` with a
@@ -122,11 +120,14 @@ def tiny_pipeline(prompt_tokens: int, device: str = "cpu"):
 
 
 def pipeline_base(pipeline, sampler: str, steps: int, seeds: list[int], callback=None):
+    from tinybreaker_ext.sampling.schedules import compute_sigmas, pixart_sigmas
     from tinybreaker_ext.stage_params import StageParams
 
     pipeline._base_cache = None
     stage = StageParams(sampler=sampler, scheduler="simple", steps=steps, steps_start=0, cfg=3.4)
-    return pipeline.base(["prompt"], ["negative"], stage, width=64, height=64, seeds=seeds, callback=callback)
+    sigmas = compute_sigmas(pixart_sigmas(), sampler=sampler, scheduler="simple", steps=steps, steps_start=0)
+    return pipeline.base(["prompt"], ["negative"], stage, sigmas, width=64, height=64, seeds=seeds,
+                         callback=callback)
 
 
 # ---- 1. forwards per step -----------------------------------------------------------------------------------------
@@ -165,9 +166,9 @@ def forwards_per_step(steps: int) -> dict:
         pipeline_base(pipeline, "uni_pc", steps, [1], callback=lambda step, *_: reported.append(step))
         tiny_rows[length] = counter.calls / len(reported)
         counter.remove()
-    print("   for comparison, TinyBreakerPipeline.base as it calls the denoiser today (uni_pc, tiny models): "
+    print("   for comparison, TinyBreakerPipeline.base (uni_pc, tiny models): "
           + ", ".join(f"{n} tok {value:.2f}" for n, value in tiny_rows.items()))
-    return {"product": rows, "pipeline_base_today": tiny_rows, "worst": worst}
+    return {"product": rows, "pipeline_base": tiny_rows, "worst": worst}
 
 
 # ---- 2. device→host syncs per step --------------------------------------------------------------------------------
@@ -206,11 +207,11 @@ def syncs_per_step(steps: int) -> dict:
         later = len(counter.reads) - 1
         today = sum(map(len, counter.reads[1:])) / later
         where = sorted({entry.split(" at ", 1)[1].split(" ", 1)[0] for entry in sum(counter.reads[1:], [])})
-        print(f"   for comparison, TinyBreakerPipeline.base today (uni_pc, tiny models): {today:.2f} reads per step "
+        print(f"   for comparison, TinyBreakerPipeline.base (uni_pc, tiny models): {today:.2f} reads per step "
               f"({', '.join(where)})")
-    except Exception as error:  # the caller side is another branch's code; report, don't fail
+    except Exception as error:  # a meta-device limit of some library version: report it, don't stop the run
         print(f"   TinyBreakerPipeline.base could not run on the meta device: {type(error).__name__}: {error}")
-    return {"product": rows, "pipeline_base_today_reads_per_step": today, "worst": worst}
+    return {"product": rows, "pipeline_base_reads_per_step": today, "worst": worst}
 
 
 # ---- 3. base stage vs diffusers -----------------------------------------------------------------------------------
