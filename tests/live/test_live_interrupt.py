@@ -53,7 +53,10 @@ class Job:
             state = progress.get("state", {})
             if isinstance(marker, int) and state.get("job_no", 0) >= marker and state.get("job_count", 0) > marker:
                 return progress
-            if isinstance(marker, str) and marker in str(state.get("textinfo") or ""):
+            # textinfo is a top-level field of the progress answer (ProgressResponse), not part of its state; the
+            # previous job's last textinfo stays until the host begins the next job, so only a running job counts
+            if isinstance(marker, str) and state.get("job_count", 0) > 0 and \
+                    marker in str(progress.get("textinfo") or ""):
                 return progress
             time.sleep(0.02)
         pytest.fail(f"the job never reached {marker!r} (last progress: {self.samples[-1:]})")
