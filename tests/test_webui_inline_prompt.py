@@ -62,6 +62,14 @@ def test_unknown_arguments_are_reported_not_silent(tb_host, caplog):
     p.comment = comments.append
     tb_host.run(p, ARGS)
     assert any("sed" in text for text in comments)
+    assert "sed" in p.extra_generation_params["TinyBreaker warnings"]  # what an API caller gets back
+
+
+def test_an_inline_batch_size_over_the_limit_is_a_warning_the_api_returns(tb_host):
+    p = tb_host.make_p(prompt="a cat --batch-size 100000")
+    tb_host.run(p, ARGS)
+    assert p.batch_size == 16
+    assert "--batch-size 100000 is more than 16" in p.extra_generation_params["TinyBreaker warnings"]
 
 
 def test_tb_fields_follow_each_images_seed(tb_host):

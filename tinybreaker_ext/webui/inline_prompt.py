@@ -43,13 +43,22 @@ def batch_texts(p, plan: GenerationPlan) -> list[StageTexts]:
     return texts
 
 
+WARNINGS_KEY = "TinyBreaker warnings"
+
+
 def report(p, notes) -> None:
-    """Warnings go where the user sees them: the host's generation info (``p.comment``) and the console."""
+    """Warnings go where the user sees them: the console, the UI's generation info (``p.comment``) and, since no
+    host returns those comments through the API, the infotext field ``TinyBreaker warnings`` (which the API answer
+    carries in ``info``'s ``extra_generation_params`` and ``infotexts``)."""
     for note in notes:
         log.warning("TinyBreaker: %s", note)
         comment = getattr(p, "comment", None)
         if callable(comment):
             comment(f"TinyBreaker: {note}")
+    extra = getattr(p, "extra_generation_params", None)
+    if notes and isinstance(extra, dict):
+        known = [text for text in str(extra.get(WARNINGS_KEY, "")).split("; ") if text]
+        extra[WARNINGS_KEY] = "; ".join(known + [note for note in notes if note not in known])
 
 
 def _without_arguments(text: str) -> str:
