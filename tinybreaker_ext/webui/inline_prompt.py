@@ -57,8 +57,11 @@ def report(p, notes) -> None:
             comment(f"TinyBreaker: {note}")
     extra = getattr(p, "extra_generation_params", None)
     if notes and isinstance(extra, dict):
-        known = [text for text in str(extra.get(WARNINGS_KEY, "")).split("; ") if text]
-        extra[WARNINGS_KEY] = "; ".join(known + [note for note in notes if note not in known])
+        text = str(extra.get(WARNINGS_KEY, ""))
+        for note in notes:
+            if note not in text:  # a note may hold "; " itself, so the joined text is searched, not split
+                text = f"{text}; {note}" if text else note
+        extra[WARNINGS_KEY] = text
 
 
 def _without_arguments(text: str) -> str:
