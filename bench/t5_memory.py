@@ -41,6 +41,16 @@ PROMPTS = [
 ]
 
 
+def ensure_random_fp8_t5(path: str, layers: int) -> None:
+    """Writes the random fp8 T5 file at ``path`` unless it is already there (written once, reused by every run)."""
+    if os.path.exists(path):
+        return
+    print(f"writing {path} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    write_random_fp8_t5(path, layers)
+    print(f"  written in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+
 def default_path(layers: int) -> str:
     suffix = "" if layers == T5_XXL_SHAPES["num_layers"] else f"_{layers}layers"
     return os.path.join(CACHE_DIR, f"t5xxl_fp8_random{suffix}.safetensors")
@@ -139,11 +149,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    if not os.path.exists(args.path):
-        print(f"writing {args.path} ...", file=sys.stderr, flush=True)
-        start = time.perf_counter()
-        write_random_fp8_t5(args.path, args.layers)
-        print(f"  written in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    ensure_random_fp8_t5(args.path, args.layers)
     with tempfile.TemporaryDirectory() as tokenizer_dir:
         train_tiny_t5_tokenizer(tokenizer_dir)  # ids < 200 fit any T5 vocabulary; timings do not depend on them
         command = [sys.executable, os.path.abspath(__file__), "--child", "--path", args.path, "--mode", args.mode,

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from tinybreaker_ext.models.t5_policy import available_ram_bytes  # noqa: E402
 
-from t5_memory import default_path, write_random_fp8_t5  # noqa: E402
+from t5_memory import default_path, ensure_random_fp8_t5  # noqa: E402
 
 SIDES = ("transformers", "product", "product_lean")
 
@@ -121,9 +121,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    if not os.path.exists(args.path):
-        print(f"writing {args.path} ...", file=sys.stderr, flush=True)
-        write_random_fp8_t5(args.path, args.layers)
+    ensure_random_fp8_t5(args.path, args.layers)
     args.folder = transformers_folder(args.path, args.layers)
     print(f"file {args.path} ({os.path.getsize(args.path) / 1e9:.2f} GB), {args.layers} blocks, {args.tokens} tokens, "
           f"threads {torch.get_num_threads()}, load average {load_average()}")
