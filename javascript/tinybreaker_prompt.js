@@ -18,8 +18,9 @@
         {name: "refine", aliases: [], kind: "text"},
         {name: "cfg-shift", aliases: ["c"], kind: "int"},
         {name: "image-shift", aliases: ["i"], kind: "int"},
-        {name: "upscale", aliases: ["u"], kind: "bool"},
+        {name: "upscale", aliases: ["u"], kind: "upscale"},
         {name: "upscale-noise", aliases: [], kind: "noise"},
+        {name: "upscale-model", aliases: [], kind: "name"},
         {name: "detail-level", aliases: ["d"], kind: "detail"},
         {name: "seed", aliases: ["s"], kind: "seed"},
         {name: "aspect", aliases: ["a"], kind: "aspect"},
@@ -40,6 +41,7 @@
     const COMPLETION_NAMES = [
         "no", "refine", "seed", "cfg-shift", "image-shift", "aspect", "landscape", "portrait", "medium",
         "upscale", "upscale-noise", "batch-size", "detail-level", "style", "small", "large",
+        "upscale-model",
     ];
 
     // Ctrl+Up/Down per argument, with the reference editor's ranges (spec §6.3 "UI editor hints"). `initial` is
@@ -95,7 +97,7 @@
             let valueStart = nameEnd;
             while (valueStart < chunkEnd && isLineSpace(text[valueStart])) valueStart++;
             let valueEnd = valueStart;
-            if (kind === "text" || kind === "ignored" || kind === "style") {
+            if (kind === "text" || kind === "ignored" || kind === "style" || kind === "name") {
                 const lineEnd = text.indexOf("\n", valueStart);
                 valueEnd = lineEnd < 0 || lineEnd > chunkEnd ? chunkEnd : lineEnd;
                 while (valueEnd > valueStart && isSpace(text[valueEnd - 1])) valueEnd--;

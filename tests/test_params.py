@@ -72,7 +72,8 @@ def test_infotext_round_trip_restores_every_field():
                                  style="ULTRAPHOTO", base_sampler="dpmpp_2m_sde", base_scheduler="beta",
                                  base_steps=16, base_cfg=3.2, refine_strength=0.43, refine_steps=10,
                                  refine_cfg=2.0, detail_level=-2, image_shift=3, cfg_shift=1, t5_mode="stream",
-                                 upscale=True, upscale_by=2.5, upscale_noise=-1, refine_sampler="webui")
+                                 upscale=True, upscale_by=2.5, upscale_noise=-1, refine_sampler="webui",
+                                 upscale_mode="enhancer", upscale_model="R-ESRGAN 4x+")
     assert all(getattr(original, name) != spec.default for name, spec in params.FIELD_BY_NAME.items())
     written = params.to_infotext(original)
     assert written["TinyBreaker"] == "on"
@@ -119,14 +120,36 @@ def test_any_argument_list_gives_params_or_a_parameter_error(args):
 
 def test_argument_lists_stored_by_other_versions_are_accepted():
     """Queue tools store the positional list and replay it later, maybe after an update of the extension."""
-    current = TinyBreakerParams(enabled=True, style="COMIC", base_steps=9, refine_sampler="webui").as_args()
+    current = TinyBreakerParams(enabled=True, style="COMIC", base_steps=9, refine_sampler="webui", upscale=True,
+                                upscale_mode="enhancer", upscale_model="R-ESRGAN 4x+").as_args()
+    assert len(current) == 21
     older = current[:18]  # schema version 1: before refine_sampler was appended
-    assert params.from_script_args(older) == TinyBreakerParams(enabled=True, style="COMIC", base_steps=9)
+    assert params.from_script_args(older) == TinyBreakerParams(enabled=True, style="COMIC", base_steps=9,
+                                                               upscale=True)
+    version_2 = current[:19]  # before upscale_mode and upscale_model were appended
+    loaded = params.from_script_args(version_2)
+    assert (loaded.refine_sampler, loaded.upscale_mode, loaded.upscale_model) == ("webui", "upscaler", "none")
+    assert params.from_script_args(current).as_args() == current
     warnings = []
     newer = current + ["a future field's value", 3]
-    assert params.from_script_args(newer, warnings).refine_sampler == "webui"
+    assert params.from_script_args(newer, warnings).upscale_model == "R-ESRGAN 4x+"
     assert len(warnings) == 1 and "2 argument value(s)" in warnings[0]
-    assert params.options_schema()["version"] == params.SCHEMA_VERSION == 2
+    assert params.options_schema()["version"] == params.SCHEMA_VERSION == 3
+
+
+def test_the_upscale_fields_are_appended_after_every_older_field():
+    """The positional order of versions 1 and 2 is kept: the new fields come last."""
+    assert params.FIELD_NAMES[18:] == ("refine_sampler", "upscale_mode", "upscale_model")
+    assert params.FIELD_NAMES.index("upscale_noise") == 17
+
+
+def test_upscale_mode_is_a_fixed_choice_and_upscale_model_names_none_in_any_case():
+    assert params.from_dict({"upscale_mode": "Enhancer"}).upscale_mode == "enhancer"
+    with pytest.raises(ParameterError, match="upscale_mode.*'upscaler', 'enhancer'"):
+        params.from_dict({"upscale_mode": "simple"})
+    for none in ("none", "None", "", "  NONE "):
+        assert params.from_dict({"upscale_model": none}).pre_upscaler is None
+    assert params.from_dict({"upscale_model": " 4x-UltraSharp "}).pre_upscaler == "4x-UltraSharp"
 
 
 def test_names_other_tools_write_for_a_choice_are_read_as_ours():

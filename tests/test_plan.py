@@ -285,6 +285,35 @@ def test_upscaler_size_and_output_size():
     assert plan("", width=640, height=512).output_size == (640, 512)
 
 
+def test_the_enhancer_refines_at_the_upscaled_size_and_saves_the_original_size():
+    made = plan("--upscale enhancer", upscale_by=2.5, width=640, height=512)
+    assert (made.upscale, made.upscale_mode) == (True, "enhancer")
+    assert made.upscaled_size == (1600, 1280) and made.output_size == (640, 512)
+    summary = made.summary()
+    assert summary["output_size"] == [640, 512] and summary["upscaled_size"] == [1600, 1280]
+    assert plan("", width=640, height=512).summary()["upscaled_size"] is None
+    assert plan("--u upscaler", upscale_mode="enhancer", upscale_by=2.0, width=640, height=512).output_size == \
+        (1280, 1024)
+
+
+def test_the_enhancers_canvas_counts_against_the_upscaled_area_limit():
+    from tinybreaker_ext.limits import AreaLimits, LimitError
+
+    request = ImageRequest("", width=1024, height=1024, seed=1, area_limits=AreaLimits(upscaled=2048 * 2048))
+    with pytest.raises(LimitError) as error:
+        make_plan(ON.replace(upscale=True, upscale_by=3.0, upscale_mode="enhancer"), request,
+                  StyleLibrary.load_builtin())
+    assert error.value.field == "upscale_by" and "3072x3072" in str(error.value)
+
+
+def test_the_upscale_model_comes_from_the_field_or_the_inline_argument():
+    assert plan("", upscale_model="None").upscale_model is None
+    assert plan("", upscale_model="4x-UltraSharp").upscale_model == "4x-UltraSharp"
+    made = plan("--upscale-model R-ESRGAN 4x+ --upscale", upscale_model="4x-UltraSharp")
+    assert made.upscale_model == "R-ESRGAN 4x+" and made.params.upscale_model == "R-ESRGAN 4x+"
+    assert plan("--upscale-model none", upscale_model="4x-UltraSharp").upscale_model is None
+
+
 def test_a_size_from_inline_arguments_snaps_to_the_front_ends_size_step():
     made = make_plan(ON, ImageRequest("--aspect 16:9", width=1024, height=1024, seed=1, size_step=64),
                      StyleLibrary.load_builtin())

@@ -30,6 +30,9 @@ ARGUMENT_CASES = [
     ("--upscale false", "upscale", False),
     ("--u no", "upscale", False),
     ("--upscale", "upscale", True),          # fixed: bare flag means on
+    ("--upscale enhancer", "upscale", "enhancer"),
+    ("--u Upscaler", "upscale", "upscaler"),
+    ("--upscale-model R-ESRGAN 4x+", "upscale-model", "R-ESRGAN 4x+"),
     ("--upscale-noise 2", "upscale-noise", 2),
     ("--upscale-noise -1", "upscale-noise", -1),
     ("--detail-level 2", "detail-level", 2),
@@ -133,6 +136,7 @@ def test_last_value_wins_and_aliases_share_one_slot():
     ("--cfg-shift", "cfg-shift", "whole number"),
     ("--image-shift x", "image-shift", "'x'"),
     ("--upscale maybe", "upscale", "'maybe'"),
+    ("--upscale-model", "upscale-model", "needs a name"),
     ("--upscale-noise loud", "upscale-noise", "'loud'"),
     ("--detail-level extreme", "detail-level", "'extreme'"),
     ("--aspect wide", "aspect", "W:H"),

@@ -49,15 +49,16 @@ class LimitError(ParameterError):
         super().__init__(field, problem)
 
 
-def check_image_area(width: int, height: int, output_size: tuple[int, int] | None, limits: AreaLimits) -> None:
-    """Raises LimitError when the image (base, refine, decode) or the upscaled output is too large."""
+def check_image_area(width: int, height: int, upscaled_size: tuple[int, int] | None, limits: AreaLimits) -> None:
+    """Raises LimitError when the image (base, refine, decode) or the Tiny Upscaler's canvas (its output, or in the
+    enhancer mode what it refines before scaling back) is too large."""
     if width * height > limits.image:
         raise LimitError("size", f"{width}x{height} is {_megapixels(width * height)} megapixels; the base, refine "
                                  f"and decode stages take at most {_megapixels(limits.image)} "
                                  f"({_square(limits.image)}): use a smaller size, and the Tiny Upscaler for a bigger "
                                  "picture", "image")
-    if output_size is not None and output_size[0] * output_size[1] > limits.upscaled:
-        out_width, out_height = output_size
+    if upscaled_size is not None and upscaled_size[0] * upscaled_size[1] > limits.upscaled:
+        out_width, out_height = upscaled_size
         raise LimitError("upscale_by", f"upscaling {width}x{height} gives {out_width}x{out_height}, "
                                        f"{_megapixels(out_width * out_height)} megapixels; the Tiny Upscaler makes "
                                        f"at most {_megapixels(limits.upscaled)} ({_square(limits.upscaled)}): use "

@@ -19,9 +19,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import ParameterError
 
-# The positional argument list's version: 1 had the first 18 fields, 2 appended refine_sampler. Fields are only ever
-# appended, so an older stored list (a queue tool's, from before an update) is a prefix: its missing values default.
-SCHEMA_VERSION = 2
+# The positional argument list's version: 1 had the first 18 fields, 2 appended refine_sampler, 3 appended
+# upscale_mode and upscale_model. Fields are only ever appended, so an older stored list (a queue tool's, from before
+# an update) is a prefix: its missing values default.
+SCHEMA_VERSION = 3
 
 FROM_STYLE = "style"
 BASE_SAMPLERS = (FROM_STYLE, "euler", "euler_ancestral", "lms", "dpmpp_2m", "dpmpp_2m_sde", "deis", "uni_pc", "ddim")
@@ -32,6 +33,10 @@ SIZE_PRESETS = ("custom", "1:1", "4:3", "3:2", "16:10", "16:9", "2:1", "21:9", "
 ORIENTATIONS = ("landscape", "portrait")
 SIZE_SCALES = ("medium", "large")
 REFINE_SAMPLERS = ("tinybreaker", "webui")  # who samples the refine: the style's sampler on the host's model, or the host's
+# The Tiny Upscaler's modes (ComfyUI-TinyBreaker v0.4's useful two): keep the enlarged image, or scale the re-detailed
+# image back to the original size (detail without enlargement).
+UPSCALE_MODES = ("upscaler", "enhancer")
+NO_UPSCALE_MODEL = "none"  # upscale_model: no pre-upscale, the bilinear resize alone (the WebUI's own "None" too)
 
 # Units of the shift fields, the reference's: --cfg-shift and --upscale-noise move by 0.2 per step.
 CFG_SHIFT_STEP = 0.2
@@ -109,6 +114,12 @@ FIELDS: tuple[FieldSpec, ...] = (
               choices=REFINE_SAMPLERS, xyz=True,
               help="tinybreaker: the style's refine sampler, schedule and step window on the WebUI's model (the "
                    "reference's image); webui: the WebUI's own sampler, driven by a denoising strength"),
+    FieldSpec("upscale_mode", str, "upscaler", "Upscaler mode", "TinyBreaker upscale mode", choices=UPSCALE_MODES,
+              xyz=True, help="upscaler: the enlarged image; enhancer: re-detailed at the enlarged size, then scaled "
+                             "back to the original size"),
+    FieldSpec("upscale_model", str, NO_UPSCALE_MODEL, "Upscale model", "TinyBreaker upscale model", xyz=True,
+              help=f"{NO_UPSCALE_MODEL!r}, or an upscaler that enlarges the image before the tile refine: one of the "
+                   "WebUI's upscalers (ESRGAN …); on the command line a .safetensors upscale model (needs spandrel)"),
 )
 
 FIELD_BY_NAME: dict[str, FieldSpec] = {spec.name: spec for spec in FIELDS}
@@ -136,6 +147,14 @@ class TinyBreakerParams:
     upscale_by: float = 2.0
     upscale_noise: int = 0
     refine_sampler: str = "tinybreaker"
+    upscale_mode: str = "upscaler"
+    upscale_model: str = NO_UPSCALE_MODEL
+
+    @property
+    def pre_upscaler(self) -> str | None:
+        """The upscale model to run before the tile refine, or None ('none', empty or the WebUI's 'None')."""
+        name = self.upscale_model.strip()
+        return None if name.lower() in ("", NO_UPSCALE_MODEL) else name
 
     def replace(self, **changes: Any) -> "TinyBreakerParams":
         return from_dict({**self.as_dict(), **changes})

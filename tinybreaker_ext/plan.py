@@ -122,11 +122,26 @@ class GenerationPlan:
         return self.params.upscale_by
 
     @property
-    def output_size(self) -> tuple[int, int]:
-        """(width, height) of the saved image: the Tiny Upscaler's round(W·k) × round(H·k) when it runs."""
-        if not self.upscale:
-            return self.width, self.height
+    def upscale_mode(self) -> str:
+        return self.params.upscale_mode
+
+    @property
+    def upscale_model(self) -> str | None:
+        """The upscale model that enlarges the image before the tile refine, or None (bilinear resize only)."""
+        return self.params.pre_upscaler
+
+    @property
+    def upscaled_size(self) -> tuple[int, int]:
+        """(width, height) the Tiny Upscaler refines at: round(W·k) × round(H·k), in both modes."""
         return int(round(self.width * self.upscale_by)), int(round(self.height * self.upscale_by))
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the saved image: the upscaled size in the ``upscaler`` mode; the image's own size
+        without the Tiny Upscaler and in the ``enhancer`` mode (re-detailed at the upscaled size, scaled back)."""
+        if not self.upscale or self.upscale_mode == "enhancer":
+            return self.width, self.height
+        return self.upscaled_size
 
     def texts(self, prompt: str | None = None, negative: str | None = None) -> StageTexts:
         """The encoders' texts for one image. ``prompt`` (default: the plan's) may carry its own inline ``--no`` and
@@ -150,7 +165,8 @@ class GenerationPlan:
 
         texts = self.texts()
         return {"params": self.params.as_dict(), "style": self.style, "width": self.width, "height": self.height,
-                "output_size": list(self.output_size), "seeds": self.seeds, "refine_seed": self.refine.noise_seed,
+                "output_size": list(self.output_size),
+                "upscaled_size": list(self.upscaled_size) if self.upscale else None, "seeds": self.seeds, "refine_seed": self.refine.noise_seed,
                 "refine_mode": self.refine_mode, "refine_strength": self.refine_strength,
                 "base_steps": self.base_steps, "refine_steps": self.refine_steps,
                 "base": stage(self.base, self.base_sigmas), "refine": stage(self.refine, self.refine_sigmas),
@@ -202,7 +218,7 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
                           base_sigmas=base_sigmas, refine=refine, refine_sigmas=refine_sigmas,
                           refine_strength=refine_strength, upscaler=upscaler, warnings=tuple(notes),
                           random_seed=random_seed)
-    check_image_area(width, height, plan.output_size if plan.upscale else None, request.area_limits)
+    check_image_area(width, height, plan.upscaled_size if plan.upscale else None, request.area_limits)
     if t5_tokens is not None:
         notes += t5_prompt_warnings(plan, t5_tokens)
         plan = dataclasses.replace(plan, warnings=tuple(notes))
@@ -234,8 +250,12 @@ def _apply_inline_fields(params: TinyBreakerParams, parsed: InlinePrompt, styles
         if argument in values:
             value = values[argument]
             changes[field] = words[value] if isinstance(value, str) else _clamped(argument, field, value, notes)
-    if "upscale" in values:
-        changes["upscale"] = bool(values["upscale"])
+    if "upscale" in values:  # on/off, or a mode (which turns it on)
+        changes["upscale"] = values["upscale"] is not False
+        if isinstance(values["upscale"], str):
+            changes["upscale_mode"] = values["upscale"]
+    if "upscale-model" in values:
+        changes["upscale_model"] = str(values["upscale-model"])
     if "cfg-adjust" in values:  # a huge CFG delta would make a NaN image
         limit = fields.FIELD_BY_NAME["base_cfg"].maximum
         adjust = float(values["cfg-adjust"])

@@ -1,6 +1,6 @@
-"""TinyBreaker's Tiny Upscaler: bilinear resize → tiled TAESD encode → extra noise on the raw latent → one sampler
-step per full sweep of 128×128-latent tiles (in place, alternating direction) → tiled decode
-(docs/numerics.md "Tiny Upscaler").
+"""TinyBreaker's Tiny Upscaler: (optional upscale model) → bilinear resize → tiled TAESD encode → extra noise on the
+raw latent → one sampler step per full sweep of 128×128-latent tiles (in place, alternating direction) → tiled
+decode → (``enhancer`` mode: nearest resize back to the original size) (docs/numerics.md "Tiny Upscaler").
 
 Host-independent: the caller passes the VAE halves as functions on RAW latents and the SD1 model as a
 ``denoiser(x, sigma) -> x0`` with CFG included (our embedded UNet, or a WebUI host's model). Every image of a batch
@@ -39,6 +39,7 @@ PIXELS_PER_LATENT = 8
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LatentFunction = Callable[[torch.Tensor], torch.Tensor]
+ImageFunction = Callable[[torch.Tensor], torch.Tensor]  # images [B, 3, H, W] in [0, 1] → images in [0, 1]
 ProgressCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 
@@ -145,15 +146,39 @@ def resize_images(images: torch.Tensor, width: int, height: int) -> torch.Tensor
     return F.interpolate(images.float(), size=(height, width), mode="bilinear", align_corners=False)
 
 
-def encode_upscaled(images: torch.Tensor, scale_by: float, encode_fn: LatentFunction, *,
-                    tile_px: int = VAE_TILE_PX) -> torch.Tensor:
-    """Images [B, 3, H, W] in [0, 1] → raw latent of the resized images (padded up to whole latent pixels)."""
-    width, height = upscaled_size(images.shape[-1], images.shape[-2], scale_by)
+def encode_resized(images: torch.Tensor, width: int, height: int, encode_fn: LatentFunction, *,
+                   tile_px: int = VAE_TILE_PX) -> torch.Tensor:
+    """Images [B, 3, h, w] in [0, 1] → raw latent of the images resized to ``width``×``height`` (padded up to
+    whole latent pixels)."""
     resized = resize_images(images, width, height)
     pad_w, pad_h = -width % PIXELS_PER_LATENT, -height % PIXELS_PER_LATENT
     if pad_w or pad_h:
         resized = F.pad(resized, (0, pad_w, 0, pad_h), mode="replicate")
     return tiled_encode(encode_fn, resized, tile_px=tile_px, overlap_percent=VAE_OVERLAP_PERCENT)
+
+
+def check_mode(mode: str) -> str:
+    from .params import UPSCALE_MODES
+
+    if mode not in UPSCALE_MODES:
+        raise ParameterError("upscale_mode", f"got {mode!r}; expected one of {', '.join(UPSCALE_MODES)}")
+    return mode
+
+
+def pre_upscaled(images: torch.Tensor, pre_upscale: ImageFunction | None) -> torch.Tensor:
+    """The upscale model's output (before the bilinear resize to the target size), checked to be images."""
+    if pre_upscale is None:
+        return images
+    enlarged = pre_upscale(images)
+    if enlarged.ndim != 4 or enlarged.shape[:2] != images.shape[:2]:
+        raise ParameterError("upscale_model", f"the upscale model gave shape {tuple(enlarged.shape)} for images "
+                                              f"of shape {tuple(images.shape)}")
+    return enlarged.float().clamp(0.0, 1.0)
+
+
+def scaled_back(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The enhancer's last step: nearest-neighbour back to the original size, as ComfyUI-TinyBreaker v0.4 does."""
+    return F.interpolate(images, size=(height, width), mode="nearest")
 
 
 def add_extra_noise(raw_latent: torch.Tensor, amount: float, seed: int) -> torch.Tensor:
@@ -214,33 +239,43 @@ def tiny_upscale(images: torch.Tensor, *, scale_by: float, encode_fn: LatentFunc
                  denoiser: Denoiser, stage: StageParams, seed: int | None = None, extra_noise: float | None = None,
                  latent_scale: float = SD1_SCALE, device: torch.device | str | None = None,
                  geometry: TileGeometry = DEFAULT_GEOMETRY, callback: ProgressCallback | None = None,
-                 stage_context: Callable[[str], ContextManager] | None = None) -> torch.Tensor:
-    """Upscale images [B, 3, H, W] in [0, 1] to [B, 3, round(H·k), round(W·k)] (float32, CPU, [0, 1]).
+                 stage_context: Callable[[str], ContextManager] | None = None, mode: str = "upscaler",
+                 pre_upscale: ImageFunction | None = None) -> torch.Tensor:
+    """Upscale images [B, 3, H, W] in [0, 1] to [B, 3, round(H·k), round(W·k)] (float32, CPU, [0, 1]); in the
+    ``enhancer`` mode the result is scaled back to [B, 3, H, W] after the refine.
 
     ``encode_fn``: image tile in [0, 1] → RAW latent tile; ``decode_fn``: RAW latent tile → image tile in [0, 1];
     ``denoiser(x, sigma[B])``: model-space x (= raw · ``latent_scale``) → denoised x0, CFG included.
     ``seed``/``extra_noise`` default to the stage's ``noise_seed``/``extra_noise``. ``stage_context(name)``, for
-    name in 'encode', 'denoise', 'decode', wraps each phase (e.g. to place the module it needs on the device).
-    ``callback(step, total, x, denoised)`` runs after every tile (x, denoised: that tile); it may raise Cancelled.
+    name in 'pre_upscale', 'encode', 'denoise', 'decode', wraps each phase (e.g. to place the module it needs on
+    the device). ``callback(step, total, x, denoised)`` runs after every tile (x, denoised: that tile); it may raise
+    Cancelled. ``pre_upscale``: an upscale model (images → larger images, any factor) run first; its output is
+    resized to the target size as the images themselves would be.
     """
     scale_by = check_scale_by(scale_by)
+    mode = check_mode(mode)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ParameterError("images", f"expected [B, 3, H, W] images, got shape {tuple(images.shape)}")
     get_sampler(stage.sampler)  # an unsupported sampler fails before any work
     sigmas = upscaler_sigmas(stage)
     seed = int(stage.noise_seed if seed is None else seed)
     extra_noise = float(stage.extra_noise if extra_noise is None else extra_noise)
-    width, height = upscaled_size(images.shape[-1], images.shape[-2], scale_by)
+    original_height, original_width = images.shape[-2:]
+    width, height = upscaled_size(original_width, original_height, scale_by)
     phase = stage_context or (lambda name: contextlib.nullcontext())
     with torch.no_grad():
+        if pre_upscale is not None:
+            with phase("pre_upscale"):
+                images = pre_upscaled(images, pre_upscale)
         with phase("encode"):
-            latent = encode_upscaled(images, scale_by, encode_fn)
+            latent = encode_resized(images, width, height, encode_fn)
         latent = add_extra_noise(latent, extra_noise, seed)
         with phase("denoise"):
             latent = denoise_canvas(latent, denoiser=denoiser, sigmas=sigmas, sampler=stage.sampler, seed=seed,
                                     latent_scale=latent_scale, device=device, geometry=geometry, callback=callback)
         with phase("decode"):
-            return decode_upscaled(latent, decode_fn, width, height)
+            upscaled = decode_upscaled(latent, decode_fn, width, height)
+    return scaled_back(upscaled, original_width, original_height) if mode == "enhancer" else upscaled
 
 
 # ---------------------------------------------------------------------------------------- the checkpoint's VAE
@@ -278,9 +313,11 @@ def tiny_vae_decode_fn(vae) -> LatentFunction:
 
 def upscale_with_embedded_refiner(refiner, images: torch.Tensor, stage: StageParams, scale_by: float, *,
                                   placement=None, callback=None, decoder: str = "fast",
-                                  geometry: TileGeometry = DEFAULT_GEOMETRY) -> torch.Tensor:
+                                  geometry: TileGeometry = DEFAULT_GEOMETRY, mode: str = "upscaler",
+                                  upscale_model=None) -> torch.Tensor:
     """The standalone upscaler: TAESD from the checkpoint, the embedded SD1 UNet + CLIP with the style's upscaler
-    ``stage`` (its prompt and negative: the user's prompt is not used); images in [0, 1]."""
+    ``stage`` (its prompt and negative: the user's prompt is not used); images in [0, 1]. ``upscale_model``: an
+    ``upscale_models.UpscaleModel`` run before the tile refine, or None."""
     from .placement import MovePlacement
     from .sampling.denoisers import CFGDenoiser, EpsDenoiser
     from .standalone import DECODERS
@@ -299,12 +336,18 @@ def upscale_with_embedded_refiner(refiner, images: torch.Tensor, stage: StagePar
         decode_module = refiner.decoder("high_quality")
         decode_fn = lambda raw: decode_module.decode(raw, scale=1.0)  # noqa: E731 (raw latent: no scaling)
     modules = {"encode": vae, "denoise": unet, "decode": decode_module}
+    pre_upscale = None
+    if upscale_model is not None:
+        modules["pre_upscale"] = upscale_model.module
+        pre_upscale = lambda batch: upscale_model.upscale(batch, placement.device)  # noqa: E731
     return tiny_upscale(images, scale_by=scale_by, encode_fn=tiny_vae_encode_fn(vae), decode_fn=decode_fn,
                         denoiser=denoiser, stage=stage, device=placement.device, geometry=geometry,
-                        callback=callback, stage_context=lambda name: placement.use(modules[name]))
+                        callback=callback, stage_context=lambda name: placement.use(modules[name]), mode=mode,
+                        pre_upscale=pre_upscale)
 
 
-__all__ = ["DEFAULT_GEOMETRY", "TileGeometry", "TilePlacement", "add_extra_noise", "check_scale_by",
-           "decode_upscaled", "denoise_canvas", "encode_upscaled", "resize_images", "run_sweeps", "sweep_tiles",
+__all__ = ["DEFAULT_GEOMETRY", "TileGeometry", "TilePlacement", "add_extra_noise", "check_mode", "check_scale_by",
+           "decode_upscaled", "denoise_canvas", "encode_resized", "pre_upscaled", "resize_images", "run_sweeps",
+           "scaled_back", "sweep_tiles",
            "tiny_upscale", "tiny_vae_decode_fn", "tiny_vae_encode_fn", "upscale_with_embedded_refiner",
            "upscaled_size", "upscaler_sigmas", "upscaler_vae"]

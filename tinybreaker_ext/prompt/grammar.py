@@ -18,13 +18,16 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ParameterError
-from ..params import DETAIL_LEVEL_WORDS, UPSCALE_NOISE_WORDS
+from ..params import DETAIL_LEVEL_WORDS, UPSCALE_MODES, UPSCALE_NOISE_WORDS
 from .sizes import clamp_aspect, format_aspect, parse_aspect
 
 DIFFERENCES: tuple[str, ...] = (
     "`--aspect W:1` (for example 2:1, the '2:1 mobile' preset) gives that ratio; the reference turns any W:1 into 1:1.",
     "A ratio with one side more than 6x the other is clamped as in the reference (1:9 becomes 1:6), but with a warning.",
     "A bare `--upscale` (no value) turns the upscaler on; the reference ignores it.",
+    "`--upscale upscaler|enhancer` turns the upscaler on in that mode and `--upscale-model NAME` names the model that "
+    "enlarges before the tile refine (v0.4's Tiny Upscaler modes and upscale model, which the reference sets only on "
+    "its nodes).",
     "`--refine` text is joined to the prompt with one space; the reference glues them together (`cat.a dog`).",
     "An empty `--refine` counts as absent in both; `--refine !` (nothing after `!`) leaves the user's prompt out of the "
     "refiner prompt instead of inserting a lone '.'.",
@@ -67,7 +70,7 @@ SEED_MAX = 0xFFFF_FFFF_FFFF_FFFF
 class ArgumentSpec:
     name: str
     aliases: tuple[str, ...]
-    kind: str  # text, style, int, float, bool, flag, seed, aspect, detail, noise, batch, ignored
+    kind: str  # text, style, name, int, float, upscale, flag, seed, aspect, detail, noise, batch, ignored
     help: str
     deprecated: bool = False
 
@@ -80,8 +83,10 @@ ARGUMENTS: tuple[ArgumentSpec, ...] = (
     ArgumentSpec("refine", (), "text", "refiner prompt, put before the prompt; '!text' replaces the prompt"),
     ArgumentSpec("cfg-shift", ("c",), "int", "adds 0.2 per step to the base CFG"),
     ArgumentSpec("image-shift", ("i",), "int", "adds to the refiner seed: a variation of the same image"),
-    ArgumentSpec("upscale", ("u",), "bool", "on/off: run the tiny upscaler (bare --upscale means on)"),
+    ArgumentSpec("upscale", ("u",), "upscale", "on/off: run the tiny upscaler (bare --upscale means on); "
+                                               "upscaler/enhancer: on, in that mode"),
     ArgumentSpec("upscale-noise", (), "noise", "extra noise of the upscaler: steps of 0.2 or a level word"),
+    ArgumentSpec("upscale-model", (), "name", "upscale model run before the tile refine, or 'none'"),
     ArgumentSpec("detail-level", ("d",), "detail", "refiner step factor: a whole number or a level word"),
     ArgumentSpec("seed", ("s",), "seed", "base seed, or 'random'"),
     ArgumentSpec("aspect", ("a",), "aspect", "aspect ratio W:H"),
@@ -220,13 +225,22 @@ def _read_float(spec, value, warnings):
     return number
 
 
-def _read_bool(spec, value, warnings):
+def _read_name(spec, value, warnings):
+    if not value:
+        raise _Refused("needs a name")
+    return value
+
+
+def _read_upscale(spec, value, warnings):
+    """True/False (on/off, bare = on), or a mode name, which also means on."""
     word = value.lower()
     if not word or word in _TRUE_WORDS:
         return True
     if word in _FALSE_WORDS:
         return False
-    raise _Refused(f"expects on or off, got {_short(value)!r}")
+    if word in UPSCALE_MODES:
+        return word
+    raise _Refused(f"expects on, off, {' or '.join(UPSCALE_MODES)}, got {_short(value)!r}")
 
 
 def _read_flag(spec, value, warnings):
@@ -281,7 +295,7 @@ def _read_batch(spec, value, warnings):
 
 _READERS = {
     "text": _read_text, "style": _read_style, "ignored": _read_ignored, "int": _read_int, "float": _read_float,
-    "bool": _read_bool, "flag": _read_flag, "seed": _read_seed, "aspect": _read_aspect,
+    "name": _read_name, "upscale": _read_upscale, "flag": _read_flag, "seed": _read_seed, "aspect": _read_aspect,
     "detail": _read_level_or_int(DETAIL_LEVELS), "noise": _read_level_or_int(UPSCALE_NOISE_LEVELS), "batch": _read_batch,
 }
 
