@@ -108,6 +108,7 @@ def bad_files(workdir, tmp_path_factory):
     data = checkpoint.read_bytes()
     (folder / "truncated.safetensors").write_bytes(data[:len(data) // 2])
     (folder / "model.ckpt").write_bytes(b"\x80\x02}q\x00." + b"\0" * 64)
+    (folder / "4x-UltraSharp.pth").write_bytes(b"\x80\x02}q\x00." + b"\0" * 64)
     (folder / "empty").mkdir()
     (folder / "folder.png").mkdir()
     (folder / "a_file").write_text("not a folder")
@@ -168,6 +169,11 @@ BAD_INPUTS = [  # (id, argv, exit code, fragment of the message); {folder} etc. 
     ("no tokenizers", GOOD + ["--models-dir", "{no_tokenizers}"], FILES, "--t5-tokenizer DIR, or add --download"),
     ("upscale with prototype0", GOOD + ["--upscale", "--checkpoint", "{prototype0}"], FILES, "Tiny Upscaler"),
     ("WebUI-only field", GOOD + ["--refine-sampler", "webui"], USAGE, "--refine-sampler"),
+    ("unknown upscale mode", GOOD + ["--upscale-mode", "noisy"], USAGE, "--upscale-mode"),
+    ("upscale model is a pickle", GOOD + ["--upscale", "--upscale-model", "{folder}/4x-UltraSharp.pth"], USAGE,
+     "--upscale-model: '4x-UltraSharp.pth' is not a .safetensors file"),
+    ("upscale model missing", GOOD + ["--upscale", "--upscale-mode", "enhancer", "--upscale-model", "nope.safetensors"], FILES,
+     "the upscale model 'nope.safetensors' not found"),
 ]
 
 
@@ -193,6 +199,19 @@ def test_a_bad_input_is_one_line_and_its_exit_code_before_anything_runs(workdir,
     assert len(lines) == 1 and lines[0].startswith("tinybreaker: error: "), captured.err
     assert fragment in lines[0] and "Traceback" not in captured.err and captured.out == ""
     assert not (workdir / "tinybreaker.png").exists()
+
+
+def test_an_upscale_model_without_spandrel_is_refused_naming_the_option(workdir, bad_files, monkeypatch, capsys):
+    import tinybreaker_ext.generation as generation
+    from builders.upscale_models import write_esrgan
+
+    monkeypatch.setattr(generation, "run_plan", lambda *args, **kwargs: pytest.fail("a model ran"))
+    monkeypatch.setitem(sys.modules, "spandrel", None)  # not installed
+    monkeypatch.chdir(workdir)
+    model = write_esrgan(str(bad_files["folder"]))
+    assert cli.main(GOOD + ["--upscale", "--upscale-model", model]) == USAGE
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("tinybreaker: error: --upscale-model: needs the spandrel package") and "\n" not in line
 
 
 def test_too_little_memory_is_refused_before_any_weight_is_read_with_what_would_fit(workdir, monkeypatch, capsys):

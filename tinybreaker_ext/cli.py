@@ -162,6 +162,10 @@ def run(args) -> list[str]:
     files = resolve_cli_files(args.models_dir, checkpoint=args.checkpoint, t5=args.t5,
                               t5_tokenizer=args.t5_tokenizer, clip_tokenizer=args.clip_tokenizer,
                               download=args.download, progress=console.bars, status=console.status)
+    if plan.upscale and plan.upscale_model:
+        from .upscale_models import find_upscale_model
+
+        files.upscale_model = find_upscale_model(plan.upscale_model, args.models_dir)
     check_files_for_plan(files, plan)
     for warning in _prompt_length_warnings(files, plan):
         console.warning(warning)
@@ -219,8 +223,10 @@ def _plan_line(plan) -> str:
         seed += f" (random; --seed {plan.seed} makes this image again)"
     images = f", {plan.batch_size} images (seeds {plan.seed}…{plan.seeds[-1]})" if plan.batch_size > 1 else ""
     size = f"{plan.width}x{plan.height}"
-    if plan.upscale:
-        size += " upscaled to {}x{}".format(*plan.output_size)
+    if plan.upscale and plan.upscale_mode == "enhancer":
+        size += " enhanced at {}x{}".format(*plan.upscaled_size)
+    elif plan.upscale:
+        size += " upscaled to {}x{}".format(*plan.upscaled_size)
     return f"{size}, style {plan.style}, {seed}{images}"
 
 

@@ -66,12 +66,18 @@ def plan_for(params: TinyBreakerParams, request: ImageRequest, *, styles: StyleL
 
 
 def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
-    """What the plan asks of the checkpoint beyond being one: the Tiny Upscaler needs prototype1's VAE."""
+    """What the plan asks of the files beyond a checkpoint: the Tiny Upscaler needs prototype1's VAE, and its
+    upscale model a .safetensors file that spandrel can run."""
     from .files.classify import FileKind, classify
+    from .upscale_models import check_upscale_model_file
 
     if plan.upscale and classify(files.checkpoint).kind != FileKind.TINYBREAKER_PROTOTYPE1:
         raise ModelFileError(files.checkpoint, "has no Tiny Upscaler VAE",
                              "tinybreaker_prototype1 for --upscale, or leave the upscaler off")
+    if plan.upscale and plan.upscale_model:
+        if not files.upscale_model:
+            raise ParameterError("upscale_model", f"{plan.upscale_model!r} was not resolved to a file")
+        check_upscale_model_file(files.upscale_model)
 
 
 def generate_images(files: ModelFileSet, params: TinyBreakerParams, request: ImageRequest, *,
@@ -105,6 +111,11 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
         refiner = EmbeddedRefiner(pipeline, clip_tokenizer_path=files.clip_tokenizer,
                                   tokenizer_search=files.tokenizer_search)
         _load_models(pipeline, refiner, t5_mode=t5_mode, placement=placement, decoder=decoder, upscale=plan.upscale)
+        upscale_model = None
+        if plan.upscale and plan.upscale_model:
+            from .upscale_models import load_upscale_model
+
+            upscale_model = load_upscale_model(files.upscale_model)
     with progress.phase("encode", "the prompts (T5 for the base, CLIP for the refine)"):
         for text in (texts.base_prompt, texts.base_negative):
             pipeline.encode(text, placement=placement, t5_mode=t5_mode)
@@ -133,11 +144,10 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
     if plan.upscale:
         from .upscaler import upscale_with_embedded_refiner
 
-        width, height = plan.output_size
-        with progress.phase("upscale", f"x{plan.upscale_by:g} to {width}x{height} (Tiny Upscaler, 1024-px tiles)",
-                            plan.upscaler.steps) as on_step:
+        with progress.phase("upscale", upscale_detail(plan), plan.upscaler.steps) as on_step:
             images = upscale_with_embedded_refiner(refiner, images, plan.upscaler, plan.upscale_by,
-                                                   placement=placement, callback=on_step)
+                                                   placement=placement, callback=on_step, mode=plan.upscale_mode,
+                                                   upscale_model=upscale_model)
     infotexts = [format_infotext(plan, index, model=files.checkpoint) for index in range(plan.batch_size)]
     return GenerationResult(images=images, infotexts=infotexts, plan=plan, refined=latent)
 
@@ -152,6 +162,17 @@ def _load_models(pipeline, refiner, *, t5_mode: str, placement, decoder: str, up
         from .upscaler import upscaler_vae
 
         upscaler_vae(pipeline)
+
+
+def upscale_detail(plan: GenerationPlan) -> str:
+    """The upscale phase's status line: factor, sizes, mode and model."""
+    width, height = plan.upscaled_size
+    detail = f"x{plan.upscale_by:g} to {width}x{height}"
+    if plan.upscale_mode == "enhancer":
+        detail += " and back to {}x{} (enhancer)".format(*plan.output_size)
+    if plan.upscale_model:
+        detail += f", first with {os.path.basename(plan.upscale_model)}"
+    return detail + " (Tiny Upscaler, 1024-px tiles)"
 
 
 def _stage_detail(model: str, steps: int, sampler: str, cfg: float, images: int) -> str:

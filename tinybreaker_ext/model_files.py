@@ -22,6 +22,7 @@ class ModelFileSet:
     t5_tokenizer: str | None = None
     clip_tokenizer: str | None = None
     tokenizer_search: dict = field(default_factory=dict)
+    upscale_model: str | None = None  # a .safetensors upscale model run before the Tiny Upscaler's refine
 
 
 def tokenizer_dirs(models_dir: str) -> list[str]:
