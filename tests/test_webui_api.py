@@ -41,6 +41,9 @@ def test_options_schema_lists_every_field_in_argument_order(tb_host):
     assert by_name["t5_file"]["choices"] == ["", T5_NAME]
     assert "PHOTO" in by_name["style"]["choices"]
     assert by_name["t5_mode"]["choices"] == ["auto", "gpu", "cpu", "stream"]
+    assert by_name["upscale_mode"]["choices"] == ["upscaler", "enhancer"]
+    assert by_name["upscale_model"]["choices"] == ["none", "Lanczos", "R-ESRGAN 4x+"]  # the host's upscalers
+    assert body["version"] == params.SCHEMA_VERSION
 
 
 def test_styles_route_lists_the_builtin_styles(tb_host):

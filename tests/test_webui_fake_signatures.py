@@ -78,6 +78,9 @@ CASES = [
     (fake_hosts.send_model_to_cpu, ("a1111",), "modules.sd_models.send_model_to_cpu"),
     (fake_hosts.send_model_to_device, ("a1111",), "modules.sd_models.send_model_to_device"),
     (fake_hosts.apply_token_merging, ALL, "modules.sd_models.apply_token_merging"),
+    (fake_hosts.Upscaler.upscale, ALL, "modules.upscaler.Upscaler.upscale"),
+    (fake_hosts.UpscalerData.__init__, ("a1111",),  # Forge, Classic, reForge add sha256=None; Neo differs more
+     "modules.upscaler.UpscalerData"),
     (fake_hosts.OptionInfo.__init__, ALL, "modules.shared.OptionInfo"),
     (fake_hosts.Options.add_option, ALL, "modules.shared.opts.add_option"),
     (fake_hosts.State.begin, ALL, "modules.shared_state.State.begin"),

@@ -116,7 +116,7 @@ def test_upscale_on_in_the_prompt_runs_the_tiny_upscaler_after_the_refine(tb_hos
 
     calls = []
 
-    def fake_upscaler(p, samples, engine, host, stage, scale_by):
+    def fake_upscaler(p, samples, engine, host, stage, scale_by, mode, upscale_model):
         calls.append((scale_by, stage.extra_noise, CALLS[-1][0]))
         return samples
 
@@ -128,6 +128,19 @@ def test_upscale_on_in_the_prompt_runs_the_tiny_upscaler_after_the_refine(tb_hos
     assert previous_call == "state.nextjob"  # the upscaler is a job of its own in the progress bar
     assert tb_host.state.job_count == 3
     assert p.extra_generation_params["TinyBreaker upscale"] == "on"
+
+
+def test_the_upscale_mode_and_model_in_the_prompt_reach_the_tiny_upscaler_and_the_infotext(tb_host, monkeypatch):
+    from tinybreaker_ext.webui import upscale
+
+    calls = []
+    monkeypatch.setattr(upscale, "run_tiny_upscaler", lambda p, samples, engine, host, stage, scale_by, mode,
+                        upscale_model: calls.append((scale_by, mode, upscale_model)) or samples)
+    p = tb_host.make_p(prompt="a cat --upscale enhancer --upscale-model r-esrgan 4x+")
+    tb_host.run(p, ARGS)
+    assert calls == [(2.0, "enhancer", "r-esrgan 4x+")]
+    assert p.extra_generation_params["TinyBreaker upscale mode"] == "enhancer"
+    assert p.extra_generation_params["TinyBreaker upscale model"] == "r-esrgan 4x+"
 
 
 def test_a_size_far_from_pixarts_trained_area_is_reported(tb_host):

@@ -44,6 +44,9 @@ def test_choices_come_from_the_models_folder_and_the_styles(tb_host):
     assert choice_values(by_name["t5_file"]) == ["", T5_NAME]
     assert "PHOTO" in choice_values(by_name["style"])
     assert choice_values(by_name["base_sampler"]) == list(params.BASE_SAMPLERS)
+    assert choice_values(by_name["upscale_model"]) == ["none", "Lanczos", "R-ESRGAN 4x+"]  # the host's, not "None"
+    assert list(by_name["upscale_mode"].choices) in (["upscaler", "enhancer"],
+                                                     [("upscaler", "upscaler"), ("enhancer", "enhancer")])
 
 
 def test_building_twice_gives_the_same_defaults(tb_host):

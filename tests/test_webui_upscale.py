@@ -145,6 +145,47 @@ def test_interrupt_during_the_upscaler_keeps_the_original_images(webui, pipeline
     assert len(webui.env.calls) == 1
 
 
+def test_the_enhancer_returns_the_original_size_re_detailed(webui, pipelines):
+    from tinybreaker_ext.webui.upscale import run_tiny_upscaler
+
+    samples = torch.randn(1, 4, 4, 6, generator=torch.Generator().manual_seed(3))
+    upscaled = run_tiny_upscaler(webui.p, samples, pipelines["checkpoint1"], webui.host, upscaler_stage(), 2.0)
+    enhanced = run_tiny_upscaler(webui.p, samples, pipelines["checkpoint1"], webui.host, upscaler_stage(), 2.0,
+                                 mode="enhancer")
+    assert [tuple(image.shape) for image in enhanced] == [(3, 32, 48)]
+    assert torch.equal(enhanced[0], torch.nn.functional.interpolate(upscaled[0][None], size=(32, 48),
+                                                                    mode="nearest")[0])
+    host_image = torch.tanh(torch.nn.functional.interpolate(samples[:, :3], scale_factor=8))[0]
+    assert not torch.allclose(enhanced[0], host_image, atol=1e-2)  # re-detailed, not the refined image as it was
+
+
+def test_a_hosts_upscaler_enlarges_before_the_tile_refine(webui, pipelines):
+    from tinybreaker_ext.webui.upscale import run_tiny_upscaler
+
+    samples = torch.randn(1, 4, 4, 6, generator=torch.Generator().manual_seed(3))
+    plain = run_tiny_upscaler(webui.p, samples, pipelines["checkpoint1"], webui.host, upscaler_stage(), 1.5)
+    with_model = run_tiny_upscaler(webui.p, samples, pipelines["checkpoint1"], webui.host, upscaler_stage(), 1.5,
+                                   upscale_model="R-ESRGAN 4x+")
+    assert [tuple(image.shape) for image in with_model] == [(3, 48, 72)]
+    (call,) = calls_named("upscaler.upscale")
+    assert call[1:] == ((48, 32), 1.5, "/models/RealESRGAN/RealESRGAN_x4plus.pth")  # the host's own call
+    assert not torch.allclose(with_model[0], plain[0], atol=1e-3)
+    enhanced = run_tiny_upscaler(webui.p, samples, pipelines["checkpoint1"], webui.host, upscaler_stage(), 1.5,
+                                 mode="enhancer", upscale_model="r-esrgan 4x+")
+    assert [tuple(image.shape) for image in enhanced] == [(3, 32, 48)]
+
+
+def test_an_unknown_upscaler_is_refused_with_the_hosts_names(webui, pipelines):
+    from tinybreaker_ext.errors import ParameterError
+    from tinybreaker_ext.webui.upscale import run_tiny_upscaler
+
+    with pytest.raises(ParameterError) as error:
+        run_tiny_upscaler(webui.p, torch.zeros(1, 4, 4, 6), pipelines["checkpoint1"], webui.host, upscaler_stage(),
+                          2.0, upscale_model="None at all")
+    assert error.value.field == "upscale_model" and "'Lanczos', 'R-ESRGAN 4x+'" in str(error.value)
+    assert not webui.env.calls
+
+
 def test_prototype0_is_refused_before_any_sampling(webui, pipelines):
     from tinybreaker_ext.webui.upscale import run_tiny_upscaler
 

@@ -29,6 +29,8 @@ def sample_error(env, args, p=None):
     ([True, "", "", "PHOTO", "heun"], "base_sampler", "'euler'"),
     ([True, "", "", "NO_SUCH_STYLE"], "style", "unknown style"),
     ([True, "missing.safetensors"], "checkpoint", "tinybreaker_prototype1.safetensors"),  # lists what exists
+    ([True, {"upscale": True, "upscale_model": "4x-Nope"}], "upscale_model",  # lists the host's upscalers
+     "no upscaler named '4x-Nope'; its upscalers: 'Lanczos', 'R-ESRGAN 4x+', or 'none'"),
 ])
 def test_bad_arguments_are_a_422_naming_the_field(tb_host, args, field, fragment):
     p = tb_host.make_p()

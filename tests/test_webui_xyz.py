@@ -71,6 +71,8 @@ def test_axis_types_and_choices(tb_host):
     assert "euler" in axis(module, "Base sampler").choices()
     assert axis(module, "Refine sampler").choices() == ["tinybreaker", "webui"]
     assert "karras" in axis(module, "Base schedule").choices()
+    assert axis(module, "Upscaler mode").choices() == ["upscaler", "enhancer"]
+    assert axis(module, "Upscale model").choices() == ["none", "Lanczos", "R-ESRGAN 4x+"]
 
 
 def test_without_the_xyz_script_nothing_is_added(tb_host):

@@ -114,6 +114,45 @@ class OptionInfo:
 
 
 # --- memory managers -------------------------------------------------------------------------------------------------
+class Upscaler:
+    """``modules.upscaler.Upscaler``: ``upscale`` runs the model (here: nearest-neighbour ×``factor``) and resizes
+    to whole multiples of 8 of ``scale`` times the size with Lanczos, as every host does."""
+
+    def __init__(self, factor: int = 4):
+        self.factor, self.scale = factor, 1
+
+    def do_upscale(self, img, selected_model):
+        from PIL import Image
+
+        if self.factor == 1:
+            return img
+        return img.resize((img.width * self.factor, img.height * self.factor), resample=Image.NEAREST)
+
+    def upscale(self, img, scale, selected_model=None):
+        from PIL import Image
+
+        record("upscaler.upscale", img.size, scale, selected_model)
+        self.scale = scale
+        dest_w, dest_h = int((img.width * scale) // 8 * 8), int((img.height * scale) // 8 * 8)
+        img = self.do_upscale(img, selected_model)
+        if img.size != (dest_w, dest_h):
+            img = img.resize((dest_w, dest_h), resample=Image.LANCZOS)
+        return img
+
+
+class UpscalerData:
+    """``modules.upscaler.UpscalerData``: one entry of ``shared.sd_upscalers``."""
+
+    def __init__(self, name: str, path: str, upscaler=None, scale: int = 4, model=None):
+        self.name, self.data_path, self.scaler, self.scale, self.model = name, path, upscaler, scale, model
+
+
+def host_upscalers() -> list[UpscalerData]:
+    """What a host lists after ``modelloader.load_upscalers()``: its "None", Lanczos and an ESRGAN-class model."""
+    return [UpscalerData("None", None, Upscaler(1)), UpscalerData("Lanczos", None, Upscaler(1)),
+            UpscalerData("R-ESRGAN 4x+", "/models/RealESRGAN/RealESRGAN_x4plus.pth", Upscaler(4))]
+
+
 def send_model_to_cpu(m):
     record("sd_models.send_model_to_cpu")
 
@@ -245,7 +284,8 @@ def build_host(host: str, models_path: str, device: str = "cpu") -> dict[str, ty
     state, opts = State(), Options()
     cmd_opts = types.SimpleNamespace(api_auth=None, tinybreaker_dir=None, lowvram=False, medvram=False, use_cpu=[])
     shared = _module("modules.shared", state=state, opts=opts, cmd_opts=cmd_opts, total_tqdm=TotalTQDM(),
-                     device=torch.device("cpu"), OptionInfo=OptionInfo, sd_model=make_sd_model(host))
+                     device=torch.device("cpu"), OptionInfo=OptionInfo, sd_model=make_sd_model(host),
+                     sd_upscalers=host_upscalers())
 
     def torch_gc():
         record("devices.torch_gc")
@@ -274,6 +314,7 @@ def build_host(host: str, models_path: str, device: str = "cpu") -> dict[str, ty
         "modules.processing": _module("modules.processing", decode_latent_batch=decode_latent_batch,
                                       StableDiffusionProcessingTxt2Img=StableDiffusionProcessingTxt2Img),
         "modules.sd_models": sd_models,
+        "modules.upscaler": _module("modules.upscaler", Upscaler=Upscaler, UpscalerData=UpscalerData),
         "modules.scripts": scripts,
         "modules.script_callbacks": script_callbacks_module(),
         "modules.ui_components": ui_components,

@@ -64,6 +64,8 @@ EXTRA_NAMES = sorted({
     "modules.prompt_parser.reconstruct_cond_batch",
     "modules.prompt_parser.reconstruct_multicond_batch",
     "modules.sd_models.apply_token_merging",
+    "modules.upscaler.Upscaler.upscale",
+    "modules.upscaler.UpscalerData",
     "modules.shared_state.State.begin",
     "modules.shared_state.State.skip",
     "modules.shared_state.State.interrupt",

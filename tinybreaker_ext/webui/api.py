@@ -29,7 +29,15 @@ def dynamic_choices() -> dict[str, list[str]]:
     models = list_models()
     return {"checkpoint": [""] + [entry["name"] for entry in models["checkpoint"]],
             "t5_file": [""] + [entry["name"] for entry in models["t5"]],
-            "style": style_names()}
+            "style": style_names(), "upscale_model": upscale_model_choices()}
+
+
+def upscale_model_choices() -> list[str]:
+    """'none', then the WebUI's own upscalers (what Hires fix offers)."""
+    from ..params import NO_UPSCALE_MODEL
+    from .host_upscalers import upscaler_names
+
+    return [NO_UPSCALE_MODEL, *upscaler_names()]
 
 
 def register_routes(app) -> None:

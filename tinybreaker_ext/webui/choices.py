@@ -13,6 +13,10 @@ def control_choices(field_name: str) -> list[str]:
             from .styles_source import style_names
 
             return style_names()
+        if field_name == "upscale_model":
+            from .api import upscale_model_choices
+
+            return upscale_model_choices()
         from .api import dynamic_choices
 
         return [name for name in dynamic_choices().get(field_name, []) if name]

@@ -95,7 +95,8 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
 
         progress.stage_done()
         samples = run_tiny_upscaler(p, samples, plan.load_engine(host), host, plan.generation.upscaler,
-                                    plan.generation.upscale_by)
+                                    plan.generation.upscale_by, plan.generation.upscale_mode,
+                                    plan.generation.upscale_model)
     return samples
 
 

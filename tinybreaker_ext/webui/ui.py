@@ -54,6 +54,11 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
                                               elem_id=elem_id("upscale"))
             controls["upscale_by"] = _slider(gr, "upscale_by", elem_id)
             controls["upscale_noise"] = _slider(gr, "upscale_noise", elem_id)
+            controls["upscale_mode"] = gr.Radio(label=FIELD_BY_NAME["upscale_mode"].label,
+                                                choices=list(params.UPSCALE_MODES), value=_DEFAULTS.upscale_mode,
+                                                elem_id=elem_id("upscale_mode"))
+            controls["upscale_model"] = _dropdown(gr, "upscale_model", choices("upscale_model")
+                                                  or [params.NO_UPSCALE_MODEL], elem_id)
         _size_presets(gr, elem_id, size_targets)
         ordered = [controls[name] for name in params.FIELD_NAMES]
         _save_style(gr, elem_id, ordered, controls["style"], choices)

@@ -50,6 +50,10 @@ def _choices(spec: params.FieldSpec):
     """The axis's value list: the style names as they are now, or the field's fixed choices."""
     if spec.name == "style":
         return style_names
+    if spec.name == "upscale_model":
+        from .api import upscale_model_choices
+
+        return upscale_model_choices
     if spec.choices:
         return lambda: list(spec.choices)
     return None
