@@ -54,7 +54,7 @@
         "detail-level": {type: "int", initial: 0n, min: -9n, max: 9n, plus: true, levels: LEVEL_WORDS},
         "batch-size": {type: "int", initial: 1n, min: 1n},
         "aspect": {type: "aspect"},
-        "upscale": {type: "choice", choices: ["on", "off"], bare: "on",
+        "upscale": {type: "choice", choices: ["on", "off", "upscaler", "enhancer"], bare: "on",
             synonyms: {"true": "on", "yes": "on", "false": "off", "no": "off"}},
         "landscape": {type: "flag", cycle: ["landscape", "portrait"], circular: true},
         "portrait": {type: "flag", cycle: ["landscape", "portrait"], circular: true},

@@ -63,7 +63,8 @@ WALKS = [
     ("detail-level", "-2", lambda v: isinstance(v, int) and -9 <= v <= 9),
     ("detail-level", "normal", lambda v: v in grammar.DETAIL_LEVELS),
     ("batch-size", "2", lambda v: isinstance(v, int) and v >= 1),
-    ("upscale", "on", lambda v: isinstance(v, bool)),
+    ("upscale", "on", lambda v: isinstance(v, bool) or v in ("upscaler", "enhancer")),
+    ("upscale", "enhancer", lambda v: isinstance(v, bool) or v in ("upscaler", "enhancer")),
     ("aspect", "16:9", lambda v: f"{v[0]}:{v[1]}" in SPEC_ASPECT_CYCLE),
     # tall ratios stay tall until the walk passes 1:1, which has no orientation to keep
     ("aspect", "9:16", lambda v: f"{max(v)}:{min(v)}" in SPEC_ASPECT_CYCLE),

@@ -114,12 +114,23 @@ def test_plan_route_answers_what_a_request_would_run_without_running_it(tb_host)
     assert plan["texts"]["base_negative"].endswith("fog") and "engine.base" not in [c[0] for c in CALLS]
 
 
+def test_plan_route_gives_the_enhancers_sizes_with_a_hosts_upscaler(tb_host):
+    body = {"width": 512, "height": 384, "args": [{"enabled": True, "upscale": True, "upscale_by": 2.5,
+                                                    "upscale_mode": "enhancer", "upscale_model": "R-ESRGAN 4x+"}]}
+    response = client_for(tb_host).post("/tinybreaker/v1/plan", json=body)
+    assert response.status_code == 200, response.text
+    plan = response.json()
+    assert plan["output_size"] == [512, 384] and plan["upscaled_size"] == [1280, 960]
+    assert plan["params"]["upscale_model"] == "R-ESRGAN 4x+" and "upscaler.upscale" not in [c[0] for c in CALLS]
+
+
 @pytest.mark.parametrize("body, field", [
     ({"args": [{"enabled": True, "base_steps": 1000}]}, "base_steps"),
     ({"args": {"no_such_field": 1}}, "no_such_field"),
     ({"width": "wide"}, "width"),
     ({"width": 70, "height": 64}, "width"),
     ({"seed": 2 ** 70}, "seed"),
+    ({"prompt": "a cat --upscale --upscale-model 4x-Nope", "args": [True]}, "upscale_model"),
 ])
 def test_plan_route_names_the_field_of_a_bad_request(tb_host, body, field):
     response = client_for(tb_host).post("/tinybreaker/v1/plan", json=body)

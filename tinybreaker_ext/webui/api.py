@@ -101,7 +101,11 @@ def plan_summary(request: dict) -> dict:
         values[name] = value
     image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
                          values["seed"], values["batch_size"], locations.size_step())
-    return make_plan(fields, image, style_library(), t5_tokens=t5_token_counter(_tokenizer_search())).summary()
+    from .host_upscalers import check_plan_upscaler
+
+    plan = make_plan(fields, image, style_library(), t5_tokens=t5_token_counter(_tokenizer_search()))
+    check_plan_upscaler(plan)
+    return plan.summary()
 
 
 def _credentials() -> dict[str, str]:

@@ -41,6 +41,13 @@ def find_upscaler(name: str):
                                 f"{NO_UPSCALE_MODEL!r}")
 
 
+def check_plan_upscaler(generation) -> None:
+    """A plan that upscales with an upscale model must name one of the host's: else the request's 422, before
+    any work (txt2img and the plan route alike)."""
+    if generation.upscale and generation.upscale_model:
+        find_upscaler(generation.upscale_model)
+
+
 def pre_upscale_function(upscaler, scale_by: float):
     """Images [B, 3, H, W] in [0, 1] → the host upscaler's images (about ``scale_by`` times larger; the Tiny
     Upscaler resizes them to its exact size)."""

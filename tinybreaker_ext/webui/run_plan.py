@@ -12,6 +12,7 @@ from ..limits import t5_token_counter
 from ..params import TinyBreakerParams
 from ..plan import GenerationPlan, ImageRequest, make_plan
 from . import locations
+from .host_upscalers import check_plan_upscaler
 
 
 @dataclass
@@ -59,10 +60,7 @@ def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:
         plan.params = plan.generation.params
         plan.checkpoint_path = resolve_file("checkpoint", params.checkpoint, "checkpoint")
         plan.t5_path = resolve_file("t5", params.t5_file, "t5_file")
-        if plan.generation.upscale and plan.generation.upscale_model:
-            from .host_upscalers import find_upscaler
-
-            find_upscaler(plan.generation.upscale_model)  # an unknown name is the request's 422, before any work
+        check_plan_upscaler(plan.generation)
     except TinyBreakerError as error:
         plan.error = error
     return plan
