@@ -29,7 +29,7 @@ CASES = [
     ("a forest --upscale on --upscale-noise high", {"upscale_by": 3.0}),
     ("a forest --upscale-noise -9", {"upscale": True}),
     ("a forest --upscale off", {"upscale": True}),
-    ("a forest --upscale enhancer --upscale-model 4x-UltraSharp", {"upscale_by": 2.5}),
+    ("a forest --upscale enhancer --upscale-model R-ESRGAN 4x+", {"upscale_by": 2.5}),  # a stand-in host upscaler
     ("a forest --u upscaler --upscale-model none", {"upscale_mode": "enhancer", "upscale_model": "DAT x2"}),
     ("a city at night --batch-size 3 --seed 12", {}),
     ("a city at night --b 100000", {}),
