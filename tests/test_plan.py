@@ -314,6 +314,12 @@ def test_the_upscale_model_comes_from_the_field_or_the_inline_argument():
     assert plan("--upscale-model none", upscale_model="4x-UltraSharp").upscale_model is None
 
 
+def test_an_upscale_model_without_the_tiny_upscaler_is_a_warning():
+    assert any("upscale_model '4x-UltraSharp' is unused" in note
+               for note in plan("", upscale_model="4x-UltraSharp").warnings)
+    assert not any("upscale_model" in note for note in plan("--upscale", upscale_model="4x-UltraSharp").warnings)
+
+
 def test_a_size_from_inline_arguments_snaps_to_the_front_ends_size_step():
     made = make_plan(ON, ImageRequest("--aspect 16:9", width=1024, height=1024, seed=1, size_step=64),
                      StyleLibrary.load_builtin())

@@ -204,6 +204,9 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
     if size_warning:
         notes.append(size_warning)
 
+    if params.pre_upscaler and not params.upscale:
+        notes.append(f"upscale_model '{params.pre_upscaler}' is unused: the Tiny Upscaler is off")
+
     base = _base_stage(style_stages["base"], params, parsed).copy(noise_seed=seed)
     base_sigmas = _sigmas(base, pixart_sigmas())
     if len(base_sigmas) < 2:
