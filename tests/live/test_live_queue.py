@@ -48,11 +48,19 @@ def queue_txt2img(tinybreaker_args, **overrides) -> str:
 
 def wait_for(task_id: str) -> dict:
     deadline = time.monotonic() + QUEUE_TIMEOUT
+    idle_polls = 0
     while time.monotonic() < deadline:
         status, answer = call("GET", f"/agent-scheduler/v1/task/{task_id}")
         assert status == 200 and answer.get("success"), (status, answer)
         if answer["data"]["status"] in FINISHED:
             return answer["data"]
+        # agent-scheduler's runner thread lingers about a second after its queue runs empty, and a task queued (or a
+        # resume) in that second is left pending until the next queue call: nudge it as that next call would.
+        status, queue = call("GET", "/agent-scheduler/v1/queue?limit=1")
+        idle_polls = idle_polls + 1 if status == 200 and queue.get("current_task_id") is None else 0
+        if idle_polls >= 3:
+            call("POST", "/agent-scheduler/v1/queue/resume")
+            idle_polls = 0
         time.sleep(1)
     pytest.fail(f"task {task_id} not finished after {QUEUE_TIMEOUT} s")
 
