@@ -50,3 +50,15 @@ def test_master_and_worker_each_make_a_tinybreaker_image_with_its_own_seed():
     assert 100 in seeds, seeds
     sizes = {decode_image(image).size for image in result["images"]}
     assert (SIZE, SIZE) in sizes, sizes
+
+
+def test_an_inline_seed_still_gives_each_worker_its_own_seed():
+    """Our before_process turns the inline --seed into the host's seed before Distributed's copies the request
+    (metadata.ini orders the two), so the worker gets the offset seed and a prompt without the argument."""
+    status, result = txt2img([{"enabled": True}], batch_size=2, seed=1, prompt="a red cube on a table --seed 300")
+    assert status == 200, result
+    infotexts = json.loads(result["info"])["infotexts"]
+    assert any("Worker Label:" in text for text in infotexts), infotexts
+    seeds = sorted(seed_of(text) for text in infotexts)
+    assert seeds[0] == 300 and len(set(seeds)) == len(seeds), seeds
+    assert not any("--seed" in text for text in infotexts), infotexts
