@@ -40,6 +40,18 @@ def test_bad_arguments_are_a_422_naming_the_field(tb_host, args, field, fragment
     assert f"'{field}'" in error.detail and fragment in error.detail
 
 
+def test_the_error_reads_the_same_where_a_queue_tool_records_str_of_it(tb_host):
+    """agent-scheduler runs a queued task through the host's txt2img API function and stores ``str(exception)`` as
+    the task's result; starlette before 0.28 (A1111's 0.26.1) gives HTTPException no ``__str__`` of its own, so
+    Exception's is used and shows only the constructor's positional arguments."""
+    p = tb_host.make_p()
+    args = [True, "missing.safetensors"]
+    script_logic.process(p, *args)
+    error = sample_error(tb_host, args, p)
+    for text in (str(error), BaseException.__str__(error)):
+        assert "422" in text and "'checkpoint'" in text and "missing.safetensors" in text, text
+
+
 def test_an_image_over_the_area_limit_is_a_422_before_anything_runs(tb_host):
     p = tb_host.make_p(width=8192, height=8192)
     error = sample_error(tb_host, [True], p)

@@ -15,4 +15,6 @@ def request_error(error: Exception) -> Exception:
         from fastapi import HTTPException
     except ImportError:  # outside a WebUI (tests without fastapi)
         return error
-    return HTTPException(status_code=422, detail=str(error))
+    # Positional: starlette before 0.28 (A1111's) has no HTTPException.__str__, and Exception's shows only the
+    # positional arguments; queue tools (agent-scheduler) record str() of the error as a failed task's result.
+    return HTTPException(422, str(error))
