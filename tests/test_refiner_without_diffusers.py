@@ -11,7 +11,7 @@ import torch
 
 from tinybreaker_ext.errors import TinyBreakerError
 from tinybreaker_ext.models.kl_decoder import load_kl_decoder
-from tinybreaker_ext.models.sd1_refiner import SD1Refiner, load_sd1_unet
+from tinybreaker_ext.models.sd1_refiner import SD1Refiner, load_ldm_unet
 
 MESSAGE = r"the embedded refiner needs diffusers \(pip install diffusers\)"
 
@@ -25,7 +25,7 @@ def without_diffusers(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)
 
 
-@pytest.mark.parametrize("load", [load_sd1_unet, SD1Refiner.from_state_dict, load_kl_decoder],
+@pytest.mark.parametrize("load", [load_ldm_unet, SD1Refiner.from_state_dict, load_kl_decoder],
                          ids=["unet", "refiner", "kl-decoder"])
 def test_loading_without_diffusers_says_what_to_install(without_diffusers, load):
     with pytest.raises(TinyBreakerError, match=MESSAGE):
