@@ -21,6 +21,7 @@ from .infotext import format_infotext
 from .model_files import ModelFileSet
 from .params import TinyBreakerParams
 from .plan import GenerationPlan, ImageRequest, RandomSource, make_plan
+from .prompt.file_defaults import FileDefaults, checkpoint_file_defaults
 from .prompt.styles import StyleLibrary
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]  # (step, total, x, denoised)
@@ -57,13 +58,13 @@ class GenerationResult:
 
 
 def plan_for(params: TinyBreakerParams, request: ImageRequest, *, styles: StyleLibrary | None = None,
-             rng: RandomSource | None = None) -> GenerationPlan:
-    """The plan with the built-in styles (or ``styles``); the command line refines with the embedded model, so
-    only the reference's refine sampling applies."""
+             rng: RandomSource | None = None, file_defaults: FileDefaults | None = None) -> GenerationPlan:
+    """The plan with the built-in styles (or ``styles``) and the checkpoint's metadata defaults; the command line
+    refines with the embedded model, so only the reference's refine sampling applies."""
     if params.refine_sampler != "tinybreaker":
         raise ParameterError("refine_sampler", f"{params.refine_sampler!r} needs a WebUI's sampler; the command line "
                                                "refines with the style's own ('tinybreaker')")
-    return make_plan(params, request, styles or StyleLibrary.load_builtin(), rng=rng)
+    return make_plan(params, request, styles or StyleLibrary.load_builtin(), rng=rng, file_defaults=file_defaults)
 
 
 def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
@@ -79,7 +80,7 @@ def generate_images(files: ModelFileSet, params: TinyBreakerParams, request: Ima
                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                     decoder: str = "high_quality", styles: StyleLibrary | None = None,
                     rng: RandomSource | None = None) -> GenerationResult:
-    plan = plan_for(params, request, styles=styles, rng=rng)
+    plan = plan_for(params, request, styles=styles, rng=rng, file_defaults=checkpoint_file_defaults(files.checkpoint))
     return run_plan(files, plan, device=device, dtype=dtype, decoder=decoder)
 
 
