@@ -26,6 +26,15 @@ def test_an_sdxl_refiner_file_is_classified_by_its_unet_and_listed_as_a_checkpoi
                                                                    FileKind.TINYBREAKER_SDXL]
 
 
+def test_the_model_lists_offer_an_sdxl_refiner_file_as_a_checkpoint(tmp_path):
+    from builders.files import found_paths
+    from tinybreaker_ext.files.finder import ModelFinder
+
+    path = write_model(tmp_path / "TinyBreaker" / "tb_xl.safetensors", tinybreaker_sdxl_keys())
+    assert found_paths(ModelFinder([str(tmp_path)]), "checkpoint") == [str(path)]
+    assert found_paths(ModelFinder([str(tmp_path)]), "t5") == []
+
+
 def test_an_sdxl_refiner_without_its_second_text_encoder_is_refused_as_incomplete(tmp_path):
     keys = {key: value for key, value in tinybreaker_sdxl_keys().items() if ".embedders.1." not in key}
     with pytest.raises(ModelFileError, match=r"embedders\.1\..*not a complete TinyBreaker file"):
