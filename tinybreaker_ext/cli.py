@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                      help="PixArt/refiner dtype (auto: bf16 or fp16 on a GPU, fp32 on the CPU)")
     run.add_argument("--decoder", default=DECODERS[0], choices=DECODERS,
-                     help="full SD1 VAE decoder or TAESD")
+                     help="the file's full KL VAE decoder, or TAESD (SD1 refiner files only)")
     run.add_argument("--max-area", type=_megapixels, default=MAX_IMAGE_AREA / 1e6, metavar="MEGAPIXELS",
                      help="largest image of the base, refine and decode stages (default %(default).1f: 2048x2048)")
     run.add_argument("--max-upscaled-area", type=_megapixels, default=MAX_UPSCALED_AREA / 1e6, metavar="MEGAPIXELS",
