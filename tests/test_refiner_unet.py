@@ -8,8 +8,8 @@ import torch
 from builders.sd1 import (SD15_UNET_KEY_COUNT, SD15_UNET_PARAMETERS, sd1_unet_full_meta_state_dict,
                           tiny_sd1_unet_diffusers, unet_to_ldm_state_dict)
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.models.sd1_refiner import SD1Refiner, convert_sd1_unet_state_dict, load_sd1_unet
-from tinybreaker_ext.models.sd1_unet_config import infer_sd1_unet_config
+from tinybreaker_ext.models.sd1_refiner import SD1Refiner, convert_ldm_unet_state_dict, load_ldm_unet
+from tinybreaker_ext.models.unet_config import infer_unet_config
 
 pytest.importorskip("diffusers")
 
@@ -68,7 +68,7 @@ def test_bfloat16_refiner_returns_float32_close_to_the_float32_result():
 @pytest.mark.parametrize("layout", [TINY, SD1_LIKE], ids=["tiny", "sd1-like"])
 def test_unet_config_is_inferred_from_shapes(layout):
     _, ldm = _pair(layout)
-    config = infer_sd1_unet_config(ldm)
+    config = infer_unet_config(ldm)
     assert config.model_channels == layout["model_channels"]
     assert config.channel_mult == layout["channel_mult"]
     assert config.num_res_blocks == layout["num_res_blocks"]
@@ -103,18 +103,18 @@ def test_full_sd15_ldm_layout_is_consumed_without_missing_or_unexpected_keys():
     for key, shape in expected_shapes.items():
         assert tuple(ldm[key].shape) == shape, key
 
-    config = infer_sd1_unet_config(ldm)
+    config = infer_unet_config(ldm)
     assert (config.model_channels, config.channel_mult, config.num_res_blocks) == (320, (1, 2, 4, 4), 2)
     assert (config.attention_levels, config.context_dim, config.num_heads) == ((0, 1, 2), 768, 8)
 
     from diffusers import UNet2DConditionModel
 
-    converted = convert_sd1_unet_state_dict(ldm, config)
+    converted = convert_ldm_unet_state_dict(ldm, config)
     with torch.device("meta"):
         wanted = UNet2DConditionModel(**config.to_diffusers()).state_dict()
     assert set(converted) == set(wanted)
     assert all(tuple(converted[key].shape) == tuple(wanted[key].shape) for key in wanted)
-    unet = load_sd1_unet(ldm, device="meta", dtype=torch.float16)
+    unet = load_ldm_unet(ldm, device="meta", dtype=torch.float16)
     assert next(unet.parameters()).dtype == torch.float16
 
 
@@ -150,11 +150,11 @@ def test_missing_tensor_names_the_key():
     _, ldm = _pair(TINY)
     del ldm["input_blocks.0.0.weight"]
     with pytest.raises(ModelFileError, match="input_blocks.0.0.weight"):
-        load_sd1_unet(ldm, device="cpu", dtype=torch.float32)
+        load_ldm_unet(ldm, device="cpu", dtype=torch.float32)
 
 
 def test_wrong_shape_names_the_tensor():
     _, ldm = _pair(TINY)
     ldm["middle_block.0.emb_layers.1.bias"] = torch.zeros(3)
     with pytest.raises(ModelFileError, match="mid_block.resnets.0.time_emb_proj.bias"):
-        load_sd1_unet(ldm, device="cpu", dtype=torch.float32)
+        load_ldm_unet(ldm, device="cpu", dtype=torch.float32)

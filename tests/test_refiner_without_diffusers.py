@@ -11,7 +11,8 @@ import torch
 
 from tinybreaker_ext.errors import TinyBreakerError
 from tinybreaker_ext.models.kl_decoder import load_kl_decoder
-from tinybreaker_ext.models.sd1_refiner import SD1Refiner, load_sd1_unet
+from tinybreaker_ext.models.sd1_refiner import SD1Refiner, load_ldm_unet
+from tinybreaker_ext.models.sdxl_refiner import SDXLRefiner, load_sdxl_text_encoders
 
 MESSAGE = r"the embedded refiner needs diffusers \(pip install diffusers\)"
 
@@ -25,8 +26,9 @@ def without_diffusers(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)
 
 
-@pytest.mark.parametrize("load", [load_sd1_unet, SD1Refiner.from_state_dict, load_kl_decoder],
-                         ids=["unet", "refiner", "kl-decoder"])
+@pytest.mark.parametrize("load", [load_ldm_unet, SD1Refiner.from_state_dict, load_kl_decoder,
+                                  SDXLRefiner.from_state_dict, load_sdxl_text_encoders],
+                         ids=["unet", "refiner", "kl-decoder", "sdxl-refiner", "sdxl-text-encoders"])
 def test_loading_without_diffusers_says_what_to_install(without_diffusers, load):
     with pytest.raises(TinyBreakerError, match=MESSAGE):
         load({}, device="cpu", dtype=torch.float32)
@@ -35,7 +37,8 @@ def test_loading_without_diffusers_says_what_to_install(without_diffusers, load)
 def test_importing_the_modules_does_not_need_diffusers():
     # A fresh interpreter, so that no module imported by other tests is replaced.
     code = ("import sys; sys.modules['diffusers'] = None; "
-            "import tinybreaker_ext.models.sd1_refiner, tinybreaker_ext.models.kl_decoder, "
+            "import tinybreaker_ext.models.sd1_refiner, tinybreaker_ext.models.sdxl_refiner, "
+            "tinybreaker_ext.models.kl_decoder, "
             "tinybreaker_ext.models.clip_text, tinybreaker_ext.models.clip_tokenizer")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

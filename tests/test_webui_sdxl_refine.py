@@ -58,3 +58,24 @@ def test_the_tiny_upscaler_asks_for_an_sd1_checkpoint_or_hires_fix(tb_host):
     with pytest.raises(fastapi.HTTPException) as caught:
         tb_host.run(tb_host.make_p(), TinyBreakerParams(enabled=True, base_steps=5, upscale=True).as_args())
     assert caught.value.status_code == 422 and "'upscale'" in caught.value.detail and "Hires fix" in caught.value.detail
+
+
+def test_a_tinybreaker_file_with_an_sdxl_refiner_gives_its_base_to_the_hosts_sdxl_checkpoint(tb_host):
+    tb_host.engine = FakeEngine(has_transcoder=False)
+    use_sdxl(tb_host)
+    p = tb_host.make_p(width=64, height=64, seed=3)
+    (output,) = tb_host.run(p, ARGS)
+    assert "engine.transcode" not in call_names() and output.shape == (1, 4, 8, 8)
+    assert tb_host.engine.previews == 0  # no TAESDXL half to preview with: the host's own latent preview
+    assert p.extra_generation_params["TinyBreaker refiner"] == "SDXL"
+
+
+def test_a_tinybreaker_file_with_an_sdxl_refiner_and_an_sd1_checkpoint_is_a_422_naming_both(tb_host):
+    fastapi = pytest.importorskip("fastapi")
+    tb_host.engine = FakeEngine(has_transcoder=False)
+    with pytest.raises(fastapi.HTTPException) as caught:
+        tb_host.run(tb_host.make_p(), ARGS)
+    detail = caught.value.detail
+    assert caught.value.status_code == 422 and "'checkpoint'" in detail
+    assert "SDXL refiner" in detail and "no transcoder" in detail and "load an SDXL checkpoint" in detail
+    assert "engine.base" not in call_names()

@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                      help="PixArt/refiner dtype (auto: bf16 or fp16 on a GPU, fp32 on the CPU)")
     run.add_argument("--decoder", default=DECODERS[0], choices=DECODERS,
-                     help="full SD1 VAE decoder or TAESD")
+                     help="the file's full KL VAE decoder, or TAESD (SD1 refiner files only)")
     run.add_argument("--max-area", type=_megapixels, default=MAX_IMAGE_AREA / 1e6, metavar="MEGAPIXELS",
                      help="largest image of the base, refine and decode stages (default %(default).1f: 2048x2048)")
     run.add_argument("--max-upscaled-area", type=_megapixels, default=MAX_UPSCALED_AREA / 1e6, metavar="MEGAPIXELS",
@@ -151,6 +151,7 @@ def run(args) -> list[str]:
     from .image_files import check_writable, output_paths, save_image
     from .memory_plan import plan_memory
     from .model_files import resolve_cli_files
+    from .prompt.file_defaults import checkpoint_file_defaults
 
     console = ConsoleProgress(quiet=args.quiet)
     plan = plan_for(cli_params(args), cli_request(args))
@@ -162,6 +163,15 @@ def run(args) -> list[str]:
     files = resolve_cli_files(args.models_dir, checkpoint=args.checkpoint, t5=args.t5,
                               t5_tokenizer=args.t5_tokenizer, clip_tokenizer=args.clip_tokenizer,
                               download=args.download, progress=console.bars, status=console.status)
+    defaults = checkpoint_file_defaults(files.checkpoint)
+    if defaults:  # planned again with the file's metadata defaults (docs/design.md "One plan"), same seed
+        first = plan
+        plan = plan_for(cli_params(args), cli_request(args), rng=_Same(first.seed), file_defaults=defaults)
+        for warning in plan.warnings:
+            if warning not in first.warnings:
+                console.warning(warning)
+        paths = output_paths(args.output, plan.batch_size)
+        check_writable(paths)
     if plan.upscale and plan.upscale_model:
         from .upscale_models import find_upscale_model
 
@@ -182,6 +192,16 @@ def run(args) -> list[str]:
             save_image(image, path, infotext)
     console.status(console.summary())
     return paths
+
+
+class _Same:
+    """A random source that gives the seed already drawn (so planning again keeps a random seed)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def randint(self, a: int, b: int) -> int:
+        return self.seed
 
 
 def cli_params(args) -> params.TinyBreakerParams:

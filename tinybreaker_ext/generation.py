@@ -1,7 +1,8 @@
 """A whole generation without a WebUI: plan → load → encode → base → transcode → refine → decode → (upscale).
 
 The command line, the end-to-end tests and the benchmarks use this. The numbers come from `plan.make_plan`, as in
-the WebUI; only the refine model differs (here the SD1 model embedded in the TinyBreaker file). Each phase is
+the WebUI; only the refine model differs (here the SD1 or SDXL model embedded in the TinyBreaker file; an SDXL
+refiner takes PixArt's latent as it is, without the transcode). Each phase is
 reported through a `Progress` (the command line's status lines and bars, `console.py`); every model is loaded in the
 first phase, so a file problem shows before anything is computed.
 """
@@ -20,6 +21,7 @@ from .infotext import format_infotext
 from .model_files import ModelFileSet
 from .params import TinyBreakerParams
 from .plan import GenerationPlan, ImageRequest, RandomSource, make_plan
+from .prompt.file_defaults import FileDefaults, checkpoint_file_defaults
 from .prompt.styles import StyleLibrary
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]  # (step, total, x, denoised)
@@ -42,7 +44,7 @@ class GenerationResult:
     images: torch.Tensor  # [B, 3, H, W] float32 in [0, 1]
     infotexts: list[str]
     plan: GenerationPlan
-    refined: torch.Tensor  # the refined SD1 model-space latent [B, 4, H/8, W/8], before decoding
+    refined: torch.Tensor  # the refined model-space latent [B, 4, H/8, W/8] (the refiner's family), before decoding
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -56,13 +58,13 @@ class GenerationResult:
 
 
 def plan_for(params: TinyBreakerParams, request: ImageRequest, *, styles: StyleLibrary | None = None,
-             rng: RandomSource | None = None) -> GenerationPlan:
-    """The plan with the built-in styles (or ``styles``); the command line refines with the embedded SD1 model, so
-    only the reference's refine sampling applies."""
+             rng: RandomSource | None = None, file_defaults: FileDefaults | None = None) -> GenerationPlan:
+    """The plan with the built-in styles (or ``styles``) and the checkpoint's metadata defaults; the command line
+    refines with the embedded model, so only the reference's refine sampling applies."""
     if params.refine_sampler != "tinybreaker":
         raise ParameterError("refine_sampler", f"{params.refine_sampler!r} needs a WebUI's sampler; the command line "
                                                "refines with the style's own ('tinybreaker')")
-    return make_plan(params, request, styles or StyleLibrary.load_builtin(), rng=rng)
+    return make_plan(params, request, styles or StyleLibrary.load_builtin(), rng=rng, file_defaults=file_defaults)
 
 
 def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
@@ -84,7 +86,7 @@ def generate_images(files: ModelFileSet, params: TinyBreakerParams, request: Ima
                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                     decoder: str = "high_quality", styles: StyleLibrary | None = None,
                     rng: RandomSource | None = None) -> GenerationResult:
-    plan = plan_for(params, request, styles=styles, rng=rng)
+    plan = plan_for(params, request, styles=styles, rng=rng, file_defaults=checkpoint_file_defaults(files.checkpoint))
     return run_plan(files, plan, device=device, dtype=dtype, decoder=decoder)
 
 
@@ -129,17 +131,20 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
         latent = pipeline.base([texts.base_prompt], [texts.base_negative], plan.base, plan.base_sigmas,
                                width=plan.base_width, height=plan.base_height, seeds=plan.seeds,
                                placement=placement, t5_mode=t5_mode, callback=on_step)
-    with progress.phase("transcode", "SDXL latent to SD1 latent (Tiny AutoEncoders)"):
-        latent = pipeline.transcode(latent, placement=placement)[:, :, :plan.height // 8, :plan.width // 8]
+    if refiner.family == "sd1":
+        with progress.phase("transcode", "SDXL latent to SD1 latent (Tiny AutoEncoders)"):
+            latent = pipeline.transcode(latent, placement=placement)
+    latent = latent[:, :, :plan.height // 8, :plan.width // 8]
+    family = refiner.family.upper()
     if plan.refine_steps:
-        with progress.phase("refine", _stage_detail("the embedded SD1 model", plan.refine_steps, plan.refine.sampler,
+        with progress.phase("refine", _stage_detail(f"the embedded {family} model", plan.refine_steps, plan.refine.sampler,
                                                     plan.refine.cfg, plan.batch_size),
                             plan.refine_steps) as on_step:
             # The refine seed is the style's (plus the image shift) for every image, as in the reference.
             latent = refiner.refine(latent, [texts.refine_prompt], [texts.refine_negative], plan.refine,
                                     plan.refine_sigmas, seeds=[plan.refine.noise_seed] * plan.batch_size,
                                     placement=placement, callback=on_step)
-    with progress.phase("decode", f"{plan.width}x{plan.height} with the {decoder.replace('_', '-')} SD1 decoder"):
+    with progress.phase("decode", f"{plan.width}x{plan.height} with the {decoder.replace('_', '-')} {family} decoder"):
         images = refiner.decode(latent, quality=decoder, placement=placement)
     if plan.upscale:
         from .upscaler import upscale_with_embedded_refiner
@@ -155,9 +160,11 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
 def _load_models(pipeline, refiner, *, t5_mode: str, placement, decoder: str, upscale: bool) -> None:
     """Every model the plan uses, read now (the stages would load them on first use)."""
     pipeline.t5(t5_mode, placement)
-    for lazy in (lambda: pipeline.tokenizer, lambda: pipeline.pixart, lambda: pipeline.transcoder,
-                 lambda: refiner.unet, refiner.text_encoder, lambda: refiner.decoder(decoder)):
+    for lazy in (lambda: pipeline.tokenizer, lambda: pipeline.pixart, lambda: refiner.unet, refiner.text_encoder,
+                 lambda: refiner.decoder(decoder)):
         lazy()
+    if refiner.family == "sd1":
+        pipeline.transcoder
     if upscale:
         from .upscaler import upscaler_vae
 

@@ -59,8 +59,19 @@ class TinyBreakerPipeline:
         return self._pixart
 
     @property
+    def has_transcoder(self) -> bool:
+        """False for a file with an SDXL refiner: it refines PixArt's latent as it is and stores no transcoder."""
+        return len(self.checkpoint.prefixed(TRANSCODER_PREFIX)) > 0
+
+    @property
     def transcoder(self):
         if self._transcoder is None:
+            if not self.has_transcoder:
+                from .errors import ModelFileError
+
+                raise ModelFileError(self.checkpoint.path, f"is a {self.checkpoint_info.description} without a "
+                                                           f"transcoder ({TRANSCODER_PREFIX}*)",
+                                     "an SD1 TinyBreaker file (prototype0/1) to refine with an SD1 model")
             weights = self.checkpoint.prefixed(TRANSCODER_PREFIX)
             self._transcoder = load_transcoder(weights, device="cpu", dtype=self.dtype).eval()
         return self._transcoder

@@ -5,8 +5,9 @@ Both front ends call `make_plan` and nothing else turns styles or inline argumen
 ``process()`` (``webui/run_plan.py``), the command line in ``generation.py``. They differ only in which SD1 model
 samples the refine (the host's loaded checkpoint or the TinyBreaker file's embedded one), never in the numbers.
 
-Order of precedence, the same everywhere: the style, then the fields (accordion / API / command-line options), then
-the prompt's inline arguments, which win. Inline values outside a field's range are clamped with a warning.
+Order of precedence, the same everywhere: the checkpoint's metadata defaults (in place of the style library's
+defaults), the style, then the fields (accordion / API / command-line options), then the prompt's inline arguments,
+which win. Inline values outside a field's range are clamped with a warning.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from . import params as fields
 from .errors import ParameterError
 from .limits import AreaLimits, TokenCounter, check_image_area, prompt_token_warnings
 from .params import FROM_STYLE, TinyBreakerParams
+from .prompt.file_defaults import FileDefaults
 from .prompt.grammar import RANDOM_SEED_MAX, SEED_MAX, InlinePrompt, parse_inline_prompt
 from .prompt.sizes import SIZE_MULTIPLE, format_aspect, image_size, snap_to_pixart, snap_to_step
 from .prompt.styles import StyleLibrary
@@ -184,22 +186,25 @@ class GenerationPlan:
 
 
 def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLibrary, *,
-              rng: RandomSource | None = None, t5_tokens: TokenCounter | None = None) -> GenerationPlan:
+              rng: RandomSource | None = None, t5_tokens: TokenCounter | None = None,
+              file_defaults: FileDefaults | None = None) -> GenerationPlan:
     """The plan for ``params`` and ``request``; raises ParameterError (naming the field) for impossible values
     and limits.LimitError for sizes over the limits. With ``t5_tokens`` (a T5 token counter) a prompt longer than
-    the encoder takes adds a warning."""
-    notes: list[str] = []
+    the encoder takes adds a warning. ``file_defaults``: the checkpoint's metadata defaults (docs/design.md
+    "One plan")."""
+    file_defaults = file_defaults or FileDefaults()
+    notes: list[str] = list(file_defaults.warnings)
     parsed = parse_inline_prompt(request.prompt)
     notes.extend(parsed.warnings)
     params = _apply_inline_fields(params, parsed, styles, notes)
-    style_stages = styles.get(params.style)
+    style_stages = styles.get(params.style, file_defaults.stages)
 
     random_seed = parsed.values.get("seed", request.seed) in ("random", -1)
     seed = _seed(request.seed, parsed, rng or random)
     batch_size = _batch_size(request.batch_size, parsed, notes)
     if seed + batch_size - 1 > SEED_MAX:
         raise ParameterError("seed", f"{seed} + {batch_size - 1} images passes the largest seed {SEED_MAX}")
-    width, height = _image_size(request, parsed, notes)
+    width, height = _image_size(request, parsed, notes, file_defaults)
     size_warning = snap_to_pixart(width, height)[2]
     if size_warning:
         notes.append(size_warning)
@@ -303,10 +308,12 @@ def _batch_size(requested: int, parsed: InlinePrompt, notes: list[str]) -> int:
     return size
 
 
-def _image_size(request: ImageRequest, parsed: InlinePrompt, notes: list[str]) -> tuple[int, int]:
+def _image_size(request: ImageRequest, parsed: InlinePrompt, notes: list[str],
+                file_defaults: FileDefaults) -> tuple[int, int]:
     """The requested size, changed by --aspect, --small/--medium/--large and --landscape/--portrait like the
     reference: a named ratio or scale computes the size anew (keeping the current ratio if none is named), snapped
-    to the front end's size step; an orientation alone turns the current size."""
+    to the front end's size step; an orientation alone turns the current size. Without a requested size the
+    checkpoint's ``image.aspect_ratio`` / ``image.scale`` replace the defaults (1:1, large)."""
     values = parsed.values
     if (request.width is None) != (request.height is None):
         raise ParameterError("width" if request.width is None else "height", "give both width and height, or neither")
@@ -314,8 +321,9 @@ def _image_size(request: ImageRequest, parsed: InlinePrompt, notes: list[str]) -
     orientation = "portrait" if values.get("portrait") else "landscape" if values.get("landscape") else ""
     scale = next((name for name in ("large", "medium", "small") if values.get(name)), None)
     if width is None or "aspect" in values or scale:
-        aspect = values.get("aspect") or (_aspect_of(width, height) if width is not None else DEFAULT_ASPECT)
-        width, height = image_size(aspect, orientation, scale or DEFAULT_SCALE)
+        aspect = values.get("aspect") or (_aspect_of(width, height) if width is not None
+                                          else file_defaults.aspect or DEFAULT_ASPECT)
+        width, height = image_size(aspect, orientation, scale or file_defaults.scale or DEFAULT_SCALE)
         if request.size_step > LATENT_MULTIPLE:
             snapped = snap_to_step(width, height, request.size_step)
             if snapped != (width, height):

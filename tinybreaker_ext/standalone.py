@@ -1,6 +1,6 @@
-"""The stages that finish an image without a WebUI: refine with the SD1 UNet + CLIP-L embedded in the TinyBreaker
-checkpoint, then decode with its SD1 decoder. Used by the command line and the benchmarks. Needs diffusers for the
-UNet and the KL decoder (the WebUI path does not)."""
+"""The stages that finish an image without a WebUI: refine with the refiner embedded in the TinyBreaker checkpoint
+(SD1 UNet + CLIP-L, or SDXL UNet + CLIP-L + CLIP-G), then decode with its VAE decoder. Used by the command line and
+the benchmarks. Needs diffusers for the UNet and the KL decoder (the WebUI path does not)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import torch
 
 from .files.classify import (FIRST_STAGE_HQ_PREFIX, FIRST_STAGE_PREFIX, REFINER_CLIP_PREFIX,
                              REFINER_FIRST_STAGE_PREFIX, REFINER_UNET_PREFIX, FileKind)
-from .latent_formats import SD1_SCALE
+from .latent_formats import SD1_SCALE, SDXL_SCALE
 from .models.clip_text import encode_clip_prompt, load_clip_text
 from .models.clip_tokenizer import find_clip_tokenizer, load_clip_tokenizer
 from .models.kl_decoder import load_kl_decoder
+from .errors import ModelFileError
 from .models.sd1_refiner import SD1Refiner
+from .models.sdxl_refiner import SDXLRefiner, encode_sdxl_prompt, load_sdxl_text_encoders
 from .models.taesd import load_tiny_vae
 from .models.tiled import tiled_decode
 from .pipeline import TinyBreakerPipeline, per_image_texts
@@ -27,7 +29,8 @@ DECODERS = ("high_quality", "fast")
 
 
 class EmbeddedRefiner:
-    """Refine and decode stages of a TinyBreaker checkpoint (prototype0 or prototype1)."""
+    """Refine and decode stages of a TinyBreaker checkpoint (prototype0, prototype1, or one with an SDXL refiner,
+    which refines PixArt's latent as it is and decodes with its SDXL KL decoder)."""
 
     def __init__(self, pipeline: TinyBreakerPipeline, *, clip_tokenizer_path: str | None = None,
                  tokenizer_search: dict | None = None):
@@ -43,25 +46,38 @@ class EmbeddedRefiner:
         return self.pipeline.checkpoint
 
     @property
+    def family(self) -> str:
+        """"sd1" or "sdxl": the embedded refiner's family, which is also the latent space it refines."""
+        return self.pipeline.checkpoint_info.refiner_family
+
+    @property
     def unet(self) -> SD1Refiner:
         if self._unet is None:
-            self._unet = SD1Refiner.from_state_dict(self.checkpoint.prefixed(REFINER_UNET_PREFIX), device="cpu",
-                                                    dtype=self.pipeline.dtype).eval()
+            refiner_class = SDXLRefiner if self.family == "sdxl" else SD1Refiner
+            self._unet = refiner_class.from_state_dict(self.checkpoint.prefixed(REFINER_UNET_PREFIX), device="cpu",
+                                                       dtype=self.pipeline.dtype).eval()
         return self._unet
 
     def text_encoder(self):
-        """(CLIP-L model, its tokenizer), loaded on first use."""
+        """(text model(s), tokenizer), loaded on first use: CLIP-L for SD1, the (CLIP-L, CLIP-G) pair for SDXL."""
         if self._clip is None:
             folder = find_clip_tokenizer(self.clip_tokenizer_path, **self.tokenizer_search)
             self._tokenizer = load_clip_tokenizer(folder)
-            self._clip = load_clip_text(self.checkpoint.prefixed(REFINER_CLIP_PREFIX), device="cpu",
-                                        dtype=torch.float32).eval()
+            weights = self.checkpoint.prefixed(REFINER_CLIP_PREFIX)
+            if self.family == "sdxl":
+                self._clip = tuple(model.eval() for model in
+                                   load_sdxl_text_encoders(weights, device="cpu", dtype=torch.float32))
+            else:
+                self._clip = load_clip_text(weights, device="cpu", dtype=torch.float32).eval()
         return self._clip, self._tokenizer
 
     def encode(self, text: str, placement: ModulePlacement) -> torch.Tensor:
         def compute():
-            model, tokenizer = self.text_encoder()
-            with placement.use(model) as clip:
+            models, tokenizer = self.text_encoder()
+            if self.family == "sdxl":
+                with placement.use(models[0]) as clip_l, placement.use(models[1]) as clip_g:
+                    return encode_sdxl_prompt(clip_l, clip_g, tokenizer, text).float().cpu()
+            with placement.use(models) as clip:
                 return encode_clip_prompt(clip, tokenizer, text).float().cpu()
 
         return self.embedding_cache.get_or_compute(text, compute)
@@ -69,8 +85,8 @@ class EmbeddedRefiner:
     def refine(self, latent: torch.Tensor, texts: list[str], negative_texts: list[str], stage: StageParams,
                sigmas: torch.Tensor, *, seeds: list[int], placement: ModulePlacement | None = None,
                callback=None) -> torch.Tensor:
-        """SD1 model-space latent in and out, the whole batch at once over the plan's ``sigmas``; an empty window
-        (detail level 'none') returns it unchanged."""
+        """Model-space latent of the refiner's family in and out, the whole batch at once over the plan's
+        ``sigmas`` (SD1's table, which is SDXL's too); an empty window (detail level 'none') returns it unchanged."""
         if len(sigmas) < 2:
             return latent
         placement = placement or MovePlacement(self.pipeline.device)
@@ -84,13 +100,20 @@ class EmbeddedRefiner:
                                 sigma_max=sd1_sigmas()[-1], callback=callback).cpu()
 
     def decoder(self, quality: str = "high_quality") -> torch.nn.Module:
-        """The SD1 decoder: the full KL one ('high_quality') or TAESD ('fast'), as the prototype stores them."""
+        """The refiner family's decoder: the full KL one ('high_quality') or TAESD ('fast'), as the file stores them;
+        a file with an SDXL refiner has the KL one only."""
         if quality not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}")
         if quality not in self._decoders:
             prototype0 = self.pipeline.checkpoint_info.kind == FileKind.TINYBREAKER_PROTOTYPE0
             dtype = self.pipeline.dtype
-            if quality == "high_quality":
+            if self.family == "sdxl":
+                if quality != "high_quality":
+                    raise ModelFileError(self.checkpoint.path, "has an SDXL refiner and no TAESD decoder",
+                                         "the 'high_quality' decoder for this file (leave --decoder at its default)")
+                self._decoders[quality] = load_kl_decoder(self.checkpoint.prefixed(FIRST_STAGE_PREFIX), device="cpu",
+                                                          dtype=dtype, scale=SDXL_SCALE).eval()
+            elif quality == "high_quality":
                 prefix = FIRST_STAGE_HQ_PREFIX if prototype0 else FIRST_STAGE_PREFIX
                 self._decoders[quality] = load_kl_decoder(self.checkpoint.prefixed(prefix), device="cpu",
                                                           dtype=dtype).eval()

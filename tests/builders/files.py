@@ -119,6 +119,20 @@ def tinybreaker_keys(prototype: int = 1, pixart_layout: str = "native") -> dict[
     return keys
 
 
+def tinybreaker_sdxl_keys(pixart_layout: str = "native") -> dict[str, torch.Tensor]:
+    """Minimal TinyBreaker file with an SDXL refiner: the SDXL UNet's label_emb marks it, both SDXL text encoders
+    under ``refiner.conditioner.embedders.{0,1}.``, the main VAE, no transcoder."""
+    return {
+        **prefixed(pixart_keys(pixart_layout), "base.diffusion_model."),
+        "refiner.diffusion_model.input_blocks.0.0.weight": _t(HIDDEN, 4, 3, 3),
+        "refiner.diffusion_model.label_emb.0.0.weight": _t(HIDDEN, 2816),
+        "refiner.conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight": _t(16, HIDDEN),
+        "refiner.conditioner.embedders.1.model.token_embedding.weight": _t(16, HIDDEN),
+        **prefixed(taesd_encoder_keys(), "first_stage_model.encoder."),
+        **prefixed(kl_decoder_keys(), "first_stage_model."),
+    }
+
+
 TINYBREAKER_METADATA = {"modelspec.architecture": "TinyBreaker", "modelspec.title": "TinyBreaker prototype1"}
 
 

@@ -41,7 +41,12 @@ class FakeEngine:
     """The core pipeline's interface (``base``, ``transcode``, ``preview_image``, ``last_denoised``) with
     predictable numbers: image k's base latent depends only on its seed; the step count is the stage's window."""
 
-    def __init__(self):
+    def __init__(self, has_transcoder: bool = True):
+        from types import SimpleNamespace
+
+        self.has_transcoder = has_transcoder  # False: a TinyBreaker file with an SDXL refiner
+        self.checkpoint_info = SimpleNamespace(description="TinyBreaker prototype1 checkpoint" if has_transcoder
+                                               else "TinyBreaker checkpoint with an SDXL refiner")
         self.pixart = RecordingModule("pixart")
         self.transcoder = RecordingModule("transcoder")
         self.last_denoised = None

@@ -32,7 +32,8 @@ SD_VAE_DECODER = dict(ch=128, ch_mult=(1, 2, 4, 4), z=4, num_res_blocks=2)
 _RESNET_TO_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
                   "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
 _FIXED_TO_LDM = {"conv_in.": "input_blocks.0.0.", "time_embedding.linear_1.": "time_embed.0.",
-                 "time_embedding.linear_2.": "time_embed.2.", "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
+                 "time_embedding.linear_2.": "time_embed.2.", "conv_norm_out.": "out.0.", "conv_out.": "out.2.",
+                 "add_embedding.linear_1.": "label_emb.0.0.", "add_embedding.linear_2.": "label_emb.0.2."}  # SDXL
 
 
 def _resnet_rest(rest: str) -> str:

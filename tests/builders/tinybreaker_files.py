@@ -2,9 +2,10 @@
 file), an fp8 T5 encoder and the T5/CLIP tokenizers. Used by the pipeline tests, the CLI tests, the benchmarks and
 the live tests (run as a script to fill a WebUI's models/TinyBreaker folder):
 
-    python tests/builders/tinybreaker_files.py <folder> [--full-refiner]
+    python tests/builders/tinybreaker_files.py <folder> [--full-refiner] [--sdxl]
 
-``--full-refiner`` also writes ``tinybreaker_prototype1_sd15refiner.safetensors`` (2 GB): the same tiny base parts
+``--sdxl`` also writes ``tinybreaker_sdxl.safetensors``: a TinyBreaker file with a tiny SDXL refiner (docs/model-files.md
+"TinyBreaker files with an SDXL refiner"). ``--full-refiner`` also writes ``tinybreaker_prototype1_sd15refiner.safetensors`` (2 GB): the same tiny base parts
 with a full-size random SD1.5 refiner (UNet, CLIP-L text model, KL decoder), so that the SD1 checkpoint
 ``refiner_checkpoint.py`` makes from it loads in a real WebUI (see README, "Live tests").
 """
@@ -36,6 +37,7 @@ FP16 = torch.float16
 
 
 FULL_REFINER_NAME = "tinybreaker_prototype1_sd15refiner.safetensors"
+SDXL_FILE_NAME = "tinybreaker_sdxl.safetensors"
 
 
 def tinybreaker_state_dict(prototype: int = 1, *, seed: int = 0, pixart_layout: str = "native",
@@ -60,6 +62,24 @@ def tinybreaker_state_dict(prototype: int = 1, *, seed: int = 0, pixart_layout: 
         sd.update(_tiny_vae("refiner.first_stage_model.encoder.",
                             taesd_encoder_state_dict(seed + 7, hidden_channels=TAESD_HIDDEN, dtype=FP16), 0.18215))
         sd.update(_tiny_vae("refiner.first_stage_model.decoder.", sd1_decoder, 0.18215))
+    return {key: value.to(FP16) if value.is_floating_point() else value for key, value in sd.items()}
+
+
+def tinybreaker_sdxl_state_dict(*, seed: int = 0, pixart_layout: str = "native") -> dict[str, torch.Tensor]:
+    """A TinyBreaker file with a tiny SDXL refiner: the PixArt base, the SDXL UNet (ldm names) and both SDXL text
+    encoders as in an SDXL single file, the TAESDXL encoder + an (SDXL-shaped) KL decoder as the main VAE, and no
+    transcoder (PixArt's latent is SDXL's already). fp16, like maketb's files."""
+    from builders.sdxl import sdxl_conditioner_state_dict, sdxl_unet_ldm_state_dict
+
+    sd: dict[str, torch.Tensor] = {}
+    sd.update(prefixed(pixart_state_dict(caption_dim=TEXT_WIDTH, layout=pixart_layout, seed=seed, dtype=FP16),
+                       "base.diffusion_model."))
+    sd.update(prefixed(sdxl_unet_ldm_state_dict(seed=seed + 1, dtype=FP16), "refiner.diffusion_model."))
+    sd.update(prefixed(sdxl_conditioner_state_dict(seed=seed + 2, dtype=FP16), "refiner.conditioner."))
+    sd.update(_tiny_vae("first_stage_model.encoder.", taesd_encoder_state_dict(seed + 3, hidden_channels=TAESD_HIDDEN,
+                                                                               dtype=FP16), 0.13025))
+    sd.update(prefixed(kl_decoder_state_dict(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, seed=seed + 5,
+                                             dtype=FP16), "first_stage_model."))
     return {key: value.to(FP16) if value.is_floating_point() else value for key, value in sd.items()}
 
 
@@ -89,15 +109,18 @@ def _tiny_refiner_unet(seed: int) -> dict[str, torch.Tensor]:
             "out.2.weight": torch.randn(4, 32, 3, 3, generator=generator).to(FP16)}
 
 
-def tinybreaker_metadata(prototype: int) -> dict[str, str]:
+def tinybreaker_metadata(prototype: int | str, **generation_defaults: str) -> dict[str, str]:
+    """maketb's modelspec fields; ``generation_defaults`` are extra keys such as ``denoising.refiner.steps`` (the
+    ``.conf`` entries maketb merges in), given with '__' for '.': ``denoising__refiner__steps="20"``."""
     return {"modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": "TinyBreaker",
             "modelspec.implementation": "reference", "modelspec.title": f"TinyBreaker prototype{prototype}",
-            "modelspec.resolution": "1024x1024"}
+            "modelspec.resolution": "1024x1024",
+            **{key.replace("__", "."): str(value) for key, value in generation_defaults.items()}}
 
 
 def write_tiny_model_folder(folder: str | os.PathLike, *, prototypes: tuple[int, ...] = (1,), seed: int = 0,
-                            t5_dtype: torch.dtype = torch.float8_e4m3fn, full_refiner: bool = False
-                            ) -> dict[str, str]:
+                            t5_dtype: torch.dtype = torch.float8_e4m3fn, full_refiner: bool = False,
+                            sdxl: bool = False) -> dict[str, str]:
     """Writes tinybreaker_prototypeN.safetensors, t5xxl_fp8_e4m3fn.safetensors (tiny), t5_tokenizer/ and
     clip_tokenizer/ into ``folder`` (and FULL_REFINER_NAME with ``full_refiner``); returns their paths by role."""
     folder = os.fspath(folder)
@@ -112,6 +135,9 @@ def write_tiny_model_folder(folder: str | os.PathLike, *, prototypes: tuple[int,
         paths["checkpoint_full_refiner"] = save_safetensors(
             tinybreaker_state_dict(1, seed=seed, full_refiner=True), os.path.join(folder, FULL_REFINER_NAME),
             tinybreaker_metadata(1))
+    if sdxl:
+        paths["checkpoint_sdxl"] = save_safetensors(tinybreaker_sdxl_state_dict(seed=seed),
+                                                    os.path.join(folder, SDXL_FILE_NAME), tinybreaker_metadata("_sdxl"))
     paths["t5"] = save_safetensors(t5_state_dict(d_model=TEXT_WIDTH, dtype=t5_dtype, seed=seed + 10),
                                    os.path.join(folder, "t5xxl_fp8_e4m3fn.safetensors"))
     paths["t5_tokenizer"] = train_tiny_t5_tokenizer(os.path.join(folder, "t5_tokenizer"))
@@ -127,8 +153,8 @@ def _tiny_vae(prefix: str, state_dict: dict[str, torch.Tensor], scale: float) ->
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3) or sys.argv[2:] not in ([], ["--full-refiner"]):
+    if len(sys.argv) < 2 or not set(sys.argv[2:]) <= {"--full-refiner", "--sdxl"}:
         sys.exit(__doc__)
-    for role, path in write_tiny_model_folder(sys.argv[1], prototypes=(1, 0),
-                                              full_refiner=sys.argv[2:] == ["--full-refiner"]).items():
+    for role, path in write_tiny_model_folder(sys.argv[1], prototypes=(1, 0), full_refiner="--full-refiner" in sys.argv,
+                                              sdxl="--sdxl" in sys.argv).items():
         print(f"{role}: {path}")

@@ -1,8 +1,9 @@
 """What a model file is, decided from its header keys alone (no tensor data is read).
 
 Signatures (docs/model-files.md "Classification by header"):
-- TinyBreaker: ``base.diffusion_model.`` + ``refiner.first_stage_model.*`` (prototype1)
-  or ``first_stage_hqmodel.*`` (prototype0).
+- TinyBreaker: ``base.diffusion_model.`` + an SDXL refiner UNet (``refiner.diffusion_model.label_emb.*``, with
+  both SDXL text encoders under ``refiner.conditioner.embedders.``), else ``refiner.first_stage_model.*``
+  (prototype1) or ``first_stage_hqmodel.*`` (prototype0).
 - PixArt-Sigma: native ``t_embedder.mlp.0.weight`` + ``final_layer.scale_shift_table``, or diffusers
   ``adaln_single.emb.timestep_embedder.linear_2.bias`` + ``scale_shift_table``; under any key prefix.
 - T5 encoder: ``encoder.block.0.layer.0.SelfAttention.q.weight`` + ``shared.weight`` (or
@@ -39,6 +40,10 @@ FIRST_STAGE_PREFIX = "first_stage_model."
 FIRST_STAGE_HQ_PREFIX = "first_stage_hqmodel."
 REFINER_FIRST_STAGE_PREFIX = "refiner.first_stage_model."
 TRANSCODER_PREFIX = "transcoder."
+# An SDXL refiner (docs/model-files.md "TinyBreaker files with an SDXL refiner"): SDXL's UNet is the one with
+# label_emb (pooled text + size conditioning; SD1's has none), its two text encoders are embedders 0 and 1.
+SDXL_REFINER_MARKER = REFINER_UNET_PREFIX + "label_emb.0.0.weight"
+SDXL_TEXT_ENCODER_PREFIXES = (REFINER_CLIP_PREFIX + "embedders.0.", REFINER_CLIP_PREFIX + "embedders.1.")
 
 # --- layouts --------------------------------------------------------------------------------------------------------
 PIXART_NATIVE = "native"
@@ -59,6 +64,7 @@ TINY_VAE_BARE = "bare"
 class FileKind(enum.Enum):
     TINYBREAKER_PROTOTYPE0 = "tinybreaker_prototype0"
     TINYBREAKER_PROTOTYPE1 = "tinybreaker_prototype1"
+    TINYBREAKER_SDXL = "tinybreaker_sdxl"
     PIXART_SIGMA = "pixart_sigma"
     T5_ENCODER = "t5_encoder"
     TINY_VAE = "tiny_vae"
@@ -72,12 +78,14 @@ class FileKind(enum.Enum):
 _LABELS = {
     FileKind.TINYBREAKER_PROTOTYPE0: "TinyBreaker prototype0 checkpoint",
     FileKind.TINYBREAKER_PROTOTYPE1: "TinyBreaker prototype1 checkpoint",
+    FileKind.TINYBREAKER_SDXL: "TinyBreaker checkpoint with an SDXL refiner",
     FileKind.PIXART_SIGMA: "PixArt-Sigma model",
     FileKind.T5_ENCODER: "T5 encoder",
     FileKind.TINY_VAE: "tiny VAE (TAESD)",
     FileKind.TRANSCODER: "tiny latent transcoder",
 }
-TINYBREAKER_KINDS = frozenset({FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1})
+TINYBREAKER_KINDS = frozenset({FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1,
+                               FileKind.TINYBREAKER_SDXL})
 # Plain PixArt-Sigma files are recognised (so a wrong pick is named) but are not checkpoints here: TinyBreaker needs
 # the transcoder and tiny VAEs its own files carry.
 CHECKPOINT_KINDS = TINYBREAKER_KINDS
@@ -109,6 +117,17 @@ class ModelFileInfo:
     @property
     def is_tinybreaker(self) -> bool:
         return self.kind in TINYBREAKER_KINDS
+
+    @property
+    def refiner_family(self) -> str | None:
+        """"sdxl" or "sd1": the family of the refiner a TinyBreaker file embeds (None for other files)."""
+        return refiner_family(self.kind)
+
+
+def refiner_family(kind: FileKind) -> str | None:
+    if kind == FileKind.TINYBREAKER_SDXL:
+        return "sdxl"
+    return "sd1" if kind in TINYBREAKER_KINDS else None
 
 
 def find_signature_prefix(keys: Iterable[str] | Mapping[str, object], first: str, second: str) -> str | None:
@@ -244,7 +263,14 @@ def classify(source: str | os.PathLike | SafetensorsView | SafetensorsHeader | G
         layout = pixart_layout(keys, BASE_PREFIX)
         if layout is None:
             raise fail(f"has {BASE_PREFIX}* but no PixArt-Sigma signature keys under it")
-        if any(key.startswith(REFINER_FIRST_STAGE_PREFIX) for key in keys):
+        if SDXL_REFINER_MARKER in keys:
+            missing = [prefix for prefix in SDXL_TEXT_ENCODER_PREFIXES
+                       if not any(key.startswith(prefix) for key in keys)]
+            if missing:
+                raise fail(f"has an SDXL refiner UNet ({REFINER_UNET_PREFIX}label_emb.*) but no {missing[0]}* "
+                           "text encoder: not a complete TinyBreaker file with an SDXL refiner")
+            kind = FileKind.TINYBREAKER_SDXL
+        elif any(key.startswith(REFINER_FIRST_STAGE_PREFIX) for key in keys):
             kind = FileKind.TINYBREAKER_PROTOTYPE1
         elif any(key.startswith(FIRST_STAGE_HQ_PREFIX) for key in keys):
             kind = FileKind.TINYBREAKER_PROTOTYPE0
@@ -324,8 +350,9 @@ def open_model_file(path: str | os.PathLike,
     return file, info
 
 
-# When no file is named, the newest TinyBreaker build is the default: prototype1 (it has the upscaler VAE).
-CHECKPOINT_PREFERENCE = (FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_PROTOTYPE0)
+# When no file is named, the newest TinyBreaker build is the default: prototype1 (it has the upscaler VAE); a file
+# with an SDXL refiner comes last (in the WebUI it needs an SDXL checkpoint loaded: it has no transcoder).
+CHECKPOINT_PREFERENCE = (FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_SDXL)
 
 
 def preferred_first(infos: list) -> list:

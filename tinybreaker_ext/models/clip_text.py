@@ -24,6 +24,7 @@ CHUNK_LENGTH = 77  # BOS + 75 tokens + EOS
 KEEP_TOGETHER_BELOW = 8  # ComfyUI's max_word_length: shorter token groups move whole to the next chunk
 _LAYER_INDEX = re.compile(r"(?:^|\.)encoder\.layers\.(\d+)\.")
 _POSITION_IDS = "embeddings.position_ids"
+_PROJECTION = "text_projection.weight"
 
 TokenWeights = list[tuple[int, float]]
 
@@ -33,8 +34,9 @@ def _strip_text_model(key: str) -> str:
 
 
 def clip_text_config_kwargs(state_dict: Mapping[str, torch.Tensor], *, num_heads: int | None = None,
-                            source: str = "<state dict>") -> dict:
-    """CLIPTextConfig arguments read from shapes; heads default to hidden/64 (CLIP-L: 768/64 = 12)."""
+                            hidden_act: str = "quick_gelu", source: str = "<state dict>") -> dict:
+    """CLIPTextConfig arguments read from shapes; heads default to hidden/64 (CLIP-L: 768/64 = 12, bigG:
+    1280/64 = 20). ``hidden_act``: CLIP-L's quick_gelu, or OpenCLIP bigG's gelu (shapes cannot tell)."""
     keys = {_strip_text_model(key): key for key in state_dict.keys()}
     token_key = keys.get("embeddings.token_embedding.weight")
     position_key = keys.get("embeddings.position_embedding.weight")
@@ -54,7 +56,7 @@ def clip_text_config_kwargs(state_dict: Mapping[str, torch.Tensor], *, num_heads
         "num_hidden_layers": layers,
         "num_attention_heads": heads,
         "max_position_embeddings": shape_of(state_dict, position_key)[0],
-        "hidden_act": "quick_gelu",
+        "hidden_act": hidden_act,
         "layer_norm_eps": 1e-5,
         # The pooled output (unused here) would look for these ids; keep them inside the vocabulary of tiny models.
         "bos_token_id": vocab - 2,
@@ -64,38 +66,44 @@ def clip_text_config_kwargs(state_dict: Mapping[str, torch.Tensor], *, num_heads
 
 
 def load_clip_text(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype,
-                   num_heads: int | None = None):
-    """A ``transformers.CLIPTextModel`` with the given weights (keys as stored, ``refiner.conditioner.`` removed).
+                   num_heads: int | None = None, hidden_act: str = "quick_gelu", with_projection: bool = False):
+    """A ``transformers.CLIPTextModel`` with the given weights (keys as stored, ``refiner.conditioner.`` removed),
+    or with ``with_projection`` a ``CLIPTextModelWithProjection`` (HF names plus ``text_projection.weight``; SDXL's
+    CLIP-G after conversion from OpenCLIP names).
 
     transformers 4.x nests the model under ``text_model.`` and keeps ``position_ids`` as a saved buffer; 5.x does
     neither. Names are matched either way and ``position_ids`` is always rebuilt as 0..n-1 (some SD1 files store a
     float copy that fp16 rounding has spoilt).
     """
-    from transformers import CLIPTextConfig, CLIPTextModel  # lazily: importing transformers takes seconds
+    import transformers  # lazily: importing transformers takes seconds
 
+    model_class = transformers.CLIPTextModelWithProjection if with_projection else transformers.CLIPTextModel
     source = source_name(state_dict)
-    config = CLIPTextConfig(**clip_text_config_kwargs(state_dict, num_heads=num_heads, source=source))
+    kwargs = clip_text_config_kwargs(state_dict, num_heads=num_heads, hidden_act=hidden_act, source=source)
+    if with_projection:
+        kwargs["projection_dim"] = shape_of(state_dict, _PROJECTION)[0]
+    config = transformers.CLIPTextConfig(**kwargs)
     with torch.device("meta"):
-        wanted = CLIPTextModel(config).state_dict().keys()
+        wanted = model_class(config).state_dict().keys()
     nested = any(key.startswith("text_model.") for key in wanted)
     tensors = {}
     for key in state_dict.keys():
         bare = _strip_text_model(key)
         if bare == _POSITION_IDS:
             continue
-        tensors[("text_model." if nested else "") + bare] = state_dict[key]
+        tensors[bare if bare == _PROJECTION else ("text_model." if nested else "") + bare] = state_dict[key]
     positions = config.max_position_embeddings
     position_ids_key = ("text_model." if nested else "") + _POSITION_IDS
     if position_ids_key in wanted:
         tensors[position_ids_key] = torch.arange(positions).unsqueeze(0)
 
     def rebuild_position_ids(model) -> None:
-        embeddings = model.text_model.embeddings if nested else model.embeddings
+        embeddings = model.text_model.embeddings if hasattr(model, "text_model") else model.embeddings
         if embeddings.position_ids.is_meta:  # non-persistent buffer (transformers 5.x): not in the state dict
             embeddings.register_buffer("position_ids", torch.arange(positions, device=device).unsqueeze(0),
                                        persistent=False)
 
-    model = build_with_weights(lambda: CLIPTextModel(config), tensors, device=device, dtype=dtype,
+    model = build_with_weights(lambda: model_class(config), tensors, device=device, dtype=dtype,
                                source=source, expected=EXPECTED_CLIP, rebuild_buffers=rebuild_position_ids)
     return model
 
@@ -105,9 +113,11 @@ def _special_tokens(tokenizer) -> tuple[int, int]:
     return empty[0], empty[1]
 
 
-def tokenize_clip_prompt(tokenizer, text: str, max_tokens: int | None = MAX_PROMPT_TOKENS) -> list[TokenWeights]:
+def tokenize_clip_prompt(tokenizer, text: str, max_tokens: int | None = MAX_PROMPT_TOKENS, *,
+                         pad: int | None = None) -> list[TokenWeights]:
     """The prompt as 77-token chunks of (token id, weight), packed exactly like ComfyUI's SDTokenizer, from its
-    first ``max_tokens`` tokens (limits.py, "Prompt length"; ComfyUI never cuts)."""
+    first ``max_tokens`` tokens (limits.py, "Prompt length"; ComfyUI never cuts). After the EOS, chunks are padded
+    with ``pad`` (default EOS, as SD1; SDXL's CLIP-G pads with token 0)."""
     start, end = _special_tokens(tokenizer)
     groups = _weighted_token_groups(tokenizer, text)
     if max_tokens is not None:
@@ -126,9 +136,9 @@ def tokenize_clip_prompt(tokenizer, text: str, max_tokens: int | None = MAX_PROM
                 free = room - len(chunk)
                 chunk.extend(group[:free])
                 group = group[free:]
-            chunks.append(_close_chunk(chunk, end))
+            chunks.append(_close_chunk(chunk, end, pad))
             chunk = [(start, 1.0)]
-    chunks.append(_close_chunk(chunk, end))
+    chunks.append(_close_chunk(chunk, end, pad))
     return chunks
 
 
@@ -154,26 +164,36 @@ def _first_tokens(groups: list[TokenWeights], limit: int) -> list[TokenWeights]:
     return kept
 
 
-def _close_chunk(chunk: TokenWeights, end: int) -> TokenWeights:
-    return chunk + [(end, 1.0)] * (CHUNK_LENGTH - len(chunk))  # EOS, then EOS as padding (SD1 pads with EOS)
+def _close_chunk(chunk: TokenWeights, end: int, pad: int | None = None) -> TokenWeights:
+    """EOS, then padding: EOS again for SD1 (``pad`` None), token 0 for SDXL's CLIP-G."""
+    padding = CHUNK_LENGTH - len(chunk) - 1
+    return chunk + [(end, 1.0)] + [(end if pad is None else pad, 1.0)] * padding
 
 
 @torch.no_grad()
-def encode_clip_tokens(model, chunks: list[TokenWeights], *, start: int, end: int) -> torch.Tensor:
-    """[1, 77 * len(chunks), hidden] float32: last hidden state (after the final norm), weights applied."""
+def encode_clip_tokens(model, chunks: list[TokenWeights], *, start: int, end: int, pad: int | None = None,
+                       penultimate: bool = False, pooled: bool = False):
+    """[1, 77 * len(chunks), hidden] float32, weights applied: the last hidden state after the final norm (SD1), or
+    with ``penultimate`` the hidden state before the last layer, without the final norm (ComfyUI's SDXL encoders).
+    With ``pooled`` (a CLIPTextModelWithProjection) also the first chunk's projected EOS state [1, projection], as
+    ComfyUI takes SDXL's pooled embedding."""
     device = next(model.parameters()).device
     weighted = any(weight != 1.0 for chunk in chunks for _, weight in chunk)
     ids = [[token for token, _ in chunk] for chunk in chunks]
     if weighted:
-        ids.append([start, end] + [end] * (CHUNK_LENGTH - 2))
-    hidden = model(input_ids=torch.tensor(ids, device=device))[0].float()
+        ids.append([token for token, _ in _close_chunk([(start, 1.0)], end, pad)])  # the empty prompt
+    output = model(input_ids=torch.tensor(ids, device=device), output_hidden_states=penultimate)
+    hidden = (output.hidden_states[-2] if penultimate else output[0]).float()
     encoded = hidden[:len(chunks)]
     if weighted:
         empty = hidden[-1]
         weights = torch.tensor([[weight for _, weight in chunk] for chunk in chunks], device=device).unsqueeze(-1)
         encoded = (encoded - empty) * weights + empty  # weight 1 leaves a token unchanged (up to rounding)
         encoded = torch.where(weights == 1.0, hidden[:len(chunks)], encoded)
-    return encoded.reshape(1, -1, encoded.shape[-1])
+    encoded = encoded.reshape(1, -1, encoded.shape[-1])
+    if pooled:
+        return encoded, output.text_embeds[:1].float()
+    return encoded
 
 
 def encode_clip_prompt(model, tokenizer, text: str) -> torch.Tensor:

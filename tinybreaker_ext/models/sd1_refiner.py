@@ -15,7 +15,7 @@ import torch
 from ..errors import ModelFileError, TinyBreakerError
 from ..files.state_dict import source_name
 from ..latent_formats import SD1_SCALE
-from .sd1_unet_config import EXPECTED_UNET, SD1_NUM_HEADS, SD1UNetConfig, infer_sd1_unet_config
+from .unet_config import EXPECTED_UNET, SD1_NUM_HEADS, UNetConfig, infer_unet_config
 
 DIFFUSERS_MISSING = "the embedded refiner needs diffusers (pip install diffusers)"
 _LDM_UNET_PREFIX = "model.diffusion_model."  # what diffusers' single-file converter expects in front of UNet keys
@@ -64,26 +64,27 @@ def build_with_weights(build: Callable[[], torch.nn.Module], tensors: dict[str, 
     return module.eval().requires_grad_(False)
 
 
-def convert_sd1_unet_state_dict(state_dict: Mapping[str, torch.Tensor],
-                                config: SD1UNetConfig) -> dict[str, torch.Tensor]:
-    """ldm/CompVis UNet names -> diffusers names, with diffusers' own single-file converter."""
+def convert_ldm_unet_state_dict(state_dict: Mapping[str, torch.Tensor],
+                                config: UNetConfig) -> dict[str, torch.Tensor]:
+    """ldm/CompVis UNet names (SD1 or SDXL) -> diffusers names, with diffusers' own single-file converter."""
     single_file = require_diffusers("diffusers.loaders.single_file_utils")
     prefixed = {_LDM_UNET_PREFIX + key: state_dict[key] for key in state_dict.keys()}
     # Same function and mapping in diffusers 0.31.0, 0.32.2 and 0.42.1 (checked); it reads only 'layers_per_block'
-    # and the optional class/addition embedding entries of the config.
+    # and the optional class/addition embedding entries of the config (SDXL's label_emb -> add_embedding).
     return single_file.convert_ldm_unet_checkpoint(prefixed, config.to_diffusers())
 
 
-def load_sd1_unet(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype,
+def load_ldm_unet(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype,
                   num_heads: int = SD1_NUM_HEADS) -> torch.nn.Module:
-    """A ``diffusers.UNet2DConditionModel`` with the weights of an ldm-named SD1 UNet (keys without any prefix)."""
+    """A ``diffusers.UNet2DConditionModel`` with the weights of an ldm-named SD1 or SDXL UNet (keys without any
+    prefix); ``num_heads`` applies to SD1 (SDXL's heads follow from its 64-channel rule)."""
     unet_class = require_diffusers("diffusers").UNet2DConditionModel  # before reading any tensor
     source = source_name(state_dict)
-    config = infer_sd1_unet_config(state_dict, num_heads=num_heads, source=source)
-    tensors = convert_sd1_unet_state_dict(state_dict, config)
+    config = infer_unet_config(state_dict, num_heads=num_heads, source=source)
+    tensors = convert_ldm_unet_state_dict(state_dict, config)
     unet = build_with_weights(lambda: unet_class(**config.to_diffusers()), tensors,
                               device=device, dtype=dtype, source=source, expected=EXPECTED_UNET)
-    unet.sd1_config = config
+    unet.ldm_config = config
     return unet
 
 
@@ -109,7 +110,7 @@ class SD1Refiner(torch.nn.Module):
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype) -> "SD1Refiner":
-        return cls(load_sd1_unet(state_dict, device=device, dtype=dtype))
+        return cls(load_ldm_unet(state_dict, device=device, dtype=dtype))
 
     @property
     def device(self) -> torch.device:

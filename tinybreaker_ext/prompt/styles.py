@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Mapping
 
 from ..errors import ParameterError
 from ..stage_params import STAGES, StageParams
@@ -31,6 +32,7 @@ class StyleLibrary:
     def __init__(self) -> None:
         self._defaults: dict[str, object] = {}
         self._styles: dict[str, dict[str, object]] = {}
+        self._own: dict[str, set[str]] = {}  # per style: the keys it sets itself (not from the library's defaults)
         self._order: list[str] = []
         self.warnings: list[str] = []
         self.sources: list[str] = []
@@ -84,24 +86,32 @@ class StyleLibrary:
                     self._order.append(name)
 
     def _merge(self, parsed: StyleText, source: str) -> None:
-        if not self._styles and not self._defaults:
+        first = not self._styles and not self._defaults
+        if first:
             self._defaults = dict(parsed.defaults)
         defined: dict[str, dict[str, object]] = {}
+        own: dict[str, set[str]] = {}
         for section in parsed.sections:
             start = None
             if section.parent:
                 start = defined.get(section.parent)
+                start_own = own.get(section.parent)
                 if start is None:
-                    start = self._styles.get(section.parent)
+                    start, start_own = self._styles.get(section.parent), self._own.get(section.parent)
                 if start is None:
                     parsed.warnings.append(f"{source}: [{section.name}:{section.parent}] base style "
                                            f"{section.parent!r} is not defined; using the defaults")
             if start is not None:
                 values = {**start, **section.values}
+                own[section.name] = set(start_own or ()) | set(section.values)
             else:
                 values = {**self._styles.get(section.name, self._defaults), **parsed.defaults, **section.values}
+                # a later file's defaults section overrides the library's: its styles set those keys themselves
+                own[section.name] = (self._own.get(section.name, set()) | set(section.values)
+                                     | (set() if first else set(parsed.defaults)))
             defined[section.name] = values
         self._styles.update(defined)
+        self._own.update(own)
 
     # -- queries ---------------------------------------------------------------------------------------------------
 
@@ -127,10 +137,15 @@ class StyleLibrary:
         """The style's flat `stage.field` values (a copy)."""
         return dict(self._styles[self._require(name)])
 
-    def get(self, name: str) -> dict[str, StageParams]:
+    def get(self, name: str, defaults: Mapping[str, object] | None = None) -> dict[str, StageParams]:
         """Stage name → StageParams of the style; unset fields keep StageParams' fall-back defaults
-        (docs/numerics.md "Styles")."""
-        values = self._styles[self._require(name)]
+        (docs/numerics.md "Styles"). ``defaults`` (flat ``stage.field`` values, e.g. a checkpoint's metadata
+        defaults) replace the library's defaults under the style: keys the style sets itself still win."""
+        resolved = self._require(name)
+        values = dict(self._styles[resolved])
+        for key, value in (defaults or {}).items():
+            if key not in self._own.get(resolved, ()):
+                values[key] = value
         stages: dict[str, StageParams] = {}
         for stage in STAGES:
             prefix = stage + "."

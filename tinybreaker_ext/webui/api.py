@@ -101,9 +101,17 @@ def plan_summary(request: dict) -> dict:
         values[name] = value
     image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
                          values["seed"], values["batch_size"], locations.size_step())
+    from ..errors import ModelNotFoundError
+    from ..prompt.file_defaults import checkpoint_file_defaults
     from .host_upscalers import check_plan_upscaler
+    from .run_plan import resolve_file
 
-    plan = make_plan(fields, image, style_library(), t5_tokens=t5_token_counter(_tokenizer_search()))
+    try:  # the checkpoint's metadata defaults, as a generation would use them
+        defaults = checkpoint_file_defaults(resolve_file("checkpoint", fields.checkpoint, "checkpoint"))
+    except ModelNotFoundError:  # no checkpoint installed yet: the plan of the styles alone
+        defaults = None
+    plan = make_plan(fields, image, style_library(), t5_tokens=t5_token_counter(_tokenizer_search()),
+                     file_defaults=defaults)
     check_plan_upscaler(plan)
     return plan.summary()
 

@@ -116,9 +116,16 @@ def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str = "sd1") ->
     [B, 4, H/8, W/8] of the loaded checkpoint's family (PixArt composes in SDXL's latent space already)."""
     generation = plan.generation
     engine = plan.load_engine(host)
+    if family == "sd1" and not engine.has_transcoder:
+        raise ParameterError("checkpoint", f"{engine.checkpoint_info.description} has no transcoder to SD1's latent "
+                                           "space: load an SDXL checkpoint in the WebUI, or choose an SD1 "
+                                           "TinyBreaker file (prototype0/1)")
     placement = host.placement()
-    callback = progress.stage_callback("TinyBreaker: PixArt-Sigma base", generation.base_steps * len(seeds),
-                                       progress.preview_when_due(engine.preview_image))
+    # The live preview decodes with the transcoder's TAESDXL half; a file without one leaves it to the host's own
+    # preview of its (SDXL) latents.
+    preview = (progress.preview_when_due(engine.preview_image) if engine.has_transcoder
+               else progress.host_latent_preview())
+    callback = progress.stage_callback("TinyBreaker: PixArt-Sigma base", generation.base_steps * len(seeds), preview)
     try:
         sdxl_latent = engine.base([item.base_prompt for item in texts], [item.base_negative for item in texts],
                                   generation.base, generation.base_sigmas, width=generation.base_width,

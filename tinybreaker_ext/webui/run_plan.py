@@ -11,6 +11,7 @@ from ..errors import ModelNotFoundError, ParameterError, TinyBreakerError
 from ..limits import t5_token_counter
 from ..params import TinyBreakerParams
 from ..plan import GenerationPlan, ImageRequest, make_plan
+from ..prompt.file_defaults import checkpoint_file_defaults
 from . import locations
 from .host_upscalers import check_plan_upscaler
 
@@ -56,9 +57,13 @@ def image_request(p) -> ImageRequest:
 def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:
     plan = RunPlan(params=params)
     try:
-        plan.generation = make_plan(params, image_request(p), styles, t5_tokens=t5_token_counter(_tokenizer_search()))
-        plan.params = plan.generation.params
+        tokens = t5_token_counter(_tokenizer_search())
+        plan.generation = make_plan(params, image_request(p), styles, t5_tokens=tokens)  # the fields checked first
         plan.checkpoint_path = resolve_file("checkpoint", params.checkpoint, "checkpoint")
+        defaults = checkpoint_file_defaults(plan.checkpoint_path)
+        if defaults:
+            plan.generation = make_plan(params, image_request(p), styles, t5_tokens=tokens, file_defaults=defaults)
+        plan.params = plan.generation.params
         plan.t5_path = resolve_file("t5", params.t5_file, "t5_file")
         check_plan_upscaler(plan.generation)
     except TinyBreakerError as error:
