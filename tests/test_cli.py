@@ -17,8 +17,8 @@ from PIL import Image
 
 from builders.tinybreaker_files import tinybreaker_metadata, tinybreaker_state_dict, write_tiny_model_folder
 from builders.common import save_safetensors
+from builders.infotext import parse_infotext
 from tinybreaker_ext import __version__, cli
-from tinybreaker_ext.prompt.metadata import parse_infotext
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")

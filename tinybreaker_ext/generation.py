@@ -74,14 +74,6 @@ def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
                              "tinybreaker_prototype1 for --upscale, or leave the upscaler off")
 
 
-def generate_images(files: ModelFileSet, params: TinyBreakerParams, request: ImageRequest, *,
-                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                    decoder: str = "high_quality", styles: StyleLibrary | None = None,
-                    rng: RandomSource | None = None) -> GenerationResult:
-    plan = plan_for(params, request, styles=styles, rng=rng)
-    return run_plan(files, plan, device=device, dtype=dtype, decoder=decoder)
-
-
 def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32, decoder: str = "high_quality",
              progress: Progress | None = None, t5_mode: str | None = None,
