@@ -7,6 +7,8 @@ import functools
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -89,6 +91,15 @@ def test_offline_is_one_clear_error(loopback_only, tmp_path, monkeypatch):
         download_hub_file(REPO, "model.safetensors", tmp_path, endpoint=f"http://127.0.0.1:{port}")
     message = str(caught.value)
     assert f"cannot reach http://127.0.0.1:{port}" in message and "put it in" in message and "\n" not in message
+
+
+def test_hf_hub_offline_is_honoured_and_said(tmp_path):
+    # the hub reads HF_HUB_OFFLINE when it is imported: a fresh interpreter
+    script = ("from tinybreaker_ext.files.download import download_hub_file\n"
+              f"download_hub_file({REPO!r}, 'model.safetensors', {str(tmp_path)!r})")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert "HF_HUB_OFFLINE is set: downloads are off" in result.stderr.strip().splitlines()[-1]
 
 
 def test_hf_endpoint_is_read_at_each_call_and_the_token_is_sent(fake_hub, tmp_path, monkeypatch):

@@ -16,12 +16,11 @@ from ..errors import ModelNotFoundError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
-# Why the hub failed, by exception class name (the classes moved between huggingface_hub.utils and .errors across
-# versions; subclasses come first: LocalEntryNotFoundError is an EntryNotFoundError, GatedRepoError a
-# RepositoryNotFoundError).
+# Why the hub failed, by the class names of the exception and its causes (the classes moved between
+# huggingface_hub.utils and .errors across versions); the first match wins, so subclasses and causes come first.
 _REASONS = (
+    ("OfflineModeIsEnabled", "HF_HUB_OFFLINE is set: downloads are off"),
     ("LocalEntryNotFoundError", "cannot reach {endpoint}"),
-    ("OfflineModeIsEnabled", "HF_HUB_OFFLINE is set"),
     ("GatedRepoError", "not accessible (a gated repo: accept its terms on the hub and set HF_TOKEN)"),
     ("RepositoryNotFoundError", "not accessible (no such repo, or a private one: set HF_TOKEN)"),
     ("RevisionNotFoundError", "no such revision on the hub"),
@@ -57,7 +56,11 @@ def download_hub_file(repo_id: str, filename: str, dest_dir: str | os.PathLike, 
 
 def _one_line_error(error: Exception, repo_id: str, filename: str, revision: str, endpoint: str,
                     dest_dir: str) -> ModelNotFoundError:
-    names = {cls.__name__ for cls in type(error).__mro__}
+    names, cause, seen = set(), error, set()
+    while cause is not None and id(cause) not in seen:  # the hub raises "not found locally" from why it was not online
+        seen.add(id(cause))
+        names.update(cls.__name__ for cls in type(cause).__mro__)
+        cause = cause.__cause__ or cause.__context__
     first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
     reason = next((text for name, text in _REASONS if name in names), f"download failed ({first_line})")
     url = f"{endpoint.rstrip('/')}/{repo_id}/blob/{revision}/{filename}"
