@@ -17,8 +17,8 @@ from PIL import Image
 
 from builders.tinybreaker_files import tinybreaker_metadata, tinybreaker_state_dict, write_tiny_model_folder
 from builders.common import save_safetensors
+from builders.infotext import parse_infotext
 from tinybreaker_ext import __version__, cli
-from tinybreaker_ext.prompt.metadata import parse_infotext
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
@@ -362,7 +362,8 @@ def test_download_fetches_missing_tokenizers_from_the_hub(workdir, tmp_path, fak
     assert "--t5-tokenizer DIR, or add --download" in capsys.readouterr().err
     assert cli.main(argv + ["--download", "--quiet"]) == cli.EXIT_OK, capsys.readouterr().err
     assert (models / "TinyBreaker" / "t5_tokenizer" / "tokenizer.json").is_file()
-    assert sorted(os.listdir(models / "TinyBreaker" / "clip_tokenizer")) == ["merges.txt", "vocab.json"]
+    assert sorted(name for name in os.listdir(models / "TinyBreaker" / "clip_tokenizer")
+                  if not name.startswith(".")) == ["merges.txt", "vocab.json"]  # .cache: the hub's bookkeeping
     assert (tmp_path / "cube.png").is_file()
 
 

@@ -9,11 +9,11 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from tinybreaker_ext.generation import generate_images  # noqa: E402
+from builders.infotext import parse_infotext  # noqa: E402
+from tinybreaker_ext.generation import plan_for, run_plan  # noqa: E402
 from tinybreaker_ext.model_files import ModelFileSet
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.plan import ImageRequest
-from tinybreaker_ext.prompt.metadata import parse_infotext
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def png_bytes(result):
 
 def generate(files, prompt, *, negative="", width=64, height=48, batch=1, seed=1, decoder="high_quality", **fields):
     request = ImageRequest(prompt, negative, width, height, seed, batch)
-    return generate_images(files, TinyBreakerParams(enabled=True, **fields), request, decoder=decoder)
+    return run_plan(files, plan_for(TinyBreakerParams(enabled=True, **fields), request), decoder=decoder)
 
 
 def test_same_seed_gives_the_same_image_bytes_and_another_seed_another_image(files):

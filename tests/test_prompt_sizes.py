@@ -4,7 +4,7 @@ import pytest
 
 from tinybreaker_ext.errors import ParameterError
 from tinybreaker_ext.prompt.sizes import (
-    ASPECT_RATIOS, SCALES, clamp_aspect, image_size, normalize_aspect, parse_aspect, snap_to_pixart,
+    SCALES, clamp_aspect, image_size, normalize_aspect, parse_aspect, snap_to_pixart,
 )
 
 # The size table of docs/numerics.md "Image sizes" (landscape): ratio -> (large size, medium size). The 2:1 row of
@@ -29,8 +29,7 @@ def formula_size(ratio_w, ratio_h, scale, resolution=1024):
     return round(w0 * scale / 16) * 16, round(h0 * scale / 16) * 16
 
 
-def test_aspect_ratio_list_is_the_editor_cycle():
-    assert ASPECT_RATIOS == ("1:1", "4:3", "3:2", "16:10", "16:9", "2:1", "21:9", "12:5", "70:27", "32:9")
+def test_scales():
     assert SCALES == {"small": 1.0, "medium": 1.0, "large": 1.22}
 
 

@@ -162,7 +162,8 @@ def sdxl_files(tiny_model_folder, tmp_path_factory):
 
 
 def test_the_command_line_refines_with_the_embedded_sdxl_model_without_a_transcoder(sdxl_files, monkeypatch):
-    from tinybreaker_ext.generation import generate_images
+    from tinybreaker_ext.generation import plan_for, run_plan
+    from tinybreaker_ext.prompt.file_defaults import checkpoint_file_defaults
     from tinybreaker_ext.params import TinyBreakerParams
     from tinybreaker_ext.pipeline import TinyBreakerPipeline
     from tinybreaker_ext.plan import ImageRequest
@@ -174,8 +175,9 @@ def test_the_command_line_refines_with_the_embedded_sdxl_model_without_a_transco
     calls = []
     original = SDXLRefiner.eps
     monkeypatch.setattr(SDXLRefiner, "eps", lambda self, *args: calls.append(args[0].shape) or original(self, *args))
-    result = generate_images(sdxl_files, TinyBreakerParams(enabled=True, style="PHOTO"),
-                             ImageRequest("a red cat", "", 64, 48, 3, 1))
+    result = run_plan(sdxl_files, plan_for(TinyBreakerParams(enabled=True, style="PHOTO"),
+                                           ImageRequest("a red cat", "", 64, 48, 3, 1),
+                                           file_defaults=checkpoint_file_defaults(sdxl_files.checkpoint)))
     assert result.images.shape == (1, 3, 48, 64)
     assert torch.isfinite(result.images).all()
     assert calls and all(shape[-2:] == (6, 8) for shape in calls)
@@ -183,13 +185,14 @@ def test_the_command_line_refines_with_the_embedded_sdxl_model_without_a_transco
 
 
 def test_an_sdxl_refiner_file_has_no_fast_decoder_and_says_so(sdxl_files):
-    from tinybreaker_ext.generation import generate_images
+    from tinybreaker_ext.generation import plan_for, run_plan
+    from tinybreaker_ext.prompt.file_defaults import checkpoint_file_defaults
     from tinybreaker_ext.params import TinyBreakerParams
     from tinybreaker_ext.plan import ImageRequest
 
     with pytest.raises(ModelFileError, match="no TAESD decoder"):
-        generate_images(sdxl_files, TinyBreakerParams(enabled=True), ImageRequest("a cat", "", 64, 48, 3, 1),
-                        decoder="fast")
+        run_plan(sdxl_files, plan_for(TinyBreakerParams(enabled=True), ImageRequest("a cat", "", 64, 48, 3, 1),
+                                      file_defaults=checkpoint_file_defaults(sdxl_files.checkpoint)), decoder="fast")
 
 
 def test_the_sdxl_refiner_samples_on_sd1s_sigma_table():

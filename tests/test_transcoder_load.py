@@ -58,11 +58,11 @@ def test_no_clamp_between_decoder_and_encoder():
     assert not torch.allclose(transcoded, clamped, atol=1e-3)
 
 
-def test_the_checkpoint_prefix_is_accepted_and_blur_sigma_is_read_but_unused(transcoder_sd, transcoder):
+def test_the_checkpoint_prefix_is_accepted_and_blur_sigma_is_unused(transcoder_sd, transcoder):
     prefixed = {"transcoder." + k: v for k, v in transcoder_sd.items()}
+    assert "transcoder.transx.gaussian_blur_sigma" in prefixed
     prefixed["refiner.diffusion_model.out.2.weight"] = torch.zeros(4, 320, 3, 3)
     loaded = load_transcoder(prefixed, **CPU)
-    assert loaded.stored_blur_sigma == 0.5
     assert torch.equal(loaded(Z_SDXL), transcoder(Z_SDXL))
 
 
@@ -71,14 +71,12 @@ def test_old_builder_naming_loads_the_same_weights(transcoder):
     assert torch.equal(old(Z_SDXL), transcoder(Z_SDXL))
     # the old builder stored float32 [1] tensors: their values are kept as stored
     assert old.in_scale == float(torch.tensor(0.13025)) and old.out_scale == float(torch.tensor(0.18215))
-    assert old.stored_blur_sigma == 0.5
 
 
 def test_scales_default_to_sdxl_in_and_sd1_out(transcoder_sd):
     bare = {k: v for k, v in transcoder_sd.items() if k.startswith(("transd.", "transe."))}
     loaded = load_transcoder(bare, **CPU)
     assert (loaded.in_scale, loaded.in_shift, loaded.out_scale, loaded.out_shift) == (0.13025, 0.0, 0.18215, 0.0)
-    assert loaded.stored_blur_sigma is None
 
 
 @pytest.mark.parametrize("drop, part", [("transe.9.conv.4.weight", "transcoder encoder (transe)"),

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("diffusers")
 
-from tinybreaker_ext.generation import generate_images  # noqa: E402
+from tinybreaker_ext.generation import plan_for, run_plan  # noqa: E402
 from tinybreaker_ext.model_files import ModelFileSet  # noqa: E402
 from tinybreaker_ext.params import TinyBreakerParams  # noqa: E402
 from tinybreaker_ext.pipeline import TinyBreakerPipeline  # noqa: E402
@@ -53,8 +53,8 @@ def host_with_the_embedded_refiner(make_tb_host, files, monkeypatch):
 @pytest.mark.parametrize("prompt, negative, fields, seed, batch", CASES, ids=[c[2]["style"] for c in CASES])
 def test_the_webuis_refine_gives_the_command_lines_latent(make_tb_host, files, monkeypatch, prompt, negative,
                                                           fields, seed, batch):
-    cli = generate_images(files, TinyBreakerParams(enabled=True, **fields),
-                          ImageRequest(prompt, negative, WIDTH, HEIGHT, seed, batch))
+    cli = run_plan(files, plan_for(TinyBreakerParams(enabled=True, **fields),
+                                   ImageRequest(prompt, negative, WIDTH, HEIGHT, seed, batch)))
 
     env = host_with_the_embedded_refiner(make_tb_host, files, monkeypatch)
     p = env.make_p(prompt=prompt, negative_prompt=negative, width=WIDTH, height=HEIGHT, seed=seed,
@@ -71,8 +71,8 @@ def test_the_webui_mode_differs_and_the_comparison_would_see_it(make_tb_host, fi
     """A control: the host's own sampler (here the stand-in's one-step img2img) does not give the reference's
     latent, so the test above is not comparing a latent with itself."""
     prompt, negative, fields, seed, batch = CASES[1]
-    cli = generate_images(files, TinyBreakerParams(enabled=True, **fields),
-                          ImageRequest(prompt, negative, WIDTH, HEIGHT, seed, batch))
+    cli = run_plan(files, plan_for(TinyBreakerParams(enabled=True, **fields),
+                                   ImageRequest(prompt, negative, WIDTH, HEIGHT, seed, batch)))
     env = host_with_the_embedded_refiner(make_tb_host, files, monkeypatch)
     p = env.make_p(prompt=prompt, negative_prompt=negative, width=WIDTH, height=HEIGHT, seed=seed,
                    batch_size=batch)

@@ -21,7 +21,7 @@ from .infotext import format_infotext
 from .model_files import ModelFileSet
 from .params import TinyBreakerParams
 from .plan import GenerationPlan, ImageRequest, RandomSource, make_plan
-from .prompt.file_defaults import FileDefaults, checkpoint_file_defaults
+from .prompt.file_defaults import FileDefaults
 from .prompt.styles import StyleLibrary
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]  # (step, total, x, denoised)
@@ -80,14 +80,6 @@ def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
         if not files.upscale_model:
             raise ParameterError("upscale_model", f"{plan.upscale_model!r} was not resolved to a file")
         check_upscale_model_file(files.upscale_model)
-
-
-def generate_images(files: ModelFileSet, params: TinyBreakerParams, request: ImageRequest, *,
-                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                    decoder: str = "high_quality", styles: StyleLibrary | None = None,
-                    rng: RandomSource | None = None) -> GenerationResult:
-    plan = plan_for(params, request, styles=styles, rng=rng, file_defaults=checkpoint_file_defaults(files.checkpoint))
-    return run_plan(files, plan, device=device, dtype=dtype, decoder=decoder)
 
 
 def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device | str = "cpu",

@@ -14,6 +14,7 @@ import re
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
@@ -198,21 +199,23 @@ def git_blob_sha1(data: bytes) -> str:
 class HubFile:
     data: bytes
     lfs: bool = True
-    published_sha256: str | None = None  # what HEAD advertises; defaults to the real sha256
     published_size: int | None = None
 
 
 @dataclass
 class FakeHub:
-    """Emulates ``HEAD/GET /{repo}/resolve/{rev}/{file}``: LFS files answer 302 + X-Linked-Size/X-Linked-Etag and
-    are served (with Range) from ``/cdn/<sha256>``; plain files answer 200 with the git-blob ETag.
-    Knobs: ``drop_after`` closes the connection after that many body bytes (once); ``ignore_range`` answers 200."""
+    """Emulates ``HEAD/GET /{repo}/resolve/{rev}/{file}`` with the headers ``hf_hub_download`` needs (X-Repo-Commit,
+    an ETag, the size): LFS files answer 302 + X-Linked-Size/X-Linked-Etag and are served (with Range) from
+    ``cdn_endpoint/cdn/<sha256>``; plain files answer 200 with the git-blob ETag.
+    Knobs: ``drop_after`` closes the connection after that many body bytes (once); ``ignore_range`` answers 200;
+    ``status_override`` (+ ``error_code``) answers every request with that status."""
 
     files: dict[tuple[str, str, str], HubFile] = field(default_factory=dict)
-    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    requests: list[tuple[str, str, Message]] = field(default_factory=list)  # headers: case-insensitive
     drop_after: int | None = None
     ignore_range: bool = False
     status_override: int | None = None
+    error_code: str | None = None  # the hub's X-Error-Code sent with status_override (GatedRepo, RepoNotFound)
 
     def add(self, repo_id: str, filename: str, data: bytes, *, revision: str = "main", lfs: bool = True,
             **publish) -> HubFile:
@@ -244,6 +247,11 @@ class FakeHub:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    @property
+    def cdn_endpoint(self) -> str:
+        """The same server under another host name: the hub follows a redirect only when it leaves the hub's host."""
+        return f"http://localhost:{self.server.server_address[1]}"
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -253,9 +261,10 @@ class FakeHub:
 
     def _handle(self, handler: BaseHTTPRequestHandler, head: bool) -> None:
         path = urllib.parse.unquote(handler.path)
-        self.requests.append(("HEAD" if head else "GET", path, dict(handler.headers.items())))
+        self.requests.append(("HEAD" if head else "GET", path, handler.headers))
         if self.status_override:
-            return self._reply(handler, self.status_override, {}, b"", head)
+            headers = {"X-Error-Code": self.error_code} if self.error_code else {}
+            return self._reply(handler, self.status_override, headers, b"", head)
         match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if match:
             item = self.files.get((match.group(1), match.group(2), match.group(3)))
@@ -264,11 +273,12 @@ class FakeHub:
             sha256 = hashlib.sha256(item.data).hexdigest()
             size = item.published_size if item.published_size is not None else len(item.data)
             if item.lfs:
-                headers = {"Location": f"{self.endpoint}/cdn/{sha256}", "X-Linked-Size": str(size),
-                           "X-Linked-Etag": f'"{item.published_sha256 or sha256}"', "ETag": f'"{sha256}"',
+                headers = {"Location": f"{self.cdn_endpoint}/cdn/{sha256}", "X-Linked-Size": str(size),
+                           "X-Linked-Etag": f'"{sha256}"', "ETag": f'"{sha256}"',
                            "X-Repo-Commit": "0" * 40}
                 return self._reply(handler, 302, headers, b"", head)
-            return self._serve(handler, item.data, head, {"ETag": f'"{git_blob_sha1(item.data)}"'})
+            return self._serve(handler, item.data, head,
+                               {"ETag": f'"{git_blob_sha1(item.data)}"', "X-Repo-Commit": "0" * 40})
         match = re.fullmatch(r"/cdn/([0-9a-f]{64})", path)
         item = self._lookup_cdn(match.group(1)) if match else None
         if item is None:

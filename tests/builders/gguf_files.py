@@ -230,22 +230,32 @@ def _byte_shape(shape: tuple[int, ...], type_name: str) -> tuple[tuple[int, ...]
     return (tuple(shape) if type_name in ("F32", "F16") else stored), nbytes
 
 
+def _t5_metadata_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """The hyper-parameters llama.cpp writes, read from the HF T5EncoderModel shapes here rather than with the
+    loader's ``infer_t5_config``, so the metadata cannot mirror a mistake there."""
+    attention = "encoder.block.0.layer.0.SelfAttention."
+    num_buckets, num_heads = shapes[attention + "relative_attention_bias.weight"]
+    inner, d_model = shapes[attention + "q.weight"]
+    feed_forward = "encoder.block.0.layer.1.DenseReluDense."
+    d_ff = shapes.get(feed_forward + "wi_0.weight", shapes.get(feed_forward + "wi.weight"))[0]
+    vocab_size = shapes.get("shared.weight", shapes.get("encoder.embed_tokens.weight"))[0]
+    num_layers = 1 + max(int(key.split(".")[2]) for key in shapes if key.startswith("encoder.block."))
+    return dict(d_model=d_model, d_ff=d_ff, num_layers=num_layers, num_heads=num_heads, d_kv=inner // num_heads,
+                num_buckets=num_buckets, vocab_size=vocab_size)
+
+
 def write_gguf_t5_streaming(path: str | os.PathLike, shapes: dict[str, tuple[int, ...]], value_of, file_type: str,
                             *, prefix: str = "") -> str:
     """Writes a city96-style GGUF T5 of ``file_type`` tensor by tensor: ``shapes`` maps HF keys to shapes (in write
     order) and ``value_of(key)`` returns that tensor's float values, so only one tensor is in memory at a time."""
     import gguf
 
-    from tinybreaker_ext.models.t5_encoder import infer_t5_config
-
-    config = infer_t5_config({key: torch.empty(shape, device="meta") for key, shape in shapes.items()})
+    metadata = _t5_metadata_from_shapes(shapes)
     path = os.fspath(path)
     writer = gguf.GGUFWriter(path, GGUF_ARCH)
-    add_t5_metadata(writer, d_model=config.d_model, d_ff=config.d_ff, num_layers=config.num_layers,
-                    num_heads=config.num_heads, d_kv=config.d_kv, num_buckets=config.num_buckets,
-                    vocab_size=config.vocab_size, file_type=file_type)
+    add_t5_metadata(writer, **metadata, file_type=file_type)
     keys = [key for key in shapes if not (key == "encoder.embed_tokens.weight" and "shared.weight" in shapes)]
-    types = {key: tensor_type(key, file_type, config.num_layers) for key in keys}
+    types = {key: tensor_type(key, file_type, metadata["num_layers"]) for key in keys}
     numpy_dtypes = {"F32": np.float32, "F16": np.float16}
     for key in keys:
         shape, nbytes = _byte_shape(shapes[key], types[key])

@@ -1,7 +1,8 @@
 """Tiny (or, on the ``meta`` device, full-size) PixArt-Sigma state dicts with the real key names and shapes.
 
-Native names follow docs/model-files.md "PixArt-Sigma layouts"; the diffusers layout is produced here independently
-of the loader by splitting the fused tensors, so the same seed gives the same weights in both layouts.
+Native names follow docs/model-files.md "PixArt-Sigma layouts"; the diffusers layout is produced from them with
+diffusers' own conversion written out below (not the loader's table), so the same seed gives the same weights in both
+layouts and a wrong loader mapping shows.
 """
 
 from __future__ import annotations
@@ -54,40 +55,51 @@ def _std(key: str, shape: tuple) -> float:
     return 1.0 / math.sqrt(fan_in)
 
 
+# Every assignment of diffusers' own conversion (scripts/convert_pixart_sigma_to_diffusers.py in the diffusers
+# repository, which turns an original PixArt-Sigma checkpoint into diffusers names), read backwards and written out one
+# parameter a row: diffusers name <- native name, and which of how many equal dim-0 chunks of it (fused q/k/v).
+# Written here from that script, not from tinybreaker_ext/models/pixart_keys.py, so that a wrong mapping there makes
+# the loader's diffusers path disagree with its native path (tests/test_pixart_keys.py).
+_FROM_CONVERSION_SCRIPT_TOP = (
+    ("pos_embed.proj.weight", "x_embedder.proj.weight", 0, 1),
+    ("pos_embed.proj.bias", "x_embedder.proj.bias", 0, 1),
+    ("caption_projection.linear_1.weight", "y_embedder.y_proj.fc1.weight", 0, 1),
+    ("caption_projection.linear_1.bias", "y_embedder.y_proj.fc1.bias", 0, 1),
+    ("caption_projection.linear_2.weight", "y_embedder.y_proj.fc2.weight", 0, 1),
+    ("caption_projection.linear_2.bias", "y_embedder.y_proj.fc2.bias", 0, 1),
+    ("adaln_single.emb.timestep_embedder.linear_1.weight", "t_embedder.mlp.0.weight", 0, 1),
+    ("adaln_single.emb.timestep_embedder.linear_1.bias", "t_embedder.mlp.0.bias", 0, 1),
+    ("adaln_single.emb.timestep_embedder.linear_2.weight", "t_embedder.mlp.2.weight", 0, 1),
+    ("adaln_single.emb.timestep_embedder.linear_2.bias", "t_embedder.mlp.2.bias", 0, 1),
+    ("adaln_single.linear.weight", "t_block.1.weight", 0, 1),
+    ("adaln_single.linear.bias", "t_block.1.bias", 0, 1),
+    ("proj_out.weight", "final_layer.linear.weight", 0, 1),
+    ("proj_out.bias", "final_layer.linear.bias", 0, 1),
+    ("scale_shift_table", "final_layer.scale_shift_table", 0, 1),
+)
+_FROM_CONVERSION_SCRIPT_BLOCK = (  # under transformer_blocks.{n}. <- blocks.{n}.
+    ("scale_shift_table", "scale_shift_table", 0, 1),
+    ("attn1.to_q.weight", "attn.qkv.weight", 0, 3), ("attn1.to_q.bias", "attn.qkv.bias", 0, 3),
+    ("attn1.to_k.weight", "attn.qkv.weight", 1, 3), ("attn1.to_k.bias", "attn.qkv.bias", 1, 3),
+    ("attn1.to_v.weight", "attn.qkv.weight", 2, 3), ("attn1.to_v.bias", "attn.qkv.bias", 2, 3),
+    ("attn1.to_out.0.weight", "attn.proj.weight", 0, 1), ("attn1.to_out.0.bias", "attn.proj.bias", 0, 1),
+    ("ff.net.0.proj.weight", "mlp.fc1.weight", 0, 1), ("ff.net.0.proj.bias", "mlp.fc1.bias", 0, 1),
+    ("ff.net.2.weight", "mlp.fc2.weight", 0, 1), ("ff.net.2.bias", "mlp.fc2.bias", 0, 1),
+    ("attn2.to_q.weight", "cross_attn.q_linear.weight", 0, 1), ("attn2.to_q.bias", "cross_attn.q_linear.bias", 0, 1),
+    ("attn2.to_k.weight", "cross_attn.kv_linear.weight", 0, 2), ("attn2.to_k.bias", "cross_attn.kv_linear.bias", 0, 2),
+    ("attn2.to_v.weight", "cross_attn.kv_linear.weight", 1, 2), ("attn2.to_v.bias", "cross_attn.kv_linear.bias", 1, 2),
+    ("attn2.to_out.0.weight", "cross_attn.proj.weight", 0, 1), ("attn2.to_out.0.bias", "cross_attn.proj.bias", 0, 1),
+)
+# Kept by the diffusers model too, though the script drops them (inference does not use them).
+_UNUSED_BUFFERS = (("caption_projection.y_embedding", "y_embedder.y_embedding"), ("pos_embed.pos_embed", "pos_embed"))
+
+
 def _to_diffusers(native: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
-    top = {
-        "x_embedder.proj": "pos_embed.proj",
-        "y_embedder.y_proj.fc1": "caption_projection.linear_1",
-        "y_embedder.y_proj.fc2": "caption_projection.linear_2",
-        "t_embedder.mlp.0": "adaln_single.emb.timestep_embedder.linear_1",
-        "t_embedder.mlp.2": "adaln_single.emb.timestep_embedder.linear_2",
-        "t_block.1": "adaln_single.linear",
-        "final_layer.linear": "proj_out",
-    }
-    block = {
-        "attn.qkv": ["attn1.to_q", "attn1.to_k", "attn1.to_v"],
-        "attn.proj": ["attn1.to_out.0"],
-        "cross_attn.q_linear": ["attn2.to_q"],
-        "cross_attn.kv_linear": ["attn2.to_k", "attn2.to_v"],
-        "cross_attn.proj": ["attn2.to_out.0"],
-        "mlp.fc1": ["ff.net.0.proj"],
-        "mlp.fc2": ["ff.net.2"],
-    }
-    out: dict[str, torch.Tensor] = {"scale_shift_table": native["final_layer.scale_shift_table"]}
-    for name, target in top.items():
-        for param in ("weight", "bias"):
-            out[f"{target}.{param}"] = native[f"{name}.{param}"]
-    for n in range(depth):
-        out[f"transformer_blocks.{n}.scale_shift_table"] = native[f"blocks.{n}.scale_shift_table"]
-        for name, targets in block.items():
-            for param in ("weight", "bias"):
-                parts = native[f"blocks.{n}.{name}.{param}"].chunk(len(targets), dim=0)
-                for target, part in zip(targets, parts):
-                    out[f"transformer_blocks.{n}.{target}.{param}"] = part.clone()
-    if "y_embedder.y_embedding" in native:
-        out["caption_projection.y_embedding"] = native["y_embedder.y_embedding"]
-    if "pos_embed" in native:
-        out["pos_embed.pos_embed"] = native["pos_embed"]
+    rows = list(_FROM_CONVERSION_SCRIPT_TOP) + [
+        (f"transformer_blocks.{n}.{target}", f"blocks.{n}.{source}", part, parts)
+        for n in range(depth) for target, source, part, parts in _FROM_CONVERSION_SCRIPT_BLOCK]
+    out = {target: native[source].chunk(parts, dim=0)[part].clone() for target, source, part, parts in rows}
+    out.update({target: native[source] for target, source in _UNUSED_BUFFERS if source in native})
     return out
 
 

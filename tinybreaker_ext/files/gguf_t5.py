@@ -18,7 +18,6 @@ from ..errors import ModelFileError
 from .gguf_file import FLOAT_TYPES, READABLE_TYPES, GGUFFile, GGUFTensorEntry
 
 GGUF_T5_SIGNATURE = ("enc.blk.0.attn_q.weight", "token_embd.weight")
-GGUF_T5_ARCHITECTURES = ("t5encoder", "t5")
 _BLOCK_PARTS = {
     "attn_q": "layer.0.SelfAttention.q",
     "attn_k": "layer.0.SelfAttention.k",

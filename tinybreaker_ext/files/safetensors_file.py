@@ -228,11 +228,6 @@ class SafetensorsView(Mapping[str, torch.Tensor]):
     def nbytes(self, key: str) -> int:
         return self.entry(key).nbytes
 
-    @property
-    def size_bytes(self) -> int:
-        """Bytes of tensor data in this view (the whole file's data for the file itself)."""
-        return sum(self.nbytes(key) for key in self._key_list())
-
     def prefixed(self, prefix: str) -> "SafetensorsView":
         """A lazy view of the keys under ``prefix`` (prefix removed); views nest."""
         return SafetensorsView(self._file, self._prefix + prefix)

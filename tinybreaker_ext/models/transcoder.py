@@ -21,7 +21,6 @@ _INPUT_SCALARS = (("in_emu.scale_factor", "in_emu.shift_factor"),
                   ("unnormalized_adapter_in.scale_factor", "unnormalized_adapter_in.shift_factor"))
 _OUTPUT_SCALARS = (("out_emu.scale_factor", "out_emu.shift_factor"),
                    ("unnormalized_adapter_out.scale_factor", "unnormalized_adapter_out.shift_factor"))
-_BLUR_KEYS = ("transx.gaussian_blur_sigma", "gaussian_blur_sigma")
 
 
 class Transcoder(nn.Module):
@@ -36,8 +35,6 @@ class Transcoder(nn.Module):
         self.in_shift = float(in_shift)
         self.out_scale = float(out_scale)
         self.out_shift = float(out_shift)
-        # Stored by the builder for a blur bridge the reference no longer applies; kept only for inspection.
-        self.stored_blur_sigma: float | None = None
 
     @torch.no_grad()
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
@@ -68,7 +65,7 @@ def load_transcoder(state_dict: Mapping[str, torch.Tensor], *, device: torch.dev
     """A Transcoder from `[transcoder.]transd.<i>.*` + `transe.<i>.*` (oldest builder: `decoder.`/`encoder.`).
 
     Scales come from `in_emu.*`/`out_emu.*` (or `unnormalized_adapter_{in,out}.*`), else 0.13025 / 0.18215;
-    `transx.gaussian_blur_sigma` is read into `stored_blur_sigma` and otherwise ignored, as in the reference.
+    `transx.gaussian_blur_sigma` is ignored, as in the reference (it no longer blurs).
     """
     source = source_name(state_dict, source)
     decoder_what = part_label(state_dict, "transcoder decoder (transd)")
@@ -85,7 +82,4 @@ def load_transcoder(state_dict: Mapping[str, torch.Tensor], *, device: torch.dev
     in_scale, in_shift = _scalars(state_dict, _INPUT_SCALARS, SDXL_SCALE, source)
     out_scale, out_shift = _scalars(state_dict, _OUTPUT_SCALARS, SD1_SCALE, source)
     transcoder = Transcoder(decoder, encoder, in_scale, in_shift, out_scale, out_shift)
-    blur_key = next((key for key in _BLUR_KEYS if key in state_dict), None)
-    if blur_key:
-        transcoder.stored_blur_sigma = read_scalar(state_dict, blur_key, source)
     return transcoder.to(device=device, dtype=dtype)

@@ -25,8 +25,6 @@ _TB_FIELDS: dict[str, str] = {
 _INT_FIELDS = {"steps", "steps_start", "steps_end", "noise_seed", "steps_nfactor"}
 _FLOAT_FIELDS = {"cfg", "extra_noise"}
 
-# A1111's own pattern for one `Key: value` pair of the last infotext line (values may be JSON-quoted).
-_PARAM_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _RANDOM_SEED_ARG = re.compile(r"(?P<name>seed|s)(?P<gap>\s+)(?:random|-1)(?P<tail>\s*)", re.IGNORECASE)
 
 
@@ -73,42 +71,6 @@ def resolve_random_seed(text: str, seed: int) -> str:
 
 
 # -- reading ------------------------------------------------------------------------------------------------------
-
-def parse_infotext_line(line: str) -> dict[str, str]:
-    """`Key: value, Key: "quoted, value"` → {key: value}, quoted values unquoted (A1111's reading)."""
-    params: dict[str, str] = {}
-    for key, value in _PARAM_PAIR.findall(line or ""):
-        value = value.strip()
-        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-            try:
-                value = str(json.loads(value))
-            except ValueError:
-                pass
-        params[key.strip()] = value
-    return params
-
-
-def parse_infotext(text: str) -> dict[str, str]:
-    """A whole infotext → its fields plus "Prompt" and "Negative prompt", the way A1111 splits it: the last line
-    holds the fields when it has at least three pairs; lines after `Negative prompt:` form the negative."""
-    *lines, last_line = (text or "").strip().split("\n")
-    if len(_PARAM_PAIR.findall(last_line)) < 3:
-        lines.append(last_line)
-        last_line = ""
-    prompt_lines: list[str] = []
-    negative_lines: list[str] = []
-    in_negative = False
-    for line in lines:
-        line = line.strip()
-        if line.startswith("Negative prompt:"):
-            in_negative = True
-            line = line[len("Negative prompt:"):].strip()
-        (negative_lines if in_negative else prompt_lines).append(line)
-    params = parse_infotext_line(last_line)
-    params["Prompt"] = "\n".join(prompt_lines)
-    params["Negative prompt"] = "\n".join(negative_lines)
-    return params
-
 
 def parse_stage_parameters(text: str) -> tuple[dict[str, object], list[str]]:
     """`sampler_name:…, steps:…` → ({StageParams field: value}, warnings)."""

@@ -11,9 +11,6 @@ import re
 
 from ..errors import ParameterError
 
-# The aspect ratios the reference's editor cycles through, in its order (landscape form).
-ASPECT_RATIOS: tuple[str, ...] = ("1:1", "4:3", "3:2", "16:10", "16:9", "2:1", "21:9", "12:5", "70:27", "32:9")
-
 SCALES: dict[str, float] = {"small": 1.0, "medium": 1.0, "large": 1.22}
 DEFAULT_SCALE = "large"
 ORIENTATIONS = ("landscape", "portrait")
