@@ -94,8 +94,7 @@ class TinyBreakerPipeline:
         """``[1, L, 4096]`` float32 on the CPU; cached, so an unchanged prompt never runs T5 again."""
         encoder = self.t5(t5_mode, placement)
         if placement is not None and cache_key(encoder, self.tokenizer, text, DEFAULT_MIN_LENGTH) not in self.prompt_cache:
-            placement.make_room(encoder.largest_upcast_bytes() if encoder.mode == "stream" else
-                                encoder.storage_bytes())
+            placement.make_room(encoder.device_bytes())
         embedding = encode_t5_prompt(encoder, self.tokenizer, text, cache=self.prompt_cache)
         return embedding.cpu()
 
