@@ -57,12 +57,12 @@ def hint(checkpoint: str, t5_file: str, t5_mode: str) -> str:
     """The accordion's line next to T5 placement: the estimate for these choices, or why there is none."""
     from ..errors import TinyBreakerError
     from .host import get_host
-    from .run_plan import resolve_file, setting_t5_mode
+    from .run_plan import requested_t5_mode, resolve_file
 
     try:
         plan = plan_for(get_host(), resolve_file("checkpoint", checkpoint or "", "checkpoint"),
                         resolve_file("t5", t5_file or "", "t5_file"),
-                        setting_t5_mode() if t5_mode in (None, "", "auto") else t5_mode)
+                        requested_t5_mode(t5_mode))
     except TinyBreakerError as error:
         return f"memory: {error}"
     return f"memory: {plan.message}"

@@ -27,8 +27,7 @@ class RunPlan:
 
     @property
     def requested_t5_mode(self) -> str:
-        """The T5 placement asked for: the field, else the setting (either may be ``auto``)."""
-        return self.params.t5_mode if self.params.t5_mode != "auto" else setting_t5_mode()
+        return requested_t5_mode(self.params.t5_mode)
 
     @property
     def t5_mode(self) -> str:
@@ -47,7 +46,10 @@ class RunPlan:
         return self._engine
 
 
-def setting_t5_mode() -> str:
+def requested_t5_mode(field_value: str | None) -> str:
+    """The T5 placement asked for: the field, else (``auto`` or empty) the setting, which may be ``auto`` too."""
+    if field_value and field_value != "auto":
+        return field_value
     return locations.option(locations.SETTING_T5_MODE, "auto")
 
 
