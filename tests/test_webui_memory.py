@@ -259,6 +259,23 @@ def test_a_placement_that_cannot_fit_is_a_422_naming_t5_mode_before_anything_loa
     assert env.engine.base_calls[-1]["t5_mode"] == "stream"
 
 
+def test_an_auto_field_follows_the_placement_setting_through_the_same_check(make_tb_host, monkeypatch):
+    """Settings → TinyBreaker → T5 placement decides when the field says auto: its gpu is checked like the field's."""
+    from builders import fake_hosts
+
+    env = make_tb_host("neo", device="cuda")
+    monkeypatch.setitem(fake_hosts.FREE_DEVICE_BYTES, "value", _device_need(env, "stream"))
+    env.shared.opts.data["tinybreaker_t5_mode"] = "gpu"
+    with pytest.raises(Exception) as raised:
+        env.run(env.make_p(), ARGS)
+    assert raised.value.status_code == 422 and "not enough memory for T5 gpu" in raised.value.detail
+    assert raised.value.detail.endswith("use stream")
+    env.shared.opts.data["tinybreaker_t5_mode"] = "stream"
+    env.state.begin()
+    env.run(env.make_p(), ARGS)
+    assert env.engine.base_calls[-1]["t5_mode"] == "stream"
+
+
 def test_short_ram_is_a_422_naming_the_t5_file_with_a_smaller_one_that_would_fit(make_tb_host, monkeypatch):
     import tinybreaker_ext.memory_plan as memory_plan
     import tinybreaker_ext.models.t5_policy as t5_policy
