@@ -163,7 +163,7 @@ def run_ledger(policy: str, t5_mode: str, size: int) -> DeviceLedger:
     if encoder.mode == "gpu":  # loaded onto the device and kept there, whatever the policy
         ledger.enter(id(encoder), T5_ROLE, encoder.storage_bytes())
     elif encoder.mode == "stream":
-        ledger.transient(T5_ROLE, encoder.largest_upcast_bytes())
+        ledger.transient(T5_ROLE, encoder.device_bytes())
     ledger.begin("base")
     latent = pipeline.base([PROMPT], [NEGATIVE], base_params, width=size, height=size, seeds=[1],
                            placement=placement, t5_mode=t5_mode)

@@ -103,12 +103,12 @@ def test_weights_are_kept_converted_within_the_budget_and_results_do_not_change(
 
 
 def test_kept_weights_are_used_as_they_are_at_every_encode():
-    """No conversion, no copy: the sub-layer computes with the very tensors the encoder keeps."""
+    """No conversion, no copy: each Linear computes with the very tensor the encoder keeps."""
     encoder = load_t5_encoder(t5_state_dict(**TINY, dtype=FP8_E4M3), mode="cpu", compute_dtype="bfloat16",
                               keep_converted_bytes=1 << 30)
-    attention = encoder._model.encoder.block[1].layer[0].SelfAttention
+    query = encoder._model.encoder.block[1].layer[0].SelfAttention.q
     seen = []
-    attention.register_forward_pre_hook(lambda module, args: seen.append(module.q.weight.data_ptr()))
+    query.register_forward_pre_hook(lambda module, args: seen.append(module.weight.data_ptr()))
     encoder.encode(_ids())
     encoder.encode(_ids(seed=2))
     kept = encoder.stored_tensors()["encoder.block.1.layer.0.SelfAttention.q.weight"].data_ptr()

@@ -155,10 +155,11 @@ def _meta_bytes() -> int:
     return total
 
 
-def test_stream_mode_holds_one_sub_layer_and_the_next_ones_stored_bytes_on_the_compute_device():
+def test_stream_mode_holds_two_sub_layers_stored_and_one_weight_upcast_on_the_compute_device():
     """The meta device stands in for a GPU: storage stays on the CPU, anything on 'meta' is what streaming put on
-    the compute device. Test hooks registered after the encoder's see each sub-layer while it runs: its weights in
-    float32, plus the next sub-layer's fp8 weights already copied ahead (the prefetch), and nothing else."""
+    the compute device. Test hooks registered after the encoder's see each module while it runs: its own weight in
+    float32, its sub-layer's fp8 weights (copied as one group) and the next sub-layer's (the prefetch), and nothing
+    else."""
     config = dict(TINY, d_model=64, d_ff=256)
     sd = t5_state_dict(**config, dtype=FP8_E4M3)
     encoder = load_fp32(sd, mode="stream", device="meta")
@@ -166,26 +167,34 @@ def test_stream_mode_holds_one_sub_layer_and_the_next_ones_stored_bytes_on_the_c
     assert {t.dtype for t in encoder.stored_tensors().values()} == {FP8_E4M3}  # stream keeps nothing converted
     model = encoder._model
     sublayers = [layer for block in model.encoder.block for layer in block.layer] + [model.encoder.final_layer_norm]
-    peaks = []
-    for module in sublayers:
-        module.register_forward_pre_hook(lambda m, a: peaks.append(_meta_bytes()))
+    peaks = []  # (sub-layer index, the running module's weight numel, meta bytes)
+    for index, sublayer in enumerate(sublayers):
+        for module in sublayer.modules():
+            if next(iter(module.parameters(recurse=False)), None) is not None:
+                module.register_forward_pre_hook(
+                    lambda m, a, index=index: peaks.append((index, m.weight.numel(), _meta_bytes())))
     ids = _ids(length=8, batch=1)
     gc.collect()
     baseline = _meta_bytes()  # meta tensors other tests may have left alive
     out = encoder.encode(ids)
     assert out.device.type == "meta" and out.shape == (1, 8, 64)
-    peaks = [peak - baseline for peak in peaks]
 
     inner, d_model, d_ff = 4 * 8, 64, 256
     attention = [4 * inner * d_model + d_model + 32 * 4, 4 * inner * d_model + d_model]  # block 0 has the bias
     feed_forward = 3 * d_ff * d_model + d_model
-    numels = [attention[0], feed_forward, attention[1], feed_forward, d_model]  # execution order, final norm last
-    expected = [numel * 4 + (numels[i + 1] if i + 1 < len(numels) else 0) for i, numel in enumerate(numels)]
-    activations = 64 * 8 * 4 * 16  # generous room for hidden states / bias / mask of 8 tokens
-    assert len(peaks) == len(sublayers)
-    for peak, weights in zip(peaks, expected):
-        assert weights <= peak <= weights + activations
-    assert encoder.device_bytes() == max(numels) * 4 + max(numels)  # what the pipeline asks the host to free
+    stored = [attention[0], feed_forward, attention[1], feed_forward, d_model, 0]  # fp8: a byte each; none after
+    # room for hidden states, bias and mask of 8 tokens, and wo's inputs (gelu(wi_0 x) * wi_1 x, d_ff wide); less
+    # than the two other feed-forward weights a whole upcast sub-layer would add
+    activations = 8 * d_ff * 4 * 8
+    # every module with weights ran once: q, k, v, o, bias and norm (block 0), wi_0, wi_1, wo and norm, …
+    assert len(peaks) == 6 + 4 + 5 + 4 + 1
+    for index, weight_numel, peak in peaks:
+        running = stored[index] if index > 0 else 0  # the first sub-layer is upcast straight from RAM
+        weights = weight_numel * 4 + running + stored[index + 1]
+        assert weights <= peak - baseline <= weights + activations
+    assert max(numel for _, numel, _ in peaks) == d_ff * d_model
+    # what the pipeline asks the host to free: the biggest weight upcast, the biggest neighbouring pair stored
+    assert encoder.device_bytes() == d_ff * d_model * 4 + max(a + b for a, b in zip(stored, stored[1:]))
     del out
     gc.collect()
     assert _meta_bytes() - baseline < activations  # nothing left behind after encode

@@ -64,7 +64,47 @@ def test_models_route_lists_what_the_models_folder_holds(tb_host):
 def test_models_route_with_an_empty_folder(tb_host, tmp_path):
     tb_host.shared.cmd_opts.tinybreaker_dir = str(tmp_path)
     body = client_for(tb_host).get("/tinybreaker/v1/models").json()
+    assert body["memory"]["pairs"] == [] and body["memory"]["device"] == "cpu"
+    del body["memory"]
     assert body == {"folders": [str(tmp_path)], "checkpoint": [], "t5": []}
+
+
+def test_models_route_gives_the_preflights_estimate_for_each_checkpoint_and_t5(tb_host):
+    """Per checkpoint/T5 pair and T5 placement: the peak RAM and device bytes, whether it fits the host's free
+    memory now, and the command line's line — the same plan_memory the job's preflight runs."""
+    import torch
+
+    from tinybreaker_ext.memory_plan import plan_memory
+    from tinybreaker_ext.models.t5_policy import available_ram_bytes
+
+    memory = client_for(tb_host).get("/tinybreaker/v1/models").json()["memory"]
+    assert memory["device"] == "cpu" and memory["free_device_bytes"] is None
+    assert abs(memory["free_ram_bytes"] - available_ram_bytes()) < 2 * 1024**3  # the host's reading, just taken
+    (pair,) = memory["pairs"]
+    assert (pair["checkpoint"], pair["t5"]) == (CHECKPOINT_NAME, T5_NAME)
+    assert list(pair["placements"]) == ["auto", "gpu", "cpu", "stream"]
+    for mode, estimate in pair["placements"].items():
+        expected = plan_memory(tb_host.files["t5"], tb_host.files["checkpoint"], device="cpu",
+                               model_dtype=torch.float32, t5_mode=mode, free_ram=memory["free_ram_bytes"])
+        assert estimate["ram_bytes"] == expected.ram_peak > 0 and estimate["device_bytes"] == 0
+        assert estimate["fits"] is True and estimate["t5_mode"] == expected.t5_mode
+        assert estimate["message"].startswith(f"T5 {expected.t5_mode} (")
+    assert pair["placements"]["auto"]["t5_mode"] == "cpu"
+
+
+def test_models_route_reports_a_pair_it_cannot_estimate_and_keeps_serving(tb_host, monkeypatch):
+    """A file replaced or cut short after the folder scan: its pair says why, the route still answers."""
+    from tinybreaker_ext.errors import ModelFileError
+    from tinybreaker_ext.webui import preflight
+
+    def truncated(host, checkpoint_path, t5_path):
+        raise ModelFileError(t5_path, "truncated: 100 bytes on disk", "a complete safetensors file")
+
+    monkeypatch.setattr(preflight, "estimates", truncated)
+    response = client_for(tb_host).get("/tinybreaker/v1/models")
+    assert response.status_code == 200
+    (pair,) = response.json()["memory"]["pairs"]
+    assert "placements" not in pair and "truncated: 100 bytes on disk" in pair["error"]
 
 
 def basic(user: str, password: str) -> dict:

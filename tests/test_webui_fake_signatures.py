@@ -94,6 +94,8 @@ CASES = [
     (fake_hosts.ForgeModelPatcher.__init__, ("forge",), "backend.patcher.base.ModelPatcher.__init__"),
     (fake_hosts.forge_load_models_gpu, ("forge",), "backend.memory_management.load_models_gpu"),
     (fake_hosts.forge_free_memory, ("forge",), "backend.memory_management.free_memory"),
+    (fake_hosts.get_free_memory, ("forge", "neo"), "backend.memory_management.get_free_memory"),
+    (fake_hosts.get_free_memory, ("classic", "reforge"), "ldm_patched.modules.model_management.get_free_memory"),
     (fake_hosts.ReForgeModelPatcher.__init__, ("reforge",), "ldm_patched.modules.model_patcher.ModelPatcher.__init__"),
     (fake_hosts.reforge_load_models_gpu, ("reforge",), "ldm_patched.modules.model_management.load_models_gpu"),
     (fake_hosts.reforge_free_memory, ("reforge", "classic"), "ldm_patched.modules.model_management.free_memory"),

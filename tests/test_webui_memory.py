@@ -28,7 +28,7 @@ def memory_calls():
 
 @pytest.mark.parametrize("lowvram, free, moved", [
     (True, 20 * GIB, True),    # --lowvram/--medvram: always hand the device over
-    (False, 1 * GIB, True),    # short of room next to the resident model
+    (False, 2 * GIB, True),    # short of room next to the resident model (enough for our stage once it left)
     (False, 20 * GIB, False),  # plenty of room: the model stays where it is
 ])
 def test_a1111_moves_its_model_out_only_when_needed(make_tb_host, monkeypatch, lowvram, free, moved):
@@ -61,7 +61,7 @@ def test_a1111_on_cpu_touches_nothing(make_tb_host, monkeypatch):
 
 def test_a1111_brings_its_model_back_when_our_stage_fails(make_tb_host, monkeypatch):
     env = make_tb_host("a1111", device="cuda")
-    fake_free_vram(monkeypatch, 0)
+    fake_free_vram(monkeypatch, 2 * GIB)
 
     def broken_base(*args, **kwargs):
         raise RuntimeError("out of memory")
@@ -173,3 +173,166 @@ def test_the_adapter_is_chosen_by_capability_and_named_by_the_hosts_version(make
 
     make_tb_host(host)
     assert get_host().name == name
+
+
+# --- the preflight: free memory from the host, the command line's estimate, a 422 naming the field ---------------
+
+def test_managed_hosts_read_free_memory_from_their_manager_and_count_what_it_would_evict(make_tb_host, monkeypatch):
+    from types import SimpleNamespace
+
+    from builders import fake_hosts
+    from tinybreaker_ext.webui.host import get_host
+
+    for host, manager in (("forge", "backend.memory_management"), ("reforge", "ldm_patched.modules.model_management")):
+        env = make_tb_host(host, device="cuda")
+        monkeypatch.setitem(fake_hosts.FREE_DEVICE_BYTES, "value", 1000)
+        unet = torch.nn.Linear(4, 4, device="meta")  # 20 float32 values on the stand-in device: 80 bytes
+        loaded = env.tree[manager].current_loaded_models
+        loaded += [SimpleNamespace(model=SimpleNamespace(model=unet)),  # a loaded model: ModelPatcher.model
+                   SimpleNamespace(model=SimpleNamespace(model=unet)),  # the same weights twice count once
+                   SimpleNamespace(model=None)]  # Neo: a patcher only weakly referenced, already gone
+        free_ram, free_device = get_host().free_memory(torch.device("meta"))
+        assert free_device == 1000 + 80 and free_ram > 0
+        assert ("get_free_memory", "meta") in CALLS
+        assert get_host().free_memory(torch.device("cpu"))[1] is None  # on a CPU everything is RAM
+
+
+def test_a1111_counts_its_model_as_free_only_when_it_will_move_it_out(make_tb_host, monkeypatch):
+    from types import SimpleNamespace
+
+    from tinybreaker_ext.webui.host import get_host
+
+    class OnCuda:
+        """A half-precision tensor on the CUDA device this machine lacks (only what the reading asks)."""
+        device = torch.device("cuda")
+
+        def numel(self):
+            return 1000
+
+        def element_size(self):
+            return 2
+
+    make_tb_host("a1111", device="cuda")
+    model = SimpleNamespace(parameters=lambda: [OnCuda(), torch.zeros(7)], buffers=lambda: [OnCuda()],
+                            lowvram=False)
+    fake_free_vram(monkeypatch, 20 * GIB)
+    assert get_host().free_memory(torch.device("cuda"), model)[1] == 20 * GIB  # plenty of room: it stays
+    assert get_host().free_memory(torch.device("cpu"), model)[1] is None  # on a CPU everything is RAM
+    model.lowvram = True  # --lowvram/--medvram: it always leaves for our stage, its CUDA bytes with it
+    assert get_host().free_memory(torch.device("cuda"), model)[1] == 20 * GIB + 4000
+    model.lowvram = False
+    fake_free_vram(monkeypatch, 2 * GIB)  # short of room next to it: it leaves
+    assert get_host().free_memory(torch.device("cuda"), model)[1] == 2 * GIB + 4000
+    assert get_host().free_memory(torch.device("cuda"))[1] == 2 * GIB  # no job (the hint, the API): as reported
+
+
+def _device_need(env, mode):
+    from tinybreaker_ext.webui import preflight
+    from tinybreaker_ext.webui.host import get_host
+
+    plan = preflight.plan_for(get_host(), env.files["checkpoint"], env.files["t5"], mode)
+    return plan.device_peak
+
+
+@pytest.mark.parametrize("host", ["forge", "reforge"])
+def test_a_placement_that_cannot_fit_is_a_422_naming_t5_mode_before_anything_loads(make_tb_host, monkeypatch,
+                                                                                   host):
+    from builders import fake_hosts
+    from tinybreaker_ext.memory_plan import GB
+
+    env = make_tb_host(host, device="cuda")
+    stream_need = _device_need(env, "stream")
+    assert _device_need(env, "gpu") > stream_need
+    monkeypatch.setitem(fake_hosts.FREE_DEVICE_BYTES, "value", stream_need)
+    args = TinyBreakerParams(enabled=True, base_steps=5, t5_mode="gpu").as_args()
+    with pytest.raises(Exception) as raised:
+        env.run(env.make_p(), args)
+    assert getattr(raised.value, "status_code", None) == 422
+    detail = raised.value.detail
+    assert detail.startswith("TinyBreaker parameter 't5_mode': not enough memory for T5 gpu: needs ")
+    assert detail.endswith(f"free CUDA {stream_need / GB:.1f} GB; use stream")
+    assert "engine.base" not in call_names() and calls_named("ModelPatcher") == []
+
+    CALLS.clear()
+    env.state.begin()
+    env.run(env.make_p(), ARGS)  # auto: resolved to stream by the same estimate, and it fits
+    assert env.engine.base_calls[-1]["t5_mode"] == "stream"
+
+
+def test_an_auto_field_follows_the_placement_setting_through_the_same_check(make_tb_host, monkeypatch):
+    """Settings → TinyBreaker → T5 placement decides when the field says auto: its gpu is checked like the field's."""
+    from builders import fake_hosts
+
+    env = make_tb_host("neo", device="cuda")
+    monkeypatch.setitem(fake_hosts.FREE_DEVICE_BYTES, "value", _device_need(env, "stream"))
+    env.shared.opts.data["tinybreaker_t5_mode"] = "gpu"
+    with pytest.raises(Exception) as raised:
+        env.run(env.make_p(), ARGS)
+    assert raised.value.status_code == 422 and "not enough memory for T5 gpu" in raised.value.detail
+    assert raised.value.detail.endswith("use stream")
+    env.shared.opts.data["tinybreaker_t5_mode"] = "stream"
+    env.state.begin()
+    env.run(env.make_p(), ARGS)
+    assert env.engine.base_calls[-1]["t5_mode"] == "stream"
+
+
+def test_short_ram_is_a_422_naming_the_t5_file_with_a_smaller_one_that_would_fit(make_tb_host, monkeypatch):
+    import tinybreaker_ext.memory_plan as memory_plan
+    import tinybreaker_ext.models.t5_policy as t5_policy
+    from tinybreaker_ext.memory_plan import T5Footprint
+
+    env = make_tb_host("a1111", device="cpu")
+    full = T5Footprint(stored_bytes=4_900_000_000, largest_weight_numel=10240 * 4096,
+                       largest_sublayer_stored_bytes=3 * 10240 * 4096 + 4 * 4096)
+    monkeypatch.setattr(memory_plan, "t5_footprint", lambda path: full)  # a full-size fp8 T5-XXL's header
+    monkeypatch.setattr(t5_policy, "available_ram_bytes", lambda: 5 * 10**9)
+    with pytest.raises(Exception) as raised:
+        env.run(env.make_p(), ARGS)
+    assert raised.value.status_code == 422
+    assert raised.value.detail.startswith("TinyBreaker parameter 't5_file': not enough memory for T5 cpu: ")
+    assert "use a Q" in raised.value.detail and "engine.base" not in call_names()
+
+
+def test_the_webui_and_the_command_line_give_the_same_verdict(make_tb_host, tiny_model_folder, monkeypatch, capsys):
+    """Same files, same free RAM, same (CPU) device: the same estimate line when it fits, and the same refusal —
+    exit 5 on the command line, a 422 in the WebUI — one byte short of it."""
+    import tinybreaker_ext.generation as generation
+    import tinybreaker_ext.memory_plan as memory_plan
+    import tinybreaker_ext.models.t5_policy as t5_policy
+    import tinybreaker_ext.pipeline as pipeline
+    from tinybreaker_ext import cli
+    from tinybreaker_ext.webui import preflight
+
+    env = make_tb_host("a1111", device="cpu")
+    _folder, tiny = tiny_model_folder
+    monkeypatch.setattr(pipeline, "_pipelines", {})  # no models of an earlier test held in RAM
+    argv = ["a cat", "--device", "cpu", "--checkpoint", env.files["checkpoint"], "--t5", env.files["t5"],
+            "--t5-tokenizer", tiny["t5_tokenizer"], "--clip-tokenizer", tiny["clip_tokenizer"]]
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation, "run_plan", stop)
+    needed = memory_plan.plan_memory(env.files["t5"], env.files["checkpoint"], device="cpu",
+                                     model_dtype=torch.float32, free_ram=10**12).ram_peak
+    for free in (needed, needed - 1):
+        monkeypatch.setattr(memory_plan, "available_ram_bytes", lambda: free)  # the command line's reading
+        monkeypatch.setattr(t5_policy, "available_ram_bytes", lambda: free)  # the host's (A1111: the system's)
+        code = cli.main(argv)
+        cli_lines = capsys.readouterr().err.splitlines()
+        if free == needed:
+            assert code == cli.EXIT_INTERRUPTED  # past the preflight
+            (line,) = [line for line in cli_lines if line.startswith("memory: ")]
+            assert preflight.hint("", "", "auto") == line
+            env.run(env.make_p(), ARGS)
+            assert env.engine.base_calls[-1]["t5_mode"] == "cpu"
+        else:
+            assert code == cli.EXIT_MEMORY
+            assert cli_lines[-1].startswith("tinybreaker: error: not enough memory for T5 cpu")
+            with pytest.raises(Exception) as raised:
+                env.state.begin()
+                env.run(env.make_p(), ARGS)
+            assert raised.value.status_code == 422
+            assert raised.value.detail == "TinyBreaker parameter 't5_file': " + \
+                cli_lines[-1].removeprefix("tinybreaker: error: ")
+            assert preflight.hint("", "", "auto") == "memory: " + cli_lines[-1].removeprefix("tinybreaker: error: ")

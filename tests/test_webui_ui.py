@@ -107,3 +107,49 @@ def test_every_element_style_css_styles_exists_in_the_accordion(tb_host):
         ui.build_ui(elem_id, control_choices)
     built = {block.elem_id for block in blocks.blocks.values() if getattr(block, "elem_id", None)}
     assert styled and styled <= built, styled - built
+
+
+def _events_into(blocks, component) -> list[tuple[set, object]]:
+    """(the components whose events trigger it, the function) for every event whose outputs include ``component``
+    (gradio 3.41 and 4.40 keep the triggers in ``blocks.dependencies``, later ones on the function)."""
+    functions = list(blocks.fns.values()) if isinstance(blocks.fns, dict) else list(blocks.fns)
+    found = []
+    for index, function in enumerate(functions):
+        if component not in function.outputs:
+            continue
+        targets = getattr(function, "targets", None) or blocks.dependencies[index]["targets"]
+        ids = {target[0] if isinstance(target, (tuple, list)) else target for target in targets}
+        found.append(({blocks.blocks[block_id] for block_id in ids}, function))
+    return found
+
+
+def test_the_memory_hint_next_to_t5_placement_follows_the_files_and_the_placement(tb_host, monkeypatch):
+    """Empty when built (building reads no file); each change of the checkpoint, the T5 file, the placement or the
+    switch recomputes the preflight's line from the headers."""
+    import tinybreaker_ext.memory_plan as memory_plan
+    from tinybreaker_ext.webui import preflight
+
+    with gr.Blocks() as blocks:
+        controls, _paste = ui.build_ui(elem_id, control_choices)
+    by_name = dict(zip(params.FIELD_NAMES, controls))
+    (hint,) = [block for block in blocks.blocks.values() if getattr(block, "elem_id", None) == elem_id("memory_hint")]
+    assert hint.value == ""
+    events = _events_into(blocks, hint)
+    assert set().union(*(triggers for triggers, _ in events)) == {
+        by_name["checkpoint"], by_name["t5_file"], by_name["t5_mode"], by_name["enabled"]}
+    for _, function in events:
+        assert list(function.inputs) == [by_name["checkpoint"], by_name["t5_file"], by_name["t5_mode"]]
+
+    compute = events[0][1].fn
+    text = compute(CHECKPOINT_NAME, T5_NAME, "auto")
+    assert text == f"<span class='tinybreaker-memory-hint'>{preflight.hint(CHECKPOINT_NAME, T5_NAME, 'auto')}</span>"
+    assert "memory: T5 cpu (" in text and "needs RAM" in text  # a CPU host: auto is cpu
+    assert compute("", "", "cpu") == text  # the first files found are these; on a CPU auto is cpu
+    assert "no t5 file named" in compute("", "missing.safetensors", "auto")  # a bad name: why there is no estimate
+
+    reads = []
+    original = memory_plan.header_of
+    monkeypatch.setattr(memory_plan, "header_of", lambda path: reads.append(path) or original(path))
+    for mode in ("auto", "cpu", "stream", "gpu"):
+        compute(CHECKPOINT_NAME, T5_NAME, mode)
+    assert reads == []  # headers are read once per file version, not on every change

@@ -151,6 +151,7 @@ def run(args) -> list[str]:
     from .image_files import check_writable, output_paths, save_image
     from .memory_plan import plan_memory
     from .model_files import resolve_cli_files
+    from .placement import MovePlacement
     from .prompt.file_defaults import checkpoint_file_defaults
 
     console = ConsoleProgress(quiet=args.quiet)
@@ -181,7 +182,8 @@ def run(args) -> list[str]:
         console.warning(warning)
     console.status(_plan_line(plan))
     dtype = _dtype(args.dtype, device)
-    memory = plan_memory(files.t5, files.checkpoint, device=device, model_dtype=dtype, t5_mode=plan.params.t5_mode)
+    memory = plan_memory(files.t5, files.checkpoint, device=device, model_dtype=dtype, t5_mode=plan.params.t5_mode,
+                         placement_policy=MovePlacement(device).policy)  # the placement generation.run_plan uses
     console.status(f"memory: {memory.message}")
     memory.check()
 

@@ -9,11 +9,14 @@ stored (the minimum): weights kept converted between encodes (``t5_policy.conver
 beyond the reserve that policy leaves free for the other stages.
 
 Entry point: ``plan_memory(...)`` → ``MemoryPlan`` (``.t5_mode`` to run, per-stage estimates, ``.fits``, a one-line
-``.message`` for the UI/API, ``.check()`` raising ``NotEnoughMemoryError`` with that message).
+``.message`` for the UI/API, ``.field`` naming what to change, ``.check()`` raising ``NotEnoughMemoryError`` with that
+message). The command line and the WebUI both call it; header readings are cached by path, size and mtime, so the
+WebUI can show an estimate on every change of its controls.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -40,9 +43,10 @@ class StageMemory:
 
 @dataclass(frozen=True)
 class T5Footprint:
-    """From the T5 file's header: bytes as stored, and the largest sub-layer (a block half) as stored and converted."""
+    """From the T5 file's header: bytes as stored, the largest weight (upcast one at a time while its module runs)
+    and the largest sub-layer (a block half: what ``stream`` moves to the device at once) as stored."""
     stored_bytes: int
-    largest_sublayer_numel: int
+    largest_weight_numel: int
     largest_sublayer_stored_bytes: int
 
 
@@ -56,6 +60,7 @@ class MemoryPlan:
     free_device: int | None
     fits: bool
     message: str  # one line: the estimate and the choice, or what does not fit and what would
+    field: str | None = None  # when it does not fit: the request field to change ("t5_file" or "t5_mode")
 
     @property
     def ram_peak(self) -> int:
@@ -78,10 +83,22 @@ def _numel(shape) -> int:
     return count
 
 
-def t5_footprint(path: str | os.PathLike, info: ModelFileInfo | None = None) -> T5Footprint:
-    """Stored bytes and the largest sub-layer of the T5 encoder in ``path`` (safetensors or GGUF), from the header."""
-    path = os.fspath(path)
-    info = info or classify(path)
+def _file_version(path: str | os.PathLike) -> tuple[str, int, int]:
+    """What the header caches are keyed by: a file replaced or rewritten in place is read again."""
+    path = os.path.abspath(os.fspath(path))
+    status = os.stat(path)
+    return path, status.st_size, status.st_mtime_ns
+
+
+def t5_footprint(path: str | os.PathLike) -> T5Footprint:
+    """Stored bytes, the largest weight and the largest sub-layer of the T5 encoder in ``path`` (safetensors or
+    GGUF), from the header (cached per file version)."""
+    return _t5_footprint(*_file_version(path))
+
+
+@functools.lru_cache(maxsize=16)
+def _t5_footprint(path: str, size: int, mtime_ns: int) -> T5Footprint:
+    info = _cached_classify(path, size, mtime_ns)
     header = header_of(path)
     prefix = info.key_prefix
     if info.file_format == "gguf":
@@ -98,15 +115,26 @@ def t5_footprint(path: str | os.PathLike, info: ModelFileInfo | None = None) -> 
         parts = key.split(".")
         if parts[1] == "block":
             sublayers.setdefault(".".join(parts[:5]), []).append(entry)
-    largest = max(sublayers.values(), key=lambda entries: sum(_numel(e.shape) for e in entries))
     return T5Footprint(stored_bytes=sum(entry.nbytes for entry in encoder.values()),
-                       largest_sublayer_numel=sum(_numel(entry.shape) for entry in largest),
-                       largest_sublayer_stored_bytes=sum(entry.nbytes for entry in largest))
+                       largest_weight_numel=max(_numel(entry.shape) for entries in sublayers.values()
+                                                for entry in entries),
+                       largest_sublayer_stored_bytes=max(sum(entry.nbytes for entry in entries)
+                                                         for entries in sublayers.values()))
 
 
 def _weights_numel(path: str | os.PathLike, prefix: str) -> int:
+    return _cached_weights_numel(*_file_version(path), prefix)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_weights_numel(path: str, _size: int, _mtime_ns: int, prefix: str) -> int:
     header = header_of(path)
     return sum(_numel(entry.shape) for key, entry in header.tensors.items() if key.startswith(prefix))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_classify(path: str, _size: int, _mtime_ns: int) -> ModelFileInfo:
+    return classify(path)
 
 
 def _free_device_bytes(device: torch.device) -> int | None:
@@ -118,7 +146,7 @@ def _free_device_bytes(device: torch.device) -> int | None:
 def _stages(device: torch.device, mode: str, t5: T5Footprint, compute_size: int, pixart: int, transcoder: int,
             policy: str) -> tuple[StageMemory, ...]:
     act = ACTIVATION_RESERVE_BYTES
-    upcast = t5.largest_sublayer_numel * compute_size
+    upcast = t5.largest_weight_numel * compute_size
     if device.type == "cpu":
         t5_ram = t5.stored_bytes + upcast
         return (StageMemory("encode", t5_ram + pixart + transcoder + act, 0),
@@ -126,8 +154,8 @@ def _stages(device: torch.device, mode: str, t5: T5Footprint, compute_size: int,
                 StageMemory("transcode", t5.stored_bytes + pixart + transcoder + act, 0))
     if mode == "gpu":  # weights stay on the device after the encode
         t5_ram, t5_running, t5_resident = 0, t5.stored_bytes + upcast, t5.stored_bytes
-    else:  # stream (or cpu storage on an accelerator): the next sub-layer's stored bytes travel ahead
-        t5_ram, t5_running, t5_resident = t5.stored_bytes, upcast + t5.largest_sublayer_stored_bytes, 0
+    else:  # stream (or cpu storage on an accelerator): the running sub-layer and the next one travel as stored
+        t5_ram, t5_running, t5_resident = t5.stored_bytes, upcast + 2 * t5.largest_sublayer_stored_bytes, 0
     if policy == "gpu":  # the placement keeps every model on the device once it has run (steady state)
         models = pixart + transcoder
         return (StageMemory("encode", t5_ram, t5_running + models + act),
@@ -159,21 +187,24 @@ def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, 
                 model_dtype: torch.dtype, t5_mode: str = "auto", t5_dtype: str | torch.dtype = "auto",
                 placement_policy: str = "offload",
                 free_ram: int | None = None, free_device: int | None = None) -> MemoryPlan:
-    """Estimates each stage's RAM and device bytes from the files' headers, resolves ``t5_mode="auto"`` (on an
-    accelerator: ``gpu`` when T5 can stay resident next to PixArt-Sigma, else ``stream``; ``cpu`` on a CPU) and says
+    """Estimates each stage's RAM and device bytes from the files' headers, resolves ``t5_mode="auto"`` and says
     whether it fits ``free_ram``/``free_device`` (None: read them now; a device without a reading is not checked).
     ``model_dtype`` is what PixArt-Sigma and the transcoder are loaded in; ``placement_policy`` is the placement's
-    ("offload": each model leaves the device after its stage; "gpu": everything stays)."""
+    ("offload": each model leaves the device after its stage, as in the WebUI, where the host's models need the
+    room back; "gpu": everything stays). ``auto`` is ``cpu`` on a CPU; on an accelerator ``gpu`` when the placement
+    keeps models resident and T5 fits next to PixArt-Sigma, else ``stream`` (the pipeline's own rule: a resident
+    T5 beside an offloading placement would hold the device the host's models need)."""
     if t5_mode not in MODES:
         raise ParameterError("t5_mode", f"'{t5_mode}' is not one of {', '.join(MODES)}")
     device = torch.device(device)
     compute_dtype = resolve_compute_dtype(t5_dtype, device)
     compute_size = torch.tensor([], dtype=compute_dtype).element_size()
     model_size = torch.tensor([], dtype=model_dtype).element_size()
-    t5_info, checkpoint_info = classify(t5_path), classify(checkpoint_path)
+    t5_info, checkpoint_info = _cached_classify(*_file_version(t5_path)), \
+        _cached_classify(*_file_version(checkpoint_path))
     if t5_info.kind is not FileKind.T5_ENCODER:
         raise ParameterError("t5_file", f"{t5_path} is a {t5_info.description}, not a T5 encoder")
-    t5 = t5_footprint(t5_path, t5_info)
+    t5 = t5_footprint(t5_path)
     if not checkpoint_info.is_tinybreaker:
         raise ParameterError("checkpoint", f"{checkpoint_path} is a {checkpoint_info.description}, not a TinyBreaker "
                                            "checkpoint")
@@ -184,10 +215,12 @@ def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, 
     if free_device is None:
         free_device = _free_device_bytes(device)
 
-    if device.type == "cpu":
-        candidates = ["cpu"] if t5_mode == "auto" else [t5_mode]
+    if t5_mode != "auto":
+        candidates = [t5_mode]
+    elif device.type == "cpu":
+        candidates = ["cpu"]
     else:
-        candidates = ["gpu", "stream"] if t5_mode == "auto" else [t5_mode]
+        candidates = ["gpu", "stream"] if placement_policy == "gpu" else ["stream"]
     tried = []
     for mode in candidates:
         stages = _stages(device, mode, t5, compute_size, pixart, transcoder, placement_policy)
@@ -218,4 +251,5 @@ def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, 
     if not device_ok and not advice:
         advice.append(f"free {(device_peak - free_device) / GB:.1f} GB of {device.type.upper()} memory")
     message = f"not enough memory for T5 {mode}: needs {where}, {free}; " + " or ".join(advice)
-    return MemoryPlan(mode, compute_dtype, device, stages, free_ram, free_device, False, message)
+    field = "t5_mode" if ram_ok else "t5_file"  # a placement helps the device; only a smaller file helps RAM
+    return MemoryPlan(mode, compute_dtype, device, stages, free_ram, free_device, False, message, field)

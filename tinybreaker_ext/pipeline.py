@@ -13,6 +13,7 @@ import threading
 import torch
 
 from .files.classify import BASE_PREFIX, CHECKPOINT_KINDS, TRANSCODER_PREFIX, FileKind, open_model_file
+from .models.ggml_quants import QuantizedTensor
 from .models.pixart import compile_pixart, load_pixart
 from .models.t5_encoder import MODES as T5_MODES
 from .models.t5_encoder import choose_mode, load_t5_encoder
@@ -105,8 +106,7 @@ class TinyBreakerPipeline:
         """``[1, L, 4096]`` float32 on the CPU; cached, so an unchanged prompt never runs T5 again."""
         encoder = self.t5(t5_mode, placement)
         if placement is not None and cache_key(encoder, self.tokenizer, text, DEFAULT_MIN_LENGTH) not in self.prompt_cache:
-            placement.make_room(encoder.largest_upcast_bytes() if encoder.mode == "stream" else
-                                encoder.storage_bytes())
+            placement.make_room(encoder.device_bytes())
         embedding = encode_t5_prompt(encoder, self.tokenizer, text, cache=self.prompt_cache)
         return embedding.cpu()
 
@@ -209,4 +209,23 @@ def release_pipelines() -> None:
     _pipelines.clear()
 
 
-__all__ = ["TinyBreakerPipeline", "get_pipeline", "release_pipelines", "T5_MODES"]
+def held_bytes() -> tuple[int, int]:
+    """(RAM, device bytes) of the cached pipeline's T5 weights and of its PixArt/transcoder in RAM: what the next
+    job reuses, or frees when it replaces the pipeline. The memory preflight counts it as free. PixArt and the
+    transcoder on a device are left out: a host's memory manager already counts them as its own loaded models."""
+    ram = device = 0
+    for pipeline in _pipelines.values():
+        tensors = [] if pipeline._t5 is None else list(pipeline._t5.stored_tensors().values())
+        for module in (pipeline._pixart, pipeline._transcoder):
+            if module is not None:
+                tensors += [t for t in list(module.parameters()) + list(module.buffers()) if t.device.type == "cpu"]
+        for tensor in tensors:
+            size = tensor.nbytes if isinstance(tensor, QuantizedTensor) else tensor.numel() * tensor.element_size()
+            if tensor.device.type == "cpu":
+                ram += size
+            else:
+                device += size
+    return ram, device
+
+
+__all__ = ["TinyBreakerPipeline", "get_pipeline", "held_bytes", "release_pipelines", "T5_MODES"]

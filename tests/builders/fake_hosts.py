@@ -250,6 +250,21 @@ def _write_device(models) -> None:
         patcher.model.model_lowvram = False
 
 
+# What the stand-in managers' get_free_memory answers for a CUDA device (tests set it); on the CPU they answer with
+# the system's available RAM, like the hosts (psutil).
+FREE_DEVICE_BYTES = {"value": 64 * 1024**3}
+
+
+def get_free_memory(dev=None, torch_free_too=False):
+    """get_free_memory of every Forge-family manager (backend/memory_management.py, model_management.py)."""
+    import psutil
+
+    record("get_free_memory", str(dev))
+    free = psutil.virtual_memory().available if dev is not None and torch.device(dev).type == "cpu" else \
+        FREE_DEVICE_BYTES["value"]
+    return (free, 0) if torch_free_too else free
+
+
 def reforge_free_memory(memory_required, device, keep_loaded=[]):  # noqa: B006 (host signature)
     record("model_management.free_memory", memory_required, str(device))
 
@@ -341,7 +356,8 @@ def build_host(host: str, models_path: str, device: str = "cpu") -> dict[str, ty
             tree["ldm_patched.modules"] = _module("ldm_patched.modules")
         tree[root] = _module(root)
         tree[manager_name] = _module(manager_name, get_torch_device=lambda: device, load_models_gpu=load,
-                                     free_memory=free, current_loaded_models=[], weak_manager=manager)
+                                     free_memory=free, get_free_memory=get_free_memory, current_loaded_models=[],
+                                     weak_manager=manager)
         tree[patcher_name] = _module(patcher_name, ModelPatcher=patcher)
     for name, module in tree.items():
         parent, _, child = name.rpartition(".")

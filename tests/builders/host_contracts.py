@@ -88,7 +88,7 @@ EXTRA_NAMES = sorted({
     # the memory managers the Forge-family adapters are handed (memory_management / model_management module and
     # its ModelPatcher class) and the calls they make on them
     *[f"{manager}.{name}" for manager in ("backend.memory_management", "ldm_patched.modules.model_management")
-      for name in ("load_models_gpu", "free_memory", "get_torch_device", "current_loaded_models")],
+      for name in ("load_models_gpu", "free_memory", "get_free_memory", "get_torch_device", "current_loaded_models")],
     *[f"{patcher}.ModelPatcher.{name}" for patcher in ("backend.patcher.base", "ldm_patched.modules.model_patcher")
       for name in ("__init__", "partially_load", "partially_unload", "model_size")],
 } | {f"modules.scripts.Script.{name}" for name in _SCRIPT})

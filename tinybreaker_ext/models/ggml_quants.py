@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 QK_K = 256  # elements per k-quant super-block
-CHUNK_ELEMENTS = 1 << 22  # dequantized per step: bounds the float32 temporaries to tens of MB per weight
+CHUNK_ELEMENTS = 1 << 20  # dequantized per step: bounds the float32 temporaries to a few MB per weight
 
 
 def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:

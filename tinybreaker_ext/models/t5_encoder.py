@@ -2,11 +2,13 @@
 piecewise.
 
 The math is transformers' ``T5EncoderModel``, built on the meta device (no allocation). Its parameters are
-0-element placeholders; the real weights live in ``T5TextEncoder`` in their storage form, and each sub-layer
-(a block's attention half, its feed-forward half, the final norm) gets compute-dtype copies on the compute device
-just before it runs and drops them right after. Memory held is therefore about the file size, plus one sub-layer in
-the compute dtype. Per-sub-layer swapping is hand-written: no library available on every host pin upcasts fp8 or
-GGUF storage per layer (accelerate's offload hooks move weights but do not change dtypes).
+0-element placeholders; the real weights live in ``T5TextEncoder`` in their storage form, and each weight gets a
+compute-dtype copy on the compute device just before its own module (a Linear, a norm) runs and drops it right
+after. Memory held is therefore about the file size, plus one weight in the compute dtype (84 MB for T5-XXL's
+feed-forward weights in bf16; a whole sub-layer would be three of them). Weights travel in sub-layers (a block's
+attention half, its feed-forward half, the final norm): ``stream`` copies the next one ahead. Per-weight swapping is
+hand-written: no library available on every host pin upcasts fp8 or GGUF storage per layer (accelerate's offload
+hooks move weights but do not change dtypes).
 
 Modes: ``gpu`` (weights resident on the device), ``cpu`` (everything on the CPU), ``stream`` (weights in RAM, each
 sub-layer copied to the device only while it runs, the next one copied ahead on a side stream), ``auto`` (``gpu``
@@ -206,11 +208,14 @@ class StoredWeight:
 
 @dataclass
 class _SwapGroup:
-    """One HF sub-module whose parameters are swapped in together: ``(owner module, parameter name, file key)``;
-    ``index`` is its place in execution order."""
+    """One HF sub-layer whose stored weights travel together (``stream`` prefetches a whole group ahead):
+    ``(owner module, parameter name, file key)``; ``index`` is its place in execution order. Each owner (a Linear,
+    a norm, the bias embedding) gets its compute-dtype copy only while it runs itself, so at most one weight is
+    upcast at a time; ``sources`` are the stored weights the running group reads (the device copies in stream)."""
     module: torch.nn.Module
     params: list[tuple[torch.nn.Module, str, str]]
     index: int
+    sources: Mapping | None = None
 
 
 def choose_mode(mode: str, device: torch.device, needed_bytes: int, free_bytes: int | None = None) -> str:
@@ -293,8 +298,11 @@ class T5TextEncoder:
         group = _SwapGroup(module, params, len(self._groups))
         # A weak reference: hooks owning the encoder would form a cycle that keeps gigabytes alive until gc runs.
         encoder = weakref.ref(self)
-        module.register_forward_pre_hook(lambda _module, _args: encoder()._swap_in(group))
+        module.register_forward_pre_hook(lambda _module, _args: encoder()._enter(group))
         module.register_forward_hook(lambda _module, _args, _output: encoder()._release(group))
+        for owner in dict.fromkeys(owner for owner, _, _ in params):  # registered after the group's: runs after it
+            owner.register_forward_pre_hook(lambda module, _args: encoder()._swap_in(group, module))
+            owner.register_forward_hook(lambda module, _args, _output: encoder()._release(group, module))
         self._groups.append(group)
 
     def _keep_converted(self, budget: int) -> int:
@@ -313,20 +321,28 @@ class T5TextEncoder:
                 used += extra
         return used
 
-    def _swap_in(self, group: _SwapGroup) -> None:
+    def _enter(self, group: _SwapGroup) -> None:
         fetched = None
         if self._prefetch is not None:
             fetched = self._prefetch.take(group.index)
             if group.index + 1 < len(self._groups):  # copy the next sub-layer while this one converts and runs
                 following = self._groups[group.index + 1]
                 self._prefetch.start(following.index, [(key, self._weights[key]) for _, _, key in following.params])
-        for owner, name, key in group.params:
-            stored = fetched[key] if fetched is not None else self._weights[key]
-            owner._parameters[name] = stored.materialize(self.device, self.compute_dtype)
+        group.sources = fetched if fetched is not None else self._weights
 
-    def _release(self, group: _SwapGroup) -> None:
-        for owner, name, _ in group.params:
-            owner._parameters[name] = self._placeholder
+    def _swap_in(self, group: _SwapGroup, owner: torch.nn.Module) -> None:
+        for module, name, key in group.params:
+            if module is owner:
+                owner._parameters[name] = group.sources[key].materialize(self.device, self.compute_dtype)
+
+    def _release(self, group: _SwapGroup, owner: torch.nn.Module | None = None) -> None:
+        """Puts the placeholders back: ``owner``'s after it ran, the whole group's (and its sources) after the
+        group ran."""
+        for module, name, _ in group.params:
+            if owner is None or module is owner:
+                module._parameters[name] = self._placeholder
+        if owner is None or owner is group.module:
+            group.sources = None
 
     def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         # Gather rows in the storage form, then upcast only those (never the whole 32128-row table).
@@ -371,26 +387,27 @@ class T5TextEncoder:
         return {key: weight.tensor for key, weight in self._weights.items()}
 
     def device_bytes(self) -> int:
-        """Bytes of weights on the compute device during an encode: in ``stream`` mode the running sub-layer in the
-        compute dtype plus the next one as stored (the prefetch); otherwise everything held plus one sub-layer's
-        conversion. 0 when the device is the CPU (everything is RAM then)."""
+        """Bytes of weights on the compute device during an encode: in ``stream`` mode the running sub-layer and
+        the next one as stored (the prefetch) plus one weight in the compute dtype; otherwise everything held plus
+        one weight's conversion. 0 when the device is the CPU (everything is RAM then)."""
         if self.device.type == "cpu":
             return 0
         if self.mode == "stream":
-            ahead = max(sum(self._weights[key].nbytes for _, _, key in group.params) for group in self._groups)
-            return self.largest_upcast_bytes() + ahead
+            stored = [sum(self._weights[key].nbytes for _, _, key in group.params) for group in self._groups]
+            running_and_ahead = max(a + b for a, b in zip(stored, stored[1:] + [0]))
+            return self.largest_upcast_bytes() + running_and_ahead
         return self.storage_bytes() + self.largest_upcast_bytes()
 
     def largest_upcast_bytes(self) -> int:
-        """Bytes of the biggest sub-layer in the compute dtype: the extra memory one encode step needs for weights."""
+        """Bytes of the biggest weight in the compute dtype: the extra memory one encode step needs for weights
+        (each weight is upcast only while its own module runs)."""
         size = torch.tensor([], dtype=self.compute_dtype).element_size()
-        return max(sum(self._weights[key].numel() for _, _, key in group.params) for group in self._groups) * size
+        return max(self._weights[key].numel() for group in self._groups for _, _, key in group.params) * size
 
 
-def _largest_sublayer_numel(config: T5EncoderConfig) -> int:
-    attention = 4 * config.num_heads * config.d_kv * config.d_model + config.num_buckets * config.num_heads
-    feed_forward = (3 if config.gated else 2) * config.d_ff * config.d_model
-    return max(attention, feed_forward) + config.d_model
+def _largest_weight_numel(config: T5EncoderConfig) -> int:
+    inner = config.num_heads * config.d_kv
+    return max(inner * config.d_model, config.d_ff * config.d_model, config.num_buckets * config.num_heads)
 
 
 def _stored_bytes(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
@@ -448,7 +465,7 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: 
     scale_keys = {key: key_map[key][: -len("weight")] + "scale_weight" for key in key_map}
     scale_keys = {key: scale for key, scale in scale_keys.items() if scale in encoder_sd}
     needed = sum(_stored_bytes(encoder_sd, key) for key in list(key_map.values()) + list(scale_keys.values()))
-    upcast_reserve = _largest_sublayer_numel(config) * torch.tensor([], dtype=compute_dtype).element_size()
+    upcast_reserve = _largest_weight_numel(config) * torch.tensor([], dtype=compute_dtype).element_size()
     mode = choose_mode(mode, device, needed + upcast_reserve)
     storage_device = device if mode == "gpu" else torch.device("cpu")
 

@@ -1,4 +1,5 @@
-"""HTTP routes: GET /tinybreaker/v1/models, /options and /styles, behind the host's --api-auth when it is on."""
+"""HTTP routes: GET /tinybreaker/v1/models (with the memory estimates), /options and /styles, behind the host's
+--api-auth when it is on."""
 
 from __future__ import annotations
 
@@ -25,6 +26,39 @@ def list_models() -> dict:
     return result
 
 
+def models_route() -> dict:
+    """GET /models: the files found by role (``list_models``) and ``memory``, the preflight's estimate for each
+    checkpoint/T5 pair on this host (``memory_estimates``)."""
+    models = list_models()
+    models["memory"] = memory_estimates(models)
+    return models
+
+
+def memory_estimates(models: dict) -> dict:
+    """``device`` (where TinyBreaker computes), ``free_ram_bytes`` and ``free_device_bytes`` (what the host reports
+    free for TinyBreaker now; null where unknown or on a CPU), and ``pairs``: one entry per checkpoint/T5 pair
+    with ``checkpoint`` and ``t5`` (file names) and ``placements`` — for ``auto``, ``gpu``, ``cpu`` and ``stream``:
+    ``t5_mode`` (what runs), ``ram_bytes`` and ``device_bytes`` at the peak stage, ``fits`` and the one-line
+    ``message`` — or ``error`` when a header cannot be read. From file headers only."""
+    from ..errors import TinyBreakerError
+    from . import preflight
+    from .host import get_host
+
+    host = get_host()
+    device = host.compute_device()
+    free_ram, free_device = preflight.free_for_tinybreaker(host, device)
+    pairs = []
+    for checkpoint in models["checkpoint"]:
+        for t5 in models["t5"]:
+            entry = {"checkpoint": checkpoint["name"], "t5": t5["name"]}
+            try:
+                entry["placements"] = preflight.estimates(host, checkpoint["path"], t5["path"])
+            except TinyBreakerError as error:
+                entry["error"] = str(error)
+            pairs.append(entry)
+    return {"device": str(device), "free_ram_bytes": free_ram, "free_device_bytes": free_device, "pairs": pairs}
+
+
 def dynamic_choices() -> dict[str, list[str]]:
     models = list_models()
     return {"checkpoint": [""] + [entry["name"] for entry in models["checkpoint"]],
@@ -44,7 +78,7 @@ def register_routes(app) -> None:
     from fastapi import Depends
 
     dependencies = [Depends(_auth_dependency())] if _credentials() else []
-    app.add_api_route(f"{ROUTE_PREFIX}/models", list_models, methods=["GET"], dependencies=dependencies)
+    app.add_api_route(f"{ROUTE_PREFIX}/models", models_route, methods=["GET"], dependencies=dependencies)
     app.add_api_route(f"{ROUTE_PREFIX}/options", lambda: params.options_schema(dynamic_choices()), methods=["GET"],
                       dependencies=dependencies)
     app.add_api_route(f"{ROUTE_PREFIX}/styles", lambda: {"styles": style_names()}, methods=["GET"],

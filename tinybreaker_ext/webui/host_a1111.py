@@ -34,10 +34,18 @@ class A1111Host(HostAdapter):
         device = self.compute_device()
         if sd_model is None or device.type != "cuda":
             return
-        if getattr(sd_model, "lowvram", False) or _free_cuda_bytes(device) < _BASE_STAGE_BYTES:
+        if _moves_model_out(sd_model, _free_cuda_bytes(device)):
             sd_models.send_model_to_cpu(sd_model)
             self._moved_out = True
         devices.torch_gc()
+
+    def free_memory(self, device: torch.device, sd_model=None) -> tuple[int | None, int | None]:
+        """CUDA's free bytes, plus the checkpoint's device bytes when ``before_tinybreaker`` will move it out."""
+        free_ram, free_device = super().free_memory(device)
+        if free_device is not None and sd_model is not None and _moves_model_out(sd_model, free_device):
+            free_device += sum(t.numel() * t.element_size() for t in list(sd_model.parameters()) +
+                               list(sd_model.buffers()) if t.device.type == device.type)
+        return free_ram, free_device
 
     def after_tinybreaker(self, sd_model) -> None:
         from modules import devices, sd_models
@@ -52,6 +60,11 @@ class A1111Host(HostAdapter):
         from modules import devices
 
         return devices.without_autocast()
+
+
+def _moves_model_out(sd_model, free_bytes: int) -> bool:
+    """--lowvram/--medvram models always leave; others when the room next to them is short."""
+    return bool(getattr(sd_model, "lowvram", False)) or free_bytes < _BASE_STAGE_BYTES
 
 
 def _free_cuda_bytes(device: torch.device) -> int:

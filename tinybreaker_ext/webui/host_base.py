@@ -29,6 +29,17 @@ class HostAdapter:
         """A ``tinybreaker_ext.placement.ModulePlacement`` backed by the host's memory manager."""
         raise NotImplementedError
 
+    def free_memory(self, device: torch.device, sd_model=None) -> tuple[int | None, int | None]:
+        """(free RAM, free memory on ``device`` for TinyBreaker) in bytes, None where unknown; the device reading is
+        None on a CPU (everything is RAM there). Here: what the system and CUDA report now. Adapters add what the
+        host gives up for our stage (``sd_model``: the job's loaded checkpoint, when there is a job)."""
+        from ..models.t5_policy import available_ram_bytes
+
+        free_device = None
+        if device.type == "cuda":
+            free_device = int(torch.cuda.mem_get_info(device)[0])
+        return available_ram_bytes(), free_device
+
     def before_tinybreaker(self, sd_model) -> None:
         """Make room on the device for our stage (the host model may have to leave)."""
 

@@ -84,6 +84,19 @@ class ManagedHost(HostAdapter):
     def placement(self):
         return ManagedPlacement(self._mm, self._patcher_class, self.compute_device())
 
+    def free_memory(self, device: torch.device, sd_model=None) -> tuple[int | None, int | None]:
+        """The manager's ``get_free_memory`` (CUDA's free bytes plus what its allocator holds unused), plus the
+        device bytes of the models it has loaded, the checkpoint's among them: it evicts them when our stage asks
+        for room (``make_room``, ``load_models_gpu``). A manager without ``get_free_memory`` gets the plain
+        readings."""
+        read = getattr(self._mm, "get_free_memory", None)
+        if not callable(read):
+            return super().free_memory(device)
+        if device.type == "cpu":  # the managers answer with the system's available RAM there
+            return int(read(device)), None
+        free_ram, _ = super().free_memory(torch.device("cpu"))
+        return free_ram, int(read(device)) + _evictable_bytes(self._mm, device)
+
     def before_host_sampling(self, p) -> None:
         reset_forge_objects(p)
 
@@ -111,6 +124,23 @@ def reset_forge_objects(p) -> None:
     apply_token_merging = getattr(sd_models, "apply_token_merging", None)
     if apply_token_merging is not None and hasattr(p, "get_token_merging_ratio"):
         apply_token_merging(model, p.get_token_merging_ratio())
+
+
+def _evictable_bytes(memory_management, device: torch.device) -> int:
+    """Bytes on ``device`` of the models the manager has loaded (each entry's ``model`` is a ModelPatcher whose
+    ``model`` is the torch module; entries whose patcher is gone are skipped)."""
+    seen: set[int] = set()
+    total = 0
+    for loaded in list(getattr(memory_management, "current_loaded_models", None) or []):
+        module = getattr(getattr(loaded, "model", None), "model", None)
+        if not isinstance(module, nn.Module):
+            continue
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            on_device = tensor.device.type == device.type and device.index in (None, tensor.device.index)
+            if on_device and id(tensor) not in seen:  # patcher clones share their module's tensors
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
 
 
 def _finish_move(module: nn.Module, device: torch.device) -> None:

@@ -24,13 +24,17 @@ class RunPlan:
     t5_path: str | None = None
     error: Exception | None = None
     texts: list | None = None  # this batch's StageTexts, set in process_batch
+    memory: object = None  # the preflight's MemoryPlan (webui/preflight.py), set in process
     _engine: object = field(default=None, repr=False)
 
     @property
+    def requested_t5_mode(self) -> str:
+        return requested_t5_mode(self.params.t5_mode)
+
+    @property
     def t5_mode(self) -> str:
-        if self.params.t5_mode != "auto":
-            return self.params.t5_mode
-        return locations.option(locations.SETTING_T5_MODE, "auto")
+        """The T5 placement to run: the preflight's resolution of the one asked for."""
+        return self.memory.t5_mode if self.memory is not None else self.requested_t5_mode
 
     def load_engine(self, host):
         if self._engine is None:
@@ -42,6 +46,13 @@ class RunPlan:
                                         tokenizer_search=_tokenizer_search(),
                                         compile=bool(locations.option(locations.SETTING_COMPILE, False)))
         return self._engine
+
+
+def requested_t5_mode(field_value: str | None) -> str:
+    """The T5 placement asked for: the field, else (``auto`` or empty) the setting, which may be ``auto`` too."""
+    if field_value and field_value != "auto":
+        return field_value
+    return locations.option(locations.SETTING_T5_MODE, "auto")
 
 
 def image_request(p) -> ImageRequest:

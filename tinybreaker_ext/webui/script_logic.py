@@ -11,7 +11,7 @@ from .. import params
 from ..errors import ParameterError
 from ..plan import BATCH_SIZE_MAX
 from ..prompt.grammar import RANDOM_SEED_MAX, parse_inline_prompt, without_arguments
-from . import first_pass, inline_prompt, progress
+from . import first_pass, inline_prompt, preflight, progress
 from .host import get_host
 from .infotext import tb_generation_params
 from .run_plan import RunPlan, build_run_plan, image_request
@@ -95,6 +95,8 @@ def process(p, *args) -> RunPlan | None:
             inline_prompt.apply_plan_to_fields(p, plan.generation, request)
             notes += plan.generation.warnings
     inline_prompt.report(p, notes)
+    if plan.error is None:
+        preflight.check(plan, get_host(), p.sd_model)  # before anything loads: resolves auto, refuses what won't fit
     if plan.error is None:
         apply_plan_to_processing(p, plan)
     _remember(p, plan)

@@ -49,6 +49,7 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
             controls["image_shift"] = gr.Number(label=FIELD_BY_NAME["image_shift"].label, value=0, precision=0,
                                                 minimum=0, elem_id=elem_id("image_shift"))
             controls["t5_mode"] = _dropdown(gr, "t5_mode", list(params.T5_MODES), elem_id)
+            _memory_hint(gr, elem_id, controls)
         with gr.Row():
             controls["upscale"] = gr.Checkbox(label=FIELD_BY_NAME["upscale"].label, value=_DEFAULTS.upscale,
                                               elem_id=elem_id("upscale"))
@@ -67,6 +68,22 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
     paste_fields += [(controls[name], params.field_label_callable(name))
                      for name in params.FIELD_NAMES if name != "enabled"]
     return ordered, paste_fields
+
+
+def _memory_hint(gr, elem_id, controls) -> None:
+    """One line next to T5 placement: will the chosen checkpoint and T5 fit in this placement (webui/preflight.py,
+    the command line's estimate from file headers, cached), updated when the files, the placement or the switch
+    change. Empty until then: building the accordion reads no file."""
+    hint = gr.HTML(value="", elem_id=elem_id("memory_hint"))
+    inputs = [controls["checkpoint"], controls["t5_file"], controls["t5_mode"]]
+    for control in inputs + [controls["enabled"]]:
+        control.change(fn=memory_hint_html, inputs=inputs, outputs=[hint], show_progress=False)
+
+
+def memory_hint_html(checkpoint: str, t5_file: str, t5_mode: str) -> str:
+    from .preflight import hint
+
+    return f"<span class='tinybreaker-memory-hint'>{html.escape(hint(checkpoint, t5_file, t5_mode))}</span>"
 
 
 def _save_style(gr, elem_id, ordered, style_control, choices) -> None:
