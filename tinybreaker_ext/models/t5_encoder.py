@@ -13,8 +13,9 @@ sub-layer copied to the device only while it runs, the next one copied ahead on 
 when the CUDA device has room, else ``stream``; ``cpu`` on a CPU device).
 
 Converting to the compute dtype is often slower than the matrix products themselves (fp8 → bf16 runs at a few
-hundred MB/s on a CPU), so in ``gpu`` and ``cpu`` modes weights are converted once at load time and kept converted
-while the budget of ``t5_policy.conversion_budget`` allows; the rest are converted at each encode.
+hundred MB/s on a CPU; a lookup table or bit operations on the bytes are no faster in torch), so in ``gpu`` and
+``cpu`` modes weights are converted once at load time, each right after it is read, and kept converted while the
+budget of ``t5_policy.conversion_budget`` allows; the rest are converted at each encode.
 """
 
 from __future__ import annotations
