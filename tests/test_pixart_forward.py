@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from builders.pixart import pixart_state_dict
 from tinybreaker_ext.errors import ParameterError
@@ -246,6 +247,21 @@ def test_forward_matches_hand_reference(model, weights64, latent_h, latent_w, ca
 def test_forward_is_deterministic(model):
     x, timesteps, context = make_inputs()
     assert torch.equal(model(x, timesteps, context), model(x, timesteps, context))
+
+
+def test_every_linear_gets_row_major_tokens(model):
+    """A transposed token view from the patch embedder would stay channel-major through every residual add, and the
+    linears would then run as slower batched products."""
+    seen = []
+    handles = [module.register_forward_pre_hook(lambda _module, args, name=name: seen.append(
+        (name, args[0].is_contiguous()))) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    try:
+        with torch.no_grad():
+            model(*make_inputs())
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(seen) > 10 and [name for name, contiguous in seen if not contiguous] == []
 
 
 def test_batch_items_are_independent_and_scalar_timestep_broadcasts(model):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 
@@ -78,6 +80,7 @@ def test_conversion_budget_policy():
     assert conversion_budget("stream", "cpu", free_bytes=100 << 30) == 0
     assert conversion_budget("cpu", "cpu", free_bytes=KEEP_FREE_BYTES + 123) == 123
     assert conversion_budget("gpu", "cuda", free_bytes=KEEP_FREE_BYTES - 1) == 0
+    assert conversion_budget("cpu", "cpu", free_bytes=KEEP_FREE_BYTES + 123, stored_bytes=100) == 23
     assert conversion_budget("gpu", "meta") == 0  # free memory unknown: keep nothing
 
 
@@ -120,3 +123,27 @@ def test_memory_saving_conversions_happen_even_without_a_budget():
     encoder = load_t5_encoder(sd, mode="stream", compute_dtype="bfloat16")
     assert {encoder.stored_tensors()[key].dtype for key in _linear_keys(encoder)} == {torch.bfloat16}
     assert encoder.converted_bytes < 0
+
+
+class _TrackedReads(dict):
+    """A state dict that hands out fresh copies and remembers them weakly, to see which ones are still alive."""
+
+    def __init__(self, sd: dict):
+        super().__init__(sd)
+        self.handed_out: list[tuple[str, weakref.ref]] = []
+        self.alive_at_read: list[list[str]] = []
+
+    def __getitem__(self, key):
+        self.alive_at_read.append([k for k, ref in self.handed_out if ref() is not None])
+        tensor = super().__getitem__(key).clone()
+        self.handed_out.append((key, weakref.ref(tensor)))
+        return tensor
+
+
+def test_a_kept_converted_weight_frees_its_stored_form_before_the_next_read():
+    """Converting after reading everything would hold the whole file and its converted copy at the peak."""
+    sd = _TrackedReads(t5_state_dict(**TINY, dtype=FP8_E4M3))
+    encoder = load_t5_encoder(sd, mode="cpu", compute_dtype="bfloat16", keep_converted_bytes=1 << 30)
+    assert {encoder.stored_tensors()[key].dtype for key in _linear_keys(encoder)} == {torch.bfloat16}
+    assert sd.alive_at_read[-1] == ["shared.weight"]  # the embedding stays fp8 (rows are converted)
+    assert all(set(alive) <= {"shared.weight"} for alive in sd.alive_at_read)

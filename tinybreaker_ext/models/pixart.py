@@ -201,7 +201,9 @@ class _PatchEmbedder(nn.Module):
         self.proj = nn.Conv2d(config.in_channels, config.hidden_size, config.patch_size, stride=config.patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # [B, D, H, W] -> [B, H·W, D], row-major
+        # contiguous: a transposed view would keep every later token tensor channel-major (elementwise results
+        # follow their first input's layout), which makes the linears fall back to slower batched products
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous()  # [B, D, H, W] -> [B, H·W, D], row-major
 
 
 class _CaptionEmbedder(nn.Module):

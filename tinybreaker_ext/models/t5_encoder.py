@@ -15,8 +15,9 @@ sub-layer copied to the device only while it runs, the next one copied ahead on 
 when the CUDA device has room, else ``stream``; ``cpu`` on a CPU device).
 
 Converting to the compute dtype is often slower than the matrix products themselves (fp8 → bf16 runs at a few
-hundred MB/s on a CPU), so in ``gpu`` and ``cpu`` modes weights are converted once at load time and kept converted
-while the budget of ``t5_policy.conversion_budget`` allows; the rest are converted at each encode.
+hundred MB/s on a CPU; a lookup table or bit operations on the bytes are no faster in torch), so in ``gpu`` and
+``cpu`` modes weights are converted once at load time, each right after it is read, and kept converted while the
+budget of ``t5_policy.conversion_budget`` allows; the rest are converted at each encode.
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ class T5TextEncoder:
     """``encode(input_ids) -> float32 [B, L, d_model]``: the last hidden state after the final layer norm."""
 
     def __init__(self, config: T5EncoderConfig, weights: dict[str, StoredWeight], *, mode: str,
-                 device: torch.device, compute_dtype: torch.dtype, identity: str, keep_converted_bytes: int = 0):
+                 device: torch.device, compute_dtype: torch.dtype, identity: str, converted_bytes: int = 0):
         from transformers import T5EncoderModel
 
         self.config = config
@@ -287,7 +288,7 @@ class T5TextEncoder:
                 prefix = f"encoder.block.{block_index}.layer.{layer_index}."
                 self._add_group(layer, owners, prefix)
         self._add_group(model.encoder.final_layer_norm, owners, FINAL_NORM_KEY[: -len("weight")])
-        self.converted_bytes = self._keep_converted(keep_converted_bytes)
+        self.converted_bytes = converted_bytes  # extra bytes held by weights the loader kept converted
         self._prefetch = Prefetcher(device) if mode == "stream" and device.type != "cpu" else None
         if self._prefetch is not None and device.type == "cuda":  # page-locked: the side stream copies asynchronously
             self._weights = {key: weight.pin_memory() for key, weight in self._weights.items()}
@@ -304,22 +305,6 @@ class T5TextEncoder:
             owner.register_forward_pre_hook(lambda module, _args: encoder()._swap_in(group, module))
             owner.register_forward_hook(lambda module, _args, _output: encoder()._release(group, module))
         self._groups.append(group)
-
-    def _keep_converted(self, budget: int) -> int:
-        """Converts stored weights to the compute dtype once, in execution order, while the extra bytes fit
-        ``budget`` (a conversion that saves memory, e.g. fp32 storage with bf16 compute, always happens). The
-        converted copy replaces the stored one, on the same device. Returns the extra bytes now held."""
-        element_size = torch.tensor([], dtype=self.compute_dtype).element_size()
-        used = 0
-        for group in self._groups:
-            for _, _, key in group.params:
-                stored = self._weights[key]
-                extra = stored.numel() * element_size - stored.nbytes
-                if stored.is_in(self.compute_dtype) or used + extra > budget:
-                    continue
-                self._weights[key] = StoredWeight(stored.convert(self.compute_dtype))
-                used += extra
-        return used
 
     def _enter(self, group: _SwapGroup) -> None:
         fetched = None
@@ -469,12 +454,26 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: 
     mode = choose_mode(mode, device, needed + upcast_reserve)
     storage_device = device if mode == "gpu" else torch.device("cpu")
 
+    if keep_converted_bytes is None:
+        keep_converted_bytes = conversion_budget(mode, device, stored_bytes=needed)
+    # Each weight is converted right after it is read, so the file's form of a converted weight is freed before the
+    # next one is read: converting after reading everything would hold the whole file and its converted copy at once
+    # (and the allocator keeps freed pages that the larger converted tensors cannot reuse).
+    element_size = torch.tensor([], dtype=compute_dtype).element_size()
     weights: dict[str, StoredWeight] = {}
-    for key, file_key in key_map.items():
+    converted_bytes = 0
+    for key, file_key in key_map.items():  # execution order: early sub-layers are kept converted first
         tensor = encoder_sd[file_key].to(storage_device)
         scale = encoder_sd[scale_keys[key]].to(storage_device) if key in scale_keys else None
-        weights[key] = StoredWeight(tensor, scale)
-    if keep_converted_bytes is None:
-        keep_converted_bytes = conversion_budget(mode, device)
+        weight = StoredWeight(tensor, scale)
+        del tensor, scale
+        extra = weight.numel() * element_size - weight.nbytes
+        # The embedding stays as stored (rows are gathered, then converted); a conversion that saves memory (fp32
+        # storage, bf16 compute) always happens.
+        fits = converted_bytes + extra <= keep_converted_bytes
+        if key != EMBEDDING_KEY and fits and not weight.is_in(compute_dtype):
+            weight = StoredWeight(weight.convert(compute_dtype))
+            converted_bytes += extra
+        weights[key] = weight
     return T5TextEncoder(config, weights, mode=mode, device=device, compute_dtype=compute_dtype,
-                         identity=_identity(state_dict, compute_dtype), keep_converted_bytes=keep_converted_bytes)
+                         identity=_identity(state_dict, compute_dtype), converted_bytes=converted_bytes)

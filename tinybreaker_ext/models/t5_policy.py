@@ -74,12 +74,14 @@ def free_device_bytes(device: torch.device) -> int | None:
     return None
 
 
-def conversion_budget(mode: str, device: torch.device | str, free_bytes: int | None = None) -> int:
+def conversion_budget(mode: str, device: torch.device | str, free_bytes: int | None = None,
+                      stored_bytes: int = 0) -> int:
     """Extra bytes that weights converted to the compute dtype may take, so later encodes skip the conversion.
 
     ``stream`` keeps nothing converted (its point is to hold the file's bytes only). ``gpu`` and ``cpu`` may use the
-    free memory of the device holding the weights (CUDA memory or RAM) beyond ``KEEP_FREE_BYTES``; unknown free
-    memory (other devices) means nothing is kept. Pass ``free_bytes`` to decide for a known amount.
+    free memory of the device holding the weights (CUDA memory or RAM) beyond ``KEEP_FREE_BYTES`` and beyond
+    ``stored_bytes``, what the weights as stored are about to take (the budget is decided before they are read);
+    unknown free memory (other devices) means nothing is kept. Pass ``free_bytes`` to decide for a known amount.
     """
     if mode == "stream":
         return 0
@@ -88,5 +90,5 @@ def conversion_budget(mode: str, device: torch.device | str, free_bytes: int | N
         free_bytes = free_device_bytes(device if mode == "gpu" else torch.device("cpu"))
     if free_bytes is None:
         return 0
-    return max(0, free_bytes - KEEP_FREE_BYTES)
+    return max(0, free_bytes - stored_bytes - KEEP_FREE_BYTES)
 
