@@ -10,9 +10,6 @@ from ..memory_plan import MemoryPlan, plan_memory
 from ..models.t5_encoder import MODES
 from . import locations
 
-# The T5 placements an estimate is given for (``auto`` is one of them, resolved).
-PLACEMENTS = tuple(mode for mode in MODES if mode != "auto")
-
 
 def free_for_tinybreaker(host, device, sd_model=None) -> tuple[int | None, int | None]:
     """The host's free RAM and device memory (with what it gives up for our stage: ``sd_model`` is the job's
@@ -73,7 +70,7 @@ def estimates(host, checkpoint_path: str, t5_path: str) -> dict:
     ``ram_bytes`` and ``device_bytes`` at the peak stage (integers; device 0 on a CPU), ``fits`` (against the free
     memory now) and the one-line ``message`` (the command line's wording)."""
     result = {}
-    for mode in ("auto",) + PLACEMENTS:
+    for mode in MODES:
         plan = plan_for(host, checkpoint_path, t5_path, mode)
         result[mode] = {"t5_mode": plan.t5_mode, "ram_bytes": plan.ram_peak, "device_bytes": plan.device_peak,
                         "fits": plan.fits, "message": plan.message}
