@@ -14,9 +14,8 @@ from ..stage_params import STAGES
 from .sizes import parse_aspect, scale_factor
 from .style_ini import _STAGE_FIELD_TYPES, stage_value, typed_ini_value
 
+# image.batch_size is not a default: every front end gives its own batch size (txt2img's field, --batch).
 IMAGE_KEYS = {"image.aspect_ratio": "aspect", "image.scale": "scale"}
-# Read but not used, with the reason: the front end's batch size is always given (txt2img's field, --batch).
-IGNORED_KEYS = ("image.batch_size",)
 
 
 @dataclass(frozen=True)
