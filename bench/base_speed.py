@@ -56,7 +56,8 @@ def product_denoiser(pixart, conds, unconds, cfg: float):
     from tinybreaker_ext.sampling.denoisers import CFGDenoiser, EpsDenoiser
     from tinybreaker_ext.sampling.schedules import pixart_sigmas
 
-    return CFGDenoiser(EpsDenoiser(pixart.eps, pixart_sigmas()), conds, unconds, cfg, accepts_context_mask=True)
+    return CFGDenoiser(EpsDenoiser(pixart.eps, pixart_sigmas()), conds, unconds, cfg, accepts_context_mask=True,
+                       prepare_context=pixart.prepare_caption)
 
 
 def product_base(pixart, conds, unconds, *, sampler: str, steps: int, cfg: float, size: int, seeds: list[int],
@@ -351,7 +352,7 @@ def forward_pairs(pixart, pipe, cond, uncond, variants: dict[str, int], compiled
     x = torch.randn(2, 4, latent, latent, generator=generator)
     timesteps = torch.full((2,), 500.0)
     (call,) = product_denoiser(pixart, [cond], [uncond], args.cfg).context_calls(1, pixart.device)
-    sides = {"product": lambda: pixart(x, timesteps, call.context, call.mask)}
+    sides = {"product": lambda: pixart(x, timesteps, call.context)}
     if compiled is not None:
         sides["product+compile"] = lambda: _compiled_forward(pixart, compiled, x, timesteps, call)
     for name, length in variants.items():
@@ -387,7 +388,7 @@ def forward_pairs(pixart, pipe, cond, uncond, variants: dict[str, int], compiled
 def _compiled_forward(pixart, compiled, x, timesteps, call):
     pixart.compiled_block = compiled
     try:
-        return pixart(x, timesteps, call.context, call.mask)
+        return pixart(x, timesteps, call.context)
     finally:
         pixart.compiled_block = None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -34,7 +33,6 @@ def test_tinybreaker_prototypes(tmp_path, prototype, kind, layout):
     assert info.kind is kind and info.is_tinybreaker
     assert info.pixart_layout == layout
     assert info.metadata["modelspec.architecture"] == "TinyBreaker"
-    assert info.size_bytes == os.path.getsize(path) and info.tensor_count == len(tinybreaker_keys(prototype, layout))
     assert f"prototype{prototype}" in info.description and layout in info.description
 
 

@@ -102,3 +102,26 @@ def test_auto_t5_mode_streams_on_cuda_unless_the_placement_keeps_models_resident
     pipeline.t5("auto", resident)
     pipeline.t5("gpu", offload)
     assert chosen == ["stream", "auto", "gpu"]
+
+
+def test_a_sampling_run_projects_the_caption_once(pipeline):
+    """A base stage of several steps computes the caption projection and each block's keys and values once, not at
+    every step (they depend on the caption alone)."""
+    pixart = pipeline.pixart
+    calls = {"forwards": 0, "keys_values": 0, "caption": 0}
+
+    def counter(name):
+        return lambda *_: calls.__setitem__(name, calls[name] + 1)
+
+    handles = [pixart.register_forward_hook(counter("forwards")),
+               pixart.y_embedder.y_proj.register_forward_hook(counter("caption"))]
+    handles += [block.cross_attn.kv_linear.register_forward_hook(counter("keys_values")) for block in pixart.blocks]
+    stage = StageParams(sampler="euler", scheduler="simple", steps=4, steps_start=0, cfg=3.4)
+    pipeline._base_cache = None
+    try:
+        pipeline.base(["a red fox"], ["blurry, a much longer negative prompt than the prompt"], stage, sigmas(stage),
+                      width=64, height=64, seeds=[1, 2])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == {"forwards": 4, "keys_values": len(pixart.blocks), "caption": 1}

@@ -85,6 +85,20 @@ def test_eps_returns_the_noise_channels_in_float32(model):
                                                                               mask[:1])[:, :4])
 
 
+def test_a_prepared_caption_gives_the_forward_s_own_result(model):
+    """The caption's share of a forward, prepared once per sampling run, is what the forward computes itself: bit
+    for bit, with a mask, and for a caption shared by every image of the batch."""
+    short, long = captions(5, 9)
+    context, mask = pad_with_mask([short, long])
+    x = torch.randn(2, 4, 6, 4, generator=torch.Generator().manual_seed(11))
+    timesteps = torch.tensor([900.0, 20.0])
+    prepared = model.prepare_caption(context, mask)
+    assert torch.equal(model(x, timesteps, prepared), model(x, timesteps, context, mask))
+    assert torch.equal(model.eps(x, timesteps, prepared), model.eps(x, timesteps, context, mask))
+    shared = model.prepare_caption(short)
+    assert torch.equal(model(x, timesteps, shared), model(x, timesteps, short))
+
+
 def test_a_16_bit_file_is_never_upcast_on_the_way_to_the_device(monkeypatch):
     """Each tensor travels in the file's dtype and is cast where it lands (a float32 copy on the host would double
     the bytes of a 16-bit file moving to a GPU). The meta device stands in for the GPU."""

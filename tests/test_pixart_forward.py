@@ -220,7 +220,8 @@ def test_one_block_matches_hand_reference(model, weights64, token_scale):
     time6 = torch.randn(2, 6, 144, generator=generator)
     caption = torch.randn(2, 7, 144, generator=generator)
     expected = reference_block(tokens.double(), time6.double(), caption.double(), weights64, 1)
-    assert_close(model.blocks[1](tokens, time6, caption), expected)
+    block = model.blocks[1]
+    assert_close(block(tokens, time6, *block.cross_attn.keys_values(caption)), expected)
 
 
 def test_final_layer_and_unpatchify_match_hand_reference(model, weights64):

@@ -220,4 +220,4 @@ def test_argument_like_text_never_raises(prompt, arguments):
     text = prompt + "".join(f" --{name} {value}" for name, value in arguments)
     parsed = parse_inline_prompt(text)
     for name in parsed.values:
-        assert name in grammar.ARGUMENT_BY_NAME
+        assert name in {spec.name for spec in ARGUMENTS}

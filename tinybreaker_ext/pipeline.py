@@ -133,7 +133,7 @@ class TinyBreakerPipeline:
         shape = (len(seeds), 4, height // 8, width // 8)
         with placement.use(self.pixart) as pixart:
             denoiser = CFGDenoiser(EpsDenoiser(pixart.eps, pixart_sigmas()), conds, unconds, stage.cfg,
-                                   accepts_context_mask=True)
+                                   accepts_context_mask=True, prepare_context=pixart.prepare_caption)
             latent = sample_stage(denoiser, torch.zeros(shape, device=placement.device), sigmas,
                                   sampler=stage.sampler, seeds=seeds, sigma_max=pixart_sigmas()[-1],
                                   callback=self._step_callback(callback)).cpu()

@@ -103,8 +103,6 @@ class ModelFileInfo:
     kind: FileKind
     description: str
     metadata: dict[str, str] = field(default_factory=dict)
-    size_bytes: int = 0
-    tensor_count: int = 0
     key_prefix: str = ""
     pixart_layout: str | None = None
     t5_dtype: torch.dtype | None = None
@@ -242,7 +240,7 @@ def _classify_gguf(header: GGUFHeader) -> ModelFileInfo:
     return ModelFileInfo(path=header.path, kind=FileKind.T5_ENCODER,
                          description=f"T5 encoder (GGUF {quantization}){where}",
                          metadata={key: str(value) for key, value in header.metadata.items()},
-                         size_bytes=header.file_size, tensor_count=len(names), key_prefix=prefix,
+                         key_prefix=prefix,
                          t5_dtype=FLOAT_TYPES.get(signature.type_name), t5_dtype_name=quantization, file_format="gguf")
 
 
@@ -253,8 +251,7 @@ def classify(source: str | os.PathLike | SafetensorsView | SafetensorsHeader | G
     if isinstance(header, GGUFHeader):
         return _classify_gguf(header)
     keys = header.tensors
-    common = dict(path=header.path, metadata=dict(header.metadata), size_bytes=header.file_size,
-                  tensor_count=len(keys))
+    common = dict(path=header.path, metadata=dict(header.metadata))
 
     def fail(problem: str) -> ModelFileError:
         return ModelFileError(header.path, problem, ALL_KINDS_TEXT)

@@ -99,7 +99,6 @@ ARGUMENTS: tuple[ArgumentSpec, ...] = (
     ArgumentSpec("variant", (), "int", "sets the refiner seed (deprecated: use --image-shift)", deprecated=True),
     ArgumentSpec("cfg-adjust", (), "float", "adds to the base CFG (deprecated: use --cfg-shift)", deprecated=True),
 )
-ARGUMENT_BY_NAME: dict[str, ArgumentSpec] = {spec.name: spec for spec in ARGUMENTS}
 CANONICAL_NAME: dict[str, str] = {
     key: spec.name for spec in ARGUMENTS for key in (spec.name, *spec.aliases)
 }

@@ -59,7 +59,8 @@ def can_batch_contexts(*contexts: torch.Tensor) -> bool:
 @dataclass(frozen=True)
 class ContextCall:
     """One model call: the batch rows it computes (a range when they are consecutive), their contexts and, when
-    the contexts were zero-padded to a common length, the mask of their real tokens."""
+    the contexts were zero-padded to a common length, the mask of their real tokens (or, with a
+    ``prepare_context``, what it made of both)."""
 
     rows: slice | torch.Tensor
     context: torch.Tensor
@@ -127,16 +128,19 @@ class CFGDenoiser:
     unconditioned rows of all images go through the model together: in one call when their lengths allow it (see
     `plan_context_calls`). ``accepts_context_mask`` says that ``model_fn`` takes ``context_mask=``, so contexts
     of any lengths can be zero-padded and masked into that one call. The batched contexts are built once per batch
-    size and device and reused at every step.
+    size and device and reused at every step; ``prepare_context(context, mask)``, when given, turns each into what
+    ``model_fn`` takes instead of the context and its mask (a network's caption work that no step changes).
     """
 
     def __init__(self, model_fn: ModelFunction, cond: Contexts, uncond: Contexts | None, cfg: float, *,
-                 accepts_context_mask: bool = False):
+                 accepts_context_mask: bool = False,
+                 prepare_context: Callable[[torch.Tensor, torch.Tensor | None], object] | None = None):
         self.model_fn = model_fn
         self.cond = cond
         self.uncond = uncond
         self.cfg = float(cfg)
         self.accepts_context_mask = accepts_context_mask
+        self.prepare_context = prepare_context
         self._plan: tuple[tuple, list[ContextCall]] | None = None
 
     @property
@@ -151,7 +155,10 @@ class CFGDenoiser:
             if self.guided:
                 rows = _context_rows(self.uncond, batch) + rows  # uncond first, the order the reference batches in
             rows = [row.to(device) for row in rows]
-            self._plan = (key, plan_context_calls(rows, can_mask=self.accepts_context_mask))
+            calls = plan_context_calls(rows, can_mask=self.accepts_context_mask)
+            if self.prepare_context is not None:
+                calls = [ContextCall(call.rows, self.prepare_context(call.context, call.mask)) for call in calls]
+            self._plan = (key, calls)
         return self._plan[1]
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
