@@ -108,8 +108,8 @@ def test_header_facts_read_no_tensor_and_indexing_reads_only_that_tensor(sample,
     path, _ = sample
     reads = []
     real = safetensors_file.read_bytes
-    monkeypatch.setattr(safetensors_file, "read_bytes", lambda stream, offset, nbytes:
-                        reads.append(nbytes) or real(stream, offset, nbytes))
+    monkeypatch.setattr(safetensors_file, "read_bytes", lambda stream, offset, nbytes, into=None:
+                        reads.append(nbytes) or real(stream, offset, nbytes, into))
     with open_safetensors(path) as file:
         view = file.prefixed("b.")
         _ = (file.metadata, view.shape("fp8"), view.dtype("inner.weight"), list(view), len(file))
@@ -231,3 +231,12 @@ def test_header_is_read_without_opening_tensors(sample):
     header = read_safetensors_header(path)
     assert set(header.tensors) == set(tensors)
     assert header.tensors["a.weight"].shape == (3, 5) and header.tensors["a.weight"].nbytes == 60
+
+
+def test_read_into_a_buffer_gives_the_tensor_as_a_view_of_it(sample):
+    path, _ = sample
+    with open_safetensors(path) as file:
+        view = file.prefixed("b.")
+        buffer = torch.zeros(view.nbytes("inner.weight") + 5, dtype=torch.uint8)
+        tensor = view.read_into("inner.weight", buffer)
+        assert tensor.data_ptr() == buffer.data_ptr() and torch.equal(tensor, view["inner.weight"])

@@ -179,6 +179,11 @@ class SafetensorsView(Mapping[str, torch.Tensor]):
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._file._read(self._prefix + key)
 
+    def read_into(self, key: str, buffer: torch.Tensor) -> torch.Tensor:
+        """The tensor read into ``buffer`` (uint8, at least ``nbytes(key)`` elements): a view of it, valid until
+        the buffer is reused. For callers that convert each tensor right away."""
+        return self._file._read(self._prefix + key, into=buffer)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._key_list())
 
@@ -251,7 +256,7 @@ class SafetensorsFile(SafetensorsView):
     def file_size(self) -> int:
         return self.header.file_size
 
-    def _read(self, full_key: str) -> torch.Tensor:
+    def _read(self, full_key: str, into: torch.Tensor | None = None) -> torch.Tensor:
         entry = self.header.tensors.get(full_key)
         if entry is None:
             raise KeyError(full_key)
@@ -262,7 +267,7 @@ class SafetensorsFile(SafetensorsView):
         try:
             if self._handle is None:
                 self._handle = open(self.header.path, "rb")
-            data = read_bytes(self._handle, 8 + self.header.header_size + entry.start, entry.nbytes)
+            data = read_bytes(self._handle, 8 + self.header.header_size + entry.start, entry.nbytes, into)
         except OSError as error:
             raise ModelFileError(self.header.path, f"cannot read tensor '{full_key}' ({error.strerror or error})",
                                  SAFETENSORS_EXPECTED) from None
