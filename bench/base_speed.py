@@ -376,9 +376,14 @@ def forward_pairs(pixart, pipe, cond, uncond, variants: dict[str, int], compiled
     print(f"   single forwards alternated ({args.forward_pairs} rounds, batch 2, "
           f"{(latent // 2) ** 2} image tokens; mean s: "
           + ", ".join(f"{name} {statistics.mean(values):.2f}" for name, values in seconds.items()) + ")")
+    flops = forward_flops(sides)
+    print("   floating-point operations per forward (torch's FlopCounterMode; no timing noise): "
+          + ", ".join(f"{name} {value / 1e9:.1f} G" for name, value in flops.items()))
     result = {}
     for product_name in [name for name in sides if name.startswith("product")]:
         for name in variants:
+            result[f"flops {product_name}/{name}"] = flops[product_name] / flops[name]
+            print(f"   operations {product_name} / {name}: {flops[product_name] / flops[name]:.3f}")
             ratios = [a / b for a, b in zip(seconds[product_name], seconds[name])]
             result[f"{product_name}/{name}"] = statistics.median(ratios)
             fastest = min(seconds[product_name]) / min(seconds[name])
@@ -386,6 +391,19 @@ def forward_pairs(pixart, pipe, cond, uncond, variants: dict[str, int], compiled
             print(f"   forward {product_name} / {name}: median {statistics.median(ratios):.3f} "
                   f"(min {min(ratios):.3f}, max {max(ratios):.3f}); fastest / fastest {fastest:.3f}")
     return result
+
+
+def forward_flops(sides: dict) -> dict[str, int]:
+    """The operations of one forward per side, counted by shape (matrix products and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts = {}
+    with torch.no_grad():
+        for name, forward in sides.items():
+            with FlopCounterMode(display=False) as counter:
+                forward()
+            counts[name] = counter.get_total_flops()
+    return counts
 
 
 def _compiled_forward(pixart, compiled, x, timesteps, call):
