@@ -66,7 +66,7 @@ def test_full_sdxl_unet_layout_is_inferred_and_consumed_without_missing_or_unexp
         assert tuple(ldm[key].shape) == shape, key
     config = infer_unet_config(ldm)
     assert (config.channel_mult, config.attention_levels, config.level_depths) == ((1, 2, 4), (1, 2), (10, 2, 10))
-    assert (config.context_dim, config.adm_in_channels, config.pooled_dim) == (2048, 2816, 1280)
+    assert (config.context_dim, config.adm_in_channels) == (2048, 2816)  # pooled CLIP-G 1280 + 6 × 256 time ids
     assert config.heads() == [5, 10, 20] and config.use_linear_projection and config.is_sdxl
     converted = convert_ldm_unet_state_dict(ldm, config)
     with torch.device("meta"):

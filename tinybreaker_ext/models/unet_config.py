@@ -50,11 +50,6 @@ class UNetConfig:
     def is_sdxl(self) -> bool:
         return self.adm_in_channels is not None
 
-    @property
-    def pooled_dim(self) -> int | None:
-        """The width of the pooled text embedding label_emb expects (SDXL: 1280, CLIP-G's projection)."""
-        return None if self.adm_in_channels is None else self.adm_in_channels - 6 * SDXL_TIME_ID_DIM
-
     def heads(self) -> list[int]:
         if self.head_channels is None:
             return [self.num_heads] * len(self.channel_mult)
