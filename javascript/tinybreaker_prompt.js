@@ -1,7 +1,7 @@
 /**
  * TinyBreaker prompt helpers: the pure text logic behind the prompt-box keys and highlighting (no DOM).
  *
- * The inline language (spec §6.2-6.3, tinybreaker_ext/prompt/grammar.py): every `--` starts an argument whose name
+ * The inline language (docs/numerics.md "Inline prompt arguments", tinybreaker_ext/prompt/grammar.py): every `--` starts an argument whose name
  * runs to the first whitespace. These functions find the argument under the cursor, step its value (Ctrl+Up/Down),
  * complete a partly typed name (Ctrl+Right) and list the ranges to highlight. They return plain objects describing
  * an edit, so they run the same in the browser (window.TinyBreakerPrompt) and in Node (module.exports).
@@ -44,8 +44,8 @@
         "upscale-model",
     ];
 
-    // Ctrl+Up/Down per argument, with the reference editor's ranges (spec §6.3 "UI editor hints"). `initial` is
-    // what an empty or "random" value becomes; `plus` writes positive numbers with a sign.
+    // Ctrl+Up/Down per argument, with the reference editor's ranges (docs/numerics.md "Inline prompt arguments").
+    // `initial` is what an empty or "random" value becomes; `plus` writes positive numbers with a sign.
     const STEP_RULES = {
         "seed": {type: "int", initial: 1n, min: 1n, max: 0xFFFFFFFFFFFFFFFFn, words: ["random"]},
         "cfg-shift": {type: "int", initial: 0n, min: -20n, max: 20n, plus: true},

@@ -1,6 +1,6 @@
 """The repository reads on its own: every ``docs/<file>.md "<Heading>"`` that the code, tests, scripts, benchmarks,
-README or the docs themselves cite names a file of ``docs/`` with a markdown heading of exactly that text, and no
-section sign is left (it cited a specification that is not in the repository). tests/fixtures holds data, not
+JavaScript, README or the docs themselves cite names a file of ``docs/`` with a markdown heading of exactly that
+text, and no section sign is left (it cited a specification that is not in the repository). tests/fixtures holds data, not
 prose, and is not scanned."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCANNED_TREES = ("tinybreaker_ext", "tests", "scripts", "bench", "docs")
-SCANNED_FILES = ("README.md",)
+SCANNED_TREES = ("tinybreaker_ext", "tests", "scripts", "bench", "docs", "javascript")
+SCANNED_FILES = ("README.md", "install.py", "preload.py", "style.css", "metadata.ini")
 NOT_SCANNED = ("tests/fixtures",)
 SECTION_SIGN = "\N{SECTION SIGN}"  # spelled by name, so this file holds none itself
 
