@@ -195,9 +195,6 @@ class StoredWeight:
     def materialize(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         return self.to(device, non_blocking=True).convert(dtype)
 
-    def is_in(self, dtype: torch.dtype) -> bool:
-        return isinstance(self.tensor, torch.Tensor) and self.tensor.dtype == dtype and self.scale is None
-
     def numel(self) -> int:
         return self.tensor.numel()
 
