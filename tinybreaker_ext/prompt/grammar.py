@@ -6,8 +6,8 @@ and whose value is the rest, up to the next `--`. `parse_inline_prompt` only rea
 reports unknown arguments and values it cannot use as warnings. `plan.make_plan` turns the result into the
 generation plan (ranges are the fields' own, params.py).
 
-Where this parser deliberately differs from the reference (ComfyUI-TinyBreaker), `DIFFERENCES` says so; the README
-quotes that list.
+Where this parser deliberately differs from the reference (ComfyUI-TinyBreaker): docs/numerics.md "Deliberate
+differences".
 """
 
 from __future__ import annotations
@@ -20,42 +20,6 @@ from dataclasses import dataclass, field
 from ..errors import ParameterError
 from ..params import DETAIL_LEVEL_WORDS, UPSCALE_MODES, UPSCALE_NOISE_WORDS
 from .sizes import clamp_aspect, format_aspect, parse_aspect
-
-DIFFERENCES: tuple[str, ...] = (
-    "`--aspect W:1` (for example 2:1, the '2:1 mobile' preset) gives that ratio; the reference turns any W:1 into 1:1.",
-    "A ratio with one side more than 6x the other is clamped as in the reference (1:9 becomes 1:6), but with a warning.",
-    "A bare `--upscale` (no value) turns the upscaler on; the reference ignores it.",
-    "`--upscale upscaler|enhancer` turns the upscaler on in that mode and `--upscale-model NAME` names the model that "
-    "enlarges before the tile refine (v0.4's Tiny Upscaler modes and upscale model, which the reference sets only on "
-    "its nodes).",
-    "`--refine` text is joined to the prompt with one space; the reference glues them together (`cat.a dog`).",
-    "An empty `--refine` counts as absent in both; `--refine !` (nothing after `!`) leaves the user's prompt out of the "
-    "refiner prompt instead of inserting a lone '.'.",
-    "Level words of `--detail-level` and `--upscale-noise` are case-insensitive (`HIGH` works); the reference ignores "
-    "them unless lower-case. Argument names are case-insensitive in both.",
-    "Aliases share one slot, so the last one written wins (`--c 1 --cfg-shift 2` shifts by 2); the reference prefers "
-    "the short alias whatever the order.",
-    "An argument name ends at any whitespace (`--seed<newline>5` works); the reference splits only at a space.",
-    "Unknown arguments, values that cannot be used and text after a lone `--` produce warnings instead of being "
-    "dropped silently; a value that cannot be used leaves the setting unchanged (the reference sets 1:1 for a bad "
-    "`--aspect`).",
-    "`--seed -1` means a random seed, as in A1111; other negative seeds are refused with a warning.",
-    "`--detail-level`, `--cfg-shift`, `--image-shift` and `--upscale-noise` are clamped to the ranges of the "
-    "matching fields (detail level -10…+10, where -10 is 'none'; upscale noise -5…+5, where 'none' is -5) with a "
-    "warning; the reference accepts any integer.",
-    "`--batch-size` above 16 is clamped with a warning.",
-    "`--style` falls back to a case-insensitive match when no style has exactly that name.",
-    "Shifted values are rounded to 6 decimals, so `--cfg-shift -1` on 3.4 gives 3.2, not 3.1999999999999997.",
-    "`--s random` is also rewritten to the actual seed in saved metadata, like `--seed random`.",
-    "Infotext names `dpm_2`/`dpm_2_ancestral` with the normal scheduler 'DPM2'/'DPM2 a' (the reference misspells its "
-    "table keys and writes 'DPM2 Normal').",
-    "Infotext always writes `Seed` and `CFG scale` (the reference leaves out a seed of 0), writes `Model` only when "
-    "a model name is known, and writes an end step counted from the last step when a stage's end is negative.",
-    "Style INI values are read without %-interpolation, so a `%` in a prompt is kept instead of failing the file.",
-    "In style files, `[NAME:BASE]` may name a style of an earlier file (the reference looks only in the same "
-    "text); an undefined BASE gives a warning and the defaults (the reference silently inherits nothing). Unknown "
-    "keys and values of the wrong type are skipped with a warning.",
-)
 
 # Level words in field units (params.py defines what each means); the parser only recognises them.
 DETAIL_LEVELS = DETAIL_LEVEL_WORDS
