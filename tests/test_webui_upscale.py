@@ -100,6 +100,8 @@ def test_run_tiny_upscaler_matches_the_core_with_the_hosts_model(webui, pipeline
     from tinybreaker_ext.webui.upscale import run_tiny_upscaler
 
     samples = torch.randn(2, 4, 4, 6, generator=torch.Generator().manual_seed(3))
+    total_tqdm = webui.tree["modules.shared"].total_tqdm
+    counted_before = total_tqdm.updates
     result = run_tiny_upscaler(webui.p, samples, pipelines["checkpoint1"], webui.host, upscaler_stage(), 2.0)
 
     assert getattr(result, "already_decoded", False) and len(result) == 2
@@ -119,6 +121,7 @@ def test_run_tiny_upscaler_matches_the_core_with_the_hosts_model(webui, pipeline
                             denoiser=lambda x, sigma: expected_cfg(x, sigma, "", NEGATIVE, 4.0))
     assert torch.allclose(torch.stack(list(result)), expected * 2 - 1, atol=1e-5)
     assert webui.state.textinfo == "TinyBreaker: upscaler" and webui.state.sampling_steps == 8
+    assert total_tqdm.updates == counted_before  # tiles are not in the total the host's bar was given
 
 
 def test_already_decoded_images_are_upscaled_without_a_second_decode(webui, pipelines):

@@ -29,9 +29,12 @@ def is_upscale_rerun(p) -> bool:
     return getattr(p, "firstpass_image", None) is not None or bool(getattr(p, "txt2img_upscale", False))
 
 
-def stage_callback(label: str, total_steps: int, on_denoised: Callable | None = None) -> Callable:
+def stage_callback(label: str, total_steps: int, on_denoised: Callable | None = None, *,
+                   counted: bool = True) -> Callable:
     """A core progress callback for one of our stages: drives the host state (step, progress bar) and stops within
-    one step on Interrupt or Skip. ``on_denoised(denoised)`` runs every step (previews); it never breaks the job."""
+    one step on Interrupt or Skip. ``on_denoised(denoised)`` runs every step (previews); it never breaks the job.
+    ``counted``: the stage's steps are in the total that `claim_job_count` gave the host's progress bar (the Tiny
+    Upscaler's tiles are not: their number is known only once it runs)."""
     from modules import shared
 
     state = shared.state
@@ -44,7 +47,8 @@ def stage_callback(label: str, total_steps: int, on_denoised: Callable | None = 
             raise Cancelled("interrupted")
         state.sampling_steps = total
         state.sampling_step = step + 1
-        shared.total_tqdm.update()
+        if counted:
+            shared.total_tqdm.update()
         if on_denoised is not None:
             try:
                 on_denoised(denoised)

@@ -15,6 +15,7 @@ from ..stage_params import StageParams
 from ..upscaler import (tiny_upscale, tiny_vae_decode_fn, tiny_vae_encode_fn, upscaled_size, upscaler_sigmas,
                         upscaler_vae)
 from .host_denoiser import HostDenoiser, host_conditioning
+from . import progress
 from .host_upscalers import find_upscaler, pre_upscale_function
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ def run_tiny_upscaler(p, samples, engine, host, stage: StageParams, scale_by: fl
     try:
         upscaled = tiny_upscale(images, scale_by=scale_by, encode_fn=tiny_vae_encode_fn(vae),
                                 decode_fn=tiny_vae_decode_fn(vae), denoiser=denoiser, stage=stage, device=device,
-                                callback=_progress_callback(), stage_context=phase, mode=mode,
-                                pre_upscale=pre_upscale)
+                                callback=progress.stage_callback("TinyBreaker: upscaler", 0, counted=False),
+                                stage_context=phase, mode=mode, pre_upscale=pre_upscale)
     except Cancelled:
         log.info("TinyBreaker: upscaler interrupted; keeping the images at their original size")
         return processing.DecodedSamples(decoded)
@@ -80,18 +81,3 @@ def decode_samples(p, samples) -> list[torch.Tensor]:
     return list(processing.decode_latent_batch(p.sd_model, samples, target_device=devices.cpu, check_for_nans=True))
 
 
-def _progress_callback():
-    """Host progress per tile; Interrupt or Skip stops between tiles."""
-    from modules import shared
-
-    state = shared.state
-    state.textinfo = "TinyBreaker: upscaler"
-    state.sampling_step = 0
-
-    def callback(step: int, total: int, x, denoised) -> None:
-        if state.interrupted or state.skipped:
-            raise Cancelled("interrupted")
-        state.sampling_steps = total
-        state.sampling_step = step + 1
-
-    return callback
