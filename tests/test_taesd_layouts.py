@@ -1,4 +1,5 @@
-"""Every accepted tiny-VAE key layout loads to the same modules; scales are read exactly; errors name the part."""
+"""Tiny VAEs as TinyBreaker files store them: halves and their numbering, scales read exactly, errors naming the
+part."""
 
 from __future__ import annotations
 
@@ -29,23 +30,6 @@ def native_outputs(taesd_encoder_sd, taesd_decoder_sd):
     return _outputs(load_tiny_vae(sd, default_scale=0.18215, **CPU))
 
 
-@pytest.mark.parametrize("layout", ["comfy", "diffusers"])
-def test_comfy_and_diffusers_layouts_load_the_same_weights_as_native(layout, taesd_encoder_sd, taesd_decoder_sd,
-                                                                     native_outputs):
-    vae = load_tiny_vae(tiny_vae_layout(taesd_encoder_sd, taesd_decoder_sd, layout), default_scale=0.18215, **CPU)
-    encoded, decoded = _outputs(vae)
-    assert torch.equal(encoded, native_outputs[0])
-    assert torch.equal(decoded, native_outputs[1])
-
-
-def test_prefixless_single_half_files_are_told_apart_by_their_keys(taesd_encoder_sd, taesd_decoder_sd, native_outputs):
-    encoder_only = load_tiny_vae(dict(taesd_encoder_sd), default_scale=0.13025, **CPU)
-    decoder_only = load_tiny_vae(dict(taesd_decoder_sd), default_scale=0.13025, **CPU)
-    assert encoder_only.decoder is None and decoder_only.encoder is None
-    assert torch.equal(encoder_only.encode(IMAGES), native_outputs[0])
-    assert torch.equal(decoder_only.decode(LATENT, clamp=False), native_outputs[1])
-
-
 def test_diffusers_style_decoder_numbering_is_shifted_back_by_one(taesd_decoder_sd, native_outputs):
     shifted = {f"decoder.{int(k.split('.', 1)[0]) - 1}.{k.split('.', 1)[1]}": v for k, v in taesd_decoder_sd.items()}
     assert "decoder.0.weight" in shifted
@@ -65,17 +49,6 @@ def test_fp16_scales_stored_in_the_file_are_used_exactly(taesd_encoder_sd, taesd
     raw = torch.randn(1, 4, 2, 2)
     torch.testing.assert_close(vae.raw_to_model(raw), raw * 0.18212890625, rtol=0, atol=0)
     torch.testing.assert_close(vae.model_to_raw(raw), raw / 0.1302490234375, rtol=0, atol=0)
-
-
-def test_comfy_top_level_scale_applies_to_both_halves(taesd_encoder_sd, taesd_decoder_sd):
-    sd = tiny_vae_layout(taesd_encoder_sd, taesd_decoder_sd, "comfy", encoder_scale=0.5, shift=0.25)
-    parts = normalize_tiny_vae_state_dict(sd)
-    assert (parts.encoder_scale, parts.encoder_shift) == (0.5, 0.25)
-    assert (parts.decoder_scale, parts.decoder_shift) == (0.5, 0.25)
-    vae = load_tiny_vae(sd, **CPU)
-    raw = torch.full((1, 4, 1, 1), 1.25)
-    assert torch.equal(vae.raw_to_model(raw), torch.full((1, 4, 1, 1), 0.5))      # (1.25 − 0.25)·0.5
-    assert torch.equal(vae.model_to_raw(torch.full((1, 4, 1, 1), 0.5)), raw)     # 0.5 / 0.5 + 0.25
 
 
 def test_default_scale_is_used_only_when_the_file_has_none(taesd_encoder_sd):
@@ -106,8 +79,7 @@ def test_latent_channels_are_inferred_from_shapes():
 
 @pytest.mark.parametrize("layout, drop, part", [
     ("native", "decoder.13.conv.2.bias", "TAESD decoder"),
-    ("comfy", "taesd_encoder.6.weight", "TAESD encoder"),
-    ("diffusers", "decoder.layers.18.weight", "TAESD decoder"),
+    ("native", "encoder.6.weight", "TAESD encoder"),
 ])
 def test_a_missing_key_is_reported_with_the_file_and_the_half(layout, drop, part, taesd_encoder_sd, taesd_decoder_sd):
     sd = tiny_vae_layout(taesd_encoder_sd, taesd_decoder_sd, layout)
@@ -158,3 +130,12 @@ def test_loads_from_lazy_views_of_a_tinybreaker_style_checkpoint(taesd_encoder_s
             load_tiny_vae(file.prefixed("refiner.first_stage_model."), **CPU)
     expected = f"{path}: TAESD decoder under 'refiner.first_stage_model.' is missing '17.weight'"
     assert str(error.value).startswith(expected)
+
+
+@pytest.mark.parametrize("layout", ["comfy", "bare"])
+def test_standalone_taesd_layouts_are_not_loaded(layout, taesd_encoder_sd, taesd_decoder_sd):
+    """Only classification knows them (to name a wrong pick); no TinyBreaker file stores them."""
+    sd = (tiny_vae_layout(taesd_encoder_sd, taesd_decoder_sd, "comfy") if layout == "comfy"
+          else dict(taesd_decoder_sd))
+    with pytest.raises(ModelFileError, match="no TAESD encoder or decoder"):
+        load_tiny_vae(sd, default_scale=0.18215, **CPU)

@@ -1,4 +1,4 @@
-"""Tiny AutoEncoder (TAESD, madebyollin) halves, their key layouts, and a small VAE wrapper.
+"""Tiny AutoEncoder (TAESD, madebyollin) halves as TinyBreaker files store them, and a small VAE wrapper.
 
 Conventions (madebyollin/taesd, issue #3): images are [B, 3, H, W] in [0, 1]; latents are MODEL-SPACE
 (raw × scale), [B, C, H/8, W/8]. The Sequential indices below are the native key names (`encoder.<i>.…`,
@@ -127,22 +127,6 @@ def shift_decoder_indices(part: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return shifted
 
 
-def _standalone_role(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """Which half a prefix-less madebyollin file (`taesd_encoder.safetensors` / `taesd_decoder.safetensors`) is.
-
-    The encoder's first conv (`0.weight`) takes 3 RGB channels and the file ends at index 14; the decoder has
-    no index 0 (the Clamp) and starts with the latent conv `1.weight` (index 1 of the encoder is a Block, so
-    it has no `1.weight`). A decoder saved diffusers-style starts at `0.weight` with latent input channels.
-    """
-    if "1.weight" in state_dict:
-        return "decoder"
-    if "0.weight" in state_dict:
-        if shape_of(state_dict, "0.weight")[1] == 3 and "14.weight" in state_dict:
-            return "encoder"
-        return "decoder"
-    return None
-
-
 class TinyVAEParts(NamedTuple):
     """Native-key halves (`<i>.…`, no prefix; None when absent) and each half's latent space."""
 
@@ -156,36 +140,24 @@ class TinyVAEParts(NamedTuple):
 
 def normalize_tiny_vae_state_dict(state_dict: Mapping[str, torch.Tensor], *, default_scale: float | None = None,
                                   default_shift: float = 0.0, source: str | None = None) -> TinyVAEParts:
-    """Accepts native (`encoder.<i>`/`decoder.<i>` + `<half>.vae_scale/vae_shift`), ComfyUI (`taesd_encoder.`,
-    `taesd_decoder.`, top-level `vae_scale/vae_shift`), diffusers (`encoder.layers.`/`decoder.layers.`) and
-    prefix-less single-half madebyollin files. Scales come from the file when present, else `default_scale`.
+    """The halves of a tiny VAE as TinyBreaker files store it: `encoder.<i>`/`decoder.<i>` (a decoder numbered
+    diffusers-style, from 0, is shifted up by one) with `<half>.vae_scale`/`<half>.vae_shift` scalars. Scales come
+    from the file when present, else `default_scale`. Standalone TAESD files in other layouts are recognised by
+    `files/classify.py` (to name a wrong pick) but nothing loads them.
 
     The two halves may live in different latent spaces (TinyBreaker prototype0's `first_stage_model.` holds a
     TAESDXL encoder and a TAESD decoder), hence a scale per half.
     """
     source = source_name(state_dict, source)
-    keys = list(state_dict.keys())
-    if any(key.startswith(("taesd_encoder.", "taesd_decoder.")) for key in keys):
-        encoder = indexed_part(state_dict, "taesd_encoder.")
-        decoder = indexed_part(state_dict, "taesd_decoder.")
-    elif any(key.startswith(("encoder.layers.", "decoder.layers.")) for key in keys):
-        encoder = indexed_part(state_dict, "encoder.layers.")
-        decoder = indexed_part(state_dict, "decoder.layers.")
-    elif any(_INDEXED_KEY.match(key) for key in keys):
-        role = _standalone_role(state_dict)
-        whole = indexed_part(state_dict, "")
-        encoder, decoder = (whole, {}) if role == "encoder" else ({}, whole)
-    else:
-        encoder = indexed_part(state_dict, "encoder.")
-        decoder = indexed_part(state_dict, "decoder.")
-    decoder = shift_decoder_indices(decoder)
+    encoder = indexed_part(state_dict, "encoder.")
+    decoder = shift_decoder_indices(indexed_part(state_dict, "decoder."))
     if not encoder and not decoder:
         raise ModelFileError(source, "no TAESD encoder or decoder weights found",
-                             "keys like encoder.0.weight, decoder.1.weight, taesd_decoder.1.weight")
+                             "keys like encoder.0.weight, decoder.1.weight")
 
     def space(half: str) -> tuple[float, float]:
-        scale_key = next((k for k in (f"{half}.vae_scale", "vae_scale") if k in state_dict), None)
-        shift_key = next((k for k in (f"{half}.vae_shift", "vae_shift") if k in state_dict), None)
+        scale_key = f"{half}.vae_scale" if f"{half}.vae_scale" in state_dict else None
+        shift_key = f"{half}.vae_shift" if f"{half}.vae_shift" in state_dict else None
         if scale_key is None and default_scale is None:
             raise ModelFileError(source, f"TAESD {half} has no vae_scale and no default scale was given",
                                  "default_scale=0.18215 (SD1) or 0.13025 (SDXL)")
@@ -291,7 +263,8 @@ class TinyVAE(nn.Module):
 def load_tiny_vae(state_dict: Mapping[str, torch.Tensor], *, default_scale: float | None = None,
                   default_shift: float = 0.0, device: torch.device | str, dtype: torch.dtype,
                   source: str | None = None) -> TinyVAE:
-    """A TinyVAE from any accepted layout (see `normalize_tiny_vae_state_dict`); shapes decide the config."""
+    """A TinyVAE from the halves a TinyBreaker file stores (see `normalize_tiny_vae_state_dict`); shapes decide the
+    config."""
     source = source_name(state_dict, source)
     parts = normalize_tiny_vae_state_dict(state_dict, default_scale=default_scale, default_shift=default_shift,
                                           source=source)
