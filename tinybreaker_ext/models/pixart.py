@@ -1,14 +1,5 @@
-"""PixArt-Sigma transformer with native parameter names, configured from tensor shapes
-(docs/numerics.md "PixArt-Sigma forward").
-
-Own module because diffusers' ``PixArtTransformer2DModel`` cannot serve: diffusers is absent on A1111, and in
-every version we target (0.31.0, 0.32.2, 0.42.1) its timestep sinusoid uses ``exp(-ln(10000)·i/128)`` where the
-reference uses ``1 / 10000^(i/128)`` (6e-5 apart in the sinusoid, ~1.5e-6 in the output;
-docs/numerics.md "Timestep and position embeddings"). Its positional embedding has the same numerics as the
-reference's (float32 grid, float64 sin/cos) but is rounded to float32 and added before casting to the model dtype,
-which differs from the reference in fp16/bf16. The block maths is otherwise identical (checked in tests against
-diffusers at t=0, where both sinusoids agree exactly).
-"""
+"""PixArt-Sigma transformer with native parameter names, configured from tensor shapes. Hand-written because
+diffusers is absent on A1111 and its embeddings round differently (docs/numerics.md "PixArt-Sigma forward")."""
 
 from __future__ import annotations
 
@@ -21,16 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelFileError, ParameterError
-from ..files.state_dict import shape_of
+from ..files.state_dict import shape_of, source_name
 from .embeddings import pixart_position_embedding, timestep_sinusoid
-from .pixart_keys import (detect_pixart_layout, full_key_name, iter_native_tensors, log_unused,
-                          native_pixart_keys, pixart_block_count, raise_if_missing, source_keys, source_name,
-                          source_shape)
+from .pixart_keys import (detect_pixart_layout, full_key_name, iter_native_tensors, log_unused, native_pixart_keys,
+                          pixart_block_count, raise_if_missing, source_keys, source_shape)
 
 logger = logging.getLogger(__name__)
 
 HEAD_DIM = 72  # PixArt-Sigma XL: 16 heads × 72; the head count is not stored in the file
-RESOLUTIONS = (256, 512, 1024, 2048)
 LAYER_NORM_EPS = 1e-6
 _POS_CACHE_SIZE = 4
 
@@ -49,58 +38,35 @@ class PixArtConfig:
     resolution: int = 1024
 
     @property
-    def latent_size(self) -> int:
-        return self.resolution // 8
-
-    @property
     def base_size(self) -> int:
         """Token-grid side the model was trained on (64 for the 1024 model)."""
-        return self.latent_size // self.patch_size
+        return self.resolution // 8 // self.patch_size
 
     @property
     def pe_interpolation(self) -> float:
         """Position-embedding scale (2.0 for the 1024 model)."""
-        return self.latent_size / 64
+        return self.resolution / 512
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], resolution: int = 1024,
-                        num_heads: int | None = None) -> "PixArtConfig":
-        """Infer the config from tensor shapes (native or diffusers layout; lazy views are not read).
-
-        Heads: ``num_heads`` if given, else ``hidden // 72`` when hidden is a multiple of 72 (the real model),
-        else 1 (only tiny test models end up there).
-        """
-        if resolution not in RESOLUTIONS:
-            raise ParameterError("resolution", f"must be one of {RESOLUTIONS}, got {resolution}")
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> "PixArtConfig":
+        """Infer the config from the shapes of a complete native or diffusers state dict (lazy views are not read).
+        Heads: ``hidden // 72`` when hidden is a multiple of 72 (the real model), else 1 (tiny test models)."""
         layout = detect_pixart_layout(state_dict)
-        present = set(state_dict.keys())  # not ``in state_dict``: a plain lazy Mapping would read the tensor
 
         def shape(native_key: str) -> tuple[int, ...]:
-            key = source_keys(native_key, layout)[0]
-            if key not in present:
-                raise ModelFileError(source_name(state_dict),
-                                     f"PixArt-Sigma transformer is missing {full_key_name(state_dict, key)}")
-            return shape_of(state_dict, key)
+            return shape_of(state_dict, source_keys(native_key, layout)[0])
 
         hidden, in_channels, patch, _ = shape("x_embedder.proj.weight")
-        depth = pixart_block_count(state_dict, layout)
-        if depth == 0:
-            raise ModelFileError(source_name(state_dict), "PixArt-Sigma transformer has no blocks")
-        if num_heads is None:
-            num_heads = hidden // HEAD_DIM if hidden % HEAD_DIM == 0 else 1
-        if num_heads < 1 or hidden % num_heads:
-            raise ParameterError("num_heads", f"{num_heads} does not divide the hidden size {hidden}")
         return cls(
             hidden_size=hidden,
-            depth=depth,
-            num_heads=num_heads,
+            depth=pixart_block_count(state_dict, layout),
+            num_heads=hidden // HEAD_DIM if hidden % HEAD_DIM == 0 else 1,
             patch_size=patch,
             in_channels=in_channels,
             out_channels=shape("final_layer.linear.weight")[0] // (patch * patch),
             caption_dim=shape("y_embedder.y_proj.fc1.weight")[1],
             mlp_hidden=shape("blocks.0.mlp.fc1.weight")[0],
             timestep_dim=shape("t_embedder.mlp.0.weight")[1],
-            resolution=resolution,
         )
 
 
@@ -146,10 +112,8 @@ class SelfAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Image tokens attend to the caption tokens. The reference never masks
-    (docs/numerics.md "Caption length and masking"); ``key_mask`` exists so that captions of different lengths can
-    share one batch: zero-padded tokens are masked out, which gives the unpadded caption's result (softmax weights
-    of masked keys are exactly 0)."""
+    """Image tokens attend to the caption tokens; ``key_mask`` lets captions of different lengths share one batch
+    (docs/numerics.md "Caption length and masking")."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -158,10 +122,9 @@ class CrossAttention(nn.Module):
         self.kv_linear = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def keys_values(self, caption: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def keys_values(self, caption: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """[B, L, D] caption tokens -> keys and values [B, H, L, D/H]: the same at every sampling step."""
-        k, v = (_split_heads(part, self.num_heads) for part in self.kv_linear(caption).chunk(2, dim=-1))
-        return k, v
+        return tuple(_split_heads(part, self.num_heads) for part in self.kv_linear(caption).chunk(2, dim=-1))
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 key_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -202,30 +165,6 @@ class FinalLayer(nn.Module):
         return self.linear(_modulate(_layer_norm(x), shift[:, None], scale[:, None]))
 
 
-class _PatchEmbedder(nn.Module):
-    def __init__(self, config: PixArtConfig):
-        super().__init__()
-        self.proj = nn.Conv2d(config.in_channels, config.hidden_size, config.patch_size, stride=config.patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # contiguous: a transposed view would keep every later token tensor channel-major (elementwise results
-        # follow their first input's layout), which makes the linears fall back to slower batched products
-        return self.proj(x).flatten(2).transpose(1, 2).contiguous()  # [B, D, H, W] -> [B, H·W, D], row-major
-
-
-class _CaptionEmbedder(nn.Module):
-    def __init__(self, config: PixArtConfig):
-        super().__init__()
-        self.y_proj = Mlp(config.caption_dim, config.hidden_size, config.hidden_size)
-
-
-class _TimestepEmbedder(nn.Module):
-    def __init__(self, config: PixArtConfig):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(config.timestep_dim, config.hidden_size), nn.SiLU(),
-                                 nn.Linear(config.hidden_size, config.hidden_size))
-
-
 def unpatchify(tokens: torch.Tensor, height: int, width: int, patch: int, channels: int) -> torch.Tensor:
     """[B, H·W, p·p·C] with per-token order (py, px, c) -> [B, C, H·p, W·p]."""
     batch = tokens.shape[0]
@@ -235,10 +174,8 @@ def unpatchify(tokens: torch.Tensor, height: int, width: int, patch: int, channe
 
 @dataclass(frozen=True)
 class PreparedCaption:
-    """What a forward computes from the caption alone: the caption projection and every block's cross-attention
-    keys and values. A sampling run passes the same caption at every step, so preparing it once
-    (`PixArtSigma.prepare_caption`) saves those products at every later step (7% of a 256 px forward's operations
-    with a 120-token caption, more with longer ones). The values are the ones the forward would compute itself."""
+    """Every block's cross-attention keys and values for one caption: the same at every sampling step, so
+    preparing them once saves 7% of a 256 px forward's operations with a 120-token caption."""
 
     keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per block, each [B or 1, H, L, D/H]
     key_mask: torch.Tensor | None  # [B or 1, 1, 1, L] bool, True on the tokens to attend to
@@ -257,10 +194,14 @@ class PixArtSigma(nn.Module):
     def __init__(self, config: PixArtConfig):
         super().__init__()
         self.config = config
-        self.x_embedder = _PatchEmbedder(config)
-        self.t_embedder = _TimestepEmbedder(config)
-        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(config.hidden_size, 6 * config.hidden_size))
-        self.y_embedder = _CaptionEmbedder(config)
+        dim = config.hidden_size
+        # ModuleDicts only give the parameters the native names (x_embedder.proj.weight, …)
+        self.x_embedder = nn.ModuleDict({"proj": nn.Conv2d(config.in_channels, dim, config.patch_size,
+                                                           stride=config.patch_size)})
+        self.t_embedder = nn.ModuleDict({"mlp": nn.Sequential(nn.Linear(config.timestep_dim, dim), nn.SiLU(),
+                                                              nn.Linear(dim, dim))})
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.y_embedder = nn.ModuleDict({"y_proj": Mlp(config.caption_dim, dim, dim)})
         self.blocks = nn.ModuleList(PixArtBlock(config) for _ in range(config.depth))
         self.final_layer = FinalLayer(config)
         self._position_cache: dict[tuple, torch.Tensor] = {}
@@ -290,14 +231,14 @@ class PixArtSigma(nn.Module):
     def time_embeddings(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B] timesteps -> (temb [B, D], adaLN-single table [B, 6, D])."""
         sinusoid = timestep_sinusoid(timestep.to(self.device), self.config.timestep_dim)
-        temb = self.t_embedder.mlp(sinusoid.to(self.dtype))
+        temb = self.t_embedder["mlp"](sinusoid.to(self.dtype))
         return temb, self.t_block(temb).unflatten(1, (6, self.config.hidden_size))
 
     def prepare_caption(self, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> PreparedCaption:
         """context [B, L, caption_dim] with any length L, context_mask None (every token counts, as in the
         reference) or [B, L] bool with False on padding tokens -> what every forward with this caption shares."""
         device, dtype = self.device, self.dtype
-        caption = self.y_embedder.y_proj(context.to(device, dtype))
+        caption = self.y_embedder["y_proj"](context.to(device, dtype))
         key_mask = None
         if context_mask is not None:
             key_mask = context_mask.to(device=device, dtype=torch.bool).reshape(-1, 1, 1, context.shape[1])
@@ -322,7 +263,10 @@ class PixArtSigma(nn.Module):
             context = self.prepare_caption(context, context_mask)
         caption = context.for_batch(batch)
         temb, time6 = self.time_embeddings(timestep)
-        tokens = self.x_embedder(x.to(device, dtype)) + self.position_embedding(height, width, device, dtype)
+        # [B, D, h, w] -> [B, h·w, D] row-major; contiguous, or every later token tensor stays channel-major
+        # (elementwise results follow their first input's layout) and the linears fall back to slower products
+        tokens = self.x_embedder["proj"](x.to(device, dtype)).flatten(2).transpose(1, 2).contiguous()
+        tokens = tokens + self.position_embedding(height, width, device, dtype)
         run_block = self.compiled_block or _run_block
         for block, (keys, values) in zip(self.blocks, caption.keys_values):
             tokens = run_block(block, tokens, time6, keys, values, caption.key_mask)
@@ -351,12 +295,9 @@ COMPILE_MIN_TORCH = (2, 5)  # from 2.5 dynamo lifts module parameters to graph i
 
 
 def compile_pixart(model: PixArtSigma, device: torch.device | str | None = None) -> bool:
-    """Run the transformer blocks through ``torch.compile`` (off unless this is called; the first forward at each
-    new shape then compiles, later ones are faster). One compiled graph serves all blocks, so compiling costs about
-    one block's worth. Returns False and leaves the model eager, with the reason logged, where compiling is not
-    supported: torch older than 2.5, or no working backend on ``device`` (the compute device, default the
-    model's): e.g. no C++ compiler for CPUs or no Triton for GPUs. A small probe function is compiled on
-    ``device`` to find out."""
+    """Run the transformer blocks through ``torch.compile`` (one graph serves all blocks). Returns False and leaves
+    the model eager, with the reason logged, on torch older than 2.5 or without a working backend on ``device``
+    (default the model's; e.g. no C++ compiler for CPUs, no Triton for GPUs), found by compiling a probe."""
     version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2] if part.isdigit())
     if version < COMPILE_MIN_TORCH:
         logger.warning("PixArt: torch.compile needs torch %s or newer (found %s); running eagerly",
@@ -374,19 +315,16 @@ def compile_pixart(model: PixArtSigma, device: torch.device | str | None = None)
 
 
 def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32, resolution: int = 1024,
-                num_heads: int | None = None) -> PixArtSigma:
+                dtype: torch.dtype = torch.float32) -> PixArtSigma:
     """Build a PixArtSigma from a native or diffusers state dict (plain dict or lazy file view).
 
-    The module is built on the ``meta`` device and takes the tensors as they are read and cast, one at a time,
-    so the weights are never held twice. Each tensor travels to ``device`` in the file's dtype and is cast there:
-    a 16-bit file never takes a float32 detour through host memory (a GPU gets half the bytes, and upcasts
-    itself when float32 compute is asked for). Ignored keys (docs/model-files.md "PixArt-Sigma layouts") are
-    skipped; unknown keys are logged.
+    Built on the ``meta`` device, it takes the tensors one at a time as they are read, so the weights are never held
+    twice; each travels to ``device`` in the file's dtype and is cast there (no float32 detour through host memory).
+    Unknown keys are logged and skipped.
     """
     layout = detect_pixart_layout(state_dict)
-    raise_if_missing(state_dict, layout, native_pixart_keys(pixart_block_count(state_dict, layout)))
-    config = PixArtConfig.from_state_dict(state_dict, resolution=resolution, num_heads=num_heads)
+    raise_if_missing(state_dict, layout, native_pixart_keys(max(1, pixart_block_count(state_dict, layout))))
+    config = PixArtConfig.from_state_dict(state_dict)
     with torch.device("meta"):
         model = PixArtSigma(config)
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}

@@ -1,9 +1,6 @@
-"""PixArt-Sigma key layouts: detect native vs diffusers naming and read tensors under native names
-(docs/model-files.md "PixArt-Sigma layouts").
-
-Native names are the module's own parameter names (``tinybreaker_ext.models.pixart``). A diffusers file is
-read lazily: each native tensor is built from its diffusers source(s) when asked for, one at a time
-(self-attention q/k/v and cross-attention k/v are concatenated along dim 0).
+"""PixArt-Sigma key layouts: read a native or diffusers file under native names (docs/model-files.md
+"PixArt-Sigma layouts"). A diffusers tensor is built when asked for, one at a time (self-attention q/k/v and
+cross-attention k/v are concatenated along dim 0).
 """
 
 from __future__ import annotations
@@ -15,20 +12,15 @@ from typing import Iterable, Iterator, Mapping
 import torch
 
 from ..errors import ModelFileError
+from ..files.classify import PIXART_DIFFUSERS as DIFFUSERS
+from ..files.classify import PIXART_NATIVE as NATIVE
+from ..files.classify import PIXART_SIGNATURES, pixart_layout
 from ..files.state_dict import shape_of, source_name
 
 logger = logging.getLogger(__name__)
 
-NATIVE = "native"
-DIFFUSERS = "diffusers"
-
-LAYOUT_SIGNATURES = {
-    NATIVE: ("t_embedder.mlp.0.weight", "final_layer.scale_shift_table"),
-    DIFFUSERS: ("adaln_single.emb.timestep_embedder.linear_2.bias", "scale_shift_table"),
-}
-
-# Keys a file may carry that inference does not use (docs/model-files.md "PixArt-Sigma layouts"): the learned null
-# caption (no null-token substitution at inference) and a stored positional-embedding buffer (computed per grid).
+# Keys a file may carry that inference does not use: the learned null caption (never substituted) and a stored
+# positional-embedding buffer (computed per grid).
 IGNORED_KEYS = {
     NATIVE: ("y_embedder.y_embedding", "pos_embed"),
     DIFFUSERS: ("caption_projection.y_embedding", "pos_embed.pos_embed"),
@@ -36,7 +28,7 @@ IGNORED_KEYS = {
 
 BLOCK_PREFIX = {NATIVE: "blocks.", DIFFUSERS: "transformer_blocks."}
 
-# native module path -> diffusers module path(s), outside the blocks (docs/model-files.md "PixArt-Sigma layouts")
+# native module path -> diffusers module path, outside the blocks
 _DIFFUSERS_TOP_MODULES = {
     "x_embedder.proj": "pos_embed.proj",
     "y_embedder.y_proj.fc1": "caption_projection.linear_1",
@@ -65,14 +57,11 @@ def full_key_name(state_dict: Mapping[str, torch.Tensor], key: str) -> str:
 
 
 def detect_pixart_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """``"native"`` or ``"diffusers"`` from the signature keys of docs/model-files.md "PixArt-Sigma layouts";
-    ModelFileError if neither matches."""
-    keys = set(state_dict.keys())
-    for layout, signature in LAYOUT_SIGNATURES.items():
-        if all(key in keys for key in signature):
-            return layout
-    raise ModelFileError(source_name(state_dict), "not a PixArt-Sigma transformer (signature keys not found)",
-                         expected=" or ".join(" + ".join(sig) for sig in LAYOUT_SIGNATURES.values()))
+    layout = pixart_layout(set(state_dict.keys()))
+    if layout is None:
+        raise ModelFileError(source_name(state_dict), "not a PixArt-Sigma transformer (signature keys not found)",
+                             expected=" or ".join(" + ".join(sig) for sig in PIXART_SIGNATURES.values()))
+    return layout
 
 
 def pixart_block_count(state_dict: Mapping[str, torch.Tensor], layout: str) -> int:
@@ -84,8 +73,7 @@ def pixart_block_count(state_dict: Mapping[str, torch.Tensor], layout: str) -> i
 
 
 def native_pixart_keys(depth: int) -> list[str]:
-    """Every parameter name of a native PixArt-Sigma transformer with ``depth`` blocks, in the order of
-    docs/model-files.md "PixArt-Sigma layouts"."""
+    """Every parameter name of a native PixArt-Sigma transformer with ``depth`` blocks."""
     top = ["x_embedder.proj", "t_embedder.mlp.0", "t_embedder.mlp.2", "t_block.1",
            "y_embedder.y_proj.fc1", "y_embedder.y_proj.fc2"]
     keys = [f"{module}.{param}" for module in top for param in ("weight", "bias")]
@@ -106,44 +94,22 @@ def source_keys(native_key: str, layout: str) -> tuple[str, ...]:
     module, _, param = native_key.rpartition(".")
     if module in _DIFFUSERS_TOP_MODULES:
         return (f"{_DIFFUSERS_TOP_MODULES[module]}.{param}",)
-    match = _BLOCK_KEY.match(native_key)
-    if match:
-        index, rest = match.groups()
-        if rest == "scale_shift_table":
-            return (f"transformer_blocks.{index}.scale_shift_table",)
-        rest_module, _, rest_param = rest.rpartition(".")
-        if rest_module in _DIFFUSERS_BLOCK_MODULES:
-            return tuple(f"transformer_blocks.{index}.{name}.{rest_param}"
-                         for name in _DIFFUSERS_BLOCK_MODULES[rest_module])
-    raise KeyError(f"{native_key} is not a PixArt-Sigma parameter name")
+    index, rest = _BLOCK_KEY.match(native_key).groups()
+    if rest == "scale_shift_table":
+        return (f"transformer_blocks.{index}.scale_shift_table",)
+    rest_module, _, rest_param = rest.rpartition(".")
+    return tuple(f"transformer_blocks.{index}.{name}.{rest_param}" for name in _DIFFUSERS_BLOCK_MODULES[rest_module])
 
 
 def source_shape(state_dict: Mapping[str, torch.Tensor], native_key: str, layout: str) -> tuple[int, ...]:
     """Shape the native tensor will have, read from the file's shapes without loading tensors."""
     shapes = [shape_of(state_dict, key) for key in source_keys(native_key, layout)]
-    if len(shapes) == 1:
-        return shapes[0]
     return (sum(shape[0] for shape in shapes),) + tuple(shapes[0][1:])
 
 
-def missing_pixart_keys(state_dict: Mapping[str, torch.Tensor], layout: str, native_keys: Iterable[str]) -> list[str]:
-    """Source keys that ``native_keys`` need but the state dict lacks, in table order."""
-    present = set(state_dict.keys())
-    return [key for native in native_keys for key in source_keys(native, layout) if key not in present]
-
-
-def unused_pixart_keys(state_dict: Mapping[str, torch.Tensor], layout: str | None = None,
-                       depth: int | None = None) -> list[str]:
-    """Keys that are neither model parameters nor known-ignorable; they are skipped when loading."""
-    layout = layout or detect_pixart_layout(state_dict)
-    depth = pixart_block_count(state_dict, layout) if depth is None else depth
-    used = {key for native in native_pixart_keys(depth) for key in source_keys(native, layout)}
-    used.update(IGNORED_KEYS[layout])
-    return sorted(key for key in state_dict.keys() if key not in used)
-
-
 def raise_if_missing(state_dict: Mapping[str, torch.Tensor], layout: str, native_keys: Iterable[str]) -> None:
-    missing = missing_pixart_keys(state_dict, layout, native_keys)
+    present = set(state_dict.keys())
+    missing = [key for native in native_keys for key in source_keys(native, layout) if key not in present]
     if missing:
         shown = ", ".join(full_key_name(state_dict, key) for key in missing[:3])
         if len(missing) > 3:
@@ -152,13 +118,19 @@ def raise_if_missing(state_dict: Mapping[str, torch.Tensor], layout: str, native
                              expected=f"complete {layout} PixArt-Sigma layout")
 
 
-def log_unused(state_dict: Mapping[str, torch.Tensor], layout: str, depth: int) -> list[str]:
+def unused_pixart_keys(state_dict: Mapping[str, torch.Tensor], layout: str, depth: int) -> list[str]:
+    """Keys that are neither model parameters nor known-ignorable; they are skipped when loading."""
+    used = {key for native in native_pixart_keys(depth) for key in source_keys(native, layout)}
+    used.update(IGNORED_KEYS[layout])
+    return sorted(key for key in state_dict.keys() if key not in used)
+
+
+def log_unused(state_dict: Mapping[str, torch.Tensor], layout: str, depth: int) -> None:
     unused = unused_pixart_keys(state_dict, layout, depth)
     if unused:
         logger.warning("%s: ignoring %d unknown PixArt key(s): %s", source_name(state_dict), len(unused),
                        ", ".join(full_key_name(state_dict, key) for key in unused[:5])
                        + (" ..." if len(unused) > 5 else ""))
-    return unused
 
 
 def iter_native_tensors(state_dict: Mapping[str, torch.Tensor], layout: str,
@@ -166,7 +138,4 @@ def iter_native_tensors(state_dict: Mapping[str, torch.Tensor], layout: str,
     """Yield ``(native_key, tensor)`` one at a time, reading each source tensor only when it is needed."""
     for native in native_keys:
         sources = source_keys(native, layout)
-        if len(sources) == 1:
-            yield native, state_dict[sources[0]]
-        else:
-            yield native, torch.cat([state_dict[key] for key in sources], dim=0)
+        yield native, state_dict[sources[0]] if len(sources) == 1 else torch.cat([state_dict[k] for k in sources])
