@@ -1,12 +1,14 @@
-"""The transcoder is TAESD_enc(TAESDXL_dec(z)) in model space, with the file's fp16 scales for raw latents."""
+"""The transcoder is TAESD_enc(TAESDXL_dec(z)) in model space."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from builders.common import save_safetensors
 from builders.taesd import taesd_decoder_state_dict, taesd_encoder_state_dict, transcoder_state_dict
 from tinybreaker_ext.errors import ModelFileError
+from tinybreaker_ext.files.safetensors_file import open_safetensors
 from tinybreaker_ext.models.taesd import TinyDecoder, TinyEncoder
 from tinybreaker_ext.models.transcoder import load_transcoder
 
@@ -36,11 +38,6 @@ def test_model_space_transcode_is_encoder_of_decoder_without_clamp_or_blur(trans
     assert transcoder(Z_SDXL).shape == (2, 4, 3, 4)
 
 
-def test_the_stored_fp16_latent_scales_are_read(transcoder):
-    assert (transcoder.in_scale, transcoder.out_scale) == (0.1302490234375, 0.18212890625)
-    assert (transcoder.in_shift, transcoder.out_shift) == (0.0, 0.0)
-
-
 def test_no_clamp_between_decoder_and_encoder():
     # push the decoder's output far above 1: a clamp between the halves would change the result
     sd = transcoder_state_dict(0, dtype=torch.float32)
@@ -58,36 +55,27 @@ def test_no_clamp_between_decoder_and_encoder():
     assert not torch.allclose(transcoded, clamped, atol=1e-3)
 
 
-def test_the_checkpoint_prefix_is_accepted_and_blur_sigma_is_unused(transcoder_sd, transcoder):
-    prefixed = {"transcoder." + k: v for k, v in transcoder_sd.items()}
-    assert "transcoder.transx.gaussian_blur_sigma" in prefixed
-    prefixed["refiner.diffusion_model.out.2.weight"] = torch.zeros(4, 320, 3, 3)
-    loaded = load_transcoder(prefixed, **CPU)
-    assert torch.equal(loaded(Z_SDXL), transcoder(Z_SDXL))
+def test_blur_sigma_and_scalars_are_not_needed(transcoder_sd, transcoder):
+    assert "transx.gaussian_blur_sigma" in transcoder_sd
+    bare = {k: v for k, v in transcoder_sd.items() if k.startswith(("transd.", "transe."))}
+    assert torch.equal(load_transcoder(bare, **CPU)(Z_SDXL), transcoder(Z_SDXL))
 
 
 def test_old_builder_naming_loads_the_same_weights(transcoder):
     old = load_transcoder(transcoder_state_dict(0, naming="old"), **CPU)
     assert torch.equal(old(Z_SDXL), transcoder(Z_SDXL))
-    # the old builder stored float32 [1] tensors: their values are kept as stored
-    assert old.in_scale == float(torch.tensor(0.13025)) and old.out_scale == float(torch.tensor(0.18215))
-
-
-def test_scales_default_to_sdxl_in_and_sd1_out(transcoder_sd):
-    bare = {k: v for k, v in transcoder_sd.items() if k.startswith(("transd.", "transe."))}
-    loaded = load_transcoder(bare, **CPU)
-    assert (loaded.in_scale, loaded.in_shift, loaded.out_scale, loaded.out_shift) == (0.13025, 0.0, 0.18215, 0.0)
 
 
 @pytest.mark.parametrize("drop, part", [("transe.9.conv.4.weight", "transcoder encoder (transe)"),
                                         ("transd.1.weight", "transcoder decoder (transd)")])
-def test_missing_keys_name_the_file_and_the_part(transcoder_sd, drop, part):
+def test_missing_keys_name_the_file_and_the_part(transcoder_sd, drop, part, tmp_path):
     broken = dict(transcoder_sd)
     del broken[drop]
-    with pytest.raises(ModelFileError) as error:
-        load_transcoder(broken, source="tinybreaker_prototype1.safetensors", **CPU)
+    path = save_safetensors(broken, tmp_path / "tinybreaker_prototype1.safetensors")
+    with open_safetensors(path) as file, pytest.raises(ModelFileError) as error:
+        load_transcoder(file, **CPU)
     message = str(error.value)
-    assert message.startswith("tinybreaker_prototype1.safetensors: ") and part in message
+    assert message.startswith(f"{path}: ") and part in message
     assert drop.split(".", 1)[1] in message
 
 

@@ -1,19 +1,15 @@
-"""Tiny AutoEncoder (TAESD, madebyollin) halves as TinyBreaker files store them, and a small VAE wrapper.
+"""Tiny AutoEncoder (TAESD, madebyollin) halves as TinyBreaker files store them, and a small VAE wrapper
+(docs/model-files.md "Tiny AutoEncoders (TAESD)").
 
-Conventions (madebyollin/taesd, issue #3): images are [B, 3, H, W] in [0, 1]; latents are MODEL-SPACE
-(raw × scale), [B, C, H/8, W/8]. The Sequential indices below are the native key names (`encoder.<i>.…`,
-`decoder.<i>.…`); decoder index 0 is the parameter-less Clamp. Diffusers keeps that clamp outside its
-Sequential, so its decoder indices are one lower.
-
-Raw ↔ model space follows ComfyUI/diffusers: model = (raw − shift)·scale, raw = model / scale + shift.
-Shift is 0 for SD1 and SDXL; the reference's own tiny VAE applies the stored shift with the opposite sign,
-which only matters for SD3/Flux latents (out of scope here).
+Images are [B, 3, H, W] in [0, 1]; latents are model space (raw × scale), [B, C, H/8, W/8]. Raw ↔ model space
+follows ComfyUI/diffusers: model = (raw − shift)·scale. Shift is 0 for SD1 and SDXL; the reference's own tiny VAE
+applies it with the opposite sign, which only matters for SD3/Flux latents (out of scope here).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Mapping, NamedTuple
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -62,7 +58,6 @@ class TinyEncoder(nn.Sequential):
             layers += [_conv3x3(c, c, stride=2, bias=False), Block(c, c), Block(c, c), Block(c, c)]
         layers.append(_conv3x3(c, latent_channels))
         super().__init__(*layers)
-        self.latent_channels = latent_channels
 
 
 class TinyDecoder(nn.Sequential):
@@ -77,17 +72,6 @@ class TinyDecoder(nn.Sequential):
                        _conv3x3(c, c, bias=False)]
         layers += [Block(c, c), _conv3x3(c, 3)]
         super().__init__(*layers)
-        self.latent_channels = latent_channels
-
-
-# --------------------------------------------------------------------------------------------- latent spaces
-
-def raw_to_model(raw: torch.Tensor, scale: float, shift: float = 0.0) -> torch.Tensor:
-    return (raw - shift) * scale
-
-
-def model_to_raw(latent: torch.Tensor, scale: float, shift: float = 0.0) -> torch.Tensor:
-    return latent / scale + shift
 
 
 # --------------------------------------------------------------------------------------------- key layouts
@@ -96,14 +80,6 @@ def part_label(state_dict: Mapping[str, torch.Tensor], part: str) -> str:
     """`part` plus the checkpoint prefix of a lazy file view, e.g. "TAESD decoder under 'first_stage_model.'"."""
     prefix = getattr(state_dict, "prefix", "")
     return f"{part} under '{prefix}'" if isinstance(prefix, str) and prefix else part
-
-
-def read_scalar(state_dict: Mapping[str, torch.Tensor], key: str, source: str) -> float:
-    """A one-element tensor as a Python float, exactly as stored (fp16 0.13025 stays 0.1302490234375)."""
-    tensor = state_dict[key]
-    if tensor.numel() != 1:
-        raise ModelFileError(source, f"'{key}' has shape {tuple(tensor.shape)}", "a scalar")
-    return float(tensor.reshape(-1)[0].item())
 
 
 def indexed_part(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -125,49 +101,6 @@ def shift_decoder_indices(part: dict[str, torch.Tensor]) -> dict[str, torch.Tens
         index, rest = _INDEXED_KEY.match(key).groups()
         shifted[f"{int(index) + 1}.{rest}"] = tensor
     return shifted
-
-
-class TinyVAEParts(NamedTuple):
-    """Native-key halves (`<i>.…`, no prefix; None when absent) and each half's latent space."""
-
-    encoder: dict[str, torch.Tensor] | None
-    decoder: dict[str, torch.Tensor] | None
-    encoder_scale: float
-    encoder_shift: float
-    decoder_scale: float
-    decoder_shift: float
-
-
-def normalize_tiny_vae_state_dict(state_dict: Mapping[str, torch.Tensor], *, default_scale: float | None = None,
-                                  default_shift: float = 0.0, source: str | None = None) -> TinyVAEParts:
-    """The halves of a tiny VAE as TinyBreaker files store it: `encoder.<i>`/`decoder.<i>` (a decoder numbered
-    diffusers-style, from 0, is shifted up by one) with `<half>.vae_scale`/`<half>.vae_shift` scalars. Scales come
-    from the file when present, else `default_scale`. Standalone TAESD files in other layouts are recognised by
-    `files/classify.py` (to name a wrong pick) but nothing loads them.
-
-    The two halves may live in different latent spaces (TinyBreaker prototype0's `first_stage_model.` holds a
-    TAESDXL encoder and a TAESD decoder), hence a scale per half.
-    """
-    source = source_name(state_dict, source)
-    encoder = indexed_part(state_dict, "encoder.")
-    decoder = shift_decoder_indices(indexed_part(state_dict, "decoder."))
-    if not encoder and not decoder:
-        raise ModelFileError(source, "no TAESD encoder or decoder weights found",
-                             "keys like encoder.0.weight, decoder.1.weight")
-
-    def space(half: str) -> tuple[float, float]:
-        scale_key = f"{half}.vae_scale" if f"{half}.vae_scale" in state_dict else None
-        shift_key = f"{half}.vae_shift" if f"{half}.vae_shift" in state_dict else None
-        if scale_key is None and default_scale is None:
-            raise ModelFileError(source, f"TAESD {half} has no vae_scale and no default scale was given",
-                                 "default_scale=0.18215 (SD1) or 0.13025 (SDXL)")
-        scale = read_scalar(state_dict, scale_key, source) if scale_key else float(default_scale)
-        shift = read_scalar(state_dict, shift_key, source) if shift_key else float(default_shift)
-        return scale, shift
-
-    enc_space = space("encoder") if encoder else (float(default_scale or 1.0), float(default_shift))
-    dec_space = space("decoder") if decoder else (float(default_scale or 1.0), float(default_shift))
-    return TinyVAEParts(encoder or None, decoder or None, *enc_space, *dec_space)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -212,27 +145,18 @@ def load_weights(module: nn.Module, part: Mapping[str, torch.Tensor], *, what: s
 
 
 class TinyVAE(nn.Module):
-    """A TAESD encoder and/or decoder with the latent space(s) they emulate.
+    """A TAESD encoder and/or decoder, each with the (scale, shift) of the latent space it emulates (prototype0
+    pairs a TAESDXL encoder with a TAESD decoder). `encode`/`decode` work in model space; `decode` clamps to
+    [0, 1] as the reference does per decode call (the bare TinyDecoder, like madebyollin's, does not)."""
 
-    `encode`/`decode` work in model space (what TAESD itself sees). `decode` clamps to [0, 1] as the reference
-    does per decode call (ComfyUI's VAE output processing); the bare TinyDecoder, like madebyollin's, does not.
-    """
-
-    def __init__(self, encoder: TinyEncoder | None, decoder: TinyDecoder | None, scale_factor: float,
-                 shift_factor: float = 0.0, *, decoder_scale_factor: float | None = None,
-                 decoder_shift_factor: float | None = None, source: str = "<tiny VAE>"):
+    def __init__(self, encoder: TinyEncoder | None, decoder: TinyDecoder | None,
+                 encoder_space: tuple[float, float], decoder_space: tuple[float, float], source: str = "<tiny VAE>"):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
-        self.scale_factor = float(scale_factor)
-        self.shift_factor = float(shift_factor)
-        self.decoder_scale_factor = float(scale_factor if decoder_scale_factor is None else decoder_scale_factor)
-        self.decoder_shift_factor = float(shift_factor if decoder_shift_factor is None else decoder_shift_factor)
+        self.encoder_space = encoder_space
+        self.decoder_space = decoder_space
         self.source = source
-
-    @property
-    def latent_channels(self) -> int:
-        return (self.encoder if self.encoder is not None else self.decoder).latent_channels
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -243,36 +167,57 @@ class TinyVAE(nn.Module):
         return self.encoder(images.to(device=weight.device, dtype=weight.dtype)).float()
 
     @torch.no_grad()
-    def decode(self, latent: torch.Tensor, *, clamp: bool = True) -> torch.Tensor:
-        """Model-space latent → float32 images [B, 3, 8h, 8w], clamped to [0, 1] unless `clamp=False`."""
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Model-space latent → float32 images [B, 3, 8h, 8w] in [0, 1]."""
         if self.decoder is None:
             raise ModelFileError(self.source, "contains no TAESD decoder", "a tiny VAE with a decoder")
         weight = self.decoder[1].weight
-        images = self.decoder(latent.to(device=weight.device, dtype=weight.dtype)).float()
-        return images.clamp(0.0, 1.0) if clamp else images
+        return self.decoder(latent.to(device=weight.device, dtype=weight.dtype)).float().clamp(0.0, 1.0)
 
     def raw_to_model(self, raw: torch.Tensor) -> torch.Tensor:
         """A raw latent of the decoder's space, ready for `decode`."""
-        return raw_to_model(raw, self.decoder_scale_factor, self.decoder_shift_factor)
+        scale, shift = self.decoder_space
+        return (raw - shift) * scale
 
     def model_to_raw(self, latent: torch.Tensor) -> torch.Tensor:
         """An `encode` result as a raw latent of the encoder's space."""
-        return model_to_raw(latent, self.scale_factor, self.shift_factor)
+        scale, shift = self.encoder_space
+        return latent / scale + shift
 
 
 def load_tiny_vae(state_dict: Mapping[str, torch.Tensor], *, default_scale: float | None = None,
-                  default_shift: float = 0.0, device: torch.device | str, dtype: torch.dtype,
-                  source: str | None = None) -> TinyVAE:
-    """A TinyVAE from the halves a TinyBreaker file stores (see `normalize_tiny_vae_state_dict`); shapes decide the
-    config."""
-    source = source_name(state_dict, source)
-    parts = normalize_tiny_vae_state_dict(state_dict, default_scale=default_scale, default_shift=default_shift,
-                                          source=source)
-    encoder = decoder = None
-    if parts.encoder:
-        encoder = build_encoder(parts.encoder, what=part_label(state_dict, "TAESD encoder"), source=source)
-    if parts.decoder:
-        decoder = build_decoder(parts.decoder, what=part_label(state_dict, "TAESD decoder"), source=source)
-    vae = TinyVAE(encoder, decoder, parts.encoder_scale, parts.encoder_shift,
-                  decoder_scale_factor=parts.decoder_scale, decoder_shift_factor=parts.decoder_shift, source=source)
+                  device: torch.device | str, dtype: torch.dtype) -> TinyVAE:
+    """A TinyVAE from the halves as TinyBreaker files store them: `encoder.<i>` / `decoder.<i>` with
+    `<half>.vae_scale` / `<half>.vae_shift` scalars, else `default_scale` and shift 0; shapes decide the config."""
+    source = source_name(state_dict)
+    encoder = indexed_part(state_dict, "encoder.")
+    decoder = shift_decoder_indices(indexed_part(state_dict, "decoder."))
+    if not encoder and not decoder:
+        raise ModelFileError(source, "no TAESD encoder or decoder weights found",
+                             "keys like encoder.0.weight, decoder.1.weight")
+
+    def space(half: str) -> tuple[float, float]:
+        if f"{half}.vae_scale" not in state_dict:
+            if default_scale is None:
+                raise ModelFileError(source, f"TAESD {half} has no vae_scale and no default scale was given",
+                                     "default_scale=0.18215 (SD1) or 0.13025 (SDXL)")
+            return float(default_scale), 0.0
+        shift = _scalar(state_dict, f"{half}.vae_shift", source) if f"{half}.vae_shift" in state_dict else 0.0
+        return _scalar(state_dict, f"{half}.vae_scale", source), shift
+
+    encoder_space = space("encoder") if encoder else (1.0, 0.0)
+    decoder_space = space("decoder") if decoder else (1.0, 0.0)
+    if encoder:
+        encoder = build_encoder(encoder, what=part_label(state_dict, "TAESD encoder"), source=source)
+    if decoder:
+        decoder = build_decoder(decoder, what=part_label(state_dict, "TAESD decoder"), source=source)
+    vae = TinyVAE(encoder or None, decoder or None, encoder_space, decoder_space, source)
     return vae.to(device=device, dtype=dtype)
+
+
+def _scalar(state_dict: Mapping[str, torch.Tensor], key: str, source: str) -> float:
+    """A one-element tensor as a Python float, exactly as stored (fp16 0.13025 stays 0.1302490234375)."""
+    tensor = state_dict[key]
+    if tensor.numel() != 1:
+        raise ModelFileError(source, f"'{key}' has shape {tuple(tensor.shape)}", "a scalar")
+    return float(tensor.reshape(-1)[0].item())
