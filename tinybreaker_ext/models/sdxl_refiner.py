@@ -1,11 +1,6 @@
-"""The embedded SDXL refiner of a TinyBreaker file with an SDXL refiner (docs/model-files.md "TinyBreaker files with
-an SDXL refiner"): its ldm-named UNet through diffusers' UNet2DConditionModel (with SDXL's text_time add-embedding),
-its CLIP-L and OpenCLIP-bigG text encoders through transformers, and SDXL's conditioning (ComfyUI's): the
-penultimate hidden states of both encoders side by side (768 + 1280 = 2048 wide), the pooled bigG embedding, and
-the size/crop numbers (original size = target size = the image, crop 0, 0).
-
-PixArt's latent is already SDXL's, so nothing is transcoded. Like the SD1 refiner it needs diffusers (A1111 lacks
-it), imported only when a model is built.
+"""The embedded SDXL refiner (docs/model-files.md "TinyBreaker files with an SDXL refiner"): its ldm-named UNet
+through diffusers, its CLIP-L and OpenCLIP-bigG text encoders through transformers, and SDXL's conditioning as
+ComfyUI builds it. PixArt's latent is already SDXL's, so nothing is transcoded.
 """
 
 from __future__ import annotations
@@ -15,10 +10,9 @@ from typing import Mapping
 
 import torch
 
-from ..files.state_dict import shape_of, source_name, with_prefix
-from ..latent_formats import SDXL_SCALE
+from ..files.state_dict import shape_of, with_prefix
 from .clip_text import _special_tokens, encode_clip_tokens, load_clip_text, tokenize_clip_prompt
-from .sd1_refiner import SD1Refiner, load_ldm_unet, require_diffusers
+from .sd1_refiner import SD1Refiner, require_diffusers
 
 CLIP_L_PREFIX = "embedders.0.transformer."  # under refiner.conditioner.: HF-transformers names (text_model.*)
 CLIP_G_PREFIX = "embedders.1.model."  # OpenCLIP names (transformer.resblocks.*, text_projection …)
@@ -61,39 +55,14 @@ def encode_sdxl_prompt(clip_l, clip_g, tokenizer, text: str) -> torch.Tensor:
 
 
 class SDXLRefiner(SD1Refiner):
-    """An eps-predicting SDXL UNet. SDXL was trained on the same 1000 'scaled_linear' betas 0.00085 -> 0.012 as SD1
-    (docs/numerics.md "Sigma tables"), so the SD1 schedule attributes hold; only the latent scale differs.
+    """An eps-predicting SDXL UNet, sampled on SD1's sigma table (the same 1000 'scaled_linear' betas,
+    docs/numerics.md "Sigma tables"). Its context is `encode_sdxl_prompt`'s; the size/crop numbers are the latent's
+    image: (height, width, 0, 0, height, width)."""
 
-    ``eps(x, timestep, context)`` takes the context of `encode_sdxl_prompt` and adds the size/crop numbers of the
-    latent's image: (height, width, 0, 0, height, width)."""
-
-    latent_scale = SDXL_SCALE
-
-    @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype) -> "SDXLRefiner":
-        unet = load_ldm_unet(state_dict, device=device, dtype=dtype)
-        if not unet.ldm_config.is_sdxl:
-            from ..errors import ModelFileError
-
-            raise ModelFileError(source_name(state_dict), "is an SD1 UNet (no label_emb)", "an SDXL UNet")
-        return cls(unet)
-
-    @property
-    def context_dim(self) -> int:
-        return self.unet.ldm_config.context_dim
-
-    @torch.no_grad()
-    def eps(self, x_scaled: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        if context.shape[0] == 1 and x_scaled.shape[0] > 1:
-            context = context.expand(x_scaled.shape[0], -1, -1)
-        context = context.to(self.device, self.dtype)
-        tokens, pooled = context[..., :self.context_dim], context[:, 0, self.context_dim:]
+    def conditioning(self, x_scaled: torch.Tensor, context: torch.Tensor) -> dict:
+        split = self.unet.config.cross_attention_dim  # token features; the pooled embedding follows
         height, width = x_scaled.shape[-2] * LATENT_PIXELS, x_scaled.shape[-1] * LATENT_PIXELS
         time_ids = torch.tensor([height, width, 0, 0, height, width], device=self.device, dtype=self.dtype)
-        time_ids = time_ids.expand(x_scaled.shape[0], -1)
-        timestep = torch.as_tensor(timestep, device=self.device).reshape(-1).float()
-        out = self.unet(x_scaled.to(self.device, self.dtype), timestep, encoder_hidden_states=tokens,
-                        added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}, return_dict=False)[0]
-        return out.to(x_scaled.dtype)
-
-    forward = eps
+        return {"encoder_hidden_states": context[..., :split],
+                "added_cond_kwargs": {"text_embeds": context[:, 0, split:],
+                                      "time_ids": time_ids.expand(x_scaled.shape[0], -1)}}

@@ -1,9 +1,7 @@
 """Infers the configuration of an SD1 or SDXL UNet from the tensor shapes of its ldm/CompVis-named state dict.
-
-The same inference serves the full UNets of the TinyBreaker files and the tiny random UNets of the tests. What
-shapes cannot tell takes the family's values: SD1 has 8 heads at every level; SDXL (recognised by ``label_emb``, its
-pooled-text + size conditioning) has 64-channel heads and 256 sinusoid features per size/crop number.
-"""
+What shapes cannot tell takes the family's values: SD1 has 8 heads at every level; SDXL (recognised by
+``label_emb``, its pooled-text + size conditioning) has 64-channel heads and 256 sinusoid features per size/crop
+number."""
 
 from __future__ import annotations
 
@@ -46,10 +44,6 @@ class UNetConfig:
     def block_out_channels(self) -> tuple[int, ...]:
         return tuple(self.model_channels * mult for mult in self.channel_mult)
 
-    @property
-    def is_sdxl(self) -> bool:
-        return self.adm_in_channels is not None
-
     def heads(self) -> list[int]:
         if self.head_channels is None:
             return [self.num_heads] * len(self.channel_mult)
@@ -80,10 +74,7 @@ class UNetConfig:
         return config
 
 
-def infer_unet_config(state_dict: Mapping[str, torch.Tensor], *, num_heads: int = SD1_NUM_HEADS,
-                      source: str = "<state dict>") -> UNetConfig:
-    """The UNet layout read from shapes: channels, levels, res-blocks per level, attention levels and their depths,
-    context width, and SDXL's label_emb."""
+def infer_unet_config(state_dict: Mapping[str, torch.Tensor], *, source: str = "<state dict>") -> UNetConfig:
     keys = set(state_dict.keys())
 
     def require(key: str) -> tuple[int, ...]:
@@ -108,14 +99,7 @@ def infer_unet_config(state_dict: Mapping[str, torch.Tensor], *, num_heads: int 
     channel_mult, attention_levels, level_depths = [], [], []
     for level in range(levels):
         first_block = 1 + level * (num_res_blocks + 1)
-        channels = require(f"input_blocks.{first_block}.0.out_layers.3.weight")[0]
-        if channels % model_channels:
-            raise ModelFileError(source, f"level {level} has {channels} channels, not a multiple of {model_channels}",
-                                 EXPECTED_UNET)
-        if head_channels is None and channels % num_heads:
-            raise ModelFileError(source, f"level {level} has {channels} channels, not divisible by {num_heads} heads",
-                                 EXPECTED_UNET)
-        channel_mult.append(channels // model_channels)
+        channel_mult.append(require(f"input_blocks.{first_block}.0.out_layers.3.weight")[0] // model_channels)
         blocks = re.compile(rf"^input_blocks\.{first_block}\.1\.transformer_blocks\.(\d+)\.")
         found = [int(m.group(1)) for m in map(blocks.match, keys) if m]
         if found:
@@ -127,8 +111,7 @@ def infer_unet_config(state_dict: Mapping[str, torch.Tensor], *, num_heads: int 
     return UNetConfig(
         in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
         channel_mult=tuple(channel_mult), num_res_blocks=num_res_blocks, attention_levels=tuple(attention_levels),
-        transformer_depth=depth, context_dim=context_dim, num_heads=num_heads,
-        use_linear_projection=linear_projection,
+        transformer_depth=depth, context_dim=context_dim, use_linear_projection=linear_projection,
         level_depths=tuple(level_depths) if len(set(level_depths)) > 1 else (),
         head_channels=head_channels, adm_in_channels=require(SDXL_ADM_KEY)[1] if sdxl else None,
     )
