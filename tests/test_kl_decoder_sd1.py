@@ -106,8 +106,8 @@ def test_full_sd_vae_decoder_layout_loads_on_meta():
         assert tuple(sd[key].shape) == shape, key
     assert "decoder.up.0.upsample.conv.weight" not in sd
     decoder = load_kl_decoder(sd, device="meta", dtype=torch.float16)
-    assert decoder.config.block_out_channels == (128, 256, 512, 512)
-    assert decoder.config.layers_per_block == SD_VAE_DECODER["num_res_blocks"]
+    assert decoder.config["block_out_channels"] == [128, 256, 512, 512]
+    assert decoder.config["layers_per_block"] == SD_VAE_DECODER["num_res_blocks"]
     parameters = sum(p.numel() for p in decoder.parameters())
     assert parameters == sum(t.numel() for t in sd.values())  # every stored tensor became a parameter
 

@@ -66,16 +66,16 @@ def test_the_whole_kl_vae_loads_strictly_as_a_hosts_vae_would(converted):
     vae = {key[len("first_stage_model."):]: value.float() for key, value in sd1.items()
            if key.startswith("first_stage_model.")}
     config = infer_kl_decoder_config(vae)
-    levels = len(config.block_out_channels)
+    levels = len(config["block_out_channels"])
     diffusers_config = {"down_block_types": ["DownEncoderBlock2D"] * levels,
                         "up_block_types": ["UpDecoderBlock2D"] * levels}
-    model = AutoencoderKL(in_channels=config.out_channels, out_channels=config.out_channels,
-                          latent_channels=config.latent_channels, block_out_channels=config.block_out_channels,
-                          layers_per_block=config.layers_per_block, norm_num_groups=32, **diffusers_config)
+    model = AutoencoderKL(in_channels=config["out_channels"], out_channels=config["out_channels"],
+                          latent_channels=config["in_channels"], block_out_channels=config["block_out_channels"],
+                          layers_per_block=config["layers_per_block"], norm_num_groups=32, **diffusers_config)
     model.load_state_dict(single_file.convert_ldm_vae_checkpoint(vae, diffusers_config), strict=True)
     with torch.no_grad():
         latent = model.encode(torch.rand(1, 3, 32, 32) * 2 - 1).latent_dist.mean
-    assert latent.shape == (1, config.latent_channels, 32 // 2 ** (levels - 1), 32 // 2 ** (levels - 1))
+    assert latent.shape == (1, config["in_channels"], 32 // 2 ** (levels - 1), 32 // 2 ** (levels - 1))
     assert torch.isfinite(latent).all() and latent.std() > 0
 
 

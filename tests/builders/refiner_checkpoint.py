@@ -65,10 +65,10 @@ def refiner_checkpoint_state_dict(path: str | os.PathLike) -> dict[str, torch.Te
 def kl_encoder_like(decoder: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A seeded random KL encoder (+ ``quant_conv``) whose shapes match ``decoder`` (ldm names, no prefix)."""
     config = infer_kl_decoder_config(decoder)
-    ch = config.block_out_channels[0]
-    return kl_encoder_state_dict(ch=ch, ch_mult=[channels // ch for channels in config.block_out_channels],
-                                 z=config.latent_channels, num_res_blocks=config.layers_per_block,
-                                 in_ch=config.out_channels, seed=ENCODER_SEED,
+    ch = config["block_out_channels"][0]
+    return kl_encoder_state_dict(ch=ch, ch_mult=[channels // ch for channels in config["block_out_channels"]],
+                                 z=config["in_channels"], num_res_blocks=config["layers_per_block"],
+                                 in_ch=config["out_channels"], seed=ENCODER_SEED,
                                  dtype=decoder["post_quant_conv.weight"].dtype)
 
 

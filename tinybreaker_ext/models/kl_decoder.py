@@ -1,20 +1,16 @@
 """The full SD1 KL-VAE decoder: ldm-named ``decoder.*`` + ``post_quant_conv.*``, run through diffusers
-(docs/model-files.md "SD1 parts").
-
-The TinyBreaker file stores no KL encoder, so only diffusers' ``Decoder`` is built (plus the 1x1 post-quant conv).
+(docs/model-files.md "SD1 parts"). The TinyBreaker file stores no KL encoder, so only diffusers' ``Decoder`` is built.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 
 from ..errors import ModelFileError
-from ..files.state_dict import shape_of
-from ..files.state_dict import source_name
+from ..files.state_dict import shape_of, source_name
 from ..latent_formats import SD1_SCALE
 from .sd1_refiner import build_with_weights, require_diffusers
 
@@ -22,27 +18,8 @@ EXPECTED_DECODER = "an SD1 KL-VAE decoder with ldm names (decoder.*, post_quant_
 _UP_LEVEL = re.compile(r"^decoder\.up\.(\d+)\.block\.(\d+)\.")
 
 
-@dataclass(frozen=True)
-class KLDecoderConfig:
-    latent_channels: int
-    out_channels: int
-    block_out_channels: tuple[int, ...]  # encoder order: up.0 (full resolution) first
-    layers_per_block: int  # diffusers' count; each up level holds one more ResBlock
-    mid_attention: bool
-
-    def to_diffusers(self) -> dict:
-        """Keyword arguments for ``diffusers.models.autoencoders.vae.Decoder``."""
-        return {
-            "in_channels": self.latent_channels,
-            "out_channels": self.out_channels,
-            "up_block_types": ["UpDecoderBlock2D"] * len(self.block_out_channels),
-            "block_out_channels": list(self.block_out_channels),
-            "layers_per_block": self.layers_per_block,
-            "mid_block_add_attention": self.mid_attention,
-        }
-
-
-def infer_kl_decoder_config(state_dict: Mapping[str, torch.Tensor], *, source: str = "<state dict>") -> KLDecoderConfig:
+def infer_kl_decoder_config(state_dict: Mapping[str, torch.Tensor], *, source: str = "<state dict>") -> dict:
+    """Keyword arguments for ``diffusers.models.autoencoders.vae.Decoder``, read from shapes."""
     keys = set(state_dict.keys())
     for key in ("decoder.conv_in.weight", "decoder.conv_out.weight", "post_quant_conv.weight"):
         if key not in keys:
@@ -56,24 +33,27 @@ def infer_kl_decoder_config(state_dict: Mapping[str, torch.Tensor], *, source: s
     per_level = {len(indices) for indices in blocks.values()}
     if len(per_level) != 1:
         raise ModelFileError(source, "decoder up levels hold different numbers of ResBlocks", EXPECTED_DECODER)
-    channels = tuple(shape_of(state_dict, f"decoder.up.{level}.block.0.conv2.weight")[0] for level in sorted(blocks))
-    return KLDecoderConfig(
-        latent_channels=shape_of(state_dict, "decoder.conv_in.weight")[1],
-        out_channels=shape_of(state_dict, "decoder.conv_out.weight")[0],
-        block_out_channels=channels,
-        layers_per_block=per_level.pop() - 1,
-        mid_attention="decoder.mid.attn_1.q.weight" in keys,
-    )
+    return {
+        "in_channels": shape_of(state_dict, "decoder.conv_in.weight")[1],
+        "out_channels": shape_of(state_dict, "decoder.conv_out.weight")[0],
+        "up_block_types": ["UpDecoderBlock2D"] * len(blocks),
+        # encoder order: up.0 (full resolution) first
+        "block_out_channels": [shape_of(state_dict, f"decoder.up.{level}.block.0.conv2.weight")[0]
+                               for level in sorted(blocks)],
+        "layers_per_block": per_level.pop() - 1,  # diffusers' count; each up level holds one more ResBlock
+        "mid_block_add_attention": "decoder.mid.attn_1.q.weight" in keys,
+    }
 
 
 class KLDecoder(torch.nn.Module):
-    """Model-space latent -> RGB image in [0, 1]."""
+    """Model-space latent -> RGB image in [0, 1]; submodules under the names diffusers' converter gives them."""
 
-    def __init__(self, post_quant_conv: torch.nn.Module, decoder: torch.nn.Module, scale: float = SD1_SCALE):
+    def __init__(self, config: dict, decoder_class, scale: float = SD1_SCALE):
         super().__init__()
-        self.post_quant_conv = post_quant_conv
-        self.decoder = decoder
+        self.post_quant_conv = torch.nn.Conv2d(config["in_channels"], config["in_channels"], 1)
+        self.decoder = decoder_class(**config)
         self.scale = scale
+        self.config = config
 
     @property
     def device(self) -> torch.device:
@@ -93,35 +73,17 @@ class KLDecoder(torch.nn.Module):
     forward = decode
 
 
-class _DecoderHalf(torch.nn.Module):
-    """The two parts under the names diffusers' converter gives them (``decoder.*``, ``post_quant_conv.*``)."""
-
-    def __init__(self, config: KLDecoderConfig, decoder_class):
-        super().__init__()
-        self.decoder = decoder_class(**config.to_diffusers())
-        self.post_quant_conv = torch.nn.Conv2d(config.latent_channels, config.latent_channels, 1)
-
-
-def convert_kl_decoder_state_dict(state_dict: Mapping[str, torch.Tensor],
-                                  config: KLDecoderConfig) -> dict[str, torch.Tensor]:
-    """ldm decoder names -> diffusers names, with diffusers' single-file converter (same in 0.31.0-0.42.1)."""
-    single_file = require_diffusers("diffusers.loaders.single_file_utils")
-    wanted = {key: state_dict[key] for key in state_dict.keys()
-              if key.startswith("decoder.") or key.startswith("post_quant_conv.")}
-    levels = len(config.block_out_channels)  # the converter walks as many levels as the config lists block types
-    return single_file.convert_ldm_vae_checkpoint(
-        wanted, {"down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels})
-
-
 def load_kl_decoder(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype,
                     scale: float = SD1_SCALE) -> KLDecoder:
-    """The KL decoder from ldm-named ``decoder.*`` + ``post_quant_conv.*`` (``first_stage_model.`` already removed)."""
+    """The KL decoder from ldm-named ``decoder.*`` + ``post_quant_conv.*`` (``first_stage_model.`` already removed),
+    converted by diffusers' single-file converter (same in 0.31.0-0.42.1)."""
     decoder_class = require_diffusers("diffusers.models.autoencoders.vae").Decoder  # before reading any tensor
+    single_file = require_diffusers("diffusers.loaders.single_file_utils")
     source = source_name(state_dict)
     config = infer_kl_decoder_config(state_dict, source=source)
-    tensors = convert_kl_decoder_state_dict(state_dict, config)
-    half = build_with_weights(lambda: _DecoderHalf(config, decoder_class), tensors,
+    wanted = {key: state_dict[key] for key in state_dict.keys() if key.startswith(("decoder.", "post_quant_conv."))}
+    levels = len(config["block_out_channels"])  # the converter walks as many levels as the config lists block types
+    tensors = single_file.convert_ldm_vae_checkpoint(
+        wanted, {"down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels})
+    return build_with_weights(lambda: KLDecoder(config, decoder_class, scale), tensors,
                               device=device, dtype=dtype, source=source, expected=EXPECTED_DECODER)
-    decoder = KLDecoder(half.post_quant_conv, half.decoder, scale)
-    decoder.config = config
-    return decoder
