@@ -43,7 +43,7 @@ class UpscaleModel:
         overlap_percent = TILE_OVERLAP_PX * 400 // TILE_PX
         with torch.no_grad():
             out = tiled_decode(run, images.float().cpu(), tile_px=TILE_PX * self.scale,
-                               overlap_percent=overlap_percent, scale=self.scale, device="cpu")
+                               overlap_percent=overlap_percent, scale=self.scale)
         return out.clamp(0.0, 1.0)
 
 

@@ -1,12 +1,6 @@
 """Tiled VAE encode/decode with linear-ramp blending, as the reference's "Tiny Encode/Decode"
-(docs/numerics.md "Tiled VAE").
-
-Tiles are laid out in latent units: step = ceil(tile_px / scale), pad = ceil(padding_px / scale) with
-padding_px = tile_px·overlap%/400, extent = pad + step + pad, origins from −2·pad in strides of `step`.
-Every origin before the canvas end is processed; tiles are cropped to the canvas, so edge tiles see
-smaller inputs, exactly as in the reference. Each output tile is weighted by a separable mask (zero border,
-then a linear ramp, then ones, mirrored) whose shifted copies sum to 1, and added into a float32 canvas.
-Callers pass the per-tile function; the reference clamps each decoded tile to [0, 1] (TinyVAE.decode does).
+(docs/numerics.md "Tiled VAE"): step = ceil(tile_px / scale), pad = ceil(tile_px·overlap%/400 / scale) in latent
+units; callers pass the per-tile function (the reference clamps each decoded tile to [0, 1]: TinyVAE.decode does).
 """
 
 from __future__ import annotations
@@ -16,8 +10,6 @@ from typing import Callable
 import torch
 
 from ..errors import ParameterError
-
-TileCallback = Callable[[int, int], None]
 
 
 def tile_layout(tile_px: int, overlap_percent: int, scale: int) -> tuple[int, int]:
@@ -48,37 +40,24 @@ def blend_weights(core: int, pad: int) -> torch.Tensor:
     return torch.tensor([rising(min(i, length - 1 - i)) for i in range(length)], dtype=torch.float32)
 
 
-def _origins(size: int, step: int, pad: int) -> list[int]:
-    return list(range(-2 * pad, size, step))
-
-
 def _tiled(fn: Callable[[torch.Tensor], torch.Tensor], source: torch.Tensor, *, canvas_hw: tuple[int, int],
-           in_per_latent: int, out_per_latent: int, tile_px: int, overlap_percent: int, scale: int,
-           device: torch.device | str | None, on_tile: TileCallback | None) -> torch.Tensor:
+           in_per_latent: int, out_per_latent: int, tile_px: int, overlap_percent: int, scale: int) -> torch.Tensor:
     """Shared loop; tile origins/extents are in latent units and multiplied by in/out units per latent."""
     step, pad = tile_layout(tile_px, overlap_percent, scale)
     latent_h = source.shape[-2] // in_per_latent
     latent_w = source.shape[-1] // in_per_latent
     if latent_h == 0 or latent_w == 0:
         raise ParameterError("image size", f"{tuple(source.shape[-2:])} is empty at {scale}x downscaling")
-    rows, cols = _origins(latent_h, step, pad), _origins(latent_w, step, pad)
-    device = source.device if device is None else torch.device(device)
+    rows, cols = range(-2 * pad, latent_h, step), range(-2 * pad, latent_w, step)
+    device = source.device
     if len(rows) == 1 and len(cols) == 1:  # one tile covers the canvas with weight exactly 1: skip the blending
-        if on_tile:
-            on_tile(0, 1)
-        out = fn(source).to(device=device, dtype=torch.float32)
-        if on_tile:
-            on_tile(1, 1)
-        return out[..., :canvas_hw[0], :canvas_hw[1]]
+        return fn(source).to(device=device, dtype=torch.float32)[..., :canvas_hw[0], :canvas_hw[1]]
 
     extent = 2 * pad + step
     mask = blend_weights(step * out_per_latent, pad * out_per_latent).to(device)
     canvas = None
-    total, done = len(rows) * len(cols), 0
     for top in rows:
         for left in cols:
-            if on_tile:
-                on_tile(done, total)
             y0, y1 = max(top, 0), min(top + extent, latent_h)
             x0, x1 = max(left, 0), min(left + extent, latent_w)
             tile_in = source[..., y0 * in_per_latent:y1 * in_per_latent, x0 * in_per_latent:x1 * in_per_latent]
@@ -91,35 +70,24 @@ def _tiled(fn: Callable[[torch.Tensor], torch.Tensor], source: torch.Tensor, *, 
             if canvas is None:
                 canvas = torch.zeros(*tile.shape[:-2], *canvas_hw, dtype=torch.float32, device=device)
             canvas[..., oy:oy + h, ox:ox + w] += tile[..., :h, :w] * weights
-            done += 1
-    if on_tile:
-        on_tile(total, total)
     return canvas
 
 
 def tiled_decode(decode_fn: Callable[[torch.Tensor], torch.Tensor], latent: torch.Tensor, *, tile_px: int = 512,
-                 overlap_percent: int = 100, scale: int = 8, device: torch.device | str | None = None,
-                 on_tile: TileCallback | None = None) -> torch.Tensor:
-    """Latent [B, C, h, w] → float32 image [B, 3, h·scale, w·scale] on `device` (default: the latent's).
-
-    `decode_fn` maps a latent tile [B, C, th, tw] to [B, 3, th·scale, tw·scale]. `on_tile(done, total)` is
-    called before each tile and once at the end; it may raise `Cancelled`.
-    """
+                 overlap_percent: int = 100, scale: int = 8) -> torch.Tensor:
+    """Latent [B, C, h, w] → float32 image [B, 3, h·scale, w·scale] on the latent's device; `decode_fn` maps a
+    latent tile [B, C, th, tw] to [B, 3, th·scale, tw·scale]."""
     canvas_hw = (latent.shape[-2] * scale, latent.shape[-1] * scale)
     return _tiled(decode_fn, latent, canvas_hw=canvas_hw, in_per_latent=1, out_per_latent=scale, tile_px=tile_px,
-                  overlap_percent=overlap_percent, scale=scale, device=device, on_tile=on_tile)
+                  overlap_percent=overlap_percent, scale=scale)
 
 
 def tiled_encode(encode_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, *, tile_px: int = 512,
-                 overlap_percent: int = 100, scale: int = 8, device: torch.device | str | None = None,
-                 on_tile: TileCallback | None = None) -> torch.Tensor:
-    """Images [B, 3, H, W] (H, W multiples of `scale`) → float32 latent [B, C, H/scale, W/scale].
-
-    Same tiling in latent units; the blending ramp runs over latent pixels (defaults: 15, zero border 8).
-    """
+                 overlap_percent: int = 100, scale: int = 8) -> torch.Tensor:
+    """Images [B, 3, H, W] (H, W multiples of `scale`) → float32 latent [B, C, H/scale, W/scale]; the same tiling
+    in latent units, the blending ramp over latent pixels."""
     height, width = images.shape[-2:]
     if height % scale or width % scale:
         raise ParameterError("image size", f"{width}x{height} must be a multiple of {scale} pixels on each side")
-    canvas_hw = (height // scale, width // scale)
-    return _tiled(encode_fn, images, canvas_hw=canvas_hw, in_per_latent=scale, out_per_latent=1, tile_px=tile_px,
-                  overlap_percent=overlap_percent, scale=scale, device=device, on_tile=on_tile)
+    return _tiled(encode_fn, images, canvas_hw=(height // scale, width // scale), in_per_latent=scale,
+                  out_per_latent=1, tile_px=tile_px, overlap_percent=overlap_percent, scale=scale)
