@@ -1,10 +1,5 @@
-"""SD1's CLIP-L text encoder (``refiner.conditioner.*``, HF-transformers names) and ComfyUI-style prompt encoding.
-
-Prompt encoding follows ComfyUI's ``sd1_clip`` (what the reference runs): weighted segments are tokenised one by one,
-packed into 77-token chunks ``[BOS, up to 75 tokens, EOS, EOS-padding]``, encoded to the last hidden state after the
-final layer norm, and each token of weight w != 1 becomes ``(z - z_empty) * w + z_empty`` where ``z_empty`` is the
-encoding of ``[BOS, EOS, EOS, ...]`` at the same position.
-"""
+"""SD1's CLIP-L text encoder (``refiner.conditioner.*``, HF-transformers names) and prompt encoding as ComfyUI's
+``sd1_clip`` does it (docs/numerics.md "Prompt weighting", "SD1 refine window")."""
 
 from __future__ import annotations
 
@@ -46,15 +41,12 @@ def clip_text_config_kwargs(state_dict: Mapping[str, torch.Tensor], *, num_heads
                              EXPECTED_CLIP)
     vocab, hidden = shape_of(state_dict, token_key)
     layers = 1 + max(int(m.group(1)) for m in map(_LAYER_INDEX.search, keys) if m)
-    heads = num_heads or max(1, hidden // 64)
-    if hidden % heads:
-        raise ModelFileError(source, f"hidden size {hidden} is not divisible by {heads} heads", EXPECTED_CLIP)
     return {
         "vocab_size": vocab,
         "hidden_size": hidden,
         "intermediate_size": shape_of(state_dict, fc1_key)[0],
         "num_hidden_layers": layers,
-        "num_attention_heads": heads,
+        "num_attention_heads": num_heads or max(1, hidden // 64),
         "max_position_embeddings": shape_of(state_dict, position_key)[0],
         "hidden_act": hidden_act,
         "layer_norm_eps": 1e-5,
@@ -68,12 +60,10 @@ def clip_text_config_kwargs(state_dict: Mapping[str, torch.Tensor], *, num_heads
 def load_clip_text(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype,
                    num_heads: int | None = None, hidden_act: str = "quick_gelu", with_projection: bool = False):
     """A ``transformers.CLIPTextModel`` with the given weights (keys as stored, ``refiner.conditioner.`` removed),
-    or with ``with_projection`` a ``CLIPTextModelWithProjection`` (HF names plus ``text_projection.weight``; SDXL's
-    CLIP-G after conversion from OpenCLIP names).
+    or with ``with_projection`` a ``CLIPTextModelWithProjection`` (SDXL's CLIP-G after conversion).
 
     transformers 4.x nests the model under ``text_model.`` and keeps ``position_ids`` as a saved buffer; 5.x does
-    neither. Names are matched either way and ``position_ids`` is always rebuilt as 0..n-1 (some SD1 files store a
-    float copy that fp16 rounding has spoilt).
+    neither. ``position_ids`` is always rebuilt as 0..n-1 (some SD1 files store a float copy that fp16 spoilt).
     """
     import transformers  # lazily: importing transformers takes seconds
 
@@ -103,9 +93,8 @@ def load_clip_text(state_dict: Mapping[str, torch.Tensor], *, device, dtype: tor
             embeddings.register_buffer("position_ids", torch.arange(positions, device=device).unsqueeze(0),
                                        persistent=False)
 
-    model = build_with_weights(lambda: model_class(config), tensors, device=device, dtype=dtype,
-                               source=source, expected=EXPECTED_CLIP, rebuild_buffers=rebuild_position_ids)
-    return model
+    return build_with_weights(lambda: model_class(config), tensors, device=device, dtype=dtype,
+                              source=source, expected=EXPECTED_CLIP, rebuild_buffers=rebuild_position_ids)
 
 
 def _special_tokens(tokenizer) -> tuple[int, int]:
