@@ -29,28 +29,29 @@ def require_diffusers(module: str = "diffusers"):
 
 
 def build_with_weights(build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor], *,
-                       device, dtype: torch.dtype, source: str, expected: str,
+                       device, dtype: torch.dtype, source: str, expected: str, what: str = "the model",
                        rebuild_buffers: Callable[[torch.nn.Module], None] | None = None) -> torch.nn.Module:
     """Builds the module on the meta device (no memory, no random init) and adopts ``tensors`` cast to device/dtype.
 
     ``tensors`` is consumed (emptied) so that each source tensor can be freed as soon as its cast copy exists.
-    Every parameter and persistent buffer must be supplied with the right shape; extra tensors are an error too.
-    ``rebuild_buffers(module)`` recreates non-persistent buffers (they are not in any state dict).
+    Every parameter and persistent buffer must be supplied with the right shape; extra tensors are an error too,
+    named with ``what``. ``rebuild_buffers(module)`` recreates non-persistent buffers (they are in no state dict).
     """
     with torch.device("meta"):
         module = build()
     wanted = module.state_dict()
     missing = [key for key in wanted if key not in tensors]
     if missing:
-        raise ModelFileError(source, f"missing {len(missing)} tensors, e.g. '{missing[0]}'", expected)
-    unexpected = [key for key in tensors if key not in wanted]
+        raise ModelFileError(source, f"{what} is missing '{missing[0]}' ({len(missing)} tensors missing)", expected)
+    unexpected = sorted(key for key in tensors if key not in wanted)
     if unexpected:
-        raise ModelFileError(source, f"{len(unexpected)} unexpected tensors, e.g. '{unexpected[0]}'", expected)
+        raise ModelFileError(source, f"{what} has {len(unexpected)} unexpected tensors, e.g. '{unexpected[0]}'",
+                             expected)
     adopted = {}
     for key, reference in wanted.items():
         tensor = tensors.pop(key)
         if tuple(tensor.shape) != tuple(reference.shape):
-            raise ModelFileError(source, f"tensor '{key}' has shape {list(tensor.shape)}, "
+            raise ModelFileError(source, f"{what} '{key}' has shape {list(tensor.shape)}, "
                                          f"the model needs {list(reference.shape)}", expected)
         adopted[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
     module.load_state_dict(adopted, strict=True, assign=True)

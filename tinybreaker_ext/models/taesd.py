@@ -16,8 +16,10 @@ from torch import nn
 
 from ..errors import ModelFileError
 from ..files.state_dict import shape_of, source_name
+from .sd1_refiner import build_with_weights
 
 _INDEXED_KEY = re.compile(r"^(\d+)\.(.+)$")
+_EXPECTED = "a complete TAESD half in madebyollin's layout"
 
 
 # --------------------------------------------------------------------------------------------- architecture
@@ -105,43 +107,26 @@ def shift_decoder_indices(part: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 # --------------------------------------------------------------------------------------------- loading
 
-def build_encoder(part: Mapping[str, torch.Tensor], *, what: str, source: str) -> TinyEncoder:
+def build_encoder(part: dict[str, torch.Tensor], *, what: str, source: str, device, dtype: torch.dtype) -> TinyEncoder:
     """A TinyEncoder sized from `0.weight` [hidden, 3, 3, 3] and `14.weight` [latent, hidden, 3, 3]."""
     _require(part, ("0.weight", "14.weight"), what, source)
-    encoder = TinyEncoder(latent_channels=shape_of(part, "14.weight")[0], hidden_channels=shape_of(part, "0.weight")[0])
-    return load_weights(encoder, part, what=what, source=source)
+    latent, hidden = shape_of(part, "14.weight")[0], shape_of(part, "0.weight")[0]
+    return build_with_weights(lambda: TinyEncoder(latent, hidden), part, device=device, dtype=dtype, source=source,
+                              expected=_EXPECTED, what=what)
 
 
-def build_decoder(part: Mapping[str, torch.Tensor], *, what: str, source: str) -> TinyDecoder:
+def build_decoder(part: dict[str, torch.Tensor], *, what: str, source: str, device, dtype: torch.dtype) -> TinyDecoder:
     """A TinyDecoder sized from `1.weight` [hidden, latent, 3, 3] (native indices)."""
     _require(part, ("1.weight",), what, source)
     hidden, latent = shape_of(part, "1.weight")[:2]
-    decoder = TinyDecoder(latent_channels=latent, hidden_channels=hidden)
-    return load_weights(decoder, part, what=what, source=source)
+    return build_with_weights(lambda: TinyDecoder(latent, hidden), part, device=device, dtype=dtype, source=source,
+                              expected=_EXPECTED, what=what)
 
 
 def _require(part: Mapping[str, torch.Tensor], keys: tuple[str, ...], what: str, source: str) -> None:
     missing = [key for key in keys if key not in part]
     if missing:
-        raise ModelFileError(source, f"{what} is missing '{missing[0]}'", "a complete TAESD half")
-
-
-def load_weights(module: nn.Module, part: Mapping[str, torch.Tensor], *, what: str, source: str) -> nn.Module:
-    """Copies `part` into `module`, naming the first missing/unexpected/mis-shaped key of `what` on failure."""
-    expected = module.state_dict()
-    missing = [key for key in expected if key not in part]
-    if missing:
-        raise ModelFileError(source, f"{what} is missing '{missing[0]}' ({len(missing)} keys missing)",
-                             "a complete TAESD half")
-    unexpected = sorted(key for key in part if key not in expected)
-    if unexpected:
-        raise ModelFileError(source, f"{what} has unexpected key '{unexpected[0]}'", "madebyollin's TAESD layout")
-    for key, target in expected.items():
-        if tuple(part[key].shape) != tuple(target.shape):
-            raise ModelFileError(source, f"{what} '{key}' has shape {tuple(part[key].shape)}",
-                                 f"shape {tuple(target.shape)}")
-    module.load_state_dict({key: part[key] for key in expected})
-    return module.eval().requires_grad_(False)
+        raise ModelFileError(source, f"{what} is missing '{missing[0]}'", _EXPECTED)
 
 
 class TinyVAE(nn.Module):
@@ -207,12 +192,12 @@ def load_tiny_vae(state_dict: Mapping[str, torch.Tensor], *, default_scale: floa
 
     encoder_space = space("encoder") if encoder else (1.0, 0.0)
     decoder_space = space("decoder") if decoder else (1.0, 0.0)
+    placed = {"source": source, "device": device, "dtype": dtype}
     if encoder:
-        encoder = build_encoder(encoder, what=part_label(state_dict, "TAESD encoder"), source=source)
+        encoder = build_encoder(encoder, what=part_label(state_dict, "TAESD encoder"), **placed)
     if decoder:
-        decoder = build_decoder(decoder, what=part_label(state_dict, "TAESD decoder"), source=source)
-    vae = TinyVAE(encoder or None, decoder or None, encoder_space, decoder_space, source)
-    return vae.to(device=device, dtype=dtype)
+        decoder = build_decoder(decoder, what=part_label(state_dict, "TAESD decoder"), **placed)
+    return TinyVAE(encoder or None, decoder or None, encoder_space, decoder_space, source)
 
 
 def _scalar(state_dict: Mapping[str, torch.Tensor], key: str, source: str) -> float:

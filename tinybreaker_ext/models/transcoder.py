@@ -42,7 +42,8 @@ def load_transcoder(state_dict: Mapping[str, torch.Tensor], *, device: torch.dev
         raise ModelFileError(source, "transcoder decoder (transd) weights not found", "keys like transd.1.weight")
     if not encoder_part:
         raise ModelFileError(source, "transcoder encoder (transe) weights not found", "keys like transe.0.weight")
-    decoder = build_decoder(shift_decoder_indices(decoder_part), source=source,
-                            what=part_label(state_dict, "transcoder decoder (transd)"))
-    encoder = build_encoder(encoder_part, what=part_label(state_dict, "transcoder encoder (transe)"), source=source)
-    return Transcoder(decoder, encoder).to(device=device, dtype=dtype)
+    placed = {"source": source, "device": device, "dtype": dtype}
+    decoder = build_decoder(shift_decoder_indices(decoder_part),
+                            what=part_label(state_dict, "transcoder decoder (transd)"), **placed)
+    return Transcoder(decoder, build_encoder(encoder_part, what=part_label(state_dict, "transcoder encoder (transe)"),
+                                             **placed))
