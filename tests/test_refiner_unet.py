@@ -69,13 +69,13 @@ def test_bfloat16_refiner_returns_float32_close_to_the_float32_result():
 def test_unet_config_is_inferred_from_shapes(layout):
     _, ldm = _pair(layout)
     config = infer_unet_config(ldm)
-    assert config.model_channels == layout["model_channels"]
-    assert config.channel_mult == layout["channel_mult"]
-    assert config.num_res_blocks == layout["num_res_blocks"]
-    assert config.attention_levels == layout["attention_levels"]
-    assert config.transformer_depth == layout["depth"]
-    assert (config.context_dim, config.in_channels, config.out_channels) == (32, 4, 4)
-    assert not config.use_linear_projection
+    assert config["block_out_channels"] == [layout["model_channels"] * mult for mult in layout["channel_mult"]]
+    assert config["layers_per_block"] == layout["num_res_blocks"]
+    assert config["down_block_types"] == [("CrossAttnDownBlock2D" if level in layout["attention_levels"]
+                                           else "DownBlock2D") for level in range(len(layout["channel_mult"]))]
+    assert config["transformer_layers_per_block"] == layout["depth"]
+    assert (config["cross_attention_dim"], config["in_channels"], config["out_channels"]) == (32, 4, 4)
+    assert not config["use_linear_projection"]
 
 
 def test_full_sd15_ldm_layout_is_consumed_without_missing_or_unexpected_keys():
@@ -104,8 +104,9 @@ def test_full_sd15_ldm_layout_is_consumed_without_missing_or_unexpected_keys():
         assert tuple(ldm[key].shape) == shape, key
 
     config = infer_unet_config(ldm)
-    assert (config.model_channels, config.channel_mult, config.num_res_blocks) == (320, (1, 2, 4, 4), 2)
-    assert (config.attention_levels, config.context_dim, config.num_heads) == ((0, 1, 2), 768, 8)
+    assert (config["block_out_channels"], config["layers_per_block"]) == ([320, 640, 1280, 1280], 2)
+    assert config["down_block_types"] == ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]
+    assert (config["cross_attention_dim"], config["attention_head_dim"]) == (768, 8)
 
     # loading checks that the converted keys are exactly the model's, with the model's shapes
     unet = load_ldm_unet(ldm, device="meta", dtype=torch.float16)

@@ -65,9 +65,12 @@ def test_full_sdxl_unet_layout_is_inferred_and_consumed_without_missing_or_unexp
                        "output_blocks.2.2.conv.weight": (1280, 1280, 3, 3), "out.2.weight": (4, 320, 3, 3)}.items():
         assert tuple(ldm[key].shape) == shape, key
     config = infer_unet_config(ldm)
-    assert (config.channel_mult, config.attention_levels, config.level_depths) == ((1, 2, 4), (1, 2), (10, 2, 10))
-    assert (config.context_dim, config.adm_in_channels) == (2048, 2816)  # pooled CLIP-G 1280 + 6 × 256 time ids
-    assert config.heads() == [5, 10, 20] and config.use_linear_projection
+    assert config["block_out_channels"] == [320, 640, 1280]
+    assert config["down_block_types"] == ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+    assert config["transformer_layers_per_block"] == [10, 2, 10]
+    assert config["cross_attention_dim"] == 2048
+    assert config["projection_class_embeddings_input_dim"] == 2816  # pooled CLIP-G 1280 + 6 × 256 time ids
+    assert config["attention_head_dim"] == [5, 10, 20] and config["use_linear_projection"]
     # loading checks that the converted keys are exactly the model's, with the model's shapes
     unet = load_ldm_unet(ldm, device="meta", dtype=torch.float16)
     assert sum(p.numel() for p in unet.parameters()) == SDXL_UNET_PARAMETERS
@@ -118,7 +121,7 @@ def test_sdxl_refiner_eps_is_the_diffusers_unet_with_pooled_text_and_image_size_
 def test_an_sd1_unet_is_inferred_as_such():
     from builders.sd1 import sd1_unet_ldm_state_dict
 
-    assert infer_unet_config(sd1_unet_ldm_state_dict()).adm_in_channels is None
+    assert "addition_embed_type" not in infer_unet_config(sd1_unet_ldm_state_dict())
 
 
 def test_sdxl_conditioning_is_penultimate_l_and_g_side_by_side_with_the_pooled_g(tiny_model_folder):

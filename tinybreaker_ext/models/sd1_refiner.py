@@ -66,7 +66,7 @@ def load_ldm_unet(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torc
     unet_class = require_diffusers("diffusers").UNet2DConditionModel  # before reading any tensor
     single_file = require_diffusers("diffusers.loaders.single_file_utils")
     source = source_name(state_dict)
-    config = infer_unet_config(state_dict, source=source).to_diffusers()
+    config = infer_unet_config(state_dict, source=source)
     # Same converter in diffusers 0.31.0, 0.32.2 and 0.42.1 (checked); it reads only 'layers_per_block' and the
     # optional class/addition embedding entries of the config (SDXL's label_emb -> add_embedding).
     tensors = single_file.convert_ldm_unet_checkpoint({_LDM_UNET_PREFIX + key: state_dict[key]
