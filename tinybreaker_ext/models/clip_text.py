@@ -9,9 +9,8 @@ from typing import Mapping
 import torch
 
 from ..errors import ModelFileError
-from ..files.state_dict import shape_of
+from ..files.state_dict import shape_of, source_name
 from ..limits import MAX_PROMPT_TOKENS
-from ..files.state_dict import source_name
 from .sd1_refiner import build_with_weights
 
 EXPECTED_CLIP = "a CLIP text model with HF-transformers names (text_model.embeddings.*, text_model.encoder.layers.*)"

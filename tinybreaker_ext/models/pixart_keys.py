@@ -118,15 +118,11 @@ def raise_if_missing(state_dict: Mapping[str, torch.Tensor], layout: str, native
                              expected=f"complete {layout} PixArt-Sigma layout")
 
 
-def unused_pixart_keys(state_dict: Mapping[str, torch.Tensor], layout: str, depth: int) -> list[str]:
-    """Keys that are neither model parameters nor known-ignorable; they are skipped when loading."""
+def log_unused(state_dict: Mapping[str, torch.Tensor], layout: str, depth: int) -> None:
+    """Keys that are neither model parameters nor known-ignorable are logged; loading skips them."""
     used = {key for native in native_pixart_keys(depth) for key in source_keys(native, layout)}
     used.update(IGNORED_KEYS[layout])
-    return sorted(key for key in state_dict.keys() if key not in used)
-
-
-def log_unused(state_dict: Mapping[str, torch.Tensor], layout: str, depth: int) -> None:
-    unused = unused_pixart_keys(state_dict, layout, depth)
+    unused = sorted(key for key in state_dict.keys() if key not in used)
     if unused:
         logger.warning("%s: ignoring %d unknown PixArt key(s): %s", source_name(state_dict), len(unused),
                        ", ".join(full_key_name(state_dict, key) for key in unused[:5])

@@ -36,17 +36,14 @@ class Clamp(nn.Module):
 
 
 class Block(nn.Module):
-    """conv→ReLU→conv→ReLU→conv plus identity skip (1×1 no-bias conv if channels change), then ReLU."""
+    """conv→ReLU→conv→ReLU→conv plus the identity, then ReLU (channels never change inside TAESD's blocks)."""
 
-    def __init__(self, n_in: int, n_out: int):
+    def __init__(self, c: int):
         super().__init__()
-        self.conv = nn.Sequential(_conv3x3(n_in, n_out), nn.ReLU(), _conv3x3(n_out, n_out), nn.ReLU(),
-                                  _conv3x3(n_out, n_out))
-        self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
-        self.fuse = nn.ReLU()
+        self.conv = nn.Sequential(_conv3x3(c, c), nn.ReLU(), _conv3x3(c, c), nn.ReLU(), _conv3x3(c, c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fuse(self.conv(x) + self.skip(x))
+        return torch.relu(self.conv(x) + x)
 
 
 class TinyEncoder(nn.Sequential):
@@ -55,9 +52,9 @@ class TinyEncoder(nn.Sequential):
 
     def __init__(self, latent_channels: int = 4, hidden_channels: int = 64):
         c = hidden_channels
-        layers: list[nn.Module] = [_conv3x3(3, c), Block(c, c)]
+        layers: list[nn.Module] = [_conv3x3(3, c), Block(c)]
         for _ in range(3):
-            layers += [_conv3x3(c, c, stride=2, bias=False), Block(c, c), Block(c, c), Block(c, c)]
+            layers += [_conv3x3(c, c, stride=2, bias=False), Block(c), Block(c), Block(c)]
         layers.append(_conv3x3(c, latent_channels))
         super().__init__(*layers)
 
@@ -70,9 +67,8 @@ class TinyDecoder(nn.Sequential):
         c = hidden_channels
         layers: list[nn.Module] = [Clamp(), _conv3x3(latent_channels, c), nn.ReLU()]
         for _ in range(3):
-            layers += [Block(c, c), Block(c, c), Block(c, c), nn.Upsample(scale_factor=2),
-                       _conv3x3(c, c, bias=False)]
-        layers += [Block(c, c), _conv3x3(c, 3)]
+            layers += [Block(c), Block(c), Block(c), nn.Upsample(scale_factor=2), _conv3x3(c, c, bias=False)]
+        layers += [Block(c), _conv3x3(c, 3)]
         super().__init__(*layers)
 
 
