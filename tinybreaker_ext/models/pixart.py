@@ -277,9 +277,7 @@ class PixArtSigma(nn.Module):
             context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted noise as ``sampling.denoisers.EpsDenoiser`` wants it: the first ``in_channels`` output
         channels (the rest is the learned variance, unused), float32; inputs are cast to the model's dtype."""
-        dtype = self.dtype
-        out = self(x.to(dtype), timestep, context, context_mask)
-        return out[:, :self.config.in_channels].float()
+        return self(x.to(self.dtype), timestep, context, context_mask)[:, :self.config.in_channels].float()
 
 
 def _run_block(block: PixArtBlock, tokens: torch.Tensor, time6: torch.Tensor, keys: torch.Tensor,
@@ -336,7 +334,6 @@ def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.d
                                  expected=f"{list(shape)} for hidden size {config.hidden_size}")
     log_unused(state_dict, layout, config.depth)
 
-    device = torch.device(device)
     tensors = {key: tensor.to(device).to(dtype) for key, tensor in iter_native_tensors(state_dict, layout, expected)}
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval().requires_grad_(False)
