@@ -55,22 +55,13 @@ class KLDecoder(torch.nn.Module):
         self.scale = scale
         self.config = config
 
-    @property
-    def device(self) -> torch.device:
-        return self.post_quant_conv.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.post_quant_conv.weight.dtype
-
     @torch.no_grad()
     def decode(self, model_latent: torch.Tensor, *, scale: float | None = None) -> torch.Tensor:
         """``model_latent`` [B, 4, h, w] (raw x scale) -> float32 image [B, 3, 8h, 8w] in [0, 1]."""
-        raw = model_latent.to(self.device, self.dtype) / (self.scale if scale is None else scale)
+        weight = self.post_quant_conv.weight
+        raw = model_latent.to(weight.device, weight.dtype) / (self.scale if scale is None else scale)
         image = self.decoder(self.post_quant_conv(raw))
         return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0)
-
-    forward = decode
 
 
 def load_kl_decoder(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype,

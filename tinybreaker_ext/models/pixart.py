@@ -128,8 +128,6 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``keys``/``values`` from `keys_values`; ``key_mask``: None, or [B, 1, 1, L] bool, True for the caption
-        tokens to attend to."""
         q = _split_heads(self.q_linear(x), self.num_heads)
         return self.proj(_merge_heads(F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask)))
 
@@ -145,8 +143,7 @@ class PixArtBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, time6: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, N, D], time6 [B, 6, D] (adaLN-single), the caption's keys/values [B, H, L, D/H] for this block,
-        key_mask None or [B, 1, 1, L] bool."""
+        """x [B, N, D], time6 [B, 6, D] (adaLN-single), the caption's keys/values for this block."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (self.scale_shift_table[None] + time6).unbind(1)
         x = x + gate_a[:, None] * self.attn(_modulate(_layer_norm(x), shift_a[:, None], scale_a[:, None]))
         x = x + self.cross_attn(x, keys, values, key_mask)  # no norm, no gate: docs/numerics.md "PixArt-Sigma forward"
@@ -247,10 +244,8 @@ class PixArtSigma(nn.Module):
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor | PreparedCaption,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, C, h, w] (h, w multiples of the patch), timestep [B] (or one value for all), context as
-        `prepare_caption` takes it (with context_mask) or already prepared (its batch B or 1).
-
-        Returns [B, out_channels, h, w] in x's dtype; channels ``in_channels:`` are the learned variance.
-        """
+        `prepare_caption` takes it (with context_mask) or already prepared (its batch B or 1) -> [B, out_channels,
+        h, w] in x's dtype; channels ``in_channels:`` are the learned variance."""
         cfg = self.config
         batch, _, latent_h, latent_w = x.shape
         if latent_h % cfg.patch_size or latent_w % cfg.patch_size:
