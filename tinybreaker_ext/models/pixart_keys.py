@@ -66,10 +66,8 @@ def detect_pixart_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 def pixart_block_count(state_dict: Mapping[str, torch.Tensor], layout: str) -> int:
     """1 + the highest block index present (0 when there are no blocks)."""
-    prefix = BLOCK_PREFIX[layout]
-    indices = [int(key[len(prefix):].split(".", 1)[0]) for key in state_dict.keys()
-               if key.startswith(prefix) and key[len(prefix):].split(".", 1)[0].isdigit()]
-    return 1 + max(indices) if indices else 0
+    block = re.compile(rf"^{re.escape(BLOCK_PREFIX[layout])}(\d+)\.")
+    return 1 + max((int(m.group(1)) for m in map(block.match, state_dict.keys()) if m), default=-1)
 
 
 def native_pixart_keys(depth: int) -> list[str]:

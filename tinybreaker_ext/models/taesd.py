@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import ModelFileError
 from ..files.state_dict import shape_of, source_name
+from ..latent_formats import SD1_SCALE
 from .sd1_refiner import build_with_weights
 
 _INDEXED_KEY = re.compile(r"^(\d+)\.(.+)$")
@@ -166,7 +167,7 @@ class TinyVAE(nn.Module):
         return latent / scale + shift
 
 
-def load_tiny_vae(state_dict: Mapping[str, torch.Tensor], *, default_scale: float | None = None,
+def load_tiny_vae(state_dict: Mapping[str, torch.Tensor], *, default_scale: float = SD1_SCALE,
                   device: torch.device | str, dtype: torch.dtype) -> TinyVAE:
     """A TinyVAE from the halves as TinyBreaker files store them: `encoder.<i>` / `decoder.<i>` with
     `<half>.vae_scale` / `<half>.vae_shift` scalars, else `default_scale` and shift 0; shapes decide the config."""
@@ -179,9 +180,6 @@ def load_tiny_vae(state_dict: Mapping[str, torch.Tensor], *, default_scale: floa
 
     def space(half: str) -> tuple[float, float]:
         if f"{half}.vae_scale" not in state_dict:
-            if default_scale is None:
-                raise ModelFileError(source, f"TAESD {half} has no vae_scale and no default scale was given",
-                                     "default_scale=0.18215 (SD1) or 0.13025 (SDXL)")
             return float(default_scale), 0.0
         shift = _scalar(state_dict, f"{half}.vae_shift", source) if f"{half}.vae_shift" in state_dict else 0.0
         return _scalar(state_dict, f"{half}.vae_scale", source), shift
