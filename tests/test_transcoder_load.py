@@ -80,7 +80,7 @@ def test_missing_keys_name_the_file_and_the_part(transcoder_sd, drop, part, tmp_
 
 
 def test_a_file_without_transcoder_weights_is_rejected():
-    with pytest.raises(ModelFileError, match=r"transcoder decoder \(transd\) weights not found"):
+    with pytest.raises(ModelFileError, match=r"transcoder decoder \(transd\) is missing '1\.weight'"):
         load_transcoder({"first_stage_model.encoder.0.weight": torch.zeros(64, 3, 3, 3)}, **CPU)
 
 

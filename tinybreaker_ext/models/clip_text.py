@@ -23,15 +23,11 @@ _PROJECTION = "text_projection.weight"
 TokenWeights = list[tuple[int, float]]
 
 
-def _strip_text_model(key: str) -> str:
-    return key[len("text_model."):] if key.startswith("text_model.") else key
-
-
 def clip_text_config_kwargs(state_dict: Mapping[str, torch.Tensor], *, num_heads: int | None = None,
                             hidden_act: str = "quick_gelu", source: str = "<state dict>") -> dict:
     """CLIPTextConfig arguments read from shapes; heads default to hidden/64 (CLIP-L: 768/64 = 12, bigG:
     1280/64 = 20). ``hidden_act``: CLIP-L's quick_gelu, or OpenCLIP bigG's gelu (shapes cannot tell)."""
-    keys = {_strip_text_model(key): key for key in state_dict.keys()}
+    keys = {key.removeprefix("text_model."): key for key in state_dict.keys()}
     token_key = keys.get("embeddings.token_embedding.weight")
     position_key = keys.get("embeddings.position_embedding.weight")
     fc1_key = keys.get("encoder.layers.0.mlp.fc1.weight")
@@ -77,7 +73,7 @@ def load_clip_text(state_dict: Mapping[str, torch.Tensor], *, device, dtype: tor
     nested = any(key.startswith("text_model.") for key in wanted)
     tensors = {}
     for key in state_dict.keys():
-        bare = _strip_text_model(key)
+        bare = key.removeprefix("text_model.")
         if bare == _POSITION_IDS:
             continue
         tensors[bare if bare == _PROJECTION else ("text_model." if nested else "") + bare] = state_dict[key]

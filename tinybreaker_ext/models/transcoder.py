@@ -11,7 +11,6 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..errors import ModelFileError
 from ..files.state_dict import source_name
 from .taesd import (TinyDecoder, TinyEncoder, build_decoder, build_encoder, indexed_part, part_label,
                     shift_decoder_indices)
@@ -38,10 +37,6 @@ def load_transcoder(state_dict: Mapping[str, torch.Tensor], *, device: torch.dev
     source = source_name(state_dict)
     decoder_part = indexed_part(state_dict, "transd.") or indexed_part(state_dict, "decoder.")
     encoder_part = indexed_part(state_dict, "transe.") or indexed_part(state_dict, "encoder.")
-    if not decoder_part:
-        raise ModelFileError(source, "transcoder decoder (transd) weights not found", "keys like transd.1.weight")
-    if not encoder_part:
-        raise ModelFileError(source, "transcoder encoder (transe) weights not found", "keys like transe.0.weight")
     placed = {"source": source, "device": device, "dtype": dtype}
     decoder = build_decoder(shift_decoder_indices(decoder_part),
                             what=part_label(state_dict, "transcoder decoder (transd)"), **placed)
