@@ -225,12 +225,6 @@ class PixArtSigma(nn.Module):
             self._position_cache[key] = cached
         return cached
 
-    def time_embeddings(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B] timesteps -> (temb [B, D], adaLN-single table [B, 6, D])."""
-        sinusoid = timestep_sinusoid(timestep.to(self.device), self.config.timestep_dim)
-        temb = self.t_embedder["mlp"](sinusoid.to(self.dtype))
-        return temb, self.t_block(temb).unflatten(1, (6, self.config.hidden_size))
-
     def prepare_caption(self, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> PreparedCaption:
         """context [B, L, caption_dim] with any length L, context_mask None (every token counts, as in the
         reference) or [B, L] bool with False on padding tokens -> what every forward with this caption shares."""
@@ -257,7 +251,8 @@ class PixArtSigma(nn.Module):
         if not isinstance(context, PreparedCaption):
             context = self.prepare_caption(context, context_mask)
         caption = context.for_batch(batch)
-        temb, time6 = self.time_embeddings(timestep)
+        temb = self.t_embedder["mlp"](timestep_sinusoid(timestep.to(device), cfg.timestep_dim).to(dtype))
+        time6 = self.t_block(temb).unflatten(1, (6, cfg.hidden_size))  # adaLN-single, shared by all blocks
         # [B, D, h, w] -> [B, h·w, D] row-major; contiguous, or every later token tensor stays channel-major
         # (elementwise results follow their first input's layout) and the linears fall back to slower products
         tokens = self.x_embedder["proj"](x.to(device, dtype)).flatten(2).transpose(1, 2).contiguous()

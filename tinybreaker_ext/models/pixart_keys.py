@@ -19,8 +19,7 @@ from ..files.state_dict import shape_of, source_name
 
 logger = logging.getLogger(__name__)
 
-# Keys a file may carry that inference does not use: the learned null caption (never substituted) and a stored
-# positional-embedding buffer (computed per grid).
+# Unused by inference: the learned null caption (never substituted) and a stored position embedding (computed)
 IGNORED_KEYS = {
     NATIVE: ("y_embedder.y_embedding", "pos_embed"),
     DIFFUSERS: ("caption_projection.y_embedding", "pos_embed.pos_embed"),

@@ -1,8 +1,5 @@
-"""The embedded SD1 refiner: the ldm-named UNet of the TinyBreaker file, run through diffusers' UNet2DConditionModel.
-
-The WebUI refines with its own SD1 model; this copy serves the command line. diffusers (absent on A1111) is imported
-only when a model is built.
-"""
+"""The embedded SD1 refiner: the file's ldm-named UNet run through diffusers' UNet2DConditionModel, for the command
+line (the WebUI refines with its own model). diffusers (absent on A1111) is imported only when a model is built."""
 
 from __future__ import annotations
 

@@ -35,8 +35,8 @@ def load_sdxl_text_encoders(conditioner: Mapping[str, torch.Tensor], *, device, 
     ``refiner.conditioner.`` (prefix removed)."""
     require_diffusers("diffusers.loaders.single_file_utils")  # before reading any tensor
     clip_l = load_clip_text(with_prefix(conditioner, CLIP_L_PREFIX), device=device, dtype=dtype)
-    clip_g_weights = convert_open_clip_state_dict(with_prefix(conditioner, CLIP_G_PREFIX))
-    clip_g = load_clip_text(clip_g_weights, device=device, dtype=dtype, hidden_act="gelu", with_projection=True)
+    clip_g = load_clip_text(convert_open_clip_state_dict(with_prefix(conditioner, CLIP_G_PREFIX)), device=device,
+                            dtype=dtype, hidden_act="gelu", with_projection=True)
     return clip_l, clip_g
 
 
