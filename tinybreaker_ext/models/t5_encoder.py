@@ -1,23 +1,9 @@
-"""T5 v1.1 text encoder that keeps its weights in the file's form (fp8, GGUF blocks, 16/32-bit) and upcasts them
-piecewise.
+"""T5 v1.1 text encoder that keeps its weights in the file's form (fp8, GGUF blocks, 16/32-bit) and upcasts each
+weight only while its own module runs (docs/numerics.md "T5 encoder compute").
 
-The math is transformers' ``T5EncoderModel``, built on the meta device (no allocation). Its parameters are
-0-element placeholders; the real weights live in ``T5TextEncoder`` in their storage form, and each weight gets a
-compute-dtype copy on the compute device just before its own module (a Linear, a norm) runs and drops it right
-after. Memory held is therefore about the file size, plus one weight in the compute dtype (84 MB for T5-XXL's
-feed-forward weights in bf16; a whole sub-layer would be three of them). Weights travel in sub-layers (a block's
-attention half, its feed-forward half, the final norm): ``stream`` copies the next one ahead. Per-weight swapping is
-hand-written: no library available on every host pin upcasts fp8 or GGUF storage per layer (accelerate's offload
-hooks move weights but do not change dtypes).
-
-Modes: ``gpu`` (weights resident on the device), ``cpu`` (everything on the CPU), ``stream`` (weights in RAM, each
-sub-layer copied to the device only while it runs, the next one copied ahead on a side stream), ``auto`` (``gpu``
-when the CUDA device has room, else ``stream``; ``cpu`` on a CPU device).
-
-Converting to the compute dtype is often slower than the matrix products themselves (fp8 → bf16 runs at a few
-hundred MB/s on a CPU; a lookup table or bit operations on the bytes are no faster in torch), so in ``gpu`` and
-``cpu`` modes weights are converted once at load time, each right after it is read, and kept converted while the
-budget of ``t5_policy.conversion_budget`` allows; the rest are converted at each encode.
+Hand-written because no library on every host pin upcasts fp8 or GGUF storage per layer (accelerate's offload hooks
+move weights but do not change dtypes). The math is transformers' ``T5EncoderModel``, built on the meta device; its
+parameters are 0-element placeholders that hooks swap for a compute-dtype copy of the stored weight.
 """
 
 from __future__ import annotations
@@ -38,14 +24,13 @@ from ..errors import ModelFileError, ParameterError
 from ..files.gguf_file import GGUFFile
 from ..files.gguf_t5 import hf_t5_view
 from ..files.state_dict import dtype_of, shape_of, with_prefix
+from ..params import T5_MODES as MODES
 from .ggml_quants import QuantizedTensor
 from .stream_prefetch import Prefetcher, pin
 from .t5_policy import conversion_budget, resolve_compute_dtype
 
-MODES = ("auto", "gpu", "cpu", "stream")
 FP8_DTYPES = tuple(d for d in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None)) if d)
 STORAGE_DTYPES = FP8_DTYPES + (torch.bfloat16, torch.float16, torch.float32, torch.float64)
-SCALED_FP8_MARKER = "scaled_fp8"
 ACTIVATION_RESERVE_BYTES = 1 << 30  # room left for activations when ``auto`` decides whether weights fit the GPU
 
 EMBEDDING_KEY = "shared.weight"
@@ -65,18 +50,14 @@ class T5EncoderConfig:
     d_ff: int
     num_buckets: int
     gated: bool = True
-    max_distance: int = 128
-    layer_norm_eps: float = 1e-6
 
     def to_hf(self):
         from transformers import T5Config
 
-        return T5Config(
+        return T5Config(  # T5's relative_attention_max_distance 128 and layer_norm_epsilon 1e-6 are the defaults
             vocab_size=self.vocab_size, d_model=self.d_model, d_kv=self.d_kv, d_ff=self.d_ff,
-            num_layers=self.num_layers, num_heads=self.num_heads,
-            relative_attention_num_buckets=self.num_buckets, relative_attention_max_distance=self.max_distance,
-            dropout_rate=0.0, layer_norm_epsilon=self.layer_norm_eps,
-            feed_forward_proj="gated-gelu" if self.gated else "relu",
+            num_layers=self.num_layers, num_heads=self.num_heads, relative_attention_num_buckets=self.num_buckets,
+            dropout_rate=0.0, feed_forward_proj="gated-gelu" if self.gated else "relu",
             is_encoder_decoder=False, use_cache=False)
 
 
@@ -101,10 +82,6 @@ def expected_t5_shapes(config: T5EncoderConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _is_scale_key(key: str) -> bool:
-    return key == SCALED_FP8_MARKER or key.endswith((".scale_weight", ".scale_input"))
-
-
 def _encoder_prefix(state_dict: Mapping[str, torch.Tensor], source: str) -> str:
     """'' for a bare encoder file; the common prefix when the encoder sits inside a bigger checkpoint."""
     if FINAL_NORM_KEY in state_dict:
@@ -113,13 +90,6 @@ def _encoder_prefix(state_dict: Mapping[str, torch.Tensor], source: str) -> str:
         if key.endswith("." + FINAL_NORM_KEY):
             return key[: -len(FINAL_NORM_KEY)]
     raise ModelFileError(source, f"no '{FINAL_NORM_KEY}' tensor", "a T5 encoder in HF T5EncoderModel layout")
-
-
-def _embedding_key(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    for key in (EMBEDDING_KEY, EMBEDDING_ALIAS):
-        if key in state_dict:
-            return key
-    return None
 
 
 def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 state dict") -> T5EncoderConfig:
@@ -136,31 +106,13 @@ def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 st
                                      f"(from '{RELATIVE_BIAS_KEY}')")
     gated = "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in state_dict
     d_ff = need("encoder.block.0.layer.1.DenseReluDense." + ("wi_0" if gated else "wi") + ".weight")[0]
-    embedding = _embedding_key(state_dict)
-    if embedding is None:
+    embedding = EMBEDDING_KEY if EMBEDDING_KEY in state_dict else EMBEDDING_ALIAS
+    if embedding not in state_dict:
         raise ModelFileError(source, f"missing tensor '{EMBEDDING_KEY}'", "the token embedding of a T5 encoder")
     vocab_size = shape_of(state_dict, embedding)[0]
     blocks = {int(m.group(1)) for m in map(_BLOCK_INDEX.match, state_dict.keys()) if m}
     return T5EncoderConfig(vocab_size=vocab_size, d_model=d_model, d_kv=inner // num_heads, num_heads=num_heads,
                            num_layers=max(blocks) + 1, d_ff=d_ff, num_buckets=num_buckets, gated=gated)
-
-
-def check_t5_layout(state_dict: Mapping[str, torch.Tensor],
-                    config: T5EncoderConfig | None = None) -> tuple[list[str], list[str]]:
-    """``(missing, unexpected)`` keys of an encoder state dict (no outer prefix) against the HF layout.
-
-    The duplicate ``encoder.embed_tokens.weight``, scaled-fp8 scales/marker, and keys outside ``encoder.`` (a
-    decoder, ``lm_head``) are not unexpected.
-    """
-    config = config or infer_t5_config(state_dict)
-    expected = expected_t5_shapes(config)
-    present = set(state_dict.keys())
-    missing = [key for key in expected if key not in present]
-    if EMBEDDING_KEY in missing and EMBEDDING_ALIAS in present:
-        missing.remove(EMBEDDING_KEY)
-    unexpected = [key for key in sorted(present) if key.startswith("encoder.") and key not in expected
-                  and key != EMBEDDING_ALIAS and not _is_scale_key(key)]
-    return missing, unexpected
 
 
 @dataclass
@@ -195,22 +147,16 @@ class StoredWeight:
     def materialize(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         return self.to(device, non_blocking=True).convert(dtype)
 
-    def numel(self) -> int:
-        return self.tensor.numel()
-
     @property
     def nbytes(self) -> int:
-        tensor = self.tensor
-        size = tensor.nbytes if isinstance(tensor, QuantizedTensor) else tensor.numel() * tensor.element_size()
-        return size + (self.scale.numel() * self.scale.element_size() if self.scale is not None else 0)
+        return self.tensor.nbytes + (0 if self.scale is None else self.scale.nbytes)
 
 
 @dataclass
 class _SwapGroup:
-    """One HF sub-layer whose stored weights travel together (``stream`` prefetches a whole group ahead):
-    ``(owner module, parameter name, file key)``; ``index`` is its place in execution order. Each owner (a Linear,
-    a norm, the bias embedding) gets its compute-dtype copy only while it runs itself, so at most one weight is
-    upcast at a time; ``sources`` are the stored weights the running group reads (the device copies in stream)."""
+    """One HF sub-layer whose stored weights travel together: ``(owner module, parameter name, file key)`` in
+    ``params``, its place in execution order, and the stored weights it reads while it runs (the device copies in
+    ``stream``)."""
     module: torch.nn.Module
     params: list[tuple[torch.nn.Module, str, str]]
     index: int
@@ -251,7 +197,12 @@ def _identity(state_dict: Mapping[str, torch.Tensor], compute_dtype: torch.dtype
 
 
 class T5TextEncoder:
-    """``encode(input_ids) -> float32 [B, L, d_model]``: the last hidden state after the final layer norm."""
+    """``encode(input_ids) -> float32 [B, L, d_model]``: the last hidden state after the final layer norm.
+
+    Modes: ``gpu`` (weights resident on the device), ``cpu``, ``stream`` (weights in RAM, each sub-layer copied to
+    the device only while it runs, the next one copied ahead on a side stream). Memory held is about the file size
+    plus one weight in the compute dtype (84 MB for T5-XXL's feed-forward weights in bf16).
+    """
 
     def __init__(self, config: T5EncoderConfig, weights: dict[str, StoredWeight], *, mode: str,
                  device: torch.device, compute_dtype: torch.dtype, identity: str, converted_bytes: int = 0):
@@ -262,11 +213,11 @@ class T5TextEncoder:
         self.device = device
         self.compute_dtype = compute_dtype
         self.identity = identity
+        self.converted_bytes = converted_bytes  # extra bytes held by weights the loader kept converted
         self._weights = weights
-        self._embedding = weights[EMBEDDING_KEY]
         self._lock = threading.Lock()  # the swapped-in parameters are shared state: one encode at a time
-        self._nan_guard = self._embedding.tensor.dtype in FP8_DTYPES or any(
-            weight.tensor.dtype in FP8_DTYPES for key, weight in weights.items() if key.startswith("encoder.block.0."))
+        self._nan_guard = any(weight.tensor.dtype in FP8_DTYPES for key, weight in weights.items()
+                              if key == EMBEDDING_KEY or key.startswith("encoder.block.0."))
 
         with torch.device("meta"):
             model = T5EncoderModel(config.to_hf())
@@ -283,14 +234,11 @@ class T5TextEncoder:
         self._groups: list[_SwapGroup] = []
         for block_index, block in enumerate(model.encoder.block):
             for layer_index, layer in enumerate(block.layer):
-                prefix = f"encoder.block.{block_index}.layer.{layer_index}."
-                self._add_group(layer, owners, prefix)
+                self._add_group(layer, owners, f"encoder.block.{block_index}.layer.{layer_index}.")
         self._add_group(model.encoder.final_layer_norm, owners, FINAL_NORM_KEY[: -len("weight")])
-        self.converted_bytes = converted_bytes  # extra bytes held by weights the loader kept converted
         self._prefetch = Prefetcher(device) if mode == "stream" and device.type != "cpu" else None
         if self._prefetch is not None and device.type == "cuda":  # page-locked: the side stream copies asynchronously
             self._weights = {key: weight.pin_memory() for key, weight in self._weights.items()}
-            self._embedding = self._weights[EMBEDDING_KEY]
 
     def _add_group(self, module: torch.nn.Module, owners: dict, prefix: str) -> None:
         params = [(owners[key][0], owners[key][1], key) for key in self._weights if key.startswith(prefix)]
@@ -299,6 +247,7 @@ class T5TextEncoder:
         encoder = weakref.ref(self)
         module.register_forward_pre_hook(lambda _module, _args: encoder()._enter(group))
         module.register_forward_hook(lambda _module, _args, _output: encoder()._release(group))
+        # Each owner (a Linear, a norm) gets its compute-dtype copy only while it runs: one weight upcast at a time.
         for owner in dict.fromkeys(owner for owner, _, _ in params):  # registered after the group's: runs after it
             owner.register_forward_pre_hook(lambda module, _args: encoder()._swap_in(group, module))
             owner.register_forward_hook(lambda module, _args, _output: encoder()._release(group, module))
@@ -329,7 +278,8 @@ class T5TextEncoder:
 
     def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         # Gather rows in the storage form, then upcast only those (never the whole 32128-row table).
-        table = self._embedding.tensor
+        embedding = self._weights[EMBEDDING_KEY]
+        table = embedding.tensor
         ids = input_ids.to(table.device)
         if isinstance(table, QuantizedTensor):
             rows = table.rows(ids)
@@ -337,7 +287,7 @@ class T5TextEncoder:
             rows = table.view(torch.uint8)[ids].view(table.dtype)
         else:
             rows = table[ids]
-        embeds = StoredWeight(rows, self._embedding.scale).materialize(self.device, self.compute_dtype)
+        embeds = StoredWeight(rows, embedding.scale).materialize(self.device, self.compute_dtype)
         return torch.nan_to_num(embeds) if self._nan_guard else embeds  # fp8 files may hold NaN codes
 
     def encode(self, input_ids) -> torch.Tensor:
@@ -370,35 +320,22 @@ class T5TextEncoder:
         return {key: weight.tensor for key, weight in self._weights.items()}
 
     def device_bytes(self) -> int:
-        """Bytes of weights on the compute device during an encode: in ``stream`` mode the running sub-layer and
-        the next one as stored (the prefetch) plus one weight in the compute dtype; otherwise everything held plus
-        one weight's conversion. 0 when the device is the CPU (everything is RAM then)."""
+        """Bytes of weights on the compute device during an encode: the biggest weight in the compute dtype (each
+        is upcast only while its own module runs) plus, in ``stream`` mode, the running sub-layer and the next one
+        as stored (the prefetch), otherwise everything held. 0 when the device is the CPU (everything is RAM)."""
         if self.device.type == "cpu":
             return 0
+        size = torch.tensor([], dtype=self.compute_dtype).element_size()
+        upcast = max(self._weights[key].tensor.numel() for group in self._groups for _, _, key in group.params) * size
         if self.mode == "stream":
             stored = [sum(self._weights[key].nbytes for _, _, key in group.params) for group in self._groups]
-            running_and_ahead = max(a + b for a, b in zip(stored, stored[1:] + [0]))
-            return self.largest_upcast_bytes() + running_and_ahead
-        return self.storage_bytes() + self.largest_upcast_bytes()
-
-    def largest_upcast_bytes(self) -> int:
-        """Bytes of the biggest weight in the compute dtype: the extra memory one encode step needs for weights
-        (each weight is upcast only while its own module runs)."""
-        size = torch.tensor([], dtype=self.compute_dtype).element_size()
-        return max(self._weights[key].numel() for group in self._groups for _, _, key in group.params) * size
-
-
-def _largest_weight_numel(config: T5EncoderConfig) -> int:
-    inner = config.num_heads * config.d_kv
-    return max(inner * config.d_model, config.d_ff * config.d_model, config.num_buckets * config.num_heads)
+            return upcast + max(a + b for a, b in zip(stored, stored[1:] + [0]))
+        return upcast + self.storage_bytes()
 
 
 def _stored_bytes(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
     nbytes = getattr(state_dict, "nbytes", None)
-    if callable(nbytes):  # lazy file views answer from the header
-        return nbytes(key)
-    tensor = state_dict[key]
-    return tensor.nbytes if isinstance(tensor, QuantizedTensor) else tensor.numel() * tensor.element_size()
+    return nbytes(key) if callable(nbytes) else state_dict[key].nbytes  # lazy file views answer from the header
 
 
 def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: str = "auto", device="cpu",
@@ -407,13 +344,10 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: 
     """Build a ``T5TextEncoder`` from an HF-layout state dict (plain dict or lazy file view; outer prefix allowed) or
     an open GGUF file in llama.cpp's T5 naming (city96's ``t5-v1_1-xxl-encoder`` files).
 
-    Weights keep their file form (fp8 e4m3fn/e5m2, bf16, fp16, fp32, GGUF blocks); scaled-fp8 ``scale_weight``
-    factors are applied on upcast. ``compute_dtype`` goes through ``t5_policy.resolve_compute_dtype`` (``"auto"``:
-    bfloat16 where the device runs it natively, else float32; float16 is refused). ``keep_converted_bytes`` bounds
-    the extra memory of weights kept converted to the compute dtype (None: ``t5_policy.conversion_budget``).
+    ``mode``: ``auto`` (``choose_mode``), ``gpu``, ``cpu`` or ``stream``. ``compute_dtype`` goes through
+    ``t5_policy.resolve_compute_dtype``. ``keep_converted_bytes`` bounds the extra memory of weights kept converted
+    to the compute dtype (None: ``t5_policy.conversion_budget``); the rest are converted at each encode.
     """
-    if mode not in MODES:
-        raise ParameterError("t5_mode", f"'{mode}' is not one of {', '.join(MODES)}")
     device = torch.device(device)
     compute_dtype = resolve_compute_dtype(compute_dtype, device)
     source = source or os.fspath(getattr(state_dict, "path", None) or "T5 state dict")
@@ -423,18 +357,21 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: 
     prefix = _encoder_prefix(state_dict, source)
     encoder_sd = with_prefix(state_dict, prefix) if prefix else state_dict
     config = infer_t5_config(encoder_sd, source)
-    missing, unexpected = check_t5_layout(encoder_sd, config)
+    expected = expected_t5_shapes(config)
+    key_map = {key: key for key in expected}  # HF key → the file's key
+    if EMBEDDING_KEY not in encoder_sd:
+        key_map[EMBEDDING_KEY] = EMBEDDING_ALIAS
+    missing = [file_key for file_key in key_map.values() if file_key not in encoder_sd]
     if missing:
         raise ModelFileError(source, f"missing tensor '{prefix}{missing[0]}' ({len(missing)} missing)",
                              f"a complete {config.num_layers}-block T5 encoder")
+    # Keys outside ``encoder.`` (a decoder, ``lm_head``) and scaled-fp8 scales are not unexpected.
+    unexpected = [key for key in sorted(encoder_sd.keys()) if key.startswith("encoder.") and key not in expected
+                  and key != EMBEDDING_ALIAS and not key.endswith((".scale_weight", ".scale_input"))]
     if unexpected:
         raise ModelFileError(source, f"unexpected tensor '{prefix}{unexpected[0]}' ({len(unexpected)} unexpected)",
                              "the HF T5EncoderModel layout (T5 v1.1, relative bias in block 0 only)")
-
-    key_map = {key: key for key in expected_t5_shapes(config)}
-    if EMBEDDING_KEY not in encoder_sd:
-        key_map[EMBEDDING_KEY] = EMBEDDING_ALIAS
-    for key, shape in expected_t5_shapes(config).items():
+    for key, shape in expected.items():
         file_key = key_map[key]
         got = shape_of(encoder_sd, file_key)
         if got != shape:
@@ -448,8 +385,9 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: 
     scale_keys = {key: key_map[key][: -len("weight")] + "scale_weight" for key in key_map}
     scale_keys = {key: scale for key, scale in scale_keys.items() if scale in encoder_sd}
     needed = sum(_stored_bytes(encoder_sd, key) for key in list(key_map.values()) + list(scale_keys.values()))
-    upcast_reserve = _largest_weight_numel(config) * torch.tensor([], dtype=compute_dtype).element_size()
-    mode = choose_mode(mode, device, needed + upcast_reserve)
+    element_size = torch.tensor([], dtype=compute_dtype).element_size()
+    largest_weight = max(math.prod(shape) for key, shape in expected.items() if key != EMBEDDING_KEY)
+    mode = choose_mode(mode, device, needed + largest_weight * element_size)
     storage_device = device if mode == "gpu" else torch.device("cpu")
 
     if keep_converted_bytes is None:
@@ -458,7 +396,6 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: 
     # next one is read: converting after reading everything would hold the whole file and its converted copy at once.
     # A file view that reads into a given buffer gets one reused buffer for the weights it converts: fresh read
     # buffers, freed between larger allocations, stayed in the C heap (about 0.5 GB at T5-XXL's peak).
-    element_size = torch.tensor([], dtype=compute_dtype).element_size()
     read_into = getattr(encoder_sd, "read_into", None)
     buffer = torch.empty(0, dtype=torch.uint8)
     weights: dict[str, StoredWeight] = {}
