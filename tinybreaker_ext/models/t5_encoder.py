@@ -21,8 +21,6 @@ from typing import Mapping
 import torch
 
 from ..errors import ModelFileError, ParameterError
-from ..files.gguf_file import GGUFFile
-from ..files.gguf_t5 import hf_t5_view
 from ..files.state_dict import dtype_of, shape_of, with_prefix
 from ..params import T5_MODES as MODES
 from .ggml_quants import QuantizedTensor
@@ -338,11 +336,11 @@ def _stored_bytes(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
     return nbytes(key) if callable(nbytes) else state_dict[key].nbytes  # lazy file views answer from the header
 
 
-def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: str = "auto", device="cpu",
+def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto", device="cpu",
                     compute_dtype: str | torch.dtype = "auto", keep_converted_bytes: int | None = None,
                     source: str | None = None) -> T5TextEncoder:
     """Build a ``T5TextEncoder`` from an HF-layout state dict (plain dict or lazy file view; outer prefix allowed) or
-    an open GGUF file in llama.cpp's T5 naming (city96's ``t5-v1_1-xxl-encoder`` files).
+    an open ``GGUFFile`` (city96's ``t5-v1_1-xxl-encoder`` files).
 
     ``mode``: ``auto`` (``choose_mode``), ``gpu``, ``cpu`` or ``stream``. ``compute_dtype`` goes through
     ``t5_policy.resolve_compute_dtype``. ``keep_converted_bytes`` bounds the extra memory of weights kept converted
@@ -351,8 +349,6 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: 
     device = torch.device(device)
     compute_dtype = resolve_compute_dtype(compute_dtype, device)
     source = source or os.fspath(getattr(state_dict, "path", None) or "T5 state dict")
-    if isinstance(state_dict, GGUFFile):
-        state_dict = hf_t5_view(state_dict)
 
     prefix = _encoder_prefix(state_dict, source)
     encoder_sd = with_prefix(state_dict, prefix) if prefix else state_dict
