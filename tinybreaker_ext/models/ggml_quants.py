@@ -8,6 +8,7 @@ Only torch is imported: reading a GGUF file needs the ``gguf`` package, holding 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -59,29 +60,27 @@ def _q5_1(blocks: torch.Tensor) -> torch.Tensor:
     return _f16(blocks, 0) * q.float() + _f16(blocks, 2)
 
 
-def _k_scales_and_mins(scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The eight 6-bit scales and mins packed in the 12 bytes of a Q4_K/Q5_K super-block."""
-    packed = scales.reshape(-1, 3, 4)
+def _k_scales(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and min of each 32-element sub-block of a Q4_K/Q5_K super-block, ``[n, 8, 1]`` each: the 6-bit values
+    packed in bytes 4–15 times the super-block's float16 ``d`` and ``dmin``."""
+    packed = blocks[:, 4:16].reshape(-1, 3, 4)
     d, m, high = packed[:, 0], packed[:, 1], packed[:, 2]
     sc = torch.cat([d & 0x3F, (high & 0x0F) | ((d >> 2) & 0x30)], dim=-1)
     mins = torch.cat([m & 0x3F, (high >> 4) | ((m >> 2) & 0x30)], dim=-1)
-    return sc, mins
+    n = blocks.shape[0]
+    return (_f16(blocks, 0) * sc.float()).reshape(n, -1, 1), (_f16(blocks, 2) * mins.float()).reshape(n, -1, 1)
 
 
 def _q4_k(blocks: torch.Tensor) -> torch.Tensor:
     n = blocks.shape[0]
-    sc, mins = _k_scales_and_mins(blocks[:, 4:16])
-    d = (_f16(blocks, 0) * sc.float()).reshape(n, -1, 1)
-    dm = (_f16(blocks, 2) * mins.float()).reshape(n, -1, 1)
+    d, dm = _k_scales(blocks)
     q = (blocks[:, 16:].reshape(n, -1, 1, 32) >> _shifts([0, 4], blocks.device).reshape(1, 1, 2, 1)) & 0x0F
     return (d * q.reshape(n, -1, 32).float() - dm).reshape(n, QK_K)
 
 
 def _q5_k(blocks: torch.Tensor) -> torch.Tensor:
     n = blocks.shape[0]
-    sc, mins = _k_scales_and_mins(blocks[:, 4:16])
-    d = (_f16(blocks, 0) * sc.float()).reshape(n, -1, 1)
-    dm = (_f16(blocks, 2) * mins.float()).reshape(n, -1, 1)
+    d, dm = _k_scales(blocks)
     ql = (blocks[:, 48:].reshape(n, -1, 1, 32) >> _shifts([0, 4], blocks.device).reshape(1, 1, 2, 1)) & 0x0F
     qh = (blocks[:, 16:48].reshape(n, -1, 1, 32) >> _shifts(range(8), blocks.device).reshape(1, 1, 8, 1)) & 1
     q = ql.reshape(n, -1, 32) | (qh.reshape(n, -1, 32) << 4)
@@ -156,10 +155,7 @@ class QuantizedTensor:
         return self.data.numel()
 
     def numel(self) -> int:
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count
+        return math.prod(self.shape)
 
     def to(self, device, non_blocking: bool = False) -> "QuantizedTensor":
         return QuantizedTensor(self.data.to(device, non_blocking=non_blocking), self.qtype, self.shape)
@@ -171,7 +167,6 @@ class QuantizedTensor:
         self.data.record_stream(stream)
 
     def rows(self, index: torch.Tensor) -> "QuantizedTensor":
-        index = index.to(self.data.device)
         return QuantizedTensor(self.data[index], self.qtype, tuple(index.shape) + self.shape[1:])
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -192,9 +187,7 @@ def quantized_tensor(data: torch.Tensor, qtype_name: str, shape: tuple[int, ...]
     if not shape or shape[-1] % qtype.block_size:
         raise ValueError(f"rows of {shape[-1] if shape else 0} elements are not whole {qtype.name} blocks")
     row_bytes = shape[-1] // qtype.block_size * qtype.type_size
-    expected = row_bytes
-    for dim in shape[:-1]:
-        expected *= dim
+    expected = row_bytes * math.prod(shape[:-1])
     if data.numel() != expected:
         raise ValueError(f"{data.numel()} bytes of {qtype.name} data for shape {list(shape)} (needs {expected})")
     return QuantizedTensor(data.reshape(*shape[:-1], row_bytes), qtype, shape)
