@@ -1,10 +1,7 @@
-"""Header-validated access to one GGUF T5 file (llama.cpp's format), parsed with the ``gguf`` package.
-
-Opening reads only the header (names, ggml types, shapes, offsets and the scalar metadata). ``file[key]`` reads
-one tensor with a plain file read into RAM (``tensor_bytes``; no memory map stays behind):
-float tensors come back as torch tensors, block-quantized ones as ``QuantizedTensor``. The ``gguf`` package is
-imported only when a GGUF file is opened: hosts without it run everything else, and choosing a GGUF file there gives
-a one-line message saying what to install. Broken files fail at open time with a one-line ``ModelFileError``.
+"""Header-validated access to one GGUF T5 file (llama.cpp's format), parsed with the ``gguf`` package: opening reads
+only the header; ``file[key]`` reads one tensor with a plain file read (``tensor_bytes``: no memory map stays
+behind). ``gguf`` is imported only when a GGUF file is opened, so hosts without it run everything else and get a
+one-line message saying what to install. Broken files fail at open time with a one-line ``ModelFileError``.
 """
 
 from __future__ import annotations
