@@ -25,7 +25,7 @@ def transformers_t5(sd: dict, config, dtype: torch.dtype):
     builds for bfloat16: every module in bfloat16)."""
     from transformers import T5EncoderModel
 
-    model = T5EncoderModel(config.to_hf()).eval()
+    model = T5EncoderModel(config).eval()
     model.load_state_dict(upcast_t5_state_dict(sd), strict=False)
     return model.to(dtype)
 

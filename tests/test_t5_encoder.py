@@ -13,8 +13,7 @@ from safetensors.torch import load_file
 from builders.common import save_safetensors
 from builders.t5 import FP8_E4M3, T5_XXL_SHAPES, t5_state_dict, upcast_t5_state_dict
 from tinybreaker_ext.errors import ModelFileError, ParameterError
-from tinybreaker_ext.models.t5_encoder import (ACTIVATION_RESERVE_BYTES, T5EncoderConfig, choose_mode,
-                                               infer_t5_config, load_t5_encoder)
+from tinybreaker_ext.models.t5_encoder import ACTIVATION_RESERVE_BYTES, choose_mode, infer_t5_config, load_t5_encoder
 
 TINY = dict(d_model=32, num_layers=2, num_heads=4, d_kv=8, d_ff=64, vocab_size=256)
 
@@ -72,10 +71,10 @@ def reference_t5(sd: dict, ids: torch.Tensor, *, heads: int, eps: float = 1e-6, 
     return rms(x, w["encoder.final_layer_norm.weight"])
 
 
-def hf_reference(sd: dict, config: T5EncoderConfig, ids: torch.Tensor) -> torch.Tensor:
+def hf_reference(sd: dict, config, ids: torch.Tensor) -> torch.Tensor:
     from transformers import T5EncoderModel
 
-    model = T5EncoderModel(config.to_hf()).eval()
+    model = T5EncoderModel(config).eval()
     model.load_state_dict(upcast_t5_state_dict(sd), strict=False)
     with torch.no_grad():
         return model(input_ids=ids)[0]
@@ -84,7 +83,7 @@ def hf_reference(sd: dict, config: T5EncoderConfig, ids: torch.Tensor) -> torch.
 def test_config_is_inferred_from_shapes():
     config = infer_t5_config(t5_state_dict(**TINY))
     assert (config.d_model, config.num_layers, config.num_heads, config.d_kv, config.d_ff, config.vocab_size,
-            config.num_buckets, config.gated) == (32, 2, 4, 8, 64, 256, 32, True)
+            config.relative_attention_num_buckets, config.is_gated_act) == (32, 2, 4, 8, 64, 256, 32, True)
     xxl = infer_t5_config(t5_state_dict(**T5_XXL_SHAPES, device="meta"))
     assert (xxl.d_model, xxl.num_layers, xxl.num_heads, xxl.d_kv, xxl.d_ff, xxl.vocab_size) == \
         (4096, 24, 64, 64, 10240, 32128)
@@ -237,7 +236,7 @@ def test_prefixed_and_embed_tokens_only_files_load():
 def test_original_t5_relu_layout_matches_transformers():
     sd = t5_state_dict(**TINY, gated=False)
     encoder = load_fp32(sd, mode="cpu")
-    assert not encoder.config.gated
+    assert not encoder.config.is_gated_act
     ids = _ids()
     torch.testing.assert_close(encoder.encode(ids), hf_reference(sd, encoder.config, ids), atol=1e-5, rtol=1e-5)
 

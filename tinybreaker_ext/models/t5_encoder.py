@@ -38,48 +38,6 @@ RELATIVE_BIAS_KEY = "encoder.block.0.layer.0.SelfAttention.relative_attention_bi
 _BLOCK_INDEX = re.compile(r"^encoder\.block\.(\d+)\.")
 
 
-@dataclass(frozen=True)
-class T5EncoderConfig:
-    vocab_size: int
-    d_model: int
-    d_kv: int
-    num_heads: int
-    num_layers: int
-    d_ff: int
-    num_buckets: int
-    gated: bool = True
-
-    def to_hf(self):
-        from transformers import T5Config
-
-        return T5Config(  # T5's relative_attention_max_distance 128 and layer_norm_epsilon 1e-6 are the defaults
-            vocab_size=self.vocab_size, d_model=self.d_model, d_kv=self.d_kv, d_ff=self.d_ff,
-            num_layers=self.num_layers, num_heads=self.num_heads, relative_attention_num_buckets=self.num_buckets,
-            dropout_rate=0.0, feed_forward_proj="gated-gelu" if self.gated else "relu",
-            is_encoder_decoder=False, use_cache=False)
-
-
-def expected_t5_shapes(config: T5EncoderConfig) -> dict[str, tuple[int, ...]]:
-    """Every key of the HF encoder layout with its shape (the embedding under ``shared.weight``)."""
-    inner = config.num_heads * config.d_kv
-    shapes: dict[str, tuple[int, ...]] = {EMBEDDING_KEY: (config.vocab_size, config.d_model)}
-    for i in range(config.num_layers):
-        attention = f"encoder.block.{i}.layer.0."
-        feed_forward = f"encoder.block.{i}.layer.1."
-        for name in "qkv":
-            shapes[f"{attention}SelfAttention.{name}.weight"] = (inner, config.d_model)
-        shapes[f"{attention}SelfAttention.o.weight"] = (config.d_model, inner)
-        if i == 0:
-            shapes[RELATIVE_BIAS_KEY] = (config.num_buckets, config.num_heads)
-        shapes[f"{attention}layer_norm.weight"] = (config.d_model,)
-        for name in (("wi_0", "wi_1") if config.gated else ("wi",)):
-            shapes[f"{feed_forward}DenseReluDense.{name}.weight"] = (config.d_ff, config.d_model)
-        shapes[f"{feed_forward}DenseReluDense.wo.weight"] = (config.d_model, config.d_ff)
-        shapes[f"{feed_forward}layer_norm.weight"] = (config.d_model,)
-    shapes[FINAL_NORM_KEY] = (config.d_model,)
-    return shapes
-
-
 def _encoder_prefix(state_dict: Mapping[str, torch.Tensor], source: str) -> str:
     """'' for a bare encoder file; the common prefix when the encoder sits inside a bigger checkpoint."""
     if FINAL_NORM_KEY in state_dict:
@@ -90,8 +48,10 @@ def _encoder_prefix(state_dict: Mapping[str, torch.Tensor], source: str) -> str:
     raise ModelFileError(source, f"no '{FINAL_NORM_KEY}' tensor", "a T5 encoder in HF T5EncoderModel layout")
 
 
-def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 state dict") -> T5EncoderConfig:
-    """Config from tensor shapes (keys without any outer prefix)."""
+def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 state dict"):
+    """transformers' ``T5Config`` of the encoder, from tensor shapes (keys without any outer prefix)."""
+    from transformers import T5Config
+
     def need(key: str) -> tuple[int, ...]:
         if key not in state_dict:
             raise ModelFileError(source, f"missing tensor '{key}'", "a T5 encoder in HF T5EncoderModel layout")
@@ -107,10 +67,12 @@ def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 st
     embedding = EMBEDDING_KEY if EMBEDDING_KEY in state_dict else EMBEDDING_ALIAS
     if embedding not in state_dict:
         raise ModelFileError(source, f"missing tensor '{EMBEDDING_KEY}'", "the token embedding of a T5 encoder")
-    vocab_size = shape_of(state_dict, embedding)[0]
     blocks = {int(m.group(1)) for m in map(_BLOCK_INDEX.match, state_dict.keys()) if m}
-    return T5EncoderConfig(vocab_size=vocab_size, d_model=d_model, d_kv=inner // num_heads, num_heads=num_heads,
-                           num_layers=max(blocks) + 1, d_ff=d_ff, num_buckets=num_buckets, gated=gated)
+    # T5's relative_attention_max_distance (128) and layer_norm_epsilon (1e-6) are T5Config's defaults.
+    return T5Config(vocab_size=shape_of(state_dict, embedding)[0], d_model=d_model, d_kv=inner // num_heads, d_ff=d_ff,
+                    num_layers=max(blocks) + 1, num_heads=num_heads, relative_attention_num_buckets=num_buckets,
+                    dropout_rate=0.0, feed_forward_proj="gated-gelu" if gated else "relu", is_encoder_decoder=False,
+                    use_cache=False)
 
 
 @dataclass
@@ -202,11 +164,9 @@ class T5TextEncoder:
     plus one weight in the compute dtype (84 MB for T5-XXL's feed-forward weights in bf16).
     """
 
-    def __init__(self, config: T5EncoderConfig, weights: dict[str, StoredWeight], *, mode: str,
+    def __init__(self, model: torch.nn.Module, weights: dict[str, StoredWeight], *, mode: str,
                  device: torch.device, compute_dtype: torch.dtype, identity: str, converted_bytes: int = 0):
-        from transformers import T5EncoderModel
-
-        self.config = config
+        self.config = model.config
         self.mode = mode
         self.device = device
         self.compute_dtype = compute_dtype
@@ -217,8 +177,6 @@ class T5TextEncoder:
         self._nan_guard = any(weight.tensor.dtype in FP8_DTYPES for key, weight in weights.items()
                               if key == EMBEDDING_KEY or key.startswith("encoder.block.0."))
 
-        with torch.device("meta"):
-            model = T5EncoderModel(config.to_hf())
         model.eval().requires_grad_(False)
         self._placeholder = torch.nn.Parameter(torch.empty(0, dtype=compute_dtype, device="meta"),
                                                requires_grad=False)
@@ -346,6 +304,8 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
     ``t5_policy.resolve_compute_dtype``. ``keep_converted_bytes`` bounds the extra memory of weights kept converted
     to the compute dtype (None: ``t5_policy.conversion_budget``); the rest are converted at each encode.
     """
+    from transformers import T5EncoderModel
+
     device = torch.device(device)
     compute_dtype = resolve_compute_dtype(compute_dtype, device)
     source = source or os.fspath(getattr(state_dict, "path", None) or "T5 state dict")
@@ -353,7 +313,10 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
     prefix = _encoder_prefix(state_dict, source)
     encoder_sd = with_prefix(state_dict, prefix) if prefix else state_dict
     config = infer_t5_config(encoder_sd, source)
-    expected = expected_t5_shapes(config)
+    with torch.device("meta"):  # the math without memory: T5TextEncoder swaps each weight in while its module runs
+        model = T5EncoderModel(config)
+    # HF key → shape in execution order, the embedding under ``shared.weight``
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items() if key != EMBEDDING_ALIAS}
     key_map = {key: key for key in expected}  # HF key → the file's key
     if EMBEDDING_KEY not in encoder_sd:
         key_map[EMBEDDING_KEY] = EMBEDDING_ALIAS
@@ -418,5 +381,5 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
             converted_bytes += extra
         weights[key] = weight
     del buffer
-    return T5TextEncoder(config, weights, mode=mode, device=device, compute_dtype=compute_dtype,
+    return T5TextEncoder(model, weights, mode=mode, device=device, compute_dtype=compute_dtype,
                          identity=_identity(state_dict, compute_dtype), converted_bytes=converted_bytes)
