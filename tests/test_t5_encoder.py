@@ -291,11 +291,13 @@ def test_parameter_errors_name_the_field():
         load_fp32(t5_state_dict(**TINY), mode="fast")
 
 
-def test_auto_mode_choice():
+def test_auto_mode_choice(monkeypatch):
     cpu, cuda, meta = torch.device("cpu"), torch.device("cuda"), torch.device("meta")
     assert choose_mode("auto", cpu, 10) == "cpu"
-    assert choose_mode("auto", cuda, 5 << 30, free_bytes=(5 << 30) + ACTIVATION_RESERVE_BYTES) == "gpu"
-    assert choose_mode("auto", cuda, 5 << 30, free_bytes=4 << 30) == "stream"
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: ((5 << 30) + ACTIVATION_RESERVE_BYTES, 0))
+    assert choose_mode("auto", cuda, 5 << 30) == "gpu"
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (4 << 30, 0))
+    assert choose_mode("auto", cuda, 5 << 30) == "stream"
     assert choose_mode("auto", meta, 10) == "gpu"
     assert choose_mode("stream", cpu, 10) == "stream"
     encoder = load_fp32(t5_state_dict(**TINY), mode="auto", device="cpu")

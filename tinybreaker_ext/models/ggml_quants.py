@@ -1,9 +1,8 @@
 """GGML block-quantized weights kept as raw bytes, dequantized in torch on whatever device holds them.
 
 Hand-written because the ``gguf`` package dequantizes in numpy on the CPU only (far too slow to run per layer at
-every encode, and useless on a GPU). The block layouts are ggml's (``ggml-common.h``); every function here computes
-the same float32 values, in the same order of operations, as ``gguf.quants.dequantize`` (the tests compare them).
-Only torch is imported: reading a GGUF file needs the ``gguf`` package, holding and dequantizing its weights does not.
+every encode, and useless on a GPU). Block layouts are ggml's (``ggml-common.h``); the float32 values and their order
+of operations are ``gguf.quants.dequantize``'s (the tests compare them). Only torch is imported.
 """
 
 from __future__ import annotations
@@ -133,12 +132,8 @@ QUANT_TYPES: dict[str, QuantType] = {q.name: q for q in (
 
 @dataclass(frozen=True)
 class QuantizedTensor:
-    """One weight of logical ``shape`` held as ggml blocks: ``data`` is uint8 ``[*shape[:-1], row_bytes]``.
-
-    Moves between devices like a tensor (``to``, ``pin_memory``); ``dequantize`` returns the weight in a float dtype
-    on the device holding the blocks. Indexing the first dimension (``rows``) gathers whole rows, which is how a
-    quantized token embedding is looked up without dequantizing the table.
-    """
+    """One weight of logical ``shape`` held as ggml blocks: ``data`` is uint8 ``[*shape[:-1], row_bytes]``. Moves
+    between devices like a tensor; ``rows`` gathers whole rows (a quantized token embedding is looked up that way)."""
 
     data: torch.Tensor
     qtype: QuantType

@@ -123,7 +123,7 @@ class _SwapGroup:
     sources: Mapping | None = None
 
 
-def choose_mode(mode: str, device: torch.device, needed_bytes: int, free_bytes: int | None = None) -> str:
+def choose_mode(mode: str, device: torch.device, needed_bytes: int) -> str:
     """Resolve ``auto``: ``cpu`` on a CPU, ``gpu`` if ``needed_bytes`` + a reserve fit the free CUDA memory, else
     ``stream``. Other device types get ``gpu``."""
     if mode not in MODES:
@@ -133,9 +133,7 @@ def choose_mode(mode: str, device: torch.device, needed_bytes: int, free_bytes: 
     if device.type == "cpu":
         return "cpu"
     if device.type == "cuda":
-        if free_bytes is None:
-            free_bytes = torch.cuda.mem_get_info(device)[0]
-        return "gpu" if free_bytes >= needed_bytes + ACTIVATION_RESERVE_BYTES else "stream"
+        return "gpu" if torch.cuda.mem_get_info(device)[0] >= needed_bytes + ACTIVATION_RESERVE_BYTES else "stream"
     return "gpu"
 
 

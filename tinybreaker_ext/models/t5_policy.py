@@ -62,21 +62,15 @@ def available_ram_bytes() -> int | None:
     return None
 
 
-def conversion_budget(mode: str, device: torch.device | str, free_bytes: int | None = None,
-                      stored_bytes: int = 0) -> int:
+def conversion_budget(mode: str, device: torch.device | str, stored_bytes: int = 0) -> int:
     """Extra bytes that weights converted to the compute dtype may take, so later encodes skip the conversion.
 
     ``stream`` keeps nothing converted (its point is to hold the file's bytes only). ``gpu`` and ``cpu`` may use the
-    free memory of the device holding the weights (CUDA memory or RAM; ``free_bytes`` when given, nothing when
-    unknown) beyond ``KEEP_FREE_BYTES`` and beyond ``stored_bytes``, what the weights as stored are about to take.
+    free memory of the device holding the weights (CUDA memory or RAM; nothing when unknown) beyond
+    ``KEEP_FREE_BYTES`` and beyond ``stored_bytes``, what the weights as stored are about to take.
     """
-    if mode == "stream":
-        return 0
     holder = torch.device(device) if mode == "gpu" else torch.device("cpu")
-    if free_bytes is None and holder.type == "cuda":
-        free_bytes = int(torch.cuda.mem_get_info(holder)[0])
-    elif free_bytes is None and holder.type == "cpu":
-        free_bytes = available_ram_bytes()
-    if free_bytes is None:
+    if mode == "stream" or holder.type not in ("cuda", "cpu"):
         return 0
-    return max(0, free_bytes - stored_bytes - KEEP_FREE_BYTES)
+    free_bytes = int(torch.cuda.mem_get_info(holder)[0]) if holder.type == "cuda" else available_ram_bytes()
+    return 0 if free_bytes is None else max(0, free_bytes - stored_bytes - KEEP_FREE_BYTES)
