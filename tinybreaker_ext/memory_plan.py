@@ -102,7 +102,7 @@ def _t5_footprint(path: str, size: int, mtime_ns: int) -> T5Footprint:
     header = header_of(path)
     prefix = info.key_prefix
     if info.file_format == "gguf":
-        from .files.gguf_t5 import hf_t5_names
+        from .files.gguf_file import hf_t5_names
 
         named = {key: header.tensors[name] for key, name in hf_t5_names(header.tensors).items()}
     else:

@@ -26,8 +26,8 @@ from typing import Iterable, Mapping
 import torch
 
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.files.gguf_file import FLOAT_TYPES, GGUFFile, GGUFHeader, is_gguf_file, read_gguf_header
-from tinybreaker_ext.files.gguf_t5 import GGUF_T5_SIGNATURE, gguf_t5_prefix
+from tinybreaker_ext.files.gguf_file import (FLOAT_TYPES, GGUF_T5_SIGNATURE, GGUFFile, GGUFHeader, gguf_t5_prefix,
+                                            is_gguf_file, read_gguf_header)
 from tinybreaker_ext.files.safetensors_file import (
     SafetensorsFile, SafetensorsHeader, SafetensorsView, open_safetensors, read_safetensors_header, torch_dtype_for,
 )

@@ -1,12 +1,14 @@
-"""Header-validated access to one GGUF T5 file (llama.cpp's format), parsed with the ``gguf`` package: opening reads
-only the header; ``file[key]`` reads one tensor with a plain file read (``tensor_bytes``: no memory map stays
-behind). ``gguf`` is imported only when a GGUF file is opened, so hosts without it run everything else and get a
-one-line message saying what to install. Broken files fail at open time with a one-line ``ModelFileError``.
+"""Header-validated access to one GGUF T5 file (llama.cpp's format; city96's ``t5-v1_1-xxl-encoder-*.gguf``,
+architecture ``t5encoder``), parsed with the ``gguf`` package: opening reads only the header; ``file[key]`` reads one
+tensor with a plain file read (``tensor_bytes``: no memory map stays behind). ``gguf`` is imported only when a GGUF
+file is opened, so hosts without it run everything else and get a one-line message saying what to install. Broken
+files fail at open time with a one-line ``ModelFileError``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -14,7 +16,6 @@ import torch
 
 from ..errors import ModelFileError
 from ..models.ggml_quants import QUANT_TYPES, QuantizedTensor, quantized_tensor
-from .gguf_t5 import hf_t5_names
 from .tensor_bytes import read_bytes
 
 GGUF_MAGIC = b"GGUF"
@@ -23,6 +24,22 @@ COMPLETE_EXPECTED = "a complete GGUF model file"
 INSTALL_HINT = "reading GGUF files needs the 'gguf' package (pip install gguf)"
 FLOAT_TYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 READABLE_TYPES = tuple(FLOAT_TYPES) + tuple(QUANT_TYPES)
+GGUF_T5_SIGNATURE = ("enc.blk.0.attn_q.weight", "token_embd.weight")
+# llama.cpp's ``convert_hf_to_gguf.py`` names for ``T5EncoderModel`` (gguf's ``MODEL_TENSOR.ENC_*``) → HF keys
+_WHOLE_NAMES = {"token_embd.weight": "shared.weight", "enc.output_norm.weight": "encoder.final_layer_norm.weight"}
+_BLOCK_PARTS = {
+    "attn_q": "layer.0.SelfAttention.q",
+    "attn_k": "layer.0.SelfAttention.k",
+    "attn_v": "layer.0.SelfAttention.v",
+    "attn_o": "layer.0.SelfAttention.o",
+    "attn_norm": "layer.0.layer_norm",
+    "attn_rel_b": "layer.0.SelfAttention.relative_attention_bias",
+    "ffn_gate": "layer.1.DenseReluDense.wi_0",
+    "ffn_up": "layer.1.DenseReluDense.wi_1",
+    "ffn_down": "layer.1.DenseReluDense.wo",
+    "ffn_norm": "layer.1.layer_norm",
+}
+_BLOCK_NAME = re.compile(r"^enc\.blk\.(\d+)\.(\w+)\.(weight|bias)$")
 
 
 def is_gguf_file(path: str | os.PathLike) -> bool:
@@ -121,9 +138,35 @@ def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
     return GGUFHeader(path, tensors, metadata, _file_type_name(metadata, gguf))
 
 
+def _hf_t5_name(name: str, gated: bool) -> str:
+    """The HF key of a llama.cpp T5 tensor name (no prefix); names of other tensors come back unchanged."""
+    match = _BLOCK_NAME.match(name)
+    if match is None or match.group(2) not in _BLOCK_PARTS:
+        return _WHOLE_NAMES.get(name, name)
+    part = _BLOCK_PARTS[match.group(2)]
+    if match.group(2) == "ffn_up" and not gated:
+        part = "layer.1.DenseReluDense.wi"
+    return f"encoder.block.{match.group(1)}.{part}.{match.group(3)}"
+
+
+def gguf_t5_prefix(names) -> str | None:
+    """The prefix under which a GGUF file holds a llama.cpp T5 encoder, else None."""
+    from .classify import find_signature_prefix
+
+    return find_signature_prefix(names, *GGUF_T5_SIGNATURE)
+
+
+def hf_t5_names(names) -> dict[str, str]:
+    """HF key (without the outer prefix, e.g. of all-in-one files) → GGUF name, for the tensors under the T5
+    encoder's prefix."""
+    prefix = gguf_t5_prefix(names) or ""
+    gated = prefix + "enc.blk.0.ffn_gate.weight" in names
+    return {_hf_t5_name(name[len(prefix):], gated): name for name in names if name.startswith(prefix)}
+
+
 class GGUFFile(Mapping[str, object]):
     """An open GGUF file and context manager: a lazy ``Mapping`` of its T5 encoder's tensors under HF
-    ``T5EncoderModel`` keys without the outer prefix (``gguf_t5.hf_t5_names``). Like the safetensors views it answers
+    ``T5EncoderModel`` keys without the outer prefix (``hf_t5_names``). Like the safetensors views it answers
     ``shape``/``dtype``/``nbytes`` from the header; ``dtype`` is None for block-quantized tensors, and a ggml type
     TinyBreaker cannot dequantize is refused there, before any data is read."""
 

@@ -28,8 +28,6 @@ class Prefetcher:
         self._pending: dict[Hashable, tuple[dict, object]] = {}
 
     def start(self, key: Hashable, items: Iterable[tuple[str, object]]) -> None:
-        if key in self._pending:
-            return
         if self._side is None:
             self._pending[key] = ({name: value.to(self.device) for name, value in items}, None)
             return

@@ -117,7 +117,6 @@ class _SwapGroup:
     """One HF sub-layer whose stored weights travel together: ``(owner module, parameter name, file key)`` in
     ``params``, its place in execution order, and the stored weights it reads while it runs (the device copies in
     ``stream``)."""
-    module: torch.nn.Module
     params: list[tuple[torch.nn.Module, str, str]]
     index: int
     sources: Mapping | None = None
@@ -196,7 +195,7 @@ class T5TextEncoder:
 
     def _add_group(self, module: torch.nn.Module, owners: dict, prefix: str) -> None:
         params = [(owners[key][0], owners[key][1], key) for key in self._weights if key.startswith(prefix)]
-        group = _SwapGroup(module, params, len(self._groups))
+        group = _SwapGroup(params, len(self._groups))
         # A weak reference: hooks owning the encoder would form a cycle that keeps gigabytes alive until gc runs.
         encoder = weakref.ref(self)
         module.register_forward_pre_hook(lambda _module, _args: encoder()._enter(group))
@@ -223,11 +222,11 @@ class T5TextEncoder:
 
     def _release(self, group: _SwapGroup, owner: torch.nn.Module | None = None) -> None:
         """Puts the placeholders back: ``owner``'s after it ran, the whole group's (and its sources) after the
-        group ran."""
+        group ran (a group's own hooks run before those of an owner that is the group's module itself)."""
         for module, name, _ in group.params:
             if owner is None or module is owner:
                 module._parameters[name] = self._placeholder
-        if owner is None or owner is group.module:
+        if owner is None:
             group.sources = None
 
     def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
