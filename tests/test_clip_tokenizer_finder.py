@@ -57,13 +57,14 @@ def test_host_copy_is_used_when_our_folders_have_none(places, tmp_path):
     assert found == places["host"]
 
 
-def test_hugging_face_cache_snapshot_named_by_refs_main_is_found(tmp_path):
+def test_hugging_face_cache_snapshot_named_by_refs_main_is_found(tmp_path, monkeypatch):
     repo = tmp_path / "hub" / "models--openai--clip-vit-large-patch14"
     write_tiny_clip_tokenizer(repo / "snapshots" / "0000old")
     current = write_tiny_clip_tokenizer(repo / "snapshots" / "ffffnew")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("ffffnew")
-    found = find_clip_tokenizer(None, [], hub_cache=str(tmp_path / "hub"), download=_no_download)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    found = find_clip_tokenizer(None, [], download=_no_download)
     assert found == current
 
 

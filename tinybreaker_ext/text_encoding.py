@@ -65,7 +65,3 @@ class PromptEmbeddingCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
