@@ -154,12 +154,8 @@ def _identity(state_dict: Mapping[str, torch.Tensor], compute_dtype: torch.dtype
 
 
 class T5TextEncoder:
-    """``encode(input_ids) -> float32 [B, L, d_model]``: the last hidden state after the final layer norm.
-
-    Modes: ``gpu`` (weights resident on the device), ``cpu``, ``stream`` (weights in RAM, each sub-layer copied to
-    the device only while it runs, the next one copied ahead on a side stream). Memory held is about the file size
-    plus one weight in the compute dtype (84 MB for T5-XXL's feed-forward weights in bf16).
-    """
+    """``encode(input_ids) -> float32 [B, L, d_model]``: the last hidden state after the final layer norm. Memory held
+    is about the file size plus one weight in the compute dtype (84 MB for T5-XXL's feed-forward weights in bf16)."""
 
     def __init__(self, model: torch.nn.Module, weights: dict[str, StoredWeight], *, mode: str,
                  device: torch.device, compute_dtype: torch.dtype, identity: str, converted_bytes: int = 0):
