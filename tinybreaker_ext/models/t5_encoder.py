@@ -75,41 +75,13 @@ def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 st
                     use_cache=False)
 
 
-@dataclass
-class StoredWeight:
-    """A weight in its storage form and device: a tensor (any storage dtype) or GGUF blocks (``QuantizedTensor``);
-    ``scale`` is the scaled-fp8 per-tensor factor, if any."""
-    tensor: torch.Tensor | QuantizedTensor
-    scale: torch.Tensor | None = None
-
-    def to(self, device, non_blocking: bool = False) -> "StoredWeight":
-        scale = None if self.scale is None else self.scale.to(device, non_blocking=non_blocking)
-        return StoredWeight(self.tensor.to(device, non_blocking=non_blocking), scale)
-
-    def pin_memory(self) -> "StoredWeight":
-        return StoredWeight(pin(self.tensor), None if self.scale is None else pin(self.scale))
-
-    def record_stream(self, stream) -> None:
-        self.tensor.record_stream(stream)
-        if self.scale is not None:
-            self.scale.record_stream(stream)
-
-    def convert(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weight in ``dtype`` on the device holding it (no copy when it already is in ``dtype``)."""
-        if isinstance(self.tensor, QuantizedTensor):
-            value = self.tensor.dequantize(dtype)
-        else:
-            value = self.tensor.to(dtype)
-        if self.scale is not None:
-            value = value * self.scale.to(value.device, dtype)
-        return value
-
-    def materialize(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        return self.to(device, non_blocking=True).convert(dtype)
-
-    @property
-    def nbytes(self) -> int:
-        return self.tensor.nbytes + (0 if self.scale is None else self.scale.nbytes)
+def _upcast(tensor: torch.Tensor | QuantizedTensor, scale: torch.Tensor | None, device: torch.device,
+            dtype: torch.dtype) -> torch.Tensor:
+    """A stored weight (any storage dtype, or GGUF blocks) in ``dtype`` on ``device``, times its scaled-fp8 factor if
+    any (no copy when it already is there in ``dtype``)."""
+    tensor = tensor.to(device, non_blocking=True)
+    value = tensor.dequantize(dtype) if isinstance(tensor, QuantizedTensor) else tensor.to(dtype)
+    return value if scale is None else value * scale.to(value.device, dtype)
 
 
 @dataclass
@@ -157,17 +129,19 @@ class T5TextEncoder:
     """``encode(input_ids) -> float32 [B, L, d_model]``: the last hidden state after the final layer norm. Memory held
     is about the file size plus one weight in the compute dtype (84 MB for T5-XXL's feed-forward weights in bf16)."""
 
-    def __init__(self, model: torch.nn.Module, weights: dict[str, StoredWeight], *, mode: str,
-                 device: torch.device, compute_dtype: torch.dtype, identity: str, converted_bytes: int = 0):
+    def __init__(self, model: torch.nn.Module, weights: dict[str, torch.Tensor | QuantizedTensor],
+                 scales: dict[str, torch.Tensor], *, mode: str, device: torch.device, compute_dtype: torch.dtype,
+                 identity: str, converted_bytes: int = 0):
         self.config = model.config
         self.mode = mode
         self.device = device
         self.compute_dtype = compute_dtype
         self.identity = identity
         self.converted_bytes = converted_bytes  # extra bytes held by weights the loader kept converted
-        self._weights = weights
+        self._weights = weights  # file key → the weight as stored
+        self._scales = {key: scale.to(device) for key, scale in scales.items()}  # scaled-fp8 factors: scalars
         self._lock = threading.Lock()  # the swapped-in parameters are shared state: one encode at a time
-        self._nan_guard = any(weight.tensor.dtype in FP8_DTYPES for key, weight in weights.items()
+        self._nan_guard = any(weight.dtype in FP8_DTYPES for key, weight in weights.items()
                               if key == EMBEDDING_KEY or key.startswith("encoder.block.0."))
 
         model.eval().requires_grad_(False)
@@ -187,7 +161,7 @@ class T5TextEncoder:
         self._add_group(model.encoder.final_layer_norm, owners, FINAL_NORM_KEY[: -len("weight")])
         self._prefetch = Prefetcher(device) if mode == "stream" and device.type != "cpu" else None
         if self._prefetch is not None and device.type == "cuda":  # page-locked: the side stream copies asynchronously
-            self._weights = {key: weight.pin_memory() for key, weight in self._weights.items()}
+            self._weights = {key: pin(weight) for key, weight in self._weights.items()}
 
     def _add_group(self, module: torch.nn.Module, owners: dict, prefix: str) -> None:
         params = [(owners[key][0], owners[key][1], key) for key in self._weights if key.startswith(prefix)]
@@ -214,7 +188,8 @@ class T5TextEncoder:
     def _swap_in(self, group: _SwapGroup, owner: torch.nn.Module) -> None:
         for module, name, key in group.params:
             if module is owner:
-                owner._parameters[name] = group.sources[key].materialize(self.device, self.compute_dtype)
+                owner._parameters[name] = _upcast(group.sources[key], self._scales.get(key), self.device,
+                                                  self.compute_dtype)
 
     def _release(self, group: _SwapGroup, owner: torch.nn.Module | None = None) -> None:
         """Puts the placeholders back: ``owner``'s after it ran, the whole group's (and its sources) after the
@@ -227,8 +202,7 @@ class T5TextEncoder:
 
     def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         # Gather rows in the storage form, then upcast only those (never the whole 32128-row table).
-        embedding = self._weights[EMBEDDING_KEY]
-        table = embedding.tensor
+        table = self._weights[EMBEDDING_KEY]
         ids = input_ids.to(table.device)
         if isinstance(table, QuantizedTensor):
             rows = table.rows(ids)
@@ -236,7 +210,7 @@ class T5TextEncoder:
             rows = table.view(torch.uint8)[ids].view(table.dtype)
         else:
             rows = table[ids]
-        embeds = StoredWeight(rows, embedding.scale).materialize(self.device, self.compute_dtype)
+        embeds = _upcast(rows, self._scales.get(EMBEDDING_KEY), self.device, self.compute_dtype)
         return torch.nan_to_num(embeds) if self._nan_guard else embeds  # fp8 files may hold NaN codes
 
     def encode(self, input_ids) -> torch.Tensor:
@@ -260,13 +234,16 @@ class T5TextEncoder:
                     self._prefetch.clear()
         return hidden.float()
 
+    def _stored_bytes(self, key: str) -> int:
+        return self._weights[key].nbytes + (self._scales[key].nbytes if key in self._scales else 0)
+
     def storage_bytes(self) -> int:
         """Bytes held by the weights as stored (≈ the file's tensor bytes, plus what was kept converted)."""
-        return sum(weight.nbytes for weight in self._weights.values())
+        return sum(self._stored_bytes(key) for key in self._weights)
 
     def stored_tensors(self) -> dict[str, torch.Tensor | QuantizedTensor]:
         """File key → the tensor held in storage (its dtype and device show where the weights live)."""
-        return {key: weight.tensor for key, weight in self._weights.items()}
+        return dict(self._weights)
 
     def device_bytes(self) -> int:
         """Bytes of weights on the compute device during an encode: the biggest weight in the compute dtype (each
@@ -275,9 +252,9 @@ class T5TextEncoder:
         if self.device.type == "cpu":
             return 0
         size = torch.tensor([], dtype=self.compute_dtype).element_size()
-        upcast = max(self._weights[key].tensor.numel() for group in self._groups for _, _, key in group.params) * size
+        upcast = max(self._weights[key].numel() for group in self._groups for _, _, key in group.params) * size
         if self.mode == "stream":
-            stored = [sum(self._weights[key].nbytes for _, _, key in group.params) for group in self._groups]
+            stored = [sum(self._stored_bytes(key) for _, _, key in group.params) for group in self._groups]
             return upcast + max(a + b for a, b in zip(stored, stored[1:] + [0]))
         return upcast + self.storage_bytes()
 
@@ -350,7 +327,7 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
     # buffers, freed between larger allocations, stayed in the C heap (about 0.5 GB at T5-XXL's peak).
     read_into = getattr(encoder_sd, "read_into", None)
     buffer = torch.empty(0, dtype=torch.uint8)
-    weights: dict[str, StoredWeight] = {}
+    weights, scales = {}, {}
     converted_bytes = 0
     for key, file_key in key_map.items():  # execution order: early sub-layers are kept converted first
         stored_bytes = _stored_bytes(encoder_sd, file_key)
@@ -367,12 +344,13 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
         else:
             tensor = encoder_sd[file_key].to(storage_device)
         scale = encoder_sd[scale_keys[key]].to(storage_device) if key in scale_keys else None
-        weight = StoredWeight(tensor, scale)
-        del tensor, scale
         if convert:
-            weight = StoredWeight(weight.convert(compute_dtype))
+            tensor, scale = _upcast(tensor, scale, storage_device, compute_dtype), None
             converted_bytes += extra
-        weights[key] = weight
+        weights[key] = tensor
+        if scale is not None:
+            scales[key] = scale
+        del tensor, scale
     del buffer
-    return T5TextEncoder(model, weights, mode=mode, device=device, compute_dtype=compute_dtype,
+    return T5TextEncoder(model, weights, scales, mode=mode, device=device, compute_dtype=compute_dtype,
                          identity=_identity(state_dict, compute_dtype), converted_bytes=converted_bytes)
