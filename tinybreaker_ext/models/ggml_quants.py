@@ -22,8 +22,8 @@ def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:
     return blocks[:, start:start + 2].contiguous().view(torch.float16).float()
 
 
-def _shifts(values, device, dtype=torch.uint8) -> torch.Tensor:
-    return torch.tensor(values, dtype=dtype, device=device)
+def _shifts(values, device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.uint8, device=device)
 
 
 def _nibbles(qs: torch.Tensor) -> torch.Tensor:
@@ -178,7 +178,6 @@ def quantized_tensor(data: torch.Tensor, qtype_name: str, shape: tuple[int, ...]
     """Wraps raw blocks (any uint8 tensor of the right size); raises KeyError for a type not in ``QUANT_TYPES`` and
     ValueError when the byte count does not fit ``shape``."""
     qtype = QUANT_TYPES[qtype_name]
-    shape = tuple(int(dim) for dim in shape)
     if not shape or shape[-1] % qtype.block_size:
         raise ValueError(f"rows of {shape[-1] if shape else 0} elements are not whole {qtype.name} blocks")
     row_bytes = shape[-1] // qtype.block_size * qtype.type_size
