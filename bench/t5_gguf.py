@@ -36,7 +36,7 @@ from _common import CACHE_DIR, current_rss_bytes, load_average, peak_rss_bytes
 
 import torch  # noqa: E402
 
-from builders.t5 import T5_XXL_SHAPES, random_t5_value  # noqa: E402
+from builders.t5 import T5_XXL_SHAPES, random_t5_value, t5_state_dict  # noqa: E402
 from t5_memory import _shapes, write_random_fp8_t5  # noqa: E402
 
 FILES = ("fp8", "Q8_0", "Q4_K_M")
@@ -106,11 +106,11 @@ def child_reference(args) -> dict:
     """transformers' T5EncoderModel in bfloat16, each block's weights generated just before it runs."""
     from transformers import T5EncoderModel
 
-    from tinybreaker_ext.models.t5_encoder import T5EncoderConfig
+    from tinybreaker_ext.models.t5_encoder import infer_t5_config
 
-    widths = {k: v for k, v in T5_XXL_SHAPES.items() if k != "num_layers"}
+    config = infer_t5_config(t5_state_dict(**dict(T5_XXL_SHAPES, num_layers=args.layers), device="meta"))
     with torch.device("meta"):
-        model = T5EncoderModel(T5EncoderConfig(num_layers=args.layers, **widths).to_hf())
+        model = T5EncoderModel(config)
     model.eval()
 
     def load(module: torch.nn.Module, prefix: str) -> None:

@@ -40,13 +40,12 @@ SIDES = ("transformers", "product", "product_lean")
 
 def transformers_folder(path: str, layers: int) -> str:
     """A from_pretrained folder for the random file: its config and a link to the weights."""
-    from builders.t5 import T5_XXL_SHAPES
-    from tinybreaker_ext.models.t5_encoder import T5EncoderConfig
+    from builders.t5 import T5_XXL_SHAPES, t5_state_dict
+    from tinybreaker_ext.models.t5_encoder import infer_t5_config
 
     folder = os.path.join(CACHE_DIR, f"t5xxl_fp8_random_{layers}layers_hf")
     os.makedirs(folder, exist_ok=True)
-    widths = {k: v for k, v in T5_XXL_SHAPES.items() if k != "num_layers"}
-    T5EncoderConfig(num_layers=layers, **widths).to_hf().save_pretrained(folder)
+    infer_t5_config(t5_state_dict(**dict(T5_XXL_SHAPES, num_layers=layers), device="meta")).save_pretrained(folder)
     link = os.path.join(folder, "model.safetensors")
     if not os.path.islink(link):
         os.symlink(path, link)

@@ -9,7 +9,7 @@ import pytest
 from builders.sd1 import write_tiny_clip_tokenizer
 from tinybreaker_ext.errors import ModelNotFoundError
 from tinybreaker_ext.models.clip_tokenizer import (CLIP_TOKENIZER_DIRNAME, CLIP_TOKENIZER_REPO, find_clip_tokenizer,
-                                                   host_tokenizer_dirs, load_clip_tokenizer)
+                                                   load_clip_tokenizer)
 
 
 def _no_download(*args, **kwargs):
@@ -57,19 +57,14 @@ def test_host_copy_is_used_when_our_folders_have_none(places, tmp_path):
     assert found == places["host"]
 
 
-def test_host_dirs_of_a_webui_root_list_forge_then_reforge(tmp_path):
-    dirs = host_tokenizer_dirs(tmp_path / "webui")
-    assert dirs[0].replace(os.sep, "/").endswith("backend/huggingface/runwayml/stable-diffusion-v1-5/tokenizer")
-    assert dirs[1].replace(os.sep, "/").endswith("ldm_patched/modules/sd1_tokenizer")
-
-
-def test_hugging_face_cache_snapshot_named_by_refs_main_is_found(tmp_path):
+def test_hugging_face_cache_snapshot_named_by_refs_main_is_found(tmp_path, monkeypatch):
     repo = tmp_path / "hub" / "models--openai--clip-vit-large-patch14"
     write_tiny_clip_tokenizer(repo / "snapshots" / "0000old")
     current = write_tiny_clip_tokenizer(repo / "snapshots" / "ffffnew")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("ffffnew")
-    found = find_clip_tokenizer(None, [], hub_cache=str(tmp_path / "hub"), download=_no_download)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    found = find_clip_tokenizer(None, [], download=_no_download)
     assert found == current
 
 

@@ -9,6 +9,7 @@ from tinybreaker_ext.plan import ImageRequest, make_plan
 from tinybreaker_ext.prompt.styles import StyleLibrary
 from tinybreaker_ext.sampling.schedules import compute_sigmas, pixart_sigmas
 from tinybreaker_ext.stage_params import StageParams
+from tinybreaker_ext.text_encoding import PromptEmbeddingCache
 
 
 def sigmas(stage):
@@ -53,7 +54,7 @@ def test_changing_only_the_refiner_reuses_the_cached_base(pipeline, monkeypatch)
 
 
 def test_unchanged_prompt_never_runs_t5_again(pipeline):
-    pipeline.prompt_cache.clear()
+    pipeline.prompt_cache = PromptEmbeddingCache()
     encoder = pipeline.t5("cpu")
     runs = []
     original = encoder.encode

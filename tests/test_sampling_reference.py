@@ -224,7 +224,7 @@ def test_tiny_upscaler_tile_sweeps_match():
 
 def stand_in_tokenizer() -> T5PromptTokenizer:
     special = {"<pad>": inputs.T5_PAD, "</s>": inputs.T5_EOS}
-    return T5PromptTokenizer(inputs.stand_in_token_ids, special.get, inputs.TINY_T5["vocab_size"], source="stand-in")
+    return T5PromptTokenizer(inputs.stand_in_token_ids, special.get, source="stand-in")
 
 
 @pytest.mark.parametrize("mode", sorted(inputs.T5_MIN_LENGTHS))

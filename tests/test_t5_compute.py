@@ -25,7 +25,7 @@ def transformers_t5(sd: dict, config, dtype: torch.dtype):
     builds for bfloat16: every module in bfloat16)."""
     from transformers import T5EncoderModel
 
-    model = T5EncoderModel(config.to_hf()).eval()
+    model = T5EncoderModel(config).eval()
     model.load_state_dict(upcast_t5_state_dict(sd), strict=False)
     return model.to(dtype)
 
@@ -76,11 +76,17 @@ def test_float32_compute_matches_transformers_in_float32():
     torch.testing.assert_close(encoder.encode(ids), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_conversion_budget_policy():
-    assert conversion_budget("stream", "cpu", free_bytes=100 << 30) == 0
-    assert conversion_budget("cpu", "cpu", free_bytes=KEEP_FREE_BYTES + 123) == 123
-    assert conversion_budget("gpu", "cuda", free_bytes=KEEP_FREE_BYTES - 1) == 0
-    assert conversion_budget("cpu", "cpu", free_bytes=KEEP_FREE_BYTES + 123, stored_bytes=100) == 23
+def test_conversion_budget_policy(monkeypatch):
+    monkeypatch.setattr(t5_policy, "available_ram_bytes", lambda: 100 << 30)
+    assert conversion_budget("stream", "cpu") == 0
+    monkeypatch.setattr(t5_policy, "available_ram_bytes", lambda: KEEP_FREE_BYTES + 123)
+    assert conversion_budget("cpu", "cpu") == 123
+    assert conversion_budget("cpu", "cuda") == 123  # cpu mode holds the weights in RAM
+    assert conversion_budget("cpu", "cpu", stored_bytes=100) == 23
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (KEEP_FREE_BYTES - 1, 0))
+    assert conversion_budget("gpu", "cuda") == 0
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (KEEP_FREE_BYTES + 7, 0))
+    assert conversion_budget("gpu", "cuda") == 7
     assert conversion_budget("gpu", "meta") == 0  # free memory unknown: keep nothing
 
 

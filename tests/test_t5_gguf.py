@@ -20,7 +20,7 @@ from tinybreaker_ext.errors import ModelFileError  # noqa: E402
 from tinybreaker_ext.files.classify import FileKind, classify, open_model_file  # noqa: E402
 from tinybreaker_ext.files.finder import ModelFinder  # noqa: E402
 from builders.files import found_paths  # noqa: E402
-from tinybreaker_ext.files.gguf_file import open_gguf, read_gguf_header  # noqa: E402
+from tinybreaker_ext.files.gguf_file import GGUFFile, read_gguf_header  # noqa: E402
 from tinybreaker_ext.models import ggml_quants  # noqa: E402
 from tinybreaker_ext.models.ggml_quants import QUANT_TYPES, QuantizedTensor, quantized_tensor  # noqa: E402
 from tinybreaker_ext.models.t5_encoder import load_t5_encoder  # noqa: E402
@@ -117,7 +117,7 @@ def test_quantized_files_compute_with_exactly_the_dequantized_weights(weights, g
     reference = load_t5_encoder(dequantized_state_dict(weights, file_type), mode="cpu", compute_dtype="float32")
     expected = reference.encode(ids)
     for budget in (0, None):
-        with open_gguf(gguf_files[file_type]) as file:
+        with GGUFFile(gguf_files[file_type]) as file:
             encoder = load_t5_encoder(file, mode="cpu", compute_dtype="float32", keep_converted_bytes=budget)
         assert (encoder.encode(ids) - expected).abs().max() <= 1e-5
 
@@ -129,7 +129,7 @@ def test_quantization_error_grows_as_bits_shrink(weights, gguf_files, capsys):
     original = load_t5_encoder(weights, mode="cpu", compute_dtype="float32").encode(ids)
     errors = {}
     for file_type in FILE_TYPES:
-        with open_gguf(gguf_files[file_type]) as file:
+        with GGUFFile(gguf_files[file_type]) as file:
             got = load_t5_encoder(file, mode="cpu", compute_dtype="float32").encode(ids)
         errors[file_type] = ((got - original).norm() / original.norm()).item()
     with capsys.disabled():
@@ -139,7 +139,7 @@ def test_quantization_error_grows_as_bits_shrink(weights, gguf_files, capsys):
 
 
 def test_quantized_weights_stay_quantized_in_ram(gguf_files):
-    with open_gguf(gguf_files["Q4_K_M"]) as file:
+    with GGUFFile(gguf_files["Q4_K_M"]) as file:
         tensor_bytes = sum(entry.nbytes for entry in file.header.tensors.values())
         encoder = load_t5_encoder(file, mode="cpu", compute_dtype="float32", keep_converted_bytes=0)
     stored = encoder.stored_tensors()
@@ -150,7 +150,7 @@ def test_quantized_weights_stay_quantized_in_ram(gguf_files):
 
 
 def test_stream_mode_moves_blocks_not_floats(gguf_files):
-    with open_gguf(gguf_files["Q8_0"]) as file:
+    with GGUFFile(gguf_files["Q8_0"]) as file:
         encoder = load_t5_encoder(file, mode="stream", device="meta", compute_dtype="bfloat16")
     assert {t.device.type for t in encoder.stored_tensors().values()} == {"cpu"}
     assert encoder.encode(_ids()).device.type == "meta"
@@ -161,7 +161,7 @@ def test_prefixed_gguf_files_load(weights, gguf_files, tmp_path):
     info = classify(path)
     assert info.key_prefix == "text_encoders.t5xxl.transformer."
     ids = _ids()
-    with open_gguf(path) as prefixed, open_gguf(gguf_files["Q8_0"]) as plain:
+    with GGUFFile(path) as prefixed, GGUFFile(gguf_files["Q8_0"]) as plain:
         expected = load_t5_encoder(plain, mode="cpu").encode(ids)
         assert torch.equal(load_t5_encoder(prefixed, mode="cpu").encode(ids), expected)
 
@@ -223,7 +223,7 @@ def test_a_tensor_type_we_cannot_dequantize_is_named(weights, tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with open_gguf(path) as file, pytest.raises(ModelFileError) as caught:
+    with GGUFFile(path) as file, pytest.raises(ModelFileError) as caught:
         load_t5_encoder(file, mode="cpu")
     assert str(caught.value).startswith(f"{path}: tensor 'enc.blk.1.ffn_down.weight' is Q2_K, which TinyBreaker "
                                         "does not read (expected a GGUF T5 of F32, F16, BF16, Q8_0")

@@ -102,11 +102,9 @@ def _t5_footprint(path: str, size: int, mtime_ns: int) -> T5Footprint:
     header = header_of(path)
     prefix = info.key_prefix
     if info.file_format == "gguf":
-        from .files.gguf_t5 import hf_t5_name
+        from .files.gguf_file import hf_t5_names
 
-        gated = prefix + "enc.blk.0.ffn_gate.weight" in header.tensors
-        named = {hf_t5_name(key, prefix, gated)[len(prefix):]: entry for key, entry in header.tensors.items()
-                 if key.startswith(prefix)}
+        named = {key: header.tensors[name] for key, name in hf_t5_names(header.tensors).items()}
     else:
         named = {key[len(prefix):]: entry for key, entry in header.tensors.items() if key.startswith(prefix)}
     encoder = {key: entry for key, entry in named.items() if key.startswith("encoder.") or key == "shared.weight"}

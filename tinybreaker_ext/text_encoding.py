@@ -14,12 +14,9 @@ from .models.t5_tokenizer import DEFAULT_MIN_LENGTH, empty_ids
 
 def encode_t5_prompt(encoder, tokenizer, text: str, min_length: int = DEFAULT_MIN_LENGTH, *,
                      cache: "PromptEmbeddingCache | None" = None) -> torch.Tensor:
-    """``Tensor[1, L, d_model]`` float32 for ``text``.
-
-    Tokens whose weight w ≠ 1 become ``(z − z_empty)·w + z_empty``, where ``z_empty`` encodes ``[EOS, pad, pad, …]``
-    of the same length (both sequences run as one batch; T5 has no attention mask here, so batching changes nothing).
-    With ``cache``, an unchanged (encoder, tokenizer, text, min_length) returns the stored result without running T5.
-    """
+    """``Tensor[1, L, d_model]`` float32 for ``text``. The empty sequence of the weighting runs in the same batch (T5
+    has no attention mask here, so batching changes nothing). With ``cache``, an unchanged (encoder, tokenizer, text,
+    min_length) returns the stored result without running T5."""
     if cache is not None:
         return cache.get_or_compute(cache_key(encoder, tokenizer, text, min_length),
                                     lambda: encode_t5_prompt(encoder, tokenizer, text, min_length))
@@ -68,7 +65,3 @@ class PromptEmbeddingCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()

@@ -26,8 +26,8 @@ from typing import Iterable, Mapping
 import torch
 
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.files.gguf_file import FLOAT_TYPES, GGUFFile, GGUFHeader, is_gguf_file, open_gguf, read_gguf_header
-from tinybreaker_ext.files.gguf_t5 import GGUF_T5_SIGNATURE, gguf_t5_prefix
+from tinybreaker_ext.files.gguf_file import (FLOAT_TYPES, GGUF_T5_SIGNATURE, GGUFFile, GGUFHeader, gguf_t5_prefix,
+                                            is_gguf_file, read_gguf_header)
 from tinybreaker_ext.files.safetensors_file import (
     SafetensorsFile, SafetensorsHeader, SafetensorsView, open_safetensors, read_safetensors_header, torch_dtype_for,
 )
@@ -333,7 +333,7 @@ def open_model_file(path: str | os.PathLike,
     kinds = frozenset([expected] if isinstance(expected, FileKind) else expected)
     wanted = expected_text(kinds)
     try:
-        file = open_gguf(path) if is_gguf_file(path) else open_safetensors(path)
+        file = GGUFFile(path) if is_gguf_file(path) else open_safetensors(path)
     except ModelFileError as error:
         raise ModelFileError(error.path, error.problem, wanted) from None
     try:

@@ -1,16 +1,14 @@
-"""Header-validated access to one GGUF file (llama.cpp's format), parsed with the ``gguf`` package.
-
-Opening reads only the header (names, ggml types, shapes, offsets and the scalar metadata). ``file[name]`` reads
-one tensor with a plain file read into RAM (``tensor_bytes``; no memory map stays behind):
-float tensors come back as torch tensors, block-quantized ones as ``QuantizedTensor``. The ``gguf`` package is
-imported only when a GGUF file is opened: hosts without it run everything else, and choosing a GGUF file there gives
-a one-line message saying what to install. Broken files fail at open time with a one-line ``ModelFileError``.
+"""Header-validated access to one GGUF T5 file (llama.cpp's format; city96's ``t5-v1_1-xxl-encoder-*.gguf``,
+architecture ``t5encoder``), parsed with the ``gguf`` package: opening reads only the header; ``file[key]`` reads one
+tensor with a plain file read (``tensor_bytes``: no memory map stays behind). ``gguf`` is imported only when a GGUF
+file is opened, so hosts without it run everything else and get a one-line message saying what to install. Broken
+files fail at open time with a one-line ``ModelFileError``.
 """
 
 from __future__ import annotations
 
 import os
-import stat
+import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -26,6 +24,22 @@ COMPLETE_EXPECTED = "a complete GGUF model file"
 INSTALL_HINT = "reading GGUF files needs the 'gguf' package (pip install gguf)"
 FLOAT_TYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 READABLE_TYPES = tuple(FLOAT_TYPES) + tuple(QUANT_TYPES)
+GGUF_T5_SIGNATURE = ("enc.blk.0.attn_q.weight", "token_embd.weight")
+# llama.cpp's ``convert_hf_to_gguf.py`` names for ``T5EncoderModel`` (gguf's ``MODEL_TENSOR.ENC_*``) → HF keys
+_WHOLE_NAMES = {"token_embd.weight": "shared.weight", "enc.output_norm.weight": "encoder.final_layer_norm.weight"}
+_BLOCK_PARTS = {
+    "attn_q": "layer.0.SelfAttention.q",
+    "attn_k": "layer.0.SelfAttention.k",
+    "attn_v": "layer.0.SelfAttention.v",
+    "attn_o": "layer.0.SelfAttention.o",
+    "attn_norm": "layer.0.layer_norm",
+    "attn_rel_b": "layer.0.SelfAttention.relative_attention_bias",
+    "ffn_gate": "layer.1.DenseReluDense.wi_0",
+    "ffn_up": "layer.1.DenseReluDense.wi_1",
+    "ffn_down": "layer.1.DenseReluDense.wo",
+    "ffn_norm": "layer.1.layer_norm",
+}
+_BLOCK_NAME = re.compile(r"^enc\.blk\.(\d+)\.(\w+)\.(weight|bias)$")
 
 
 def is_gguf_file(path: str | os.PathLike) -> bool:
@@ -46,15 +60,10 @@ class GGUFTensorEntry:
     offset: int
     nbytes: int
 
-    @property
-    def readable(self) -> bool:
-        return self.type_name in READABLE_TYPES
-
 
 @dataclass(frozen=True)
 class GGUFHeader:
     path: str
-    file_size: int
     tensors: dict[str, GGUFTensorEntry]
     metadata: dict[str, object]  # scalar and string fields; arrays (the vocabulary) are left out
     file_type_name: str | None  # llama.cpp's name for the mix of quantizations, e.g. "Q4_K_M"
@@ -65,17 +74,8 @@ class GGUFHeader:
         return value if isinstance(value, str) else None
 
 
-def _fail(path: str, problem: str, expected: str = GGUF_EXPECTED) -> ModelFileError:
-    return ModelFileError(path, problem, expected)
-
-
-def import_gguf(path: str):
-    """The ``gguf`` module, or a ModelFileError naming the file and what to install."""
-    try:
-        import gguf
-    except ImportError:
-        raise _fail(path, f"is a GGUF file; {INSTALL_HINT}") from None
-    return gguf
+def _fail(path: str, problem: str) -> ModelFileError:
+    return ModelFileError(path, problem, GGUF_EXPECTED)
 
 
 def _scalar_fields(reader, gguf) -> dict[str, object]:
@@ -104,24 +104,19 @@ def _file_type_name(metadata: dict, gguf) -> str | None:
 
 
 def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
-    """Reads and validates the header without reading tensor data. Raises ModelFileError."""
+    """Reads and validates the header of a file with the GGUF magic (callers check ``is_gguf_file`` first) without
+    reading tensor data. Raises ModelFileError."""
     path = os.fspath(path)
     try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        raise _fail(path, "file not found") from None
-    except OSError as error:
-        raise _fail(path, f"cannot read file ({error.strerror or error})") from None
-    if stat.S_ISDIR(status.st_mode):
-        raise _fail(path, "is a directory, not a file")
-    if not is_gguf_file(path):
-        raise _fail(path, "not a GGUF file (no GGUF magic)")
-    gguf = import_gguf(path)
+        import gguf
+    except ImportError:
+        raise _fail(path, f"is a GGUF file; {INSTALL_HINT}") from None
     try:
+        file_size = os.path.getsize(path)
         reader = gguf.GGUFReader(path, "r")
     except ValueError as error:
         if "reshape" in str(error):  # numpy could not shape a tensor's data: the file ends before it does
-            raise ModelFileError(path, f"truncated: {status.st_size} bytes on disk, the tensor data is cut short "
+            raise ModelFileError(path, f"truncated: {file_size} bytes on disk, the tensor data is cut short "
                                        "(incomplete download?)", COMPLETE_EXPECTED) from None
         raise _fail(path, f"corrupt GGUF header ({error})") from None
     except OSError as error:
@@ -134,43 +129,74 @@ def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
         type_name = getattr(tensor.tensor_type, "name", str(tensor.tensor_type))
         shape = tuple(int(dim) for dim in reversed(tensor.shape.tolist()))
         entry = GGUFTensorEntry(type_name, shape, int(tensor.data_offset), int(tensor.n_bytes))
-        if entry.offset + entry.nbytes > status.st_size:
-            raise ModelFileError(path, f"truncated: {status.st_size} bytes on disk but tensor '{tensor.name}' ends at "
+        if entry.offset + entry.nbytes > file_size:
+            raise ModelFileError(path, f"truncated: {file_size} bytes on disk but tensor '{tensor.name}' ends at "
                                        f"byte {entry.offset + entry.nbytes} (incomplete download?)", COMPLETE_EXPECTED)
         tensors[tensor.name] = entry
     metadata = _scalar_fields(reader, gguf)
-    header = GGUFHeader(path, status.st_size, tensors, metadata, _file_type_name(metadata, gguf))
     del reader  # drops the reader's memory map of the whole file
-    return header
+    return GGUFHeader(path, tensors, metadata, _file_type_name(metadata, gguf))
+
+
+def _hf_t5_name(name: str, gated: bool) -> str:
+    """The HF key of a llama.cpp T5 tensor name (no prefix); names of other tensors come back unchanged."""
+    match = _BLOCK_NAME.match(name)
+    if match is None or match.group(2) not in _BLOCK_PARTS:
+        return _WHOLE_NAMES.get(name, name)
+    part = _BLOCK_PARTS[match.group(2)]
+    if match.group(2) == "ffn_up" and not gated:
+        part = "layer.1.DenseReluDense.wi"
+    return f"encoder.block.{match.group(1)}.{part}.{match.group(3)}"
+
+
+def gguf_t5_prefix(names) -> str | None:
+    """The prefix under which a GGUF file holds a llama.cpp T5 encoder, else None."""
+    from .classify import find_signature_prefix
+
+    return find_signature_prefix(names, *GGUF_T5_SIGNATURE)
+
+
+def hf_t5_names(names) -> dict[str, str]:
+    """HF key (without the outer prefix, e.g. of all-in-one files) → GGUF name, for the tensors under the T5
+    encoder's prefix."""
+    prefix = gguf_t5_prefix(names) or ""
+    gated = prefix + "enc.blk.0.ffn_gate.weight" in names
+    return {_hf_t5_name(name[len(prefix):], gated): name for name in names if name.startswith(prefix)}
 
 
 class GGUFFile(Mapping[str, object]):
-    """An open GGUF file: a lazy ``Mapping`` of its tensors under their GGUF names, and a context manager."""
+    """An open GGUF file and context manager: a lazy ``Mapping`` of its T5 encoder's tensors under HF
+    ``T5EncoderModel`` keys without the outer prefix (``hf_t5_names``). Like the safetensors views it answers
+    ``shape``/``dtype``/``nbytes`` from the header; ``dtype`` is None for block-quantized tensors, and a ggml type
+    TinyBreaker cannot dequantize is refused there, before any data is read."""
 
     def __init__(self, path: str | os.PathLike):
         self.header = read_gguf_header(path)
+        self._names = hf_t5_names(self.header.tensors)  # HF key → GGUF name
         self._stream = None
 
     @property
     def path(self) -> str:
         return self.header.path
 
-    @property
-    def metadata(self) -> dict[str, object]:
-        return self.header.metadata
+    def _entry(self, key: str) -> GGUFTensorEntry:
+        return self.header.tensors[self._names[key]]
 
-    @property
-    def file_size(self) -> int:
-        return self.header.file_size
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._entry(key).shape
 
-    def entry(self, name: str) -> GGUFTensorEntry:
-        return self.header.tensors[name]
+    def nbytes(self, key: str) -> int:
+        return self._entry(key).nbytes
 
-    def __getitem__(self, name: str) -> torch.Tensor | QuantizedTensor:
-        entry = self.header.tensors[name]
-        if not entry.readable:
-            raise ModelFileError(self.path, f"tensor '{name}' is {entry.type_name}, which TinyBreaker does not read",
-                                 f"a GGUF file of {', '.join(READABLE_TYPES)} tensors")
+    def dtype(self, key: str) -> torch.dtype | None:
+        entry = self._entry(key)
+        if entry.type_name not in READABLE_TYPES:
+            raise ModelFileError(self.path, f"tensor '{self._names[key]}' is {entry.type_name}, which TinyBreaker "
+                                            "does not read", f"a GGUF T5 of {', '.join(READABLE_TYPES)} tensors")
+        return FLOAT_TYPES.get(entry.type_name)
+
+    def __getitem__(self, key: str) -> torch.Tensor | QuantizedTensor:
+        dtype, entry, name = self.dtype(key), self._entry(key), self._names[key]
         try:
             if self._stream is None:
                 self._stream = open(self.path, "rb")
@@ -181,21 +207,18 @@ class GGUFFile(Mapping[str, object]):
         if data.numel() != entry.nbytes:
             raise ModelFileError(self.path, f"cannot read tensor '{name}' (the file changed since it was opened)",
                                  COMPLETE_EXPECTED)
-        if entry.type_name in FLOAT_TYPES:
-            return data.view(FLOAT_TYPES[entry.type_name]).reshape(entry.shape)
+        if dtype is not None:
+            return data.view(dtype).reshape(entry.shape)
         return quantized_tensor(data, entry.type_name, entry.shape)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.header.tensors)
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self.header.tensors)
+        return len(self._names)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self.header.tensors
-
-    def __repr__(self) -> str:
-        return f"<GGUFFile {self.path!r} tensors={len(self)}>"
+    def __contains__(self, key: object) -> bool:
+        return key in self._names
 
     def close(self) -> None:
         stream, self._stream = self._stream, None
@@ -207,8 +230,3 @@ class GGUFFile(Mapping[str, object]):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def open_gguf(path: str | os.PathLike) -> GGUFFile:
-    """Opens and validates ``path``; raises ModelFileError naming the file and the problem."""
-    return GGUFFile(path)

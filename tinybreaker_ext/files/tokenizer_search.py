@@ -21,10 +21,6 @@ class TokenizerKind:
     user_path_hint: str  # what a valid folder holds
     hub_cache_folders: tuple[str, ...] = ()  # "owner/name[/subfolder]": hub repositories that hold one
 
-    def download_hint(self, target: str | None) -> str:
-        where = f"into {target}" if target else f"into a '{self.folder_name}' folder of your models folder"
-        return f"put {' and '.join(self.filenames)} of the hub repository {self.repo_id} {where}"
-
 
 def default_hub_cache() -> str:
     """The Hugging Face hub cache as huggingface_hub resolves it, read now rather than at import (its ``constants``
@@ -66,7 +62,10 @@ def models_folder_candidates(folder: str, preferred_child: str) -> list[str]:
 
 
 def find_tokenizer(kind: TokenizerKind, user_path=None, models_dirs: Iterable = (), host_dirs: Iterable = (), *,
-                   hub_cache=None, allow_download: bool = True, download=None, download_dir=None) -> str:
+                   allow_download: bool = True, download=None) -> str:
+    """The folder of a valid ``kind`` tokenizer. ``user_path`` (a folder, or a file inside one) must be valid when
+    given. Found nowhere, and if allowed, ``kind.filenames`` are downloaded into ``<first models
+    dir>/<kind.folder_name>`` with ``download`` (default ``files.download.download_hub_file``)."""
     if user_path is not None:
         user_path = os.fspath(user_path)
         folder = os.path.dirname(user_path) if os.path.isfile(user_path) else user_path
@@ -85,15 +84,15 @@ def find_tokenizer(kind: TokenizerKind, user_path=None, models_dirs: Iterable = 
         searched.append(folder)
         if kind.is_valid(folder):
             return folder
-    hub_cache = os.fspath(hub_cache) if hub_cache is not None else default_hub_cache()
+    hub_cache = default_hub_cache()
     searched.append(hub_cache)
     for candidate in hub_cache_candidates(hub_cache, kind.hub_cache_folders):
         if kind.is_valid(candidate):
             return candidate
 
-    target = os.fspath(download_dir) if download_dir is not None else (
-        os.path.join(models_dirs[0], kind.folder_name) if models_dirs else None)
-    hint = kind.download_hint(target)
+    target = os.path.join(models_dirs[0], kind.folder_name) if models_dirs else None
+    where = f"into {target}" if target else f"into a '{kind.folder_name}' folder of your models folder"
+    hint = f"put {' and '.join(kind.filenames)} of the hub repository {kind.repo_id} {where}"
     if not allow_download or target is None:
         raise ModelNotFoundError(kind.what, searched, hint)
     if download is None:

@@ -1,9 +1,6 @@
 """Sinusoidal embeddings with the float precision of the TinyBreaker reference
-(docs/numerics.md "Timestep and position embeddings").
-
-Hand-written because library versions (diffusers ``get_timestep_embedding``) compute the frequencies as
-``exp(-ln(10000)·i/half)``, which lands ~6e-5 away from the reference's ``1 / 10000^(i/half)`` in the sinusoid.
-"""
+(docs/numerics.md "Timestep and position embeddings"): hand-written because diffusers' ``get_timestep_embedding``
+computes the frequencies as ``exp(-ln(10000)·i/half)``, ~6e-5 away from the reference's ``1 / 10000^(i/half)``."""
 
 from __future__ import annotations
 
@@ -13,10 +10,7 @@ MAX_PERIOD = 10000
 
 
 def timestep_sinusoid(timesteps: torch.Tensor, dim: int = 256) -> torch.Tensor:
-    """[B] timesteps -> [B, dim] float32 ``[cos(t·f_i), sin(t·f_i)]`` with ``f_i = 1 / 10000^(i/(dim/2))``.
-
-    Everything stays in float32 on the timesteps' device, as in the reference.
-    """
+    """[B] timesteps -> [B, dim] float32 ``[cos(t·f_i), sin(t·f_i)]`` on the timesteps' device."""
     if dim % 2:
         raise ValueError(f"timestep embedding size must be even, got {dim}")
     half = dim // 2
@@ -36,11 +30,8 @@ def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 def pixart_position_embedding(height: int, width: int, dim: int, base_size: int,
                               pe_interpolation: float) -> torch.Tensor:
-    """[height·width, dim] float64 2-D sin-cos embedding of a token grid, row-major, ``[E(x), E(y)]``.
-
-    Positions are normalised to the training grid (each axis spans ``[0, base_size/pe_interpolation)``
-    whatever its length) and computed in float32 before the float64 sin/cos, as the reference does.
-    """
+    """[height·width, dim] float64 2-D sin-cos embedding of a token grid, row-major, ``[E(x), E(y)]``; positions
+    span ``[0, base_size/pe_interpolation)`` on each axis whatever its length, computed in float32."""
     if dim % 4:
         raise ValueError(f"position embedding size must be a multiple of 4, got {dim}")
     grid_y = torch.arange(height, dtype=torch.float32) / (height / base_size) / pe_interpolation

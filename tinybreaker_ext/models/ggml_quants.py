@@ -1,13 +1,13 @@
 """GGML block-quantized weights kept as raw bytes, dequantized in torch on whatever device holds them.
 
 Hand-written because the ``gguf`` package dequantizes in numpy on the CPU only (far too slow to run per layer at
-every encode, and useless on a GPU). The block layouts are ggml's (``ggml-common.h``); every function here computes
-the same float32 values, in the same order of operations, as ``gguf.quants.dequantize`` (the tests compare them).
-Only torch is imported: reading a GGUF file needs the ``gguf`` package, holding and dequantizing its weights does not.
+every encode, and useless on a GPU). Block layouts are ggml's (``ggml-common.h``); the float32 values and their order
+of operations are ``gguf.quants.dequantize``'s (the tests compare them). Only torch is imported.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,8 +22,8 @@ def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:
     return blocks[:, start:start + 2].contiguous().view(torch.float16).float()
 
 
-def _shifts(values, device, dtype=torch.uint8) -> torch.Tensor:
-    return torch.tensor(values, dtype=dtype, device=device)
+def _shifts(values, device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.uint8, device=device)
 
 
 def _nibbles(qs: torch.Tensor) -> torch.Tensor:
@@ -59,29 +59,27 @@ def _q5_1(blocks: torch.Tensor) -> torch.Tensor:
     return _f16(blocks, 0) * q.float() + _f16(blocks, 2)
 
 
-def _k_scales_and_mins(scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The eight 6-bit scales and mins packed in the 12 bytes of a Q4_K/Q5_K super-block."""
-    packed = scales.reshape(-1, 3, 4)
+def _k_scales(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and min of each 32-element sub-block of a Q4_K/Q5_K super-block, ``[n, 8, 1]`` each: the 6-bit values
+    packed in bytes 4–15 times the super-block's float16 ``d`` and ``dmin``."""
+    packed = blocks[:, 4:16].reshape(-1, 3, 4)
     d, m, high = packed[:, 0], packed[:, 1], packed[:, 2]
     sc = torch.cat([d & 0x3F, (high & 0x0F) | ((d >> 2) & 0x30)], dim=-1)
     mins = torch.cat([m & 0x3F, (high >> 4) | ((m >> 2) & 0x30)], dim=-1)
-    return sc, mins
+    n = blocks.shape[0]
+    return (_f16(blocks, 0) * sc.float()).reshape(n, -1, 1), (_f16(blocks, 2) * mins.float()).reshape(n, -1, 1)
 
 
 def _q4_k(blocks: torch.Tensor) -> torch.Tensor:
     n = blocks.shape[0]
-    sc, mins = _k_scales_and_mins(blocks[:, 4:16])
-    d = (_f16(blocks, 0) * sc.float()).reshape(n, -1, 1)
-    dm = (_f16(blocks, 2) * mins.float()).reshape(n, -1, 1)
+    d, dm = _k_scales(blocks)
     q = (blocks[:, 16:].reshape(n, -1, 1, 32) >> _shifts([0, 4], blocks.device).reshape(1, 1, 2, 1)) & 0x0F
     return (d * q.reshape(n, -1, 32).float() - dm).reshape(n, QK_K)
 
 
 def _q5_k(blocks: torch.Tensor) -> torch.Tensor:
     n = blocks.shape[0]
-    sc, mins = _k_scales_and_mins(blocks[:, 4:16])
-    d = (_f16(blocks, 0) * sc.float()).reshape(n, -1, 1)
-    dm = (_f16(blocks, 2) * mins.float()).reshape(n, -1, 1)
+    d, dm = _k_scales(blocks)
     ql = (blocks[:, 48:].reshape(n, -1, 1, 32) >> _shifts([0, 4], blocks.device).reshape(1, 1, 2, 1)) & 0x0F
     qh = (blocks[:, 16:48].reshape(n, -1, 1, 32) >> _shifts(range(8), blocks.device).reshape(1, 1, 8, 1)) & 1
     q = ql.reshape(n, -1, 32) | (qh.reshape(n, -1, 32) << 4)
@@ -134,12 +132,8 @@ QUANT_TYPES: dict[str, QuantType] = {q.name: q for q in (
 
 @dataclass(frozen=True)
 class QuantizedTensor:
-    """One weight of logical ``shape`` held as ggml blocks: ``data`` is uint8 ``[*shape[:-1], row_bytes]``.
-
-    Moves between devices like a tensor (``to``, ``pin_memory``); ``dequantize`` returns the weight in a float dtype
-    on the device holding the blocks. Indexing the first dimension (``rows``) gathers whole rows, which is how a
-    quantized token embedding is looked up without dequantizing the table.
-    """
+    """One weight of logical ``shape`` held as ggml blocks: ``data`` is uint8 ``[*shape[:-1], row_bytes]``. Moves
+    between devices like a tensor; ``rows`` gathers whole rows (a quantized token embedding is looked up that way)."""
 
     data: torch.Tensor
     qtype: QuantType
@@ -156,10 +150,7 @@ class QuantizedTensor:
         return self.data.numel()
 
     def numel(self) -> int:
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count
+        return math.prod(self.shape)
 
     def to(self, device, non_blocking: bool = False) -> "QuantizedTensor":
         return QuantizedTensor(self.data.to(device, non_blocking=non_blocking), self.qtype, self.shape)
@@ -171,7 +162,6 @@ class QuantizedTensor:
         self.data.record_stream(stream)
 
     def rows(self, index: torch.Tensor) -> "QuantizedTensor":
-        index = index.to(self.data.device)
         return QuantizedTensor(self.data[index], self.qtype, tuple(index.shape) + self.shape[1:])
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -188,13 +178,10 @@ def quantized_tensor(data: torch.Tensor, qtype_name: str, shape: tuple[int, ...]
     """Wraps raw blocks (any uint8 tensor of the right size); raises KeyError for a type not in ``QUANT_TYPES`` and
     ValueError when the byte count does not fit ``shape``."""
     qtype = QUANT_TYPES[qtype_name]
-    shape = tuple(int(dim) for dim in shape)
     if not shape or shape[-1] % qtype.block_size:
         raise ValueError(f"rows of {shape[-1] if shape else 0} elements are not whole {qtype.name} blocks")
     row_bytes = shape[-1] // qtype.block_size * qtype.type_size
-    expected = row_bytes
-    for dim in shape[:-1]:
-        expected *= dim
+    expected = row_bytes * math.prod(shape[:-1])
     if data.numel() != expected:
         raise ValueError(f"{data.numel()} bytes of {qtype.name} data for shape {list(shape)} (needs {expected})")
     return QuantizedTensor(data.reshape(*shape[:-1], row_bytes), qtype, shape)

@@ -1,10 +1,6 @@
-"""Copies the next group of weights to the compute device while the current group computes (``stream`` mode).
-
-On CUDA the copy runs on a side stream from pinned host memory, so it overlaps the kernels of the running
-sub-layer; the compute stream waits on an event before it uses the copies. Elsewhere (other accelerators, and the
-meta device the tests use as a stand-in) the copy is made ahead synchronously: same memory pattern, no overlap. On
-the CPU nothing needs to move, so there is no prefetcher at all.
-"""
+"""Copies the next group of weights to the compute device while the current group computes (``stream`` mode): on
+CUDA from pinned host memory on a side stream the compute stream waits on; elsewhere (other accelerators, the meta
+device the tests use) synchronously ahead, the same memory pattern without the overlap."""
 
 from __future__ import annotations
 
@@ -32,8 +28,6 @@ class Prefetcher:
         self._pending: dict[Hashable, tuple[dict, object]] = {}
 
     def start(self, key: Hashable, items: Iterable[tuple[str, object]]) -> None:
-        if key in self._pending:
-            return
         if self._side is None:
             self._pending[key] = ({name: value.to(self.device) for name, value in items}, None)
             return

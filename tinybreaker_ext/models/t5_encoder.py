@@ -1,23 +1,9 @@
-"""T5 v1.1 text encoder that keeps its weights in the file's form (fp8, GGUF blocks, 16/32-bit) and upcasts them
-piecewise.
+"""T5 v1.1 text encoder that keeps its weights in the file's form (fp8, GGUF blocks, 16/32-bit) and upcasts each
+weight only while its own module runs (docs/numerics.md "T5 encoder compute").
 
-The math is transformers' ``T5EncoderModel``, built on the meta device (no allocation). Its parameters are
-0-element placeholders; the real weights live in ``T5TextEncoder`` in their storage form, and each weight gets a
-compute-dtype copy on the compute device just before its own module (a Linear, a norm) runs and drops it right
-after. Memory held is therefore about the file size, plus one weight in the compute dtype (84 MB for T5-XXL's
-feed-forward weights in bf16; a whole sub-layer would be three of them). Weights travel in sub-layers (a block's
-attention half, its feed-forward half, the final norm): ``stream`` copies the next one ahead. Per-weight swapping is
-hand-written: no library available on every host pin upcasts fp8 or GGUF storage per layer (accelerate's offload
-hooks move weights but do not change dtypes).
-
-Modes: ``gpu`` (weights resident on the device), ``cpu`` (everything on the CPU), ``stream`` (weights in RAM, each
-sub-layer copied to the device only while it runs, the next one copied ahead on a side stream), ``auto`` (``gpu``
-when the CUDA device has room, else ``stream``; ``cpu`` on a CPU device).
-
-Converting to the compute dtype is often slower than the matrix products themselves (fp8 → bf16 runs at a few
-hundred MB/s on a CPU; a lookup table or bit operations on the bytes are no faster in torch), so in ``gpu`` and
-``cpu`` modes weights are converted once at load time, each right after it is read, and kept converted while the
-budget of ``t5_policy.conversion_budget`` allows; the rest are converted at each encode.
+Hand-written because no library on every host pin upcasts fp8 or GGUF storage per layer (accelerate's offload hooks
+move weights but do not change dtypes). The math is transformers' ``T5EncoderModel``, built on the meta device; its
+parameters are 0-element placeholders that hooks swap for a compute-dtype copy of the stored weight.
 """
 
 from __future__ import annotations
@@ -35,17 +21,14 @@ from typing import Mapping
 import torch
 
 from ..errors import ModelFileError, ParameterError
-from ..files.gguf_file import GGUFFile
-from ..files.gguf_t5 import hf_t5_view
 from ..files.state_dict import dtype_of, shape_of, with_prefix
+from ..params import T5_MODES as MODES
 from .ggml_quants import QuantizedTensor
 from .stream_prefetch import Prefetcher, pin
 from .t5_policy import conversion_budget, resolve_compute_dtype
 
-MODES = ("auto", "gpu", "cpu", "stream")
 FP8_DTYPES = tuple(d for d in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None)) if d)
 STORAGE_DTYPES = FP8_DTYPES + (torch.bfloat16, torch.float16, torch.float32, torch.float64)
-SCALED_FP8_MARKER = "scaled_fp8"
 ACTIVATION_RESERVE_BYTES = 1 << 30  # room left for activations when ``auto`` decides whether weights fit the GPU
 
 EMBEDDING_KEY = "shared.weight"
@@ -53,56 +36,6 @@ EMBEDDING_ALIAS = "encoder.embed_tokens.weight"
 FINAL_NORM_KEY = "encoder.final_layer_norm.weight"
 RELATIVE_BIAS_KEY = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
 _BLOCK_INDEX = re.compile(r"^encoder\.block\.(\d+)\.")
-
-
-@dataclass(frozen=True)
-class T5EncoderConfig:
-    vocab_size: int
-    d_model: int
-    d_kv: int
-    num_heads: int
-    num_layers: int
-    d_ff: int
-    num_buckets: int
-    gated: bool = True
-    max_distance: int = 128
-    layer_norm_eps: float = 1e-6
-
-    def to_hf(self):
-        from transformers import T5Config
-
-        return T5Config(
-            vocab_size=self.vocab_size, d_model=self.d_model, d_kv=self.d_kv, d_ff=self.d_ff,
-            num_layers=self.num_layers, num_heads=self.num_heads,
-            relative_attention_num_buckets=self.num_buckets, relative_attention_max_distance=self.max_distance,
-            dropout_rate=0.0, layer_norm_epsilon=self.layer_norm_eps,
-            feed_forward_proj="gated-gelu" if self.gated else "relu",
-            is_encoder_decoder=False, use_cache=False)
-
-
-def expected_t5_shapes(config: T5EncoderConfig) -> dict[str, tuple[int, ...]]:
-    """Every key of the HF encoder layout with its shape (the embedding under ``shared.weight``)."""
-    inner = config.num_heads * config.d_kv
-    shapes: dict[str, tuple[int, ...]] = {EMBEDDING_KEY: (config.vocab_size, config.d_model)}
-    for i in range(config.num_layers):
-        attention = f"encoder.block.{i}.layer.0."
-        feed_forward = f"encoder.block.{i}.layer.1."
-        for name in "qkv":
-            shapes[f"{attention}SelfAttention.{name}.weight"] = (inner, config.d_model)
-        shapes[f"{attention}SelfAttention.o.weight"] = (config.d_model, inner)
-        if i == 0:
-            shapes[RELATIVE_BIAS_KEY] = (config.num_buckets, config.num_heads)
-        shapes[f"{attention}layer_norm.weight"] = (config.d_model,)
-        for name in (("wi_0", "wi_1") if config.gated else ("wi",)):
-            shapes[f"{feed_forward}DenseReluDense.{name}.weight"] = (config.d_ff, config.d_model)
-        shapes[f"{feed_forward}DenseReluDense.wo.weight"] = (config.d_model, config.d_ff)
-        shapes[f"{feed_forward}layer_norm.weight"] = (config.d_model,)
-    shapes[FINAL_NORM_KEY] = (config.d_model,)
-    return shapes
-
-
-def _is_scale_key(key: str) -> bool:
-    return key == SCALED_FP8_MARKER or key.endswith((".scale_weight", ".scale_input"))
 
 
 def _encoder_prefix(state_dict: Mapping[str, torch.Tensor], source: str) -> str:
@@ -115,15 +48,10 @@ def _encoder_prefix(state_dict: Mapping[str, torch.Tensor], source: str) -> str:
     raise ModelFileError(source, f"no '{FINAL_NORM_KEY}' tensor", "a T5 encoder in HF T5EncoderModel layout")
 
 
-def _embedding_key(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    for key in (EMBEDDING_KEY, EMBEDDING_ALIAS):
-        if key in state_dict:
-            return key
-    return None
+def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 state dict"):
+    """transformers' ``T5Config`` of the encoder, from tensor shapes (keys without any outer prefix)."""
+    from transformers import T5Config
 
-
-def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 state dict") -> T5EncoderConfig:
-    """Config from tensor shapes (keys without any outer prefix)."""
     def need(key: str) -> tuple[int, ...]:
         if key not in state_dict:
             raise ModelFileError(source, f"missing tensor '{key}'", "a T5 encoder in HF T5EncoderModel layout")
@@ -136,88 +64,37 @@ def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 st
                                      f"(from '{RELATIVE_BIAS_KEY}')")
     gated = "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in state_dict
     d_ff = need("encoder.block.0.layer.1.DenseReluDense." + ("wi_0" if gated else "wi") + ".weight")[0]
-    embedding = _embedding_key(state_dict)
-    if embedding is None:
+    embedding = EMBEDDING_KEY if EMBEDDING_KEY in state_dict else EMBEDDING_ALIAS
+    if embedding not in state_dict:
         raise ModelFileError(source, f"missing tensor '{EMBEDDING_KEY}'", "the token embedding of a T5 encoder")
-    vocab_size = shape_of(state_dict, embedding)[0]
     blocks = {int(m.group(1)) for m in map(_BLOCK_INDEX.match, state_dict.keys()) if m}
-    return T5EncoderConfig(vocab_size=vocab_size, d_model=d_model, d_kv=inner // num_heads, num_heads=num_heads,
-                           num_layers=max(blocks) + 1, d_ff=d_ff, num_buckets=num_buckets, gated=gated)
+    # T5's relative_attention_max_distance (128) and layer_norm_epsilon (1e-6) are T5Config's defaults.
+    return T5Config(vocab_size=shape_of(state_dict, embedding)[0], d_model=d_model, d_kv=inner // num_heads, d_ff=d_ff,
+                    num_layers=max(blocks) + 1, num_heads=num_heads, relative_attention_num_buckets=num_buckets,
+                    dropout_rate=0.0, feed_forward_proj="gated-gelu" if gated else "relu", is_encoder_decoder=False,
+                    use_cache=False)
 
 
-def check_t5_layout(state_dict: Mapping[str, torch.Tensor],
-                    config: T5EncoderConfig | None = None) -> tuple[list[str], list[str]]:
-    """``(missing, unexpected)`` keys of an encoder state dict (no outer prefix) against the HF layout.
-
-    The duplicate ``encoder.embed_tokens.weight``, scaled-fp8 scales/marker, and keys outside ``encoder.`` (a
-    decoder, ``lm_head``) are not unexpected.
-    """
-    config = config or infer_t5_config(state_dict)
-    expected = expected_t5_shapes(config)
-    present = set(state_dict.keys())
-    missing = [key for key in expected if key not in present]
-    if EMBEDDING_KEY in missing and EMBEDDING_ALIAS in present:
-        missing.remove(EMBEDDING_KEY)
-    unexpected = [key for key in sorted(present) if key.startswith("encoder.") and key not in expected
-                  and key != EMBEDDING_ALIAS and not _is_scale_key(key)]
-    return missing, unexpected
-
-
-@dataclass
-class StoredWeight:
-    """A weight in its storage form and device: a tensor (any storage dtype) or GGUF blocks (``QuantizedTensor``);
-    ``scale`` is the scaled-fp8 per-tensor factor, if any."""
-    tensor: torch.Tensor | QuantizedTensor
-    scale: torch.Tensor | None = None
-
-    def to(self, device, non_blocking: bool = False) -> "StoredWeight":
-        scale = None if self.scale is None else self.scale.to(device, non_blocking=non_blocking)
-        return StoredWeight(self.tensor.to(device, non_blocking=non_blocking), scale)
-
-    def pin_memory(self) -> "StoredWeight":
-        return StoredWeight(pin(self.tensor), None if self.scale is None else pin(self.scale))
-
-    def record_stream(self, stream) -> None:
-        self.tensor.record_stream(stream)
-        if self.scale is not None:
-            self.scale.record_stream(stream)
-
-    def convert(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weight in ``dtype`` on the device holding it (no copy when it already is in ``dtype``)."""
-        if isinstance(self.tensor, QuantizedTensor):
-            value = self.tensor.dequantize(dtype)
-        else:
-            value = self.tensor.to(dtype)
-        if self.scale is not None:
-            value = value * self.scale.to(value.device, dtype)
-        return value
-
-    def materialize(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        return self.to(device, non_blocking=True).convert(dtype)
-
-    def numel(self) -> int:
-        return self.tensor.numel()
-
-    @property
-    def nbytes(self) -> int:
-        tensor = self.tensor
-        size = tensor.nbytes if isinstance(tensor, QuantizedTensor) else tensor.numel() * tensor.element_size()
-        return size + (self.scale.numel() * self.scale.element_size() if self.scale is not None else 0)
+def _upcast(tensor: torch.Tensor | QuantizedTensor, scale: torch.Tensor | None, device: torch.device,
+            dtype: torch.dtype) -> torch.Tensor:
+    """A stored weight (any storage dtype, or GGUF blocks) in ``dtype`` on ``device``, times its scaled-fp8 factor if
+    any (no copy when it already is there in ``dtype``)."""
+    tensor = tensor.to(device, non_blocking=True)
+    value = tensor.dequantize(dtype) if isinstance(tensor, QuantizedTensor) else tensor.to(dtype)
+    return value if scale is None else value * scale.to(value.device, dtype)
 
 
 @dataclass
 class _SwapGroup:
-    """One HF sub-layer whose stored weights travel together (``stream`` prefetches a whole group ahead):
-    ``(owner module, parameter name, file key)``; ``index`` is its place in execution order. Each owner (a Linear,
-    a norm, the bias embedding) gets its compute-dtype copy only while it runs itself, so at most one weight is
-    upcast at a time; ``sources`` are the stored weights the running group reads (the device copies in stream)."""
-    module: torch.nn.Module
+    """One HF sub-layer whose stored weights travel together: ``(owner module, parameter name, file key)`` in
+    ``params``, its place in execution order, and the stored weights it reads while it runs (the device copies in
+    ``stream``)."""
     params: list[tuple[torch.nn.Module, str, str]]
     index: int
     sources: Mapping | None = None
 
 
-def choose_mode(mode: str, device: torch.device, needed_bytes: int, free_bytes: int | None = None) -> str:
+def choose_mode(mode: str, device: torch.device, needed_bytes: int) -> str:
     """Resolve ``auto``: ``cpu`` on a CPU, ``gpu`` if ``needed_bytes`` + a reserve fit the free CUDA memory, else
     ``stream``. Other device types get ``gpu``."""
     if mode not in MODES:
@@ -227,9 +104,7 @@ def choose_mode(mode: str, device: torch.device, needed_bytes: int, free_bytes: 
     if device.type == "cpu":
         return "cpu"
     if device.type == "cuda":
-        if free_bytes is None:
-            free_bytes = torch.cuda.mem_get_info(device)[0]
-        return "gpu" if free_bytes >= needed_bytes + ACTIVATION_RESERVE_BYTES else "stream"
+        return "gpu" if torch.cuda.mem_get_info(device)[0] >= needed_bytes + ACTIVATION_RESERVE_BYTES else "stream"
     return "gpu"
 
 
@@ -251,25 +126,24 @@ def _identity(state_dict: Mapping[str, torch.Tensor], compute_dtype: torch.dtype
 
 
 class T5TextEncoder:
-    """``encode(input_ids) -> float32 [B, L, d_model]``: the last hidden state after the final layer norm."""
+    """``encode(input_ids) -> float32 [B, L, d_model]``: the last hidden state after the final layer norm. Memory held
+    is about the file size plus one weight in the compute dtype (84 MB for T5-XXL's feed-forward weights in bf16)."""
 
-    def __init__(self, config: T5EncoderConfig, weights: dict[str, StoredWeight], *, mode: str,
-                 device: torch.device, compute_dtype: torch.dtype, identity: str, converted_bytes: int = 0):
-        from transformers import T5EncoderModel
-
-        self.config = config
+    def __init__(self, model: torch.nn.Module, weights: dict[str, torch.Tensor | QuantizedTensor],
+                 scales: dict[str, torch.Tensor], *, mode: str, device: torch.device, compute_dtype: torch.dtype,
+                 identity: str, converted_bytes: int = 0):
+        self.config = model.config
         self.mode = mode
         self.device = device
         self.compute_dtype = compute_dtype
         self.identity = identity
-        self._weights = weights
-        self._embedding = weights[EMBEDDING_KEY]
+        self.converted_bytes = converted_bytes  # extra bytes held by weights the loader kept converted
+        self._weights = weights  # file key → the weight as stored
+        self._scales = {key: scale.to(device) for key, scale in scales.items()}  # scaled-fp8 factors: scalars
         self._lock = threading.Lock()  # the swapped-in parameters are shared state: one encode at a time
-        self._nan_guard = self._embedding.tensor.dtype in FP8_DTYPES or any(
-            weight.tensor.dtype in FP8_DTYPES for key, weight in weights.items() if key.startswith("encoder.block.0."))
+        self._nan_guard = any(weight.dtype in FP8_DTYPES for key, weight in weights.items()
+                              if key == EMBEDDING_KEY or key.startswith("encoder.block.0."))
 
-        with torch.device("meta"):
-            model = T5EncoderModel(config.to_hf())
         model.eval().requires_grad_(False)
         self._placeholder = torch.nn.Parameter(torch.empty(0, dtype=compute_dtype, device="meta"),
                                                requires_grad=False)
@@ -283,22 +157,20 @@ class T5TextEncoder:
         self._groups: list[_SwapGroup] = []
         for block_index, block in enumerate(model.encoder.block):
             for layer_index, layer in enumerate(block.layer):
-                prefix = f"encoder.block.{block_index}.layer.{layer_index}."
-                self._add_group(layer, owners, prefix)
+                self._add_group(layer, owners, f"encoder.block.{block_index}.layer.{layer_index}.")
         self._add_group(model.encoder.final_layer_norm, owners, FINAL_NORM_KEY[: -len("weight")])
-        self.converted_bytes = converted_bytes  # extra bytes held by weights the loader kept converted
         self._prefetch = Prefetcher(device) if mode == "stream" and device.type != "cpu" else None
         if self._prefetch is not None and device.type == "cuda":  # page-locked: the side stream copies asynchronously
-            self._weights = {key: weight.pin_memory() for key, weight in self._weights.items()}
-            self._embedding = self._weights[EMBEDDING_KEY]
+            self._weights = {key: pin(weight) for key, weight in self._weights.items()}
 
     def _add_group(self, module: torch.nn.Module, owners: dict, prefix: str) -> None:
         params = [(owners[key][0], owners[key][1], key) for key in self._weights if key.startswith(prefix)]
-        group = _SwapGroup(module, params, len(self._groups))
+        group = _SwapGroup(params, len(self._groups))
         # A weak reference: hooks owning the encoder would form a cycle that keeps gigabytes alive until gc runs.
         encoder = weakref.ref(self)
         module.register_forward_pre_hook(lambda _module, _args: encoder()._enter(group))
         module.register_forward_hook(lambda _module, _args, _output: encoder()._release(group))
+        # Each owner (a Linear, a norm) gets its compute-dtype copy only while it runs: one weight upcast at a time.
         for owner in dict.fromkeys(owner for owner, _, _ in params):  # registered after the group's: runs after it
             owner.register_forward_pre_hook(lambda module, _args: encoder()._swap_in(group, module))
             owner.register_forward_hook(lambda module, _args, _output: encoder()._release(group, module))
@@ -316,20 +188,21 @@ class T5TextEncoder:
     def _swap_in(self, group: _SwapGroup, owner: torch.nn.Module) -> None:
         for module, name, key in group.params:
             if module is owner:
-                owner._parameters[name] = group.sources[key].materialize(self.device, self.compute_dtype)
+                owner._parameters[name] = _upcast(group.sources[key], self._scales.get(key), self.device,
+                                                  self.compute_dtype)
 
     def _release(self, group: _SwapGroup, owner: torch.nn.Module | None = None) -> None:
         """Puts the placeholders back: ``owner``'s after it ran, the whole group's (and its sources) after the
-        group ran."""
+        group ran (a group's own hooks run before those of an owner that is the group's module itself)."""
         for module, name, _ in group.params:
             if owner is None or module is owner:
                 module._parameters[name] = self._placeholder
-        if owner is None or owner is group.module:
+        if owner is None:
             group.sources = None
 
     def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         # Gather rows in the storage form, then upcast only those (never the whole 32128-row table).
-        table = self._embedding.tensor
+        table = self._weights[EMBEDDING_KEY]
         ids = input_ids.to(table.device)
         if isinstance(table, QuantizedTensor):
             rows = table.rows(ids)
@@ -337,7 +210,7 @@ class T5TextEncoder:
             rows = table.view(torch.uint8)[ids].view(table.dtype)
         else:
             rows = table[ids]
-        embeds = StoredWeight(rows, self._embedding.scale).materialize(self.device, self.compute_dtype)
+        embeds = _upcast(rows, self._scales.get(EMBEDDING_KEY), self.device, self.compute_dtype)
         return torch.nan_to_num(embeds) if self._nan_guard else embeds  # fp8 files may hold NaN codes
 
     def encode(self, input_ids) -> torch.Tensor:
@@ -361,80 +234,73 @@ class T5TextEncoder:
                     self._prefetch.clear()
         return hidden.float()
 
+    def _stored_bytes(self, key: str) -> int:
+        return self._weights[key].nbytes + (self._scales[key].nbytes if key in self._scales else 0)
+
     def storage_bytes(self) -> int:
         """Bytes held by the weights as stored (≈ the file's tensor bytes, plus what was kept converted)."""
-        return sum(weight.nbytes for weight in self._weights.values())
+        return sum(self._stored_bytes(key) for key in self._weights)
 
     def stored_tensors(self) -> dict[str, torch.Tensor | QuantizedTensor]:
         """File key → the tensor held in storage (its dtype and device show where the weights live)."""
-        return {key: weight.tensor for key, weight in self._weights.items()}
+        return dict(self._weights)
 
     def device_bytes(self) -> int:
-        """Bytes of weights on the compute device during an encode: in ``stream`` mode the running sub-layer and
-        the next one as stored (the prefetch) plus one weight in the compute dtype; otherwise everything held plus
-        one weight's conversion. 0 when the device is the CPU (everything is RAM then)."""
+        """Bytes of weights on the compute device during an encode: the biggest weight in the compute dtype (each
+        is upcast only while its own module runs) plus, in ``stream`` mode, the running sub-layer and the next one
+        as stored (the prefetch), otherwise everything held. 0 when the device is the CPU (everything is RAM)."""
         if self.device.type == "cpu":
             return 0
-        if self.mode == "stream":
-            stored = [sum(self._weights[key].nbytes for _, _, key in group.params) for group in self._groups]
-            running_and_ahead = max(a + b for a, b in zip(stored, stored[1:] + [0]))
-            return self.largest_upcast_bytes() + running_and_ahead
-        return self.storage_bytes() + self.largest_upcast_bytes()
-
-    def largest_upcast_bytes(self) -> int:
-        """Bytes of the biggest weight in the compute dtype: the extra memory one encode step needs for weights
-        (each weight is upcast only while its own module runs)."""
         size = torch.tensor([], dtype=self.compute_dtype).element_size()
-        return max(self._weights[key].numel() for group in self._groups for _, _, key in group.params) * size
-
-
-def _largest_weight_numel(config: T5EncoderConfig) -> int:
-    inner = config.num_heads * config.d_kv
-    return max(inner * config.d_model, config.d_ff * config.d_model, config.num_buckets * config.num_heads)
+        upcast = max(self._weights[key].numel() for group in self._groups for _, _, key in group.params) * size
+        if self.mode == "stream":
+            stored = [sum(self._stored_bytes(key) for _, _, key in group.params) for group in self._groups]
+            return upcast + max(a + b for a, b in zip(stored, stored[1:] + [0]))
+        return upcast + self.storage_bytes()
 
 
 def _stored_bytes(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
     nbytes = getattr(state_dict, "nbytes", None)
-    if callable(nbytes):  # lazy file views answer from the header
-        return nbytes(key)
-    tensor = state_dict[key]
-    return tensor.nbytes if isinstance(tensor, QuantizedTensor) else tensor.numel() * tensor.element_size()
+    return nbytes(key) if callable(nbytes) else state_dict[key].nbytes  # lazy file views answer from the header
 
 
-def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: str = "auto", device="cpu",
+def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto", device="cpu",
                     compute_dtype: str | torch.dtype = "auto", keep_converted_bytes: int | None = None,
                     source: str | None = None) -> T5TextEncoder:
     """Build a ``T5TextEncoder`` from an HF-layout state dict (plain dict or lazy file view; outer prefix allowed) or
-    an open GGUF file in llama.cpp's T5 naming (city96's ``t5-v1_1-xxl-encoder`` files).
+    an open ``GGUFFile`` (city96's ``t5-v1_1-xxl-encoder`` files).
 
-    Weights keep their file form (fp8 e4m3fn/e5m2, bf16, fp16, fp32, GGUF blocks); scaled-fp8 ``scale_weight``
-    factors are applied on upcast. ``compute_dtype`` goes through ``t5_policy.resolve_compute_dtype`` (``"auto"``:
-    bfloat16 where the device runs it natively, else float32; float16 is refused). ``keep_converted_bytes`` bounds
-    the extra memory of weights kept converted to the compute dtype (None: ``t5_policy.conversion_budget``).
+    ``mode``: ``auto`` (``choose_mode``), ``gpu``, ``cpu`` or ``stream``. ``compute_dtype`` goes through
+    ``t5_policy.resolve_compute_dtype``. ``keep_converted_bytes`` bounds the extra memory of weights kept converted
+    to the compute dtype (None: ``t5_policy.conversion_budget``); the rest are converted at each encode.
     """
-    if mode not in MODES:
-        raise ParameterError("t5_mode", f"'{mode}' is not one of {', '.join(MODES)}")
+    from transformers import T5EncoderModel
+
     device = torch.device(device)
     compute_dtype = resolve_compute_dtype(compute_dtype, device)
     source = source or os.fspath(getattr(state_dict, "path", None) or "T5 state dict")
-    if isinstance(state_dict, GGUFFile):
-        state_dict = hf_t5_view(state_dict)
 
     prefix = _encoder_prefix(state_dict, source)
     encoder_sd = with_prefix(state_dict, prefix) if prefix else state_dict
     config = infer_t5_config(encoder_sd, source)
-    missing, unexpected = check_t5_layout(encoder_sd, config)
+    with torch.device("meta"):  # the math without memory: T5TextEncoder swaps each weight in while its module runs
+        model = T5EncoderModel(config)
+    # HF key → shape in execution order, the embedding under ``shared.weight``
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items() if key != EMBEDDING_ALIAS}
+    key_map = {key: key for key in expected}  # HF key → the file's key
+    if EMBEDDING_KEY not in encoder_sd:
+        key_map[EMBEDDING_KEY] = EMBEDDING_ALIAS
+    missing = [file_key for file_key in key_map.values() if file_key not in encoder_sd]
     if missing:
         raise ModelFileError(source, f"missing tensor '{prefix}{missing[0]}' ({len(missing)} missing)",
                              f"a complete {config.num_layers}-block T5 encoder")
+    # Keys outside ``encoder.`` (a decoder, ``lm_head``) and scaled-fp8 scales are not unexpected.
+    unexpected = [key for key in sorted(encoder_sd.keys()) if key.startswith("encoder.") and key not in expected
+                  and key != EMBEDDING_ALIAS and not key.endswith((".scale_weight", ".scale_input"))]
     if unexpected:
         raise ModelFileError(source, f"unexpected tensor '{prefix}{unexpected[0]}' ({len(unexpected)} unexpected)",
                              "the HF T5EncoderModel layout (T5 v1.1, relative bias in block 0 only)")
-
-    key_map = {key: key for key in expected_t5_shapes(config)}
-    if EMBEDDING_KEY not in encoder_sd:
-        key_map[EMBEDDING_KEY] = EMBEDDING_ALIAS
-    for key, shape in expected_t5_shapes(config).items():
+    for key, shape in expected.items():
         file_key = key_map[key]
         got = shape_of(encoder_sd, file_key)
         if got != shape:
@@ -448,8 +314,9 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: 
     scale_keys = {key: key_map[key][: -len("weight")] + "scale_weight" for key in key_map}
     scale_keys = {key: scale for key, scale in scale_keys.items() if scale in encoder_sd}
     needed = sum(_stored_bytes(encoder_sd, key) for key in list(key_map.values()) + list(scale_keys.values()))
-    upcast_reserve = _largest_weight_numel(config) * torch.tensor([], dtype=compute_dtype).element_size()
-    mode = choose_mode(mode, device, needed + upcast_reserve)
+    element_size = torch.tensor([], dtype=compute_dtype).element_size()
+    largest_weight = max(math.prod(shape) for key, shape in expected.items() if key != EMBEDDING_KEY)
+    mode = choose_mode(mode, device, needed + largest_weight * element_size)
     storage_device = device if mode == "gpu" else torch.device("cpu")
 
     if keep_converted_bytes is None:
@@ -458,10 +325,9 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: 
     # next one is read: converting after reading everything would hold the whole file and its converted copy at once.
     # A file view that reads into a given buffer gets one reused buffer for the weights it converts: fresh read
     # buffers, freed between larger allocations, stayed in the C heap (about 0.5 GB at T5-XXL's peak).
-    element_size = torch.tensor([], dtype=compute_dtype).element_size()
     read_into = getattr(encoder_sd, "read_into", None)
     buffer = torch.empty(0, dtype=torch.uint8)
-    weights: dict[str, StoredWeight] = {}
+    weights, scales = {}, {}
     converted_bytes = 0
     for key, file_key in key_map.items():  # execution order: early sub-layers are kept converted first
         stored_bytes = _stored_bytes(encoder_sd, file_key)
@@ -478,12 +344,13 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor] | GGUFFile, *, mode: 
         else:
             tensor = encoder_sd[file_key].to(storage_device)
         scale = encoder_sd[scale_keys[key]].to(storage_device) if key in scale_keys else None
-        weight = StoredWeight(tensor, scale)
-        del tensor, scale
         if convert:
-            weight = StoredWeight(weight.convert(compute_dtype))
+            tensor, scale = _upcast(tensor, scale, storage_device, compute_dtype), None
             converted_bytes += extra
-        weights[key] = weight
+        weights[key] = tensor
+        if scale is not None:
+            scales[key] = scale
+        del tensor, scale
     del buffer
-    return T5TextEncoder(config, weights, mode=mode, device=device, compute_dtype=compute_dtype,
+    return T5TextEncoder(model, weights, scales, mode=mode, device=device, compute_dtype=compute_dtype,
                          identity=_identity(state_dict, compute_dtype), converted_bytes=converted_bytes)

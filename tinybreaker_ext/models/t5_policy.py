@@ -1,9 +1,5 @@
-"""How T5 computes: the compute dtype (``auto`` → bfloat16 where the hardware runs it natively) and how many bytes of
-weights converted to that dtype may be kept between encodes.
-
-This is the one place these defaults are decided; the loader, the pipeline, the WebUI and the command line pass the
-user's choice (``"auto"``, ``"bfloat16"``, ``"float32"``) through ``resolve_compute_dtype``.
-"""
+"""How T5 computes, decided in this one place: the compute dtype (``auto`` → bfloat16 where the hardware runs it
+natively) and how many bytes of weights converted to that dtype may be kept between encodes."""
 
 from __future__ import annotations
 
@@ -66,29 +62,15 @@ def available_ram_bytes() -> int | None:
     return None
 
 
-def free_device_bytes(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    if device.type == "cpu":
-        return available_ram_bytes()
-    return None
-
-
-def conversion_budget(mode: str, device: torch.device | str, free_bytes: int | None = None,
-                      stored_bytes: int = 0) -> int:
+def conversion_budget(mode: str, device: torch.device | str, stored_bytes: int = 0) -> int:
     """Extra bytes that weights converted to the compute dtype may take, so later encodes skip the conversion.
 
     ``stream`` keeps nothing converted (its point is to hold the file's bytes only). ``gpu`` and ``cpu`` may use the
-    free memory of the device holding the weights (CUDA memory or RAM) beyond ``KEEP_FREE_BYTES`` and beyond
-    ``stored_bytes``, what the weights as stored are about to take (the budget is decided before they are read);
-    unknown free memory (other devices) means nothing is kept. Pass ``free_bytes`` to decide for a known amount.
+    free memory of the device holding the weights (CUDA memory or RAM; nothing when unknown) beyond
+    ``KEEP_FREE_BYTES`` and beyond ``stored_bytes``, what the weights as stored are about to take.
     """
-    if mode == "stream":
+    holder = torch.device(device) if mode == "gpu" else torch.device("cpu")
+    if mode == "stream" or holder.type not in ("cuda", "cpu"):
         return 0
-    device = torch.device(device)
-    if free_bytes is None:
-        free_bytes = free_device_bytes(device if mode == "gpu" else torch.device("cpu"))
-    if free_bytes is None:
-        return 0
-    return max(0, free_bytes - stored_bytes - KEEP_FREE_BYTES)
-
+    free_bytes = int(torch.cuda.mem_get_info(holder)[0]) if holder.type == "cuda" else available_ram_bytes()
+    return 0 if free_bytes is None else max(0, free_bytes - stored_bytes - KEEP_FREE_BYTES)

@@ -1,14 +1,11 @@
-"""Finding and using the T5 v1.1 tokenizer with the reference's prompt rules (docs/numerics.md "T5 tokenization").
-
-Search order of ``find_t5_tokenizer``: the user's path → the models folders → tokenizer copies that WebUI hosts ship
-in-tree → the Hugging Face cache → a download from the hub → ``ModelNotFoundError`` saying where to put the files.
-"""
+"""Finding and using the T5 v1.1 tokenizer with the reference's prompt rules (docs/numerics.md "T5 tokenization";
+where it is looked for: docs/model-files.md "T5 tokenizer")."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Iterable
+from typing import Callable
 
 from ..errors import ModelFileError
 from ..files.tokenizer_search import TokenizerKind, find_tokenizer
@@ -20,8 +17,7 @@ EOS_ID = 1
 UNK_ID = 2
 DEFAULT_MIN_LENGTH = 77  # ComfyUI's SD3 T5 tokenizer: EOS, then <pad> up to 77 tokens
 
-TOKENIZER_FOLDER_NAME = "t5_tokenizer"
-# In-tree T5 tokenizer copies of the hosts, relative to the host's root folder (docs/model-files.md "T5 tokenizer").
+# In-tree T5 tokenizer copies of the hosts, relative to the host's root folder.
 HOST_TOKENIZER_SUBDIRS = (
     "ldm_patched/modules/t5_tokenizer",  # reForge (ComfyUI-derived backend)
     "backend/huggingface/stabilityai/stable-diffusion-3-medium-diffusers/tokenizer_3",  # Forge
@@ -29,11 +25,6 @@ HOST_TOKENIZER_SUBDIRS = (
     "backend/huggingface/black-forest-labs/FLUX.1-dev/tokenizer_2",  # Forge
     "comfy/text_encoders/t5_tokenizer",  # ComfyUI layout, for completeness
 )
-# The T5 v1.1 vocabulary is the original T5 SentencePiece model; google-t5/t5-base ships it as tokenizer.json.
-HUB_TOKENIZER_REPO = "google-t5/t5-base"
-HUB_TOKENIZER_FILE = "tokenizer.json"
-
-DownloadFn = Callable[..., str]
 
 
 def host_tokenizer_dirs(host_root: str | os.PathLike) -> list[str]:
@@ -47,7 +38,12 @@ def is_t5_tokenizer_dir(path: str | os.PathLike) -> bool:
     path = os.fspath(path)
     tokenizer_json = os.path.join(path, "tokenizer.json")
     if os.path.isfile(tokenizer_json):
-        return _is_t5_tokenizer_json(tokenizer_json)
+        try:
+            model = _read_json(tokenizer_json)["model"]
+            specials = [model["vocab"][i][0] for i in (PAD_ID, EOS_ID, UNK_ID)]
+            return model["type"] == "Unigram" and specials == ["<pad>", "</s>", "<unk>"]
+        except (TypeError, IndexError, KeyError):
+            return False
     if os.path.isfile(os.path.join(path, "spiece.model")):
         return "T5" in str(_read_json(os.path.join(path, "tokenizer_config.json")).get("tokenizer_class", ""))
     return False
@@ -62,41 +58,20 @@ def _read_json(path: str) -> dict:
         return {}
 
 
-def _is_t5_tokenizer_json(path: str) -> bool:
-    model = _read_json(path).get("model", {})
-    vocab = model.get("vocab") if isinstance(model, dict) else None
-    if model.get("type") != "Unigram" or not isinstance(vocab, list) or len(vocab) < 3:
-        return False
-    try:
-        return [vocab[i][0] for i in (PAD_ID, EOS_ID, UNK_ID)] == ["<pad>", "</s>", "<unk>"]
-    except (TypeError, IndexError, KeyError):
-        return False
-
-
+# The T5 v1.1 vocabulary is the original T5 SentencePiece model; google-t5/t5-base ships it as tokenizer.json.
 T5_TOKENIZER = TokenizerKind(
-    what="T5 tokenizer", folder_name=TOKENIZER_FOLDER_NAME, repo_id=HUB_TOKENIZER_REPO, filenames=(HUB_TOKENIZER_FILE,),
-    is_valid=lambda folder: is_t5_tokenizer_dir(folder),
+    what="T5 tokenizer", folder_name="t5_tokenizer", repo_id="google-t5/t5-base", filenames=("tokenizer.json",),
+    is_valid=is_t5_tokenizer_dir,
     user_path_hint="the folder must hold a T5 tokenizer.json (or spiece.model + tokenizer_config.json)",
-    hub_cache_folders=(HUB_TOKENIZER_REPO, "google/t5-v1_1-xxl", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS/tokenizer",
+    hub_cache_folders=("google-t5/t5-base", "google/t5-v1_1-xxl", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS/tokenizer",
                        "stabilityai/stable-diffusion-3-medium-diffusers/tokenizer_3",
                        "black-forest-labs/FLUX.1-dev/tokenizer_2"))
 
 
-def find_t5_tokenizer(user_path: str | os.PathLike | None = None, models_dirs: Iterable[str | os.PathLike] = (),
-                      host_dirs: Iterable[str | os.PathLike] = (), *, hub_cache: str | None = None,
-                      allow_download: bool = True, download: DownloadFn | None = None,
-                      download_dir: str | os.PathLike | None = None) -> str:
-    """The folder of a usable T5 tokenizer.
-
-    ``user_path`` (a folder, or a ``tokenizer.json`` inside one) must be valid when given. ``models_dirs`` are
-    searched (each folder, its ``t5_tokenizer`` child, its other children), then ``host_dirs`` (see
-    ``host_tokenizer_dirs``), then the hub cache (``hub_cache``, default: this process's). Otherwise, if allowed,
-    ``tokenizer.json`` is downloaded from ``HUB_TOKENIZER_REPO`` into ``download_dir`` (default
-    ``<first models dir>/t5_tokenizer``) with ``download`` (default
-    ``tinybreaker_ext.files.download.download_hub_file``).
-    """
-    return find_tokenizer(T5_TOKENIZER, user_path, models_dirs, host_dirs, hub_cache=hub_cache,
-                          allow_download=allow_download, download=download, download_dir=download_dir)
+def find_t5_tokenizer(user_path: str | os.PathLike | None = None, models_dirs=(), host_dirs=(), **options) -> str:
+    """The folder of a usable T5 tokenizer (``tokenizer_search.find_tokenizer``; ``host_dirs``: see
+    ``host_tokenizer_dirs``)."""
+    return find_tokenizer(T5_TOKENIZER, user_path, models_dirs, host_dirs, **options)
 
 
 def _older_tokenizers_json(data: dict) -> dict:
@@ -123,10 +98,8 @@ class T5PromptTokenizer:
     """T5 tokenisation with ComfyUI's weighting: one tokenisation per weighted segment, EOS once, pad to a minimum."""
 
     def __init__(self, encode: Callable[[str], list[int]], token_to_id: Callable[[str], int | None],
-                 vocab_size: int, source: str = "tokenizer"):
+                 source: str = "tokenizer"):
         self._encode = encode
-        self._token_to_id = token_to_id
-        self.vocab_size = vocab_size
         self.source = source
         found = [token_to_id(token) for token in ("<pad>", "</s>")]
         if found != [PAD_ID, EOS_ID]:
@@ -162,7 +135,7 @@ class T5PromptTokenizer:
         tokenizer.no_truncation()  # the file may carry T5's 512 limit; the reference never truncates
         tokenizer.no_padding()
         return cls(lambda text: list(tokenizer.encode(text, add_special_tokens=False).ids), tokenizer.token_to_id,
-                   tokenizer.get_vocab_size(), source=os.path.abspath(path))
+                   source=os.path.abspath(path))
 
     @classmethod
     def _from_spiece_model(cls, path: str) -> "T5PromptTokenizer":
@@ -179,11 +152,7 @@ class T5PromptTokenizer:
             piece_id = processor.PieceToId(token)
             return piece_id if processor.IdToPiece(piece_id) == token else None
 
-        return cls(lambda text: list(processor.EncodeAsIds(text)), token_to_id, processor.GetPieceSize(),
-                   source=os.path.abspath(path))
-
-    def token_to_id(self, token: str) -> int | None:
-        return self._token_to_id(token)
+        return cls(lambda text: list(processor.EncodeAsIds(text)), token_to_id, source=os.path.abspath(path))
 
     def tokenize_with_weights(self, text: str, min_length: int = DEFAULT_MIN_LENGTH,
                               max_length: int | None = MAX_PROMPT_TOKENS) -> tuple[list[int], list[float]]:
