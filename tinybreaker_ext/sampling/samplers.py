@@ -94,35 +94,13 @@ def sample_euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Te
     return x
 
 
-# 21-point Gauss-Kronrod rule (QUADPACK's QK21, summed in its order): the reference integrates with
-# scipy.integrate.quad, which returns this rule's value for these low-degree polynomials, so results agree bit for bit.
-_KRONROD_NODES = (0.995657163025808080735527280689003, 0.973906528517171720077964012084452,
-                  0.930157491355708226001207180059508, 0.865063366688984510732096688423493,
-                  0.780817726586416897063717578345042, 0.679409568299024406234327365114874,
-                  0.562757134668604683339000099272694, 0.433395394129247190799265943165784,
-                  0.294392862701460198131126603103866, 0.148874338981631210884826001129720, 0.0)
-_KRONROD_WEIGHTS = (0.011694638867371874278064396062192, 0.032558162307964727478818972459390,
-                    0.054755896574351996031381300244580, 0.075039674810919952767043140916190,
-                    0.093125454583697605535065465083366, 0.109387158802297641899210590325805,
-                    0.123491976262065851077958109831074, 0.134709217311473325928054001771707,
-                    0.142775938577060080797094273138717, 0.147739104901338491374841515972068,
-                    0.149445554002916905664936468389821)
-
-
-def _kronrod_integral(function: Callable[[float], float], start: float, end: float) -> float:
-    center, half_length = 0.5 * (start + end), 0.5 * (end - start)
-    total = _KRONROD_WEIGHTS[10] * function(center)
-    for index in (1, 3, 5, 7, 9, 0, 2, 4, 6, 8):  # Gauss nodes first, then the Kronrod-only ones
-        offset = half_length * _KRONROD_NODES[index]
-        total = total + _KRONROD_WEIGHTS[index] * (function(center - offset) + function(center + offset))
-    return total * half_length
-
-
 def lms_coefficient(order: int, t: list[float], i: int, j: int) -> float:
     """Integral over [t_i, t_{i+1}] of the Lagrange basis polynomial through t_i, ..., t_{i-order+1} for node i-j.
 
-    The basis is evaluated in float32 and summed in float64, as the reference does (scipy's quad over a float32
-    numpy array of sigmas, with numpy 2's promotion rules), so the coefficients agree bit for bit."""
+    scipy's quad, as the reference, over a basis evaluated in float32 as numpy 2 evaluates the reference's (numpy 1
+    would promote it to float64): the same coefficients on every host."""
+    from scipy import integrate  # slow to import: only when lms runs
+
     if order - 1 > i:
         raise ValueError(f"order {order} too high for step {i}")
     nodes = [numpy.float32(value) for value in t]
@@ -135,7 +113,7 @@ def lms_coefficient(order: int, t: list[float], i: int, j: int) -> float:
                 product = product * ((tau32 - nodes[i - k]) / (nodes[i - j] - nodes[i - k]))
         return float(product)
 
-    return _kronrod_integral(basis, t[i], t[i + 1])
+    return integrate.quad(basis, t[i], t[i + 1], epsrel=1e-4)[0]
 
 
 @torch.no_grad()
