@@ -17,7 +17,7 @@ from .models.sd1_refiner import SD1Refiner
 from .models.sdxl_refiner import SDXLRefiner, encode_sdxl_prompt, load_sdxl_text_encoders
 from .models.taesd import load_tiny_vae
 from .models.tiled import tiled_decode
-from .pipeline import TinyBreakerPipeline, per_image_texts
+from .pipeline import TinyBreakerPipeline, encode_per_image
 from .placement import ModulePlacement, MovePlacement
 from .sampling.denoisers import CFGDenoiser, EpsDenoiser
 from .sampling.schedules import sd1_sigmas
@@ -90,10 +90,9 @@ class EmbeddedRefiner:
         if len(sigmas) < 2:
             return latent
         placement = placement or MovePlacement(self.pipeline.device)
-        count = latent.shape[0]
-        texts, negative_texts = per_image_texts(texts, count, "prompt"), per_image_texts(negative_texts, count, "negative")
-        cond = [self.encode(text, placement) for text in texts]  # per image, any lengths: CFGDenoiser batches them
-        uncond = [self.encode(text, placement) for text in negative_texts]
+        # per image, any lengths: CFGDenoiser batches them
+        cond, uncond = encode_per_image(lambda text: self.encode(text, placement), texts, negative_texts,
+                                        latent.shape[0])
         with placement.use(self.unet) as unet:
             denoiser = CFGDenoiser(EpsDenoiser(unet.eps, sd1_sigmas()), cond, uncond, stage.cfg)
             return sample_stage(denoiser, latent.to(placement.device), sigmas, sampler=stage.sampler, seeds=seeds,
@@ -106,21 +105,19 @@ class EmbeddedRefiner:
             raise ValueError(f"decoder must be one of {DECODERS}")
         if quality not in self._decoders:
             prototype0 = self.pipeline.checkpoint_info.kind == FileKind.TINYBREAKER_PROTOTYPE0
-            dtype = self.pipeline.dtype
-            if self.family == "sdxl":
-                if quality != "high_quality":
-                    raise ModelFileError(self.checkpoint.path, "has an SDXL refiner and no TAESD decoder",
-                                         "the 'high_quality' decoder for this file (leave --decoder at its default)")
-                self._decoders[quality] = load_kl_decoder(self.checkpoint.prefixed(FIRST_STAGE_PREFIX), device="cpu",
-                                                          dtype=dtype, scale=SDXL_SCALE).eval()
-            elif quality == "high_quality":
-                prefix = FIRST_STAGE_HQ_PREFIX if prototype0 else FIRST_STAGE_PREFIX
-                self._decoders[quality] = load_kl_decoder(self.checkpoint.prefixed(prefix), device="cpu",
-                                                          dtype=dtype).eval()
+            if self.family == "sdxl" and quality != "high_quality":
+                raise ModelFileError(self.checkpoint.path, "has an SDXL refiner and no TAESD decoder",
+                                     "the 'high_quality' decoder for this file (leave --decoder at its default)")
+            if quality == "high_quality":
+                weights = self.checkpoint.prefixed(FIRST_STAGE_HQ_PREFIX if prototype0 else FIRST_STAGE_PREFIX)
+                decoder = load_kl_decoder(weights, device="cpu", dtype=self.pipeline.dtype,
+                                          scale=SDXL_SCALE if self.family == "sdxl" else SD1_SCALE)
             else:
-                prefix = FIRST_STAGE_PREFIX if prototype0 else REFINER_FIRST_STAGE_PREFIX
-                self._decoders[quality] = load_tiny_vae(_decoder_only(self.checkpoint.prefixed(prefix)),
-                                                        default_scale=SD1_SCALE, device="cpu", dtype=dtype).eval()
+                weights = self.checkpoint.prefixed(FIRST_STAGE_PREFIX if prototype0 else REFINER_FIRST_STAGE_PREFIX)
+                # prototype0's first_stage_model also holds the TAESDXL encoder: keep only the decoder
+                decoder = load_tiny_vae({key: weights[key] for key in weights if key.startswith("decoder.")},
+                                        default_scale=SD1_SCALE, device="cpu", dtype=self.pipeline.dtype)
+            self._decoders[quality] = decoder.eval()
         return self._decoders[quality]
 
     def decode(self, latent: torch.Tensor, *, quality: str = "high_quality",
@@ -130,11 +127,3 @@ class EmbeddedRefiner:
         with placement.use(self.decoder(quality)) as decoder, torch.no_grad():
             return tiled_decode(decoder.decode, latent.to(placement.device), tile_px=tile_px).clamp(0, 1).cpu()
 
-
-def _decoder_only(view):
-    """Prototype0's first_stage_model also holds the TAESDXL *encoder*; the SD1 'fast' decoder is only its decoder."""
-    from .files.state_dict import with_prefix
-
-    decoder = with_prefix(view, "decoder.")
-    result = {"decoder." + key: value for key, value in decoder.items()}
-    return result
