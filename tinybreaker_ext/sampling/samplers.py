@@ -21,8 +21,9 @@ from typing import Callable, Optional, Sequence
 import numpy
 import torch
 
-from tinybreaker_ext.sampling.samplers_common import (ProgressCallback, noise_seeds, noise_shape, prepare_sigmas,
-                                                      report, to_device)
+from tinybreaker_ext.errors import ParameterError
+from tinybreaker_ext.sampling.samplers_common import (ProgressCallback, noise_streams, prepare_sigmas, report,
+                                                      to_device)
 from tinybreaker_ext.sampling.samplers_deis import sample_deis
 from tinybreaker_ext.sampling.samplers_unipc import sample_unipc, sample_unipc_bh2
 
@@ -57,17 +58,13 @@ class StepNoise:
     seeded with ``seed`` for the whole batch, or one per image from ``seeds``."""
 
     def __init__(self, x: torch.Tensor, seed: Optional[int], seeds: Optional[Sequence[int]]):
-        self._generators = []
-        for each in noise_seeds(x, seed, seeds):
-            generator = torch.Generator(device="cpu")
-            generator.manual_seed(each)
-            self._generators.append(generator)
-        self._shape, self._dtype, self._device = noise_shape(x, len(self._generators)), x.dtype, x.device
+        entropies, self._shape = noise_streams(x, seed, seeds)
+        self._generators = [torch.Generator(device="cpu").manual_seed(entropy) for entropy in entropies]
+        self._dtype, self._device = x.dtype, x.device
 
     def __call__(self) -> torch.Tensor:
-        parts = [torch.randn(self._shape, dtype=self._dtype, generator=generator, device="cpu")
-                 for generator in self._generators]
-        return to_device(parts[0] if len(parts) == 1 else torch.cat(parts), self._device)
+        return to_device([torch.randn(self._shape, dtype=self._dtype, generator=generator, device="cpu")
+                          for generator in self._generators], self._device)
 
 
 @torch.no_grad()
@@ -180,8 +177,8 @@ class BrownianNoise:
         sigma_min, sigma_max = host_sigmas[host_sigmas > 0].min(), host_sigmas.max()
         low, high = (sigma_min, sigma_max) if sigma_min < sigma_max else (sigma_max, sigma_min)
         self._sign = 1 if sigma_min < sigma_max else -1
-        entropies = noise_seeds(x, seed, seeds)
-        start = torch.zeros(noise_shape(x, len(entropies)), dtype=x.dtype)
+        entropies, shape = noise_streams(x, seed, seeds)
+        start = torch.zeros(shape, dtype=x.dtype)
         self._trees = [torchsde.BrownianTree(low, start, high, entropy=entropy) for entropy in entropies]
         self._sigmas, self._host = sigmas, host_sigmas
 
@@ -196,7 +193,7 @@ class BrownianNoise:
             # torchsde complains when a float32-rounded query time lies a hair outside the tree's interval.
             warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
             parts = [tree(low.float(), high.float()) for tree in self._trees]
-        increment = to_device((parts[0] if len(parts) == 1 else torch.cat(parts)).to(sigma.dtype), sigma.device)
+        increment = to_device([part.to(sigma.dtype) for part in parts], sigma.device)
         return increment * (self._sign * sign) / (sigma_next - sigma).abs().sqrt()
 
 
@@ -235,9 +232,6 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
     return x
 
 
-# The reference's "ddim" sampler is k-diffusion Euler (its only difference, random inpainting noise, needs a mask).
-sample_ddim = sample_euler
-
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "euler": sample_euler,
     "euler_ancestral": sample_euler_ancestral,
@@ -247,14 +241,13 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "deis": sample_deis,
     "uni_pc": sample_unipc,
     "uni_pc_bh2": sample_unipc_bh2,
-    "ddim": sample_ddim,
+    # The reference's "ddim" is k-diffusion Euler (its only difference, random inpainting noise, needs a mask).
+    "ddim": sample_euler,
 }
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
     """The sampler registered under a reference (ComfyUI) name; a clear error for anything else."""
-    from tinybreaker_ext.errors import ParameterError
-
     sampler = SAMPLERS.get(name)
     if sampler is None:
         raise ParameterError("sampler", f"unsupported sampler {name!r} (supported: {', '.join(SAMPLERS)})")
