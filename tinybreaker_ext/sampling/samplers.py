@@ -5,8 +5,7 @@ Every sampler is ``sampler(denoiser, x, sigmas, *, seed=None, seeds=None, callba
 already-noised start point at ``sigmas[0]``, ``denoiser(x, sigma[B]) -> denoised x0``, and
 ``callback(step, total, x, denoised)`` runs after each step (an exception it raises, e.g. `Cancelled`, stops
 sampling). Stochastic samplers take ``seed`` (one noise stream for the whole batch) or ``seeds`` (one per image, so
-image k equals a single-image run with seed k); deterministic ones ignore both. No step reads a device tensor back
-to the host: branches use the host copy of the sigmas made once at the start.
+image k equals a single-image run with seed k); deterministic ones ignore both.
 
 Hand-written ports: no installable library reproduces ComfyUI's numbers (k-diffusion is not a dependency we can use on
 every host, and ComfyUI's variants differ from it), and the reference is matched down to float32 rounding, so the

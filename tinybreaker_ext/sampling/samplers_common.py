@@ -1,6 +1,4 @@
-"""Small helpers shared by the samplers: sigma placement, seeds, host-made tensors onto the device, progress.
-
-The samplers never read a device tensor back to the host inside their step loop (on a GPU each read would stall
+"""Helpers shared by the samplers. No step reads a device tensor back to the host (on a GPU each read would stall
 the stream): every branch is decided from the host copy of the sigmas that `prepare_sigmas` makes once.
 """
 

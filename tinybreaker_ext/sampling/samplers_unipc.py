@@ -8,8 +8,8 @@ timestep grid like A1111's UniPC), and the expressions keep its order of operati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from functools import partial
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 
@@ -40,24 +40,18 @@ def _per_sample(values: torch.Tensor, dims: int) -> torch.Tensor:
     return values[(...,) + (None,) * (dims - 1)]
 
 
-class _DataPrediction:
+def _data_prediction(denoiser, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x0 prediction in VP space from a sigma-space denoiser, through the eps the reference derives from it."""
-
-    def __init__(self, denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
-        self.denoiser = denoiser
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if t.reshape((-1,)).shape[0] == 1:
-            t = t.expand((x.shape[0]))
-        sigma = t.view(t.shape[:1] + (1,) * (x.ndim - 1))
-        scaled = x * ((sigma ** 2 + 1.0) ** 0.5)
-        noise = (scaled - self.denoiser(scaled, t)) / sigma
-        dims = x.dim()
-        return (x - _per_sample(_std(t), dims) * noise) / _per_sample(_alpha(t), dims)
+    if t.reshape((-1,)).shape[0] == 1:
+        t = t.expand((x.shape[0]))
+    sigma = t.view(t.shape[:1] + (1,) * (x.ndim - 1))
+    scaled = x * ((sigma ** 2 + 1.0) ** 0.5)
+    noise = (scaled - denoiser(scaled, t)) / sigma
+    dims = x.dim()
+    return (x - _per_sample(_std(t), dims) * noise) / _per_sample(_alpha(t), dims)
 
 
-@dataclass(frozen=True)
-class _Update:
+class _Update(NamedTuple):
     """One UniP(C) update of the reference's loop: it reaches timestep ``step``; warm-up updates append to the
     history of model outputs, later ones shift it (a window of ``order`` entries)."""
 
@@ -82,8 +76,7 @@ def _updates(steps: int, order: int) -> list[list[_Update]]:
     return plan
 
 
-@dataclass(frozen=True)
-class _Coefficients:
+class _Coefficients(NamedTuple):
     """What one update needs that depends only on the sigmas: divisors of the model-output differences, the
     predictor and corrector weights (``rhos_c`` None without corrector) and the per-sample factors [B]."""
 
@@ -95,11 +88,8 @@ class _Coefficients:
     b_factor: torch.Tensor
 
     def to(self, device: torch.device) -> "_Coefficients":
-        def move(value: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-            return None if value is None else value.to(device)
-
-        return _Coefficients(tuple(move(rk) for rk in self.rks), move(self.rhos_p), move(self.rhos_c),
-                             move(self.x_factor), move(self.model_factor), move(self.b_factor))
+        return _Coefficients(tuple(rk.to(device) for rk in self.rks),
+                             *(None if value is None else value.to(device) for value in self[1:]))
 
 
 def _bh_coefficients(t_prev_list: list, t: torch.Tensor, order: int, variant: str,
@@ -144,7 +134,7 @@ def _bh_coefficients(t_prev_list: list, t: torch.Tensor, order: int, variant: st
     return _Coefficients(divisors, rhos_p, rhos_c, sigma_t / sigma_prev_0, alpha_t * h_phi_1, alpha_t * b_h)
 
 
-def _bh_update(model: _DataPrediction, x: torch.Tensor, model_prev_list: list, coefficients: _Coefficients,
+def _bh_update(model, x: torch.Tensor, model_prev_list: list, coefficients: _Coefficients,
                t: torch.Tensor):
     """One multistep UniP step (predictor) plus, when asked, the UniC corrector, in data-prediction form."""
     dims = x.dim()
@@ -187,8 +177,10 @@ def _plan_coefficients(plan: list[list[_Update]], host_timesteps: torch.Tensor, 
 
 
 @torch.no_grad()
-def _sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Optional[ProgressCallback],
+def _sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
+            seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
             variant: str) -> torch.Tensor:
+    """Deterministic: ``seed`` and ``seeds`` are unused."""
     sigmas, host = prepare_sigmas(sigmas, x)
     if len(sigmas) <= 1:
         return x
@@ -198,7 +190,7 @@ def _sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Option
         timesteps[-1] = UNIPC_FINAL_SIGMA
         host_timesteps[-1] = UNIPC_FINAL_SIGMA
     x = x / torch.sqrt(1.0 + timesteps[0] ** 2.0)
-    model = _DataPrediction(denoiser)
+    model = partial(_data_prediction, denoiser)
     order = min(3, len(timesteps) - 2)
     steps = len(timesteps) - 1
     batch = x.shape[0]
@@ -224,14 +216,5 @@ def _sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Option
     return x / _alpha(timesteps[-1])
 
 
-def sample_unipc(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
-                 seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None) -> torch.Tensor:
-    """ComfyUI ``uni_pc`` (B(h) = h). Deterministic: ``seed`` and ``seeds`` are unused."""
-    return _sample(denoiser, x, sigmas, callback=callback, variant="bh1")
-
-
-def sample_unipc_bh2(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
-                     seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
-                     ) -> torch.Tensor:
-    """ComfyUI ``uni_pc_bh2`` (B(h) = e^h − 1). Deterministic: ``seed`` and ``seeds`` are unused."""
-    return _sample(denoiser, x, sigmas, callback=callback, variant="bh2")
+sample_unipc = partial(_sample, variant="bh1")  # ComfyUI uni_pc: B(h) = h
+sample_unipc_bh2 = partial(_sample, variant="bh2")  # ComfyUI uni_pc_bh2: B(h) = e^h - 1

@@ -16,15 +16,9 @@ import torch
 
 from tinybreaker_ext.errors import ParameterError
 
-SCHEDULERS = ("simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta", "linear_quadratic",
-              "kl_optimal")
-
 # Samplers for which the reference computes one step more and drops the penultimate sigma
 # (docs/numerics.md "Step windows", rule 4).
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset(("dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"))
-
-BETA_SCHEDULER_ALPHA = 0.6
-BETA_SCHEDULER_BETA = 0.6
 
 
 def discrete_sigmas(kind: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02, n: int = 1000,
@@ -162,7 +156,7 @@ def _beta(schedule: DiscreteSchedule, steps: int) -> list[float]:
     # (docs/numerics.md "Schedulers"). scipy, as in the reference (torchsde, which we require, needs it too).
     from scipy.stats import beta  # slow to import: only when this scheduler runs
 
-    quantiles = beta.ppf(1 - numpy.linspace(0, 1, steps, endpoint=False), BETA_SCHEDULER_ALPHA, BETA_SCHEDULER_BETA)
+    quantiles = beta.ppf(1 - numpy.linspace(0, 1, steps, endpoint=False), 0.6, 0.6)  # the reference's alpha, beta
     values, previous = [], None
     for index in numpy.rint(quantiles * (len(schedule.sigmas) - 1)):
         if index != previous:
@@ -210,6 +204,7 @@ _SCHEDULER_FUNCTIONS = {
     "linear_quadratic": _linear_quadratic,
     "kl_optimal": _kl_optimal,
 }
+SCHEDULERS = tuple(_SCHEDULER_FUNCTIONS)
 
 
 def scheduler_sigmas(model_sigmas, scheduler: str, steps: int) -> torch.Tensor:

@@ -4,14 +4,12 @@ come through here."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from .noise import noised_start, stage_noise
-from .samplers import get_sampler
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from .samplers import Denoiser, get_sampler
 
 
 def sample_stage(denoiser: Denoiser, latent: torch.Tensor, sigmas: torch.Tensor, *, sampler: str,
