@@ -15,7 +15,6 @@ import torch
 
 from .errors import ModelFileError, ParameterError
 from .files.classify import BASE_PREFIX, CHECKPOINT_KINDS, TRANSCODER_PREFIX, FileKind, open_model_file
-from .models.ggml_quants import QuantizedTensor
 from .models.pixart import compile_pixart, load_pixart
 from .models.t5_encoder import choose_mode, load_t5_encoder
 from .models.t5_tokenizer import DEFAULT_MIN_LENGTH, T5PromptTokenizer, find_t5_tokenizer
@@ -26,8 +25,6 @@ from .sampling.schedules import pixart_sigmas
 from .sampling.stage import sample_stage
 from .stage_params import StageParams
 from .text_encoding import PromptEmbeddingCache, cache_key, encode_t5_prompt
-
-T5_COMPUTE_DTYPE = "auto"  # bfloat16 where the device runs it natively, else float32 (models/t5_policy.py)
 
 
 class TinyBreakerPipeline:
@@ -83,16 +80,16 @@ class TinyBreakerPipeline:
             self._tokenizer = T5PromptTokenizer.from_dir(folder)
         return self._tokenizer
 
-    def t5(self, mode: str, placement: ModulePlacement | None = None, dtype: str = T5_COMPUTE_DTYPE):
-        """The T5 encoder (a .safetensors or GGUF file) in placement ``mode`` computing in ``dtype`` ("auto",
-        "bfloat16", "float32"); loaded again only when the mode or the resolved dtype changes."""
+    def t5(self, mode: str, placement: ModulePlacement | None = None):
+        """The T5 encoder (a .safetensors or GGUF file) in placement ``mode``, computing in bfloat16 where the device
+        runs it natively, else float32; loaded again only when the mode or that dtype changes."""
         from .models.t5_policy import resolve_compute_dtype
 
         if mode == "auto" and self.device.type == "cuda" and getattr(placement, "policy", "offload") != "gpu":
             # A resident 4.9 GB T5 would sit next to the host's UNet with no manager to evict it; stream instead.
             mode = "stream"
         mode = choose_mode(mode, self.device, os.path.getsize(self.t5_path))
-        compute_dtype = resolve_compute_dtype(dtype, self.device)
+        compute_dtype = resolve_compute_dtype("auto", self.device)
         if self._t5 is None or (self._t5.mode, self._t5.compute_dtype) != (mode, compute_dtype):
             self._t5 = None  # release the previous placement's weights before loading the new ones
             file, _info = open_model_file(self.t5_path, FileKind.T5_ENCODER)
@@ -203,10 +200,9 @@ def held_bytes() -> tuple[int, int]:
         for module in (pipeline._pixart, pipeline._transcoder):
             if module is not None:
                 tensors += [t for t in list(module.parameters()) + list(module.buffers()) if t.device.type == "cpu"]
-        for tensor in tensors:
-            size = tensor.nbytes if isinstance(tensor, QuantizedTensor) else tensor.numel() * tensor.element_size()
+        for tensor in tensors:  # torch tensors and QuantizedTensors: nbytes is what each holds
             if tensor.device.type == "cpu":
-                ram += size
+                ram += tensor.nbytes
             else:
-                device += size
+                device += tensor.nbytes
     return ram, device
