@@ -111,12 +111,10 @@ class CFGDenoiser:
     """Classifier-free guidance ``uncond + cfg·(cond − uncond)`` on denoised outputs (as the reference).
 
     ``cond`` and ``uncond`` are contexts ``[1 or B, tokens, width]``, or sequences of B per-image contexts of any
-    lengths (image k of ``x`` uses context k); a cfg of (about) 1 skips the uncond pass. Conditioned and
-    unconditioned rows of all images go through the model together: in one call when their lengths allow it (see
-    `plan_context_calls`). ``accepts_context_mask`` says that ``model_fn`` takes ``context_mask=``, so contexts
-    of any lengths can be zero-padded and masked into that one call. The batched contexts are built once per batch
-    size and device and reused at every step; ``prepare_context(context, mask)``, when given, turns each into what
-    ``model_fn`` takes instead of the context and its mask (a network's caption work that no step changes).
+    lengths; a cfg of (about) 1 skips the uncond pass. All rows go through the model in as few calls as
+    `plan_context_calls` allows (``accepts_context_mask``: ``model_fn`` takes ``context_mask=``). The batched contexts
+    are built once per batch size and device; ``prepare_context(context, mask)``, when given, turns each into what
+    ``model_fn`` takes instead (a network's caption work that no step changes).
     """
 
     def __init__(self, model_fn: ModelFunction, cond: Contexts, uncond: Contexts | None, cfg: float, *,

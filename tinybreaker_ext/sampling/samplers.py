@@ -7,8 +7,7 @@ already-noised start point at ``sigmas[0]``, ``denoiser(x, sigma[B]) -> denoised
 sampling). Stochastic samplers take ``seed`` (one noise stream for the whole batch) or ``seeds`` (one per image, so
 image k equals a single-image run with seed k); deterministic ones ignore both.
 
-Hand-written ports: no installable library reproduces ComfyUI's numbers (k-diffusion is not a dependency we can use on
-every host, and ComfyUI's variants differ from it), and the reference is matched down to float32 rounding, so the
+Hand-written: no installable library reproduces ComfyUI's numbers, which are matched down to float32 rounding, so the
 expressions keep the reference's order of operations.
 """
 
