@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import cached_property
 
 import torch
 
@@ -40,45 +41,34 @@ class TinyBreakerPipeline:
         self.tokenizer_search = dict(tokenizer_search or {})
         self.prompt_cache = PromptEmbeddingCache(max_entries=32)
         self.last_denoised: torch.Tensor | None = None
-        self._pixart = None
-        self._transcoder = None
         self._t5 = None
-        self._tokenizer = None
         self._base_cache: tuple[tuple, torch.Tensor] | None = None
         self._lock = threading.Lock()
 
     # --- models, loaded on first use and kept in RAM --------------------------------------------------------------
-    @property
+    @cached_property
     def pixart(self):
-        if self._pixart is None:
-            weights = self.checkpoint.prefixed(BASE_PREFIX)
-            self._pixart = load_pixart(weights, device="cpu", dtype=self.dtype).eval()
-            if self.compile:
-                compile_pixart(self._pixart, self.device)
-        return self._pixart
+        pixart = load_pixart(self.checkpoint.prefixed(BASE_PREFIX), device="cpu", dtype=self.dtype).eval()
+        if self.compile:
+            compile_pixart(pixart, self.device)
+        return pixart
 
     @property
     def has_transcoder(self) -> bool:
         """False for a file with an SDXL refiner: it refines PixArt's latent as it is and stores no transcoder."""
         return len(self.checkpoint.prefixed(TRANSCODER_PREFIX)) > 0
 
-    @property
+    @cached_property
     def transcoder(self):
-        if self._transcoder is None:
-            if not self.has_transcoder:
-                raise ModelFileError(self.checkpoint.path, f"is a {self.checkpoint_info.description} without a "
-                                                           f"transcoder ({TRANSCODER_PREFIX}*)",
-                                     "an SD1 TinyBreaker file (prototype0/1) to refine with an SD1 model")
-            weights = self.checkpoint.prefixed(TRANSCODER_PREFIX)
-            self._transcoder = load_transcoder(weights, device="cpu", dtype=self.dtype).eval()
-        return self._transcoder
+        if not self.has_transcoder:
+            raise ModelFileError(self.checkpoint.path, f"is a {self.checkpoint_info.description} without a "
+                                                       f"transcoder ({TRANSCODER_PREFIX}*)",
+                                 "an SD1 TinyBreaker file (prototype0/1) to refine with an SD1 model")
+        return load_transcoder(self.checkpoint.prefixed(TRANSCODER_PREFIX), device="cpu", dtype=self.dtype).eval()
 
-    @property
+    @cached_property
     def tokenizer(self) -> T5PromptTokenizer:
-        if self._tokenizer is None:
-            folder = find_t5_tokenizer(self.tokenizer_path, **self.tokenizer_search)
-            self._tokenizer = T5PromptTokenizer.from_dir(folder)
-        return self._tokenizer
+        return T5PromptTokenizer.from_dir(find_t5_tokenizer(self.tokenizer_path, **self.tokenizer_search))
 
     def t5(self, mode: str, placement: ModulePlacement | None = None):
         """The T5 encoder (a .safetensors or GGUF file) in placement ``mode``, computing in bfloat16 where the device
@@ -197,7 +187,7 @@ def held_bytes() -> tuple[int, int]:
     ram = device = 0
     for pipeline in _pipelines.values():
         tensors = [] if pipeline._t5 is None else list(pipeline._t5.stored_tensors().values())
-        for module in (pipeline._pixart, pipeline._transcoder):
+        for module in (pipeline.__dict__.get("pixart"), pipeline.__dict__.get("transcoder")):  # loaded ones only
             if module is not None:
                 tensors += [t for t in list(module.parameters()) + list(module.buffers()) if t.device.type == "cpu"]
         for tensor in tensors:  # torch tensors and QuantizedTensors: nbytes is what each holds

@@ -4,6 +4,8 @@ the benchmarks. Needs diffusers for the UNet and the KL decoder (the WebUI path 
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 
 from .files.classify import (FIRST_STAGE_HQ_PREFIX, FIRST_STAGE_PREFIX, REFINER_CLIP_PREFIX,
@@ -37,7 +39,7 @@ class EmbeddedRefiner:
         self.pipeline = pipeline
         self.clip_tokenizer_path = clip_tokenizer_path
         self.tokenizer_search = dict(tokenizer_search or {})
-        self._unet = self._clip = self._tokenizer = None
+        self._clip = self._tokenizer = None
         self._decoders: dict[str, torch.nn.Module] = {}
         self.embedding_cache = PromptEmbeddingCache(max_entries=16)
 
@@ -50,13 +52,11 @@ class EmbeddedRefiner:
         """"sd1" or "sdxl": the embedded refiner's family, which is also the latent space it refines."""
         return self.pipeline.checkpoint_info.refiner_family
 
-    @property
+    @cached_property
     def unet(self) -> SD1Refiner:
-        if self._unet is None:
-            refiner_class = SDXLRefiner if self.family == "sdxl" else SD1Refiner
-            self._unet = refiner_class.from_state_dict(self.checkpoint.prefixed(REFINER_UNET_PREFIX), device="cpu",
-                                                       dtype=self.pipeline.dtype).eval()
-        return self._unet
+        refiner_class = SDXLRefiner if self.family == "sdxl" else SD1Refiner
+        return refiner_class.from_state_dict(self.checkpoint.prefixed(REFINER_UNET_PREFIX), device="cpu",
+                                             dtype=self.pipeline.dtype).eval()
 
     def text_encoder(self):
         """(text model(s), tokenizer), loaded on first use: CLIP-L for SD1, the (CLIP-L, CLIP-G) pair for SDXL."""
