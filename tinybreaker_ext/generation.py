@@ -145,9 +145,8 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
 def _load_models(pipeline, refiner, *, t5_mode: str, placement, decoder: str, upscale: bool) -> None:
     """Every model the plan uses, read now (the stages would load them on first use)."""
     pipeline.t5(t5_mode, placement)
-    for lazy in (lambda: pipeline.tokenizer, lambda: pipeline.pixart, lambda: refiner.unet, refiner.text_encoder,
-                 lambda: refiner.decoder(decoder)):
-        lazy()
+    pipeline.tokenizer, pipeline.pixart, refiner.unet, refiner.text_encoder  # reading each property loads it
+    refiner.decoder(decoder)
     if refiner.family == "sd1":
         pipeline.transcoder
     if upscale:

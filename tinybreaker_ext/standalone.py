@@ -39,7 +39,6 @@ class EmbeddedRefiner:
         self.pipeline = pipeline
         self.clip_tokenizer_path = clip_tokenizer_path
         self.tokenizer_search = dict(tokenizer_search or {})
-        self._clip = self._tokenizer = None
         self._decoders: dict[str, torch.nn.Module] = {}
         self.embedding_cache = PromptEmbeddingCache(max_entries=16)
 
@@ -58,22 +57,19 @@ class EmbeddedRefiner:
         return refiner_class.from_state_dict(self.checkpoint.prefixed(REFINER_UNET_PREFIX), device="cpu",
                                              dtype=self.pipeline.dtype).eval()
 
+    @cached_property
     def text_encoder(self):
-        """(text model(s), tokenizer), loaded on first use: CLIP-L for SD1, the (CLIP-L, CLIP-G) pair for SDXL."""
-        if self._clip is None:
-            folder = find_clip_tokenizer(self.clip_tokenizer_path, **self.tokenizer_search)
-            self._tokenizer = load_clip_tokenizer(folder)
-            weights = self.checkpoint.prefixed(REFINER_CLIP_PREFIX)
-            if self.family == "sdxl":
-                self._clip = tuple(model.eval() for model in
-                                   load_sdxl_text_encoders(weights, device="cpu", dtype=torch.float32))
-            else:
-                self._clip = load_clip_text(weights, device="cpu", dtype=torch.float32).eval()
-        return self._clip, self._tokenizer
+        """(text model(s), tokenizer): CLIP-L for SD1, the (CLIP-L, CLIP-G) pair for SDXL."""
+        tokenizer = load_clip_tokenizer(find_clip_tokenizer(self.clip_tokenizer_path, **self.tokenizer_search))
+        weights = self.checkpoint.prefixed(REFINER_CLIP_PREFIX)
+        if self.family == "sdxl":
+            models = load_sdxl_text_encoders(weights, device="cpu", dtype=torch.float32)
+            return tuple(model.eval() for model in models), tokenizer
+        return load_clip_text(weights, device="cpu", dtype=torch.float32).eval(), tokenizer
 
     def encode(self, text: str, placement: ModulePlacement) -> torch.Tensor:
         def compute():
-            models, tokenizer = self.text_encoder()
+            models, tokenizer = self.text_encoder
             if self.family == "sdxl":
                 with placement.use(models[0]) as clip_l, placement.use(models[1]) as clip_g:
                     return encode_sdxl_prompt(clip_l, clip_g, tokenizer, text).float().cpu()

@@ -1,9 +1,7 @@
 """Discrete VP sigma tables, the reference's schedulers and its step selection (docs/numerics.md "Sigma tables",
 docs/numerics.md "Schedulers", docs/numerics.md "Step windows").
 
-Hand-written ports of ComfyUI's formulas: no installable library reproduces ComfyUI's numbers (its own code is not a
-pip package and k-diffusion cannot be a dependency on every WebUI host), and the reference's results depend on them
-down to the last float32 bit.
+Hand-written ports of ComfyUI's formulas: no installable library reproduces its numbers, down to the last float32 bit.
 """
 
 from __future__ import annotations
