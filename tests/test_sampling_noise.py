@@ -34,12 +34,6 @@ def test_batch_noise_is_one_draw_over_the_whole_batch():
     assert torch.equal(batch.flatten()[4 * 8 * 8:2 * 4 * 8 * 8], stage_noise((2 * 4 * 8 * 8,), 42)[4 * 8 * 8:])
 
 
-def test_stage_noise_dtype_and_device_follow_the_request():
-    noise = stage_noise((1, 4, 2, 2), 3, dtype=torch.float16)
-    assert noise.dtype == torch.float16
-    torch.testing.assert_close(noise.float(), stage_noise((1, 4, 2, 2), 3), atol=1e-3, rtol=1e-3)
-
-
 def test_start_point_below_sigma_max_adds_scaled_noise_to_the_latent():
     latent = torch.full((1, 4, 2, 2), 0.5)
     noise = stage_noise((1, 4, 2, 2), 1)

@@ -10,7 +10,7 @@ import torch
 
 from tinybreaker_ext.errors import ParameterError
 from tinybreaker_ext.sampling.schedules import (
-    SCHEDULERS, DiscreteSchedule, beta_cdf, beta_ppf, compute_sigmas, discrete_sigmas, pixart_sigmas,
+    SCHEDULERS, DiscreteSchedule, compute_sigmas, discrete_sigmas, pixart_sigmas,
     scheduler_sigmas, sd1_sigmas, timestep_of,
 )
 
@@ -228,39 +228,6 @@ def test_unknown_scheduler_is_a_parameter_error():
         scheduler_sigmas(pixart_sigmas(), "bogus", 10)
     with pytest.raises(ParameterError, match="scheduler"):
         compute_sigmas(pixart_sigmas(), sampler="euler", scheduler="bogus", steps=10)
-
-
-# --- beta quantile function ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("p", [1e-6, 0.01, 0.2, 0.5, 0.77, 0.999])
-def test_beta_ppf_closed_forms(p):
-    assert beta_ppf(p, 1.0, 1.0) == pytest.approx(p, rel=1e-13)
-    assert beta_ppf(p, 2.5, 1.0) == pytest.approx(p ** (1 / 2.5), rel=1e-13)
-    assert beta_ppf(p, 1.0, 3.0) == pytest.approx(1 - (1 - p) ** (1 / 3.0), rel=1e-12)
-    assert beta_ppf(p, 0.5, 0.5) == pytest.approx(math.sin(math.pi * p / 2) ** 2, rel=1e-12)
-
-
-def test_beta_ppf_symmetry_and_scipy_values():
-    assert beta_ppf(0.5, 0.6, 0.6) == 0.5
-    for p, q in [(0.75, 0.824319621347305), (0.25, 0.17568037865269498), (0.9, 0.9604155944112192),
-                 (0.1, 0.03958440558878085), (2 / 3, 0.7245867092223766)]:
-        assert beta_ppf(p, 0.6, 0.6) == pytest.approx(q, abs=1e-14)
-        assert beta_cdf(q, 0.6, 0.6) == pytest.approx(p, abs=1e-14)
-    assert beta_ppf(0.0, 0.6, 0.6) == 0.0 and beta_ppf(1.0, 0.6, 0.6) == 1.0
-    with pytest.raises(ValueError):
-        beta_ppf(1.5, 0.6, 0.6)
-
-
-def test_beta_scheduler_indices_match_scipy_when_available():
-    stats = pytest.importorskip("scipy.stats")
-    for steps in range(1, 61):
-        for k in range(steps):
-            p = 1.0 - k * (1.0 / steps)
-            ours = beta_ppf(p, 0.6, 0.6)
-            reference = float(stats.beta.ppf(p, 0.6, 0.6))
-            assert ours == pytest.approx(reference, abs=1e-13)
-            assert round(ours * 999) == round(reference * 999)
 
 
 # --- step selection (docs/numerics.md "Step windows") -----------------------------------------------------------------

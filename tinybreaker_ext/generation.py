@@ -1,10 +1,8 @@
 """A whole generation without a WebUI: plan → load → encode → base → transcode → refine → decode → (upscale).
 
-The command line, the end-to-end tests and the benchmarks use this. The numbers come from `plan.make_plan`, as in
-the WebUI; only the refine model differs (here the SD1 or SDXL model embedded in the TinyBreaker file; an SDXL
-refiner takes PixArt's latent as it is, without the transcode). Each phase is
-reported through a `Progress` (the command line's status lines and bars, `console.py`); every model is loaded in the
-first phase, so a file problem shows before anything is computed.
+The numbers come from `plan.make_plan`, as in the WebUI; only the refine model differs (here the SD1 or SDXL model
+embedded in the TinyBreaker file; an SDXL refiner takes PixArt's latent as it is, without the transcode). Every model
+is loaded in the first phase, so a file problem shows before anything is computed.
 """
 
 from __future__ import annotations
@@ -45,10 +43,6 @@ class GenerationResult:
     infotexts: list[str]
     plan: GenerationPlan
     refined: torch.Tensor  # the refined model-space latent [B, 4, H/8, W/8] (the refiner's family), before decoding
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        return self.plan.warnings
 
     def pil_images(self):
         from PIL import Image
@@ -118,8 +112,8 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
             refine_texts += [plan.upscaler.prompt, plan.upscaler.negative]
         for text in refine_texts:
             refiner.encode(text, placement)
-    with progress.phase("base", _stage_detail("PixArt-Sigma", plan.base_steps, plan.base.sampler, plan.base.cfg,
-                                              plan.batch_size), plan.base_steps) as on_step:
+    with progress.phase("base", _stage_detail("PixArt-Sigma", plan.base_steps, plan.base, plan.batch_size),
+                        plan.base_steps) as on_step:
         latent = pipeline.base([texts.base_prompt], [texts.base_negative], plan.base, plan.base_sigmas,
                                width=plan.base_width, height=plan.base_height, seeds=plan.seeds,
                                placement=placement, t5_mode=t5_mode, callback=on_step)
@@ -129,9 +123,8 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
     latent = latent[:, :, :plan.height // 8, :plan.width // 8]
     family = refiner.family.upper()
     if plan.refine_steps:
-        with progress.phase("refine", _stage_detail(f"the embedded {family} model", plan.refine_steps, plan.refine.sampler,
-                                                    plan.refine.cfg, plan.batch_size),
-                            plan.refine_steps) as on_step:
+        detail = _stage_detail(f"the embedded {family} model", plan.refine_steps, plan.refine, plan.batch_size)
+        with progress.phase("refine", detail, plan.refine_steps) as on_step:
             # The refine seed is the style's (plus the image shift) for every image, as in the reference.
             latent = refiner.refine(latent, [texts.refine_prompt], [texts.refine_negative], plan.refine,
                                     plan.refine_sigmas, seeds=[plan.refine.noise_seed] * plan.batch_size,
@@ -152,9 +145,8 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
 def _load_models(pipeline, refiner, *, t5_mode: str, placement, decoder: str, upscale: bool) -> None:
     """Every model the plan uses, read now (the stages would load them on first use)."""
     pipeline.t5(t5_mode, placement)
-    for lazy in (lambda: pipeline.tokenizer, lambda: pipeline.pixart, lambda: refiner.unet, refiner.text_encoder,
-                 lambda: refiner.decoder(decoder)):
-        lazy()
+    pipeline.tokenizer, pipeline.pixart, refiner.unet, refiner.text_encoder  # reading each property loads it
+    refiner.decoder(decoder)
     if refiner.family == "sd1":
         pipeline.transcoder
     if upscale:
@@ -174,8 +166,8 @@ def upscale_detail(plan: GenerationPlan) -> str:
     return detail + " (Tiny Upscaler, 1024-px tiles)"
 
 
-def _stage_detail(model: str, steps: int, sampler: str, cfg: float, images: int) -> str:
-    detail = f"{model}, {steps} steps of {sampler}, CFG {cfg:g}"
+def _stage_detail(model: str, steps: int, stage, images: int) -> str:
+    detail = f"{model}, {steps} steps of {stage.sampler}, CFG {stage.cfg:g}"
     return detail + (f", {images} images" if images > 1 else "")
 
 

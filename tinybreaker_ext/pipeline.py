@@ -8,31 +8,30 @@ with the embedded refiner (``standalone.py``).
 
 from __future__ import annotations
 
+import os
 import threading
+from functools import cached_property
 
 import torch
 
+from .errors import ModelFileError, ParameterError
 from .files.classify import BASE_PREFIX, CHECKPOINT_KINDS, TRANSCODER_PREFIX, FileKind, open_model_file
-from .models.ggml_quants import QuantizedTensor
 from .models.pixart import compile_pixart, load_pixart
-from .models.t5_encoder import MODES as T5_MODES
 from .models.t5_encoder import choose_mode, load_t5_encoder
-from .models.t5_tokenizer import T5PromptTokenizer, find_t5_tokenizer
+from .models.t5_tokenizer import DEFAULT_MIN_LENGTH, T5PromptTokenizer, find_t5_tokenizer
 from .models.transcoder import load_transcoder
 from .placement import ModulePlacement, MovePlacement
 from .sampling.denoisers import CFGDenoiser, EpsDenoiser
 from .sampling.schedules import pixart_sigmas
 from .sampling.stage import sample_stage
 from .stage_params import StageParams
-from .models.t5_tokenizer import DEFAULT_MIN_LENGTH
 from .text_encoding import PromptEmbeddingCache, cache_key, encode_t5_prompt
-
-T5_COMPUTE_DTYPE = "auto"  # bfloat16 where the device runs it natively, else float32 (models/t5_policy.py)
 
 
 class TinyBreakerPipeline:
     def __init__(self, checkpoint_path: str, t5_path: str, *, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, tokenizer_path: str | None = None, tokenizer_search: dict | None = None, compile: bool = False):
+                 dtype: torch.dtype = torch.float32, tokenizer_path: str | None = None,
+                 tokenizer_search: dict | None = None, compile: bool = False):
         self.device = torch.device(device)
         self.compile = compile  # torch.compile PixArt's blocks (off by default: the first forward per size is slow)
         self.dtype = dtype
@@ -42,58 +41,45 @@ class TinyBreakerPipeline:
         self.tokenizer_search = dict(tokenizer_search or {})
         self.prompt_cache = PromptEmbeddingCache(max_entries=32)
         self.last_denoised: torch.Tensor | None = None
-        self._pixart = None
-        self._transcoder = None
         self._t5 = None
-        self._tokenizer = None
         self._base_cache: tuple[tuple, torch.Tensor] | None = None
         self._lock = threading.Lock()
 
     # --- models, loaded on first use and kept in RAM --------------------------------------------------------------
-    @property
+    @cached_property
     def pixart(self):
-        if self._pixart is None:
-            weights = self.checkpoint.prefixed(BASE_PREFIX)
-            self._pixart = load_pixart(weights, device="cpu", dtype=self.dtype).eval()
-            if self.compile:
-                compile_pixart(self._pixart, self.device)
-        return self._pixart
+        pixart = load_pixart(self.checkpoint.prefixed(BASE_PREFIX), device="cpu", dtype=self.dtype).eval()
+        if self.compile:
+            compile_pixart(pixart, self.device)
+        return pixart
 
     @property
     def has_transcoder(self) -> bool:
         """False for a file with an SDXL refiner: it refines PixArt's latent as it is and stores no transcoder."""
         return len(self.checkpoint.prefixed(TRANSCODER_PREFIX)) > 0
 
-    @property
+    @cached_property
     def transcoder(self):
-        if self._transcoder is None:
-            if not self.has_transcoder:
-                from .errors import ModelFileError
+        if not self.has_transcoder:
+            raise ModelFileError(self.checkpoint.path, f"is a {self.checkpoint_info.description} without a "
+                                                       f"transcoder ({TRANSCODER_PREFIX}*)",
+                                 "an SD1 TinyBreaker file (prototype0/1) to refine with an SD1 model")
+        return load_transcoder(self.checkpoint.prefixed(TRANSCODER_PREFIX), device="cpu", dtype=self.dtype).eval()
 
-                raise ModelFileError(self.checkpoint.path, f"is a {self.checkpoint_info.description} without a "
-                                                           f"transcoder ({TRANSCODER_PREFIX}*)",
-                                     "an SD1 TinyBreaker file (prototype0/1) to refine with an SD1 model")
-            weights = self.checkpoint.prefixed(TRANSCODER_PREFIX)
-            self._transcoder = load_transcoder(weights, device="cpu", dtype=self.dtype).eval()
-        return self._transcoder
-
-    @property
+    @cached_property
     def tokenizer(self) -> T5PromptTokenizer:
-        if self._tokenizer is None:
-            folder = find_t5_tokenizer(self.tokenizer_path, **self.tokenizer_search)
-            self._tokenizer = T5PromptTokenizer.from_dir(folder)
-        return self._tokenizer
+        return T5PromptTokenizer.from_dir(find_t5_tokenizer(self.tokenizer_path, **self.tokenizer_search))
 
-    def t5(self, mode: str, placement: ModulePlacement | None = None, dtype: str = T5_COMPUTE_DTYPE):
-        """The T5 encoder (a .safetensors or GGUF file) in placement ``mode`` computing in ``dtype`` ("auto",
-        "bfloat16", "float32"); loaded again only when the mode or the resolved dtype changes."""
+    def t5(self, mode: str, placement: ModulePlacement | None = None):
+        """The T5 encoder (a .safetensors or GGUF file) in placement ``mode``, computing in bfloat16 where the device
+        runs it natively, else float32; loaded again only when the mode or that dtype changes."""
         from .models.t5_policy import resolve_compute_dtype
 
         if mode == "auto" and self.device.type == "cuda" and getattr(placement, "policy", "offload") != "gpu":
             # A resident 4.9 GB T5 would sit next to the host's UNet with no manager to evict it; stream instead.
             mode = "stream"
-        mode = choose_mode(mode, self.device, _file_size(self.t5_path))
-        compute_dtype = resolve_compute_dtype(dtype, self.device)
+        mode = choose_mode(mode, self.device, os.path.getsize(self.t5_path))
+        compute_dtype = resolve_compute_dtype("auto", self.device)
         if self._t5 is None or (self._t5.mode, self._t5.compute_dtype) != (mode, compute_dtype):
             self._t5 = None  # release the previous placement's weights before loading the new ones
             file, _info = open_model_file(self.t5_path, FileKind.T5_ENCODER)
@@ -105,7 +91,8 @@ class TinyBreakerPipeline:
     def encode(self, text: str, *, placement: ModulePlacement | None = None, t5_mode: str = "auto") -> torch.Tensor:
         """``[1, L, 4096]`` float32 on the CPU; cached, so an unchanged prompt never runs T5 again."""
         encoder = self.t5(t5_mode, placement)
-        if placement is not None and cache_key(encoder, self.tokenizer, text, DEFAULT_MIN_LENGTH) not in self.prompt_cache:
+        key = cache_key(encoder, self.tokenizer, text, DEFAULT_MIN_LENGTH)
+        if placement is not None and key not in self.prompt_cache:
             placement.make_room(encoder.device_bytes())
         embedding = encode_t5_prompt(encoder, self.tokenizer, text, cache=self.prompt_cache)
         return embedding.cpu()
@@ -119,8 +106,10 @@ class TinyBreakerPipeline:
         All images go through PixArt together (one forward per step, captions of different lengths zero-padded and
         masked), each with noise from its own seed, so image k of a batch equals a single image made with seed k
         (what WebUI users expect). Re-running with the same inputs returns the cached result."""
-        _check_size(width, height)
-        texts, negative_texts = per_image_texts(texts, len(seeds), "prompt"), per_image_texts(negative_texts, len(seeds), "negative")
+        for name, value in (("width", width), ("height", height)):
+            if value < 16 or value % 16:
+                raise ParameterError(name, f"{value} must be a positive multiple of 16 (PixArt works on 2×2 latent "
+                                           "patches)")
         placement = placement or MovePlacement(self.device)
         key = (tuple(texts), tuple(negative_texts), stage.sampler, stage.cfg, tuple(sigmas.tolist()), width, height,
                tuple(seeds), str(self.device), str(self.dtype), str(self.t5_path))
@@ -128,28 +117,24 @@ class TinyBreakerPipeline:
             if self._base_cache is not None and self._base_cache[0] == key:
                 return self._base_cache[1].clone()
         self.last_denoised = None
-        conds = [self.encode(text, placement=placement, t5_mode=t5_mode) for text in texts]
-        unconds = [self.encode(text, placement=placement, t5_mode=t5_mode) for text in negative_texts]
+        conds, unconds = encode_per_image(lambda text: self.encode(text, placement=placement, t5_mode=t5_mode),
+                                          texts, negative_texts, len(seeds))
+
+        def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+            self.last_denoised = denoised  # still on the device: copied only if Interrupt needs it
+            if callback is not None:
+                callback(step, total, x, denoised)
+
         shape = (len(seeds), 4, height // 8, width // 8)
         with placement.use(self.pixart) as pixart:
             denoiser = CFGDenoiser(EpsDenoiser(pixart.eps, pixart_sigmas()), conds, unconds, stage.cfg,
                                    accepts_context_mask=True, prepare_context=pixart.prepare_caption)
             latent = sample_stage(denoiser, torch.zeros(shape, device=placement.device), sigmas,
                                   sampler=stage.sampler, seeds=seeds, sigma_max=pixart_sigmas()[-1],
-                                  callback=self._step_callback(callback)).cpu()
+                                  callback=on_step).cpu()
         with self._lock:
             self._base_cache = (key, latent.clone())
         return latent
-
-    def _step_callback(self, callback):
-        """Keeps the latest estimate (still on the device: copied only if Interrupt needs it) and reports progress."""
-
-        def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-            self.last_denoised = denoised
-            if callback is not None:
-                callback(step, total, x, denoised)
-
-        return on_step
 
     def transcode(self, latent: torch.Tensor, *, placement: ModulePlacement | None = None) -> torch.Tensor:
         """SDXL model-space → SD1 model-space latent (float32, CPU)."""
@@ -169,28 +154,14 @@ class TinyBreakerPipeline:
         return Image.fromarray(array)
 
 
-def per_image_texts(texts: list[str], count: int, name: str) -> list[str]:
-    from .errors import ParameterError
-
-    if len(texts) == 1:
-        return list(texts) * count
-    if len(texts) != count:
-        raise ParameterError(name, f"got {len(texts)} texts for {count} images")
-    return list(texts)
-
-
-def _check_size(width: int, height: int) -> None:
-    from .errors import ParameterError
-
-    for name, value in (("width", width), ("height", height)):
-        if value < 16 or value % 16:
-            raise ParameterError(name, f"{value} must be a positive multiple of 16 (PixArt works on 2×2 latent patches)")
-
-
-def _file_size(path: str) -> int:
-    import os
-
-    return os.path.getsize(path)
+def encode_per_image(encode, texts: list[str], negative_texts: list[str], count: int):
+    """(conds, unconds): each image's encoded prompt and negative; one text serves every image."""
+    encoded = []
+    for name, given in (("prompt", texts), ("negative", negative_texts)):
+        if len(given) not in (1, count):
+            raise ParameterError(name, f"got {len(given)} texts for {count} images")
+        encoded.append([encode(text) for text in (list(given) * count if len(given) == 1 else given)])
+    return encoded
 
 
 _pipelines: dict[tuple, TinyBreakerPipeline] = {}
@@ -216,16 +187,12 @@ def held_bytes() -> tuple[int, int]:
     ram = device = 0
     for pipeline in _pipelines.values():
         tensors = [] if pipeline._t5 is None else list(pipeline._t5.stored_tensors().values())
-        for module in (pipeline._pixart, pipeline._transcoder):
+        for module in (pipeline.__dict__.get("pixart"), pipeline.__dict__.get("transcoder")):  # loaded ones only
             if module is not None:
                 tensors += [t for t in list(module.parameters()) + list(module.buffers()) if t.device.type == "cpu"]
-        for tensor in tensors:
-            size = tensor.nbytes if isinstance(tensor, QuantizedTensor) else tensor.numel() * tensor.element_size()
+        for tensor in tensors:  # torch tensors and QuantizedTensors: nbytes is what each holds
             if tensor.device.type == "cpu":
-                ram += size
+                ram += tensor.nbytes
             else:
-                device += size
+                device += tensor.nbytes
     return ram, device
-
-
-__all__ = ["TinyBreakerPipeline", "get_pipeline", "held_bytes", "release_pipelines", "T5_MODES"]

@@ -4,6 +4,8 @@ the benchmarks. Needs diffusers for the UNet and the KL decoder (the WebUI path 
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 
 from .files.classify import (FIRST_STAGE_HQ_PREFIX, FIRST_STAGE_PREFIX, REFINER_CLIP_PREFIX,
@@ -17,7 +19,7 @@ from .models.sd1_refiner import SD1Refiner
 from .models.sdxl_refiner import SDXLRefiner, encode_sdxl_prompt, load_sdxl_text_encoders
 from .models.taesd import load_tiny_vae
 from .models.tiled import tiled_decode
-from .pipeline import TinyBreakerPipeline, per_image_texts
+from .pipeline import TinyBreakerPipeline, encode_per_image
 from .placement import ModulePlacement, MovePlacement
 from .sampling.denoisers import CFGDenoiser, EpsDenoiser
 from .sampling.schedules import sd1_sigmas
@@ -37,7 +39,6 @@ class EmbeddedRefiner:
         self.pipeline = pipeline
         self.clip_tokenizer_path = clip_tokenizer_path
         self.tokenizer_search = dict(tokenizer_search or {})
-        self._unet = self._clip = self._tokenizer = None
         self._decoders: dict[str, torch.nn.Module] = {}
         self.embedding_cache = PromptEmbeddingCache(max_entries=16)
 
@@ -50,30 +51,25 @@ class EmbeddedRefiner:
         """"sd1" or "sdxl": the embedded refiner's family, which is also the latent space it refines."""
         return self.pipeline.checkpoint_info.refiner_family
 
-    @property
+    @cached_property
     def unet(self) -> SD1Refiner:
-        if self._unet is None:
-            refiner_class = SDXLRefiner if self.family == "sdxl" else SD1Refiner
-            self._unet = refiner_class.from_state_dict(self.checkpoint.prefixed(REFINER_UNET_PREFIX), device="cpu",
-                                                       dtype=self.pipeline.dtype).eval()
-        return self._unet
+        refiner_class = SDXLRefiner if self.family == "sdxl" else SD1Refiner
+        return refiner_class.from_state_dict(self.checkpoint.prefixed(REFINER_UNET_PREFIX), device="cpu",
+                                             dtype=self.pipeline.dtype).eval()
 
+    @cached_property
     def text_encoder(self):
-        """(text model(s), tokenizer), loaded on first use: CLIP-L for SD1, the (CLIP-L, CLIP-G) pair for SDXL."""
-        if self._clip is None:
-            folder = find_clip_tokenizer(self.clip_tokenizer_path, **self.tokenizer_search)
-            self._tokenizer = load_clip_tokenizer(folder)
-            weights = self.checkpoint.prefixed(REFINER_CLIP_PREFIX)
-            if self.family == "sdxl":
-                self._clip = tuple(model.eval() for model in
-                                   load_sdxl_text_encoders(weights, device="cpu", dtype=torch.float32))
-            else:
-                self._clip = load_clip_text(weights, device="cpu", dtype=torch.float32).eval()
-        return self._clip, self._tokenizer
+        """(text model(s), tokenizer): CLIP-L for SD1, the (CLIP-L, CLIP-G) pair for SDXL."""
+        tokenizer = load_clip_tokenizer(find_clip_tokenizer(self.clip_tokenizer_path, **self.tokenizer_search))
+        weights = self.checkpoint.prefixed(REFINER_CLIP_PREFIX)
+        if self.family == "sdxl":
+            models = load_sdxl_text_encoders(weights, device="cpu", dtype=torch.float32)
+            return tuple(model.eval() for model in models), tokenizer
+        return load_clip_text(weights, device="cpu", dtype=torch.float32).eval(), tokenizer
 
     def encode(self, text: str, placement: ModulePlacement) -> torch.Tensor:
         def compute():
-            models, tokenizer = self.text_encoder()
+            models, tokenizer = self.text_encoder
             if self.family == "sdxl":
                 with placement.use(models[0]) as clip_l, placement.use(models[1]) as clip_g:
                     return encode_sdxl_prompt(clip_l, clip_g, tokenizer, text).float().cpu()
@@ -90,10 +86,9 @@ class EmbeddedRefiner:
         if len(sigmas) < 2:
             return latent
         placement = placement or MovePlacement(self.pipeline.device)
-        count = latent.shape[0]
-        texts, negative_texts = per_image_texts(texts, count, "prompt"), per_image_texts(negative_texts, count, "negative")
-        cond = [self.encode(text, placement) for text in texts]  # per image, any lengths: CFGDenoiser batches them
-        uncond = [self.encode(text, placement) for text in negative_texts]
+        # per image, any lengths: CFGDenoiser batches them
+        cond, uncond = encode_per_image(lambda text: self.encode(text, placement), texts, negative_texts,
+                                        latent.shape[0])
         with placement.use(self.unet) as unet:
             denoiser = CFGDenoiser(EpsDenoiser(unet.eps, sd1_sigmas()), cond, uncond, stage.cfg)
             return sample_stage(denoiser, latent.to(placement.device), sigmas, sampler=stage.sampler, seeds=seeds,
@@ -106,21 +101,19 @@ class EmbeddedRefiner:
             raise ValueError(f"decoder must be one of {DECODERS}")
         if quality not in self._decoders:
             prototype0 = self.pipeline.checkpoint_info.kind == FileKind.TINYBREAKER_PROTOTYPE0
-            dtype = self.pipeline.dtype
-            if self.family == "sdxl":
-                if quality != "high_quality":
-                    raise ModelFileError(self.checkpoint.path, "has an SDXL refiner and no TAESD decoder",
-                                         "the 'high_quality' decoder for this file (leave --decoder at its default)")
-                self._decoders[quality] = load_kl_decoder(self.checkpoint.prefixed(FIRST_STAGE_PREFIX), device="cpu",
-                                                          dtype=dtype, scale=SDXL_SCALE).eval()
-            elif quality == "high_quality":
-                prefix = FIRST_STAGE_HQ_PREFIX if prototype0 else FIRST_STAGE_PREFIX
-                self._decoders[quality] = load_kl_decoder(self.checkpoint.prefixed(prefix), device="cpu",
-                                                          dtype=dtype).eval()
+            if self.family == "sdxl" and quality != "high_quality":
+                raise ModelFileError(self.checkpoint.path, "has an SDXL refiner and no TAESD decoder",
+                                     "the 'high_quality' decoder for this file (leave --decoder at its default)")
+            if quality == "high_quality":
+                weights = self.checkpoint.prefixed(FIRST_STAGE_HQ_PREFIX if prototype0 else FIRST_STAGE_PREFIX)
+                decoder = load_kl_decoder(weights, device="cpu", dtype=self.pipeline.dtype,
+                                          scale=SDXL_SCALE if self.family == "sdxl" else SD1_SCALE)
             else:
-                prefix = FIRST_STAGE_PREFIX if prototype0 else REFINER_FIRST_STAGE_PREFIX
-                self._decoders[quality] = load_tiny_vae(_decoder_only(self.checkpoint.prefixed(prefix)),
-                                                        default_scale=SD1_SCALE, device="cpu", dtype=dtype).eval()
+                weights = self.checkpoint.prefixed(FIRST_STAGE_PREFIX if prototype0 else REFINER_FIRST_STAGE_PREFIX)
+                # prototype0's first_stage_model also holds the TAESDXL encoder: keep only the decoder
+                decoder = load_tiny_vae({key: weights[key] for key in weights if key.startswith("decoder.")},
+                                        default_scale=SD1_SCALE, device="cpu", dtype=self.pipeline.dtype)
+            self._decoders[quality] = decoder.eval()
         return self._decoders[quality]
 
     def decode(self, latent: torch.Tensor, *, quality: str = "high_quality",
@@ -130,11 +123,3 @@ class EmbeddedRefiner:
         with placement.use(self.decoder(quality)) as decoder, torch.no_grad():
             return tiled_decode(decoder.decode, latent.to(placement.device), tile_px=tile_px).clamp(0, 1).cpu()
 
-
-def _decoder_only(view):
-    """Prototype0's first_stage_model also holds the TAESDXL *encoder*; the SD1 'fast' decoder is only its decoder."""
-    from .files.state_dict import with_prefix
-
-    decoder = with_prefix(view, "decoder.")
-    result = {"decoder." + key: value for key, value in decoder.items()}
-    return result

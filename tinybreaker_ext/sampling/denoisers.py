@@ -48,14 +48,6 @@ class EpsDenoiser:
         return x - eps * per_sample
 
 
-def can_batch_contexts(*contexts: torch.Tensor) -> bool:
-    """Whether contexts can share one model call by repetition alone (same width, LCM repetition at most 4x)."""
-    if len({tuple(context.shape[2:]) for context in contexts}) > 1:
-        return False
-    lengths = [context.shape[1] for context in contexts]
-    return math.lcm(*lengths) // min(lengths) <= MAX_LCM_REPEAT
-
-
 @dataclass(frozen=True)
 class ContextCall:
     """One model call: the batch rows it computes (a range when they are consecutive), their contexts and, when
@@ -75,10 +67,11 @@ def plan_context_calls(rows: list[torch.Tensor], *, can_mask: bool) -> list[Cont
     mask. Otherwise one call per distinct context shape (the reference's separate calls).
     """
     lengths = [row.shape[1] for row in rows]
-    if can_batch_contexts(*rows):
+    same_width = len({row.shape[2] for row in rows}) == 1
+    if same_width and math.lcm(*lengths) // min(lengths) <= MAX_LCM_REPEAT:
         length = math.lcm(*lengths)
-        return [ContextCall(slice(0, len(rows)), torch.cat([_repeat_tokens(row, length) for row in rows]))]
-    if can_mask and len({tuple(row.shape[2:]) for row in rows}) == 1:
+        return [ContextCall(slice(0, len(rows)), torch.cat([row.repeat(1, length // row.shape[1], 1) for row in rows]))]
+    if can_mask and same_width:
         length = max(lengths)
         context = torch.cat([torch.nn.functional.pad(row, (0, 0, 0, length - row.shape[1])) for row in rows])
         mask = (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]).to(context.device)
@@ -94,12 +87,6 @@ def _rows_selector(indices: list[int], device: torch.device) -> slice | torch.Te
     if indices == list(range(indices[0], indices[-1] + 1)):
         return slice(indices[0], indices[-1] + 1)
     return torch.tensor(indices).to(device)
-
-
-def _repeat_tokens(context: torch.Tensor, length: int) -> torch.Tensor:
-    if context.shape[1] == length:
-        return context
-    return context.repeat((1, length // context.shape[1]) + (1,) * (context.ndim - 2))
 
 
 def _context_rows(contexts: Contexts, batch: int) -> list[torch.Tensor]:
@@ -124,12 +111,10 @@ class CFGDenoiser:
     """Classifier-free guidance ``uncond + cfg·(cond − uncond)`` on denoised outputs (as the reference).
 
     ``cond`` and ``uncond`` are contexts ``[1 or B, tokens, width]``, or sequences of B per-image contexts of any
-    lengths (image k of ``x`` uses context k); a cfg of (about) 1 skips the uncond pass. Conditioned and
-    unconditioned rows of all images go through the model together: in one call when their lengths allow it (see
-    `plan_context_calls`). ``accepts_context_mask`` says that ``model_fn`` takes ``context_mask=``, so contexts
-    of any lengths can be zero-padded and masked into that one call. The batched contexts are built once per batch
-    size and device and reused at every step; ``prepare_context(context, mask)``, when given, turns each into what
-    ``model_fn`` takes instead of the context and its mask (a network's caption work that no step changes).
+    lengths; a cfg of (about) 1 skips the uncond pass. All rows go through the model in as few calls as
+    `plan_context_calls` allows (``accepts_context_mask``: ``model_fn`` takes ``context_mask=``). The batched contexts
+    are built once per batch size and device; ``prepare_context(context, mask)``, when given, turns each into what
+    ``model_fn`` takes instead (a network's caption work that no step changes).
     """
 
     def __init__(self, model_fn: ModelFunction, cond: Contexts, uncond: Contexts | None, cfg: float, *,

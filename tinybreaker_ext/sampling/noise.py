@@ -9,15 +9,12 @@ import torch
 MAX_DENOISE_REL_TOL = 1e-5
 
 
-def stage_noise(shape, seed: int, *, device: torch.device | str = "cpu",
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def stage_noise(shape, seed: int) -> torch.Tensor:
     """One standard-normal draw over the whole batch shape from a CPU generator seeded with ``seed`` — the same
     numbers as ``torch.manual_seed(seed); torch.randn(shape)`` without touching the global generator. Image k of a
     batch therefore differs from a single image made with another seed."""
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(int(seed))
-    noise = torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device="cpu")
-    return noise.to(device=device, dtype=dtype)
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device="cpu")
 
 
 def is_max_denoise(sigma0, sigma_max) -> bool:

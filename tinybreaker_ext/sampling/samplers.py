@@ -5,11 +5,9 @@ Every sampler is ``sampler(denoiser, x, sigmas, *, seed=None, seeds=None, callba
 already-noised start point at ``sigmas[0]``, ``denoiser(x, sigma[B]) -> denoised x0``, and
 ``callback(step, total, x, denoised)`` runs after each step (an exception it raises, e.g. `Cancelled`, stops
 sampling). Stochastic samplers take ``seed`` (one noise stream for the whole batch) or ``seeds`` (one per image, so
-image k equals a single-image run with seed k); deterministic ones ignore both. No step reads a device tensor back
-to the host: branches use the host copy of the sigmas made once at the start.
+image k equals a single-image run with seed k); deterministic ones ignore both.
 
-Hand-written ports: no installable library reproduces ComfyUI's numbers (k-diffusion is not a dependency we can use on
-every host, and ComfyUI's variants differ from it), and the reference is matched down to float32 rounding, so the
+Hand-written: no installable library reproduces ComfyUI's numbers, which are matched down to float32 rounding, so the
 expressions keep the reference's order of operations.
 """
 
@@ -21,8 +19,9 @@ from typing import Callable, Optional, Sequence
 import numpy
 import torch
 
-from tinybreaker_ext.sampling.samplers_common import (ProgressCallback, noise_seeds, noise_shape, prepare_sigmas,
-                                                      report, to_device)
+from tinybreaker_ext.errors import ParameterError
+from tinybreaker_ext.sampling.samplers_common import (ProgressCallback, noise_streams, prepare_sigmas, report,
+                                                      to_device)
 from tinybreaker_ext.sampling.samplers_deis import sample_deis
 from tinybreaker_ext.sampling.samplers_unipc import sample_unipc, sample_unipc_bh2
 
@@ -57,17 +56,13 @@ class StepNoise:
     seeded with ``seed`` for the whole batch, or one per image from ``seeds``."""
 
     def __init__(self, x: torch.Tensor, seed: Optional[int], seeds: Optional[Sequence[int]]):
-        self._generators = []
-        for each in noise_seeds(x, seed, seeds):
-            generator = torch.Generator(device="cpu")
-            generator.manual_seed(each)
-            self._generators.append(generator)
-        self._shape, self._dtype, self._device = noise_shape(x, len(self._generators)), x.dtype, x.device
+        entropies, self._shape = noise_streams(x, seed, seeds)
+        self._generators = [torch.Generator(device="cpu").manual_seed(entropy) for entropy in entropies]
+        self._dtype, self._device = x.dtype, x.device
 
     def __call__(self) -> torch.Tensor:
-        parts = [torch.randn(self._shape, dtype=self._dtype, generator=generator, device="cpu")
-                 for generator in self._generators]
-        return to_device(parts[0] if len(parts) == 1 else torch.cat(parts), self._device)
+        return to_device([torch.randn(self._shape, dtype=self._dtype, generator=generator, device="cpu")
+                          for generator in self._generators], self._device)
 
 
 @torch.no_grad()
@@ -94,35 +89,13 @@ def sample_euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Te
     return x
 
 
-# 21-point Gauss-Kronrod rule (QUADPACK's QK21, summed in its order): the reference integrates with
-# scipy.integrate.quad, which returns this rule's value for these low-degree polynomials, so results agree bit for bit.
-_KRONROD_NODES = (0.995657163025808080735527280689003, 0.973906528517171720077964012084452,
-                  0.930157491355708226001207180059508, 0.865063366688984510732096688423493,
-                  0.780817726586416897063717578345042, 0.679409568299024406234327365114874,
-                  0.562757134668604683339000099272694, 0.433395394129247190799265943165784,
-                  0.294392862701460198131126603103866, 0.148874338981631210884826001129720, 0.0)
-_KRONROD_WEIGHTS = (0.011694638867371874278064396062192, 0.032558162307964727478818972459390,
-                    0.054755896574351996031381300244580, 0.075039674810919952767043140916190,
-                    0.093125454583697605535065465083366, 0.109387158802297641899210590325805,
-                    0.123491976262065851077958109831074, 0.134709217311473325928054001771707,
-                    0.142775938577060080797094273138717, 0.147739104901338491374841515972068,
-                    0.149445554002916905664936468389821)
-
-
-def _kronrod_integral(function: Callable[[float], float], start: float, end: float) -> float:
-    center, half_length = 0.5 * (start + end), 0.5 * (end - start)
-    total = _KRONROD_WEIGHTS[10] * function(center)
-    for index in (1, 3, 5, 7, 9, 0, 2, 4, 6, 8):  # Gauss nodes first, then the Kronrod-only ones
-        offset = half_length * _KRONROD_NODES[index]
-        total = total + _KRONROD_WEIGHTS[index] * (function(center - offset) + function(center + offset))
-    return total * half_length
-
-
 def lms_coefficient(order: int, t: list[float], i: int, j: int) -> float:
     """Integral over [t_i, t_{i+1}] of the Lagrange basis polynomial through t_i, ..., t_{i-order+1} for node i-j.
 
-    The basis is evaluated in float32 and summed in float64, as the reference does (scipy's quad over a float32
-    numpy array of sigmas, with numpy 2's promotion rules), so the coefficients agree bit for bit."""
+    scipy's quad, as the reference, over a basis evaluated in float32 as numpy 2 evaluates the reference's (numpy 1
+    would promote it to float64): the same coefficients on every host."""
+    from scipy import integrate  # slow to import: only when lms runs
+
     if order - 1 > i:
         raise ValueError(f"order {order} too high for step {i}")
     nodes = [numpy.float32(value) for value in t]
@@ -135,7 +108,7 @@ def lms_coefficient(order: int, t: list[float], i: int, j: int) -> float:
                 product = product * ((tau32 - nodes[i - k]) / (nodes[i - j] - nodes[i - k]))
         return float(product)
 
-    return _kronrod_integral(basis, t[i], t[i + 1])
+    return integrate.quad(basis, t[i], t[i + 1], epsrel=1e-4)[0]
 
 
 @torch.no_grad()
@@ -202,8 +175,8 @@ class BrownianNoise:
         sigma_min, sigma_max = host_sigmas[host_sigmas > 0].min(), host_sigmas.max()
         low, high = (sigma_min, sigma_max) if sigma_min < sigma_max else (sigma_max, sigma_min)
         self._sign = 1 if sigma_min < sigma_max else -1
-        entropies = noise_seeds(x, seed, seeds)
-        start = torch.zeros(noise_shape(x, len(entropies)), dtype=x.dtype)
+        entropies, shape = noise_streams(x, seed, seeds)
+        start = torch.zeros(shape, dtype=x.dtype)
         self._trees = [torchsde.BrownianTree(low, start, high, entropy=entropy) for entropy in entropies]
         self._sigmas, self._host = sigmas, host_sigmas
 
@@ -218,7 +191,7 @@ class BrownianNoise:
             # torchsde complains when a float32-rounded query time lies a hair outside the tree's interval.
             warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
             parts = [tree(low.float(), high.float()) for tree in self._trees]
-        increment = to_device((parts[0] if len(parts) == 1 else torch.cat(parts)).to(sigma.dtype), sigma.device)
+        increment = to_device([part.to(sigma.dtype) for part in parts], sigma.device)
         return increment * (self._sign * sign) / (sigma_next - sigma).abs().sqrt()
 
 
@@ -257,9 +230,6 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
     return x
 
 
-# The reference's "ddim" sampler is k-diffusion Euler (its only difference, random inpainting noise, needs a mask).
-sample_ddim = sample_euler
-
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "euler": sample_euler,
     "euler_ancestral": sample_euler_ancestral,
@@ -269,14 +239,13 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "deis": sample_deis,
     "uni_pc": sample_unipc,
     "uni_pc_bh2": sample_unipc_bh2,
-    "ddim": sample_ddim,
+    # The reference's "ddim" is k-diffusion Euler (its only difference, random inpainting noise, needs a mask).
+    "ddim": sample_euler,
 }
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
     """The sampler registered under a reference (ComfyUI) name; a clear error for anything else."""
-    from tinybreaker_ext.errors import ParameterError
-
     sampler = SAMPLERS.get(name)
     if sampler is None:
         raise ParameterError("sampler", f"unsupported sampler {name!r} (supported: {', '.join(SAMPLERS)})")

@@ -1,6 +1,4 @@
-"""Small helpers shared by the samplers: sigma placement, seeds, host-made tensors onto the device, progress.
-
-The samplers never read a device tensor back to the host inside their step loop (on a GPU each read would stall
+"""Helpers shared by the samplers. No step reads a device tensor back to the host (on a GPU each read would stall
 the stream): every branch is decided from the host copy of the sigmas that `prepare_sigmas` makes once.
 """
 
@@ -21,26 +19,22 @@ def prepare_sigmas(sigmas, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return host.to(x.device), host
 
 
-def noise_seeds(x: torch.Tensor, seed: Optional[int], seeds: Optional[Sequence[int]]) -> list[Optional[int]]:
-    """Seeds of the noise streams of a stochastic sampler: ``[seed]`` (one stream for the whole batch), or one per
-    image from ``seeds`` (image k then gets the noise of a single-image run with seed k)."""
+def noise_streams(x: torch.Tensor, seed: Optional[int], seeds: Optional[Sequence[int]]) -> tuple[list[int], tuple]:
+    """Seeds of a stochastic sampler's noise streams and the shape each draws: ``[seed]`` for one stream over the
+    whole batch, or one per image from ``seeds`` (image k then gets the noise of a single-image run with seed k)."""
     if (seed is None) == (seeds is None):
         raise ValueError("give either seed (one noise stream for the batch) or seeds (one per image)")
     if seeds is None:
-        return [int(seed)]
+        return [int(seed)], tuple(x.shape)
     if len(seeds) != x.shape[0]:
         raise ValueError(f"got {len(seeds)} seeds for a batch of {x.shape[0]} images")
-    return [int(each) for each in seeds]
+    return [int(each) for each in seeds], (1,) + tuple(x.shape[1:])
 
 
-def noise_shape(x: torch.Tensor, streams: int) -> torch.Size:
-    """Shape each noise stream draws: the whole batch for one stream, one image per stream otherwise."""
-    return x.shape if streams == 1 else torch.Size((1,) + tuple(x.shape[1:]))
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A tensor made on the host (CPU noise) onto the compute device without stalling it: a CUDA copy goes through
-    pinned memory asynchronously (a plain copy from pageable memory waits for the stream to drain)."""
+def to_device(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Noise made on the host, one part per stream, as one tensor on the compute device without stalling it: a CUDA
+    copy goes through pinned memory asynchronously (a plain copy from pageable memory waits for the stream)."""
+    tensor = parts[0] if len(parts) == 1 else torch.cat(parts)
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)

@@ -44,15 +44,11 @@ def _vp_times(sigmas: torch.Tensor):
     return times, beta_min, beta_d + beta_min
 
 
-def _alpha_of_time(beta_0: torch.Tensor, beta_1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return torch.exp(-0.5 * t ** 2 * (beta_1 - beta_0) - t * beta_0)
-
-
 def _integrand(beta_0: torch.Tensor, beta_1: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
     # d log α / dτ through autograd, like the reference (an analytic derivative rounds differently).
     with torch.inference_mode(False), torch.enable_grad():
-        taus = taus.clone().requires_grad_(True)
-        alpha = _alpha_of_time(beta_0.clone(), beta_1.clone(), taus)
+        taus, beta_0, beta_1 = taus.clone().requires_grad_(True), beta_0.clone(), beta_1.clone()
+        alpha = torch.exp(-0.5 * taus ** 2 * (beta_1 - beta_0) - taus * beta_0)  # VP alpha of time
         alpha.log().sum().backward()
         d_log_alpha = taus.grad
         alpha = alpha.detach()
@@ -108,10 +104,7 @@ def sample_deis(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Option
             x_next = x + step_coefficients[0] * derivative
             for k in range(1, order):
                 x_next = x_next + step_coefficients[k] * history[-k]
-        if len(history) == max_order - 1:
-            history = history[1:] + [derivative]
-        else:
-            history.append(derivative)
+        history = (history + [derivative])[-(max_order - 1):]  # the last max_order - 1 derivatives
         x = x_next
         report(callback, i, total, x, denoised)
     return x

@@ -8,8 +8,8 @@ timestep grid like A1111's UniPC), and the expressions keep its order of operati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from functools import partial
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 
@@ -40,50 +40,18 @@ def _per_sample(values: torch.Tensor, dims: int) -> torch.Tensor:
     return values[(...,) + (None,) * (dims - 1)]
 
 
-class _DataPrediction:
+def _data_prediction(denoiser, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x0 prediction in VP space from a sigma-space denoiser, through the eps the reference derives from it."""
-
-    def __init__(self, denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
-        self.denoiser = denoiser
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if t.reshape((-1,)).shape[0] == 1:
-            t = t.expand((x.shape[0]))
-        sigma = t.view(t.shape[:1] + (1,) * (x.ndim - 1))
-        scaled = x * ((sigma ** 2 + 1.0) ** 0.5)
-        noise = (scaled - self.denoiser(scaled, t)) / sigma
-        dims = x.dim()
-        return (x - _per_sample(_std(t), dims) * noise) / _per_sample(_alpha(t), dims)
+    if t.reshape((-1,)).shape[0] == 1:
+        t = t.expand((x.shape[0]))
+    sigma = t.view(t.shape[:1] + (1,) * (x.ndim - 1))
+    scaled = x * ((sigma ** 2 + 1.0) ** 0.5)
+    noise = (scaled - denoiser(scaled, t)) / sigma
+    dims = x.dim()
+    return (x - _per_sample(_std(t), dims) * noise) / _per_sample(_alpha(t), dims)
 
 
-@dataclass(frozen=True)
-class _Update:
-    """One UniP(C) update of the reference's loop: it reaches timestep ``step``; warm-up updates append to the
-    history of model outputs, later ones shift it (a window of ``order`` entries)."""
-
-    step: int
-    order: int
-    use_corrector: bool
-    warm_up: bool
-
-
-def _updates(steps: int, order: int) -> list[list[_Update]]:
-    """The updates of each reported step, in the reference's order: none at step 0 (only the model call), one
-    warm-up update below ``order``, then multistep updates of falling order at the end (lower_order_final), the
-    last reported step also doing the final update to ``steps`` without corrector."""
-    plan: list[list[_Update]] = [[]]
-    for step_index in range(1, steps):
-        if step_index < order:
-            plan.append([_Update(step_index, step_index, True, True)])
-        else:
-            final_extra = 1 if step_index == steps - 1 else 0
-            plan.append([_Update(step, min(order, steps + 1 - step), step != steps, False)
-                         for step in range(step_index, step_index + 1 + final_extra)])
-    return plan
-
-
-@dataclass(frozen=True)
-class _Coefficients:
+class _Coefficients(NamedTuple):
     """What one update needs that depends only on the sigmas: divisors of the model-output differences, the
     predictor and corrector weights (``rhos_c`` None without corrector) and the per-sample factors [B]."""
 
@@ -95,11 +63,8 @@ class _Coefficients:
     b_factor: torch.Tensor
 
     def to(self, device: torch.device) -> "_Coefficients":
-        def move(value: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-            return None if value is None else value.to(device)
-
-        return _Coefficients(tuple(move(rk) for rk in self.rks), move(self.rhos_p), move(self.rhos_c),
-                             move(self.x_factor), move(self.model_factor), move(self.b_factor))
+        return _Coefficients(tuple(rk.to(device) for rk in self.rks),
+                             *(None if value is None else value.to(device) for value in self[1:]))
 
 
 def _bh_coefficients(t_prev_list: list, t: torch.Tensor, order: int, variant: str,
@@ -144,7 +109,42 @@ def _bh_coefficients(t_prev_list: list, t: torch.Tensor, order: int, variant: st
     return _Coefficients(divisors, rhos_p, rhos_c, sigma_t / sigma_prev_0, alpha_t * h_phi_1, alpha_t * b_h)
 
 
-def _bh_update(model: _DataPrediction, x: torch.Tensor, model_prev_list: list, coefficients: _Coefficients,
+class _Update(NamedTuple):
+    """One UniP(C) update of the reference's loop: it reaches timestep ``step``; warm-up updates append to the
+    history of model outputs, later ones shift it (a window of ``order`` entries)."""
+
+    step: int
+    warm_up: bool
+    coefficients: _Coefficients
+
+
+def _updates(host_timesteps: torch.Tensor, batch: int, order: int, variant: str,
+             device: torch.device) -> list[list[_Update]]:
+    """The updates of each reported step, in the reference's order: none at step 0 (only the model call), one
+    warm-up update below ``order``, then multistep updates of falling order at the end (lower_order_final), the
+    last reported step also doing the final update to ``steps`` without corrector. Their coefficients are
+    computed on the host and moved to ``device`` here, once."""
+    steps = len(host_timesteps) - 1
+    t_prev_list = [host_timesteps[0].expand(batch)]
+    plan: list[list[_Update]] = [[]]
+    for step_index in range(1, steps):
+        warm_up = step_index < order
+        if warm_up:
+            targets = [(step_index, step_index, True)]  # (step, order, use_corrector)
+        else:
+            last = step_index + (1 if step_index == steps - 1 else 0)
+            targets = [(step, min(order, steps + 1 - step), step != steps) for step in range(step_index, last + 1)]
+        updates = []
+        for step, update_order, use_corrector in targets:
+            vec_t = host_timesteps[step].expand(batch)
+            coefficients = _bh_coefficients(t_prev_list, vec_t, update_order, variant, use_corrector)
+            updates.append(_Update(step, warm_up, coefficients.to(device)))
+            t_prev_list = (t_prev_list if warm_up else t_prev_list[1:]) + [vec_t]
+        plan.append(updates)
+    return plan
+
+
+def _bh_update(model, x: torch.Tensor, model_prev_list: list, coefficients: _Coefficients,
                t: torch.Tensor):
     """One multistep UniP step (predictor) plus, when asked, the UniC corrector, in data-prediction form."""
     dims = x.dim()
@@ -165,30 +165,11 @@ def _bh_update(model: _DataPrediction, x: torch.Tensor, model_prev_list: list, c
     return x_t, model_t
 
 
-def _plan_coefficients(plan: list[list[_Update]], host_timesteps: torch.Tensor, batch: int, order: int,
-                       variant: str, device: torch.device) -> list[list[_Coefficients]]:
-    """Every update's coefficients, computed on the host from the timesteps and moved to ``device`` once."""
-    t_prev_list = [host_timesteps[0].expand(batch)]
-    result = []
-    for updates in plan:
-        step_coefficients = []
-        for update in updates:
-            vec_t = host_timesteps[update.step].expand(batch)
-            step_coefficients.append(_bh_coefficients(t_prev_list, vec_t, update.order, variant,
-                                                      update.use_corrector).to(device))
-            if update.warm_up:
-                t_prev_list.append(vec_t)
-            else:
-                for i in range(order - 1):
-                    t_prev_list[i] = t_prev_list[i + 1]
-                t_prev_list[-1] = vec_t
-        result.append(step_coefficients)
-    return result
-
-
 @torch.no_grad()
-def _sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Optional[ProgressCallback],
+def _sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
+            seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
             variant: str) -> torch.Tensor:
+    """Deterministic: ``seed`` and ``seeds`` are unused."""
     sigmas, host = prepare_sigmas(sigmas, x)
     if len(sigmas) <= 1:
         return x
@@ -198,40 +179,25 @@ def _sample(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Option
         timesteps[-1] = UNIPC_FINAL_SIGMA
         host_timesteps[-1] = UNIPC_FINAL_SIGMA
     x = x / torch.sqrt(1.0 + timesteps[0] ** 2.0)
-    model = _DataPrediction(denoiser)
-    order = min(3, len(timesteps) - 2)
+    model = partial(_data_prediction, denoiser)
     steps = len(timesteps) - 1
     batch = x.shape[0]
-    plan = _updates(steps, order)
-    coefficients = _plan_coefficients(plan, host_timesteps, batch, order, variant, x.device)
+    plan = _updates(host_timesteps, batch, min(3, len(timesteps) - 2), variant, x.device)
 
     model_prev_list = [model(x, timesteps[0].expand(batch))]
-    for step_index in range(steps):
+    for step_index, updates in enumerate(plan):
         reached = 0
-        for update, update_coefficients in zip(plan[step_index], coefficients[step_index]):
+        for update in updates:
             vec_t = timesteps[update.step].expand(batch)
-            x, model_x = _bh_update(model, x, model_prev_list, update_coefficients, vec_t)
-            if update.warm_up:
-                model_prev_list.append(model_x if model_x is not None else model(x, vec_t))
-            else:
-                for i in range(order - 1):
-                    model_prev_list[i] = model_prev_list[i + 1]
-                if update.step < steps:
-                    model_prev_list[-1] = model_x if model_x is not None else model(x, vec_t)
+            x, model_x = _bh_update(model, x, model_prev_list, update.coefficients, vec_t)
+            if update.step < steps:  # warm-up updates never reach the last step
+                model_x = model_x if model_x is not None else model(x, vec_t)
+                model_prev_list = (model_prev_list if update.warm_up else model_prev_list[1:]) + [model_x]
             reached = update.step
         if callback is not None:
             report(callback, step_index, steps, x / _alpha(timesteps[reached]), model_prev_list[-1])
     return x / _alpha(timesteps[-1])
 
 
-def sample_unipc(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
-                 seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None) -> torch.Tensor:
-    """ComfyUI ``uni_pc`` (B(h) = h). Deterministic: ``seed`` and ``seeds`` are unused."""
-    return _sample(denoiser, x, sigmas, callback=callback, variant="bh1")
-
-
-def sample_unipc_bh2(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
-                     seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
-                     ) -> torch.Tensor:
-    """ComfyUI ``uni_pc_bh2`` (B(h) = e^h − 1). Deterministic: ``seed`` and ``seeds`` are unused."""
-    return _sample(denoiser, x, sigmas, callback=callback, variant="bh2")
+sample_unipc = partial(_sample, variant="bh1")  # ComfyUI uni_pc: B(h) = h
+sample_unipc_bh2 = partial(_sample, variant="bh2")  # ComfyUI uni_pc_bh2: B(h) = e^h - 1

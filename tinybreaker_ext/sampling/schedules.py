@@ -1,9 +1,7 @@
 """Discrete VP sigma tables, the reference's schedulers and its step selection (docs/numerics.md "Sigma tables",
 docs/numerics.md "Schedulers", docs/numerics.md "Step windows").
 
-Hand-written ports of ComfyUI's formulas: no installable library reproduces ComfyUI's numbers (its own code is not a
-pip package and k-diffusion cannot be a dependency on every WebUI host), and the reference's results depend on them
-down to the last float32 bit.
+Hand-written ports of ComfyUI's formulas: no installable library reproduces its numbers, down to the last float32 bit.
 """
 
 from __future__ import annotations
@@ -11,19 +9,14 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy
 import torch
 
 from tinybreaker_ext.errors import ParameterError
 
-SCHEDULERS = ("simple", "normal", "karras", "exponential", "sgm_uniform", "ddim_uniform", "beta", "linear_quadratic",
-              "kl_optimal")
-
 # Samplers for which the reference computes one step more and drops the penultimate sigma
 # (docs/numerics.md "Step windows", rule 4).
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset(("dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"))
-
-BETA_SCHEDULER_ALPHA = 0.6
-BETA_SCHEDULER_BETA = 0.6
 
 
 def discrete_sigmas(kind: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02, n: int = 1000,
@@ -158,14 +151,14 @@ def _exponential(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
 
 def _beta(schedule: DiscreteSchedule, steps: int) -> list[float]:
     # Timesteps at Beta(0.6, 0.6) quantiles of 1 - k/steps, rounded half-to-even; repeats are dropped
-    # (docs/numerics.md "Schedulers").
-    last_index = len(schedule.sigmas) - 1
+    # (docs/numerics.md "Schedulers"). scipy, as in the reference (torchsde, which we require, needs it too).
+    from scipy.stats import beta  # slow to import: only when this scheduler runs
+
+    quantiles = beta.ppf(1 - numpy.linspace(0, 1, steps, endpoint=False), 0.6, 0.6)  # the reference's alpha, beta
     values, previous = [], None
-    for k in range(steps):
-        quantile = beta_ppf(1.0 - k * (1.0 / steps), BETA_SCHEDULER_ALPHA, BETA_SCHEDULER_BETA)
-        index = round(quantile * last_index)  # Python's round() is half-to-even like numpy.rint
+    for index in numpy.rint(quantiles * (len(schedule.sigmas) - 1)):
         if index != previous:
-            values.append(float(schedule.sigmas[index]))
+            values.append(float(schedule.sigmas[int(index)]))
         previous = index
     return values + [0.0]
 
@@ -209,6 +202,7 @@ _SCHEDULER_FUNCTIONS = {
     "linear_quadratic": _linear_quadratic,
     "kl_optimal": _kl_optimal,
 }
+SCHEDULERS = tuple(_SCHEDULER_FUNCTIONS)
 
 
 def scheduler_sigmas(model_sigmas, scheduler: str, steps: int) -> torch.Tensor:
@@ -268,67 +262,3 @@ def compute_sigmas(model_sigmas, *, sampler: str, scheduler: str, steps: int, st
         sigmas = scheduler_sigmas(model_sigmas, scheduler, steps)
     sigmas = sigmas[-(steps + 1):]
     return sigmas[steps_start:steps_end + 1].clone()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Beta distribution quantiles for the "beta" scheduler. Hand-written because the reference uses scipy's
-# beta.ppf and neither torch nor the Python standard library has an inverse regularized incomplete beta; scipy is not
-# a dependency we can rely on in every WebUI host.
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz), converging for x < (a+1)/(a+b+2)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        for numerator in (m * (b - m) * x / ((a + m2 - 1.0) * (a + m2)),
-                          -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            delta = c * d
-            result *= delta
-        if abs(delta - 1.0) < 1e-16:
-            break
-    return result
-
-
-def beta_cdf(x: float, a: float, b: float) -> float:
-    """Regularized incomplete beta function I_x(a, b), in float64."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    front = math.exp(log_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-@lru_cache(maxsize=4096)
-def beta_ppf(p: float, a: float, b: float) -> float:
-    """Quantile (inverse CDF) of Beta(a, b), in float64, by bisection down to adjacent floats."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"probability must be in [0, 1], got {p}")
-    if p == 0.0 or p == 1.0:
-        return p
-    if a == b:
-        # Symmetric: solve on the lower half only, so that ppf(1-p) == 1-ppf(p) and ppf(0.5) == 0.5 exactly.
-        if p == 0.5:
-            return 0.5
-        if p > 0.5:
-            return 1.0 - beta_ppf(1.0 - p, a, b)
-    low, high = 0.0, 1.0
-    for _ in range(2000):
-        middle = 0.5 * (low + high)
-        if middle <= low or middle >= high:
-            break
-        if beta_cdf(middle, a, b) < p:
-            low = middle
-        else:
-            high = middle
-    return high if abs(beta_cdf(high, a, b) - p) <= abs(p - beta_cdf(low, a, b)) else low

@@ -4,26 +4,20 @@ come through here."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from .noise import noised_start, stage_noise
-from .samplers import get_sampler
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from .samplers import Denoiser, get_sampler
 
 
 def sample_stage(denoiser: Denoiser, latent: torch.Tensor, sigmas: torch.Tensor, *, sampler: str,
                  seeds: Sequence[int], sigma_max, add_noise: bool = True, callback=None) -> torch.Tensor:
-    """Samples the model-space ``latent`` [B, …] over ``sigmas`` and returns the result (float32, on the latent's
-    device); fewer than two sigmas leave the latent as it is.
-
-    ``seeds`` has one seed per image: image k's start noise is drawn alone from a CPU generator seeded with
-    ``seeds[k]``, so image k of a batch equals a single image with that seed. The start point is ``latent + noise·σ0``
-    (from pure noise when σ0 ≈ ``sigma_max``); ``add_noise=False`` starts from the latent itself (the upscaler's
-    steps after the first). Stochastic samplers draw their fresh noise per image from ``seeds`` too.
-    """
+    """The model-space ``latent`` [B, …] sampled over ``sigmas`` (float32, on the latent's device); fewer than two
+    sigmas leave it as it is. Image k's start noise and fresh noise come from ``seeds[k]`` alone, so image k of a
+    batch equals a single image with that seed; ``add_noise=False`` starts from the latent itself (the upscaler's
+    steps after the first)."""
     if len(sigmas) < 2:
         return latent
     if len(seeds) != latent.shape[0]:
