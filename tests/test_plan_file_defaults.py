@@ -9,6 +9,7 @@ import os
 import pytest
 
 from builders.files import tinybreaker_keys, write_model
+from builders.params import script_args
 from tinybreaker_ext.generation import plan_for
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.plan import ImageRequest
@@ -112,8 +113,8 @@ def test_the_webui_plans_with_the_selected_checkpoint_metadata(make_tb_host):
         for name in ("tb_with_defaults.safetensors", plain):
             p = tb_host.make_p(prompt="a cat", width=640, height=512, seed=3, batch_size=1)
             p.all_prompts, p.all_negative_prompts, p.all_seeds = ["a cat"], [""], [3]
-            runs[name] = script_logic.process(p, *TinyBreakerParams(enabled=True, style="none",
-                                                                    checkpoint=name).as_args())
+            runs[name] = script_logic.process(p, *script_args(TinyBreakerParams(enabled=True, style="none",
+                                                                                checkpoint=name)))
             script_logic.postprocess(p)
             assert runs[name].error is None, runs[name].error
         assert runs["tb_with_defaults.safetensors"].generation.refine.steps == 20

@@ -1,13 +1,7 @@
-"""The one validated model of the TinyBreaker script's parameters.
-
-UI controls, API arguments (a positional list or one dict of named fields), infotext write and paste-back, the
-``/tinybreaker/v1/options`` schema, the XYZ-plot axes and the command-line options are all derived from ``FIELDS``.
-Plain dataclasses instead of pydantic: each field spec also carries its UI control, infotext name and CLI option,
-which a pydantic model would not, and the command line installs no pydantic. (Both pydantic pins of the hosts would
-be reachable through ``pydantic.v1``; that is not the reason.)
-
-Zero / "style" values mean "take it from the selected style", so an API caller can send only what it changes.
-New fields are only ever appended to ``FIELDS``: the positional API order must stay stable.
+"""The one validated model of the TinyBreaker script's parameters: UI controls, API arguments, infotext, the
+options schema, XYZ axes and command-line options all derive from ``FIELDS`` (docs/design.md "Adding a field").
+Plain dataclasses, not pydantic: each field also carries its UI control, infotext name and CLI option, and the
+command line installs no pydantic. Zero / "style" values mean "the selected style's value".
 """
 
 from __future__ import annotations
@@ -72,10 +66,10 @@ class FieldSpec:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.kind is bool:
             return "true or false"
+        kind = {int: "an integer", float: "a number", str: "a string"}[self.kind]
         if self.minimum is not None and self.maximum is not None:
-            kind = "an integer" if self.kind is int else "a number"
             return f"{kind} from {_fmt(self.minimum)} to {_fmt(self.maximum)}"
-        return {int: "an integer", float: "a number", str: "a string"}[self.kind]
+        return kind
 
 
 FIELDS: tuple[FieldSpec, ...] = (
@@ -126,30 +120,7 @@ FIELD_BY_NAME: dict[str, FieldSpec] = {spec.name: spec for spec in FIELDS}
 FIELD_NAMES: tuple[str, ...] = tuple(FIELD_BY_NAME)
 
 
-@dataclass(frozen=True)
-class TinyBreakerParams:
-    enabled: bool = False
-    checkpoint: str = ""
-    t5_file: str = ""
-    style: str = "PHOTO"
-    base_sampler: str = FROM_STYLE
-    base_scheduler: str = FROM_STYLE
-    base_steps: int = 0
-    base_cfg: float = 0.0
-    refine_strength: float = 0.0
-    refine_steps: int = 0
-    refine_cfg: float = 0.0
-    detail_level: int = 0
-    image_shift: int = 0
-    cfg_shift: int = 0
-    t5_mode: str = "auto"
-    upscale: bool = False
-    upscale_by: float = 2.0
-    upscale_noise: int = 0
-    refine_sampler: str = "tinybreaker"
-    upscale_mode: str = "upscaler"
-    upscale_model: str = NO_UPSCALE_MODEL
-
+class _ParamsMethods:
     @property
     def pre_upscaler(self) -> str | None:
         """The upscale model to run before the tile refine, or None ('none', empty or the WebUI's 'None')."""
@@ -162,9 +133,12 @@ class TinyBreakerParams:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def as_args(self) -> list[Any]:
-        """The positional API/UI argument list, in ``FIELDS`` order."""
-        return [getattr(self, name) for name in FIELD_NAMES]
+
+# One attribute per field, with the field's default.
+TinyBreakerParams = dataclasses.make_dataclass("TinyBreakerParams", [(spec.name, spec.kind, spec.default)
+                                                                     for spec in FIELDS],
+                                               bases=(_ParamsMethods,), frozen=True)
+TinyBreakerParams.__module__ = __name__  # make_dataclass's own module argument needs Python 3.12
 
 
 def coerce(spec: FieldSpec, value: Any) -> Any:
@@ -182,12 +156,9 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
         raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
     if spec.kind in (int, float):
         number = _to_number(spec, value, allowed)
-        if spec.kind is int:
-            if not float(number).is_integer():
-                raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
-            number = int(number)
-        else:
-            number = float(number)
+        if spec.kind is int and not number.is_integer():
+            raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
+        number = spec.kind(number)
         if (spec.minimum is not None and number < spec.minimum) or (
                 spec.maximum is not None and number > spec.maximum):
             raise ParameterError(spec.name, f"{_fmt(number)} is out of range; expected {allowed}")
@@ -197,7 +168,7 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
     value = value.strip()
     if spec.choices is not None:
         value = dict(spec.renamed).get(value.lower(), value)
-        match = _match_choice(value, spec.choices)
+        match = next((choice for choice in spec.choices if choice.lower() == value.lower()), None)
         if match is None:
             raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
         return match
@@ -249,9 +220,7 @@ def to_infotext(params: TinyBreakerParams) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for spec in FIELDS:
         value = getattr(params, spec.name)
-        if spec.name == "enabled":
-            fields[spec.infotext_key] = "on"
-        elif spec.kind is bool:
+        if spec.kind is bool:
             fields[spec.infotext_key] = "on" if value else "off"
         elif spec.kind is float:
             fields[spec.infotext_key] = _fmt(value)
@@ -287,15 +256,10 @@ def options_schema(dynamic_choices: Mapping[str, Iterable[str]] | None = None) -
             "index": index, "name": spec.name, "type": spec.kind.__name__, "default": spec.default,
             "label": spec.label, "infotext": spec.infotext_key,
         }
-        if spec.minimum is not None:
-            entry["minimum"] = spec.minimum
-        if spec.maximum is not None:
-            entry["maximum"] = spec.maximum
         choices = dynamic_choices.get(spec.name, spec.choices)
-        if choices is not None:
-            entry["choices"] = list(choices)
-        if spec.help:
-            entry["help"] = spec.help
+        optional = {"minimum": spec.minimum, "maximum": spec.maximum,
+                    "choices": None if choices is None else list(choices), "help": spec.help or None}
+        entry.update((key, value) for key, value in optional.items() if value is not None)
         fields.append(entry)
     return {"script": "TinyBreaker", "version": SCHEMA_VERSION,
             "args": "positional list in this order, or one dict of named fields", "fields": fields}
@@ -326,20 +290,10 @@ def _to_number(spec: FieldSpec, value: Any, allowed: str) -> float:
     return number
 
 
-def _match_choice(value: str, choices: tuple[str, ...]) -> str | None:
-    lowered = value.lower()
-    for choice in choices:
-        if choice.lower() == lowered:
-            return choice
-    return None
-
-
 def _fmt(number: float) -> str:
     """Clean number text for messages and infotext: 3.2, not 3.2000000000000002; 5, not 5.0."""
     number = float(number)
-    if number.is_integer():
-        return str(int(number))
-    return f"{number:.6g}"
+    return str(int(number)) if number.is_integer() else f"{number:.6g}"
 
 
 def field_label_callable(name: str) -> Callable[[Mapping[str, str]], Any]:
