@@ -1,13 +1,6 @@
 """The one generation plan: parameters + style + the prompt's inline ``--`` arguments + the requested image → what
-every stage runs with (docs/design.md, "One plan").
-
-Both front ends call `make_plan` and nothing else turns styles or inline arguments into stage numbers: the WebUI in
-``process()`` (``webui/run_plan.py``), the command line in ``generation.py``. They differ only in which SD1 model
-samples the refine (the host's loaded checkpoint or the TinyBreaker file's embedded one), never in the numbers.
-
-Order of precedence, the same everywhere: the checkpoint's metadata defaults (in place of the style library's
-defaults), the style, then the fields (accordion / API / command-line options), then the prompt's inline arguments,
-which win. Inline values outside a field's range are clamped with a warning.
+every stage runs with. Both front ends call `make_plan` and nothing else turns styles or inline arguments into stage
+numbers; precedence and the plan's contents: docs/design.md "One plan".
 """
 
 from __future__ import annotations
@@ -32,11 +25,9 @@ from .prompt.templates import apply_template, refiner_text
 from .sampling.schedules import compute_sigmas, pixart_sigmas, sd1_sigmas, timestep_of
 from .stage_params import StageParams
 
-BATCH_SIZE_MAX = 16  # images per batch (twice A1111's batch-size slider): an inline --batch-size above it is clamped,
-# a larger request refused; one request must not allocate without bound
+BATCH_SIZE_MAX = 16  # images per batch, twice A1111's slider (docs/design.md "Limits")
 LATENT_MULTIPLE = 8  # pixels per latent pixel: the requested size must be a whole latent
 DEFAULT_ASPECT = "1:1"  # the reference's default image: 1:1 at the "large" scale (1248x1248)
-DEFAULT_SCALE = "large"
 
 
 class RandomSource(Protocol):
@@ -45,10 +36,8 @@ class RandomSource(Protocol):
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """What the front end asks for besides the TinyBreaker fields: the host's own txt2img fields in the WebUI, the
-    options on the command line. ``prompt`` keeps its inline arguments; a size of None means "from the inline
-    aspect arguments" (the command line's default); seed -1 means random. ``area_limits``: limits.py (the command
-    line can change them)."""
+    """What the front end asks for besides the TinyBreaker fields (docs/design.md "One plan"); a size of None means
+    "from the inline aspect arguments"."""
 
     prompt: str = ""
     negative: str = ""
@@ -62,7 +51,7 @@ class ImageRequest:
 
 @dataclass(frozen=True)
 class StageTexts:
-    """What the text encoders see for one image: T5 (base) and the SD1 model's CLIP (refine), templates applied."""
+    """What T5 (base) and the SD1 model's CLIP (refine) encode for one image."""
 
     base_prompt: str
     base_negative: str
@@ -323,7 +312,7 @@ def _image_size(request: ImageRequest, parsed: InlinePrompt, notes: list[str],
     if width is None or "aspect" in values or scale:
         aspect = values.get("aspect") or (_aspect_of(width, height) if width is not None
                                           else file_defaults.aspect or DEFAULT_ASPECT)
-        width, height = image_size(aspect, orientation, scale or file_defaults.scale or DEFAULT_SCALE)
+        width, height = image_size(aspect, orientation, scale or file_defaults.scale)
         if request.size_step > LATENT_MULTIPLE:
             snapped = snap_to_step(width, height, request.size_step)
             if snapped != (width, height):
