@@ -1,15 +1,7 @@
-"""Reads TinyBreaker style files, the same INI format as ComfyUI-TinyBreaker's `styles_vNN.ini`
-(docs/numerics.md "Styles").
-
-    base.steps = 12              # keys before the first section are the file's defaults
-    [PHOTO]                      # inherits the defaults
-    base.prompt = "A photo{. $@}"
-    [DARK_PHOTO:PHOTO]           # inherits PHOTO
-
-Values: quoted → text (quotes removed); digits → int; `d.d` → float; true/false → bool; empty and unquoted → dropped
-(write "" for an empty text); anything else stays text (so `-1` is text and is converted where an int is needed).
-Keys are `base.*`, `refiner.*` or `upscaler.*` followed by a `StageParams` field; others are reported and skipped.
-This module only reads one text; `styles.StyleLibrary` resolves inheritance across files.
+"""Reads one TinyBreaker style text, the INI format of ComfyUI-TinyBreaker's `styles_vNN.ini` (docs/numerics.md
+"Styles"); `styles.StyleLibrary` resolves inheritance across files. Beyond the docs: an empty unquoted value is
+dropped (write "" for an empty text), anything untyped stays text (so `-1` is text, converted where an int is
+needed), and unknown keys are reported and skipped.
 """
 
 from __future__ import annotations
@@ -34,11 +26,6 @@ _DEFAULT_HEADER = re.compile(r"^\s*\[\s*__default__\s*\]\s*$", re.MULTILINE)
 
 class StyleError(TinyBreakerError, ValueError):
     """A style file (or style text) cannot be read as INI; names the source and, where known, the line."""
-
-    def __init__(self, source: str, problem: str):
-        self.source = source
-        self.problem = problem
-        super().__init__(f"{source}: {problem}")
 
 
 @dataclass
@@ -94,13 +81,10 @@ def stage_value(field_name: str, value: object) -> object:
         if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
             return int(value)
         raise ParameterError(field_name, f"expected a whole number, got {value!r}")
-    if isinstance(value, (int, float)):
+    try:
         number = float(value)
-    else:
-        try:
-            number = float(str(value))
-        except ValueError:
-            raise ParameterError(field_name, f"expected a number, got {value!r}") from None
+    except ValueError:
+        raise ParameterError(field_name, f"expected a number, got {value!r}") from None
     if not math.isfinite(number):
         raise ParameterError(field_name, f"expected a finite number, got {value!r}")
     return number
@@ -117,7 +101,7 @@ def read_style_text(text: str, source: str = "<style text>") -> StyleText:
     try:
         config.read_string(text, source=source)
     except configparser.Error as error:
-        raise StyleError(source, _describe(error, line_offset=1 if prepended else 0)) from None
+        raise StyleError(f"{source}: {_describe(error, line_offset=1 if prepended else 0)}") from None
 
     result = StyleText()
     seen: set[str] = set()

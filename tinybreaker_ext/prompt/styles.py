@@ -1,15 +1,10 @@
 """The style library: TinyBreaker's built-in styles plus any the user adds (docs/numerics.md "Styles").
 
-Each style sets every stage parameter (prompt and negative templates, sampler, scheduler, steps, start, end, cfg,
-seed, extra noise) of the base, refiner and upscaler stages.
-
-Loading rules:
-- Files load in order; a later definition of a style overrides the keys it sets (the reference's rule for custom
-  definitions). A file with its own defaults section therefore replaces a style completely.
-- `[NAME:BASE]` inherits BASE from the same text or, failing that, from what is already loaded.
-- A new `[NAME]` starts from the library's defaults (the first file's), then the text's own defaults.
-- `load_dir` reads `styles_vNN.ini` files by version (newest last, so it wins), then any other `*.ini` by name, so an
-  existing ComfyUI-TinyBreaker install's `styles/` folder loads as it is.
+Loading rules beyond the INI format (style_ini.py): files load in order and a later definition of a style overrides
+the keys it sets (so a file with its own defaults section replaces a style completely); `[NAME:BASE]` inherits BASE
+from the same text or, failing that, from what is already loaded; `load_dir` reads `styles_vNN.ini` files by version
+(newest last, so it wins), then any other `*.ini` by name, so a ComfyUI-TinyBreaker install's `styles/` folder loads
+as it is.
 """
 
 from __future__ import annotations
@@ -35,9 +30,6 @@ class StyleLibrary:
         self._own: dict[str, set[str]] = {}  # per style: the keys it sets itself (not from the library's defaults)
         self._order: list[str] = []
         self.warnings: list[str] = []
-        self.sources: list[str] = []
-
-    # -- loading ---------------------------------------------------------------------------------------------------
 
     @classmethod
     def load_builtin(cls) -> "StyleLibrary":
@@ -49,7 +41,7 @@ class StyleLibrary:
         A file that cannot be read is skipped with a warning, or raises StyleError when `strict`."""
         folder = Path(path)
         if not folder.is_dir():
-            raise StyleError(str(folder), "not a folder")
+            raise StyleError(f"{folder}: not a folder")
         if not any(folder.glob("*.ini")) and (folder / "styles").is_dir():
             folder = folder / "styles"
         for ini_file in _style_files(folder):
@@ -72,7 +64,6 @@ class StyleLibrary:
         parsed = read_style_text(text, source)
         self._merge(parsed, source)
         self.warnings.extend(parsed.warnings)
-        self.sources.append(source)
         return self
 
     def add_order(self, order_text: str) -> None:
@@ -113,15 +104,10 @@ class StyleLibrary:
         self._styles.update(defined)
         self._own.update(own)
 
-    # -- queries ---------------------------------------------------------------------------------------------------
-
     def names(self) -> list[str]:
         """Style names, in `order.conf` order, then the others in the order they were first defined."""
         ordered = [name for name in self._order if name in self._styles]
         return ordered + [name for name in self._styles if name not in ordered]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._styles
 
     def __len__(self) -> int:
         return len(self._styles)
@@ -133,10 +119,6 @@ class StyleLibrary:
         matches = [known for known in self._styles if known.lower() == str(name).lower()]
         return matches[0] if len(matches) == 1 else None
 
-    def raw(self, name: str) -> dict[str, object]:
-        """The style's flat `stage.field` values (a copy)."""
-        return dict(self._styles[self._require(name)])
-
     def get(self, name: str, defaults: Mapping[str, object] | None = None) -> dict[str, StageParams]:
         """Stage name → StageParams of the style; unset fields keep StageParams' fall-back defaults
         (docs/numerics.md "Styles"). ``defaults`` (flat ``stage.field`` values, e.g. a checkpoint's metadata
@@ -146,16 +128,7 @@ class StyleLibrary:
         for key, value in (defaults or {}).items():
             if key not in self._own.get(resolved, ()):
                 values[key] = value
-        stages: dict[str, StageParams] = {}
-        for stage in STAGES:
-            prefix = stage + "."
-            fields = {key[len(prefix):]: value for key, value in values.items() if key.startswith(prefix)}
-            stages[stage] = StageParams(**fields)
-        return stages
-
-    def defaults(self) -> dict[str, StageParams]:
-        """The stage parameters every style starts from (the first file's defaults section)."""
-        return {stage: StageParams(**{key[len(stage) + 1:]: value for key, value in self._defaults.items()
+        return {stage: StageParams(**{key[len(stage) + 1:]: value for key, value in values.items()
                                       if key.startswith(stage + ".")}) for stage in STAGES}
 
     def _require(self, name: str) -> str:
@@ -182,6 +155,6 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
-        raise StyleError(str(path), f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise StyleError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except OSError as error:
-        raise StyleError(str(path), f"cannot read ({error.strerror or error})") from None
+        raise StyleError(f"{path}: cannot read ({error.strerror or error})") from None
