@@ -13,7 +13,7 @@ from builders.params import script_args
 from tinybreaker_ext.generation import plan_for
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.plan import ImageRequest
-from tinybreaker_ext.prompt.file_defaults import checkpoint_file_defaults, read_file_defaults
+from tinybreaker_ext.prompt.file_defaults import FileDefaults, checkpoint_file_defaults, read_file_defaults
 
 # prototype0_metadata.conf's keys (TinyBreakerTools), with values that differ from the built-in defaults
 METADATA = {"modelspec.title": "TinyBreaker prototype1", "image.aspect_ratio": "3:2", "image.scale": "1.0",
@@ -38,7 +38,10 @@ def test_metadata_strings_become_typed_stage_values_and_bad_ones_are_named():
     assert defaults.aspect is None and defaults.scale == "1.0"
     assert any("tb.safetensors: metadata denoising.base.steps='many'" in w for w in defaults.warnings)
     assert any("image.aspect_ratio" in w for w in defaults.warnings)
-    assert not read_file_defaults({"modelspec.title": "x"})  # modelspec only: nothing to apply
+    assert read_file_defaults({"modelspec.title": "x"}) == FileDefaults()  # modelspec only: nothing to apply
+    empty = read_file_defaults({"denoising.base.steps": "", "denoising.base.cfg": ""}, "tb.safetensors").warnings
+    assert [w.split("=")[0] for w in empty] == ["tb.safetensors: metadata denoising.base.steps",
+                                                 "tb.safetensors: metadata denoising.base.cfg"]
 
 
 def test_style_none_takes_every_default_from_the_file():

@@ -5,8 +5,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from builders.fixtures_prompt import SMALL_STYLES, write_style_dir
 from tinybreaker_ext.errors import ParameterError
-from tinybreaker_ext.prompt.style_ini import StyleError, read_style_text, typed_ini_value
-from tinybreaker_ext.prompt.styles import StyleLibrary
+from tinybreaker_ext.prompt.styles import StyleError, StyleLibrary, read_style_text, typed_ini_value
 from tinybreaker_ext.prompt.templates import apply_template
 from tinybreaker_ext.stage_params import StageParams
 
