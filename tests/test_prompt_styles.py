@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from builders.fixtures_prompt import SMALL_STYLES, write_style_dir
 from tinybreaker_ext.errors import ParameterError
-from tinybreaker_ext.prompt.styles import StyleError, StyleLibrary, read_style_text, typed_ini_value
+from tinybreaker_ext.prompt.styles import StyleError, StyleLibrary, typed_ini_value
 from tinybreaker_ext.prompt.templates import apply_template
 from tinybreaker_ext.stage_params import StageParams
 
@@ -182,7 +182,7 @@ def test_multiline_values_continue_on_indented_lines():
 ])
 def test_broken_ini_raises_style_error_with_the_line_of_the_users_text(text, fragment):
     with pytest.raises(StyleError) as error:
-        read_style_text(text, source="broken.ini")
+        StyleLibrary().load_text(text, source="broken.ini")
     message = str(error.value)
     assert message.startswith("broken.ini: ") and fragment in message and "\n" not in message
 

@@ -26,7 +26,7 @@ T5_MODES = ("auto", "gpu", "cpu", "stream")
 SIZE_PRESETS = ("custom", "1:1", "4:3", "3:2", "16:10", "16:9", "2:1", "21:9", "12:5", "70:27", "32:9")
 ORIENTATIONS = ("landscape", "portrait")
 SIZE_SCALES = ("medium", "large")
-REFINE_SAMPLERS = ("tinybreaker", "webui")  # who samples the refine: the style's sampler on the host's model, or the host's
+REFINE_SAMPLERS = ("tinybreaker", "webui")  # the refine's sampler: the style's on the host's model, or the host's
 # The Tiny Upscaler's modes (ComfyUI-TinyBreaker v0.4's useful two): keep the enlarged image, or scale the re-detailed
 # image back to the original size (detail without enlargement).
 UPSCALE_MODES = ("upscaler", "enhancer")

@@ -52,9 +52,7 @@ ARGUMENTS: tuple[ArgumentSpec, ...] = (
     ArgumentSpec("variant", (), "int", "sets the refiner seed (deprecated: use --image-shift)", deprecated=True),
     ArgumentSpec("cfg-adjust", (), "float", "adds to the base CFG (deprecated: use --cfg-shift)", deprecated=True),
 )
-CANONICAL_NAME: dict[str, str] = {
-    key: spec.name for spec in ARGUMENTS for key in (spec.name, *spec.aliases)
-}
+CANONICAL_NAME: dict[str, str] = {key: spec.name for spec in ARGUMENTS for key in (spec.name, *spec.aliases)}
 
 _INTEGER = re.compile(r"[+-]?\d{1,30}", re.ASCII)
 _FLOAT = re.compile(r"[+-]?(?:\d{1,30}(?:\.\d{0,30})?|\.\d{1,30})(?:[eE][+-]?\d{1,3})?", re.ASCII)
@@ -103,23 +101,17 @@ def parse_inline_prompt(text: str) -> InlinePrompt:
         parsed.args.pop(canonical, None)  # keep the order of last appearance
         parsed.args[canonical] = value
 
-    for spec in ARGUMENTS:
-        if spec.name in parsed.args:
-            _read_value(parsed, spec, parsed.args[spec.name])
+    for spec in (spec for spec in ARGUMENTS if spec.name in parsed.args):
+        try:
+            typed = _READERS[spec.kind](spec, parsed.args[spec.name], parsed.warnings)
+        except _Refused as refusal:
+            parsed.warnings.append(f"--{spec.name}: {refusal} (ignored)")
+            continue
+        if typed is not None:
+            parsed.values[spec.name] = typed
+        if spec.deprecated:
+            parsed.warnings.append(f"--{spec.name} is deprecated: {spec.help}")
     return parsed
-
-
-def _read_value(parsed: InlinePrompt, spec: ArgumentSpec, value: str) -> None:
-    reader = _READERS[spec.kind]
-    try:
-        typed = reader(spec, value, parsed.warnings)
-    except _Refused as refusal:
-        parsed.warnings.append(f"--{spec.name}: {refusal} (ignored)")
-        return
-    if typed is not None:
-        parsed.values[spec.name] = typed
-    if spec.deprecated:
-        parsed.warnings.append(f"--{spec.name} is deprecated: {spec.help}")
 
 
 class _Refused(Exception):

@@ -16,7 +16,6 @@ import dataclasses
 import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -37,24 +36,6 @@ _DEFAULT_HEADER = re.compile(r"^\s*\[\s*__default__\s*\]\s*$", re.MULTILINE)
 
 class StyleError(TinyBreakerError, ValueError):
     """A style file (or style text) cannot be read as INI; names the source and, where known, the line."""
-
-
-@dataclass
-class StyleSection:
-    """One `[NAME]` or `[NAME:BASE]` section: its own typed, checked values, as flat `stage.field` keys."""
-
-    name: str
-    parent: str | None
-    values: dict[str, object] = field(default_factory=dict)
-
-
-@dataclass
-class StyleText:
-    """What one INI text defines: its implicit defaults, its sections in order, and what was skipped."""
-
-    defaults: dict[str, object] = field(default_factory=dict)
-    sections: list[StyleSection] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
 
 def typed_ini_value(raw: str) -> object:
@@ -94,8 +75,9 @@ def stage_value(field_name: str, value: object) -> object:
     return number
 
 
-def read_style_text(text: str, source: str = "<style text>") -> StyleText:
-    """Parses one INI text. Raises StyleError when it is not INI; skips (and reports) unusable keys and values."""
+def _read_style_text(text: str, source: str, warnings: list[str]) -> tuple[dict, list[tuple[str, str | None, dict]]]:
+    """One INI text's defaults and its ``(name, base or None, values)`` sections in order, values as flat
+    ``stage.field`` keys. Raises StyleError when it is not INI; skips (and reports) unusable keys and values."""
     text = str(text or "")
     prepended = _DEFAULT_HEADER.search(text) is None
     if prepended:
@@ -107,22 +89,23 @@ def read_style_text(text: str, source: str = "<style text>") -> StyleText:
     except configparser.Error as error:
         raise StyleError(f"{source}: {_describe(error, line_offset=1 if prepended else 0)}") from None
 
-    result = StyleText()
+    defaults: dict[str, object] = {}
+    sections: list[tuple[str, str | None, dict]] = []
     seen: set[str] = set()
     for section in config.sections():
         name, _, parent = (part.strip() for part in section.partition(":"))
         if not name:
-            result.warnings.append(f"{source}: section [{section}] has no style name (skipped)")
+            warnings.append(f"{source}: section [{section}] has no style name (skipped)")
             continue
         if name in seen:
-            result.warnings.append(f"{source}: style {name!r} is defined twice; the later one wins")
+            warnings.append(f"{source}: style {name!r} is defined twice; the later one wins")
         seen.add(name)
-        values = _section_values(config, section, source, result.warnings)
+        values = _section_values(config, section, source, warnings)
         if name == DEFAULT_SECTION:
-            result.defaults.update(values)
+            defaults.update(values)
         else:
-            result.sections.append(StyleSection(name, parent or None, values))
-    return result
+            sections.append((name, parent or None, values))
+    return defaults, sections
 
 
 def _section_values(config: configparser.ConfigParser, section: str, source: str, warnings: list[str]) -> dict:
@@ -206,7 +189,7 @@ class StyleLibrary:
             folder = folder / "styles"
         for ini_file in _style_files(folder):
             try:
-                self.load_file(ini_file)
+                self.load_text(_read_text(ini_file), source=str(ini_file))
             except StyleError as error:
                 if strict:
                     raise
@@ -216,14 +199,9 @@ class StyleLibrary:
             self.add_order(_read_text(order_file))
         return self
 
-    def load_file(self, path: str | os.PathLike) -> "StyleLibrary":
-        return self.load_text(_read_text(Path(path)), source=str(path))
-
     def load_text(self, text: str, source: str = "<style text>") -> "StyleLibrary":
         """Adds the styles defined in an INI text (raises StyleError if it is not INI)."""
-        parsed = read_style_text(text, source)
-        self._merge(parsed, source)
-        self.warnings.extend(parsed.warnings)
+        self._merge(*_read_style_text(text, source, self.warnings), source)
         return self
 
     def add_order(self, order_text: str) -> None:
@@ -236,31 +214,31 @@ class StyleLibrary:
                 if name and name not in self._order:
                     self._order.append(name)
 
-    def _merge(self, parsed: StyleText, source: str) -> None:
+    def _merge(self, defaults: dict, sections: list[tuple[str, str | None, dict]], source: str) -> None:
         first = not self._styles and not self._defaults
         if first:
-            self._defaults = dict(parsed.defaults)
+            self._defaults = dict(defaults)
         defined: dict[str, dict[str, object]] = {}
         own: dict[str, set[str]] = {}
-        for section in parsed.sections:
+        for name, parent, section_values in sections:
             start = None
-            if section.parent:
-                start = defined.get(section.parent)
-                start_own = own.get(section.parent)
+            if parent:
+                start = defined.get(parent)
+                start_own = own.get(parent)
                 if start is None:
-                    start, start_own = self._styles.get(section.parent), self._own.get(section.parent)
+                    start, start_own = self._styles.get(parent), self._own.get(parent)
                 if start is None:
-                    parsed.warnings.append(f"{source}: [{section.name}:{section.parent}] base style "
-                                           f"{section.parent!r} is not defined; using the defaults")
+                    self.warnings.append(f"{source}: [{name}:{parent}] base style {parent!r} is not defined; "
+                                         "using the defaults")
             if start is not None:
-                values = {**start, **section.values}
-                own[section.name] = set(start_own or ()) | set(section.values)
+                values = {**start, **section_values}
+                own[name] = set(start_own or ()) | set(section_values)
             else:
-                values = {**self._styles.get(section.name, self._defaults), **parsed.defaults, **section.values}
+                values = {**self._styles.get(name, self._defaults), **defaults, **section_values}
                 # a later file's defaults section overrides the library's: its styles set those keys themselves
-                own[section.name] = (self._own.get(section.name, set()) | set(section.values)
-                                     | (set() if first else set(parsed.defaults)))
-            defined[section.name] = values
+                own[name] = (self._own.get(name, set()) | set(section_values)
+                             | (set() if first else set(defaults)))
+            defined[name] = values
         self._styles.update(defined)
         self._own.update(own)
 
