@@ -56,9 +56,7 @@ def format_stage_parameters(stage: StageParams) -> str:
 def quote_infotext_value(value: object) -> str:
     """JSON-quotes a value containing `,`, `:` or a newline, as A1111 and the reference do."""
     text = str(value)
-    if "," in text or ":" in text or "\n" in text:
-        return json.dumps(text, ensure_ascii=False)
-    return text
+    return json.dumps(text, ensure_ascii=False) if any(mark in text for mark in ",:\n") else text
 
 
 def resolve_random_seed(text: str, seed: int) -> str:

@@ -6,6 +6,7 @@ command line installs no pydantic. Zero / "style" values mean "the selected styl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -235,14 +236,9 @@ def from_infotext(infotext: Mapping[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     if infotext.get(FIELD_BY_NAME["enabled"].infotext_key) is None:
         return found
-    for spec in FIELDS:
-        raw = infotext.get(spec.infotext_key)
-        if raw is None:
-            continue
-        try:
-            found[spec.name] = coerce(spec, raw)
-        except ParameterError:
-            continue
+    for spec in (spec for spec in FIELDS if infotext.get(spec.infotext_key) is not None):
+        with contextlib.suppress(ParameterError):
+            found[spec.name] = coerce(spec, infotext[spec.infotext_key])
     found["enabled"] = str(infotext.get(FIELD_BY_NAME["enabled"].infotext_key)).strip().lower() in _TRUE_WORDS
     return found
 
@@ -276,15 +272,12 @@ _FALSE_WORDS = {"false", "off", "no", "0", "disabled", ""}
 def _to_number(spec: FieldSpec, value: Any, allowed: str) -> float:
     if isinstance(value, bool):  # bool is an int subclass; True as "1 step" is a caller's bug
         raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise ParameterError(spec.name, f"got {value!r}; expected {allowed}") from None
-    else:
+    if not isinstance(value, (int, float, str)):
         raise ParameterError(spec.name, f"got {type(value).__name__} {value!r}; expected {allowed}")
+    try:
+        number = float(value)  # float() strips the whitespace around a number
+    except ValueError:
+        raise ParameterError(spec.name, f"got {value!r}; expected {allowed}") from None
     if not math.isfinite(number):
         raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
     return number
