@@ -191,13 +191,10 @@ def from_dict(values: Mapping[str, Any], base: TinyBreakerParams | None = None) 
 
 
 def from_script_args(args: Sequence[Any], warnings: list[str] | None = None) -> TinyBreakerParams:
-    """The script's argument slice: positional values in ``FIELDS`` order, or a dict of named fields.
-
-    A dict in the first slot is the whole request: the host fills the slots after it with the UI's defaults, which
-    are ignored. A dict after positional values (``[true, {"base_steps": 14}]``) overrides them. Missing trailing
-    values keep their defaults (a list stored by an older version); values past the known fields (from a newer
-    version) are ignored with a note in ``warnings``.
-    """
+    """The script's argument slice: positional values in ``FIELDS`` order, or a dict of named fields. A dict in the
+    first slot is the whole request (the host fills the slots after it with the UI's defaults); one after positional
+    values (``[true, {"base_steps": 14}]``) overrides them. Missing trailing values default (a list stored by an
+    older version); values past the known fields (a newer version's) are ignored with a note in ``warnings``."""
     args = list(args)
     dict_index = next((index for index, arg in enumerate(args) if isinstance(arg, Mapping)), None)
     if dict_index == 0:

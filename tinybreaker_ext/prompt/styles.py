@@ -138,7 +138,7 @@ def _describe(error: configparser.Error, line_offset: int) -> str:
 
 
 def format_style_section(name: str, stages: dict[str, StageParams]) -> str:
-    """One ``[NAME]`` section that sets every value of the given stages, in the format `read_style_text` reads."""
+    """One ``[NAME]`` section that sets every value of the given stages, in the format `load_text` reads."""
     lines = [f"[{name}]"]
     for stage, values in stages.items():
         for item in dataclasses.fields(StageParams):
