@@ -63,13 +63,12 @@ _NAME_AND_VALUE = re.compile(r"(\S*)\s*(.*)", re.DOTALL)
 @dataclass
 class InlinePrompt:
     """What `parse_inline_prompt` read. `args` holds raw values by canonical name (aliases merged, last one written
-    wins); `values` holds the usable ones, typed; `unknown` lists unknown names as written (lower-case)."""
+    wins); `values` holds the usable ones, typed."""
 
     text: str = ""
     prompt: str = ""
     args: dict[str, str] = field(default_factory=dict)
     values: dict[str, object] = field(default_factory=dict)
-    unknown: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -95,7 +94,6 @@ def parse_inline_prompt(text: str) -> InlinePrompt:
             continue
         canonical = CANONICAL_NAME.get(name)
         if canonical is None:
-            parsed.unknown.append(name)
             parsed.warnings.append(_unknown_warning(name))
             continue
         parsed.args.pop(canonical, None)  # keep the order of last appearance
