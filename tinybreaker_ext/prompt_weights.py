@@ -1,9 +1,7 @@
-"""ComfyUI's prompt-weighting grammar (docs/numerics.md "Prompt weighting"): a port of ComfyUI's
-``token_weights``/``parse_parentheses`` and of the ``embedding:`` handling of ``SDTokenizer.tokenize_with_weights``.
-ComfyUI is not an importable library, and A1111's own emphasis parser gives different results. The reference
-tokenises each returned segment on its own, so the segment boundaries matter as much as the weights
-(docs/numerics.md "T5 tokenization"). A weight ``(text:w)`` is anything Python's ``float()`` accepts; otherwise the
-``:...`` stays text with weight ×1.1. Textual-inversion embeddings are not supported for T5.
+"""ComfyUI's prompt-weighting grammar (docs/numerics.md "Prompt weighting"), ported from ComfyUI's
+``token_weights``/``parse_parentheses`` and ``SDTokenizer.tokenize_with_weights``' ``embedding:`` handling: ComfyUI is
+not an importable library, and A1111's emphasis parser differs. Segment boundaries matter as much as the weights
+(docs/numerics.md "T5 tokenization"). A weight ``(text:w)`` is anything ``float()`` reads, else ``:...`` stays text.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""The generation defaults a TinyBreaker file carries in its safetensors metadata (TinyBreakerTools' ``maketb``
-merges them from a ``.conf`` file; all values are strings): ``denoising.{base,refiner,upscaler}.<stage field>`` and
-``image.{aspect_ratio, scale}``. How they rank against styles, fields and inline arguments: docs/design.md
-"One plan".
-"""
+"""The generation defaults a TinyBreaker file carries in its safetensors metadata; the keys and how they rank
+against styles, fields and inline arguments: docs/design.md "One plan"."""
 
 from __future__ import annotations
 

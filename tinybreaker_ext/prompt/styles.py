@@ -1,12 +1,5 @@
 """The style library: TinyBreaker's built-in styles plus any the user adds, in the INI format of
-ComfyUI-TinyBreaker's `styles_vNN.ini` (docs/numerics.md "Styles").
-
-Beyond the docs: an empty unquoted value is dropped (write "" for an empty text); anything untyped stays text (so
-`-1` is text, converted where an int is needed); unknown keys are reported and skipped. Files load in order and a
-later definition of a style overrides the keys it sets (so a file with its own defaults section replaces a style
-completely); `[NAME:BASE]` inherits BASE from the same text or, failing that, from what is already loaded;
-`load_dir` reads `styles_vNN.ini` files by version (newest last, so it wins), then any other `*.ini` by name, so a
-ComfyUI-TinyBreaker install's `styles/` folder loads as it is.
+ComfyUI-TinyBreaker's `styles_vNN.ini`; the format and the loading rules: docs/numerics.md "Styles".
 """
 
 from __future__ import annotations
