@@ -1,7 +1,5 @@
 """Infotext of a planned generation, the same from both front ends (docs/design.md "Infotext"), written and read the
-way ComfyUI-TinyBreaker's Save Image does (docs/numerics.md "Infotext and sampler names"). The prompt line keeps
-the whole inline prompt, arguments included, so the prompt plus `TB style` reproduce a generation; the command line
-writes the whole text, in the WebUI the host writes its own standard fields and adds these.
+way ComfyUI-TinyBreaker's Save Image does (docs/numerics.md "Infotext and sampler names").
 """
 
 from __future__ import annotations
@@ -103,8 +101,7 @@ def tb_fields(plan: GenerationPlan, seed: int) -> dict[str, str]:
 
 def format_infotext(plan: GenerationPlan, index: int = 0, *, model: str | None = None) -> str:
     """The command line's whole infotext for image ``index`` of the batch: the prompt as typed (``--seed random``
-    replaced by the seed used), the negative prompt, the reference's fields (Steps = base + refine steps, the base
-    sampler and CFG, as ComfyUI-TinyBreaker writes them), then ours."""
+    replaced by the seed used), the negative prompt, the reference's standard fields, then ours."""
     seed = plan.seeds[index]
     width, height = plan.output_size
     fields: dict[str, object] = {"Steps": plan.base_steps + plan.refine_steps}
