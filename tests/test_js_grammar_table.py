@@ -8,6 +8,7 @@ from fractions import Fraction
 import pytest
 
 from js.node_logic import NODE, call_many
+from tinybreaker_ext.params import DETAIL_LEVEL_WORDS, UPSCALE_NOISE_WORDS
 from tinybreaker_ext.prompt import grammar
 from tinybreaker_ext.prompt.grammar import parse_inline_prompt
 from tinybreaker_ext.prompt.sizes import parse_aspect
@@ -31,7 +32,7 @@ def test_js_argument_table_matches_the_python_grammar(js_tables):
 
 
 def test_js_level_words_match_both_python_level_tables(js_tables):
-    assert js_tables["LEVEL_WORDS"] == list(grammar.DETAIL_LEVELS) == list(grammar.UPSCALE_NOISE_LEVELS)
+    assert js_tables["LEVEL_WORDS"] == list(DETAIL_LEVEL_WORDS) == list(UPSCALE_NOISE_WORDS)
 
 
 def test_completion_offers_every_usable_argument_reference_order_first(js_tables):
@@ -59,9 +60,9 @@ WALKS = [
     ("cfg-shift", "+3", lambda v: isinstance(v, int) and -20 <= v <= 20),
     ("image-shift", "2", lambda v: isinstance(v, int) and v >= 0),
     ("upscale-noise", "1", lambda v: isinstance(v, int) and -5 <= v <= 5),
-    ("upscale-noise", "low", lambda v: v in grammar.UPSCALE_NOISE_LEVELS),
+    ("upscale-noise", "low", lambda v: v in UPSCALE_NOISE_WORDS),
     ("detail-level", "-2", lambda v: isinstance(v, int) and -9 <= v <= 9),
-    ("detail-level", "normal", lambda v: v in grammar.DETAIL_LEVELS),
+    ("detail-level", "normal", lambda v: v in DETAIL_LEVEL_WORDS),
     ("batch-size", "2", lambda v: isinstance(v, int) and v >= 1),
     ("upscale", "on", lambda v: isinstance(v, bool) or v in ("upscaler", "enhancer")),
     ("upscale", "enhancer", lambda v: isinstance(v, bool) or v in ("upscaler", "enhancer")),

@@ -1,6 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
+from builders.params import script_args
 from tinybreaker_ext import params
 from tinybreaker_ext.errors import ParameterError
 from tinybreaker_ext.params import TinyBreakerParams
@@ -104,7 +105,7 @@ def test_options_schema_lists_every_field_with_ranges_and_dynamic_choices():
 
 def test_as_args_round_trips_through_positional_parsing():
     original = TinyBreakerParams(enabled=True, base_steps=9, detail_level=2)
-    assert params.from_script_args(original.as_args()) == original
+    assert params.from_script_args(script_args(original)) == original
 
 
 @given(st.lists(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(),
@@ -120,8 +121,8 @@ def test_any_argument_list_gives_params_or_a_parameter_error(args):
 
 def test_argument_lists_stored_by_other_versions_are_accepted():
     """Queue tools store the positional list and replay it later, maybe after an update of the extension."""
-    current = TinyBreakerParams(enabled=True, style="COMIC", base_steps=9, refine_sampler="webui", upscale=True,
-                                upscale_mode="enhancer", upscale_model="R-ESRGAN 4x+").as_args()
+    current = script_args(TinyBreakerParams(enabled=True, style="COMIC", base_steps=9, refine_sampler="webui",
+                                            upscale=True, upscale_mode="enhancer", upscale_model="R-ESRGAN 4x+"))
     assert len(current) == 21
     older = current[:18]  # schema version 1: before refine_sampler was appended
     assert params.from_script_args(older) == TinyBreakerParams(enabled=True, style="COMIC", base_steps=9,
@@ -129,7 +130,7 @@ def test_argument_lists_stored_by_other_versions_are_accepted():
     version_2 = current[:19]  # before upscale_mode and upscale_model were appended
     loaded = params.from_script_args(version_2)
     assert (loaded.refine_sampler, loaded.upscale_mode, loaded.upscale_model) == ("webui", "upscaler", "none")
-    assert params.from_script_args(current).as_args() == current
+    assert script_args(params.from_script_args(current)) == current
     warnings = []
     newer = current + ["a future field's value", 3]
     assert params.from_script_args(newer, warnings).upscale_model == "R-ESRGAN 4x+"
@@ -161,6 +162,6 @@ def test_every_argument_value_the_ui_sends_is_json_and_pickle_data():
     import json
     import pickle
 
-    args = TinyBreakerParams(enabled=True, style="PHOTO", upscale=True).as_args()
+    args = script_args(TinyBreakerParams(enabled=True, style="PHOTO", upscale=True))
     assert params.from_script_args(json.loads(json.dumps(args))) == params.from_script_args(args)
     assert params.from_script_args(pickle.loads(pickle.dumps(args))) == params.from_script_args(args)

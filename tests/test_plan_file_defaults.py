@@ -9,10 +9,11 @@ import os
 import pytest
 
 from builders.files import tinybreaker_keys, write_model
+from builders.params import script_args
 from tinybreaker_ext.generation import plan_for
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.plan import ImageRequest
-from tinybreaker_ext.prompt.file_defaults import checkpoint_file_defaults, read_file_defaults
+from tinybreaker_ext.prompt.file_defaults import FileDefaults, checkpoint_file_defaults, read_file_defaults
 
 # prototype0_metadata.conf's keys (TinyBreakerTools), with values that differ from the built-in defaults
 METADATA = {"modelspec.title": "TinyBreaker prototype1", "image.aspect_ratio": "3:2", "image.scale": "1.0",
@@ -37,7 +38,10 @@ def test_metadata_strings_become_typed_stage_values_and_bad_ones_are_named():
     assert defaults.aspect is None and defaults.scale == "1.0"
     assert any("tb.safetensors: metadata denoising.base.steps='many'" in w for w in defaults.warnings)
     assert any("image.aspect_ratio" in w for w in defaults.warnings)
-    assert not read_file_defaults({"modelspec.title": "x"})  # modelspec only: nothing to apply
+    assert read_file_defaults({"modelspec.title": "x"}) == FileDefaults()  # modelspec only: nothing to apply
+    empty = read_file_defaults({"denoising.base.steps": "", "denoising.base.cfg": ""}, "tb.safetensors").warnings
+    assert [w.split("=")[0] for w in empty] == ["tb.safetensors: metadata denoising.base.steps",
+                                                 "tb.safetensors: metadata denoising.base.cfg"]
 
 
 def test_style_none_takes_every_default_from_the_file():
@@ -112,8 +116,8 @@ def test_the_webui_plans_with_the_selected_checkpoint_metadata(make_tb_host):
         for name in ("tb_with_defaults.safetensors", plain):
             p = tb_host.make_p(prompt="a cat", width=640, height=512, seed=3, batch_size=1)
             p.all_prompts, p.all_negative_prompts, p.all_seeds = ["a cat"], [""], [3]
-            runs[name] = script_logic.process(p, *TinyBreakerParams(enabled=True, style="none",
-                                                                    checkpoint=name).as_args())
+            runs[name] = script_logic.process(p, *script_args(TinyBreakerParams(enabled=True, style="none",
+                                                                                checkpoint=name)))
             script_logic.postprocess(p)
             assert runs[name].error is None, runs[name].error
         assert runs["tb_with_defaults.safetensors"].generation.refine.steps == 20

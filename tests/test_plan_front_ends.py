@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from builders.params import script_args
 from tinybreaker_ext import cli
 from tinybreaker_ext.generation import plan_for
 from tinybreaker_ext.params import TinyBreakerParams
@@ -70,7 +71,7 @@ def webui_plan(tb_host, prompt, fields, monkeypatch):
                        batch_size=BATCH)
     p.all_prompts, p.all_negative_prompts = [prompt] * BATCH, ["blurry"] * BATCH
     p.all_seeds, p.all_subseeds = [SEED + index for index in range(BATCH)], list(range(BATCH))
-    run = script_logic.process(p, *TinyBreakerParams(enabled=True, **fields).as_args())
+    run = script_logic.process(p, *script_args(TinyBreakerParams(enabled=True, **fields)))
     script_logic.postprocess(p)
     assert run.error is None, run.error
     return run.generation

@@ -1,7 +1,7 @@
 import pytest
 
 from builders.infotext import parse_infotext, parse_infotext_line
-from tinybreaker_ext.prompt.metadata import (
+from tinybreaker_ext.infotext import (
     format_number, format_stage_parameters, parse_stage_parameters, quote_infotext_value, resolve_random_seed,
 )
 from tinybreaker_ext.stage_params import StageParams

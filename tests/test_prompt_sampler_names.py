@@ -66,11 +66,6 @@ def test_no_sampler_gives_none():
     assert a1111_sampler_name("  ", "karras") is None
 
 
-def test_unsupported_names_can_fall_back_to_a1111_ones():
-    assert a1111_sampler_name("deis", "linear_quadratic", readable_unsupported=False) == "Euler Normal"
-    assert a1111_sampler_name("dpmpp_2m", "karras", readable_unsupported=False) == "DPM++ 2M Karras"
-
-
 @pytest.mark.parametrize("sampler", COMFY_SAMPLERS)
 def test_every_comfy_pair_gets_a_label(sampler):
     assert len(COMFY_SAMPLERS) == 42 and len(COMFY_SCHEDULERS) == 9

@@ -70,13 +70,6 @@ def test_other_ratios_follow_the_formula(ratio):
     assert image_size(ratio, "", "large") == formula_size(w, h, 1.22)
 
 
-def test_resolution_changes_the_area():
-    assert image_size("1:1", "", "medium", resolution=512) == (512, 512)
-    assert image_size("1:1", "", "medium", resolution="768x768") == (768, 768)
-    # clamped to at least 256x256
-    assert image_size("1:1", "", "medium", resolution=100) == (256, 256)
-
-
 @pytest.mark.parametrize("text, orientation, expected", [
     ("2:1", "", (2, 1)),
     ("9:1", "", (6, 1)),

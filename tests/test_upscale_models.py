@@ -110,7 +110,7 @@ def generate(files, prompt, **fields):
 
 def test_the_command_lines_generation_pre_upscales_in_both_modes(files, esrgan):
     pytest.importorskip("spandrel")
-    from tinybreaker_ext.prompt.metadata import parse_infotext
+    from builders.infotext import parse_infotext
 
     name = os.path.basename(esrgan)
     plain = generate(files, "a red cube")

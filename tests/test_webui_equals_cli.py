@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("diffusers")
 
+from builders.params import script_args  # noqa: E402
 from tinybreaker_ext.generation import plan_for, run_plan  # noqa: E402
 from tinybreaker_ext.model_files import ModelFileSet  # noqa: E402
 from tinybreaker_ext.params import TinyBreakerParams  # noqa: E402
@@ -59,7 +60,7 @@ def test_the_webuis_refine_gives_the_command_lines_latent(make_tb_host, files, m
     env = host_with_the_embedded_refiner(make_tb_host, files, monkeypatch)
     p = env.make_p(prompt=prompt, negative_prompt=negative, width=WIDTH, height=HEIGHT, seed=seed,
                    batch_size=batch)
-    (webui,) = env.run(p, TinyBreakerParams(enabled=True, **fields).as_args())
+    (webui,) = env.run(p, script_args(TinyBreakerParams(enabled=True, **fields)))
 
     assert cli.plan.refine_steps > 0 and len(env.sampling.calls) == cli.plan.refine_steps  # one host call a step
     assert webui.shape == cli.refined.shape == (batch, 4, HEIGHT // 8, WIDTH // 8)
@@ -76,5 +77,5 @@ def test_the_webui_mode_differs_and_the_comparison_would_see_it(make_tb_host, fi
     env = host_with_the_embedded_refiner(make_tb_host, files, monkeypatch)
     p = env.make_p(prompt=prompt, negative_prompt=negative, width=WIDTH, height=HEIGHT, seed=seed,
                    batch_size=batch)
-    (webui,) = env.run(p, TinyBreakerParams(enabled=True, refine_sampler="webui", **fields).as_args())
+    (webui,) = env.run(p, script_args(TinyBreakerParams(enabled=True, refine_sampler="webui", **fields)))
     assert (webui.cpu() - cli.refined).norm() / cli.refined.norm() > 1e-2

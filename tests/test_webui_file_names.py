@@ -6,6 +6,7 @@ import os
 import pytest
 
 from builders.files import t5_keys, write_model
+from builders.params import script_args
 from tinybreaker_ext.errors import ParameterError
 from tinybreaker_ext.webui.run_plan import resolve_file
 
@@ -86,6 +87,6 @@ def test_through_the_api_a_path_escape_is_a_422(tb_host):
     from tinybreaker_ext.params import TinyBreakerParams
 
     with pytest.raises(fastapi.HTTPException) as caught:
-        tb_host.run(tb_host.make_p(), TinyBreakerParams(enabled=True, checkpoint=OUTSIDE).as_args())
+        tb_host.run(tb_host.make_p(), script_args(TinyBreakerParams(enabled=True, checkpoint=OUTSIDE)))
     assert caught.value.status_code == 422 and "'checkpoint'" in caught.value.detail
     assert "root:" not in caught.value.detail

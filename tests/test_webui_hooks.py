@@ -4,14 +4,15 @@ import torch
 
 from builders.fake_hosts import MANAGED_HOSTS, StableDiffusionProcessingTxt2Img, call_names, calls_named, seed_noise
 from builders.fixtures_webui import TRANSCODE_SCALE, TRANSCODE_SHIFT, FakeEngine
+from builders.params import script_args
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.webui import script_logic
 
 # PHOTO's base stage starts at step 2 (styles_v03.ini), so base_steps=5 runs steps 2..4: 3 steps per image.
-ARGS = TinyBreakerParams(enabled=True, base_steps=5, refine_strength=0.4, refine_steps=3, refine_cfg=3.0,
-                         refine_sampler="webui").as_args()
+ARGS = script_args(TinyBreakerParams(enabled=True, base_steps=5, refine_strength=0.4, refine_steps=3, refine_cfg=3.0,
+                                     refine_sampler="webui"))
 BASE_STEPS_RUN = 3
-DISABLED = TinyBreakerParams().as_args()
+DISABLED = script_args(TinyBreakerParams())
 
 
 def expected_first_pass(seeds, width, height):
@@ -163,8 +164,8 @@ def test_image_shift_changes_only_the_refine_noise(make_tb_host):
     plain = sampler_call()
     plain_base = env.engine.base_calls[-1]
 
-    shifted_args = TinyBreakerParams(enabled=True, base_steps=5, refine_strength=0.4, refine_steps=3,
-                                     refine_cfg=3.0, image_shift=7, refine_sampler="webui").as_args()
+    shifted_args = script_args(TinyBreakerParams(enabled=True, base_steps=5, refine_strength=0.4, refine_steps=3,
+                                                 refine_cfg=3.0, image_shift=7, refine_sampler="webui"))
     env.state.begin()
     env.engine.base_calls.clear()
     from builders.fake_hosts import CALLS

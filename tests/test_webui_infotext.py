@@ -6,6 +6,7 @@ import os
 import re
 
 from builders.fake_hosts import calls_named
+from builders.params import script_args
 from tinybreaker_ext import params
 from tinybreaker_ext.params import TinyBreakerParams
 
@@ -52,8 +53,8 @@ def tinybreaker_keys(extra: dict) -> dict:
 
 def test_extra_generation_params_describe_what_ran(tb_host):
     checkpoint = os.path.basename(tb_host.files["checkpoint"])
-    args = TinyBreakerParams(enabled=True, checkpoint=checkpoint, style="COMIC", cfg_shift=2, image_shift=3,
-                             t5_mode="cpu", refine_sampler="webui").as_args()
+    args = script_args(TinyBreakerParams(enabled=True, checkpoint=checkpoint, style="COMIC", cfg_shift=2, image_shift=3,
+                                         t5_mode="cpu", refine_sampler="webui"))
     p = tb_host.make_p(steps=30, cfg_scale=7.0)
     tb_host.run(p, args)
     written = tinybreaker_keys(p.extra_generation_params)
@@ -77,8 +78,8 @@ def test_extra_generation_params_describe_what_ran(tb_host):
 
 
 def test_pasting_the_infotext_reproduces_the_generation(tb_host):
-    args = TinyBreakerParams(enabled=True, style="COMIC", cfg_shift=2, detail_level=1, image_shift=3,
-                             t5_file=os.path.basename(tb_host.files["t5"]), refine_sampler="webui").as_args()
+    args = script_args(TinyBreakerParams(enabled=True, style="COMIC", cfg_shift=2, detail_level=1, image_shift=3,
+                                         t5_file=os.path.basename(tb_host.files["t5"]), refine_sampler="webui"))
     first = tb_host.make_p(prompt="a castle, at night: stormy")
     tb_host.run(first, args)
     first_call = calls_named("sampler.sample_img2img")[0][1]
@@ -91,7 +92,7 @@ def test_pasting_the_infotext_reproduces_the_generation(tb_host):
 
     tb_host.state.begin()
     second = tb_host.make_p(prompt="a castle, at night: stormy")
-    tb_host.run(second, pasted.as_args())
+    tb_host.run(second, script_args(pasted))
     second_call = calls_named("sampler.sample_img2img")[-1][1]
     assert tinybreaker_keys(second.extra_generation_params) == tinybreaker_keys(first.extra_generation_params)
     assert tb_host.engine.base_calls[-1]["stage"] == first_stage

@@ -3,11 +3,12 @@
 import pytest
 
 from builders.fake_hosts import CALLS
+from builders.params import script_args
 from tinybreaker_ext.params import TinyBreakerParams
-from tinybreaker_ext.prompt.metadata import parse_stage_parameters
+from tinybreaker_ext.infotext import parse_stage_parameters
 from tinybreaker_ext.webui.infotext import translate_pasted
 
-ARGS = TinyBreakerParams(enabled=True).as_args()
+ARGS = script_args(TinyBreakerParams(enabled=True))
 
 
 def refine_calls():

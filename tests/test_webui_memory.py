@@ -9,9 +9,10 @@ import torch
 
 from builders.fake_hosts import BACKEND_HOSTS, CALLS, MANAGED_HOSTS, call_names, calls_named
 from builders.fixtures_webui import FakeEngine, RecordingModule
+from builders.params import script_args
 from tinybreaker_ext.params import TinyBreakerParams
 
-ARGS = TinyBreakerParams(enabled=True, base_steps=5, refine_steps=2, refine_strength=0.3).as_args()
+ARGS = script_args(TinyBreakerParams(enabled=True, base_steps=5, refine_steps=2, refine_strength=0.3))
 GIB = 1024**3
 
 
@@ -244,7 +245,7 @@ def test_a_placement_that_cannot_fit_is_a_422_naming_t5_mode_before_anything_loa
     stream_need = _device_need(env, "stream")
     assert _device_need(env, "gpu") > stream_need
     monkeypatch.setitem(fake_hosts.FREE_DEVICE_BYTES, "value", stream_need)
-    args = TinyBreakerParams(enabled=True, base_steps=5, t5_mode="gpu").as_args()
+    args = script_args(TinyBreakerParams(enabled=True, base_steps=5, t5_mode="gpu"))
     with pytest.raises(Exception) as raised:
         env.run(env.make_p(), args)
     assert getattr(raised.value, "status_code", None) == 422

@@ -6,12 +6,13 @@ import torch
 from builders.fake_host_sampling import decode_latent_batch
 from builders.fake_hosts import call_names, calls_named
 from builders.fixtures_webui import TRANSCODE_SCALE, TRANSCODE_SHIFT, FakeEngine
+from builders.params import script_args
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.webui import script_logic
 
 # PHOTO's base window starts at step 2, so base_steps=5 runs 3 steps per image; the refine runs 2 host steps.
-ARGS = TinyBreakerParams(enabled=True, base_steps=5, refine_steps=2, refine_strength=0.3,
-                         refine_sampler="webui").as_args()
+ARGS = script_args(TinyBreakerParams(enabled=True, base_steps=5, refine_steps=2, refine_strength=0.3,
+                                     refine_sampler="webui"))
 BASE, REFINE = 3, 2
 
 
@@ -111,7 +112,7 @@ def test_hires_fix_continues_from_the_refined_latent(tb_host, upscaler, decoded)
 
 
 def test_hires_fix_runs_even_without_refine_steps(tb_host):
-    args = TinyBreakerParams(enabled=True, base_steps=5, detail_level=-10).as_args()  # 'none': no refine
+    args = script_args(TinyBreakerParams(enabled=True, base_steps=5, detail_level=-10))  # 'none': no refine
     p = tb_host.make_p(enable_hr=True, hr_upscaler="Latent")
     tb_host.run(p, args)
     assert "sampler.sample_img2img" not in call_names() and "cfg_denoiser.forward" not in call_names()

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from builders.fake_hosts import MANAGED_HOSTS, call_names, calls_named
+from builders.params import script_args
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.sampling.noise import stage_noise
 
 # PHOTO: base 14 steps from 2, so base_steps=5 runs 3; its refiner is deis / ddim_uniform 11 steps from 7 (4 steps).
-ARGS = TinyBreakerParams(enabled=True, base_steps=5).as_args()
+ARGS = script_args(TinyBreakerParams(enabled=True, base_steps=5))
 BASE, REFINE = 3, 4
 
 
@@ -28,7 +29,7 @@ def test_the_refine_noise_is_the_references_refine_seed_for_every_image(tb_host)
     p = tb_host.make_p(batch_size=2, seed=3)
     seen = {}
     tb_host.runner.on_before_every_sampling = lambda p, kwargs: seen.update(kwargs)
-    tb_host.run(p, TinyBreakerParams(enabled=True, base_steps=5, image_shift=4).as_args())
+    tb_host.run(p, script_args(TinyBreakerParams(enabled=True, base_steps=5, image_shift=4)))
     expected = stage_noise((1, 4, 8, 8), 1 + 4)  # PHOTO's refiner seed 1, shifted by 4
     assert torch.equal(seen["noise"], torch.cat([expected, expected]))
     first = tb_host.sampling.calls[0]
@@ -66,6 +67,6 @@ def test_forge_sampling_hooks_wrap_the_refine(make_tb_host):
 
 @pytest.mark.parametrize("mode", ["tinybreaker", "webui"])
 def test_detail_level_none_skips_the_refine_in_both_modes(tb_host, mode):
-    tb_host.run(tb_host.make_p(prompt="a cat --detail-level none"), TinyBreakerParams(
-        enabled=True, base_steps=5, refine_sampler=mode).as_args())
+    tb_host.run(tb_host.make_p(prompt="a cat --detail-level none"), script_args(TinyBreakerParams(
+        enabled=True, base_steps=5, refine_sampler=mode)))
     assert "cfg_denoiser.forward" not in call_names() and "sampler.sample_img2img" not in call_names()

@@ -9,11 +9,12 @@ import sys
 import pytest
 
 from builders.fake_hosts import call_names, fake_gradio_module, load_script_file, run_txt2img
+from builders.params import script_args
 from tinybreaker_ext.params import TinyBreakerParams
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT_FILE = os.path.join(ROOT, "scripts", "tinybreaker.py")
-ARGS = TinyBreakerParams(enabled=True, base_steps=5, refine_steps=2).as_args()
+ARGS = script_args(TinyBreakerParams(enabled=True, base_steps=5, refine_steps=2))
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ import torch
 
 from builders.fake_hosts import call_names, calls_named, make_sd_model
 from builders.fixtures_webui import FakeEngine
+from builders.params import script_args
 from tinybreaker_ext.params import TinyBreakerParams
 
-ARGS = TinyBreakerParams(enabled=True, base_steps=5).as_args()
+ARGS = script_args(TinyBreakerParams(enabled=True, base_steps=5))
 
 
 def use_sdxl(env):
@@ -19,7 +20,7 @@ def use_sdxl(env):
 def test_an_sdxl_checkpoint_refines_the_base_latent_without_the_transcoder(tb_host, mode):
     use_sdxl(tb_host)
     p = tb_host.make_p(width=72, height=64, seed=3)
-    (output,) = tb_host.run(p, TinyBreakerParams(enabled=True, base_steps=5, refine_sampler=mode).as_args())
+    (output,) = tb_host.run(p, script_args(TinyBreakerParams(enabled=True, base_steps=5, refine_sampler=mode)))
     assert "engine.base" in call_names() and "engine.transcode" not in call_names()
     expected_start = FakeEngine.latent_for(3, 80, 64)[:, :, :8, :9]  # the base latent, cropped to 72x64
     if mode == "tinybreaker":
@@ -56,7 +57,7 @@ def test_the_tiny_upscaler_asks_for_an_sd1_checkpoint_or_hires_fix(tb_host):
     fastapi = pytest.importorskip("fastapi")
     use_sdxl(tb_host)
     with pytest.raises(fastapi.HTTPException) as caught:
-        tb_host.run(tb_host.make_p(), TinyBreakerParams(enabled=True, base_steps=5, upscale=True).as_args())
+        tb_host.run(tb_host.make_p(), script_args(TinyBreakerParams(enabled=True, base_steps=5, upscale=True)))
     assert caught.value.status_code == 422 and "'upscale'" in caught.value.detail and "Hires fix" in caught.value.detail
 
 

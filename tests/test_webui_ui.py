@@ -6,6 +6,7 @@ import pytest
 gr = pytest.importorskip("gradio", reason="gradio is not installed here; run this file in a host venv (3.41.2/4.40.0)")
 
 from builders.fixtures_webui import CHECKPOINT_NAME, T5_NAME  # noqa: E402
+from builders.params import script_args  # noqa: E402
 from tinybreaker_ext import params  # noqa: E402
 from tinybreaker_ext.webui import ui  # noqa: E402
 from tinybreaker_ext.webui.choices import control_choices  # noqa: E402
@@ -86,7 +87,7 @@ def test_size_presets_follow_the_hosts_size_step(tb_host):
         p = tb_host.make_p(prompt="a cat --aspect 16:9", width=1024, height=1024)
         comments = []
         p.comment = comments.append
-        tb_host.run(p, params.TinyBreakerParams(enabled=True, base_steps=3).as_args())
+        tb_host.run(p, script_args(params.TinyBreakerParams(enabled=True, base_steps=3)))
         assert (p.width, p.height) == (1664, 960)  # 1664x944 on a 64-pixel grid
         assert any("snapped to 1664x960" in text for text in comments)
     finally:

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from builders.fake_hosts import call_names, make_sd_model
+from builders.params import script_args
 from tinybreaker_ext.errors import ParameterError
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.webui import script_logic
@@ -102,7 +103,7 @@ def test_without_fastapi_the_parameter_error_itself_is_raised(tb_host, monkeypat
 
 
 def test_valid_arguments_do_not_raise(tb_host):
-    args = TinyBreakerParams(enabled=True, checkpoint=os.path.basename(tb_host.files["checkpoint"]),
-                             t5_file=os.path.basename(tb_host.files["t5"]), base_steps=5).as_args()
+    args = script_args(TinyBreakerParams(enabled=True, checkpoint=os.path.basename(tb_host.files["checkpoint"]),
+                                         t5_file=os.path.basename(tb_host.files["t5"]), base_steps=5))
     tb_host.run(tb_host.make_p(), args)
     assert "cfg_denoiser.forward" in call_names()

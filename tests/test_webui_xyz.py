@@ -6,6 +6,7 @@ import types
 import pytest
 
 from builders.fake_hosts import ScriptClassData, calls_named
+from builders.params import script_args
 from tinybreaker_ext import params
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.webui import xyz
@@ -85,7 +86,7 @@ def test_an_axis_value_drives_the_run_even_with_the_accordion_off(tb_host):
     p = tb_host.make_p()
     axis(module, "Refine steps").apply(p, 4, [4, 6])
     axis(module, "Style").apply(p, "COMIC", ["PHOTO", "COMIC"])
-    tb_host.run(p, TinyBreakerParams(enabled=False).as_args())
+    tb_host.run(p, script_args(TinyBreakerParams(enabled=False)))
     assert len(calls_named("cfg_denoiser.forward")) == 4  # the reference refine ran 4 steps
     assert p.extra_generation_params["TinyBreaker style"] == "COMIC"
 
@@ -97,5 +98,5 @@ def test_an_invalid_axis_value_is_rejected_from_p_sample(tb_host):
     p = tb_host.make_p()
     axis(module, "Base steps").apply(p, 500, [500])
     with pytest.raises(fastapi.HTTPException) as caught:
-        tb_host.run(p, TinyBreakerParams(enabled=True).as_args())
+        tb_host.run(p, script_args(TinyBreakerParams(enabled=True)))
     assert caught.value.status_code == 422 and "'base_steps'" in caught.value.detail

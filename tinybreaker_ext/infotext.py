@@ -1,22 +1,90 @@
-"""Infotext of a planned generation, the same from both front ends (docs/design.md, "Infotext").
-
-Every image carries our own fields (``TinyBreaker: on``, ``TinyBreaker style: …``, one per ``params.FIELDS`` entry,
-so PNG Info → Send to txt2img restores the accordion) and ComfyUI-TinyBreaker's three (``TB style``,
-``TB base parameters``, ``TB refiner parameters``). The command line writes the whole text, with the reference's
-standard fields first; in the WebUI the host writes its own standard fields and adds these.
+"""Infotext of a planned generation, the same from both front ends (docs/design.md "Infotext"), written and read the
+way ComfyUI-TinyBreaker's Save Image does (docs/numerics.md "Infotext and sampler names").
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
 from . import params
 from .plan import GenerationPlan
-from .prompt.metadata import (TB_BASE_PARAMETERS, TB_REFINER_PARAMETERS, TB_STYLE, format_number,
-                              format_stage_parameters, quote_infotext_value, resolve_random_seed)
 from .prompt.sampler_names import a1111_sampler_name
+from .prompt.styles import STAGE_FIELD_TYPES
 from .sampling.schedules import step_window
 from .stage_params import StageParams
+
+TB_STYLE = "TB style"
+TB_BASE_PARAMETERS = "TB base parameters"
+TB_REFINER_PARAMETERS = "TB refiner parameters"
+
+# TB parameter name → StageParams field (the first seven are what the reference writes).
+_TB_FIELDS: dict[str, str] = {
+    "sampler_name": "sampler", "scheduler": "scheduler", "steps": "steps", "start_at_step": "steps_start",
+    "end_at_step": "steps_end", "cfg": "cfg", "noise_seed": "noise_seed",
+    "steps_nfactor": "steps_nfactor", "extra_noise": "extra_noise",
+}
+
+_RANDOM_SEED_ARG = re.compile(r"(?P<name>seed|s)(?P<gap>\s+)(?:random|-1)(?P<tail>\s*)", re.IGNORECASE)
+
+
+def format_number(value: float | int) -> str:
+    """A clean decimal: 3.2 not 3.1999999999999997; floats keep one decimal (2.0), like Python's repr."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    cleaned = round(float(value), 6)
+    return repr(cleaned + 0.0)  # + 0.0 turns -0.0 into 0.0
+
+
+def effective_end(stage: StageParams) -> int:
+    """The step the stage stops at: a negative end counts from the last step, never past `steps`
+    (docs/numerics.md "Step windows")."""
+    end = stage.steps_end if stage.steps_end >= 0 else stage.steps + stage.steps_end
+    return min(stage.steps, end)
+
+
+def format_stage_parameters(stage: StageParams) -> str:
+    """`sampler_name:…, scheduler:…, steps:…, start_at_step:…, end_at_step:…, cfg:…, noise_seed:…`."""
+    return (f"sampler_name:{stage.sampler.strip()}, scheduler:{stage.scheduler.strip()}, steps:{int(stage.steps)}, "
+            f"start_at_step:{int(stage.steps_start)}, end_at_step:{effective_end(stage)}, "
+            f"cfg:{format_number(stage.cfg)}, noise_seed:{int(stage.noise_seed)}")
+
+
+def quote_infotext_value(value: object) -> str:
+    """JSON-quotes a value containing `,`, `:` or a newline, as A1111 and the reference do."""
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if any(mark in text for mark in ",:\n") else text
+
+
+def resolve_random_seed(text: str, seed: int) -> str:
+    """`text` with each `--seed random` / `--s random` (and `-1`) argument replaced by `seed`, all else kept."""
+    prompt, *chunks = (text or "").split("--")
+    for index, chunk in enumerate(chunks):
+        match = _RANDOM_SEED_ARG.fullmatch(chunk)
+        if match:
+            chunks[index] = f"{match['name']}{match['gap']}{int(seed)}{match['tail']}"
+    return "--".join([prompt, *chunks])
+
+
+def parse_stage_parameters(text: str) -> tuple[dict[str, object], list[str]]:
+    """`sampler_name:…, steps:…` → ({StageParams field: value}, warnings)."""
+    values: dict[str, object] = {}
+    warnings: list[str] = []
+    for part in (text or "").split(","):
+        name, separator, raw = part.partition(":")
+        name, raw = name.strip(), raw.strip()
+        if not separator or not name:
+            continue
+        field_name = _TB_FIELDS.get(name)
+        if field_name is None:
+            warnings.append(f"unknown TB parameter {name!r} (ignored)")
+            continue
+        try:
+            values[field_name] = STAGE_FIELD_TYPES[field_name](raw)
+        except ValueError:
+            warnings.append(f"TB parameter {name}: cannot read {raw[:40]!r} (ignored)")
+    return values, warnings
 
 
 def tinybreaker_fields(plan: GenerationPlan) -> dict[str, object]:
@@ -33,8 +101,7 @@ def tb_fields(plan: GenerationPlan, seed: int) -> dict[str, str]:
 
 def format_infotext(plan: GenerationPlan, index: int = 0, *, model: str | None = None) -> str:
     """The command line's whole infotext for image ``index`` of the batch: the prompt as typed (``--seed random``
-    replaced by the seed used), the negative prompt, the reference's fields (Steps = base + refine steps, the base
-    sampler and CFG, as ComfyUI-TinyBreaker writes them), then ours."""
+    replaced by the seed used), the negative prompt, the reference's standard fields, then ours."""
     seed = plan.seeds[index]
     width, height = plan.output_size
     fields: dict[str, object] = {"Steps": plan.base_steps + plan.refine_steps}

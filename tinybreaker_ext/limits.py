@@ -1,19 +1,6 @@
 """Limits every front end shares (the WebUI's tab, its HTTP API and the command line), so that one request can
-never take a host down (docs/design.md, "Limits"). `plan.make_plan` applies them; the encoders truncate.
-
-Prompt length. T5 runs full self-attention over the whole token sequence and PixArt cross-attends to all of it, so a
-20,000-character prompt (about 14,500 tokens) needs gigabytes for nothing PixArt can use. Like diffusers'
-``max_sequence_length`` we keep the first `MAX_PROMPT_TOKENS` tokens (EOS included) and say so. 512 rather than
-diffusers' 300 for PixArt-Sigma: ComfyUI-TinyBreaker never truncates, and 512 keeps every prompt up to T5's own
-pre-training length bit-identical to it, while PixArt-Sigma itself was trained on at most 300 tokens, so text past
-512 tokens cannot steer the image anyway. The command line's embedded SD1 refiner keeps the same number of CLIP
-tokens (7 chunks of 75).
-
-Image area. The base, the refine and the decoder work on the whole image at once; PixArt-Sigma's self-attention
-grows with the square of the area (an 8192x8192 request is 262,144 patches: a terabyte-sized attention matrix). The
-model composes near 1 megapixel and every size preset is below 1.7; at 4 megapixels (2048x2048) compositions
-already repeat. Bigger pictures come from the Tiny Upscaler, which works in 1024-px tiles: its output may be up to
-8192x8192, which every preset enlarged by the largest factor (6) fits.
+never take a host down; what they are and why: docs/design.md "Limits". `plan.make_plan` applies them; the encoders
+(T5, and the command line's embedded CLIP) keep the first `MAX_PROMPT_TOKENS` tokens.
 """
 
 from __future__ import annotations
@@ -26,7 +13,7 @@ from typing import Callable, Iterable
 
 from .errors import ParameterError
 
-MAX_PROMPT_TOKENS = 512  # per text encoder input, EOS included (see above)
+MAX_PROMPT_TOKENS = 512  # per text encoder input, EOS included
 MAX_IMAGE_AREA = 2048 * 2048  # pixels of the base, refine and decode stages
 MAX_UPSCALED_AREA = 8192 * 8192  # pixels of the Tiny Upscaler's output
 
@@ -36,7 +23,6 @@ TokenCounter = Callable[[str], int]
 @dataclass(frozen=True)
 class AreaLimits:
     """The largest image each stage may work on, in pixels (the command line can raise or lower them)."""
-
     image: int = MAX_IMAGE_AREA
     upscaled: int = MAX_UPSCALED_AREA
 

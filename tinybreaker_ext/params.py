@@ -1,17 +1,12 @@
-"""The one validated model of the TinyBreaker script's parameters.
-
-UI controls, API arguments (a positional list or one dict of named fields), infotext write and paste-back, the
-``/tinybreaker/v1/options`` schema, the XYZ-plot axes and the command-line options are all derived from ``FIELDS``.
-Plain dataclasses instead of pydantic: each field spec also carries its UI control, infotext name and CLI option,
-which a pydantic model would not, and the command line installs no pydantic. (Both pydantic pins of the hosts would
-be reachable through ``pydantic.v1``; that is not the reason.)
-
-Zero / "style" values mean "take it from the selected style", so an API caller can send only what it changes.
-New fields are only ever appended to ``FIELDS``: the positional API order must stay stable.
+"""The one validated model of the TinyBreaker script's parameters: UI controls, API arguments, infotext, the
+options schema, XYZ axes and command-line options all derive from ``FIELDS`` (docs/design.md "Adding a field").
+Plain dataclasses, not pydantic: each field also carries its UI control, infotext name and CLI option, and the
+command line installs no pydantic. Zero / "style" values mean "the selected style's value".
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -32,7 +27,7 @@ T5_MODES = ("auto", "gpu", "cpu", "stream")
 SIZE_PRESETS = ("custom", "1:1", "4:3", "3:2", "16:10", "16:9", "2:1", "21:9", "12:5", "70:27", "32:9")
 ORIENTATIONS = ("landscape", "portrait")
 SIZE_SCALES = ("medium", "large")
-REFINE_SAMPLERS = ("tinybreaker", "webui")  # who samples the refine: the style's sampler on the host's model, or the host's
+REFINE_SAMPLERS = ("tinybreaker", "webui")  # the refine's sampler: the style's on the host's model, or the host's
 # The Tiny Upscaler's modes (ComfyUI-TinyBreaker v0.4's useful two): keep the enlarged image, or scale the re-detailed
 # image back to the original size (detail without enlargement).
 UPSCALE_MODES = ("upscaler", "enhancer")
@@ -72,10 +67,10 @@ class FieldSpec:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.kind is bool:
             return "true or false"
+        kind = {int: "an integer", float: "a number", str: "a string"}[self.kind]
         if self.minimum is not None and self.maximum is not None:
-            kind = "an integer" if self.kind is int else "a number"
             return f"{kind} from {_fmt(self.minimum)} to {_fmt(self.maximum)}"
-        return {int: "an integer", float: "a number", str: "a string"}[self.kind]
+        return kind
 
 
 FIELDS: tuple[FieldSpec, ...] = (
@@ -126,30 +121,7 @@ FIELD_BY_NAME: dict[str, FieldSpec] = {spec.name: spec for spec in FIELDS}
 FIELD_NAMES: tuple[str, ...] = tuple(FIELD_BY_NAME)
 
 
-@dataclass(frozen=True)
-class TinyBreakerParams:
-    enabled: bool = False
-    checkpoint: str = ""
-    t5_file: str = ""
-    style: str = "PHOTO"
-    base_sampler: str = FROM_STYLE
-    base_scheduler: str = FROM_STYLE
-    base_steps: int = 0
-    base_cfg: float = 0.0
-    refine_strength: float = 0.0
-    refine_steps: int = 0
-    refine_cfg: float = 0.0
-    detail_level: int = 0
-    image_shift: int = 0
-    cfg_shift: int = 0
-    t5_mode: str = "auto"
-    upscale: bool = False
-    upscale_by: float = 2.0
-    upscale_noise: int = 0
-    refine_sampler: str = "tinybreaker"
-    upscale_mode: str = "upscaler"
-    upscale_model: str = NO_UPSCALE_MODEL
-
+class _ParamsMethods:
     @property
     def pre_upscaler(self) -> str | None:
         """The upscale model to run before the tile refine, or None ('none', empty or the WebUI's 'None')."""
@@ -162,9 +134,12 @@ class TinyBreakerParams:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def as_args(self) -> list[Any]:
-        """The positional API/UI argument list, in ``FIELDS`` order."""
-        return [getattr(self, name) for name in FIELD_NAMES]
+
+# One attribute per field, with the field's default.
+TinyBreakerParams = dataclasses.make_dataclass("TinyBreakerParams", [(spec.name, spec.kind, spec.default)
+                                                                     for spec in FIELDS],
+                                               bases=(_ParamsMethods,), frozen=True)
+TinyBreakerParams.__module__ = __name__  # make_dataclass's own module argument needs Python 3.12
 
 
 def coerce(spec: FieldSpec, value: Any) -> Any:
@@ -182,12 +157,9 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
         raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
     if spec.kind in (int, float):
         number = _to_number(spec, value, allowed)
-        if spec.kind is int:
-            if not float(number).is_integer():
-                raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
-            number = int(number)
-        else:
-            number = float(number)
+        if spec.kind is int and not number.is_integer():
+            raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
+        number = spec.kind(number)
         if (spec.minimum is not None and number < spec.minimum) or (
                 spec.maximum is not None and number > spec.maximum):
             raise ParameterError(spec.name, f"{_fmt(number)} is out of range; expected {allowed}")
@@ -197,7 +169,7 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
     value = value.strip()
     if spec.choices is not None:
         value = dict(spec.renamed).get(value.lower(), value)
-        match = _match_choice(value, spec.choices)
+        match = next((choice for choice in spec.choices if choice.lower() == value.lower()), None)
         if match is None:
             raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
         return match
@@ -219,13 +191,10 @@ def from_dict(values: Mapping[str, Any], base: TinyBreakerParams | None = None) 
 
 
 def from_script_args(args: Sequence[Any], warnings: list[str] | None = None) -> TinyBreakerParams:
-    """The script's argument slice: positional values in ``FIELDS`` order, or a dict of named fields.
-
-    A dict in the first slot is the whole request: the host fills the slots after it with the UI's defaults, which
-    are ignored. A dict after positional values (``[true, {"base_steps": 14}]``) overrides them. Missing trailing
-    values keep their defaults (a list stored by an older version); values past the known fields (from a newer
-    version) are ignored with a note in ``warnings``.
-    """
+    """The script's argument slice: positional values in ``FIELDS`` order, or a dict of named fields. A dict in the
+    first slot is the whole request (the host fills the slots after it with the UI's defaults); one after positional
+    values (``[true, {"base_steps": 14}]``) overrides them. Missing trailing values default (a list stored by an
+    older version); values past the known fields (a newer version's) are ignored with a note in ``warnings``."""
     args = list(args)
     dict_index = next((index for index, arg in enumerate(args) if isinstance(arg, Mapping)), None)
     if dict_index == 0:
@@ -249,9 +218,7 @@ def to_infotext(params: TinyBreakerParams) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for spec in FIELDS:
         value = getattr(params, spec.name)
-        if spec.name == "enabled":
-            fields[spec.infotext_key] = "on"
-        elif spec.kind is bool:
+        if spec.kind is bool:
             fields[spec.infotext_key] = "on" if value else "off"
         elif spec.kind is float:
             fields[spec.infotext_key] = _fmt(value)
@@ -266,14 +233,9 @@ def from_infotext(infotext: Mapping[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     if infotext.get(FIELD_BY_NAME["enabled"].infotext_key) is None:
         return found
-    for spec in FIELDS:
-        raw = infotext.get(spec.infotext_key)
-        if raw is None:
-            continue
-        try:
-            found[spec.name] = coerce(spec, raw)
-        except ParameterError:
-            continue
+    for spec in (spec for spec in FIELDS if infotext.get(spec.infotext_key) is not None):
+        with contextlib.suppress(ParameterError):
+            found[spec.name] = coerce(spec, infotext[spec.infotext_key])
     found["enabled"] = str(infotext.get(FIELD_BY_NAME["enabled"].infotext_key)).strip().lower() in _TRUE_WORDS
     return found
 
@@ -287,15 +249,10 @@ def options_schema(dynamic_choices: Mapping[str, Iterable[str]] | None = None) -
             "index": index, "name": spec.name, "type": spec.kind.__name__, "default": spec.default,
             "label": spec.label, "infotext": spec.infotext_key,
         }
-        if spec.minimum is not None:
-            entry["minimum"] = spec.minimum
-        if spec.maximum is not None:
-            entry["maximum"] = spec.maximum
         choices = dynamic_choices.get(spec.name, spec.choices)
-        if choices is not None:
-            entry["choices"] = list(choices)
-        if spec.help:
-            entry["help"] = spec.help
+        optional = {"minimum": spec.minimum, "maximum": spec.maximum,
+                    "choices": None if choices is None else list(choices), "help": spec.help or None}
+        entry.update((key, value) for key, value in optional.items() if value is not None)
         fields.append(entry)
     return {"script": "TinyBreaker", "version": SCHEMA_VERSION,
             "args": "positional list in this order, or one dict of named fields", "fields": fields}
@@ -312,34 +269,21 @@ _FALSE_WORDS = {"false", "off", "no", "0", "disabled", ""}
 def _to_number(spec: FieldSpec, value: Any, allowed: str) -> float:
     if isinstance(value, bool):  # bool is an int subclass; True as "1 step" is a caller's bug
         raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise ParameterError(spec.name, f"got {value!r}; expected {allowed}") from None
-    else:
+    if not isinstance(value, (int, float, str)):
         raise ParameterError(spec.name, f"got {type(value).__name__} {value!r}; expected {allowed}")
+    try:
+        number = float(value)  # float() strips the whitespace around a number
+    except ValueError:
+        raise ParameterError(spec.name, f"got {value!r}; expected {allowed}") from None
     if not math.isfinite(number):
         raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
     return number
 
 
-def _match_choice(value: str, choices: tuple[str, ...]) -> str | None:
-    lowered = value.lower()
-    for choice in choices:
-        if choice.lower() == lowered:
-            return choice
-    return None
-
-
 def _fmt(number: float) -> str:
     """Clean number text for messages and infotext: 3.2, not 3.2000000000000002; 5, not 5.0."""
     number = float(number)
-    if number.is_integer():
-        return str(int(number))
-    return f"{number:.6g}"
+    return str(int(number)) if number.is_integer() else f"{number:.6g}"
 
 
 def field_label_callable(name: str) -> Callable[[Mapping[str, str]], Any]:

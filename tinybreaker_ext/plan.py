@@ -1,13 +1,6 @@
 """The one generation plan: parameters + style + the prompt's inline ``--`` arguments + the requested image → what
-every stage runs with (docs/design.md, "One plan").
-
-Both front ends call `make_plan` and nothing else turns styles or inline arguments into stage numbers: the WebUI in
-``process()`` (``webui/run_plan.py``), the command line in ``generation.py``. They differ only in which SD1 model
-samples the refine (the host's loaded checkpoint or the TinyBreaker file's embedded one), never in the numbers.
-
-Order of precedence, the same everywhere: the checkpoint's metadata defaults (in place of the style library's
-defaults), the style, then the fields (accordion / API / command-line options), then the prompt's inline arguments,
-which win. Inline values outside a field's range are clamped with a warning.
+every stage runs with. Both front ends call `make_plan` and nothing else turns styles or inline arguments into stage
+numbers; precedence and the plan's contents: docs/design.md "One plan".
 """
 
 from __future__ import annotations
@@ -32,11 +25,9 @@ from .prompt.templates import apply_template, refiner_text
 from .sampling.schedules import compute_sigmas, pixart_sigmas, sd1_sigmas, timestep_of
 from .stage_params import StageParams
 
-BATCH_SIZE_MAX = 16  # images per batch (twice A1111's batch-size slider): an inline --batch-size above it is clamped,
-# a larger request refused; one request must not allocate without bound
+BATCH_SIZE_MAX = 16  # images per batch, twice A1111's slider (docs/design.md "Limits")
 LATENT_MULTIPLE = 8  # pixels per latent pixel: the requested size must be a whole latent
 DEFAULT_ASPECT = "1:1"  # the reference's default image: 1:1 at the "large" scale (1248x1248)
-DEFAULT_SCALE = "large"
 
 
 class RandomSource(Protocol):
@@ -45,10 +36,8 @@ class RandomSource(Protocol):
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """What the front end asks for besides the TinyBreaker fields: the host's own txt2img fields in the WebUI, the
-    options on the command line. ``prompt`` keeps its inline arguments; a size of None means "from the inline
-    aspect arguments" (the command line's default); seed -1 means random. ``area_limits``: limits.py (the command
-    line can change them)."""
+    """What the front end asks for besides the TinyBreaker fields (docs/design.md "One plan"); a size of None means
+    "from the inline aspect arguments"."""
 
     prompt: str = ""
     negative: str = ""
@@ -62,7 +51,7 @@ class ImageRequest:
 
 @dataclass(frozen=True)
 class StageTexts:
-    """What the text encoders see for one image: T5 (base) and the SD1 model's CLIP (refine), templates applied."""
+    """What T5 (base) and the SD1 model's CLIP (refine) encode for one image."""
 
     base_prompt: str
     base_negative: str
@@ -168,8 +157,9 @@ class GenerationPlan:
         texts = self.texts()
         return {"params": self.params.as_dict(), "style": self.style, "width": self.width, "height": self.height,
                 "output_size": list(self.output_size),
-                "upscaled_size": list(self.upscaled_size) if self.upscale else None, "seeds": self.seeds, "refine_seed": self.refine.noise_seed,
-                "refine_mode": self.refine_mode, "refine_strength": self.refine_strength,
+                "upscaled_size": list(self.upscaled_size) if self.upscale else None, "seeds": self.seeds,
+                "refine_seed": self.refine.noise_seed, "refine_mode": self.refine_mode,
+                "refine_strength": self.refine_strength,
                 "base_steps": self.base_steps, "refine_steps": self.refine_steps,
                 "base": stage(self.base, self.base_sigmas), "refine": stage(self.refine, self.refine_sigmas),
                 "upscaler": stage(self.upscaler), "texts": dataclasses.asdict(texts), "warnings": list(self.warnings)}
@@ -177,21 +167,16 @@ class GenerationPlan:
     def recorded_params(self) -> TinyBreakerParams:
         """The fields for infotext: the base values that ran, so a paste gives the same base even after the style
         changed; shifts, detail level and refine overrides as given (they are applied to the style again)."""
+        unshifted_cfg = _clean(self.base.cfg - fields.CFG_SHIFT_STEP * self.params.cfg_shift)
         return self.params.replace(base_sampler=self.base.sampler, base_scheduler=self.base.scheduler,
-                                   base_steps=self.base.steps, base_cfg=self._unshifted_base_cfg(),
-                                   refine_cfg=self.refine.cfg)
-
-    def _unshifted_base_cfg(self) -> float:
-        return round(self.base.cfg - fields.CFG_SHIFT_STEP * self.params.cfg_shift, 6)
+                                   base_steps=self.base.steps, base_cfg=unshifted_cfg, refine_cfg=self.refine.cfg)
 
 
 def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLibrary, *,
               rng: RandomSource | None = None, t5_tokens: TokenCounter | None = None,
               file_defaults: FileDefaults | None = None) -> GenerationPlan:
-    """The plan for ``params`` and ``request``; raises ParameterError (naming the field) for impossible values
-    and limits.LimitError for sizes over the limits. With ``t5_tokens`` (a T5 token counter) a prompt longer than
-    the encoder takes adds a warning. ``file_defaults``: the checkpoint's metadata defaults (docs/design.md
-    "One plan")."""
+    """Raises ParameterError (naming the field) for impossible values, limits.LimitError for sizes over the limits.
+    ``t5_tokens`` (a T5 token counter) adds a warning for a prompt longer than the encoder takes."""
     file_defaults = file_defaults or FileDefaults()
     notes: list[str] = list(file_defaults.warnings)
     parsed = parse_inline_prompt(request.prompt)
@@ -199,8 +184,7 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
     params = _apply_inline_fields(params, parsed, styles, notes)
     style_stages = styles.get(params.style, file_defaults.stages)
 
-    random_seed = parsed.values.get("seed", request.seed) in ("random", -1)
-    seed = _seed(request.seed, parsed, rng or random)
+    seed, random_seed = _seed(request.seed, parsed, rng or random)
     batch_size = _batch_size(request.batch_size, parsed, notes)
     if seed + batch_size - 1 > SEED_MAX:
         raise ParameterError("seed", f"{seed} + {batch_size - 1} images passes the largest seed {SEED_MAX}")
@@ -286,13 +270,14 @@ def _clamped(argument: str, field: str, value: int, notes: list[str]) -> int:
     return clamped
 
 
-def _seed(requested: int, parsed: InlinePrompt, rng: RandomSource) -> int:
+def _seed(requested: int, parsed: InlinePrompt, rng: RandomSource) -> tuple[int, bool]:
+    """(seed, whether it was drawn)."""
     seed = parsed.values.get("seed", requested)
     if seed in ("random", -1):
-        return rng.randint(0, RANDOM_SEED_MAX)
+        return rng.randint(0, RANDOM_SEED_MAX), True
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise ParameterError("seed", f"got {seed!r}; expected a whole number from 0 to {SEED_MAX}, or -1 (random)")
-    return seed
+    return seed, False
 
 
 def _batch_size(requested: int, parsed: InlinePrompt, notes: list[str]) -> int:
@@ -310,10 +295,8 @@ def _batch_size(requested: int, parsed: InlinePrompt, notes: list[str]) -> int:
 
 def _image_size(request: ImageRequest, parsed: InlinePrompt, notes: list[str],
                 file_defaults: FileDefaults) -> tuple[int, int]:
-    """The requested size, changed by --aspect, --small/--medium/--large and --landscape/--portrait like the
-    reference: a named ratio or scale computes the size anew (keeping the current ratio if none is named), snapped
-    to the front end's size step; an orientation alone turns the current size. Without a requested size the
-    checkpoint's ``image.aspect_ratio`` / ``image.scale`` replace the defaults (1:1, large)."""
+    """The requested size, changed like the reference's: a named ratio or scale computes the size anew (keeping the
+    current ratio if none is named), snapped to the front end's size step; an orientation alone turns the size."""
     values = parsed.values
     if (request.width is None) != (request.height is None):
         raise ParameterError("width" if request.width is None else "height", "give both width and height, or neither")
@@ -323,7 +306,7 @@ def _image_size(request: ImageRequest, parsed: InlinePrompt, notes: list[str],
     if width is None or "aspect" in values or scale:
         aspect = values.get("aspect") or (_aspect_of(width, height) if width is not None
                                           else file_defaults.aspect or DEFAULT_ASPECT)
-        width, height = image_size(aspect, orientation, scale or file_defaults.scale or DEFAULT_SCALE)
+        width, height = image_size(aspect, orientation, scale or file_defaults.scale)
         if request.size_step > LATENT_MULTIPLE:
             snapped = snap_to_step(width, height, request.size_step)
             if snapped != (width, height):
@@ -345,24 +328,20 @@ def _aspect_of(width: int, height: int) -> str:
 
 # -- stages -------------------------------------------------------------------------------------------------------
 def _base_stage(style_base: StageParams, params: TinyBreakerParams, parsed: InlinePrompt) -> StageParams:
-    base = style_base
-    if params.base_sampler != FROM_STYLE:
-        base = base.copy(sampler=params.base_sampler)
-    if params.base_scheduler != FROM_STYLE:
-        base = base.copy(scheduler=params.base_scheduler)
+    base = style_base.copy(
+        sampler=style_base.sampler if params.base_sampler == FROM_STYLE else params.base_sampler,
+        scheduler=style_base.scheduler if params.base_scheduler == FROM_STYLE else params.base_scheduler)
     if params.base_steps:
         base = base.copy(steps=params.base_steps, steps_start=min(base.steps_start, params.base_steps - 1))
-    cfg = params.base_cfg or base.cfg
-    cfg += fields.CFG_SHIFT_STEP * params.cfg_shift
-    cfg += float(parsed.values.get("cfg-adjust", 0.0))  # deprecated raw CFG delta, clamped in _apply_inline_fields
+    # --cfg-adjust: the deprecated raw CFG delta, clamped in _apply_inline_fields
+    cfg = (params.base_cfg or base.cfg) + fields.CFG_SHIFT_STEP * params.cfg_shift + float(
+        parsed.values.get("cfg-adjust", 0.0))
     return base.copy(cfg=_clean(cfg))
 
 
 def _refine_stage(style_refiner: StageParams, params: TinyBreakerParams
                   ) -> tuple[StageParams, torch.Tensor, float]:
-    """(stage, sigmas, strength): the style's refine window with the detail level as its step factor, and the
-    denoising strength that starts where it starts (on SD1's table). Refine steps N or strength s given as fields
-    replace the window, as a WebUI's img2img does: the last N steps of a round(N/s)-step schedule."""
+    """(stage, sigmas, strength) of the refine window (docs/design.md "One plan")."""
     nfactor = -10000 if params.detail_level <= fields.DETAIL_LEVEL_NONE else params.detail_level  # reference's 'none'
     refine = style_refiner.copy(steps_nfactor=nfactor, cfg=params.refine_cfg or style_refiner.cfg,
                                 noise_seed=style_refiner.noise_seed + params.image_shift)
@@ -401,10 +380,4 @@ def _clean(number: float) -> float:
 
 
 def _join(text: str, extra: str) -> str:
-    text, extra = (text or "").strip(), (extra or "").strip()
-    if not extra:
-        return text
-    return f"{text}, {extra}" if text else extra
-
-
-__all__ = ["GenerationPlan", "ImageRequest", "StageTexts", "make_plan"]
+    return ", ".join(part for part in ((text or "").strip(), (extra or "").strip()) if part)

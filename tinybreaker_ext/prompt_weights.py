@@ -1,18 +1,7 @@
-"""ComfyUI's prompt-weighting grammar: ``(text:1.2)``, ``(text)`` = ×1.1 per level, ``\\(`` escapes.
-
-The reference (ComfyUI-TinyBreaker on ComfyUI v0.3.55) tokenises each returned segment separately, so the
-segment boundaries matter as much as the weights (docs/numerics.md "T5 tokenization"). This module is a port of
-ComfyUI's ``token_weights``/``parse_parentheses`` and of the ``embedding:`` handling of
-``SDTokenizer.tokenize_with_weights`` (ComfyUI is not an importable library, and A1111's own emphasis parser gives
-different results).
-
-Rules, as ComfyUI applies them:
-- ``(...)`` multiplies the current weight by 1.1; ``(...:w)`` sets the weight to ``w`` (absolute, not multiplied);
-  ``w`` is anything Python's ``float()`` accepts, otherwise the ``:...`` stays part of the text with weight ×1.1.
-- ``\\(`` and ``\\)`` are literal parentheses; ``[`` ``]`` are plain text.
-- An unbalanced ``(`` turns the rest of the prompt into literal text (its parentheses are tokenised as written).
-- ``embedding:NAME`` (at the start of a segment or after a space/newline) is dropped with NAME; the text after NAME
-  becomes a segment of its own. Textual-inversion embeddings are not supported for T5.
+"""ComfyUI's prompt-weighting grammar (docs/numerics.md "Prompt weighting"), ported from ComfyUI's
+``token_weights``/``parse_parentheses`` and ``SDTokenizer.tokenize_with_weights``' ``embedding:`` handling: ComfyUI is
+not an importable library, and A1111's emphasis parser differs. Segment boundaries matter as much as the weights
+(docs/numerics.md "T5 tokenization"). A weight ``(text:w)`` is anything ``float()`` reads, else ``:...`` stays text.
 """
 
 from __future__ import annotations
@@ -29,18 +18,11 @@ _EMBEDDING_SPLIT = re.compile(" {0}|\n{0}".format(EMBEDDING_PREFIX))
 
 
 def parse_weighted_segments(text: str) -> list[tuple[str, float]]:
-    """Split a prompt into ``(text, weight)`` segments; each segment is meant to be tokenised on its own.
-
-    Never raises for any string. Empty segments are left out; whitespace-only segments are kept (they tokenise to
-    nothing but keep the segmentation faithful).
-    """
+    """Split a prompt into ``(text, weight)`` segments, each tokenised on its own. Never raises; empty segments are
+    left out, whitespace-only ones kept (they tokenise to nothing but keep the segmentation faithful)."""
     escaped = text.replace("\\)", _ESCAPED_CLOSE).replace("\\(", _ESCAPED_OPEN)
-    segments: list[tuple[str, float]] = []
-    for segment, weight in _token_weights(escaped, 1.0):
-        unescaped = segment.replace(_ESCAPED_CLOSE, ")").replace(_ESCAPED_OPEN, "(")
-        for piece in _without_embeddings(unescaped):
-            segments.append((piece, weight))
-    return segments
+    return [(piece, weight) for segment, weight in _token_weights(escaped, 1.0)
+            for piece in _without_embeddings(segment.replace(_ESCAPED_CLOSE, ")").replace(_ESCAPED_OPEN, "("))]
 
 
 def _parse_parentheses(text: str) -> list[str]:
@@ -92,18 +74,11 @@ def _token_weights(text: str, current_weight: float) -> list[tuple[str, float]]:
 
 def _without_embeddings(segment: str) -> list[str]:
     """The pieces of ``segment`` that ComfyUI tokenises, with every ``embedding:NAME`` directive removed."""
-    split = _EMBEDDING_SPLIT.split(segment)
-    words = [split[0]] + [EMBEDDING_PREFIX + rest for rest in split[1:]]
-    pieces: list[str] = []
-    for word in words:
-        if word == "":
-            continue
-        if word.startswith(EMBEDDING_PREFIX):
-            word = _leftover_after_embedding(word[len(EMBEDDING_PREFIX):].strip("\n"))
-            if word == "":
-                continue
-        pieces.append(word)
-    return pieces
+    first, *rest = _EMBEDDING_SPLIT.split(segment)
+    words = [first] + [EMBEDDING_PREFIX + word for word in rest]
+    pieces = [_leftover_after_embedding(word[len(EMBEDDING_PREFIX):].strip("\n"))
+              if word.startswith(EMBEDDING_PREFIX) else word for word in words]
+    return [piece for piece in pieces if piece]
 
 
 def _leftover_after_embedding(directive: str) -> str:

@@ -1,5 +1,5 @@
 """Reading a whole infotext back, the way A1111 does: the tests' check of what the product writes (the product
-itself reads only the TB parameter values, ``tinybreaker_ext.prompt.metadata.parse_stage_parameters``)."""
+itself reads only the TB parameter values, ``tinybreaker_ext.infotext.parse_stage_parameters``)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The generation defaults a TinyBreaker file carries in its safetensors metadata (TinyBreakerTools' ``maketb``
-merges them from a ``.conf`` file; all values are strings): ``denoising.{base,refiner,upscaler}.<stage field>`` and
-``image.{aspect_ratio, scale}``. How they rank against styles, fields and inline arguments: docs/design.md
-"One plan".
-"""
+"""The generation defaults a TinyBreaker file carries in its safetensors metadata; the keys and how they rank
+against styles, fields and inline arguments: docs/design.md "One plan"."""
 
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ from typing import Mapping
 from ..errors import ParameterError
 from ..stage_params import STAGES
 from .sizes import parse_aspect, scale_factor
-from .style_ini import _STAGE_FIELD_TYPES, stage_value, typed_ini_value
+from .styles import STAGE_FIELD_TYPES, stage_value, typed_ini_value
 
 # image.batch_size is not a default: every front end gives its own batch size (txt2img's field, --batch).
 IMAGE_KEYS = {"image.aspect_ratio": "aspect", "image.scale": "scale"}
@@ -23,14 +20,10 @@ class FileDefaults:
     """``stages``: flat ``stage.field`` values (the style library's key names); ``aspect``/``scale``: the image size
     used when the request names none (the command line without --width/--height); ``warnings``: values skipped."""
 
-    source: str = ""
     stages: dict[str, object] = field(default_factory=dict)
     aspect: str | None = None
     scale: str | None = None
     warnings: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.stages or self.aspect or self.scale or self.warnings)
 
 
 def read_file_defaults(metadata: Mapping[str, str], source: str = "checkpoint") -> FileDefaults:
@@ -42,8 +35,8 @@ def read_file_defaults(metadata: Mapping[str, str], source: str = "checkpoint") 
     for key, raw in metadata.items():
         parts = key.split(".")
         try:
-            if len(parts) == 3 and parts[0] == "denoising" and parts[1] in STAGES and parts[2] in _STAGE_FIELD_TYPES:
-                kind = _STAGE_FIELD_TYPES[parts[2]]
+            if len(parts) == 3 and parts[0] == "denoising" and parts[1] in STAGES and parts[2] in STAGE_FIELD_TYPES:
+                kind = STAGE_FIELD_TYPES[parts[2]]
                 stages[f"{parts[1]}.{parts[2]}"] = stage_value(parts[2], raw if kind is str else typed_ini_value(raw))
             elif key in IMAGE_KEYS:
                 check = parse_aspect if key == "image.aspect_ratio" else scale_factor
@@ -51,7 +44,7 @@ def read_file_defaults(metadata: Mapping[str, str], source: str = "checkpoint") 
                 image[IMAGE_KEYS[key]] = str(raw).strip()
         except ParameterError as error:
             warnings.append(f"{source}: metadata {key}={raw!r}: {error.problem} (ignored)")
-    return FileDefaults(source=source, stages=stages, aspect=image.get("aspect"), scale=image.get("scale"),
+    return FileDefaults(stages=stages, aspect=image.get("aspect"), scale=image.get("scale"),
                         warnings=tuple(warnings))
 
 

@@ -1,13 +1,7 @@
 """TinyBreaker's inline prompt language: `a cat on a roof --no people --aspect 3:2 --portrait --seed 5`
-(docs/numerics.md "Inline prompt arguments").
-
-The text before the first `--` is the prompt; every `--` starts an argument whose name runs to the first whitespace
-and whose value is the rest, up to the next `--`. `parse_inline_prompt` only reads the text: it never raises, and it
-reports unknown arguments and values it cannot use as warnings. `plan.make_plan` turns the result into the
-generation plan (ranges are the fields' own, params.py).
-
-Where this parser deliberately differs from the reference (ComfyUI-TinyBreaker): docs/numerics.md "Deliberate
-differences".
+(docs/numerics.md "Inline prompt arguments"; where it deliberately differs from the reference: "Deliberate
+differences"). This module only reads the text and reports what it cannot use as warnings; `plan.make_plan` turns
+the values into the plan, with the fields' own ranges (params.py).
 """
 
 from __future__ import annotations
@@ -20,11 +14,6 @@ from dataclasses import dataclass, field
 from ..errors import ParameterError
 from ..params import DETAIL_LEVEL_WORDS, UPSCALE_MODES, UPSCALE_NOISE_WORDS
 from .sizes import clamp_aspect, format_aspect, parse_aspect
-
-# Level words in field units (params.py defines what each means); the parser only recognises them.
-DETAIL_LEVELS = DETAIL_LEVEL_WORDS
-UPSCALE_NOISE_LEVELS = UPSCALE_NOISE_WORDS
-LEVEL_WORDS: tuple[str, ...] = tuple(DETAIL_LEVELS)
 
 RANDOM_SEED_MAX = 1 << 24  # `--seed random` draws from [0, 2^24], inclusive, like the reference
 SEED_MAX = 0xFFFF_FFFF_FFFF_FFFF
@@ -63,9 +52,7 @@ ARGUMENTS: tuple[ArgumentSpec, ...] = (
     ArgumentSpec("variant", (), "int", "sets the refiner seed (deprecated: use --image-shift)", deprecated=True),
     ArgumentSpec("cfg-adjust", (), "float", "adds to the base CFG (deprecated: use --cfg-shift)", deprecated=True),
 )
-CANONICAL_NAME: dict[str, str] = {
-    key: spec.name for spec in ARGUMENTS for key in (spec.name, *spec.aliases)
-}
+CANONICAL_NAME: dict[str, str] = {key: spec.name for spec in ARGUMENTS for key in (spec.name, *spec.aliases)}
 
 _INTEGER = re.compile(r"[+-]?\d{1,30}", re.ASCII)
 _FLOAT = re.compile(r"[+-]?(?:\d{1,30}(?:\.\d{0,30})?|\.\d{1,30})(?:[eE][+-]?\d{1,3})?", re.ASCII)
@@ -76,36 +63,13 @@ _NAME_AND_VALUE = re.compile(r"(\S*)\s*(.*)", re.DOTALL)
 @dataclass
 class InlinePrompt:
     """What `parse_inline_prompt` read. `args` holds raw values by canonical name (aliases merged, last one written
-    wins); `values` holds the usable ones, typed; `unknown` lists unknown names as written (lower-case)."""
+    wins); `values` holds the usable ones, typed."""
 
     text: str = ""
     prompt: str = ""
     args: dict[str, str] = field(default_factory=dict)
     values: dict[str, object] = field(default_factory=dict)
-    unknown: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-    def has(self, name: str) -> bool:
-        return name in self.values
-
-
-def preprocess(text: str) -> str:
-    """Strips the text and each of its lines (docs/numerics.md "Inline prompt arguments")."""
-    return "\n".join(line.strip() for line in str(text or "").strip().splitlines())
-
-
-def split_arguments(text: str) -> tuple[str, list[str]]:
-    """The prompt (stripped) and the raw chunks that followed each `--`."""
-    prompt, *chunks = text.split("--")
-    return prompt.strip(), chunks
-
-
-def parse_inline_prompt(text: str) -> InlinePrompt:
-    """Reads a prompt with inline `--` arguments. Never raises; problems become `warnings`."""
-    try:
-        return _parse(text)
-    except ParameterError as error:  # defensive: the value readers below turn their own errors into warnings
-        return InlinePrompt(text=str(text or ""), prompt=str(text or ""), warnings=[str(error)])
 
 
 def without_arguments(text: str, names: set[str]) -> str:
@@ -116,10 +80,11 @@ def without_arguments(text: str, names: set[str]) -> str:
     return "--".join([prompt, *kept]).rstrip()
 
 
-def _parse(text: str) -> InlinePrompt:
-    full_text = preprocess(text)
-    prompt, chunks = split_arguments(full_text)
-    parsed = InlinePrompt(text=full_text, prompt=prompt)
+def parse_inline_prompt(text: str) -> InlinePrompt:
+    """Reads a prompt with inline `--` arguments. Never raises; problems become `warnings`."""
+    full_text = "\n".join(line.strip() for line in str(text or "").strip().splitlines())
+    prompt, *chunks = full_text.split("--")
+    parsed = InlinePrompt(text=full_text, prompt=prompt.strip())
     for chunk in chunks:
         raw_name, value = _NAME_AND_VALUE.fullmatch(chunk).groups()
         name, value = raw_name.lower(), value.strip()
@@ -129,43 +94,26 @@ def _parse(text: str) -> InlinePrompt:
             continue
         canonical = CANONICAL_NAME.get(name)
         if canonical is None:
-            parsed.unknown.append(name)
             parsed.warnings.append(_unknown_warning(name))
             continue
         parsed.args.pop(canonical, None)  # keep the order of last appearance
         parsed.args[canonical] = value
 
-    for spec in ARGUMENTS:
-        if spec.name in parsed.args:
-            _read_value(parsed, spec, parsed.args[spec.name])
+    for spec in (spec for spec in ARGUMENTS if spec.name in parsed.args):
+        try:
+            typed = _READERS[spec.kind](spec, parsed.args[spec.name], parsed.warnings)
+        except _Refused as refusal:
+            parsed.warnings.append(f"--{spec.name}: {refusal} (ignored)")
+            continue
+        if typed is not None:
+            parsed.values[spec.name] = typed
+        if spec.deprecated:
+            parsed.warnings.append(f"--{spec.name} is deprecated: {spec.help}")
     return parsed
-
-
-def _read_value(parsed: InlinePrompt, spec: ArgumentSpec, value: str) -> None:
-    reader = _READERS[spec.kind]
-    try:
-        typed = reader(spec, value, parsed.warnings)
-    except _Refused as refusal:
-        parsed.warnings.append(f"--{spec.name}: {refusal} (ignored)")
-        return
-    if typed is not None:
-        parsed.values[spec.name] = typed
-    if spec.deprecated:
-        parsed.warnings.append(f"--{spec.name} is deprecated: {spec.help}")
 
 
 class _Refused(Exception):
     """A value the argument cannot use; becomes a warning."""
-
-
-def _read_text(spec, value, warnings):
-    return value
-
-
-def _read_style(spec, value, warnings):
-    if not value:
-        raise _Refused("needs a style name")
-    return value
 
 
 def _read_ignored(spec, value, warnings):
@@ -186,12 +134,6 @@ def _read_float(spec, value, warnings):
     if not math.isfinite(number):
         raise _Refused(f"expects a finite number, got {_short(value)!r}")
     return number
-
-
-def _read_name(spec, value, warnings):
-    if not value:
-        raise _Refused("needs a name")
-    return value
 
 
 def _read_upscale(spec, value, warnings):
@@ -238,6 +180,14 @@ def _read_aspect(spec, value, warnings):
     return clamped
 
 
+def _read_nonempty(what):
+    def read(spec, value, warnings):
+        if not value:
+            raise _Refused(f"needs {what}")
+        return value
+    return read
+
+
 def _read_level_or_int(levels):
     def read(spec, value, warnings):
         word = value.lower()
@@ -257,9 +207,10 @@ def _read_batch(spec, value, warnings):
 
 
 _READERS = {
-    "text": _read_text, "style": _read_style, "ignored": _read_ignored, "int": _read_int, "float": _read_float,
-    "name": _read_name, "upscale": _read_upscale, "flag": _read_flag, "seed": _read_seed, "aspect": _read_aspect,
-    "detail": _read_level_or_int(DETAIL_LEVELS), "noise": _read_level_or_int(UPSCALE_NOISE_LEVELS), "batch": _read_batch,
+    "text": lambda spec, value, warnings: value, "style": _read_nonempty("a style name"), "ignored": _read_ignored,
+    "int": _read_int, "float": _read_float, "name": _read_nonempty("a name"), "upscale": _read_upscale,
+    "flag": _read_flag, "seed": _read_seed, "aspect": _read_aspect, "detail": _read_level_or_int(DETAIL_LEVEL_WORDS),
+    "noise": _read_level_or_int(UPSCALE_NOISE_WORDS), "batch": _read_batch,
 }
 
 

@@ -1,7 +1,5 @@
-"""Image sizes from an aspect ratio, an orientation and a named scale (docs/numerics.md "Image sizes").
-
-Sizes are multiples of 16 (8 latent pixels × PixArt's 2×2 patches). The area follows the model's resolution
-(1024² by default), so every aspect ratio costs about the same.
+"""Image sizes from an aspect ratio, an orientation and a named scale (docs/numerics.md "Image sizes"): multiples of
+16 (8 latent pixels × PixArt's 2×2 patches) of about the same area for every aspect ratio.
 """
 
 from __future__ import annotations
@@ -13,12 +11,10 @@ from ..errors import ParameterError
 
 SCALES: dict[str, float] = {"small": 1.0, "medium": 1.0, "large": 1.22}
 DEFAULT_SCALE = "large"
-ORIENTATIONS = ("landscape", "portrait")
 
 MAX_SIDE_RATIO = 6  # neither side may exceed 6× the other
 SIZE_MULTIPLE = 16
-_MIN_AREA, _MAX_AREA = 256 * 256, 8192 * 8192
-_TRAINED_AREA = 1024 * 1024
+TRAINED_SIDE = 1024  # PixArt-Sigma's resolution: every aspect ratio gets about this side squared
 
 _RATIO = re.compile(r"(\d+):(\d+)", re.ASCII)
 
@@ -48,84 +44,54 @@ def clamp_aspect(width: int, height: int) -> tuple[int, int]:
     return width, height
 
 
-def orient(width: int, height: int, orientation: str | None) -> tuple[int, int]:
-    """Swaps the sides when a forced orientation disagrees with them; "" or None keeps them as given."""
+def normalize_aspect(text: str | tuple[int, int], orientation: str | None = "") -> tuple[int, int]:
+    """Parsed, clamped and oriented ratio ("" or None: as given). Unlike the reference, `2:1` (any `W:1`) stays."""
+    width, height = clamp_aspect(*parse_aspect(text))
     orientation = (orientation or "").strip().lower()
     if (orientation == "portrait" and width > height) or (orientation == "landscape" and width < height):
         return height, width
     return width, height
 
 
-def normalize_aspect(text: str | tuple[int, int], orientation: str | None = "") -> tuple[int, int]:
-    """Parsed, clamped and oriented ratio. Unlike the reference, `2:1` (any `W:1`) stays as given."""
-    width, height = clamp_aspect(*parse_aspect(text))
-    return orient(width, height, orientation)
-
-
 def format_aspect(width: int, height: int) -> str:
     return f"{width}:{height}"
 
 
-def scale_factor(scale: str | float | int | None) -> float:
+def scale_factor(scale: str | float | None) -> float:
     """A named scale (small, medium, large) or a number; None means the default (large)."""
-    if scale is None:
-        return SCALES[DEFAULT_SCALE]
-    if isinstance(scale, (int, float)) and not isinstance(scale, bool):
-        factor = float(scale)
-    else:
-        name = str(scale).strip().lower()
-        if name in SCALES:
-            return SCALES[name]
-        try:
-            factor = float(name)
-        except ValueError:
-            raise ParameterError("scale", f"expected one of {', '.join(SCALES)} or a number, got {scale!r}") from None
+    name = DEFAULT_SCALE if scale is None else str(scale).strip().lower()
+    if name in SCALES:
+        return SCALES[name]
+    try:
+        factor = float(name)
+    except ValueError:
+        raise ParameterError("scale", f"expected one of {', '.join(SCALES)} or a number, got {scale!r}") from None
     if not (math.isfinite(factor) and factor > 0):
         raise ParameterError("scale", f"must be a positive number, got {scale!r}")
     return factor
 
 
-def resolution_area(resolution: int | float | str) -> int:
-    """The model's pixel area: a side (1024 → 1024²) or "WxH"; clamped to 256²…8192² like the reference."""
-    text = str(resolution).strip().lower()
-    try:
-        if "x" in text:
-            width, _, height = text.partition("x")
-            area = float(width) * float(height)
-        else:
-            area = float(text) ** 2
-    except ValueError:
-        raise ParameterError("resolution", f"expected a side length or WxH, got {resolution!r}") from None
-    if not math.isfinite(area):
-        raise ParameterError("resolution", f"must be finite, got {resolution!r}")
-    return int(min(max(_MIN_AREA, area), _MAX_AREA))
-
-
 def image_size(aspect: str | tuple[int, int] = "1:1", orientation: str | None = "",
-               scale: str | float | None = DEFAULT_SCALE, resolution: int | str = 1024) -> tuple[int, int]:
-    """(width, height) in pixels, multiples of 16, per docs/numerics.md "Image sizes": w0 = √(area·W/H),
-    h0 = w0·H/W, each ×scale, rounded to a multiple of 16 with Python's round (ties to even)."""
+               scale: str | float | None = DEFAULT_SCALE) -> tuple[int, int]:
+    """(width, height) in pixels, multiples of 16, per docs/numerics.md "Image sizes" (rounding ties to even)."""
     ratio_w, ratio_h = normalize_aspect(aspect, orientation)
-    area = resolution_area(resolution)
     factor = scale_factor(scale)
-    width0 = math.sqrt(area * ratio_w / ratio_h)
+    width0 = math.sqrt(TRAINED_SIDE * TRAINED_SIDE * ratio_w / ratio_h)
     height0 = width0 * ratio_h / ratio_w
     width = int(round(width0 * factor / SIZE_MULTIPLE) * SIZE_MULTIPLE)
     height = int(round(height0 * factor / SIZE_MULTIPLE) * SIZE_MULTIPLE)
     return max(width, SIZE_MULTIPLE), max(height, SIZE_MULTIPLE)
 
 
-def snap_to_pixart(width: int, height: int, resolution: int = 1024) -> tuple[int, int, str | None]:
+def snap_to_pixart(width: int, height: int) -> tuple[int, int, str | None]:
     """A size PixArt can take (nearest multiples of 16), with a warning when its area is far from the trained one
-    (PixArt distorts away from it: more than twice or less than half of resolution²)."""
-    snapped_w = max(SIZE_MULTIPLE, int(round(width / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
-    snapped_h = max(SIZE_MULTIPLE, int(round(height / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
-    trained_area = resolution * resolution if resolution else _TRAINED_AREA
-    ratio = snapped_w * snapped_h / trained_area
+    (PixArt distorts away from it: more than twice or less than half)."""
+    snapped_w, snapped_h = snap_to_step(width, height, SIZE_MULTIPLE)
+    ratio = snapped_w * snapped_h / (TRAINED_SIDE * TRAINED_SIDE)
     warning = None
     if ratio > 2.0 or ratio < 0.5:
         warning = (f"{snapped_w}x{snapped_h} is {ratio:.2f}x the area PixArt was trained on "
-                   f"({resolution}x{resolution}); expect distorted composition")
+                   f"({TRAINED_SIDE}x{TRAINED_SIDE}); expect distorted composition")
     return snapped_w, snapped_h, warning
 
 

@@ -1,31 +1,162 @@
-"""The style library: TinyBreaker's built-in styles plus any the user adds (docs/numerics.md "Styles").
-
-Each style sets every stage parameter (prompt and negative templates, sampler, scheduler, steps, start, end, cfg,
-seed, extra noise) of the base, refiner and upscaler stages.
-
-Loading rules:
-- Files load in order; a later definition of a style overrides the keys it sets (the reference's rule for custom
-  definitions). A file with its own defaults section therefore replaces a style completely.
-- `[NAME:BASE]` inherits BASE from the same text or, failing that, from what is already loaded.
-- A new `[NAME]` starts from the library's defaults (the first file's), then the text's own defaults.
-- `load_dir` reads `styles_vNN.ini` files by version (newest last, so it wins), then any other `*.ini` by name, so an
-  existing ComfyUI-TinyBreaker install's `styles/` folder loads as it is.
+"""The style library: TinyBreaker's built-in styles plus any the user adds, in the INI format of
+ComfyUI-TinyBreaker's `styles_vNN.ini`; the format and the loading rules: docs/numerics.md "Styles".
 """
 
 from __future__ import annotations
 
+import configparser
+import dataclasses
+import math
 import os
 import re
 from pathlib import Path
 from typing import Mapping
 
-from ..errors import ParameterError
+from ..errors import ParameterError, TinyBreakerError
 from ..stage_params import STAGES, StageParams
-from .style_ini import StyleError, StyleText, read_style_text
 
 BUILTIN_STYLES_DIR = Path(__file__).resolve().parent.parent / "styles"
 ORDER_FILE = "order.conf"
 _VERSIONED_FILE = re.compile(r"styles_?v?(\d+)\.ini", re.IGNORECASE | re.ASCII)
+DEFAULT_SECTION = "__default__"
+
+STAGE_FIELD_TYPES: dict[str, type] = {item.name: type(item.default) for item in dataclasses.fields(StageParams)}
+_DIGITS = re.compile(r"\d+", re.ASCII)
+_DECIMAL = re.compile(r"\d*\.\d*", re.ASCII)
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d{1,30}\s*", re.ASCII)
+_DEFAULT_HEADER = re.compile(r"^\s*\[\s*__default__\s*\]\s*$", re.MULTILINE)
+
+
+class StyleError(TinyBreakerError, ValueError):
+    """A style file (or style text) cannot be read as INI; names the source and, where known, the line."""
+
+
+def typed_ini_value(raw: str) -> object:
+    """A raw INI value typed the way the reference types it; None for an empty unquoted value."""
+    if raw.startswith("'") and raw.endswith("'") or raw.startswith('"') and raw.endswith('"'):
+        return raw[1:-1]
+    if _DIGITS.fullmatch(raw):
+        return int(raw) if len(raw) <= 30 else raw
+    if _DECIMAL.fullmatch(raw) and raw != ".":
+        return float(raw)
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    return None if raw.strip() == "" else raw
+
+
+def stage_value(field_name: str, value: object) -> object:
+    """`value` converted to the type of StageParams.`field_name`; ParameterError when it cannot be."""
+    kind = STAGE_FIELD_TYPES[field_name]
+    if isinstance(value, bool):
+        raise ParameterError(field_name, f"expected {kind.__name__}, got a true/false value")
+    if kind is str:
+        return str(value)
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+            return int(value)
+        raise ParameterError(field_name, f"expected a whole number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(field_name, f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ParameterError(field_name, f"expected a finite number, got {value!r}")
+    return number
+
+
+def _read_style_text(text: str, source: str, warnings: list[str]) -> tuple[dict, list[tuple[str, str | None, dict]]]:
+    """One INI text's defaults and its ``(name, base or None, values)`` sections in order, values as flat
+    ``stage.field`` keys. Raises StyleError when it is not INI; skips (and reports) unusable keys and values."""
+    text = str(text or "")
+    prepended = _DEFAULT_HEADER.search(text) is None
+    if prepended:
+        text = f"[{DEFAULT_SECTION}]\n" + text
+    # No %-interpolation: prompts may contain '%'. default_section="" keeps __default__ an ordinary section.
+    config = configparser.ConfigParser(interpolation=None, empty_lines_in_values=False, default_section="")
+    try:
+        config.read_string(text, source=source)
+    except configparser.Error as error:
+        raise StyleError(f"{source}: {_describe(error, line_offset=1 if prepended else 0)}") from None
+
+    defaults: dict[str, object] = {}
+    sections: list[tuple[str, str | None, dict]] = []
+    seen: set[str] = set()
+    for section in config.sections():
+        name, _, parent = (part.strip() for part in section.partition(":"))
+        if not name:
+            warnings.append(f"{source}: section [{section}] has no style name (skipped)")
+            continue
+        if name in seen:
+            warnings.append(f"{source}: style {name!r} is defined twice; the later one wins")
+        seen.add(name)
+        values = _section_values(config, section, source, warnings)
+        if name == DEFAULT_SECTION:
+            defaults.update(values)
+        else:
+            sections.append((name, parent or None, values))
+    return defaults, sections
+
+
+def _section_values(config: configparser.ConfigParser, section: str, source: str, warnings: list[str]) -> dict:
+    values: dict[str, object] = {}
+    for key, raw in config.items(section, raw=True):
+        stage, _, field_name = key.partition(".")
+        if stage not in STAGES or field_name not in STAGE_FIELD_TYPES:
+            warnings.append(f"{source}: [{section}] unknown key {key!r} (skipped)")
+            continue
+        typed = typed_ini_value(raw)
+        if typed is None:
+            continue
+        try:
+            values[key] = stage_value(field_name, typed)
+        except ParameterError as error:
+            warnings.append(f"{source}: [{section}] {key}: {error.problem} (skipped)")
+    return values
+
+
+def _describe(error: configparser.Error, line_offset: int) -> str:
+    """A one-line description of a configparser error, with line numbers of the user's own text."""
+    if isinstance(error, configparser.ParsingError) and getattr(error, "errors", None):
+        line_number, line = error.errors[0]
+        return f"line {line_number - line_offset}: cannot read {line.strip()[:60]!r}"
+    if isinstance(error, configparser.DuplicateSectionError):
+        return f"line {(error.lineno or 0) - line_offset}: section [{error.section}] appears twice"
+    if isinstance(error, configparser.DuplicateOptionError):
+        return f"line {(error.lineno or 0) - line_offset}: key {error.option!r} appears twice in [{error.section}]"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def format_style_section(name: str, stages: dict[str, StageParams]) -> str:
+    """One ``[NAME]`` section that sets every value of the given stages, in the format `load_text` reads."""
+    lines = [f"[{name}]"]
+    for stage, values in stages.items():
+        for item in dataclasses.fields(StageParams):
+            value = getattr(values, item.name)
+            if isinstance(value, str):
+                text = '"' + " ".join(value.splitlines()).replace('"', "'") + '"'
+            elif isinstance(value, float):
+                text = repr(round(value, 6))
+            else:
+                text = str(value)
+            lines.append(f"{stage}.{item.name} = {text}")
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text: str, name: str, section: str) -> str:
+    """``text`` with its ``[NAME]`` (or ``[NAME:BASE]``) section, if any, replaced by ``section`` (else appended)."""
+    header = re.compile(r"^\s*\[\s*" + re.escape(name) + r"\s*(?::[^\]]*)?\]\s*$")
+    kept, skipping = [], False
+    for line in text.splitlines():
+        if re.match(r"^\s*\[", line):
+            skipping = bool(header.match(line))
+        if not skipping:
+            kept.append(line)
+    body = "\n".join(kept).rstrip()
+    return (body + "\n\n" if body else "") + section
 
 
 class StyleLibrary:
@@ -35,9 +166,6 @@ class StyleLibrary:
         self._own: dict[str, set[str]] = {}  # per style: the keys it sets itself (not from the library's defaults)
         self._order: list[str] = []
         self.warnings: list[str] = []
-        self.sources: list[str] = []
-
-    # -- loading ---------------------------------------------------------------------------------------------------
 
     @classmethod
     def load_builtin(cls) -> "StyleLibrary":
@@ -49,12 +177,12 @@ class StyleLibrary:
         A file that cannot be read is skipped with a warning, or raises StyleError when `strict`."""
         folder = Path(path)
         if not folder.is_dir():
-            raise StyleError(str(folder), "not a folder")
+            raise StyleError(f"{folder}: not a folder")
         if not any(folder.glob("*.ini")) and (folder / "styles").is_dir():
             folder = folder / "styles"
         for ini_file in _style_files(folder):
             try:
-                self.load_file(ini_file)
+                self.load_text(_read_text(ini_file), source=str(ini_file))
             except StyleError as error:
                 if strict:
                     raise
@@ -64,15 +192,9 @@ class StyleLibrary:
             self.add_order(_read_text(order_file))
         return self
 
-    def load_file(self, path: str | os.PathLike) -> "StyleLibrary":
-        return self.load_text(_read_text(Path(path)), source=str(path))
-
     def load_text(self, text: str, source: str = "<style text>") -> "StyleLibrary":
         """Adds the styles defined in an INI text (raises StyleError if it is not INI)."""
-        parsed = read_style_text(text, source)
-        self._merge(parsed, source)
-        self.warnings.extend(parsed.warnings)
-        self.sources.append(source)
+        self._merge(*_read_style_text(text, source, self.warnings), source)
         return self
 
     def add_order(self, order_text: str) -> None:
@@ -85,43 +207,38 @@ class StyleLibrary:
                 if name and name not in self._order:
                     self._order.append(name)
 
-    def _merge(self, parsed: StyleText, source: str) -> None:
+    def _merge(self, defaults: dict, sections: list[tuple[str, str | None, dict]], source: str) -> None:
         first = not self._styles and not self._defaults
         if first:
-            self._defaults = dict(parsed.defaults)
+            self._defaults = dict(defaults)
         defined: dict[str, dict[str, object]] = {}
         own: dict[str, set[str]] = {}
-        for section in parsed.sections:
+        for name, parent, section_values in sections:
             start = None
-            if section.parent:
-                start = defined.get(section.parent)
-                start_own = own.get(section.parent)
+            if parent:
+                start = defined.get(parent)
+                start_own = own.get(parent)
                 if start is None:
-                    start, start_own = self._styles.get(section.parent), self._own.get(section.parent)
+                    start, start_own = self._styles.get(parent), self._own.get(parent)
                 if start is None:
-                    parsed.warnings.append(f"{source}: [{section.name}:{section.parent}] base style "
-                                           f"{section.parent!r} is not defined; using the defaults")
+                    self.warnings.append(f"{source}: [{name}:{parent}] base style {parent!r} is not defined; "
+                                         "using the defaults")
             if start is not None:
-                values = {**start, **section.values}
-                own[section.name] = set(start_own or ()) | set(section.values)
+                values = {**start, **section_values}
+                own[name] = set(start_own or ()) | set(section_values)
             else:
-                values = {**self._styles.get(section.name, self._defaults), **parsed.defaults, **section.values}
+                values = {**self._styles.get(name, self._defaults), **defaults, **section_values}
                 # a later file's defaults section overrides the library's: its styles set those keys themselves
-                own[section.name] = (self._own.get(section.name, set()) | set(section.values)
-                                     | (set() if first else set(parsed.defaults)))
-            defined[section.name] = values
+                own[name] = (self._own.get(name, set()) | set(section_values)
+                             | (set() if first else set(defaults)))
+            defined[name] = values
         self._styles.update(defined)
         self._own.update(own)
-
-    # -- queries ---------------------------------------------------------------------------------------------------
 
     def names(self) -> list[str]:
         """Style names, in `order.conf` order, then the others in the order they were first defined."""
         ordered = [name for name in self._order if name in self._styles]
         return ordered + [name for name in self._styles if name not in ordered]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._styles
 
     def __len__(self) -> int:
         return len(self._styles)
@@ -133,10 +250,6 @@ class StyleLibrary:
         matches = [known for known in self._styles if known.lower() == str(name).lower()]
         return matches[0] if len(matches) == 1 else None
 
-    def raw(self, name: str) -> dict[str, object]:
-        """The style's flat `stage.field` values (a copy)."""
-        return dict(self._styles[self._require(name)])
-
     def get(self, name: str, defaults: Mapping[str, object] | None = None) -> dict[str, StageParams]:
         """Stage name → StageParams of the style; unset fields keep StageParams' fall-back defaults
         (docs/numerics.md "Styles"). ``defaults`` (flat ``stage.field`` values, e.g. a checkpoint's metadata
@@ -146,16 +259,7 @@ class StyleLibrary:
         for key, value in (defaults or {}).items():
             if key not in self._own.get(resolved, ()):
                 values[key] = value
-        stages: dict[str, StageParams] = {}
-        for stage in STAGES:
-            prefix = stage + "."
-            fields = {key[len(prefix):]: value for key, value in values.items() if key.startswith(prefix)}
-            stages[stage] = StageParams(**fields)
-        return stages
-
-    def defaults(self) -> dict[str, StageParams]:
-        """The stage parameters every style starts from (the first file's defaults section)."""
-        return {stage: StageParams(**{key[len(stage) + 1:]: value for key, value in self._defaults.items()
+        return {stage: StageParams(**{key[len(stage) + 1:]: value for key, value in values.items()
                                       if key.startswith(stage + ".")}) for stage in STAGES}
 
     def _require(self, name: str) -> str:
@@ -182,6 +286,6 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
-        raise StyleError(str(path), f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise StyleError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except OSError as error:
-        raise StyleError(str(path), f"cannot read ({error.strerror or error})") from None
+        raise StyleError(f"{path}: cannot read ({error.strerror or error})") from None

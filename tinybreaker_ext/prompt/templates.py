@@ -1,9 +1,5 @@
-"""Style templates: put the user's text where a style's template has its `$@` placeholder
-(docs/numerics.md "Style templates").
-
-A template may wrap the placeholder in a conditional block, `{. $@}`: with text, the braces go and the block stays
-(". a cat"); with no text, the whole block goes. Anything that does not form a clean block keeps its braces.
-"""
+"""Style templates: the user's text where a style's template has its `$@` placeholder, in or without a conditional
+`{. $@}` block (docs/numerics.md "Style templates")."""
 
 from __future__ import annotations
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
-from ..infotext import tb_fields, tinybreaker_fields
+from ..infotext import (TB_BASE_PARAMETERS, TB_REFINER_PARAMETERS, TB_STYLE, parse_stage_parameters, tb_fields,
+                        tinybreaker_fields)
 from ..plan import GenerationPlan
-from ..prompt.metadata import TB_BASE_PARAMETERS, TB_REFINER_PARAMETERS, TB_STYLE, parse_stage_parameters
 
 ENABLED_KEY = "TinyBreaker"
 

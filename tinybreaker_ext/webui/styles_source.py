@@ -47,8 +47,7 @@ def save_style(name: str, fields) -> str:
     top — as style ``name`` into the user's styles file; returns the file's path. Built-in names are refused."""
     from ..errors import ParameterError
     from ..plan import ImageRequest, make_plan
-    from ..prompt.style_ini import format_style_section, replace_section
-    from ..prompt.styles import StyleLibrary
+    from ..prompt.styles import StyleLibrary, format_style_section, replace_section
     from ..sampling.schedules import step_window
 
     name = (name or "").strip()
