@@ -144,8 +144,6 @@ def denoise_canvas(raw_latent: torch.Tensor, *, denoiser: Denoiser, sigmas: torc
     steps = len(sigmas) - 1
     device = torch.device(device) if device is not None else raw_latent.device
     result = raw_latent.detach().to(device=device, dtype=torch.float32).clone()
-    if steps < 1:
-        return result
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32).cpu()
     sigma_max = sd1_sigmas()[-1]
     height, width = result.shape[-2:]
