@@ -235,10 +235,9 @@ def _plan_line(plan) -> str:
         seed += f" (random; --seed {plan.seed} makes this image again)"
     images = f", {plan.batch_size} images (seeds {plan.seed}…{plan.seeds[-1]})" if plan.batch_size > 1 else ""
     size = f"{plan.width}x{plan.height}"
-    if plan.upscale and plan.upscale_mode == "enhancer":
-        size += " enhanced at {}x{}".format(*plan.upscaled_size)
-    elif plan.upscale:
-        size += " upscaled to {}x{}".format(*plan.upscaled_size)
+    if plan.upscale:
+        how = "enhanced at" if plan.upscale_mode == "enhancer" else "upscaled to"
+        size += " {} {}x{}".format(how, *plan.upscaled_size)
     return f"{size}, style {plan.style}, {seed}{images}"
 
 

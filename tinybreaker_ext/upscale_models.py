@@ -1,9 +1,6 @@
-"""The command line's upscale models (``--upscale-model``): ESRGAN and the other single-image architectures that
-spandrel recognises by their keys, run before the Tiny Upscaler's tile refine, as ComfyUI-TinyBreaker v0.4 does
-with ComfyUI's upscale-model loader. spandrel is optional: without it the option is refused with what to install.
-
-Only ``.safetensors`` files are read (our reader, never torch.load): a ``.pth`` or ``.ckpt`` is refused, naming the
-option. A bare name is looked for in the models folder's upscale-model folders (ComfyUI's and the WebUIs' names).
+"""The command line's upscale models (``--upscale-model``, docs/numerics.md "Tiny Upscaler", step 0): ESRGAN and the
+other single-image architectures spandrel recognises by their keys, read from ``.safetensors`` only (never unpickled).
+spandrel is optional: without it the option is refused with what to install.
 """
 
 from __future__ import annotations
