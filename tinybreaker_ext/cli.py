@@ -171,8 +171,6 @@ def run(args) -> list[str]:
         for warning in plan.warnings:
             if warning not in first.warnings:
                 console.warning(warning)
-        paths = output_paths(args.output, plan.batch_size)
-        check_writable(paths)
     if plan.upscale and plan.upscale_model:
         from .upscale_models import find_upscale_model
 

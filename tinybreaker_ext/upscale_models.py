@@ -24,7 +24,6 @@ class UpscaleModel:
     module: torch.nn.Module  # what a placement moves (the descriptor's network)
     scale: int
     architecture: str
-    path: str
 
     def upscale(self, images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
         """Images [B, 3, H, W] in [0, 1] → [B, 3, H·scale, W·scale] in [0, 1] (float32, CPU), in blended tiles."""
@@ -89,7 +88,7 @@ def load_upscale_model(path: str) -> UpscaleModel:
         raise ModelFileError(path, "is not a single-image RGB upscale model",
                              "an ESRGAN-class .safetensors upscale model")
     return UpscaleModel(module=descriptor.model.eval(), scale=int(descriptor.scale),
-                        architecture=descriptor.architecture.name, path=path)
+                        architecture=descriptor.architecture.name)
 
 
 def _spandrel():
