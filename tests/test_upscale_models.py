@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from builders.upscale_models import esrgan_keys, write_esrgan
+from builders.upscale_models import write_esrgan
 from tinybreaker_ext import upscale_models
 from tinybreaker_ext.errors import ModelFileError, ModelNotFoundError, ParameterError
 from tinybreaker_ext.upscale_models import check_upscale_model_file, find_upscale_model, load_upscale_model

@@ -97,7 +97,7 @@ def test_extra_noise_is_seeded_seed_plus_100_on_the_raw_latent():
 def test_extra_noise_reaches_the_decoder_in_raw_units_when_no_step_runs():
     images = torch.rand(1, 3, 32, 16)
     out = tiny_upscale(images, scale_by=1.5, encode_fn=zero_encode, decode_fn=revealing_decode,
-                       denoiser=Recorder(), stage=style_stage(steps_start=20, noise_seed=3), extra_noise=0.6)
+                       denoiser=Recorder(), stage=style_stage(steps_start=20, noise_seed=3, extra_noise=0.6))
     assert out.shape == (1, 3, 48, 24)
     expected = 0.5 + 0.1 * seeded_randn(103, (1, 4, 6, 3))[:, :3] * 0.6
     assert torch.allclose(out[:, :, ::8, ::8], expected.clamp(0, 1), atol=1e-6)

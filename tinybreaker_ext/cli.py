@@ -1,11 +1,7 @@
-"""Command line: ``tinybreaker "a prompt --aspect 3:2" -o out.png`` (or ``python -m tinybreaker_ext``).
-
-Runs the whole reference pipeline without a WebUI (T5 → PixArt-Sigma → transcoder → embedded SD1 refiner →
-SD1 decoder) and writes images whose infotext the WebUI's PNG Info reads (image_files.py). The options are the
-WebUI's TinyBreaker fields (``params.FIELDS``, one option each) plus the txt2img ones (size, seed, batch); the prompt
-accepts TinyBreaker's inline parameters (``--style``, ``--aspect``, ``--seed`` …), which win over the options, as
-in the WebUI. Everything that can fail is checked before anything is computed — parameters and limits (the shared
-plan), the output path, the model files and tokenizers — and every failure is one line and an exit code (EXIT_CODES).
+"""Command line: ``tinybreaker "a prompt --aspect 3:2" -o out.png`` (or ``python -m tinybreaker_ext``), the whole
+reference pipeline without a WebUI. The options are the WebUI's TinyBreaker fields (``params.FIELDS``) plus the
+txt2img ones; the prompt's inline parameters win over them, as in the WebUI. Everything that can fail is checked
+before anything is computed, and every failure is one line and an exit code (EXIT_CODES).
 """
 
 from __future__ import annotations
@@ -14,6 +10,7 @@ import argparse
 import math
 import os
 import sys
+import types
 
 from . import __version__, params
 from .errors import (Cancelled, ModelFileError, ModelNotFoundError, NotEnoughMemoryError, OutputError, ParameterError,
@@ -77,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
             fields.add_argument(*names, dest=spec.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=spec.help or spec.label)
         else:
-            fields.add_argument(*names, dest=spec.name, default=None, metavar=_metavar(spec),
+            metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else spec.kind.__name__.upper()
+            fields.add_argument(*names, dest=spec.name, default=None, metavar=metavar,
                                 help=f"{spec.help or spec.label} ({spec.describe_allowed()}; default "
                                      f"{spec.default!r})")
     files = parser.add_argument_group("files")
@@ -135,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_MEMORY, f"out of memory ({error or 'the system refused an allocation'}); try a smaller "
                                   "size, --t5-mode stream or --device cpu")
     except Exception as error:  # noqa: BLE001 — the last resort: still one line, unless --traceback
-        if _is_out_of_memory(error):
+        text = str(error).lower()  # torch's OutOfMemoryError: "CUDA out of memory. Tried to allocate …"
+        if "out of memory" in text or "can't allocate memory" in text:
             return _fail(EXIT_MEMORY, f"out of memory ({str(error).splitlines()[0]}); try a smaller size, "
                                       "--t5-mode stream or --device cpu")
         if args is not None and args.traceback:
@@ -167,12 +166,11 @@ def run(args) -> list[str]:
     defaults = checkpoint_file_defaults(files.checkpoint)
     if defaults:  # planned again with the file's metadata defaults (docs/design.md "One plan"), same seed
         first = plan
-        plan = plan_for(cli_params(args), cli_request(args), rng=_Same(first.seed), file_defaults=defaults)
+        same_seed = types.SimpleNamespace(randint=lambda _low, _high: first.seed)  # a random seed stays
+        plan = plan_for(cli_params(args), cli_request(args), rng=same_seed, file_defaults=defaults)
         for warning in plan.warnings:
             if warning not in first.warnings:
                 console.warning(warning)
-        paths = output_paths(args.output, plan.batch_size)
-        check_writable(paths)
     if plan.upscale and plan.upscale_model:
         from .upscale_models import find_upscale_model
 
@@ -194,16 +192,6 @@ def run(args) -> list[str]:
             save_image(image, path, infotext)
     console.status(console.summary())
     return paths
-
-
-class _Same:
-    """A random source that gives the seed already drawn (so planning again keeps a random seed)."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def randint(self, a: int, b: int) -> int:
-        return self.seed
 
 
 def cli_params(args) -> params.TinyBreakerParams:
@@ -245,10 +233,9 @@ def _plan_line(plan) -> str:
         seed += f" (random; --seed {plan.seed} makes this image again)"
     images = f", {plan.batch_size} images (seeds {plan.seed}…{plan.seeds[-1]})" if plan.batch_size > 1 else ""
     size = f"{plan.width}x{plan.height}"
-    if plan.upscale and plan.upscale_mode == "enhancer":
-        size += " enhanced at {}x{}".format(*plan.upscaled_size)
-    elif plan.upscale:
-        size += " upscaled to {}x{}".format(*plan.upscaled_size)
+    if plan.upscale:
+        how = "enhanced at" if plan.upscale_mode == "enhancer" else "upscaled to"
+        size += " {} {}x{}".format(how, *plan.upscaled_size)
     return f"{size}, style {plan.style}, {seed}{images}"
 
 
@@ -265,14 +252,6 @@ def _parameter_message(error: ParameterError) -> str:
     if isinstance(error, LimitError):
         message += f" ({_LIMIT_OPTION[error.limit]} MEGAPIXELS changes the limit)"
     return message
-
-
-def _is_out_of_memory(error: Exception) -> bool:
-    import torch
-
-    text = str(error).lower()
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text \
-        or "can't allocate memory" in text
 
 
 def _megapixels(text: str) -> float:
@@ -299,10 +278,6 @@ def _device(name: str | None):
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ParameterError("device", f"{name!r}: there are {torch.cuda.device_count()} CUDA devices")
     return device
-
-
-def _metavar(spec: params.FieldSpec) -> str:
-    return "{" + ",".join(spec.choices) + "}" if spec.choices else spec.kind.__name__.upper()
 
 
 def _dtype(name: str, device):

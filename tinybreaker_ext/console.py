@@ -14,10 +14,10 @@ from .generation import StepCallback, format_bytes
 
 
 class ConsoleProgress:
-    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, bars: bool | None = None):
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False):
         self.stream = stream or sys.stderr
         self.quiet = quiet
-        self.bars = not quiet and (_is_terminal(self.stream) if bars is None else bars)
+        self.bars = not quiet and self.stream.isatty()
         self.phases: list[tuple[str, float, int]] = []  # (name, seconds, bytes read)
         self.started = time.monotonic()
 
@@ -56,10 +56,3 @@ class ConsoleProgress:
         for name, seconds, read in self.phases:
             parts.append(f"{name} {seconds:.1f} s" + (f" ({format_bytes(read)} read)" if read else ""))
         return f"done in {time.monotonic() - self.started:.1f} s: " + ", ".join(parts)
-
-
-def _is_terminal(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False

@@ -9,6 +9,7 @@ import os
 import secrets
 import struct
 import tempfile
+from pathlib import Path
 
 from .errors import OutputError, ParameterError
 
@@ -48,12 +49,9 @@ def check_writable(paths: list[str]) -> None:
 
 def _first_file(folder: str) -> str:
     """The part of ``folder``'s path that exists as something other than a folder."""
-    parts = os.path.abspath(folder).split(os.sep)
-    for end in range(2, len(parts) + 1):
-        prefix = os.sep.join(parts[:end])
-        if os.path.exists(prefix) and not os.path.isdir(prefix):
-            return prefix
-    return folder
+    path = Path(os.path.abspath(folder))
+    return next((str(part) for part in [*reversed(path.parents), path] if part.exists() and not part.is_dir()),
+                folder)
 
 
 def save_image(image, path: str, infotext: str) -> None:

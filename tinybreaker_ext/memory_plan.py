@@ -1,22 +1,14 @@
 """Will it fit? RAM and device bytes each TinyBreaker stage needs, from file headers only, and the T5 placement that
-``auto`` should pick.
-
-Host-independent: callers pass the free RAM and free device memory their host's manager reports (what is free for
-TinyBreaker once the host's own models are accounted for); without them the current free amounts are read.
-Weights are counted exactly (tensor bytes from the headers; PixArt and the transcoder in the dtype they are loaded
-in); activations get a fixed reserve per stage. Nothing is loaded and no tensor data is read. T5 is counted as
-stored (the minimum): weights kept converted between encodes (``t5_policy.conversion_budget``) only use memory
-beyond the reserve that policy leaves free for the other stages.
-
-Entry point: ``plan_memory(...)`` → ``MemoryPlan`` (``.t5_mode`` to run, per-stage estimates, ``.fits``, a one-line
-``.message`` for the UI/API, ``.field`` naming what to change, ``.check()`` raising ``NotEnoughMemoryError`` with that
-message). The command line and the WebUI both call it; header readings are cached by path, size and mtime, so the
-WebUI can show an estimate on every change of its controls.
+``auto`` should pick (docs/design.md "Data flow", step 3). One function for the command line and the WebUI; header
+readings are cached by path, size and mtime, so the WebUI can show an estimate on every change of its controls.
+T5 is counted as stored (the minimum): weights kept converted between encodes (``t5_policy.conversion_budget``) only
+use memory beyond the reserve that policy leaves free for the other stages.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 
@@ -53,11 +45,7 @@ class T5Footprint:
 @dataclass(frozen=True)
 class MemoryPlan:
     t5_mode: str  # the mode to run ("auto" resolved)
-    t5_dtype: torch.dtype
-    device: torch.device
     stages: tuple[StageMemory, ...]
-    free_ram: int | None
-    free_device: int | None
     fits: bool
     message: str  # one line: the estimate and the choice, or what does not fit and what would
     field: str | None = None  # when it does not fit: the request field to change ("t5_file" or "t5_mode")
@@ -76,13 +64,6 @@ class MemoryPlan:
         return self
 
 
-def _numel(shape) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
-
-
 def _file_version(path: str | os.PathLike) -> tuple[str, int, int]:
     """What the header caches are keyed by: a file replaced or rewritten in place is read again."""
     path = os.path.abspath(os.fspath(path))
@@ -91,14 +72,13 @@ def _file_version(path: str | os.PathLike) -> tuple[str, int, int]:
 
 
 def t5_footprint(path: str | os.PathLike) -> T5Footprint:
-    """Stored bytes, the largest weight and the largest sub-layer of the T5 encoder in ``path`` (safetensors or
-    GGUF), from the header (cached per file version)."""
+    """The T5 encoder's footprint in ``path`` (safetensors or GGUF), from the header (cached per file version)."""
     return _t5_footprint(*_file_version(path))
 
 
 @functools.lru_cache(maxsize=16)
 def _t5_footprint(path: str, size: int, mtime_ns: int) -> T5Footprint:
-    info = _cached_classify(path, size, mtime_ns)
+    info = _classify(path, size, mtime_ns)
     header = header_of(path)
     prefix = info.key_prefix
     if info.file_format == "gguf":
@@ -114,31 +94,20 @@ def _t5_footprint(path: str, size: int, mtime_ns: int) -> T5Footprint:
         if parts[1] == "block":
             sublayers.setdefault(".".join(parts[:5]), []).append(entry)
     return T5Footprint(stored_bytes=sum(entry.nbytes for entry in encoder.values()),
-                       largest_weight_numel=max(_numel(entry.shape) for entries in sublayers.values()
+                       largest_weight_numel=max(math.prod(entry.shape) for entries in sublayers.values()
                                                 for entry in entries),
                        largest_sublayer_stored_bytes=max(sum(entry.nbytes for entry in entries)
                                                          for entries in sublayers.values()))
 
 
-def _weights_numel(path: str | os.PathLike, prefix: str) -> int:
-    return _cached_weights_numel(*_file_version(path), prefix)
-
-
 @functools.lru_cache(maxsize=16)
-def _cached_weights_numel(path: str, _size: int, _mtime_ns: int, prefix: str) -> int:
-    header = header_of(path)
-    return sum(_numel(entry.shape) for key, entry in header.tensors.items() if key.startswith(prefix))
+def _weights_numel(path: str, _size: int, _mtime_ns: int, prefix: str) -> int:
+    return sum(math.prod(entry.shape) for key, entry in header_of(path).tensors.items() if key.startswith(prefix))
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_classify(path: str, _size: int, _mtime_ns: int) -> ModelFileInfo:
+def _classify(path: str, _size: int, _mtime_ns: int) -> ModelFileInfo:
     return classify(path)
-
-
-def _free_device_bytes(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    return None
 
 
 def _stages(device: torch.device, mode: str, t5: T5Footprint, compute_size: int, pixart: int, transcoder: int,
@@ -173,9 +142,10 @@ def _fits(stages, free_ram: int | None, free_device: int | None) -> tuple[bool, 
 
 def _smaller_t5(room: int, stored: int) -> str:
     """'use a Q5_K_M T5 (3.4 GB)' for the largest known T5 file that fits ``room`` bytes and is smaller than ours."""
+    names = [name for name, _ in SMALLER_T5_FILES]
     for name, size in SMALLER_T5_FILES:
         if size <= room and size < stored:
-            warning = "" if [n for n, _ in SMALLER_T5_FILES].index(name) <= 2 else \
+            warning = "" if names.index(name) <= names.index(RECOMMENDED_MINIMUM) else \
                 f"; below {RECOMMENDED_MINIMUM} quality drops"
             return f"use a {name} T5 GGUF ({size / GB:.1f} GB{warning})"
     return ""
@@ -185,33 +155,30 @@ def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, 
                 model_dtype: torch.dtype, t5_mode: str = "auto", t5_dtype: str | torch.dtype = "auto",
                 placement_policy: str = "offload",
                 free_ram: int | None = None, free_device: int | None = None) -> MemoryPlan:
-    """Estimates each stage's RAM and device bytes from the files' headers, resolves ``t5_mode="auto"`` and says
-    whether it fits ``free_ram``/``free_device`` (None: read them now; a device without a reading is not checked).
-    ``model_dtype`` is what PixArt-Sigma and the transcoder are loaded in; ``placement_policy`` is the placement's
-    ("offload": each model leaves the device after its stage, as in the WebUI, where the host's models need the
-    room back; "gpu": everything stays). ``auto`` is ``cpu`` on a CPU; on an accelerator ``gpu`` when the placement
-    keeps models resident and T5 fits next to PixArt-Sigma, else ``stream`` (the pipeline's own rule: a resident
-    T5 beside an offloading placement would hold the device the host's models need)."""
+    """Estimates each stage's bytes from the headers, resolves ``t5_mode="auto"`` and says whether it fits
+    ``free_ram``/``free_device`` (None: read them now; a device without a reading is not checked).
+    ``placement_policy``: "offload" (each model leaves the device after its stage, as in the WebUI) or "gpu"
+    (everything stays). ``auto`` never keeps T5 resident beside an offloading placement: the pipeline's own rule,
+    as a resident T5 would hold the device the host's models need back."""
     if t5_mode not in MODES:
         raise ParameterError("t5_mode", f"'{t5_mode}' is not one of {', '.join(MODES)}")
     device = torch.device(device)
     compute_dtype = resolve_compute_dtype(t5_dtype, device)
     compute_size = torch.tensor([], dtype=compute_dtype).element_size()
     model_size = torch.tensor([], dtype=model_dtype).element_size()
-    t5_info, checkpoint_info = _cached_classify(*_file_version(t5_path)), \
-        _cached_classify(*_file_version(checkpoint_path))
+    t5_info, checkpoint_info = _classify(*_file_version(t5_path)), _classify(*_file_version(checkpoint_path))
     if t5_info.kind is not FileKind.T5_ENCODER:
         raise ParameterError("t5_file", f"{t5_path} is a {t5_info.description}, not a T5 encoder")
     t5 = t5_footprint(t5_path)
     if not checkpoint_info.is_tinybreaker:
         raise ParameterError("checkpoint", f"{checkpoint_path} is a {checkpoint_info.description}, not a TinyBreaker "
                                            "checkpoint")
-    pixart = _weights_numel(checkpoint_path, BASE_PREFIX) * model_size
-    transcoder = _weights_numel(checkpoint_path, TRANSCODER_PREFIX) * model_size
+    pixart = _weights_numel(*_file_version(checkpoint_path), BASE_PREFIX) * model_size
+    transcoder = _weights_numel(*_file_version(checkpoint_path), TRANSCODER_PREFIX) * model_size
     if free_ram is None:
         free_ram = available_ram_bytes()
-    if free_device is None:
-        free_device = _free_device_bytes(device)
+    if free_device is None and device.type == "cuda":
+        free_device = int(torch.cuda.mem_get_info(device)[0])
 
     if t5_mode != "auto":
         candidates = [t5_mode]
@@ -219,23 +186,19 @@ def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, 
         candidates = ["cpu"]
     else:
         candidates = ["gpu", "stream"] if placement_policy == "gpu" else ["stream"]
-    tried = []
-    for mode in candidates:
+    for mode in candidates:  # the first that fits, else the last
         stages = _stages(device, mode, t5, compute_size, pixart, transcoder, placement_policy)
         ram_ok, device_ok = _fits(stages, free_ram, free_device)
-        tried.append((mode, stages, ram_ok, device_ok))
         if ram_ok and device_ok:
             break
-    mode, stages, ram_ok, device_ok = tried[-1]
-    ram_peak = max(s.ram_bytes for s in stages)
-    device_peak = max(s.device_bytes for s in stages)
+    ram_peak, device_peak = max(s.ram_bytes for s in stages), max(s.device_bytes for s in stages)
     where = f"RAM {ram_peak / GB:.1f} GB" + (f", {device.type.upper()} {device_peak / GB:.1f} GB"
                                            if device.type != "cpu" else "")
     free = (f"free RAM {free_ram / GB:.1f} GB" if free_ram is not None else "free RAM unknown") + \
         (f", free {device.type.upper()} {free_device / GB:.1f} GB" if free_device is not None else "")
     if ram_ok and device_ok:
         message = f"T5 {mode} ({str(compute_dtype)[6:]}): needs {where}; {free}"
-        return MemoryPlan(mode, compute_dtype, device, stages, free_ram, free_device, True, message)
+        return MemoryPlan(mode, stages, True, message)
 
     advice = []
     if not device_ok and t5_mode == "gpu" and device.type != "cpu":
@@ -250,4 +213,4 @@ def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, 
         advice.append(f"free {(device_peak - free_device) / GB:.1f} GB of {device.type.upper()} memory")
     message = f"not enough memory for T5 {mode}: needs {where}, {free}; " + " or ".join(advice)
     field = "t5_mode" if ram_ok else "t5_file"  # a placement helps the device; only a smaller file helps RAM
-    return MemoryPlan(mode, compute_dtype, device, stages, free_ram, free_device, False, message, field)
+    return MemoryPlan(mode, stages, False, message, field)

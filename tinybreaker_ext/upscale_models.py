@@ -1,9 +1,6 @@
-"""The command line's upscale models (``--upscale-model``): ESRGAN and the other single-image architectures that
-spandrel recognises by their keys, run before the Tiny Upscaler's tile refine, as ComfyUI-TinyBreaker v0.4 does
-with ComfyUI's upscale-model loader. spandrel is optional: without it the option is refused with what to install.
-
-Only ``.safetensors`` files are read (our reader, never torch.load): a ``.pth`` or ``.ckpt`` is refused, naming the
-option. A bare name is looked for in the models folder's upscale-model folders (ComfyUI's and the WebUIs' names).
+"""The command line's upscale models (``--upscale-model``, docs/numerics.md "Tiny Upscaler", step 0): ESRGAN and the
+other single-image architectures spandrel recognises by their keys, read from ``.safetensors`` only (never unpickled).
+spandrel is optional: without it the option is refused with what to install.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ class UpscaleModel:
     module: torch.nn.Module  # what a placement moves (the descriptor's network)
     scale: int
     architecture: str
-    path: str
 
     def upscale(self, images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
         """Images [B, 3, H, W] in [0, 1] → [B, 3, H·scale, W·scale] in [0, 1] (float32, CPU), in blended tiles."""
@@ -92,7 +88,7 @@ def load_upscale_model(path: str) -> UpscaleModel:
         raise ModelFileError(path, "is not a single-image RGB upscale model",
                              "an ESRGAN-class .safetensors upscale model")
     return UpscaleModel(module=descriptor.model.eval(), scale=int(descriptor.scale),
-                        architecture=descriptor.architecture.name, path=path)
+                        architecture=descriptor.architecture.name)
 
 
 def _spandrel():
