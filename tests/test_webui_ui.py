@@ -8,7 +8,7 @@ gr = pytest.importorskip("gradio", reason="gradio is not installed here; run thi
 from builders.fixtures_webui import CHECKPOINT_NAME, T5_NAME  # noqa: E402
 from tinybreaker_ext import params  # noqa: E402
 from tinybreaker_ext.webui import ui  # noqa: E402
-from tinybreaker_ext.webui.choices import control_choices  # noqa: E402
+from tinybreaker_ext.webui.api import control_choices  # noqa: E402
 
 
 def elem_id(name):

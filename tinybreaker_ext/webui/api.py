@@ -1,16 +1,34 @@
-"""HTTP routes: GET /tinybreaker/v1/models (with the memory estimates), /options and /styles, behind the host's
---api-auth when it is on."""
+"""HTTP routes (GET /tinybreaker/v1/models with the memory estimates, /options, /styles; POST /plan, /styles) behind
+the host's --api-auth when it is on, the 4xx answer to our errors, and the choices the accordion lists."""
 
 from __future__ import annotations
 
+import logging
 import os
 from secrets import compare_digest
 
 from .. import params
+from ..errors import TinyBreakerError
 from . import locations
 from .styles_source import style_names
 
 ROUTE_PREFIX = "/tinybreaker/v1"
+log = logging.getLogger(__name__)
+
+
+def request_error(error: Exception) -> Exception:
+    """Every TinyBreakerError is about what the request asked for (a field, a file it named, a size, a missing model
+    or tokenizer for what it asked) → HTTP 422 with the one-line message; the UI shows it too. Anything else is a
+    fault of the server and reaches the host's own handler (500) unchanged."""
+    if not isinstance(error, TinyBreakerError):
+        return error
+    try:
+        from fastapi import HTTPException
+    except ImportError:  # outside a WebUI (tests without fastapi)
+        return error
+    # Positional: starlette before 0.28 (A1111's) has no HTTPException.__str__, and Exception's shows only the
+    # positional arguments; queue tools (agent-scheduler) record str() of the error as a failed task's result.
+    return HTTPException(422, str(error))
 
 
 def list_models() -> dict:
@@ -40,7 +58,6 @@ def memory_estimates(models: dict) -> dict:
     with ``checkpoint`` and ``t5`` (file names) and ``placements`` — for ``auto``, ``gpu``, ``cpu`` and ``stream``:
     ``t5_mode`` (what runs), ``ram_bytes`` and ``device_bytes`` at the peak stage, ``fits`` and the one-line
     ``message`` — or ``error`` when a header cannot be read. From file headers only."""
-    from ..errors import TinyBreakerError
     from . import preflight
     from .host import get_host
 
@@ -68,10 +85,22 @@ def dynamic_choices() -> dict[str, list[str]]:
 
 def upscale_model_choices() -> list[str]:
     """'none', then the WebUI's own upscalers (what Hires fix offers)."""
-    from ..params import NO_UPSCALE_MODEL
     from .host_upscalers import upscaler_names
 
-    return [NO_UPSCALE_MODEL, *upscaler_names()]
+    return [params.NO_UPSCALE_MODEL, *upscaler_names()]
+
+
+def control_choices(field_name: str) -> list[str]:
+    """An accordion dropdown's choices, read from disk when the UI is built or refreshed."""
+    try:
+        if field_name == "style":
+            return style_names()
+        if field_name == "upscale_model":
+            return upscale_model_choices()
+        return [name for name in dynamic_choices().get(field_name, []) if name]
+    except Exception as error:  # an unreadable folder must not break the whole txt2img tab
+        log.warning("TinyBreaker: could not list %s choices: %s", field_name, error)
+        return []
 
 
 def register_routes(app) -> None:
@@ -89,8 +118,7 @@ def register_routes(app) -> None:
 
 def save_style_route(request: dict):
     """Saves a style: ``{"name": "MY_STYLE", "args": …}`` with ``args`` as in the script's arguments."""
-    from ..errors import ParameterError, TinyBreakerError
-    from .errors import request_error
+    from ..errors import ParameterError
     from .styles_source import save_style
 
     try:
@@ -106,9 +134,6 @@ def save_style_route(request: dict):
 def plan_route(request: dict):
     """What a txt2img request would run, without running it: the body takes txt2img's own fields (prompt,
     negative_prompt, width, height, seed, batch_size) and ``args`` as in ``alwayson_scripts.TinyBreaker.args``."""
-    from ..errors import TinyBreakerError
-    from .errors import request_error
-
     try:
         return plan_summary(request)
     except TinyBreakerError as error:

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import Cancelled, ParameterError, TinyBreakerError
 from . import progress
-from .errors import request_error
+from .api import request_error
 from .run_plan import RunPlan
 
 log = logging.getLogger(__name__)
