@@ -5,7 +5,7 @@ import pytest
 from builders.fake_hosts import CALLS
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.prompt.metadata import parse_stage_parameters
-from tinybreaker_ext.webui.infotext import translate_pasted
+from tinybreaker_ext.webui.callbacks import translate_pasted
 
 ARGS = TinyBreakerParams(enabled=True).as_args()
 

@@ -9,11 +9,11 @@ from typing import Any, Sequence
 
 from .. import params
 from ..errors import ParameterError
+from ..infotext import tb_fields, tinybreaker_fields
 from ..plan import BATCH_SIZE_MAX
 from ..prompt.grammar import RANDOM_SEED_MAX, parse_inline_prompt, without_arguments
 from . import first_pass, inline_prompt, preflight, progress
 from .host import get_host
-from .infotext import tb_generation_params
 from .run_plan import RunPlan, build_run_plan, image_request
 from .styles_source import style_library
 
@@ -36,6 +36,12 @@ def _remember(p, plan: RunPlan) -> None:
 def active_plan(p) -> RunPlan | None:
     ref, plan = _active_plans.get(id(p), (None, None))
     return plan if ref is not None and ref() is p else None
+
+
+def tb_generation_params(generation, seed: int) -> dict:
+    """``p.extra_generation_params``: our fields and ComfyUI-TinyBreaker's (docs/design.md "Infotext") for the image
+    with base seed ``seed``."""
+    return {**tinybreaker_fields(generation), **tb_fields(generation, int(seed))}
 
 
 def parse_args(args: Sequence[Any], warnings: list[str] | None = None
