@@ -1,5 +1,5 @@
-"""HTTP routes (GET /tinybreaker/v1/models with the memory estimates, /options, /styles; POST /plan, /styles) behind
-the host's --api-auth when it is on, the 4xx answer to our errors, and the choices the accordion lists."""
+"""The /tinybreaker/v1 routes (README "API") behind the host's --api-auth when it is on, the 4xx answer to our errors,
+and the choices the accordion lists."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 from secrets import compare_digest
 
 from .. import params
-from ..errors import TinyBreakerError
+from ..errors import ParameterError, TinyBreakerError
 from . import locations
 from .styles_source import style_names
 
@@ -45,22 +45,12 @@ def list_models() -> dict:
 
 
 def models_route() -> dict:
-    """GET /models: the files found by role (``list_models``) and ``memory``, the preflight's estimate for each
-    checkpoint/T5 pair on this host (``memory_estimates``)."""
-    models = list_models()
-    models["memory"] = memory_estimates(models)
-    return models
-
-
-def memory_estimates(models: dict) -> dict:
-    """``device`` (where TinyBreaker computes), ``free_ram_bytes`` and ``free_device_bytes`` (what the host reports
-    free for TinyBreaker now; null where unknown or on a CPU), and ``pairs``: one entry per checkpoint/T5 pair
-    with ``checkpoint`` and ``t5`` (file names) and ``placements`` — for ``auto``, ``gpu``, ``cpu`` and ``stream``:
-    ``t5_mode`` (what runs), ``ram_bytes`` and ``device_bytes`` at the peak stage, ``fits`` and the one-line
-    ``message`` — or ``error`` when a header cannot be read. From file headers only."""
+    """The files found by role, and ``memory``: the preflight's estimate, from file headers, for each checkpoint/T5
+    pair on this host (``error`` where a header cannot be read)."""
     from . import preflight
     from .host import get_host
 
+    models = list_models()
     host = get_host()
     device = host.compute_device()
     free_ram, free_device = preflight.free_for_tinybreaker(host, device)
@@ -73,7 +63,9 @@ def memory_estimates(models: dict) -> dict:
             except TinyBreakerError as error:
                 entry["error"] = str(error)
             pairs.append(entry)
-    return {"device": str(device), "free_ram_bytes": free_ram, "free_device_bytes": free_device, "pairs": pairs}
+    models["memory"] = {"device": str(device), "free_ram_bytes": free_ram, "free_device_bytes": free_device,
+                        "pairs": pairs}
+    return models
 
 
 def dynamic_choices() -> dict[str, list[str]]:
@@ -117,8 +109,7 @@ def register_routes(app) -> None:
 
 
 def save_style_route(request: dict):
-    """Saves a style: ``{"name": "MY_STYLE", "args": …}`` with ``args`` as in the script's arguments."""
-    from ..errors import ParameterError
+    """``{"name": "MY_STYLE", "args": …}`` with ``args`` as in the script's arguments."""
     from .styles_source import save_style
 
     try:
@@ -141,10 +132,12 @@ def plan_route(request: dict):
 
 
 def plan_summary(request: dict) -> dict:
-    from ..errors import ParameterError
+    from ..errors import ModelNotFoundError
     from ..limits import t5_token_counter
     from ..plan import ImageRequest, make_plan
-    from .run_plan import _tokenizer_search
+    from ..prompt.file_defaults import checkpoint_file_defaults
+    from .host_upscalers import check_plan_upscaler
+    from .run_plan import _tokenizer_search, resolve_file
     from .styles_source import style_library
 
     if not isinstance(request, dict):
@@ -160,11 +153,6 @@ def plan_summary(request: dict) -> dict:
         values[name] = value
     image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
                          values["seed"], values["batch_size"], locations.size_step())
-    from ..errors import ModelNotFoundError
-    from ..prompt.file_defaults import checkpoint_file_defaults
-    from .host_upscalers import check_plan_upscaler
-    from .run_plan import resolve_file
-
     try:  # the checkpoint's metadata defaults, as a generation would use them
         defaults = checkpoint_file_defaults(resolve_file("checkpoint", fields.checkpoint, "checkpoint"))
     except ModelNotFoundError:  # no checkpoint installed yet: the plan of the styles alone
