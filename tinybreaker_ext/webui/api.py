@@ -77,7 +77,7 @@ def dynamic_choices() -> dict[str, list[str]]:
 
 def upscale_model_choices() -> list[str]:
     """'none', then the WebUI's own upscalers (what Hires fix offers)."""
-    from .host_upscalers import upscaler_names
+    from .upscale import upscaler_names
 
     return [params.NO_UPSCALE_MODEL, *upscaler_names()]
 
@@ -136,7 +136,7 @@ def plan_summary(request: dict) -> dict:
     from ..limits import t5_token_counter
     from ..plan import ImageRequest, make_plan
     from ..prompt.file_defaults import checkpoint_file_defaults
-    from .host_upscalers import check_plan_upscaler
+    from .upscale import check_plan_upscaler
     from .run_plan import _tokenizer_search, resolve_file
     from .styles_source import style_library
 

@@ -13,7 +13,6 @@ from ..params import TinyBreakerParams
 from ..plan import GenerationPlan, ImageRequest, make_plan
 from ..prompt.file_defaults import checkpoint_file_defaults
 from . import locations
-from .host_upscalers import check_plan_upscaler
 
 
 @dataclass
@@ -66,6 +65,8 @@ def image_request(p) -> ImageRequest:
 
 
 def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:
+    from .upscale import check_plan_upscaler
+
     plan = RunPlan(params=params)
     try:
         tokens = t5_token_counter(_tokenizer_search())
