@@ -1,5 +1,4 @@
-"""Where the host keeps our files: model folders (default models/TinyBreaker, --tinybreaker-dir, extra folders
-from Settings, the host's text-encoder folder), style folders, and the host's own tokenizer copies."""
+"""Where the host keeps our files (docs/hosts.md "File names"), our settings, and the txt2img size step."""
 
 from __future__ import annotations
 
@@ -10,16 +9,11 @@ SETTING_T5_MODE = "tinybreaker_t5_mode"
 SETTING_DTYPE = "tinybreaker_compute_dtype"
 SETTING_STYLE_DIRS = "tinybreaker_style_dirs"
 SETTING_COMPILE = "tinybreaker_compile_pixart"
-
-
 _size_step = [8]  # the txt2img width slider's step, read when the UI is built (A1111: 8, Forge Neo: 64)
 
 
 def remember_size_step(step) -> None:
-    try:
-        _size_step[0] = max(int(step or 8), 8)
-    except (TypeError, ValueError):
-        pass
+    _size_step[0] = max(int(step), 8)  # the width slider's step (the UI passes 8 when it has none)
 
 
 def size_step() -> int:
@@ -41,7 +35,7 @@ def tinybreaker_dir() -> str:
 
 
 def model_dirs() -> list[str]:
-    """Folders searched for checkpoints and T5 files, most specific first; only existing ones."""
+    """Existing folders searched for checkpoints and T5 files, most specific first."""
     from modules import paths
 
     dirs = [tinybreaker_dir()]

@@ -1,8 +1,5 @@
-"""Will it fit, in the WebUI: the command line's estimate (``memory_plan.plan_memory``, one function for both front
-ends) with the free RAM and device memory the host reports (``HostAdapter.free_memory``: the Forge family's memory
-manager, CUDA's reading on A1111). Used before a job loads anything (``check``: ``auto`` is resolved here and a job
-that cannot fit is refused, naming the field to change), for the accordion's one-line hint and for the estimates of
-``GET /tinybreaker/v1/models``. Only file headers are read, cached per file version (memory_plan)."""
+"""Will it fit, in the WebUI (docs/design.md "Data flow"): the command line's estimate from file headers with the free
+memory the host reports, before a job loads anything, for the accordion's hint and for ``GET /models``."""
 
 from __future__ import annotations
 
@@ -12,9 +9,8 @@ from . import locations
 
 
 def free_for_tinybreaker(host, device, sd_model=None) -> tuple[int | None, int | None]:
-    """The host's free RAM and device memory (with what it gives up for our stage: ``sd_model`` is the job's
-    checkpoint), plus what our own cached models hold (a job reuses or replaces them). A reading that fails is
-    unknown (None: not checked) rather than a reason to refuse a job."""
+    """The host's free RAM and device memory (``HostAdapter.free_memory``) plus what our own cached models hold (a
+    job reuses or replaces them). A reading that fails is unknown (None: not checked), not a reason to refuse."""
     from ..pipeline import held_bytes
 
     try:
@@ -27,7 +23,6 @@ def free_for_tinybreaker(host, device, sd_model=None) -> tuple[int | None, int |
 
 
 def plan_for(host, checkpoint_path: str, t5_path: str, t5_mode: str, sd_model=None) -> MemoryPlan:
-    """The estimate on this host's device, dtype and placement, against its free memory now."""
     device = host.compute_device()
     dtype = host.compute_dtype(device, locations.option(locations.SETTING_DTYPE, "auto"))
     free_ram, free_device = free_for_tinybreaker(host, device, sd_model)
@@ -37,8 +32,8 @@ def plan_for(host, checkpoint_path: str, t5_path: str, t5_mode: str, sd_model=No
 
 
 def check(plan, host, sd_model=None) -> None:
-    """Before the job loads anything: ``plan.memory`` gets the estimate (its ``t5_mode`` is what runs), or
-    ``plan.error`` a 422 naming the field to change and what would fit."""
+    """``plan.memory`` gets the estimate (its ``t5_mode`` is what runs), or ``plan.error`` a 422 naming the field to
+    change and what would fit."""
     from ..errors import ParameterError, TinyBreakerError
 
     try:
@@ -51,7 +46,6 @@ def check(plan, host, sd_model=None) -> None:
 
 
 def hint(checkpoint: str, t5_file: str, t5_mode: str) -> str:
-    """The accordion's line next to T5 placement: the estimate for these choices, or why there is none."""
     from ..errors import TinyBreakerError
     from .host import get_host
     from .run_plan import requested_t5_mode, resolve_file
@@ -66,9 +60,8 @@ def hint(checkpoint: str, t5_file: str, t5_mode: str) -> str:
 
 
 def estimates(host, checkpoint_path: str, t5_path: str) -> dict:
-    """Per T5 placement (``auto``, ``gpu``, ``cpu``, ``stream``): ``t5_mode`` (what ``auto`` resolves to),
-    ``ram_bytes`` and ``device_bytes`` at the peak stage (integers; device 0 on a CPU), ``fits`` (against the free
-    memory now) and the one-line ``message`` (the command line's wording)."""
+    """Per T5 placement: what runs, the peak RAM and device bytes, whether it fits now, and the command line's
+    one-line message (README "API")."""
     result = {}
     for mode in MODES:
         plan = plan_for(host, checkpoint_path, t5_path, mode)

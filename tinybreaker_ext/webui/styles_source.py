@@ -19,16 +19,12 @@ def user_styles_dir() -> str:
     return os.path.join(locations.tinybreaker_dir(), "styles")
 
 
-def style_dirs() -> list[str]:
-    return locations.unique_existing([user_styles_dir(), *locations.style_dirs()])
-
-
 def style_library():
     from ..prompt.styles import StyleLibrary
 
-    dirs = style_dirs()
-    key = tuple((folder, tuple((path, os.path.getmtime(path)) for path in sorted(glob.glob(os.path.join(folder, "*.ini")))))
-                for folder in dirs)
+    dirs = locations.unique_existing([user_styles_dir(), *locations.style_dirs()])
+    key = tuple((folder, tuple((path, os.path.getmtime(path))
+                               for path in sorted(glob.glob(os.path.join(folder, "*.ini"))))) for folder in dirs)
     if key not in _cache:
         _cache.clear()
         library = StyleLibrary.load_builtin()
@@ -43,8 +39,8 @@ def style_names() -> list[str]:
 
 
 def save_style(name: str, fields) -> str:
-    """Writes the stages ``fields`` (TinyBreakerParams) give — the selected style with the accordion's values on
-    top — as style ``name`` into the user's styles file; returns the file's path. Built-in names are refused."""
+    """Writes the stages ``fields`` give (the selected style with the accordion's values on top) as style ``name``
+    into the user's styles file; returns its path. Built-in names are refused."""
     from ..errors import ParameterError
     from ..plan import ImageRequest, make_plan
     from ..prompt.style_ini import format_style_section, replace_section
