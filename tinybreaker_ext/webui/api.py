@@ -47,19 +47,19 @@ def list_models() -> dict:
 def models_route() -> dict:
     """The files found by role, and ``memory``: the preflight's estimate, from file headers, for each checkpoint/T5
     pair on this host (``error`` where a header cannot be read)."""
-    from . import preflight
+    from . import run_plan
     from .host import get_host
 
     models = list_models()
     host = get_host()
     device = host.compute_device()
-    free_ram, free_device = preflight.free_for_tinybreaker(host, device)
+    free_ram, free_device = run_plan.free_for_tinybreaker(host, device)
     pairs = []
     for checkpoint in models["checkpoint"]:
         for t5 in models["t5"]:
             entry = {"checkpoint": checkpoint["name"], "t5": t5["name"]}
             try:
-                entry["placements"] = preflight.estimates(host, checkpoint["path"], t5["path"])
+                entry["placements"] = run_plan.estimates(host, checkpoint["path"], t5["path"])
             except TinyBreakerError as error:
                 entry["error"] = str(error)
             pairs.append(entry)

@@ -60,7 +60,11 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     from modules import devices, shared
 
     sd_model = p.sd_model
-    family = check_host_model(host, sd_model)
+    family = host.refiner_family(sd_model)
+    if family is None:  # the host's checkpoint setting is at fault, not TinyBreaker's 'checkpoint' field
+        raise ParameterError("sd_model_checkpoint", f"the WebUI has {host.describe_model(sd_model)} loaded; "
+                             "TinyBreaker refines with an SD1 or SDXL checkpoint (e.g. Photon, Juggernaut XL): "
+                             "select one in the checkpoint list")
     if plan.generation.upscale and family != "sd1":
         raise ParameterError("upscale", "the Tiny Upscaler refines tiles with an SD1 checkpoint (its tiny VAE is "
                                         f"SD1's); the WebUI has {family.upper()} loaded: use Hires fix instead")
@@ -97,17 +101,6 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
                                     plan.generation.upscale_by, plan.generation.upscale_mode,
                                     plan.generation.upscale_model)
     return samples
-
-
-def check_host_model(host, sd_model) -> str:
-    """The refiner family of the loaded checkpoint ("sd1" or "sdxl"), or a 422 naming what is loaded."""
-    family = host.refiner_family(sd_model)
-    if family is None:
-        raise ParameterError(  # the host's checkpoint setting is at fault, not TinyBreaker's 'checkpoint' field
-            "sd_model_checkpoint",
-            f"the WebUI has {host.describe_model(sd_model)} loaded; TinyBreaker refines with an SD1 or SDXL "
-            "checkpoint (e.g. Photon, Juggernaut XL): select one in the checkpoint list")
-    return family
 
 
 def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str) -> torch.Tensor:

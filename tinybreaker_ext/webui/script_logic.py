@@ -16,8 +16,9 @@ from ..infotext import tb_fields, tinybreaker_fields
 from ..plan import BATCH_SIZE_MAX, GenerationPlan, ImageRequest, StageTexts
 from ..prompt.grammar import RANDOM_SEED_MAX, parse_inline_prompt, without_arguments
 from ..prompt.templates import refiner_text
-from . import first_pass, preflight, progress
+from . import first_pass, progress
 from .host import get_host
+from . import run_plan
 from .run_plan import RunPlan, build_run_plan, image_request
 from .styles_source import style_library
 
@@ -104,7 +105,7 @@ def process(p, *args) -> RunPlan | None:
             notes += plan.generation.warnings
     report(p, notes)
     if plan.error is None:
-        preflight.check(plan, get_host(), p.sd_model)  # before anything loads: resolves auto, refuses what won't fit
+        run_plan.check(plan, get_host(), p.sd_model)  # before anything loads: resolves auto, refuses what won't fit
     if plan.error is None:
         apply_plan_to_processing(p, plan)
     _remember(p, plan)

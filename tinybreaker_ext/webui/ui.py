@@ -72,7 +72,7 @@ def _control(gr, name: str, elem_id, choices):
 
 
 def _memory_hint(gr, elem_id, controls) -> None:
-    """One line next to T5 placement: will the chosen checkpoint and T5 fit in this placement (webui/preflight.py,
+    """One line next to T5 placement: will the chosen checkpoint and T5 fit in this placement (webui/run_plan.py,
     the command line's estimate from file headers, cached), updated when the files, the placement or the switch
     change. Empty until then: building the accordion reads no file."""
     hint = gr.HTML(value="", elem_id=elem_id("memory_hint"))
@@ -82,7 +82,7 @@ def _memory_hint(gr, elem_id, controls) -> None:
 
 
 def memory_hint_html(checkpoint: str, t5_file: str, t5_mode: str) -> str:
-    from .preflight import hint
+    from .run_plan import hint
 
     return f"<span class='tinybreaker-memory-hint'>{html.escape(hint(checkpoint, t5_file, t5_mode))}</span>"
 
