@@ -21,9 +21,8 @@ _BASE_STAGE_BYTES = int(2.5 * 1024**3)
 
 
 class HostAdapter:
-    """What every host adapter shares; each subclass adds ``compute_device()`` and ``placement()`` (a
-    ``tinybreaker_ext.placement`` placement backed by the host's memory handling). The rest of the WebUI layer only
-    talks to this."""
+    """What every host adapter shares; each adds ``compute_device()`` and ``placement()`` (a placement backed by the
+    host's memory handling). The rest of the WebUI layer only talks to this."""
 
     name = "generic"
 
@@ -40,9 +39,8 @@ class HostAdapter:
         return torch.float16
 
     def free_memory(self, device: torch.device, sd_model=None) -> tuple[int | None, int | None]:
-        """(free RAM, free memory on ``device`` for TinyBreaker) in bytes, None where unknown (the device reading on
-        a CPU). Here what the system and CUDA report now; adapters add what the host gives up for our stage
-        (``sd_model``: the job's loaded checkpoint, when there is a job)."""
+        """(free RAM, free ``device`` memory) for TinyBreaker in bytes, None where unknown or on a CPU; adapters add
+        what the host gives up for our stage (``sd_model``: the job's checkpoint; docs/hosts.md "Memory managers")."""
         from ..models.t5_policy import available_ram_bytes
 
         free_device = None

@@ -30,11 +30,8 @@ def host_conditioning(p, prompt: str, negative: str, steps: int, width: int, hei
 
 
 class HostDenoiser:
-    """``denoiser(x, sigma[B])`` through the host's CFG denoiser; use it inside ``with denoiser.active(x):``.
-
-    ``sigmas`` are the upscaler's step sigmas: a call at σ_i counts as sampling step i for the host (prompt
-    schedules, "skip early CFG"), since each sweep of tiles is one sampler step.
-    """
+    """``denoiser(x, sigma[B])`` inside ``with denoiser.active(x):``. A call at ``sigmas[i]`` counts as sampling
+    step i for the host (prompt schedules, "skip early CFG"): each sweep of tiles is one sampler step."""
 
     def __init__(self, p, cond, uncond, cfg_scale: float, sigmas: torch.Tensor):
         from modules import sd_samplers, sd_samplers_common
@@ -51,7 +48,7 @@ class HostDenoiser:
 
     @contextlib.contextmanager
     def active(self, example: torch.Tensor) -> Iterator["HostDenoiser"]:
-        """The host state one ``sample_img2img`` call sets up, for a run of tiles shaped like ``example``."""
+        """The host state one ``sample_img2img`` call sets up, for latents shaped like ``example``."""
         p, sampler = self.p, self.sampler
         saved = {name: getattr(p, name) for name in ("is_hr_pass", "refiner_checkpoint_info") if hasattr(p, name)}
         if "is_hr_pass" in saved:
@@ -111,10 +108,8 @@ class HostDenoiser:
 def _forge_sampling_hooks(sampler, p):
     """Forge's and reForge's ``sampling_prepare``/``sampling_cleanup`` (imported into their
     ``modules.sd_samplers_kdiffusion``; A1111 has none) and the UNet patcher they take."""
-    try:
-        from modules import sd_samplers_kdiffusion
-    except ImportError:
-        return None, None, None
+    from modules import sd_samplers_kdiffusion
+
     prepare = getattr(sd_samplers_kdiffusion, "sampling_prepare", None)
     cleanup = getattr(sd_samplers_kdiffusion, "sampling_cleanup", None)
     if prepare is None:

@@ -16,9 +16,8 @@ from ..infotext import tb_fields, tinybreaker_fields
 from ..plan import BATCH_SIZE_MAX, GenerationPlan, ImageRequest, StageTexts
 from ..prompt.grammar import RANDOM_SEED_MAX, parse_inline_prompt, without_arguments
 from ..prompt.templates import refiner_text
-from . import first_pass, progress
+from . import first_pass, progress, run_plan
 from .host import get_host
-from . import run_plan
 from .run_plan import RunPlan, build_run_plan, image_request
 from .styles_source import style_library
 
@@ -31,12 +30,6 @@ REFINER_FAMILY_KEY = "TinyBreaker refiner"  # infotext: which model family refin
 # attributes (JSON, pickle), which a plan holding tensors and models would break. Keyed by id(p) with a weak
 # reference to check identity: the hosts' processing classes are dataclasses, so p is unhashable.
 _active_plans: dict[int, tuple[weakref.ref, RunPlan]] = {}
-
-
-def _remember(p, plan: RunPlan) -> None:
-    for key in [key for key, (ref, _plan) in _active_plans.items() if ref() is None]:
-        del _active_plans[key]  # jobs that failed before postprocess
-    _active_plans[id(p)] = (weakref.ref(p), plan)
 
 
 def active_plan(p) -> RunPlan | None:
@@ -108,7 +101,9 @@ def process(p, *args) -> RunPlan | None:
         run_plan.check(plan, get_host(), p.sd_model)  # before anything loads: resolves auto, refuses what won't fit
     if plan.error is None:
         apply_plan_to_processing(p, plan)
-    _remember(p, plan)
+    for key in [key for key, (ref, _plan) in _active_plans.items() if ref() is None]:
+        del _active_plans[key]  # jobs that failed before postprocess
+    _active_plans[id(p)] = (weakref.ref(p), plan)
     return plan
 
 
