@@ -188,7 +188,8 @@ def refine_with_host_sampler(p, plan: RunPlan, host, x, conditioning, unconditio
     p.is_hr_pass = False  # Forge/reForge would otherwise use the hires CFG and schedule
     try:
         return p.sampler.sample_img2img(p, x, noise, conditioning, unconditional_conditioning,
-                                        steps=generation.refine_steps, image_conditioning=p.txt2img_image_conditioning(x))
+                                        steps=generation.refine_steps,
+                                        image_conditioning=p.txt2img_image_conditioning(x))
     finally:
         p.denoising_strength, p.is_hr_pass = saved_strength, saved_hr
 

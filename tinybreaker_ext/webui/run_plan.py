@@ -94,8 +94,8 @@ def resolve_file(role: str, requested: str, field_name: str) -> str:
     what = "a TinyBreaker checkpoint" if role == "checkpoint" else "a T5-XXL encoder file"
     if not requested:
         if not candidates:
-            raise ModelNotFoundError(what, dirs or [locations.tinybreaker_dir()],
-                                     hint=f"put it in {locations.tinybreaker_dir()} (see the README for download links)")
+            raise ModelNotFoundError(what, dirs or [locations.tinybreaker_dir()], hint=f"put it in "
+                                     f"{locations.tinybreaker_dir()} (see the README for download links)")
         return candidates[0]
     names = ", ".join(_names(candidates, dirs)) or "none"
     wanted = requested.replace("\\", "/")
