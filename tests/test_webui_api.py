@@ -179,7 +179,7 @@ def test_plan_route_names_the_field_of_a_bad_request(tb_host, body, field):
 
 def test_a_saved_style_is_listed_at_once_and_reproduces_the_settings(tb_host, tmp_path):
     from tinybreaker_ext.plan import ImageRequest, make_plan
-    from tinybreaker_ext.webui.styles_source import style_library
+    from tinybreaker_ext.webui.locations import style_library
 
     tb_host.shared.cmd_opts.tinybreaker_dir = str(tmp_path)
     settings = {"enabled": True, "style": "COMIC", "base_steps": 20, "base_cfg": 6.0, "detail_level": 1,

@@ -10,7 +10,7 @@ from secrets import compare_digest
 from .. import params
 from ..errors import ParameterError, TinyBreakerError
 from . import locations
-from .styles_source import style_names
+from .locations import style_names
 
 ROUTE_PREFIX = "/tinybreaker/v1"
 log = logging.getLogger(__name__)
@@ -99,18 +99,16 @@ def register_routes(app) -> None:
     from fastapi import Depends
 
     dependencies = [Depends(_auth_dependency())] if _credentials() else []
-    app.add_api_route(f"{ROUTE_PREFIX}/models", models_route, methods=["GET"], dependencies=dependencies)
-    app.add_api_route(f"{ROUTE_PREFIX}/options", lambda: params.options_schema(dynamic_choices()), methods=["GET"],
-                      dependencies=dependencies)
-    app.add_api_route(f"{ROUTE_PREFIX}/styles", lambda: {"styles": style_names()}, methods=["GET"],
-                      dependencies=dependencies)
-    app.add_api_route(f"{ROUTE_PREFIX}/plan", plan_route, methods=["POST"], dependencies=dependencies)
-    app.add_api_route(f"{ROUTE_PREFIX}/styles", save_style_route, methods=["POST"], dependencies=dependencies)
+    for path, route, method in (("models", models_route, "GET"),
+                                ("options", lambda: params.options_schema(dynamic_choices()), "GET"),
+                                ("styles", lambda: {"styles": style_names()}, "GET"),
+                                ("plan", plan_route, "POST"), ("styles", save_style_route, "POST")):
+        app.add_api_route(f"{ROUTE_PREFIX}/{path}", route, methods=[method], dependencies=dependencies)
 
 
 def save_style_route(request: dict):
     """``{"name": "MY_STYLE", "args": …}`` with ``args`` as in the script's arguments."""
-    from .styles_source import save_style
+    from .locations import save_style
 
     try:
         if not isinstance(request, dict) or not isinstance(request.get("name"), str):
@@ -138,7 +136,7 @@ def plan_summary(request: dict) -> dict:
     from ..prompt.file_defaults import checkpoint_file_defaults
     from .upscale import check_plan_upscaler
     from .run_plan import _tokenizer_search, resolve_file
-    from .styles_source import style_library
+    from .locations import style_library
 
     if not isinstance(request, dict):
         raise ParameterError("body", f"expected a JSON object, got {type(request).__name__}")

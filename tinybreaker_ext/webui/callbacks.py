@@ -61,7 +61,7 @@ def _xyz_choices(spec: params.FieldSpec):
     """The axis's value list: the style names or the host's upscalers as they are now, or the field's fixed
     choices."""
     from .api import upscale_model_choices
-    from .styles_source import style_names
+    from .locations import style_names
 
     if spec.name == "style":
         return style_names

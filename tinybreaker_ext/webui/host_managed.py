@@ -39,17 +39,14 @@ class ManagedPlacement:
 
     @contextlib.contextmanager
     def use(self, module: nn.Module) -> Iterator[nn.Module]:
-        self._mm.load_models_gpu([self.patcher_of(module)], memory_required=_ACTIVATION_BYTES, **self._load_options)
-        _finish_move(module, self.device)
-        yield module
-
-    def patcher_of(self, module: nn.Module):
         patcher = module.__dict__.get(_PATCHER_ATTRIBUTE)
         if patcher is None or patcher.load_device != self.device:
             patcher = self._patcher_class(_PatcherContainer(module), load_device=self.device,
                                           offload_device=torch.device("cpu"))
             module.__dict__[_PATCHER_ATTRIBUTE] = patcher  # a plain attribute: not a submodule, not a parameter
-        return patcher
+        self._mm.load_models_gpu([patcher], memory_required=_ACTIVATION_BYTES, **self._load_options)
+        _finish_move(module, self.device)
+        yield module
 
     def make_room(self, bytes_needed: int) -> None:
         if self.device.type != "cpu":

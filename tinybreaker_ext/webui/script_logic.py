@@ -19,7 +19,7 @@ from ..prompt.templates import refiner_text
 from . import first_pass, progress, run_plan
 from .host import get_host
 from .run_plan import RunPlan, build_run_plan, image_request
-from .styles_source import style_library
+from .locations import style_library
 
 log = logging.getLogger(__name__)
 

@@ -96,7 +96,7 @@ def _save_style(gr, elem_id, ordered, style_control, choices) -> None:
 
     def save_style(style_name, *values):
         from ..errors import TinyBreakerError
-        from .styles_source import save_style as write
+        from .locations import save_style as write
 
         try:
             path = write(style_name, params.from_script_args(list(values)))
