@@ -73,9 +73,7 @@ def before_process(p, *args) -> None:
 
 
 def process(p, *args) -> RunPlan | None:
-    # A p processed before whose postprocess never ran (the job failed) must not keep a stale replacement or plan.
-    first_pass.uninstall_sample(p)
-    _active_plans.pop(id(p), None)
+    postprocess(p)  # a p whose job failed before postprocess must not keep a stale replacement or plan
     notes: list[str] = []
     parsed, error = parse_args(args, notes)
     if error is None and parsed is not None:

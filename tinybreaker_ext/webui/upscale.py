@@ -26,9 +26,13 @@ def run_tiny_upscaler(p, samples, engine, host, stage: StageParams, scale_by: fl
     """``samples``: the refined SD1 latent [B, 4, h, w], or images the host already decoded (CHW in [-1, 1], e.g.
     from Hires fix). Returns ``processing.DecodedSamples`` (the host skips its own decode) in [-1, 1] at
     round(H·k)×round(W·k) (``enhancer``: H×W); on Interrupt/Skip at the original size."""
-    from modules import processing, shared
+    from modules import devices, processing, shared
 
-    decoded = decode_samples(p, samples)
+    if getattr(samples, "already_decoded", False) or isinstance(samples, (list, tuple)):
+        decoded = [image.cpu() for image in samples]  # what the host decoded already (Hires fix)
+    else:
+        decoded = list(processing.decode_latent_batch(p.sd_model, samples, target_device=devices.cpu,
+                                                      check_for_nans=True))
     if shared.state.interrupted or shared.state.skipped:
         return processing.DecodedSamples(decoded)
     vae = upscaler_vae(engine)  # a clear error for prototype0 before any work
@@ -67,15 +71,6 @@ def run_tiny_upscaler(p, samples, engine, host, stage: StageParams, scale_by: fl
     return processing.DecodedSamples([image * 2.0 - 1.0 for image in upscaled])
 
 
-def decode_samples(p, samples) -> list[torch.Tensor]:
-    """CHW images in [-1, 1] on the CPU: the host's own decode of a latent batch, or what it already decoded."""
-    if getattr(samples, "already_decoded", False) or isinstance(samples, (list, tuple)):
-        return [image.cpu() for image in samples]
-    from modules import devices, processing
-
-    return list(processing.decode_latent_batch(p.sd_model, samples, target_device=devices.cpu, check_for_nans=True))
-
-
 def _host_upscalers() -> list:
     from modules import shared
 
@@ -92,14 +87,13 @@ def find_upscaler(name: str):
     """The host's ``UpscalerData`` called ``name`` (exactly, else ignoring case), or a ParameterError that lists
     the names this WebUI has."""
     upscalers = _host_upscalers()
-    for matches in (lambda upscaler: upscaler.name == name,
-                    lambda upscaler: str(upscaler.name).lower() == name.lower()):
-        found = [upscaler for upscaler in upscalers if matches(upscaler)]
-        if found:
-            return found[0]
+    found = ([upscaler for upscaler in upscalers if upscaler.name == name]
+             or [upscaler for upscaler in upscalers if str(upscaler.name).lower() == name.lower()])
+    if found:
+        return found[0]
     names = ", ".join(repr(str(upscaler.name)) for upscaler in upscalers) or "none installed"
-    raise ParameterError("upscale_model", f"this WebUI has no upscaler named {name!r}; its upscalers: {names}, or "
-                                f"{NO_UPSCALE_MODEL!r}")
+    raise ParameterError("upscale_model", f"this WebUI has no upscaler named {name!r}; its upscalers: {names}, "
+                                          f"or {NO_UPSCALE_MODEL!r}")
 
 
 def check_plan_upscaler(generation) -> None:
