@@ -10,7 +10,6 @@ from secrets import compare_digest
 from .. import params
 from ..errors import ParameterError, TinyBreakerError
 from . import locations
-from .locations import style_names
 
 ROUTE_PREFIX = "/tinybreaker/v1"
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ def dynamic_choices() -> dict[str, list[str]]:
     models = list_models()
     return {"checkpoint": [""] + [entry["name"] for entry in models["checkpoint"]],
             "t5_file": [""] + [entry["name"] for entry in models["t5"]],
-            "style": style_names(), "upscale_model": upscale_model_choices()}
+            "style": locations.style_names(), "upscale_model": upscale_model_choices()}
 
 
 def upscale_model_choices() -> list[str]:
@@ -86,7 +85,7 @@ def control_choices(field_name: str) -> list[str]:
     """An accordion dropdown's choices, read from disk when the UI is built or refreshed."""
     try:
         if field_name == "style":
-            return style_names()
+            return locations.style_names()
         if field_name == "upscale_model":
             return upscale_model_choices()
         return [name for name in dynamic_choices().get(field_name, []) if name]
@@ -101,64 +100,58 @@ def register_routes(app) -> None:
     dependencies = [Depends(_auth_dependency())] if _credentials() else []
     for path, route, method in (("models", models_route, "GET"),
                                 ("options", lambda: params.options_schema(dynamic_choices()), "GET"),
-                                ("styles", lambda: {"styles": style_names()}, "GET"),
+                                ("styles", lambda: {"styles": locations.style_names()}, "GET"),
                                 ("plan", plan_route, "POST"), ("styles", save_style_route, "POST")):
         app.add_api_route(f"{ROUTE_PREFIX}/{path}", route, methods=[method], dependencies=dependencies)
 
 
 def save_style_route(request: dict):
     """``{"name": "MY_STYLE", "args": …}`` with ``args`` as in the script's arguments."""
-    from .locations import save_style
 
     try:
         if not isinstance(request, dict) or not isinstance(request.get("name"), str):
             raise ParameterError("name", "expected a JSON object with a style 'name'")
         args = request.get("args", [])
-        save_style(request["name"], params.from_script_args(args if isinstance(args, list) else [args]))
+        locations.save_style(request["name"], params.from_script_args(args if isinstance(args, list) else [args]))
     except TinyBreakerError as error:
         raise request_error(error) from None
-    return {"styles": style_names()}
+    return {"styles": locations.style_names()}
 
 
 def plan_route(request: dict):
     """What a txt2img request would run, without running it: the body takes txt2img's own fields (prompt,
     negative_prompt, width, height, seed, batch_size) and ``args`` as in ``alwayson_scripts.TinyBreaker.args``."""
-    try:
-        return plan_summary(request)
-    except TinyBreakerError as error:
-        raise request_error(error) from None
-
-
-def plan_summary(request: dict) -> dict:
     from ..errors import ModelNotFoundError
     from ..limits import t5_token_counter
     from ..plan import ImageRequest, make_plan
     from ..prompt.file_defaults import checkpoint_file_defaults
-    from .upscale import check_plan_upscaler
     from .run_plan import _tokenizer_search, resolve_file
-    from .locations import style_library
+    from .upscale import check_plan_upscaler
 
-    if not isinstance(request, dict):
-        raise ParameterError("body", f"expected a JSON object, got {type(request).__name__}")
-    args = request.get("args", [])
-    fields = params.from_script_args(args if isinstance(args, list) else [args])
-    values = {}
-    for name, kind, default in (("prompt", str, ""), ("negative_prompt", str, ""), ("width", int, 512),
-                                ("height", int, 512), ("seed", int, -1), ("batch_size", int, 1)):
-        value = request.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise ParameterError(name, f"expected {kind.__name__}, got {value!r}")
-        values[name] = value
-    image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
-                         values["seed"], values["batch_size"], locations.size_step())
-    try:  # the checkpoint's metadata defaults, as a generation would use them
-        defaults = checkpoint_file_defaults(resolve_file("checkpoint", fields.checkpoint, "checkpoint"))
-    except ModelNotFoundError:  # no checkpoint installed yet: the plan of the styles alone
-        defaults = None
-    plan = make_plan(fields, image, style_library(), t5_tokens=t5_token_counter(_tokenizer_search()),
-                     file_defaults=defaults)
-    check_plan_upscaler(plan)
-    return plan.summary()
+    try:
+        if not isinstance(request, dict):
+            raise ParameterError("body", f"expected a JSON object, got {type(request).__name__}")
+        args = request.get("args", [])
+        fields = params.from_script_args(args if isinstance(args, list) else [args])
+        values = {}
+        for name, kind, default in (("prompt", str, ""), ("negative_prompt", str, ""), ("width", int, 512),
+                                    ("height", int, 512), ("seed", int, -1), ("batch_size", int, 1)):
+            value = request.get(name, default)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ParameterError(name, f"expected {kind.__name__}, got {value!r}")
+            values[name] = value
+        image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
+                             values["seed"], values["batch_size"], locations.size_step())
+        try:  # the checkpoint's metadata defaults, as a generation would use them
+            defaults = checkpoint_file_defaults(resolve_file("checkpoint", fields.checkpoint, "checkpoint"))
+        except ModelNotFoundError:  # no checkpoint installed yet: the plan of the styles alone
+            defaults = None
+        plan = make_plan(fields, image, locations.style_library(),
+                         t5_tokens=t5_token_counter(_tokenizer_search()), file_defaults=defaults)
+        check_plan_upscaler(plan)
+        return plan.summary()
+    except TinyBreakerError as error:
+        raise request_error(error) from None
 
 
 def _credentials() -> dict[str, str]:
