@@ -22,9 +22,7 @@ _BASE_STAGE_BYTES = int(2.5 * 1024**3)
 
 class HostAdapter:
     """What every host adapter shares; each adds ``compute_device()`` and ``placement()`` (a placement backed by the
-    host's memory handling). The rest of the WebUI layer only talks to this."""
-
-    name = "generic"
+    host's memory handling) and a ``name``. The rest of the WebUI layer only talks to this."""
 
     def compute_dtype(self, device: torch.device, preference: str = "auto") -> torch.dtype:
         """PixArt/TAESD dtype: the user's setting, else bf16 where the GPU has it, fp16 on other GPUs, fp32 on CPU."""
