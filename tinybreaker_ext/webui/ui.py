@@ -1,7 +1,5 @@
 """The TinyBreaker accordion. One code path for gradio 3.41 (A1111, reForge) and 4.40 (Forge): only gr.update,
-``elem_id``, no ``.style``, dropdowns with ``allow_custom_value``. ``build_ui`` is cheap and side-effect free
-(the API calls it again inside throwaway Blocks) and returns the controls in ``params.FIELDS`` order; each
-control's value is the API default."""
+``elem_id``, no ``.style``, dropdowns with ``allow_custom_value``. Each control's value is the API default."""
 
 from __future__ import annotations
 
@@ -72,9 +70,8 @@ def _control(gr, name: str, elem_id, choices):
 
 
 def _memory_hint(gr, elem_id, controls) -> None:
-    """One line next to T5 placement: will the chosen checkpoint and T5 fit in this placement (webui/run_plan.py,
-    the command line's estimate from file headers, cached), updated when the files, the placement or the switch
-    change. Empty until then: building the accordion reads no file."""
+    """One line next to T5 placement: will the chosen files fit (``run_plan.hint``), updated when the files, the
+    placement or the switch change. Empty until then: building the accordion reads no file."""
     hint = gr.HTML(value="", elem_id=elem_id("memory_hint"))
     inputs = [controls["checkpoint"], controls["t5_file"], controls["t5_mode"]]
     for control in inputs + [controls["enabled"]]:
