@@ -5,7 +5,7 @@ import gradio as gr  # noqa: F401  (the host has it; imported here so a missing 
 from modules import scripts
 
 from tinybreaker_ext.webui import callbacks, script_logic, ui
-from tinybreaker_ext.webui.choices import control_choices
+from tinybreaker_ext.webui.api import control_choices
 
 
 class TinyBreakerScript(scripts.Script):

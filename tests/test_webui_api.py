@@ -95,12 +95,12 @@ def test_models_route_gives_the_preflights_estimate_for_each_checkpoint_and_t5(t
 def test_models_route_reports_a_pair_it_cannot_estimate_and_keeps_serving(tb_host, monkeypatch):
     """A file replaced or cut short after the folder scan: its pair says why, the route still answers."""
     from tinybreaker_ext.errors import ModelFileError
-    from tinybreaker_ext.webui import preflight
+    from tinybreaker_ext.webui import run_plan
 
     def truncated(host, checkpoint_path, t5_path):
         raise ModelFileError(t5_path, "truncated: 100 bytes on disk", "a complete safetensors file")
 
-    monkeypatch.setattr(preflight, "estimates", truncated)
+    monkeypatch.setattr(run_plan, "estimates", truncated)
     response = client_for(tb_host).get("/tinybreaker/v1/models")
     assert response.status_code == 200
     (pair,) = response.json()["memory"]["pairs"]
@@ -179,7 +179,7 @@ def test_plan_route_names_the_field_of_a_bad_request(tb_host, body, field):
 
 def test_a_saved_style_is_listed_at_once_and_reproduces_the_settings(tb_host, tmp_path):
     from tinybreaker_ext.plan import ImageRequest, make_plan
-    from tinybreaker_ext.webui.styles_source import style_library
+    from tinybreaker_ext.webui.locations import style_library
 
     tb_host.shared.cmd_opts.tinybreaker_dir = str(tmp_path)
     settings = {"enabled": True, "style": "COMIC", "base_steps": 20, "base_cfg": 6.0, "detail_level": 1,

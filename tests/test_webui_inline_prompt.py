@@ -6,7 +6,7 @@ from builders.fake_hosts import CALLS
 from builders.params import script_args
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.infotext import parse_stage_parameters
-from tinybreaker_ext.webui.infotext import translate_pasted
+from tinybreaker_ext.webui.callbacks import translate_pasted
 
 ARGS = script_args(TinyBreakerParams(enabled=True))
 

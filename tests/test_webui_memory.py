@@ -228,10 +228,10 @@ def test_a1111_counts_its_model_as_free_only_when_it_will_move_it_out(make_tb_ho
 
 
 def _device_need(env, mode):
-    from tinybreaker_ext.webui import preflight
+    from tinybreaker_ext.webui import run_plan
     from tinybreaker_ext.webui.host import get_host
 
-    plan = preflight.plan_for(get_host(), env.files["checkpoint"], env.files["t5"], mode)
+    plan = run_plan.plan_for(get_host(), env.files["checkpoint"], env.files["t5"], mode)
     return plan.device_peak
 
 
@@ -302,7 +302,7 @@ def test_the_webui_and_the_command_line_give_the_same_verdict(make_tb_host, tiny
     import tinybreaker_ext.models.t5_policy as t5_policy
     import tinybreaker_ext.pipeline as pipeline
     from tinybreaker_ext import cli
-    from tinybreaker_ext.webui import preflight
+    from tinybreaker_ext.webui import run_plan
 
     env = make_tb_host("a1111", device="cpu")
     _folder, tiny = tiny_model_folder
@@ -324,7 +324,7 @@ def test_the_webui_and_the_command_line_give_the_same_verdict(make_tb_host, tiny
         if free == needed:
             assert code == cli.EXIT_INTERRUPTED  # past the preflight
             (line,) = [line for line in cli_lines if line.startswith("memory: ")]
-            assert preflight.hint("", "", "auto") == line
+            assert run_plan.hint("", "", "auto") == line
             env.run(env.make_p(), ARGS)
             assert env.engine.base_calls[-1]["t5_mode"] == "cpu"
         else:
@@ -336,4 +336,4 @@ def test_the_webui_and_the_command_line_give_the_same_verdict(make_tb_host, tiny
             assert raised.value.status_code == 422
             assert raised.value.detail == "TinyBreaker parameter 't5_file': " + \
                 cli_lines[-1].removeprefix("tinybreaker: error: ")
-            assert preflight.hint("", "", "auto") == "memory: " + cli_lines[-1].removeprefix("tinybreaker: error: ")
+            assert run_plan.hint("", "", "auto") == "memory: " + cli_lines[-1].removeprefix("tinybreaker: error: ")

@@ -9,7 +9,7 @@ from builders.fixtures_webui import CHECKPOINT_NAME, T5_NAME  # noqa: E402
 from builders.params import script_args  # noqa: E402
 from tinybreaker_ext import params  # noqa: E402
 from tinybreaker_ext.webui import ui  # noqa: E402
-from tinybreaker_ext.webui.choices import control_choices  # noqa: E402
+from tinybreaker_ext.webui.api import control_choices  # noqa: E402
 
 
 def elem_id(name):
@@ -128,7 +128,7 @@ def test_the_memory_hint_next_to_t5_placement_follows_the_files_and_the_placemen
     """Empty when built (building reads no file); each change of the checkpoint, the T5 file, the placement or the
     switch recomputes the preflight's line from the headers."""
     import tinybreaker_ext.memory_plan as memory_plan
-    from tinybreaker_ext.webui import preflight
+    from tinybreaker_ext.webui import run_plan
 
     with gr.Blocks() as blocks:
         controls, _paste = ui.build_ui(elem_id, control_choices)
@@ -143,7 +143,7 @@ def test_the_memory_hint_next_to_t5_placement_follows_the_files_and_the_placemen
 
     compute = events[0][1].fn
     text = compute(CHECKPOINT_NAME, T5_NAME, "auto")
-    assert text == f"<span class='tinybreaker-memory-hint'>{preflight.hint(CHECKPOINT_NAME, T5_NAME, 'auto')}</span>"
+    assert text == f"<span class='tinybreaker-memory-hint'>{run_plan.hint(CHECKPOINT_NAME, T5_NAME, 'auto')}</span>"
     assert "memory: T5 cpu (" in text and "needs RAM" in text  # a CPU host: auto is cpu
     assert compute("", "", "cpu") == text  # the first files found are these; on a CPU auto is cpu
     assert "no t5 file named" in compute("", "missing.safetensors", "auto")  # a bad name: why there is no estimate

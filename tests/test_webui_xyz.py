@@ -9,7 +9,7 @@ from builders.fake_hosts import ScriptClassData, calls_named
 from builders.params import script_args
 from tinybreaker_ext import params
 from tinybreaker_ext.params import TinyBreakerParams
-from tinybreaker_ext.webui import xyz
+from tinybreaker_ext.webui import callbacks
 
 
 def fake_xyz_module(scripts_module):
@@ -47,26 +47,26 @@ def fake_xyz_module(scripts_module):
 
 
 def axis(module, label):
-    (option,) = [option for option in module.axis_options if option.label == xyz.AXIS_PREFIX + label]
+    (option,) = [option for option in module.axis_options if option.label == callbacks.XYZ_AXIS_PREFIX + label]
     return option
 
 
 def test_axes_are_added_once(tb_host):
     module = fake_xyz_module(tb_host.tree["modules.scripts"])
-    assert xyz.add_axes() is True
-    added = [option.label for option in module.axis_options if option.label.startswith(xyz.AXIS_PREFIX)]
-    expected = {xyz.AXIS_PREFIX + spec.label.replace(" (0 = style)", "") for spec in params.xyz_fields()}
+    assert callbacks.add_xyz_axes() is True
+    added = [option.label for option in module.axis_options if option.label.startswith(callbacks.XYZ_AXIS_PREFIX)]
+    expected = {callbacks.XYZ_AXIS_PREFIX + spec.label.replace(" (0 = style)", "") for spec in params.xyz_fields()}
     assert set(added) == expected and {"Style", "Base sampler", "Base schedule", "Refine sampler"} <= {
-        label[len(xyz.AXIS_PREFIX):] for label in added}
+        label[len(callbacks.XYZ_AXIS_PREFIX):] for label in added}
     assert len(added) == len(set(added))
-    assert xyz.add_axes() is True  # a UI reload runs the callback again
-    assert [option.label for option in module.axis_options if option.label.startswith(xyz.AXIS_PREFIX)] == added
+    assert callbacks.add_xyz_axes() is True  # a UI reload runs the callback again
+    assert [option.label for option in module.axis_options if option.label.startswith(callbacks.XYZ_AXIS_PREFIX)] == added
     assert module.axis_options[0].label == "Nothing"  # the host's own axes are left alone
 
 
 def test_axis_types_and_choices(tb_host):
     module = fake_xyz_module(tb_host.tree["modules.scripts"])
-    xyz.add_axes()
+    callbacks.add_xyz_axes()
     assert axis(module, "Refine steps").type is int and axis(module, "Refine strength").type is float
     assert "PHOTO" in axis(module, "Style").choices()
     assert "euler" in axis(module, "Base sampler").choices()
@@ -77,12 +77,12 @@ def test_axis_types_and_choices(tb_host):
 
 
 def test_without_the_xyz_script_nothing_is_added(tb_host):
-    assert xyz.add_axes() is False
+    assert callbacks.add_xyz_axes() is False
 
 
 def test_an_axis_value_drives_the_run_even_with_the_accordion_off(tb_host):
     module = fake_xyz_module(tb_host.tree["modules.scripts"])
-    xyz.add_axes()
+    callbacks.add_xyz_axes()
     p = tb_host.make_p()
     axis(module, "Refine steps").apply(p, 4, [4, 6])
     axis(module, "Style").apply(p, "COMIC", ["PHOTO", "COMIC"])
@@ -94,7 +94,7 @@ def test_an_axis_value_drives_the_run_even_with_the_accordion_off(tb_host):
 def test_an_invalid_axis_value_is_rejected_from_p_sample(tb_host):
     fastapi = pytest.importorskip("fastapi")
     module = fake_xyz_module(tb_host.tree["modules.scripts"])
-    xyz.add_axes()
+    callbacks.add_xyz_axes()
     p = tb_host.make_p()
     axis(module, "Base steps").apply(p, 500, [500])
     with pytest.raises(fastapi.HTTPException) as caught:

@@ -1,16 +1,33 @@
-"""HTTP routes: GET /tinybreaker/v1/models (with the memory estimates), /options and /styles, behind the host's
---api-auth when it is on."""
+"""The /tinybreaker/v1 routes (README "API") behind the host's --api-auth when it is on, the 4xx answer to our errors,
+and the choices the accordion lists."""
 
 from __future__ import annotations
 
+import logging
 import os
 from secrets import compare_digest
 
 from .. import params
+from ..errors import ParameterError, TinyBreakerError
 from . import locations
-from .styles_source import style_names
 
 ROUTE_PREFIX = "/tinybreaker/v1"
+log = logging.getLogger(__name__)
+
+
+def request_error(error: Exception) -> Exception:
+    """Every TinyBreakerError is about what the request asked for (a field, a file it named, a size, a missing model
+    or tokenizer for what it asked) → HTTP 422 with the one-line message; the UI shows it too. Anything else is a
+    fault of the server and reaches the host's own handler (500) unchanged."""
+    if not isinstance(error, TinyBreakerError):
+        return error
+    try:
+        from fastapi import HTTPException
+    except ImportError:  # outside a WebUI (tests without fastapi)
+        return error
+    # Positional: starlette before 0.28 (A1111's) has no HTTPException.__str__, and Exception's shows only the
+    # positional arguments; queue tools (agent-scheduler) record str() of the error as a failed task's result.
+    return HTTPException(422, str(error))
 
 
 def list_models() -> dict:
@@ -27,127 +44,114 @@ def list_models() -> dict:
 
 
 def models_route() -> dict:
-    """GET /models: the files found by role (``list_models``) and ``memory``, the preflight's estimate for each
-    checkpoint/T5 pair on this host (``memory_estimates``)."""
-    models = list_models()
-    models["memory"] = memory_estimates(models)
-    return models
-
-
-def memory_estimates(models: dict) -> dict:
-    """``device`` (where TinyBreaker computes), ``free_ram_bytes`` and ``free_device_bytes`` (what the host reports
-    free for TinyBreaker now; null where unknown or on a CPU), and ``pairs``: one entry per checkpoint/T5 pair
-    with ``checkpoint`` and ``t5`` (file names) and ``placements`` — for ``auto``, ``gpu``, ``cpu`` and ``stream``:
-    ``t5_mode`` (what runs), ``ram_bytes`` and ``device_bytes`` at the peak stage, ``fits`` and the one-line
-    ``message`` — or ``error`` when a header cannot be read. From file headers only."""
-    from ..errors import TinyBreakerError
-    from . import preflight
+    """The files found by role, and ``memory``: the preflight's estimate, from file headers, for each checkpoint/T5
+    pair on this host (``error`` where a header cannot be read)."""
+    from . import run_plan
     from .host import get_host
 
+    models = list_models()
     host = get_host()
     device = host.compute_device()
-    free_ram, free_device = preflight.free_for_tinybreaker(host, device)
+    free_ram, free_device = run_plan.free_for_tinybreaker(host, device)
     pairs = []
     for checkpoint in models["checkpoint"]:
         for t5 in models["t5"]:
             entry = {"checkpoint": checkpoint["name"], "t5": t5["name"]}
             try:
-                entry["placements"] = preflight.estimates(host, checkpoint["path"], t5["path"])
+                entry["placements"] = run_plan.estimates(host, checkpoint["path"], t5["path"])
             except TinyBreakerError as error:
                 entry["error"] = str(error)
             pairs.append(entry)
-    return {"device": str(device), "free_ram_bytes": free_ram, "free_device_bytes": free_device, "pairs": pairs}
+    models["memory"] = {"device": str(device), "free_ram_bytes": free_ram, "free_device_bytes": free_device,
+                        "pairs": pairs}
+    return models
 
 
 def dynamic_choices() -> dict[str, list[str]]:
     models = list_models()
     return {"checkpoint": [""] + [entry["name"] for entry in models["checkpoint"]],
             "t5_file": [""] + [entry["name"] for entry in models["t5"]],
-            "style": style_names(), "upscale_model": upscale_model_choices()}
+            "style": locations.style_names(), "upscale_model": upscale_model_choices()}
 
 
 def upscale_model_choices() -> list[str]:
     """'none', then the WebUI's own upscalers (what Hires fix offers)."""
-    from ..params import NO_UPSCALE_MODEL
-    from .host_upscalers import upscaler_names
+    from .upscale import upscaler_names
 
-    return [NO_UPSCALE_MODEL, *upscaler_names()]
+    return [params.NO_UPSCALE_MODEL, *upscaler_names()]
+
+
+def control_choices(field_name: str) -> list[str]:
+    """An accordion dropdown's choices, read from disk when the UI is built or refreshed."""
+    try:
+        if field_name == "style":
+            return locations.style_names()
+        if field_name == "upscale_model":
+            return upscale_model_choices()
+        return [name for name in dynamic_choices().get(field_name, []) if name]
+    except Exception as error:  # an unreadable folder must not break the whole txt2img tab
+        log.warning("TinyBreaker: could not list %s choices: %s", field_name, error)
+        return []
 
 
 def register_routes(app) -> None:
     from fastapi import Depends
 
     dependencies = [Depends(_auth_dependency())] if _credentials() else []
-    app.add_api_route(f"{ROUTE_PREFIX}/models", models_route, methods=["GET"], dependencies=dependencies)
-    app.add_api_route(f"{ROUTE_PREFIX}/options", lambda: params.options_schema(dynamic_choices()), methods=["GET"],
-                      dependencies=dependencies)
-    app.add_api_route(f"{ROUTE_PREFIX}/styles", lambda: {"styles": style_names()}, methods=["GET"],
-                      dependencies=dependencies)
-    app.add_api_route(f"{ROUTE_PREFIX}/plan", plan_route, methods=["POST"], dependencies=dependencies)
-    app.add_api_route(f"{ROUTE_PREFIX}/styles", save_style_route, methods=["POST"], dependencies=dependencies)
+    for path, route, method in (("models", models_route, "GET"),
+                                ("options", lambda: params.options_schema(dynamic_choices()), "GET"),
+                                ("styles", lambda: {"styles": locations.style_names()}, "GET"),
+                                ("plan", plan_route, "POST"), ("styles", save_style_route, "POST")):
+        app.add_api_route(f"{ROUTE_PREFIX}/{path}", route, methods=[method], dependencies=dependencies)
 
 
 def save_style_route(request: dict):
-    """Saves a style: ``{"name": "MY_STYLE", "args": …}`` with ``args`` as in the script's arguments."""
-    from ..errors import ParameterError, TinyBreakerError
-    from .errors import request_error
-    from .styles_source import save_style
+    """``{"name": "MY_STYLE", "args": …}`` with ``args`` as in the script's arguments."""
 
     try:
         if not isinstance(request, dict) or not isinstance(request.get("name"), str):
             raise ParameterError("name", "expected a JSON object with a style 'name'")
         args = request.get("args", [])
-        save_style(request["name"], params.from_script_args(args if isinstance(args, list) else [args]))
+        locations.save_style(request["name"], params.from_script_args(args if isinstance(args, list) else [args]))
     except TinyBreakerError as error:
         raise request_error(error) from None
-    return {"styles": style_names()}
+    return {"styles": locations.style_names()}
 
 
 def plan_route(request: dict):
     """What a txt2img request would run, without running it: the body takes txt2img's own fields (prompt,
     negative_prompt, width, height, seed, batch_size) and ``args`` as in ``alwayson_scripts.TinyBreaker.args``."""
-    from ..errors import TinyBreakerError
-    from .errors import request_error
-
-    try:
-        return plan_summary(request)
-    except TinyBreakerError as error:
-        raise request_error(error) from None
-
-
-def plan_summary(request: dict) -> dict:
-    from ..errors import ParameterError
+    from ..errors import ModelNotFoundError
     from ..limits import t5_token_counter
     from ..plan import ImageRequest, make_plan
-    from .run_plan import _tokenizer_search
-    from .styles_source import style_library
-
-    if not isinstance(request, dict):
-        raise ParameterError("body", f"expected a JSON object, got {type(request).__name__}")
-    args = request.get("args", [])
-    fields = params.from_script_args(args if isinstance(args, list) else [args])
-    values = {}
-    for name, kind, default in (("prompt", str, ""), ("negative_prompt", str, ""), ("width", int, 512),
-                                ("height", int, 512), ("seed", int, -1), ("batch_size", int, 1)):
-        value = request.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise ParameterError(name, f"expected {kind.__name__}, got {value!r}")
-        values[name] = value
-    image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
-                         values["seed"], values["batch_size"], locations.size_step())
-    from ..errors import ModelNotFoundError
     from ..prompt.file_defaults import checkpoint_file_defaults
-    from .host_upscalers import check_plan_upscaler
-    from .run_plan import resolve_file
+    from .run_plan import _tokenizer_search, resolve_file
+    from .upscale import check_plan_upscaler
 
-    try:  # the checkpoint's metadata defaults, as a generation would use them
-        defaults = checkpoint_file_defaults(resolve_file("checkpoint", fields.checkpoint, "checkpoint"))
-    except ModelNotFoundError:  # no checkpoint installed yet: the plan of the styles alone
-        defaults = None
-    plan = make_plan(fields, image, style_library(), t5_tokens=t5_token_counter(_tokenizer_search()),
-                     file_defaults=defaults)
-    check_plan_upscaler(plan)
-    return plan.summary()
+    try:
+        if not isinstance(request, dict):
+            raise ParameterError("body", f"expected a JSON object, got {type(request).__name__}")
+        args = request.get("args", [])
+        fields = params.from_script_args(args if isinstance(args, list) else [args])
+        values = {}
+        for name, kind, default in (("prompt", str, ""), ("negative_prompt", str, ""), ("width", int, 512),
+                                    ("height", int, 512), ("seed", int, -1), ("batch_size", int, 1)):
+            value = request.get(name, default)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ParameterError(name, f"expected {kind.__name__}, got {value!r}")
+            values[name] = value
+        image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
+                             values["seed"], values["batch_size"], locations.size_step())
+        try:  # the checkpoint's metadata defaults, as a generation would use them
+            defaults = checkpoint_file_defaults(resolve_file("checkpoint", fields.checkpoint, "checkpoint"))
+        except ModelNotFoundError:  # no checkpoint installed yet: the plan of the styles alone
+            defaults = None
+        plan = make_plan(fields, image, locations.style_library(),
+                         t5_tokens=t5_token_counter(_tokenizer_search()), file_defaults=defaults)
+        check_plan_upscaler(plan)
+        return plan.summary()
+    except TinyBreakerError as error:
+        raise request_error(error) from None
 
 
 def _credentials() -> dict[str, str]:

@@ -1,8 +1,6 @@
-"""The replacement for txt2img's first pass: our base stage, then the host refines with its own sampler.
-
-Installed as the instance attribute ``p.sample`` in ``process_batch()``; every host calls it with keyword arguments
-inside its generation loop. Exceptions raised here (unlike in script hooks) reach the UI and the API.
-"""
+"""The replacement for txt2img's first pass (docs/hosts.md "The first pass"): our base stage, then the refine on the
+host's model. Every host calls ``p.sample`` with keyword arguments; exceptions raised here (unlike in script hooks)
+reach the UI and the API."""
 
 from __future__ import annotations
 
@@ -12,10 +10,11 @@ import torch
 
 from ..errors import Cancelled, ParameterError, TinyBreakerError
 from . import progress
-from .errors import request_error
+from .api import request_error
 from .run_plan import RunPlan
 
 log = logging.getLogger(__name__)
+
 
 def install_sample(p, plan: RunPlan, host) -> None:
     """Replaces ``p.sample`` for this job (from process_batch, so that nothing but JSON data is on ``p`` while the
@@ -23,7 +22,8 @@ def install_sample(p, plan: RunPlan, host) -> None:
     current = p.__dict__.get("sample")
     if getattr(current, "tinybreaker_plan", None) is plan:
         return
-    if current is not None and not hasattr(current, "tinybreaker_plan"):
+    replaced = None if hasattr(current, "tinybreaker_plan") else current
+    if replaced is not None:
         log.warning("TinyBreaker: another extension already replaced the first pass; TinyBreaker's replaces it")
     original = p.sample
 
@@ -31,7 +31,6 @@ def install_sample(p, plan: RunPlan, host) -> None:
         if plan.error is not None:
             raise request_error(plan.error)
         if progress.is_upscale_rerun(p):
-            # The gallery's "upscale" button re-runs only the hires pass on an existing image.
             return original(conditioning=conditioning, unconditional_conditioning=unconditional_conditioning,
                             seeds=seeds, subseeds=subseeds, subseed_strength=subseed_strength, prompts=prompts)
         try:
@@ -41,12 +40,12 @@ def install_sample(p, plan: RunPlan, host) -> None:
             raise request_error(error) from error
 
     sample.tinybreaker_plan = plan
-    sample.replaced = current if current is not None and not hasattr(current, "tinybreaker_plan") else None
+    sample.replaced = replaced
     p.sample = sample
 
 
 def uninstall_sample(p) -> None:
-    """Puts back what ``p.sample`` was before (the class's method, or another extension's replacement)."""
+    """Puts back the class's method, or another extension's replacement."""
     current = p.__dict__.get("sample")
     if not hasattr(current, "tinybreaker_plan"):
         return
@@ -61,7 +60,11 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     from modules import devices, shared
 
     sd_model = p.sd_model
-    family = check_host_model(host, sd_model)
+    family = host.refiner_family(sd_model)
+    if family is None:  # the host's checkpoint setting is at fault, not TinyBreaker's 'checkpoint' field
+        raise ParameterError("sd_model_checkpoint", f"the WebUI has {host.describe_model(sd_model)} loaded; "
+                             "TinyBreaker refines with an SD1 or SDXL checkpoint (e.g. Photon, Juggernaut XL): "
+                             "select one in the checkpoint list")
     if plan.generation.upscale and family != "sd1":
         raise ParameterError("upscale", "the Tiny Upscaler refines tiles with an SD1 checkpoint (its tiny VAE is "
                                         f"SD1's); the WebUI has {family.upper()} loaded: use Hires fix instead")
@@ -100,20 +103,9 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     return samples
 
 
-def check_host_model(host, sd_model) -> str:
-    """The refiner family of the loaded checkpoint ("sd1" or "sdxl"), or a 422 naming what is loaded."""
-    family = host.refiner_family(sd_model)
-    if family is None:
-        raise ParameterError(  # the host's checkpoint setting is at fault, not TinyBreaker's 'checkpoint' field
-            "sd_model_checkpoint",
-            f"the WebUI has {host.describe_model(sd_model)} loaded; TinyBreaker refines with an SD1 or SDXL "
-            "checkpoint (e.g. Photon, Juggernaut XL): select one in the checkpoint list")
-    return family
-
-
-def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str = "sd1") -> torch.Tensor:
-    """T5 + PixArt at the plan's size, then the transcoder for an SD1 refiner: a model-space latent
-    [B, 4, H/8, W/8] of the loaded checkpoint's family (PixArt composes in SDXL's latent space already)."""
+def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str) -> torch.Tensor:
+    """T5 + PixArt, then the transcoder for an SD1 refiner (PixArt composes in SDXL's latent space already): a
+    model-space latent [B, 4, H/8, W/8] of the loaded checkpoint's family."""
     generation = plan.generation
     engine = plan.load_engine(host)
     if family == "sd1" and not engine.has_transcoder:
@@ -141,9 +133,8 @@ def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str = "sd1") ->
 
 def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, unconditional_conditioning, seeds,
                                   subseeds, subseed_strength):
-    """The ``tinybreaker`` refine: the style's sampler, schedule and exact sigma window (our reference samplers,
-    the same as the command line's) on the host's own CFG denoiser, so its loaded SD1 weights, LoRAs, Forge patches,
-    per-sampling scripts and memory manager apply. The noise is the reference's: the refine seed for every image."""
+    """The ``tinybreaker`` refine (docs/design.md "Refine modes"): the style's sampler and sigma window, as on the
+    command line, on the host's CFG denoiser; the reference's noise, the refine seed for every image."""
     from ..sampling.schedules import sd1_sigmas
     from ..sampling.stage import sample_stage
     from .host_denoiser import HostDenoiser
@@ -176,8 +167,7 @@ def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, uncon
 
 def refine_with_host_sampler(p, plan: RunPlan, host, x, conditioning, unconditional_conditioning, seeds, subseeds,
                              subseed_strength):
-    """The ``webui`` refine: a hires-style img2img pass with the host's sampler, noise, LoRAs, scripts and memory
-    manager, driven by the plan's strength and step count."""
+    """The ``webui`` refine: a hires-style img2img pass with the host's sampler and noise, at the plan's strength."""
     from modules import rng, sd_samplers
 
     generation = plan.generation
@@ -198,14 +188,15 @@ def refine_with_host_sampler(p, plan: RunPlan, host, x, conditioning, unconditio
     p.is_hr_pass = False  # Forge/reForge would otherwise use the hires CFG and schedule
     try:
         return p.sampler.sample_img2img(p, x, noise, conditioning, unconditional_conditioning,
-                                        steps=generation.refine_steps, image_conditioning=p.txt2img_image_conditioning(x))
+                                        steps=generation.refine_steps,
+                                        image_conditioning=p.txt2img_image_conditioning(x))
     finally:
         p.denoising_strength, p.is_hr_pass = saved_strength, saved_hr
 
 
 def chain_hires(p, host, samples, seeds, subseeds, subseed_strength, prompts):
-    """Hires fix on top: hand our refined latent to the host's own second pass (same checkpoint); pixel upscalers
-    get the decoded images the way the host's own first pass gives them."""
+    """Hires fix on top: the host's own second pass on our latent; pixel upscalers get the decoded images the way
+    the host's own first pass gives them."""
     from modules import devices, processing
 
     decoded = None

@@ -1,20 +1,6 @@
-"""The WebUI's loaded SD1 model as the Tiny Upscaler's ``denoiser(x, sigma) -> x0`` (CFG included).
-
-Chosen route, the same on A1111, Forge and reForge: a k-diffusion sampler object from the host's own
-``sd_samplers.create_sampler`` and its CFG denoiser ``sampler.model_wrap_cfg``, called exactly as k-diffusion calls
-it inside ``sample_img2img`` (``model_wrap_cfg(x, sigma, cond=…, uncond=…, cond_scale=…, s_min_uncond=…,
-image_cond=…)``), after the bookkeeping ``sample_img2img`` does first (``sampler.initialize(p)``, step counts,
-``sampler_extra_args``; Forge/reForge: ``sampling_prepare``/``sampling_cleanup`` on the LoRA-applied UNet patcher).
-Why not the bare ``sampler.model_wrap`` (A1111's CompVisDenoiser) with our own CFG: on Forge/reForge that object
-takes no text conditioning at all, and on every host it would skip what the CFG denoiser applies — Forge's
-``model_options`` patches (FreeU, dynamic thresholding, …), ``cfg_denoiser_callback`` extensions, NGMS, prompt
-schedules, cond/uncond padding — while LoRAs reach the UNet on Forge/reForge only through ``sampling_prepare``.
-
-The sampler is always the k-diffusion "Euler": only its CFG denoiser is used (our tile sampler does the stepping),
-and the host's timestep samplers (DDIM, PLMS, UniPC) have CFG denoisers that take timesteps, not sigmas.
-Per-sampling script patches (``process_before_every_sampling``: ControlNet, …) are not applied: they expect the
-whole image's latent, not a tile. Prompts are encoded with the host's CLIP and emphasis rules.
-"""
+"""The WebUI's loaded SD1 model as ``denoiser(x, sigma) -> x0`` (CFG included) for our refine and the Tiny
+Upscaler: the host's own k-diffusion CFG denoiser, set up as its ``sample_img2img`` does (docs/hosts.md "The host's
+CFG denoiser")."""
 
 from __future__ import annotations
 
@@ -44,11 +30,8 @@ def host_conditioning(p, prompt: str, negative: str, steps: int, width: int, hei
 
 
 class HostDenoiser:
-    """``denoiser(x, sigma[B])`` through the host's CFG denoiser; use it inside ``with denoiser.active(x):``.
-
-    ``sigmas`` are the upscaler's step sigmas: a call at σ_i counts as sampling step i for the host (prompt
-    schedules, "skip early CFG"), since each sweep of tiles is one sampler step.
-    """
+    """``denoiser(x, sigma[B])`` inside ``with denoiser.active(x):``. A call at ``sigmas[i]`` counts as sampling
+    step i for the host (prompt schedules, "skip early CFG"): each sweep of tiles is one sampler step."""
 
     def __init__(self, p, cond, uncond, cfg_scale: float, sigmas: torch.Tensor):
         from modules import sd_samplers, sd_samplers_common
@@ -65,7 +48,7 @@ class HostDenoiser:
 
     @contextlib.contextmanager
     def active(self, example: torch.Tensor) -> Iterator["HostDenoiser"]:
-        """The host state one ``sample_img2img`` call sets up, for a run of tiles shaped like ``example``."""
+        """The host state one ``sample_img2img`` call sets up, for latents shaped like ``example``."""
         p, sampler = self.p, self.sampler
         saved = {name: getattr(p, name) for name in ("is_hr_pass", "refiner_checkpoint_info") if hasattr(p, name)}
         if "is_hr_pass" in saved:
@@ -125,10 +108,8 @@ class HostDenoiser:
 def _forge_sampling_hooks(sampler, p):
     """Forge's and reForge's ``sampling_prepare``/``sampling_cleanup`` (imported into their
     ``modules.sd_samplers_kdiffusion``; A1111 has none) and the UNet patcher they take."""
-    try:
-        from modules import sd_samplers_kdiffusion
-    except ImportError:
-        return None, None, None
+    from modules import sd_samplers_kdiffusion
+
     prepare = getattr(sd_samplers_kdiffusion, "sampling_prepare", None)
     cleanup = getattr(sd_samplers_kdiffusion, "sampling_cleanup", None)
     if prepare is None:

@@ -1,21 +1,7 @@
 """Hosts with a ComfyUI-style memory manager — Forge and Forge Neo (``backend``), reForge and Forge Classic
-(``ldm_patched``): our modules go through the host's ``ModelPatcher`` and ``load_models_gpu``, so the host evicts
-and later reloads its own UNet (docs/hosts.md, "Memory managers").
-
-One adapter for the four: they differ only in module names (given by ``host.detect_host``) and in what their
-``load_models_gpu`` accepts, which is read from its signature:
-
-- Full loads. Our modules are plain torch modules: they cannot run split between the device and RAM the way the
-  hosts' own patched layers can. Where ``load_models_gpu`` takes ``force_full_load`` (Neo, reForge) we pass it;
-  where a manager loads partially anyway (lllyasviel's Forge in low VRAM, Neo with no VRAM state, Classic), whatever
-  it left in RAM is moved to the device after the load (`_finish_move`), so a stage never sees two devices.
-- Patcher lifetime. Neo and reForge keep only weak references to patchers and treat a loaded model whose patcher
-  died as leaked (never evicted); Forge and Classic keep strong ones. Each module therefore keeps its own patcher as
-  an attribute, reused on every run (the managers recognise loaded models by patcher identity): the patcher lives
-  exactly as long as the module, and a replaced pipeline's modules and patchers are freed together.
-- The patcher manages a plain container around the module: the ComfyUI-era patchers write ``model.device`` and
-  similar onto what they manage, which our modules expose read-only.
-"""
+(``ldm_patched``): our modules go through the host's ``ModelPatcher`` and ``load_models_gpu``, so the host evicts and
+later reloads its own UNet. One adapter for the four; why full loads, one patcher per module and a container
+around it: docs/hosts.md "Memory managers"."""
 
 from __future__ import annotations
 
@@ -26,7 +12,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .host_base import HostAdapter
+from .host import HostAdapter
 
 _ACTIVATION_BYTES = 1024**3
 _PATCHER_ATTRIBUTE = "_tinybreaker_host_patcher"
@@ -53,17 +39,14 @@ class ManagedPlacement:
 
     @contextlib.contextmanager
     def use(self, module: nn.Module) -> Iterator[nn.Module]:
-        self._mm.load_models_gpu([self.patcher_of(module)], memory_required=_ACTIVATION_BYTES, **self._load_options)
-        _finish_move(module, self.device)
-        yield module
-
-    def patcher_of(self, module: nn.Module):
         patcher = module.__dict__.get(_PATCHER_ATTRIBUTE)
         if patcher is None or patcher.load_device != self.device:
             patcher = self._patcher_class(_PatcherContainer(module), load_device=self.device,
                                           offload_device=torch.device("cpu"))
             module.__dict__[_PATCHER_ATTRIBUTE] = patcher  # a plain attribute: not a submodule, not a parameter
-        return patcher
+        self._mm.load_models_gpu([patcher], memory_required=_ACTIVATION_BYTES, **self._load_options)
+        _finish_move(module, self.device)
+        yield module
 
     def make_room(self, bytes_needed: int) -> None:
         if self.device.type != "cpu":
@@ -85,9 +68,8 @@ class ManagedHost(HostAdapter):
         return ManagedPlacement(self._mm, self._patcher_class, self.compute_device())
 
     def free_memory(self, device: torch.device, sd_model=None) -> tuple[int | None, int | None]:
-        """The manager's ``get_free_memory`` (CUDA's free bytes plus what its allocator holds unused), plus the
-        device bytes of the models it has loaded, the checkpoint's among them: it evicts them when our stage asks
-        for room (``make_room``, ``load_models_gpu``). A manager without ``get_free_memory`` gets the plain
+        """The manager's ``get_free_memory`` plus the device bytes of the models it has loaded, which it evicts
+        when our stage asks for room (docs/hosts.md "Memory managers"); without ``get_free_memory``, the plain
         readings."""
         read = getattr(self._mm, "get_free_memory", None)
         if not callable(read):
@@ -98,7 +80,17 @@ class ManagedHost(HostAdapter):
         return free_ram, int(read(device)) + _evictable_bytes(self._mm, device)
 
     def before_host_sampling(self, p) -> None:
-        reset_forge_objects(p)
+        """What the managed hosts' own txt2img sample() does right before sampling: fresh LoRA-applied objects, then
+        token merging (ToMe) on the fresh UNet, which the reset would otherwise drop."""
+        model = p.sd_model
+        if getattr(model, "forge_objects_after_applying_lora", None) is None:
+            return
+        model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()
+        from modules import sd_models
+
+        apply_token_merging = getattr(sd_models, "apply_token_merging", None)
+        if apply_token_merging is not None and hasattr(p, "get_token_merging_ratio"):
+            apply_token_merging(model, p.get_token_merging_ratio())
 
     def latent_channels(self, sd_model) -> int:
         vae = getattr(getattr(sd_model, "forge_objects", None), "vae", None)
@@ -110,20 +102,6 @@ class ManagedHost(HostAdapter):
         if self.name == "neo":
             return torch.clamp((decoded + 1.0) / 2.0, min=0.0, max=1.0)
         return decoded
-
-
-def reset_forge_objects(p) -> None:
-    """What the managed hosts' own txt2img sample() does right before sampling: fresh LoRA-applied objects, then
-    token merging (ToMe) on the fresh UNet, which the reset would otherwise drop."""
-    model = p.sd_model
-    if getattr(model, "forge_objects_after_applying_lora", None) is None:
-        return
-    model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()
-    from modules import sd_models
-
-    apply_token_merging = getattr(sd_models, "apply_token_merging", None)
-    if apply_token_merging is not None and hasattr(p, "get_token_merging_ratio"):
-        apply_token_merging(model, p.get_token_merging_ratio())
 
 
 def _evictable_bytes(memory_management, device: torch.device) -> int:
@@ -152,6 +130,3 @@ def _finish_move(module: nn.Module, device: torch.device) -> None:
         if tensor.device != device:
             module.to(device)
             return
-
-
-__all__ = ["ManagedHost", "ManagedPlacement", "reset_forge_objects"]

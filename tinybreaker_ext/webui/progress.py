@@ -8,8 +8,8 @@ from ..errors import Cancelled
 
 
 def claim_job_count(p, base_steps: int, refine_steps: int, upscale: bool = False) -> None:
-    """Count the base stage as one more job per batch, the way Hires fix counts its second pass, so the
-    progress bar and /sdapi/v1/progress stay monotonic. Runs in process(), before the host's p.init()."""
+    """Count our stages as jobs, the way Hires fix counts its second pass, so the progress bar and
+    /sdapi/v1/progress stay monotonic. Runs in process(), before the host's p.init()."""
     from modules import shared
 
     state = shared.state
@@ -31,10 +31,9 @@ def is_upscale_rerun(p) -> bool:
 
 def stage_callback(label: str, total_steps: int, on_denoised: Callable | None = None, *,
                    counted: bool = True) -> Callable:
-    """A core progress callback for one of our stages: drives the host state (step, progress bar) and stops within
-    one step on Interrupt or Skip. ``on_denoised(denoised)`` runs every step (previews); it never breaks the job.
-    ``counted``: the stage's steps are in the total that `claim_job_count` gave the host's progress bar (the Tiny
-    Upscaler's tiles are not: their number is known only once it runs)."""
+    """A core progress callback for one of our stages: drives the host's step and progress bar, stops within one step
+    on Interrupt or Skip, and calls ``on_denoised(denoised)`` (previews, never breaking the job). ``counted``: the
+    steps are in `claim_job_count`'s total (the Tiny Upscaler's tiles are not: their number is known only later)."""
     from modules import shared
 
     state = shared.state
@@ -59,13 +58,16 @@ def stage_callback(label: str, total_steps: int, on_denoised: Callable | None = 
 
 
 def preview_when_due(make_image: Callable) -> Callable:
-    """``on_denoised`` for the base stage: an image from ``make_image(denoised)`` when the host's live-preview setting
-    says one is due."""
+    """``on_denoised`` for the base stage: ``make_image(denoised)`` when the host's live-preview setting says one is
+    due."""
     from modules import shared
 
     def on_denoised(denoised) -> None:
         state = shared.state
-        if _preview_due(state, shared.opts):
+        every = getattr(shared.opts, "show_progress_every_n_steps", 10)
+        if not getattr(shared.opts, "live_previews_enable", True) or every == -1:
+            return
+        if state.sampling_step - state.current_image_sampling_step >= every:
             state.assign_current_image(make_image(denoised))
             state.current_image_sampling_step = state.sampling_step
 
@@ -84,9 +86,3 @@ def stage_done() -> None:
 
     shared.state.nextjob()
 
-
-def _preview_due(state, opts) -> bool:
-    every = getattr(opts, "show_progress_every_n_steps", 10)
-    if not getattr(opts, "live_previews_enable", True) or every == -1:
-        return False
-    return state.sampling_step - state.current_image_sampling_step >= every

@@ -1,6 +1,7 @@
-"""Everything one txt2img job needs, decided in process(): the generation plan (``plan.make_plan``, the same as the
-command line's) and the host state around it — the model files and the engine. Any problem is kept in ``error`` and
-raised from p.sample, where the UI and API can see it."""
+"""Everything one txt2img job needs, decided in process(): the generation plan (the command line's ``make_plan``),
+the model files, the engine and the memory preflight: will it fit (docs/design.md "Data flow"), from file headers and
+the free memory the host reports, also for the accordion's hint and ``GET /models``. Any problem is kept in
+``error`` and raised from p.sample, where the UI and API see it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from dataclasses import dataclass, field
 
 from ..errors import ModelNotFoundError, ParameterError, TinyBreakerError
 from ..limits import t5_token_counter
+from ..memory_plan import MemoryPlan, plan_memory
+from ..models.t5_encoder import MODES
 from ..params import TinyBreakerParams
 from ..plan import GenerationPlan, ImageRequest, make_plan
 from ..prompt.file_defaults import checkpoint_file_defaults
 from . import locations
-from .host_upscalers import check_plan_upscaler
 
 
 @dataclass
@@ -24,17 +26,13 @@ class RunPlan:
     t5_path: str | None = None
     error: Exception | None = None
     texts: list | None = None  # this batch's StageTexts, set in process_batch
-    memory: object = None  # the preflight's MemoryPlan (webui/preflight.py), set in process
+    memory: MemoryPlan | None = None  # the preflight's estimate (check), set in process
     _engine: object = field(default=None, repr=False)
-
-    @property
-    def requested_t5_mode(self) -> str:
-        return requested_t5_mode(self.params.t5_mode)
 
     @property
     def t5_mode(self) -> str:
         """The T5 placement to run: the preflight's resolution of the one asked for."""
-        return self.memory.t5_mode if self.memory is not None else self.requested_t5_mode
+        return self.memory.t5_mode if self.memory is not None else requested_t5_mode(self.params.t5_mode)
 
     def load_engine(self, host):
         if self._engine is None:
@@ -66,6 +64,8 @@ def image_request(p) -> ImageRequest:
 
 
 def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:
+    from .upscale import check_plan_upscaler
+
     plan = RunPlan(params=params)
     try:
         tokens = t5_token_counter(_tokenizer_search())
@@ -83,10 +83,8 @@ def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:
 
 
 def resolve_file(role: str, requested: str, field_name: str) -> str:
-    """The model file a UI/API/infotext/queue request names, confined to the model folders (docs/hosts.md,
-    "File names"): a file name or a path relative to a model folder, matched against the files found there by
-    content; anything else — absolute paths, ``..``, NUL, names that are not models — is refused, naming the field
-    and the files that exist, and saying nothing about paths outside the folders. Empty = the first file found."""
+    """The model file a request names, confined to the model folders (docs/hosts.md "File names"); anything else is
+    refused, naming the field and the files that exist. Empty = the first file found."""
     from ..files.classify import preferred_first
     from ..files.finder import ModelFinder
 
@@ -96,8 +94,8 @@ def resolve_file(role: str, requested: str, field_name: str) -> str:
     what = "a TinyBreaker checkpoint" if role == "checkpoint" else "a T5-XXL encoder file"
     if not requested:
         if not candidates:
-            raise ModelNotFoundError(what, dirs or [locations.tinybreaker_dir()],
-                                     hint=f"put it in {locations.tinybreaker_dir()} (see the README for download links)")
+            raise ModelNotFoundError(what, dirs or [locations.tinybreaker_dir()], hint=f"put it in "
+                                     f"{locations.tinybreaker_dir()} (see the README for download links)")
         return candidates[0]
     names = ", ".join(_names(candidates, dirs)) or "none"
     wanted = requested.replace("\\", "/")
@@ -128,3 +126,62 @@ def _names(paths: list[str], dirs: list[str], *, all_forms: bool = False) -> lis
 
 def _tokenizer_search() -> dict:
     return {"models_dirs": locations.model_dirs(), "host_dirs": locations.host_tokenizer_dirs()}
+
+
+def free_for_tinybreaker(host, device, sd_model=None) -> tuple[int | None, int | None]:
+    """The host's free RAM and device memory (``HostAdapter.free_memory``) plus what our own cached models hold (a
+    job reuses or replaces them). A reading that fails is unknown (None: not checked), not a reason to refuse."""
+    from ..pipeline import held_bytes
+
+    try:
+        free_ram, free_device = host.free_memory(device, sd_model)
+    except Exception:  # noqa: BLE001 — a host's manager or driver failing to answer must not stop a job
+        return None, None
+    held_ram, held_device = held_bytes()
+    return (None if free_ram is None else free_ram + held_ram,
+            None if free_device is None else free_device + held_device)
+
+
+def plan_for(host, checkpoint_path: str, t5_path: str, t5_mode: str, sd_model=None) -> MemoryPlan:
+    device = host.compute_device()
+    dtype = host.compute_dtype(device, locations.option(locations.SETTING_DTYPE, "auto"))
+    free_ram, free_device = free_for_tinybreaker(host, device, sd_model)
+    return plan_memory(t5_path, checkpoint_path, device=device, model_dtype=dtype, t5_mode=t5_mode,
+                       placement_policy=getattr(host.placement(), "policy", "offload"), free_ram=free_ram,
+                       free_device=free_device)
+
+
+def check(plan, host, sd_model=None) -> None:
+    """``plan.memory`` gets the estimate (its ``t5_mode`` is what runs), or ``plan.error`` a 422 naming the field to
+    change and what would fit."""
+    try:
+        plan.memory = plan_for(host, plan.checkpoint_path, plan.t5_path, requested_t5_mode(plan.params.t5_mode),
+                               sd_model)
+    except TinyBreakerError as error:
+        plan.error = error
+        return
+    if not plan.memory.fits:
+        plan.error = ParameterError(plan.memory.field, plan.memory.message)
+
+
+def hint(checkpoint: str, t5_file: str, t5_mode: str) -> str:
+    from .host import get_host
+
+    try:
+        plan = plan_for(get_host(), resolve_file("checkpoint", checkpoint or "", "checkpoint"),
+                        resolve_file("t5", t5_file or "", "t5_file"),
+                        requested_t5_mode(t5_mode))
+    except TinyBreakerError as error:
+        return f"memory: {error}"
+    return f"memory: {plan.message}"
+
+
+def estimates(host, checkpoint_path: str, t5_path: str) -> dict:
+    """Per T5 placement: what runs, the peak RAM and device bytes, whether it fits now, and the command line's
+    one-line message (README "API")."""
+    result = {}
+    for mode in MODES:
+        plan = plan_for(host, checkpoint_path, t5_path, mode)
+        result[mode] = {"t5_mode": plan.t5_mode, "ram_bytes": plan.ram_peak, "device_bytes": plan.device_peak,
+                        "fits": plan.fits, "message": plan.message}
+    return result

@@ -1,4 +1,7 @@
-"""What the TinyBreaker ``scripts.Script`` does at each hook; the script file itself only delegates here."""
+"""What the TinyBreaker ``scripts.Script`` does at each hook (docs/hosts.md "The first pass"); the script file only
+delegates here. The plan may change the host's seed, size and batch size; the host's text encoder sees the style's
+refine texts, while ``p.all_prompts`` and ``p.all_negative_prompts`` keep the user's (docs/design.md "Refine modes").
+"""
 
 from __future__ import annotations
 
@@ -9,17 +12,19 @@ from typing import Any, Sequence
 
 from .. import params
 from ..errors import ParameterError
-from ..plan import BATCH_SIZE_MAX
+from ..infotext import tb_fields, tinybreaker_fields
+from ..plan import BATCH_SIZE_MAX, GenerationPlan, ImageRequest, StageTexts
 from ..prompt.grammar import RANDOM_SEED_MAX, parse_inline_prompt, without_arguments
-from . import first_pass, inline_prompt, preflight, progress
+from ..prompt.templates import refiner_text
+from . import first_pass, progress, run_plan
 from .host import get_host
-from .infotext import tb_generation_params
 from .run_plan import RunPlan, build_run_plan, image_request
-from .styles_source import style_library
+from .locations import style_library
 
 log = logging.getLogger(__name__)
 
 XYZ_OVERRIDES_ATTRIBUTE = "tinybreaker_overrides"  # set on p by our XYZ-plot axes
+WARNINGS_KEY = "TinyBreaker warnings"
 REFINER_FAMILY_KEY = "TinyBreaker refiner"  # infotext: which model family refined (SD1 or SDXL)
 # The plan of each job in flight, kept beside p rather than on it: queue and multi-machine tools copy p's
 # attributes (JSON, pickle), which a plan holding tensors and models would break. Keyed by id(p) with a weak
@@ -27,15 +32,15 @@ REFINER_FAMILY_KEY = "TinyBreaker refiner"  # infotext: which model family refin
 _active_plans: dict[int, tuple[weakref.ref, RunPlan]] = {}
 
 
-def _remember(p, plan: RunPlan) -> None:
-    for key in [key for key, (ref, _plan) in _active_plans.items() if ref() is None]:
-        del _active_plans[key]  # jobs that failed before postprocess
-    _active_plans[id(p)] = (weakref.ref(p), plan)
-
-
 def active_plan(p) -> RunPlan | None:
     ref, plan = _active_plans.get(id(p), (None, None))
     return plan if ref is not None and ref() is p else None
+
+
+def tb_generation_params(generation, seed: int) -> dict:
+    """``p.extra_generation_params``: our fields and ComfyUI-TinyBreaker's (docs/design.md "Infotext") for the image
+    with base seed ``seed``."""
+    return {**tinybreaker_fields(generation), **tb_fields(generation, int(seed))}
 
 
 def parse_args(args: Sequence[Any], warnings: list[str] | None = None
@@ -50,10 +55,8 @@ def parse_args(args: Sequence[Any], warnings: list[str] | None = None
 
 
 def before_process(p, *args) -> None:
-    """Before the host builds its prompt and seed lists (and before queue and multi-machine tools copy the request):
-    an inline ``--seed`` or ``--batch-size`` becomes the host's own seed or batch size and leaves the prompt. A
-    distributing master then offsets each worker's seed from it, so workers make different images, instead of every
-    worker reading the same ``--seed`` from the prompt (docs/hosts.md, "Queues and workers")."""
+    """Before the host builds its prompt and seed lists (and queue and multi-machine tools copy the request): an
+    inline ``--seed`` or ``--batch-size`` becomes the host's own field (docs/hosts.md "Queues and workers")."""
     parsed, error = parse_args(args)
     if error is not None or parsed is None or not parsed.enabled or not isinstance(p.prompt, str):
         return
@@ -64,16 +67,13 @@ def before_process(p, *args) -> None:
     if "batch-size" in inline:
         p.batch_size = min(int(inline["batch-size"]), BATCH_SIZE_MAX)
         if p.batch_size < int(inline["batch-size"]):
-            inline_prompt.report(p, [f"--batch-size {inline['batch-size']} is more than {BATCH_SIZE_MAX}; "
-                                     f"using {BATCH_SIZE_MAX}"])
+            report(p, [f"--batch-size {inline['batch-size']} is more than {BATCH_SIZE_MAX}; using {BATCH_SIZE_MAX}"])
     if "seed" in inline or "batch-size" in inline:
         p.prompt = without_arguments(p.prompt, {"seed", "batch-size"})
 
 
 def process(p, *args) -> RunPlan | None:
-    # A p processed before whose postprocess never ran (the job failed) must not keep a stale replacement or plan.
-    first_pass.uninstall_sample(p)
-    _active_plans.pop(id(p), None)
+    postprocess(p)  # a p whose job failed before postprocess must not keep a stale replacement or plan
     notes: list[str] = []
     parsed, error = parse_args(args, notes)
     if error is None and parsed is not None:
@@ -92,14 +92,16 @@ def process(p, *args) -> RunPlan | None:
         request = image_request(p)
         plan = build_run_plan(p, parsed, style_library())
         if plan.generation is not None:
-            inline_prompt.apply_plan_to_fields(p, plan.generation, request)
+            apply_plan_to_fields(p, plan.generation, request)
             notes += plan.generation.warnings
-    inline_prompt.report(p, notes)
+    report(p, notes)
     if plan.error is None:
-        preflight.check(plan, get_host(), p.sd_model)  # before anything loads: resolves auto, refuses what won't fit
+        run_plan.check(plan, get_host(), p.sd_model)  # before anything loads: resolves auto, refuses what won't fit
     if plan.error is None:
         apply_plan_to_processing(p, plan)
-    _remember(p, plan)
+    for key in [key for key, (ref, _plan) in _active_plans.items() if ref() is None]:
+        del _active_plans[key]  # jobs that failed before postprocess
+    _active_plans[id(p)] = (weakref.ref(p), plan)
     return plan
 
 
@@ -109,7 +111,7 @@ def process_batch(p) -> None:
     if plan is None:
         return
     if plan.error is None:
-        plan.texts = inline_prompt.batch_texts(p, plan.generation)
+        plan.texts = batch_texts(p, plan.generation)
     first_pass.install_sample(p, plan, get_host())
 
 
@@ -155,3 +157,66 @@ def _enabled_hint(args: Sequence[Any]) -> bool | None:
         return named["enabled"] if isinstance(named["enabled"], bool) else None
     first = args[0]
     return first if isinstance(first, bool) else None
+
+
+def apply_plan_to_fields(p, plan: GenerationPlan, request: ImageRequest) -> None:
+    """Seed, size and batch size as the plan has them (the inline arguments win over the host's fields)."""
+    if plan.batch_size != request.batch_size:
+        total = p.n_iter * plan.batch_size
+        for name in ("all_prompts", "all_negative_prompts", "all_hr_prompts", "all_hr_negative_prompts"):
+            values = getattr(p, name, None)
+            if values:
+                setattr(p, name, [values[0]] * total)
+        p.all_seeds = [p.all_seeds[0]] * total
+        p.all_subseeds = [p.all_subseeds[0] + index for index in range(total)]
+        p.batch_size = plan.batch_size
+    if plan.seed != request.seed or plan.batch_size != request.batch_size:
+        step = 0 if getattr(p, "subseed_strength", 0) else 1  # variation seeds keep one seed, as the host does
+        p.seed = plan.seed
+        p.all_seeds = [plan.seed + index * step for index in range(len(p.all_seeds))]
+    if (plan.width, plan.height) != (request.width, request.height):
+        p.width, p.height = plan.width, plan.height
+
+
+def batch_texts(p, plan: GenerationPlan) -> list[StageTexts]:
+    """In process_batch: every image's texts from its own prompt; the host's CLIP then encodes the refine texts."""
+    prompts = list(p.prompts)
+    negatives = list(getattr(p, "negative_prompts", None) or [p.negative_prompt] * len(prompts))
+    texts = [plan.texts(prompt, negative) for prompt, negative in zip(prompts, negatives)]
+    p.prompts = [item.refine_prompt for item in texts]
+    p.negative_prompts = [item.refine_negative for item in texts]
+    if getattr(p, "hr_prompts", None):  # Hires fix on top: the user's prompt without arguments, plus --refine text
+        p.hr_prompts = [_without_arguments(text) for text in p.hr_prompts]
+    if getattr(p, "hr_negative_prompts", None):
+        p.hr_negative_prompts = [_with_inline_negative(text, prompt)
+                                 for text, prompt in zip(p.hr_negative_prompts, prompts)]
+    return texts
+
+
+def report(p, notes) -> None:
+    """Warnings go to the console, the UI's generation info (``p.comment``) and, since no host returns those comments
+    through the API, the infotext field ``TinyBreaker warnings``."""
+    for note in notes:
+        log.warning("TinyBreaker: %s", note)
+        comment = getattr(p, "comment", None)
+        if callable(comment):
+            comment(f"TinyBreaker: {note}")
+    extra = getattr(p, "extra_generation_params", None)
+    if notes and isinstance(extra, dict):
+        text = str(extra.get(WARNINGS_KEY, ""))
+        for note in notes:
+            if note not in text:  # a note may hold "; " itself, so the joined text is searched, not split
+                text = f"{text}; {note}" if text else note
+        extra[WARNINGS_KEY] = text
+
+
+def _without_arguments(text: str) -> str:
+    parsed = parse_inline_prompt(text)
+    return refiner_text(str(parsed.values.get("refine", "")), parsed.prompt)
+
+
+def _with_inline_negative(negative: str, prompt: str) -> str:
+    extra = str(parse_inline_prompt(prompt).values.get("no", "")).strip()
+    if not extra:
+        return negative
+    return f"{negative}, {extra}" if negative.strip() else extra

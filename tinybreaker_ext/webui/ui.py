@@ -1,7 +1,5 @@
 """The TinyBreaker accordion. One code path for gradio 3.41 (A1111, reForge) and 4.40 (Forge): only gr.update,
-``elem_id``, no ``.style``, dropdowns with ``allow_custom_value``. ``build_ui`` is cheap and side-effect free
-(the API calls it again inside throwaway Blocks) and returns the controls in ``params.FIELDS`` order; each
-control's value is the API default."""
+``elem_id``, no ``.style``, dropdowns with ``allow_custom_value``. Each control's value is the API default."""
 
 from __future__ import annotations
 
@@ -13,53 +11,29 @@ from ..params import FIELD_BY_NAME, TinyBreakerParams
 from . import locations
 
 _DEFAULTS = TinyBreakerParams()
+# The accordion's rows (any layout: build_ui returns the controls in FIELDS order); the memory hint follows t5_mode.
+_ROWS = (("checkpoint", "t5_file", "style"), ("base_sampler", "base_scheduler", "base_steps", "base_cfg"),
+         ("refine_sampler", "refine_strength", "refine_steps", "refine_cfg"),
+         ("detail_level", "cfg_shift", "image_shift", "t5_mode"),
+         ("upscale", "upscale_by", "upscale_noise", "upscale_mode", "upscale_model"))
+_RADIOS = ("refine_sampler", "upscale_mode")
+_FOUND_ON_DISK = ("checkpoint", "t5_file")  # files: empty = the first one found; a refresh button re-reads them
 
 
 def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]], size_targets=None):
     """Returns (controls in FIELDS order, infotext paste fields)."""
     import gradio as gr
-    from modules.ui_common import create_refresh_button
     from modules.ui_components import InputAccordion
 
     controls: dict[str, object] = {}
     with InputAccordion(_DEFAULTS.enabled, label="TinyBreaker", elem_id=elem_id("enable")) as enabled:
         controls["enabled"] = enabled
-        with gr.Row():
-            for name in ("checkpoint", "t5_file"):
-                controls[name] = gr.Dropdown(label=FIELD_BY_NAME[name].label, choices=[""] + choices(name),
-                                             value="", allow_custom_value=True, elem_id=elem_id(name))
-                create_refresh_button(controls[name], lambda: None,
-                                      (lambda n=name: {"choices": [""] + choices(n)}), elem_id(name + "_refresh"))
-            controls["style"] = _dropdown(gr, "style", choices("style") or [_DEFAULTS.style], elem_id)
-        with gr.Row():
-            controls["base_sampler"] = _dropdown(gr, "base_sampler", list(params.BASE_SAMPLERS), elem_id)
-            controls["base_scheduler"] = _dropdown(gr, "base_scheduler", list(params.BASE_SCHEDULERS), elem_id)
-            controls["base_steps"] = _slider(gr, "base_steps", elem_id)
-            controls["base_cfg"] = _slider(gr, "base_cfg", elem_id)
-        with gr.Row():
-            controls["refine_sampler"] = gr.Radio(label=FIELD_BY_NAME["refine_sampler"].label,
-                                                  choices=list(params.REFINE_SAMPLERS),
-                                                  value=_DEFAULTS.refine_sampler, elem_id=elem_id("refine_sampler"))
-            controls["refine_strength"] = _slider(gr, "refine_strength", elem_id)
-            controls["refine_steps"] = _slider(gr, "refine_steps", elem_id)
-            controls["refine_cfg"] = _slider(gr, "refine_cfg", elem_id)
-        with gr.Row():
-            controls["detail_level"] = _slider(gr, "detail_level", elem_id)
-            controls["cfg_shift"] = _slider(gr, "cfg_shift", elem_id)
-            controls["image_shift"] = gr.Number(label=FIELD_BY_NAME["image_shift"].label, value=0, precision=0,
-                                                minimum=0, elem_id=elem_id("image_shift"))
-            controls["t5_mode"] = _dropdown(gr, "t5_mode", list(params.T5_MODES), elem_id)
-            _memory_hint(gr, elem_id, controls)
-        with gr.Row():
-            controls["upscale"] = gr.Checkbox(label=FIELD_BY_NAME["upscale"].label, value=_DEFAULTS.upscale,
-                                              elem_id=elem_id("upscale"))
-            controls["upscale_by"] = _slider(gr, "upscale_by", elem_id)
-            controls["upscale_noise"] = _slider(gr, "upscale_noise", elem_id)
-            controls["upscale_mode"] = gr.Radio(label=FIELD_BY_NAME["upscale_mode"].label,
-                                                choices=list(params.UPSCALE_MODES), value=_DEFAULTS.upscale_mode,
-                                                elem_id=elem_id("upscale_mode"))
-            controls["upscale_model"] = _dropdown(gr, "upscale_model", choices("upscale_model")
-                                                  or [params.NO_UPSCALE_MODEL], elem_id)
+        for row in _ROWS:
+            with gr.Row():
+                for name in row:
+                    controls[name] = _control(gr, name, elem_id, choices)
+                    if name == "t5_mode":
+                        _memory_hint(gr, elem_id, controls)
         _size_presets(gr, elem_id, size_targets)
         ordered = [controls[name] for name in params.FIELD_NAMES]
         _save_style(gr, elem_id, ordered, controls["style"], choices)
@@ -70,10 +44,34 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
     return ordered, paste_fields
 
 
+def _control(gr, name: str, elem_id, choices):
+    """The field's control, its label, range and default from its ``FieldSpec``."""
+    spec = FIELD_BY_NAME[name]
+    if name in _FOUND_ON_DISK:
+        from modules.ui_common import create_refresh_button
+
+        control = gr.Dropdown(label=spec.label, choices=[""] + choices(name), value="", allow_custom_value=True,
+                              elem_id=elem_id(name))
+        create_refresh_button(control, lambda: None, lambda: {"choices": [""] + choices(name)},
+                              elem_id(name + "_refresh"))
+        return control
+    if name == "image_shift":
+        return gr.Number(label=spec.label, value=0, precision=0, minimum=0, elem_id=elem_id(name))
+    if spec.kind is bool:
+        return gr.Checkbox(label=spec.label, value=spec.default, elem_id=elem_id(name))
+    if spec.minimum is not None:
+        return gr.Slider(label=spec.label, minimum=spec.minimum, maximum=spec.maximum, step=spec.step,
+                         value=spec.default, elem_id=elem_id(name))
+    if name in _RADIOS:
+        return gr.Radio(label=spec.label, choices=list(spec.choices), value=spec.default, elem_id=elem_id(name))
+    listed = list(spec.choices) if spec.choices else choices(name) or [spec.default]
+    return gr.Dropdown(label=spec.label, choices=listed, value=spec.default, allow_custom_value=True,
+                       elem_id=elem_id(name))
+
+
 def _memory_hint(gr, elem_id, controls) -> None:
-    """One line next to T5 placement: will the chosen checkpoint and T5 fit in this placement (webui/preflight.py,
-    the command line's estimate from file headers, cached), updated when the files, the placement or the switch
-    change. Empty until then: building the accordion reads no file."""
+    """One line next to T5 placement: will the chosen files fit (``run_plan.hint``), updated when the files, the
+    placement or the switch change. Empty until then: building the accordion reads no file."""
     hint = gr.HTML(value="", elem_id=elem_id("memory_hint"))
     inputs = [controls["checkpoint"], controls["t5_file"], controls["t5_mode"]]
     for control in inputs + [controls["enabled"]]:
@@ -81,7 +79,7 @@ def _memory_hint(gr, elem_id, controls) -> None:
 
 
 def memory_hint_html(checkpoint: str, t5_file: str, t5_mode: str) -> str:
-    from .preflight import hint
+    from .run_plan import hint
 
     return f"<span class='tinybreaker-memory-hint'>{html.escape(hint(checkpoint, t5_file, t5_mode))}</span>"
 
@@ -95,7 +93,7 @@ def _save_style(gr, elem_id, ordered, style_control, choices) -> None:
 
     def save_style(style_name, *values):
         from ..errors import TinyBreakerError
-        from .styles_source import save_style as write
+        from .locations import save_style as write
 
         try:
             path = write(style_name, params.from_script_args(list(values)))
@@ -105,18 +103,6 @@ def _save_style(gr, elem_id, ordered, style_control, choices) -> None:
                 f"Saved in {html.escape(path)}")
 
     save.click(fn=save_style, inputs=[name, *ordered], outputs=[style_control, status], show_progress=False)
-
-
-def _dropdown(gr, name: str, choices: list[str], elem_id):
-    spec = FIELD_BY_NAME[name]
-    return gr.Dropdown(label=spec.label, choices=choices, value=spec.default, allow_custom_value=True,
-                       elem_id=elem_id(name))
-
-
-def _slider(gr, name: str, elem_id):
-    spec = FIELD_BY_NAME[name]
-    return gr.Slider(label=spec.label, minimum=spec.minimum, maximum=spec.maximum, step=spec.step,
-                     value=spec.default, elem_id=elem_id(name))
 
 
 def _size_presets(gr, elem_id, size_targets) -> None:

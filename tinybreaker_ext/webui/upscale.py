@@ -1,39 +1,38 @@
 """The Tiny Upscaler inside a WebUI generation: the host's VAE decodes our refined latent, the TinyBreaker
 checkpoint's TAESD encodes/decodes the enlarged image, and the host's own SD1 model (LoRAs included) denoises the
-tiles. Returns ``processing.DecodedSamples`` so the host skips its own decode and saves the upscaled images.
-"""
+tiles. The upscale model is one of the host's own upscalers (docs/hosts.md "Upscalers")."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 
+import numpy as np
 import torch
 
-from ..errors import Cancelled
+from ..errors import Cancelled, ParameterError
+from ..params import NO_UPSCALE_MODEL
 from ..stage_params import StageParams
 from ..upscaler import (tiny_upscale, tiny_vae_decode_fn, tiny_vae_encode_fn, upscaled_size, upscaler_sigmas,
                         upscaler_vae)
-from .host_denoiser import HostDenoiser, host_conditioning
 from . import progress
-from .host_upscalers import find_upscaler, pre_upscale_function
+from .host_denoiser import HostDenoiser, host_conditioning
 
 log = logging.getLogger(__name__)
 
 
 def run_tiny_upscaler(p, samples, engine, host, stage: StageParams, scale_by: float, mode: str = "upscaler",
                       upscale_model: str | None = None):
-    """``samples``: the refined SD1 model-space latent [B, 4, h, w], or images the host already decoded (a list
-    of CHW tensors in [-1, 1], e.g. from Hires fix). ``engine``: the job's ``TinyBreakerPipeline`` (its checkpoint's
-    upscaler VAE); ``stage``: the plan's upscaler stage; ``mode``: ``upscaler`` or ``enhancer``;
-    ``upscale_model``: the name of one of the host's upscalers, run before the tile refine, or None.
+    """``samples``: the refined SD1 latent [B, 4, h, w], or images the host already decoded (CHW in [-1, 1], e.g.
+    from Hires fix). Returns ``processing.DecodedSamples`` (the host skips its own decode) in [-1, 1] at
+    round(H·k)×round(W·k) (``enhancer``: H×W); on Interrupt/Skip at the original size."""
+    from modules import devices, processing, shared
 
-    Returns ``DecodedSamples`` of CHW tensors in [-1, 1] at round(H·k)×round(W·k) (``enhancer``: at H×W). On
-    Interrupt/Skip the images are returned at their original size.
-    """
-    from modules import processing, shared
-
-    decoded = decode_samples(p, samples)
+    if getattr(samples, "already_decoded", False) or isinstance(samples, (list, tuple)):
+        decoded = [image.cpu() for image in samples]  # what the host decoded already (Hires fix)
+    else:
+        decoded = list(processing.decode_latent_batch(p.sd_model, samples, target_device=devices.cpu,
+                                                      check_for_nans=True))
     if shared.state.interrupted or shared.state.skipped:
         return processing.DecodedSamples(decoded)
     vae = upscaler_vae(engine)  # a clear error for prototype0 before any work
@@ -72,12 +71,47 @@ def run_tiny_upscaler(p, samples, engine, host, stage: StageParams, scale_by: fl
     return processing.DecodedSamples([image * 2.0 - 1.0 for image in upscaled])
 
 
-def decode_samples(p, samples) -> list[torch.Tensor]:
-    """CHW images in [-1, 1] on the CPU: the host's own decode of a latent batch, or what it already decoded."""
-    if getattr(samples, "already_decoded", False) or isinstance(samples, (list, tuple)):
-        return [image.cpu() for image in samples]
-    from modules import devices, processing
+def _host_upscalers() -> list:
+    from modules import shared
 
-    return list(processing.decode_latent_batch(p.sd_model, samples, target_device=devices.cpu, check_for_nans=True))
+    return [upscaler for upscaler in (getattr(shared, "sd_upscalers", None) or [])
+            if str(getattr(upscaler, "name", "")).strip().lower() not in ("", NO_UPSCALE_MODEL)]
 
 
+def upscaler_names() -> list[str]:
+    """The host's upscalers, in its order, without its "None" (our 'none' means the same)."""
+    return [str(upscaler.name) for upscaler in _host_upscalers()]
+
+
+def find_upscaler(name: str):
+    """The host's ``UpscalerData`` called ``name`` (exactly, else ignoring case), or a ParameterError that lists
+    the names this WebUI has."""
+    upscalers = _host_upscalers()
+    found = ([upscaler for upscaler in upscalers if upscaler.name == name]
+             or [upscaler for upscaler in upscalers if str(upscaler.name).lower() == name.lower()])
+    if found:
+        return found[0]
+    names = ", ".join(repr(str(upscaler.name)) for upscaler in upscalers) or "none installed"
+    raise ParameterError("upscale_model", f"this WebUI has no upscaler named {name!r}; its upscalers: {names}, "
+                                          f"or {NO_UPSCALE_MODEL!r}")
+
+
+def check_plan_upscaler(generation) -> None:
+    """A plan that upscales with an upscale model must name one of the host's: else a 422, before any work."""
+    if generation.upscale and generation.upscale_model:
+        find_upscaler(generation.upscale_model)
+
+
+def pre_upscale_function(upscaler, scale_by: float):
+    """Images [B, 3, H, W] in [0, 1] → the host upscaler's, about ``scale_by`` times larger (the Tiny Upscaler
+    resizes them to its exact size)."""
+    from PIL import Image
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        arrays = (images.permute(0, 2, 3, 1) * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        enlarged = [upscaler.scaler.upscale(Image.fromarray(array), scale_by, upscaler.data_path)
+                    for array in arrays]
+        return torch.stack([torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
+                            for image in enlarged]).permute(0, 3, 1, 2)
+
+    return run
