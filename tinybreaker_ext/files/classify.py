@@ -81,11 +81,10 @@ class ModelFileInfo:
         return "sd1" if self.is_tinybreaker else None
 
 
-def find_signature_prefix(keys: Iterable[str], first: str, second: str) -> str | None:
+def find_signature_prefix(keys: dict, first: str, second: str) -> str | None:
     """The prefix P under which both ``P+first`` and ``P+second`` exist (the shortest one), else None."""
-    key_set = keys if isinstance(keys, (set, frozenset, dict)) else set(keys)
-    found = [key[: len(key) - len(first)] for key in key_set if key.endswith(first)]
-    found = [prefix for prefix in found if (prefix == "" or prefix.endswith(".")) and prefix + second in key_set]
+    found = [key[: len(key) - len(first)] for key in keys if key.endswith(first)]
+    found = [prefix for prefix in found if (prefix == "" or prefix.endswith(".")) and prefix + second in keys]
     return min(found, key=len) if found else None
 
 

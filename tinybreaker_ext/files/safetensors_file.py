@@ -182,10 +182,7 @@ class SafetensorsView(Mapping[str, torch.Tensor]):
         return isinstance(key, str) and (self.prefix + key) in self.header.tensors
 
     def entry(self, key: str) -> TensorEntry:
-        try:
-            return self.header.tensors[self.prefix + key]
-        except KeyError:
-            raise KeyError(key) from None
+        return self.header.tensors[self.prefix + key]
 
     def shape(self, key: str) -> tuple[int, ...]:
         return self.entry(key).shape
