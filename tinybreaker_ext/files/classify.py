@@ -35,7 +35,7 @@ T5_EMBEDDING_KEYS = ("shared.weight", "encoder.embed_tokens.weight")
 TRANSCODER_SIGNATURE = ("transd.3.conv.0.bias", "transe.3.conv.0.weight")
 
 
-class FileKind(enum.Enum):
+class FileKind(enum.Enum):  # the value is what messages call the kind
     TINYBREAKER_PROTOTYPE0 = "TinyBreaker prototype0 checkpoint"
     TINYBREAKER_PROTOTYPE1 = "TinyBreaker prototype1 checkpoint"
     TINYBREAKER_SDXL = "TinyBreaker checkpoint with an SDXL refiner"
@@ -43,10 +43,6 @@ class FileKind(enum.Enum):
     T5_ENCODER = "T5 encoder"
     TINY_VAE = "tiny VAE (TAESD)"
     TRANSCODER = "tiny latent transcoder"
-
-    @property
-    def label(self) -> str:
-        return self.value
 
 
 # Only TinyBreaker files are checkpoints: plain PixArt-Sigma files are recognised (so a wrong pick is named) but
@@ -126,29 +122,29 @@ def _tiny_vae_layout(keys: dict) -> str | None:
     return None
 
 
+# What an unrecognised file with a key starting with any of these looks like; the first match wins.
+_LOOKS_LIKE = (
+    (("model.diffusion_model.double_blocks.", "double_blocks.0."), "looks like a Flux model (double_blocks.*)"),
+    (("model.diffusion_model.joint_blocks.", "joint_blocks.0."), "looks like an SD3 model (joint_blocks.*)"),
+    (("conditioner.embedders.", "model.diffusion_model.label_emb.0.0.weight"),
+     "looks like an SDXL checkpoint (model.diffusion_model.* + conditioner.embedders.*)"),
+    (("model.diffusion_model.input_blocks.",), "looks like an SD1/SD2 checkpoint (model.diffusion_model.*)"),
+    (("input_blocks.0.0.", "down_blocks.0.resnets."), "looks like a bare SD UNet (input_blocks.* / down_blocks.*)"),
+    (("lora_unet_", "lora_te"), "looks like a LoRA"),
+    (("decoder.conv_in.weight",), "looks like a full KL VAE (decoder.conv_in.*), not a tiny VAE"),
+    (("text_model.encoder.layers.", "transformer.text_model."), "looks like a CLIP text encoder (text_model.*)"),
+)
+
+
 def _looks_like(keys: dict) -> str:
     """A one-phrase guess at what an unrecognised file is."""
-    def has(prefix: str) -> bool:
-        return any(key.startswith(prefix) for key in keys)
-
     if not keys:
         return "contains no tensors"
-    if has("model.diffusion_model.double_blocks.") or has("double_blocks.0."):
-        return "looks like a Flux model (double_blocks.*)"
-    if has("model.diffusion_model.joint_blocks.") or has("joint_blocks.0."):
-        return "looks like an SD3 model (joint_blocks.*)"
-    if has("conditioner.embedders.") or "model.diffusion_model.label_emb.0.0.weight" in keys:
-        return "looks like an SDXL checkpoint (model.diffusion_model.* + conditioner.embedders.*)"
-    if has("model.diffusion_model.input_blocks."):
-        return "looks like an SD1/SD2 checkpoint (model.diffusion_model.*)"
-    if has("input_blocks.0.0.") or has("down_blocks.0.resnets."):
-        return "looks like a bare SD UNet (input_blocks.* / down_blocks.*)"
-    if has("lora_unet_") or has("lora_te") or any(".lora_down." in key or ".lora_A." in key for key in keys):
+    if any(".lora_down." in key or ".lora_A." in key for key in keys):
         return "looks like a LoRA"
-    if "decoder.conv_in.weight" in keys:
-        return "looks like a full KL VAE (decoder.conv_in.*), not a tiny VAE"
-    if has("text_model.encoder.layers.") or has("transformer.text_model."):
-        return "looks like a CLIP text encoder (text_model.*)"
+    for prefixes, phrase in _LOOKS_LIKE:
+        if any(key.startswith(prefixes) for key in keys):
+            return phrase
     if any(key.endswith(T5_SIGNATURE) for key in keys):
         return "has T5 encoder blocks but no shared.weight/encoder.embed_tokens.weight (incomplete T5 file?)"
     first_keys = ", ".join(sorted(keys)[:3])
@@ -210,7 +206,7 @@ def classify(source: str | os.PathLike | SafetensorsView | GGUFFile) -> ModelFil
                        f"nor {REFINER_FIRST_STAGE_PREFIX}* (prototype1): not a complete TinyBreaker file")
         title = header.metadata.get("modelspec.title")
         suffix = f", '{title}'" if title else ""
-        return ModelFileInfo(path, kind, f"{kind.label} (PixArt {layout} layout{suffix})")
+        return ModelFileInfo(path, kind, f"{kind.value} (PixArt {layout} layout{suffix})")
 
     for layout, signature in PIXART_SIGNATURES.items():
         prefix = find_signature_prefix(keys, *signature)
@@ -237,7 +233,7 @@ def classify(source: str | os.PathLike | SafetensorsView | GGUFFile) -> ModelFil
 
     transcoder_prefix = find_signature_prefix(keys, *TRANSCODER_SIGNATURE)
     if transcoder_prefix is not None:
-        return ModelFileInfo(path, FileKind.TRANSCODER, FileKind.TRANSCODER.label, transcoder_prefix)
+        return ModelFileInfo(path, FileKind.TRANSCODER, FileKind.TRANSCODER.value, transcoder_prefix)
 
     tiny_layout = _tiny_vae_layout(keys)
     if tiny_layout is not None:
@@ -247,7 +243,7 @@ def classify(source: str | os.PathLike | SafetensorsView | GGUFFile) -> ModelFil
 
 
 def expected_text(kinds: Iterable[FileKind]) -> str:
-    labels = [kind.label for kind in FileKind if kind in kinds]
+    labels = [kind.value for kind in FileKind if kind in kinds]
     joined = labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
     return f"a {joined} (.safetensors{' or .gguf' if FileKind.T5_ENCODER in kinds else ''})"
 
@@ -257,19 +253,16 @@ def open_model_file(path: str | os.PathLike,
     """Opens ``path`` (.safetensors, or GGUF by its magic) and checks it is one of the ``expected`` kinds; the caller
     closes the returned file. Raises a one-line ModelFileError naming the file, what it is, and what was expected."""
     kinds = frozenset([expected] if isinstance(expected, FileKind) else expected)
-    wanted = expected_text(kinds)
+    file = None
     try:
         file = open_gguf(path) if is_gguf_file(path) else open_safetensors(path)
-    except ModelFileError as error:
-        raise ModelFileError(error.path, error.problem, wanted) from None
-    try:
         info = classify(file)
+        if info.kind not in kinds:
+            raise ModelFileError(info.path, f"is a {info.description}")
     except ModelFileError as error:
-        file.close()
-        raise ModelFileError(error.path, error.problem, wanted) from None
-    if info.kind not in kinds:
-        file.close()
-        raise ModelFileError(info.path, f"is a {info.description}", wanted)
+        if file is not None:
+            file.close()
+        raise ModelFileError(error.path, error.problem, expected_text(kinds)) from None
     return file, info
 
 
