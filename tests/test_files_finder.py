@@ -38,7 +38,7 @@ def tree(tmp_path):
 def test_checkpoints_are_the_tinybreaker_files_sorted_not_plain_pixart(tree):
     root, files = tree
     found = ModelFinder([root]).candidates("checkpoint")
-    assert [info.path for info in found] == sorted([files["p1"], files["p0"]])
+    assert [info.path for info in found] == [files["p1"], files["p0"]]  # prototype1 first, though "old/" sorts first
     kinds = {info.path: info.kind for info in found}
     assert kinds[files["p0"]] is FileKind.TINYBREAKER_PROTOTYPE0
     assert kinds[files["p1"]] is FileKind.TINYBREAKER_PROTOTYPE1
@@ -109,12 +109,11 @@ def test_unknown_role_is_an_error(tmp_path):
 
 def test_prototype1_is_the_default_checkpoint_before_prototype0_and_plain_pixart_is_not_listed(tmp_path):
     from builders.files import TINYBREAKER_METADATA, pixart_keys, tinybreaker_keys, write_model
-    from tinybreaker_ext.files.classify import preferred_first
     from tinybreaker_ext.files.finder import ModelFinder
 
     write_model(tmp_path / "a_pixart.safetensors", pixart_keys())
     write_model(tmp_path / "b_prototype0.safetensors", tinybreaker_keys(prototype=0), TINYBREAKER_METADATA)
     write_model(tmp_path / "c_prototype1.safetensors", tinybreaker_keys(prototype=1), TINYBREAKER_METADATA)
     finder = ModelFinder([tmp_path])
-    names = [os.path.basename(info.path) for info in preferred_first(finder.candidates("checkpoint"))]
+    names = [os.path.basename(info.path) for info in finder.candidates("checkpoint")]
     assert names == ["c_prototype1.safetensors", "b_prototype0.safetensors"]

@@ -36,7 +36,7 @@ def test_full_tinybreaker_layouts_classify_by_prototype(real_tree):
 def test_finder_lists_each_real_file_under_its_role(real_tree):
     root, paths = real_tree
     finder = ModelFinder([root])
-    assert found_paths(finder, "checkpoint") == sorted([paths["p0"], paths["p1"]])
+    assert found_paths(finder, "checkpoint") == [paths["p1"], paths["p0"]]  # the preferred prototype first
     assert found_paths(finder, "t5") == [paths["t5"]]
     assert finder.candidates("t5")[0].description == "T5 encoder (float8_e4m3fn)"
 

@@ -65,19 +65,17 @@ def _checked(path: str, role: str) -> str:
 
 def _find_or_download(role: str, models_dir: str, download) -> str:
     """The first file of ``role`` under ``models_dir``, else the hub's through ``download`` (or an error if None)."""
-    from .files.classify import preferred_first
-    from .files.finder import ModelFinder
+    from .files.finder import ROLE_NAMES, ModelFinder
     from .files.known_files import KNOWN_FILES
 
-    found = preferred_first(ModelFinder([models_dir]).candidates(role))
+    found = ModelFinder([models_dir]).candidates(role)
     if found:
         return found[0].path
     known = next(file for file in KNOWN_FILES if file.role == role)
     if not download:
-        what = "a TinyBreaker checkpoint" if role == "checkpoint" else "a T5-XXL encoder file"
-        raise ModelNotFoundError(what, [os.path.abspath(models_dir)],
+        raise ModelNotFoundError(ROLE_NAMES[role], [os.path.abspath(models_dir)],
                                  hint=f"pass --{role} PATH, or add --download to fetch "
-                                      f"{known.local_name} from {known.repo_id} into "
+                                      f"{os.path.basename(known.filename)} from {known.repo_id} into "
                                       f"{known.destination(models_dir)}")
     return download(known.repo_id, known.filename, known.destination(models_dir))
 

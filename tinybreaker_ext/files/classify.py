@@ -46,7 +46,7 @@ class FileKind(enum.Enum):  # the value is what messages call the kind
 
 
 # Only TinyBreaker files are checkpoints: plain PixArt-Sigma files are recognised (so a wrong pick is named) but
-# lack the transcoder and tiny VAEs. The order is the preference when no file is named: prototype1 (it has the
+# lack the transcoder and tiny VAEs. The order is the finder's preference when no file is named: prototype1 (it has the
 # upscaler VAE), then prototype0; a file with an SDXL refiner comes last (in the WebUI it needs an SDXL checkpoint
 # loaded: it has no transcoder).
 CHECKPOINT_KINDS = (FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_SDXL)
@@ -265,8 +265,3 @@ def open_model_file(path: str | os.PathLike,
         raise ModelFileError(error.path, error.problem, expected_text(kinds)) from None
     return file, info
 
-
-def preferred_first(infos: list[ModelFileInfo]) -> list[ModelFileInfo]:
-    """``infos`` with the checkpoints first, in the order of CHECKPOINT_KINDS."""
-    order = CHECKPOINT_KINDS + tuple(FileKind)
-    return sorted(infos, key=lambda info: order.index(info.kind))

@@ -14,7 +14,8 @@ from typing import Iterable, Union
 from tinybreaker_ext.errors import ModelFileError
 from tinybreaker_ext.files.classify import CHECKPOINT_KINDS, FileKind, ModelFileInfo, classify
 
-ROLE_KINDS = {"checkpoint": CHECKPOINT_KINDS, "t5": (FileKind.T5_ENCODER,)}
+ROLE_KINDS = {"checkpoint": CHECKPOINT_KINDS, "t5": (FileKind.T5_ENCODER,)}  # in the order of preference
+ROLE_NAMES = {"checkpoint": "a TinyBreaker checkpoint", "t5": "a T5-XXL encoder file"}
 MAX_DEPTH = 4  # folder levels below each search folder
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".gguf")
 UNSUPPORTED_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
@@ -41,7 +42,8 @@ class ModelFinder:
         self.skipped: list[tuple[str, str]] = []  # (path, reason) for each file or folder the last call passed over
 
     def candidates(self, role: str) -> list[ModelFileInfo]:
-        """The files for ``role`` ("checkpoint" or "t5"), sorted by path, each real file once."""
+        """The files for ``role`` ("checkpoint" or "t5"), each real file once, the preferred kinds first (the
+        default when no file is named), then by path."""
         kinds, self.skipped = ROLE_KINDS[role], []
         found: dict[str, ModelFileInfo] = {}
         for path in self._walk():
@@ -57,7 +59,7 @@ class ModelFinder:
                 self.skipped.append((path, result))
             elif result.kind in kinds:
                 found[real] = dataclasses.replace(result, path=path)
-        return sorted(found.values(), key=lambda info: (os.path.normcase(info.path), info.path))
+        return sorted(found.values(), key=lambda info: (kinds.index(info.kind), os.path.normcase(info.path), info.path))
 
     def _walk(self) -> Iterable[str]:
         """Yields the paths of model files (by extension; the content decides later). Symbolic

@@ -14,7 +14,6 @@ ROUTE_PREFIX = "/tinybreaker/v1"
 
 
 def list_models() -> dict:
-    from ..files.classify import preferred_first
     from ..files.finder import ModelFinder
 
     dirs = locations.model_dirs()
@@ -22,7 +21,7 @@ def list_models() -> dict:
     result = {"folders": dirs}
     for role in ("checkpoint", "t5"):
         result[role] = [{"name": os.path.basename(info.path), "path": info.path, "kind": info.kind.name.lower(),
-                         "description": info.description} for info in preferred_first(finder.candidates(role))]
+                         "description": info.description} for info in finder.candidates(role)]
     return result
 
 

@@ -87,13 +87,12 @@ def resolve_file(role: str, requested: str, field_name: str) -> str:
     "File names"): a file name or a path relative to a model folder, matched against the files found there by
     content; anything else — absolute paths, ``..``, NUL, names that are not models — is refused, naming the field
     and the files that exist, and saying nothing about paths outside the folders. Empty = the first file found."""
-    from ..files.classify import preferred_first
-    from ..files.finder import ModelFinder
+    from ..files.finder import ROLE_NAMES, ModelFinder
 
     dirs = locations.model_dirs()
     finder = ModelFinder(dirs)
-    candidates = [info.path for info in preferred_first(finder.candidates(role))]
-    what = "a TinyBreaker checkpoint" if role == "checkpoint" else "a T5-XXL encoder file"
+    candidates = [info.path for info in finder.candidates(role)]
+    what = ROLE_NAMES[role]
     if not requested:
         if not candidates:
             raise ModelNotFoundError(what, dirs or [locations.tinybreaker_dir()],
