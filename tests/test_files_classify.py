@@ -14,10 +14,11 @@ from builders.files import (
 )
 from tinybreaker_ext.errors import ModelFileError
 from tinybreaker_ext.files.classify import (
-    BASE_PREFIX, FIRST_STAGE_HQ_PREFIX, PIXART_DIFFUSERS, PIXART_NATIVE, REFINER_FIRST_STAGE_PREFIX, TRANSCODER_PREFIX,
-    FileKind, classify, open_model_file, pixart_layout,
+    BASE_PREFIX, FIRST_STAGE_HQ_PREFIX, REFINER_FIRST_STAGE_PREFIX, TRANSCODER_PREFIX, FileKind, classify,
+    open_model_file,
 )
 from tinybreaker_ext.files.safetensors_file import open_safetensors
+from tinybreaker_ext.models.pixart_keys import DIFFUSERS as PIXART_DIFFUSERS, NATIVE as PIXART_NATIVE
 
 
 def _write(tmp_path, name, state_dict, metadata=None) -> str:
@@ -31,9 +32,8 @@ def test_tinybreaker_prototypes(tmp_path, prototype, kind, layout):
     path = _write(tmp_path, "tb", tinybreaker_keys(prototype, layout), TINYBREAKER_METADATA)
     info = classify(path)
     assert info.kind is kind and info.is_tinybreaker
-    assert info.pixart_layout == layout
-    assert info.metadata["modelspec.architecture"] == "TinyBreaker"
-    assert f"prototype{prototype}" in info.description and layout in info.description
+    title = TINYBREAKER_METADATA["modelspec.title"]
+    assert info.description == f"TinyBreaker prototype{prototype} checkpoint (PixArt {layout} layout, '{title}')"
 
 
 def test_prototype_markers_are_the_spec_prefixes():
@@ -64,7 +64,8 @@ def test_base_prefix_without_pixart_signature_is_rejected(tmp_path):
 @pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
 def test_plain_pixart_sigma(tmp_path, layout, prefix):
     info = classify(_write(tmp_path, "pixart", prefixed(pixart_keys(layout), prefix)))
-    assert info.kind is FileKind.PIXART_SIGMA and info.pixart_layout == layout and info.key_prefix == prefix
+    assert info.kind is FileKind.PIXART_SIGMA and info.key_prefix == prefix
+    assert info.description.startswith(f"PixArt-Sigma model ({layout} layout")
 
 
 @pytest.mark.parametrize("extra", [
@@ -84,26 +85,28 @@ def test_umt5_is_not_taken_for_t5(tmp_path):
         classify(_write(tmp_path, "umt5", keys))
 
 
-def test_pixart_layout_helper_needs_both_signature_keys():
-    assert pixart_layout(pixart_keys("native")) == PIXART_NATIVE
-    assert pixart_layout(prefixed(pixart_keys("diffusers"), "x.")) is None
-    assert pixart_layout(prefixed(pixart_keys("diffusers"), "x."), "x.") == PIXART_DIFFUSERS
+def test_pixart_needs_both_signature_keys(tmp_path):
     only_one = {k: v for k, v in pixart_keys("native").items() if k != "final_layer.scale_shift_table"}
-    assert pixart_layout(only_one) is None
+    with pytest.raises(ModelFileError, match="unrecognised"):
+        classify(_write(tmp_path, "one", only_one))
+    base_only_one = tinybreaker_keys(1)
+    del base_only_one[BASE_PREFIX + "final_layer.scale_shift_table"]
+    with pytest.raises(ModelFileError, match="no PixArt-Sigma signature"):
+        classify(_write(tmp_path, "base", base_only_one))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn,
                                    torch.float8_e5m2])
 def test_t5_encoder_dtypes(tmp_path, dtype):
     info = classify(_write(tmp_path, "t5", t5_keys(dtype)))
-    assert info.kind is FileKind.T5_ENCODER and info.t5_dtype == dtype and not info.t5_scaled_fp8
+    assert info.kind is FileKind.T5_ENCODER and info.description == f"T5 encoder ({str(dtype)[6:]})"
     assert info.key_prefix == ""
 
 
 @pytest.mark.parametrize("scaled", ["marker", "per_tensor"])
 def test_scaled_fp8_t5(tmp_path, scaled):
     info = classify(_write(tmp_path, "t5", t5_keys(torch.float8_e4m3fn, scaled=scaled)))
-    assert info.t5_scaled_fp8 and info.t5_dtype_name == "F8_E4M3" and "scaled fp8" in info.description
+    assert info.description == "T5 encoder (float8_e4m3fn, scaled fp8)"
 
 
 def test_t5_inside_a_comfyui_all_in_one_checkpoint(tmp_path):
@@ -111,7 +114,7 @@ def test_t5_inside_a_comfyui_all_in_one_checkpoint(tmp_path):
                     "text_encoders.t5xxl.transformer.")
     info = classify(_write(tmp_path, "t5", keys))
     assert info.kind is FileKind.T5_ENCODER and info.key_prefix == "text_encoders.t5xxl.transformer."
-    assert info.t5_dtype == torch.float16
+    assert info.description == "T5 encoder (float16) under 'text_encoders.t5xxl.transformer.'"
 
 
 def test_t5_blocks_without_embedding_are_rejected(tmp_path):
@@ -126,22 +129,20 @@ def test_transcoder(tmp_path, prefix):
     assert info.kind is FileKind.TRANSCODER and info.key_prefix == prefix
 
 
-@pytest.mark.parametrize("name, keys, layout, halves", [
+@pytest.mark.parametrize("name, keys, layout", [
     ("native", {**prefixed(taesd_encoder_keys(), "encoder."), **prefixed(taesd_decoder_keys(), "decoder.")},
-     "native", {"encoder": "encoder.", "decoder": "decoder."}),
-    ("native_decoder", prefixed(taesd_decoder_keys(), "decoder."), "native", {"decoder": "decoder."}),
+     "native layout: encoder + decoder"),
+    ("native_decoder", prefixed(taesd_decoder_keys(), "decoder."), "native layout: decoder"),
     ("comfyui", {**prefixed(taesd_encoder_keys(), "taesd_encoder."),
-                 **prefixed(taesd_decoder_keys(), "taesd_decoder.")},
-     "comfyui", {"encoder": "taesd_encoder.", "decoder": "taesd_decoder."}),
+                 **prefixed(taesd_decoder_keys(), "taesd_decoder.")}, "comfyui layout: encoder + decoder"),
     ("diffusers", {**prefixed(taesd_encoder_keys(), "encoder.layers."),
-                   **prefixed(taesd_decoder_keys(shift=-1), "decoder.layers.")},
-     "diffusers", {"encoder": "encoder.layers.", "decoder": "decoder.layers."}),
-    ("bare_encoder", taesd_encoder_keys(), "bare", {"encoder": ""}),
-    ("bare_decoder", taesd_decoder_keys(), "bare", {"decoder": ""}),
+                   **prefixed(taesd_decoder_keys(shift=-1), "decoder.layers.")}, "diffusers layout: encoder + decoder"),
+    ("bare_encoder", taesd_encoder_keys(), "bare layout: encoder"),
+    ("bare_decoder", taesd_decoder_keys(), "bare layout: decoder"),
 ])
-def test_tiny_vae_layouts(tmp_path, name, keys, layout, halves):
+def test_tiny_vae_layouts(tmp_path, name, keys, layout):
     info = classify(_write(tmp_path, name, keys))
-    assert info.kind is FileKind.TINY_VAE and info.tiny_vae_layout == layout and info.tiny_vae_prefixes == halves
+    assert info.kind is FileKind.TINY_VAE and info.description == f"tiny VAE (TAESD, {layout})"
 
 
 @pytest.mark.parametrize("keys, phrase", [

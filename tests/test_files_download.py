@@ -142,6 +142,6 @@ def test_registry_names_the_files_users_need():
     assert len(by_role) == len(KNOWN_FILES) == 2
     t5, checkpoint = by_role["t5"], by_role["checkpoint"]
     assert (t5.repo_id, t5.filename) == ("Comfy-Org/stable-diffusion-3.5-fp8", "text_encoders/t5xxl_fp8_e4m3fn.safetensors")
-    assert (checkpoint.repo_id, checkpoint.local_name) == (
+    assert (checkpoint.repo_id, os.path.basename(checkpoint.filename)) == (
         "martin-rizzo/TinyBreaker.prototype1", "tinybreaker_prototype1.safetensors")
     assert t5.destination("/m") == os.path.join("/m", "text_encoder")

@@ -37,13 +37,12 @@ def tree(tmp_path):
 
 def test_checkpoints_are_the_tinybreaker_files_sorted_not_plain_pixart(tree):
     root, files = tree
-    found = ModelFinder([root]).find("checkpoint")
-    assert [c.path for c in found] == sorted([files["p1"], files["p0"]])
-    kinds = {c.path: c.info.kind for c in found}
+    found = ModelFinder([root]).candidates("checkpoint")
+    assert [info.path for info in found] == [files["p1"], files["p0"]]  # prototype1 first, though "old/" sorts first
+    kinds = {info.path: info.kind for info in found}
     assert kinds[files["p0"]] is FileKind.TINYBREAKER_PROTOTYPE0
     assert kinds[files["p1"]] is FileKind.TINYBREAKER_PROTOTYPE1
-    assert all(isinstance(c.info, ModelFileInfo) and c.info.path == c.path for c in found)
-    assert ModelFinder([root]).candidates("checkpoint") == [c.info for c in found]
+    assert all(isinstance(info, ModelFileInfo) for info in found)
 
 
 def test_t5_role_is_decided_by_header_not_name(tree):
@@ -53,17 +52,18 @@ def test_t5_role_is_decided_by_header_not_name(tree):
     assert files["t5_misnamed"] not in found_paths(finder, "checkpoint")
 
 
-def test_depth_is_bounded_and_hidden_folders_are_skipped(tree):
+def test_depth_is_bounded_and_hidden_folders_are_skipped(tree, monkeypatch):
     root, files = tree
-    paths = found_paths(ModelFinder([root], max_depth=4), "checkpoint")
+    paths = found_paths(ModelFinder([root]), "checkpoint")
     assert files["too_deep"] not in paths and files["hidden"] not in paths
-    assert files["too_deep"] in found_paths(ModelFinder([root], max_depth=6), "checkpoint")
+    monkeypatch.setattr(finder_module, "MAX_DEPTH", 6)
+    assert files["too_deep"] in found_paths(ModelFinder([root]), "checkpoint")
 
 
 def test_unusable_files_are_listed_with_reasons(tree):
     root, files = tree
     finder = ModelFinder([root, root / "missing"])
-    finder.find("checkpoint")
+    finder.candidates("checkpoint")
     reasons = dict(finder.skipped)
     assert "truncated" in reasons[files["truncated"]]
     assert "SD1/SD2 checkpoint" in reasons[files["sd1"]]
@@ -89,38 +89,31 @@ def test_headers_are_classified_once_until_the_file_changes(tree, monkeypatch):
     monkeypatch.setattr(finder_module, "_FILE_CACHE", {})
     monkeypatch.setattr(finder_module, "classify", lambda path: calls.append(path) or real_classify(path))
     finder = ModelFinder([root])
-    finder.find("checkpoint")
+    finder.candidates("checkpoint")
     first = len(calls)
     assert first >= 7
-    finder.find("t5")
-    ModelFinder([root]).find("checkpoint")
+    finder.candidates("t5")
+    ModelFinder([root]).candidates("checkpoint")
     assert len(calls) == first
     write_model(files["pixart"], tinybreaker_keys(1))  # same path, new content (new size/mtime)
     os.utime(files["pixart"], ns=(1, 1))
-    found = {c.path: c.info for c in finder.find("checkpoint")}
+    found = {info.path: info for info in finder.candidates("checkpoint")}
     assert calls[first:] == [files["pixart"]]
     assert found[files["pixart"]].kind is FileKind.TINYBREAKER_PROTOTYPE1
 
 
-def test_a_single_folder_string_is_accepted(tree):
-    root, files = tree
-    assert found_paths(ModelFinder(str(root)), "t5") == found_paths(ModelFinder([root]), "t5")
-
-
 def test_unknown_role_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="unknown role 'vae'"):
-        ModelFinder([tmp_path]).find("vae")
+    with pytest.raises(KeyError, match="vae"):
+        ModelFinder([tmp_path]).candidates("vae")
 
 
 def test_prototype1_is_the_default_checkpoint_before_prototype0_and_plain_pixart_is_not_listed(tmp_path):
     from builders.files import TINYBREAKER_METADATA, pixart_keys, tinybreaker_keys, write_model
-    from tinybreaker_ext.files.classify import preferred_first
     from tinybreaker_ext.files.finder import ModelFinder
 
     write_model(tmp_path / "a_pixart.safetensors", pixart_keys())
     write_model(tmp_path / "b_prototype0.safetensors", tinybreaker_keys(prototype=0), TINYBREAKER_METADATA)
     write_model(tmp_path / "c_prototype1.safetensors", tinybreaker_keys(prototype=1), TINYBREAKER_METADATA)
     finder = ModelFinder([tmp_path])
-    names = [os.path.basename(info.path) for info in preferred_first(finder.candidates("checkpoint"))]
+    names = [os.path.basename(info.path) for info in finder.candidates("checkpoint")]
     assert names == ["c_prototype1.safetensors", "b_prototype0.safetensors"]
-    assert [os.path.basename(c.path) for c in preferred_first(finder.find("checkpoint"))][0] == "c_prototype1.safetensors"

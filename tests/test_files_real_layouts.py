@@ -30,15 +30,15 @@ def test_full_tinybreaker_layouts_classify_by_prototype(real_tree):
     _, paths = real_tree
     p0, p1 = classify(paths["p0"]), classify(paths["p1"])
     assert (p0.kind, p1.kind) == (FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1)
-    assert p1.metadata["modelspec.title"] == "TinyBreaker prototype1" and p1.pixart_layout == "native"
+    assert p1.description == "TinyBreaker prototype1 checkpoint (PixArt native layout, 'TinyBreaker prototype1')"
 
 
 def test_finder_lists_each_real_file_under_its_role(real_tree):
     root, paths = real_tree
     finder = ModelFinder([root])
-    assert found_paths(finder, "checkpoint") == sorted([paths["p0"], paths["p1"]])
+    assert found_paths(finder, "checkpoint") == [paths["p1"], paths["p0"]]  # the preferred prototype first
     assert found_paths(finder, "t5") == [paths["t5"]]
-    assert finder.find("t5")[0].info.t5_dtype == torch.float8_e4m3fn
+    assert finder.candidates("t5")[0].description == "T5 encoder (float8_e4m3fn)"
 
 
 @pytest.mark.parametrize("layout, expected", [("native", "native"), ("comfy", "comfyui"), ("diffusers", "diffusers")])
@@ -47,8 +47,7 @@ def test_tiny_vae_builder_layouts(tmp_path, layout, expected):
                                  taesd_decoder_state_dict(1, hidden_channels=8), layout,
                                  encoder_scale=0.13025, decoder_scale=0.18215)
     info = classify(save_safetensors(state_dict, tmp_path / "taesd.safetensors"))
-    assert info.kind is FileKind.TINY_VAE and info.tiny_vae_layout == expected
-    assert set(info.tiny_vae_prefixes) == {"encoder", "decoder"}
+    assert info.description == f"tiny VAE (TAESD, {expected} layout: encoder + decoder)"
 
 
 @pytest.mark.parametrize("prefix", ["", "transcoder."])

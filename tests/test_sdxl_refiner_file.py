@@ -9,21 +9,22 @@ import torch
 
 from builders.files import tinybreaker_keys, tinybreaker_sdxl_keys, write_model
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.files.classify import CHECKPOINT_KINDS, FileKind, classify, preferred_first
+from tinybreaker_ext.files.classify import CHECKPOINT_KINDS, FileKind, classify
+from tinybreaker_ext.files.finder import ModelFinder
 
 
 def test_an_sdxl_refiner_file_is_classified_by_its_unet_and_listed_as_a_checkpoint(tmp_path):
-    path = write_model(tmp_path / "anything.safetensors", tinybreaker_sdxl_keys())
+    path = write_model(tmp_path / "a_anything.safetensors", tinybreaker_sdxl_keys())
     info = classify(path)
     assert info.kind == FileKind.TINYBREAKER_SDXL
     assert info.refiner_family == "sdxl"
     assert info.kind in CHECKPOINT_KINDS
     assert "SDXL refiner" in info.description
-    sd1 = classify(write_model(tmp_path / "sd1.safetensors", tinybreaker_keys(1)))
+    sd1 = classify(write_model(tmp_path / "b_sd1.safetensors", tinybreaker_keys(1)))
     assert sd1.refiner_family == "sd1"
-    # an SD1 file stays the default when both are present
-    assert [item.kind for item in preferred_first([info, sd1])] == [FileKind.TINYBREAKER_PROTOTYPE1,
-                                                                   FileKind.TINYBREAKER_SDXL]
+    # an SD1 file stays the default when both are present, whatever the names
+    assert [item.kind for item in ModelFinder([tmp_path]).candidates("checkpoint")] == [
+        FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_SDXL]
 
 
 def test_the_model_lists_offer_an_sdxl_refiner_file_as_a_checkpoint(tmp_path):

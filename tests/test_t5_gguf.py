@@ -169,8 +169,8 @@ def test_prefixed_gguf_files_load(weights, gguf_files, tmp_path):
 def test_classified_by_content_and_found_as_t5(gguf_files, tmp_path):
     info = classify(gguf_files["Q4_K_M"])
     assert info.kind is FileKind.T5_ENCODER and info.file_format == "gguf"
-    assert info.description == "T5 encoder (GGUF Q4_K_M)" and info.t5_dtype_name == "Q4_K_M"
-    assert classify(gguf_files["F32"]).t5_dtype == torch.float32
+    assert info.description == "T5 encoder (GGUF Q4_K_M)"
+    assert classify(gguf_files["F32"]).description == "T5 encoder (GGUF F32)"
     renamed = tmp_path / "models" / "text_encoder" / "my_t5.bin.gguf"
     renamed.parent.mkdir(parents=True)
     renamed.write_bytes(open(gguf_files["Q5_K_M"], "rb").read())
@@ -245,7 +245,7 @@ def test_truncated_files_give_one_line_errors(gguf_files, tmp_path, cut, problem
     assert problem.format(size=cut_at) in message
     assert message.endswith("(expected a T5 encoder (.safetensors or .gguf))")
     finder = ModelFinder([tmp_path])
-    assert finder.find("t5") == []
+    assert finder.candidates("t5") == []
     assert problem.format(size=cut_at) in dict(finder.skipped)[str(path)]
 
 
@@ -260,7 +260,7 @@ try:
     classify.open_model_file({gguf_files['Q8_0']!r}, classify.FileKind.T5_ENCODER)
 except ModelFileError as error:
     print(error)
-print(ModelFinder([{os.path.dirname(gguf_files['Q8_0'])!r}]).find("t5"))
+print(ModelFinder([{os.path.dirname(gguf_files['Q8_0'])!r}]).candidates("t5"))
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     first, second = result.stdout.splitlines()

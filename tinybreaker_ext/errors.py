@@ -15,7 +15,6 @@ class ModelFileError(TinyBreakerError, ValueError):
     def __init__(self, path: str | os.PathLike, problem: str, expected: str | None = None):
         self.path = os.fspath(path)
         self.problem = problem
-        self.expected = expected
         message = f"{self.path}: {problem}"
         if expected:
             message += f" (expected {expected})"

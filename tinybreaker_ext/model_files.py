@@ -12,8 +12,6 @@ from typing import Callable
 from .errors import ModelNotFoundError
 from .files.known_files import TINYBREAKER_DIR
 
-CLI_OPTION = {"checkpoint": "--checkpoint", "t5": "--t5"}
-
 
 @dataclass
 class ModelFileSet:
@@ -38,7 +36,6 @@ def resolve_cli_files(models_dir: str, *, checkpoint: str | None = None, t5: str
     """Every file the command line needs, or a one-line ModelNotFoundError / ModelFileError saying what is missing,
     where it was looked for and which option or ``--download`` helps. ``status`` gets a line before each download,
     ``progress`` shows a bar while it runs."""
-    from .files.classify import TINYBREAKER_KINDS, FileKind
     from .files.download import download_hub_file
     from .models.clip_tokenizer import find_clip_tokenizer
     from .models.t5_tokenizer import find_t5_tokenizer
@@ -47,10 +44,9 @@ def resolve_cli_files(models_dir: str, *, checkpoint: str | None = None, t5: str
         status(f"download: {filename} of {repo_id} into {dest_dir}")
         return download_hub_file(repo_id, filename, dest_dir, progress=progress)
 
-    checkpoint = _checked(checkpoint, TINYBREAKER_KINDS) if checkpoint else _find_or_download(
-        "checkpoint", TINYBREAKER_KINDS, models_dir, fetch if download else None)
-    t5 = _checked(t5, {FileKind.T5_ENCODER}) if t5 else _find_or_download(
-        "t5", {FileKind.T5_ENCODER}, models_dir, fetch if download else None)
+    checkpoint = _checked(checkpoint, "checkpoint") if checkpoint else _find_or_download(
+        "checkpoint", models_dir, fetch if download else None)
+    t5 = _checked(t5, "t5") if t5 else _find_or_download("t5", models_dir, fetch if download else None)
     search = {"models_dirs": tokenizer_dirs(models_dir), "allow_download": download, "download": fetch}
     found_t5 = _with_cli_hint(find_t5_tokenizer, t5_tokenizer, search, "--t5-tokenizer")
     found_clip = _with_cli_hint(find_clip_tokenizer, clip_tokenizer, search, "--clip-tokenizer")
@@ -58,31 +54,28 @@ def resolve_cli_files(models_dir: str, *, checkpoint: str | None = None, t5: str
                         tokenizer_search=search)
 
 
-def _checked(path: str, kinds) -> str:
+def _checked(path: str, role: str) -> str:
     from .files.classify import open_model_file
+    from .files.finder import ROLE_KINDS
 
-    file, _info = open_model_file(path, kinds)
+    file, _info = open_model_file(path, ROLE_KINDS[role])
     file.close()
     return path
 
 
-def _find_or_download(role: str, kinds, models_dir: str, download) -> str:
+def _find_or_download(role: str, models_dir: str, download) -> str:
     """The first file of ``role`` under ``models_dir``, else the hub's through ``download`` (or an error if None)."""
-    from .files.classify import preferred_first
-    from .files.finder import ModelFinder
+    from .files.finder import ROLE_NAMES, ModelFinder
     from .files.known_files import KNOWN_FILES
 
-    if os.path.isdir(models_dir):
-        found = [candidate for candidate in preferred_first(ModelFinder([models_dir]).find(role))
-                 if candidate.info.kind in kinds]
-        if found:
-            return found[0].path
+    found = ModelFinder([models_dir]).candidates(role)
+    if found:
+        return found[0].path
     known = next(file for file in KNOWN_FILES if file.role == role)
     if not download:
-        what = "a TinyBreaker checkpoint" if role == "checkpoint" else "a T5-XXL encoder file"
-        raise ModelNotFoundError(what, [os.path.abspath(models_dir)],
-                                 hint=f"pass {CLI_OPTION[role]} PATH, or add --download to fetch "
-                                      f"{known.local_name} from {known.repo_id} into "
+        raise ModelNotFoundError(ROLE_NAMES[role], [os.path.abspath(models_dir)],
+                                 hint=f"pass --{role} PATH, or add --download to fetch "
+                                      f"{os.path.basename(known.filename)} from {known.repo_id} into "
                                       f"{known.destination(models_dir)}")
     return download(known.repo_id, known.filename, known.destination(models_dir))
 

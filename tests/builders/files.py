@@ -320,4 +320,4 @@ class FakeHub:
 
 def found_paths(finder, role: str) -> list[str]:
     """The paths a ModelFinder lists for ``role``."""
-    return [candidate.path for candidate in finder.find(role)]
+    return [info.path for info in finder.candidates(role)]

@@ -43,7 +43,7 @@ def refiner_checkpoint_state_dict(path: str | os.PathLike) -> dict[str, torch.Te
     """The SD1 checkpoint's tensors, read from the TinyBreaker file at ``path``."""
     kind = classify(path).kind
     if kind not in (FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1):
-        raise ValueError(f"{path}: a TinyBreaker prototype0/1 file is needed, this is a {kind.label}")
+        raise ValueError(f"{path}: a TinyBreaker prototype0/1 file is needed, this is a {kind.value}")
     decoder_prefix = FIRST_STAGE_HQ_PREFIX if kind == FileKind.TINYBREAKER_PROTOTYPE0 else FIRST_STAGE_PREFIX
     renames = {REFINER_UNET_PREFIX: SD1_UNET_PREFIX, REFINER_CLIP_PREFIX: SD1_CLIP_PREFIX}
     sd: dict[str, torch.Tensor] = {}

@@ -1,32 +1,16 @@
-"""What a model file is, decided from its header keys alone (no tensor data is read).
-
-Signatures (docs/model-files.md "Classification by header"):
-- TinyBreaker: ``base.diffusion_model.`` + an SDXL refiner UNet (``refiner.diffusion_model.label_emb.*``, with
-  both SDXL text encoders under ``refiner.conditioner.embedders.``), else ``refiner.first_stage_model.*``
-  (prototype1) or ``first_stage_hqmodel.*`` (prototype0).
-- PixArt-Sigma: native ``t_embedder.mlp.0.weight`` + ``final_layer.scale_shift_table``, or diffusers
-  ``adaln_single.emb.timestep_embedder.linear_2.bias`` + ``scale_shift_table``; under any key prefix.
-- T5 encoder: ``encoder.block.0.layer.0.SelfAttention.q.weight`` + ``shared.weight`` (or
-  ``encoder.embed_tokens.weight``),
-  under any key prefix (e.g. ComfyUI's ``text_encoders.t5xxl.transformer.`` inside all-in-one checkpoints);
-  or a GGUF file (``GGUF`` magic) with llama.cpp's ``enc.blk.0.attn_q.weight`` + ``token_embd.weight``.
-- Transcoder: ``transd.3.conv.0.bias`` + ``transe.3.conv.0.weight`` (bare or under ``transcoder.``).
-- Tiny VAE: native ``encoder.<i>``/``decoder.<i>``, ComfyUI ``taesd_encoder.``/``taesd_decoder.``, diffusers
-  ``encoder.layers.``/``decoder.layers.``, or a bare madebyollin half (``0.weight``, ``1.conv.0.weight`` …).
-"""
+"""What a model file is, decided from its header keys alone (no tensor data is read); the signatures are in
+docs/model-files.md "Classification by header"."""
 
 from __future__ import annotations
 
 import enum
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping
-
-import torch
+from dataclasses import dataclass
+from typing import Iterable
 
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.files.gguf_file import (FLOAT_TYPES, GGUF_T5_SIGNATURE, GGUFFile, GGUFHeader, gguf_t5_prefix,
+from tinybreaker_ext.files.gguf_file import (GGUF_T5_SIGNATURE, GGUFFile, GGUFHeader, gguf_t5_prefix,
                                             is_gguf_file, read_gguf_header)
 from tinybreaker_ext.files.safetensors_file import (
     SafetensorsFile, SafetensorsHeader, SafetensorsView, open_safetensors, read_safetensors_header, torch_dtype_for,
@@ -43,52 +27,35 @@ TRANSCODER_PREFIX = "transcoder."
 # An SDXL refiner (docs/model-files.md "TinyBreaker files with an SDXL refiner"): SDXL's UNet is the one with
 # label_emb (pooled text + size conditioning; SD1's has none), its two text encoders are embedders 0 and 1.
 SDXL_REFINER_MARKER = REFINER_UNET_PREFIX + "label_emb.0.0.weight"
-SDXL_TEXT_ENCODER_PREFIXES = (REFINER_CLIP_PREFIX + "embedders.0.", REFINER_CLIP_PREFIX + "embedders.1.")
 
-# --- layouts --------------------------------------------------------------------------------------------------------
 PIXART_NATIVE = "native"
 PIXART_DIFFUSERS = "diffusers"
 PIXART_SIGNATURES = {
     PIXART_NATIVE: ("t_embedder.mlp.0.weight", "final_layer.scale_shift_table"),
     PIXART_DIFFUSERS: ("adaln_single.emb.timestep_embedder.linear_2.bias", "scale_shift_table"),
 }
+SDXL_TEXT_ENCODER_PREFIXES = (REFINER_CLIP_PREFIX + "embedders.0.", REFINER_CLIP_PREFIX + "embedders.1.")
+
 T5_SIGNATURE = "encoder.block.0.layer.0.SelfAttention.q.weight"
 T5_EMBEDDING_KEYS = ("shared.weight", "encoder.embed_tokens.weight")
 TRANSCODER_SIGNATURE = ("transd.3.conv.0.bias", "transe.3.conv.0.weight")
-TINY_VAE_NATIVE = "native"
-TINY_VAE_COMFYUI = "comfyui"
-TINY_VAE_DIFFUSERS = "diffusers"
-TINY_VAE_BARE = "bare"
 
 
-class FileKind(enum.Enum):
-    TINYBREAKER_PROTOTYPE0 = "tinybreaker_prototype0"
-    TINYBREAKER_PROTOTYPE1 = "tinybreaker_prototype1"
-    TINYBREAKER_SDXL = "tinybreaker_sdxl"
-    PIXART_SIGMA = "pixart_sigma"
-    T5_ENCODER = "t5_encoder"
-    TINY_VAE = "tiny_vae"
-    TRANSCODER = "transcoder"
-
-    @property
-    def label(self) -> str:
-        return _LABELS[self]
+class FileKind(enum.Enum):  # the value is what messages call the kind
+    TINYBREAKER_PROTOTYPE0 = "TinyBreaker prototype0 checkpoint"
+    TINYBREAKER_PROTOTYPE1 = "TinyBreaker prototype1 checkpoint"
+    TINYBREAKER_SDXL = "TinyBreaker checkpoint with an SDXL refiner"
+    PIXART_SIGMA = "PixArt-Sigma model"
+    T5_ENCODER = "T5 encoder"
+    TINY_VAE = "tiny VAE (TAESD)"
+    TRANSCODER = "tiny latent transcoder"
 
 
-_LABELS = {
-    FileKind.TINYBREAKER_PROTOTYPE0: "TinyBreaker prototype0 checkpoint",
-    FileKind.TINYBREAKER_PROTOTYPE1: "TinyBreaker prototype1 checkpoint",
-    FileKind.TINYBREAKER_SDXL: "TinyBreaker checkpoint with an SDXL refiner",
-    FileKind.PIXART_SIGMA: "PixArt-Sigma model",
-    FileKind.T5_ENCODER: "T5 encoder",
-    FileKind.TINY_VAE: "tiny VAE (TAESD)",
-    FileKind.TRANSCODER: "tiny latent transcoder",
-}
-TINYBREAKER_KINDS = frozenset({FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1,
-                               FileKind.TINYBREAKER_SDXL})
-# Plain PixArt-Sigma files are recognised (so a wrong pick is named) but are not checkpoints here: TinyBreaker needs
-# the transcoder and tiny VAEs its own files carry.
-CHECKPOINT_KINDS = TINYBREAKER_KINDS
+# Only TinyBreaker files are checkpoints: plain PixArt-Sigma files are recognised (so a wrong pick is named) but
+# lack the transcoder and tiny VAEs. The order is the finder's preference when no file is named: prototype1 (it has the
+# upscaler VAE), then prototype0; a file with an SDXL refiner comes last (in the WebUI it needs an SDXL checkpoint
+# loaded: it has no transcoder).
+CHECKPOINT_KINDS = (FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_SDXL)
 ALL_KINDS_TEXT = ("a TinyBreaker checkpoint, PixArt-Sigma model, T5 encoder, tiny VAE or transcoder "
                   "(.safetensors; T5 also .gguf)")
 
@@ -96,47 +63,34 @@ ALL_KINDS_TEXT = ("a TinyBreaker checkpoint, PixArt-Sigma model, T5 encoder, tin
 @dataclass(frozen=True)
 class ModelFileInfo:
     """The result of classification. ``key_prefix`` is where the component's keys start (PixArt, T5, transcoder);
-    ``tiny_vae_prefixes`` maps "encoder"/"decoder" to the prefix of each tiny-VAE half present. ``file_format`` is
-    "safetensors" or "gguf"; for a GGUF T5, ``t5_dtype_name`` is llama.cpp's quantization name (e.g. "Q5_K_M")."""
+    ``file_format`` is "safetensors" or "gguf"."""
 
     path: str
     kind: FileKind
     description: str
-    metadata: dict[str, str] = field(default_factory=dict)
     key_prefix: str = ""
-    pixart_layout: str | None = None
-    t5_dtype: torch.dtype | None = None
-    t5_dtype_name: str | None = None
-    t5_scaled_fp8: bool = False
-    tiny_vae_layout: str | None = None
-    tiny_vae_prefixes: dict[str, str] = field(default_factory=dict)
     file_format: str = "safetensors"
 
     @property
     def is_tinybreaker(self) -> bool:
-        return self.kind in TINYBREAKER_KINDS
+        return self.kind in CHECKPOINT_KINDS
 
     @property
     def refiner_family(self) -> str | None:
         """"sdxl" or "sd1": the family of the refiner a TinyBreaker file embeds (None for other files)."""
-        return refiner_family(self.kind)
+        if self.kind == FileKind.TINYBREAKER_SDXL:
+            return "sdxl"
+        return "sd1" if self.is_tinybreaker else None
 
 
-def refiner_family(kind: FileKind) -> str | None:
-    if kind == FileKind.TINYBREAKER_SDXL:
-        return "sdxl"
-    return "sd1" if kind in TINYBREAKER_KINDS else None
-
-
-def find_signature_prefix(keys: Iterable[str] | Mapping[str, object], first: str, second: str) -> str | None:
+def find_signature_prefix(keys: dict, first: str, second: str) -> str | None:
     """The prefix P under which both ``P+first`` and ``P+second`` exist (the shortest one), else None."""
-    key_set = keys if isinstance(keys, (set, frozenset, dict)) else set(keys)
-    found = [key[: len(key) - len(first)] for key in key_set if key.endswith(first)]
-    found = [prefix for prefix in found if (prefix == "" or prefix.endswith(".")) and prefix + second in key_set]
+    found = [key[: len(key) - len(first)] for key in keys if key.endswith(first)]
+    found = [prefix for prefix in found if (prefix == "" or prefix.endswith(".")) and prefix + second in keys]
     return min(found, key=len) if found else None
 
 
-def pixart_layout(keys: Iterable[str] | Mapping[str, object], prefix: str = "") -> str | None:
+def pixart_layout(keys: Iterable[str], prefix: str = "") -> str | None:
     """"native" or "diffusers" when the PixArt signature keys exist right under ``prefix``."""
     key_set = keys if isinstance(keys, (set, frozenset, dict)) else set(keys)
     for layout, (first, second) in PIXART_SIGNATURES.items():
@@ -163,49 +117,49 @@ def _tiny_half_present(keys: dict, prefix: str) -> bool:
     return any(pattern.match(key) for key in keys)
 
 
-def _tiny_vae_layout(header: SafetensorsHeader) -> tuple[str, dict[str, str]] | None:
-    keys = header.tensors
-    for layout, encoder, decoder in ((TINY_VAE_COMFYUI, "taesd_encoder.", "taesd_decoder."),
-                                     (TINY_VAE_DIFFUSERS, "encoder.layers.", "decoder.layers."),
-                                     (TINY_VAE_NATIVE, "encoder.", "decoder.")):
-        halves = {name: prefix for name, prefix in (("encoder", encoder), ("decoder", decoder))
-                  if _tiny_half_present(keys, prefix)}
+def _tiny_vae_layout(keys: dict) -> str | None:
+    """The layout and the halves present, e.g. "comfyui layout: encoder + decoder"."""
+    for layout, encoder, decoder in (("comfyui", "taesd_encoder.", "taesd_decoder."),
+                                     ("diffusers", "encoder.layers.", "decoder.layers."),
+                                     ("native", "encoder.", "decoder.")):
+        halves = [name for name, prefix in (("encoder", encoder), ("decoder", decoder))
+                  if _tiny_half_present(keys, prefix)]
         if halves:
-            return layout, halves
+            return f"{layout} layout: {' + '.join(halves)}"
     # a single madebyollin half: the encoder's first conv reads RGB, the decoder's first conv reads latents
     if _tiny_half_present(keys, ""):
         first = keys.get("0.weight") or keys.get("1.weight")
         if first is not None and len(first.shape) == 4:
             if "0.weight" in keys and first.shape[1] == 3:
-                return TINY_VAE_BARE, {"encoder": ""}
+                return "bare layout: encoder"
             if "0.weight" not in keys and first.shape[1] in (4, 16):
-                return TINY_VAE_BARE, {"decoder": ""}
+                return "bare layout: decoder"
     return None
+
+
+# What an unrecognised file with a key starting with any of these looks like; the first match wins.
+_LOOKS_LIKE = (
+    (("model.diffusion_model.double_blocks.", "double_blocks.0."), "looks like a Flux model (double_blocks.*)"),
+    (("model.diffusion_model.joint_blocks.", "joint_blocks.0."), "looks like an SD3 model (joint_blocks.*)"),
+    (("conditioner.embedders.", "model.diffusion_model.label_emb.0.0.weight"),
+     "looks like an SDXL checkpoint (model.diffusion_model.* + conditioner.embedders.*)"),
+    (("model.diffusion_model.input_blocks.",), "looks like an SD1/SD2 checkpoint (model.diffusion_model.*)"),
+    (("input_blocks.0.0.", "down_blocks.0.resnets."), "looks like a bare SD UNet (input_blocks.* / down_blocks.*)"),
+    (("lora_unet_", "lora_te"), "looks like a LoRA"),
+    (("decoder.conv_in.weight",), "looks like a full KL VAE (decoder.conv_in.*), not a tiny VAE"),
+    (("text_model.encoder.layers.", "transformer.text_model."), "looks like a CLIP text encoder (text_model.*)"),
+)
 
 
 def _looks_like(keys: dict) -> str:
     """A one-phrase guess at what an unrecognised file is."""
-    def has(prefix: str) -> bool:
-        return any(key.startswith(prefix) for key in keys)
-
     if not keys:
         return "contains no tensors"
-    if has("model.diffusion_model.double_blocks.") or has("double_blocks.0."):
-        return "looks like a Flux model (double_blocks.*)"
-    if has("model.diffusion_model.joint_blocks.") or has("joint_blocks.0."):
-        return "looks like an SD3 model (joint_blocks.*)"
-    if has("conditioner.embedders.") or "model.diffusion_model.label_emb.0.0.weight" in keys:
-        return "looks like an SDXL checkpoint (model.diffusion_model.* + conditioner.embedders.*)"
-    if has("model.diffusion_model.input_blocks."):
-        return "looks like an SD1/SD2 checkpoint (model.diffusion_model.*)"
-    if has("input_blocks.0.0.") or has("down_blocks.0.resnets."):
-        return "looks like a bare SD UNet (input_blocks.* / down_blocks.*)"
-    if has("lora_unet_") or has("lora_te") or any(".lora_down." in key or ".lora_A." in key for key in keys):
+    if any(".lora_down." in key or ".lora_A." in key for key in keys):
         return "looks like a LoRA"
-    if "decoder.conv_in.weight" in keys:
-        return "looks like a full KL VAE (decoder.conv_in.*), not a tiny VAE"
-    if has("text_model.encoder.layers.") or has("transformer.text_model."):
-        return "looks like a CLIP text encoder (text_model.*)"
+    for prefixes, phrase in _LOOKS_LIKE:
+        if any(key.startswith(prefixes) for key in keys):
+            return phrase
     if any(key.endswith(T5_SIGNATURE) for key in keys):
         return "has T5 encoder blocks but no shared.weight/encoder.embed_tokens.weight (incomplete T5 file?)"
     first_keys = ", ".join(sorted(keys)[:3])
@@ -213,12 +167,8 @@ def _looks_like(keys: dict) -> str:
 
 
 def header_of(source) -> SafetensorsHeader | GGUFHeader:
-    """The header of a path, open file, view or header (GGUF files by their magic); no tensor data is read."""
-    if isinstance(source, (SafetensorsHeader, GGUFHeader)):
-        return source
-    if isinstance(source, SafetensorsView):
-        return source._file.header
-    if isinstance(source, GGUFFile):
+    """The header of a path or of an open file or view (GGUF files by their magic); no tensor data is read."""
+    if isinstance(source, (SafetensorsView, GGUFFile)):
         return source.header
     return read_gguf_header(source) if is_gguf_file(source) else read_safetensors_header(source)
 
@@ -234,27 +184,21 @@ def _classify_gguf(header: GGUFHeader) -> ModelFileInfo:
     if prefix + "enc.blk.1.attn_rel_b.weight" in names:
         raise ModelFileError(header.path, "looks like a UMT5 encoder (relative attention bias in every block), "
                                           "not T5 v1.1", ALL_KINDS_TEXT)
-    signature = names[prefix + GGUF_T5_SIGNATURE[0]]
-    quantization = header.file_type_name or signature.type_name
+    quantization = header.file_type_name or names[prefix + GGUF_T5_SIGNATURE[0]].type_name
     where = f" under '{prefix}'" if prefix else ""
-    return ModelFileInfo(path=header.path, kind=FileKind.T5_ENCODER,
-                         description=f"T5 encoder (GGUF {quantization}){where}",
-                         metadata={key: str(value) for key, value in header.metadata.items()},
-                         key_prefix=prefix,
-                         t5_dtype=FLOAT_TYPES.get(signature.type_name), t5_dtype_name=quantization, file_format="gguf")
+    return ModelFileInfo(header.path, FileKind.T5_ENCODER, f"T5 encoder (GGUF {quantization}){where}", prefix, "gguf")
 
 
-def classify(source: str | os.PathLike | SafetensorsView | SafetensorsHeader | GGUFFile | GGUFHeader) -> ModelFileInfo:
+def classify(source: str | os.PathLike | SafetensorsView | GGUFFile) -> ModelFileInfo:
     """Classifies a file from its header. A view is classified as the whole file it belongs to.
     Raises ModelFileError (one line, names the file) when the file is broken or of no known kind."""
     header = header_of(source)
     if isinstance(header, GGUFHeader):
         return _classify_gguf(header)
-    keys = header.tensors
-    common = dict(path=header.path, metadata=dict(header.metadata))
+    keys, path = header.tensors, header.path
 
     def fail(problem: str) -> ModelFileError:
-        return ModelFileError(header.path, problem, ALL_KINDS_TEXT)
+        return ModelFileError(path, problem, ALL_KINDS_TEXT)
 
     if any(key.startswith(BASE_PREFIX) for key in keys):
         layout = pixart_layout(keys, BASE_PREFIX)
@@ -276,18 +220,16 @@ def classify(source: str | os.PathLike | SafetensorsView | SafetensorsHeader | G
                        f"nor {REFINER_FIRST_STAGE_PREFIX}* (prototype1): not a complete TinyBreaker file")
         title = header.metadata.get("modelspec.title")
         suffix = f", '{title}'" if title else ""
-        return ModelFileInfo(kind=kind, description=f"{kind.label} (PixArt {layout} layout{suffix})",
-                             key_prefix="", pixart_layout=layout, **common)
+        return ModelFileInfo(path, kind, f"{kind.value} (PixArt {layout} layout{suffix})")
 
-    for layout, (first, second) in PIXART_SIGNATURES.items():
-        prefix = find_signature_prefix(keys, first, second)
+    for layout, signature in PIXART_SIGNATURES.items():
+        prefix = find_signature_prefix(keys, *signature)
         if prefix is not None:
             if _is_pixart_alpha(keys, prefix):
                 raise fail("looks like a PixArt-alpha model (SD1 latent space, 120-token captions), "
                            "not PixArt-Sigma")
             where = f" under '{prefix}'" if prefix else ""
-            return ModelFileInfo(kind=FileKind.PIXART_SIGMA, description=f"PixArt-Sigma model ({layout} layout{where})",
-                                 key_prefix=prefix, pixart_layout=layout, **common)
+            return ModelFileInfo(path, FileKind.PIXART_SIGMA, f"PixArt-Sigma model ({layout} layout{where})", prefix)
 
     t5_prefix = next((p for p in (find_signature_prefix(keys, T5_SIGNATURE, embedding)
                                   for embedding in T5_EMBEDDING_KEYS) if p is not None), None)
@@ -295,33 +237,27 @@ def classify(source: str | os.PathLike | SafetensorsView | SafetensorsHeader | G
         if t5_prefix + "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" in keys:
             raise fail("looks like a UMT5 encoder (relative attention bias in every block), not T5 v1.1")
         dtype_name = keys[t5_prefix + T5_SIGNATURE].dtype_name
-        scaled = (t5_prefix + "scaled_fp8" in keys or "scaled_fp8" in keys
-                  or any(key.endswith((".scale_weight", ".weight_scale")) for key in keys))
-        details = dtype_name if torch_dtype_for(dtype_name) is None else str(torch_dtype_for(dtype_name))[6:]
-        details += ", scaled fp8" if scaled else ""
+        dtype = torch_dtype_for(dtype_name)
+        details = dtype_name if dtype is None else str(dtype)[6:]
+        if t5_prefix + "scaled_fp8" in keys or "scaled_fp8" in keys or any(
+                key.endswith((".scale_weight", ".weight_scale")) for key in keys):
+            details += ", scaled fp8"
         where = f" under '{t5_prefix}'" if t5_prefix else ""
-        return ModelFileInfo(kind=FileKind.T5_ENCODER, description=f"T5 encoder ({details}){where}",
-                             key_prefix=t5_prefix, t5_dtype=torch_dtype_for(dtype_name), t5_dtype_name=dtype_name,
-                             t5_scaled_fp8=scaled, **common)
+        return ModelFileInfo(path, FileKind.T5_ENCODER, f"T5 encoder ({details}){where}", t5_prefix)
 
     transcoder_prefix = find_signature_prefix(keys, *TRANSCODER_SIGNATURE)
     if transcoder_prefix is not None:
-        return ModelFileInfo(kind=FileKind.TRANSCODER, description=FileKind.TRANSCODER.label,
-                             key_prefix=transcoder_prefix, **common)
+        return ModelFileInfo(path, FileKind.TRANSCODER, FileKind.TRANSCODER.value, transcoder_prefix)
 
-    tiny = _tiny_vae_layout(header)
-    if tiny is not None:
-        layout, halves = tiny
-        return ModelFileInfo(kind=FileKind.TINY_VAE,
-                             description=f"tiny VAE (TAESD, {layout} layout: {' + '.join(halves)})",
-                             tiny_vae_layout=layout, tiny_vae_prefixes=halves, **common)
+    tiny_layout = _tiny_vae_layout(keys)
+    if tiny_layout is not None:
+        return ModelFileInfo(path, FileKind.TINY_VAE, f"tiny VAE (TAESD, {tiny_layout})")
 
     raise fail(_looks_like(keys))
 
 
 def expected_text(kinds: Iterable[FileKind]) -> str:
-    kinds = set(kinds)
-    labels = [kind.label for kind in sorted(kinds, key=lambda kind: list(FileKind).index(kind))]
+    labels = [kind.value for kind in FileKind if kind in kinds]
     joined = labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
     return f"a {joined} (.safetensors{' or .gguf' if FileKind.T5_ENCODER in kinds else ''})"
 
@@ -331,31 +267,15 @@ def open_model_file(path: str | os.PathLike,
     """Opens ``path`` (.safetensors, or GGUF by its magic) and checks it is one of the ``expected`` kinds; the caller
     closes the returned file. Raises a one-line ModelFileError naming the file, what it is, and what was expected."""
     kinds = frozenset([expected] if isinstance(expected, FileKind) else expected)
-    wanted = expected_text(kinds)
+    file = None
     try:
         file = GGUFFile(path) if is_gguf_file(path) else open_safetensors(path)
-    except ModelFileError as error:
-        raise ModelFileError(error.path, error.problem, wanted) from None
-    try:
         info = classify(file)
+        if info.kind not in kinds:
+            raise ModelFileError(info.path, f"is a {info.description}")
     except ModelFileError as error:
-        file.close()
-        raise ModelFileError(error.path, error.problem, wanted) from None
-    if info.kind not in kinds:
-        file.close()
-        raise ModelFileError(info.path, f"is a {info.description}", wanted)
+        if file is not None:
+            file.close()
+        raise ModelFileError(error.path, error.problem, expected_text(kinds)) from None
     return file, info
 
-
-# When no file is named, the newest TinyBreaker build is the default: prototype1 (it has the upscaler VAE); a file
-# with an SDXL refiner comes last (in the WebUI it needs an SDXL checkpoint loaded: it has no transcoder).
-CHECKPOINT_PREFERENCE = (FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_SDXL)
-
-
-def preferred_first(infos: list) -> list:
-    """Candidates (ModelFileInfo, or anything with ``.kind``/``.info.kind``) ordered by CHECKPOINT_PREFERENCE."""
-    def rank(item):
-        kind = getattr(item, "kind", None) or getattr(getattr(item, "info", None), "kind", None)
-        return CHECKPOINT_PREFERENCE.index(kind) if kind in CHECKPOINT_PREFERENCE else len(CHECKPOINT_PREFERENCE)
-
-    return sorted(infos, key=rank)

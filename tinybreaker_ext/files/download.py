@@ -40,7 +40,8 @@ def download_hub_file(repo_id: str, filename: str, dest_dir: str | os.PathLike, 
     options = {"revision": revision, "local_dir": dest_dir}
     if endpoint and "endpoint" in inspect.signature(huggingface_hub.hf_hub_download).parameters:
         options["endpoint"] = endpoint.rstrip("/")  # hub 0.14 has no endpoint argument: it read HF_ENDPOINT at import
-    if _hub_version() < (0, 23):  # older hubs link local_dir files into their cache and restart partial downloads
+    hub_version = tuple(int(part) for part in huggingface_hub.__version__.split(".")[:2] if part.isdigit())
+    if hub_version < (0, 23):  # older hubs link local_dir files into their cache and restart partial downloads
         options.update(local_dir_use_symlinks=False, resume_download=True)
     silence = not progress and not are_progress_bars_disabled()
     if silence:
@@ -67,9 +68,3 @@ def _one_line_error(error: Exception, repo_id: str, filename: str, revision: str
     return ModelNotFoundError(f"'{filename}' of hub repo {repo_id} (revision {revision})", [url],
                               f"{reason.format(endpoint=endpoint)}; download it by hand from there and put it in "
                               f"{os.path.normpath(os.path.join(dest_dir, os.path.dirname(filename)))}")
-
-
-def _hub_version() -> tuple[int, ...]:
-    from huggingface_hub import __version__
-
-    return tuple(int(part) for part in __version__.split(".")[:2] if part.isdigit())

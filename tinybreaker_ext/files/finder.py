@@ -1,47 +1,33 @@
 """Lists the model files usable for each role (checkpoint, T5 encoder), found by reading headers (never names).
 Tokenizer folders are found by files/tokenizer_search.py.
 
-Each call to ``find`` walks the search folders again (bounded depth, so it is cheap) and reuses the
-classification of files whose (path, size, mtime) did not change.
+Each call walks the search folders again (bounded depth, so it is cheap) and reuses the classification of files
+whose (path, size, mtime) did not change.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
 from typing import Iterable, Union
 
 from tinybreaker_ext.errors import ModelFileError
 from tinybreaker_ext.files.classify import CHECKPOINT_KINDS, FileKind, ModelFileInfo, classify
 
-ROLE_KINDS: dict[str, frozenset[FileKind]] = {
-    "checkpoint": CHECKPOINT_KINDS,
-    "t5": frozenset({FileKind.T5_ENCODER}),
-}
+ROLE_KINDS = {"checkpoint": CHECKPOINT_KINDS, "t5": (FileKind.T5_ENCODER,)}  # in the order of preference
+ROLE_NAMES = {"checkpoint": "a TinyBreaker checkpoint", "t5": "a T5-XXL encoder file"}
+MAX_DEPTH = 4  # folder levels below each search folder
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".gguf")
 UNSUPPORTED_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 PARTIAL_EXTENSIONS = (".part", ".incomplete", ".tmp")
 
-
-@dataclass(frozen=True)
-class Candidate:
-    path: str
-    info: ModelFileInfo
-
-
-_CacheKey = tuple[str, int, int]
 # Shared by every finder: classification is a pure function of the file's content, keyed by (realpath, size, mtime).
-_FILE_CACHE: dict[_CacheKey, Union[ModelFileInfo, str]] = {}
-
-
-def _cache_key(path: str) -> _CacheKey:
-    status = os.stat(path)
-    return os.path.realpath(path), status.st_size, status.st_mtime_ns
+_FILE_CACHE: dict[tuple[str, int, int], Union[ModelFileInfo, str]] = {}
 
 
 def _classify_cached(path: str) -> Union[ModelFileInfo, str]:
-    key = _cache_key(path)
+    status = os.stat(path)
+    key = os.path.realpath(path), status.st_size, status.st_mtime_ns
     if key not in _FILE_CACHE:
         try:
             _FILE_CACHE[key] = classify(path)
@@ -51,26 +37,15 @@ def _classify_cached(path: str) -> Union[ModelFileInfo, str]:
 
 
 class ModelFinder:
-    """Finds candidates for each role of ``ROLE_KINDS`` ("checkpoint", "t5")."""
-
-    def __init__(self, search_dirs: Iterable[str | os.PathLike], *, max_depth: int = 4):
-        if isinstance(search_dirs, (str, os.PathLike)):
-            search_dirs = [search_dirs]
+    def __init__(self, search_dirs: Iterable[str | os.PathLike]):
         self.search_dirs = [os.path.abspath(os.fspath(folder)) for folder in search_dirs]
-        self.max_depth = max_depth
-        self._skipped: list[tuple[str, str]] = []
+        self.skipped: list[tuple[str, str]] = []  # (path, reason) for each file or folder the last call passed over
 
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        """(path, reason) for every file or folder the last ``find`` passed over."""
-        return list(self._skipped)
-
-    def find(self, role: str) -> list[Candidate]:
-        """Sorted, deduplicated candidates for ``role``."""
-        if role not in ROLE_KINDS:
-            raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLE_KINDS)}")
-        self._skipped = []
-        found: dict[str, Candidate] = {}
+    def candidates(self, role: str) -> list[ModelFileInfo]:
+        """The files for ``role`` ("checkpoint" or "t5"), each real file once, the preferred kinds first (the
+        default when no file is named), then by path."""
+        kinds, self.skipped = ROLE_KINDS[role], []
+        found: dict[str, ModelFileInfo] = {}
         for path in self._walk():
             real = os.path.realpath(path)
             if real in found:
@@ -78,17 +53,13 @@ class ModelFinder:
             try:
                 result = _classify_cached(path)
             except OSError as error:
-                self._skipped.append((path, f"unreadable ({error.strerror or error})"))
+                self.skipped.append((path, f"unreadable ({error.strerror or error})"))
                 continue
             if isinstance(result, str):
-                self._skipped.append((path, result))
-            elif result.kind in ROLE_KINDS[role]:
-                found[real] = Candidate(path, dataclasses.replace(result, path=path))
-        return sorted(found.values(), key=lambda candidate: (os.path.normcase(candidate.path), candidate.path))
-
-    def candidates(self, role: str) -> list[ModelFileInfo]:
-        """The infos of ``find(role)`` (each carries its ``path``)."""
-        return [candidate.info for candidate in self.find(role)]
+                self.skipped.append((path, result))
+            elif result.kind in kinds:
+                found[real] = dataclasses.replace(result, path=path)
+        return sorted(found.values(), key=lambda info: (kinds.index(info.kind), os.path.normcase(info.path), info.path))
 
     def _walk(self) -> Iterable[str]:
         """Yields the paths of model files (by extension; the content decides later). Symbolic
@@ -97,7 +68,7 @@ class ModelFinder:
         visited: set[str] = set()
         for top in self.search_dirs:
             if not os.path.isdir(top):
-                self._skipped.append((top, "search folder does not exist"))
+                self.skipped.append((top, "search folder does not exist"))
                 continue
             for folder, subfolders, files in os.walk(top, followlinks=False):
                 real = os.path.realpath(folder)
@@ -106,15 +77,14 @@ class ModelFinder:
                     subfolders[:] = []
                     continue
                 visited.add(real)
-                subfolders[:] = sorted(name for name in subfolders if not name.startswith((".", "__pycache__")))
-                if depth >= self.max_depth:
-                    subfolders[:] = []
+                subfolders[:] = [] if depth >= MAX_DEPTH else sorted(
+                    name for name in subfolders if not name.startswith((".", "__pycache__")))
                 for name in sorted(files):
                     path = os.path.join(folder, name)
                     lower = name.lower()
                     if lower.endswith(MODEL_EXTENSIONS):
                         yield path
                     elif lower.endswith(UNSUPPORTED_EXTENSIONS):
-                        self._skipped.append((path, "a pickle file (never loaded; use a .safetensors or GGUF file)"))
+                        self.skipped.append((path, "a pickle file (never loaded; use a .safetensors or GGUF file)"))
                     elif lower.endswith(PARTIAL_EXTENSIONS):
-                        self._skipped.append((path, "partial download"))
+                        self.skipped.append((path, "partial download"))

@@ -19,10 +19,6 @@ class KnownFile:
     filename: str         # path inside the repo
     subfolder: str        # default destination, relative to the models folder
 
-    @property
-    def local_name(self) -> str:
-        return os.path.basename(self.filename)
-
     def destination(self, models_dir: str | os.PathLike) -> str:
         return os.path.join(os.fspath(models_dir), self.subfolder)
 

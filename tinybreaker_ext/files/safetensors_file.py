@@ -1,9 +1,10 @@
 """Lazy, validated access to one ``.safetensors`` file.
 
-Opening a file reads and checks only its JSON header, so shapes, dtypes and metadata cost nothing;
-``file[key]`` reads just that tensor's bytes (a plain read at the offset the validated header gives, see
-``tensor_bytes``: no memory map outlives the read). Broken files (missing, a renamed pickle, truncated downloads)
-fail at open time with a one-line ``ModelFileError``.
+Opening reads and checks only its JSON header, so shapes, dtypes and metadata cost nothing; ``file[key]`` reads just
+that tensor's bytes (a plain read at the header's offset, see ``tensor_bytes``). Broken files (missing, a renamed
+pickle, truncated downloads) fail at open time with a one-line ``ModelFileError``. Hand-written because
+``safetensors.safe_open`` gives no data offsets to read into a reused buffer, and its header errors
+("MetadataIncompleteBuffer") neither name the tensor nor tell a truncated download from a foreign file.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import struct
 from dataclasses import dataclass
 from typing import Iterator, Mapping
@@ -61,7 +61,6 @@ class TensorEntry:
 @dataclass(frozen=True)
 class SafetensorsHeader:
     path: str
-    file_size: int
     header_size: int
     tensors: dict[str, TensorEntry]
     metadata: dict[str, str]
@@ -107,45 +106,33 @@ def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
     """Reads and validates the header without touching tensor data. Raises ModelFileError."""
     path = os.fspath(path)
     try:
-        status = os.stat(path)
-        if stat.S_ISDIR(status.st_mode):
+        if os.path.isdir(path):  # checked first: Windows refuses to open a folder with "permission denied"
             raise _fail(path, "is a directory, not a file")
-        file_size = status.st_size
         with open(path, "rb") as stream:
+            file_size = os.fstat(stream.fileno()).st_size
             head = stream.read(64)  # enough to recognise what a non-safetensors file is
-            stream.seek(8)
-            if file_size == 0:
-                raise _fail(path, "file is empty (0 bytes)")
             if file_size < 8:
-                raise _fail(path, f"file is too short to be a safetensors file ({file_size} bytes)")
+                raise _fail(path, "file is empty (0 bytes)" if file_size == 0 else
+                            f"file is too short to be a safetensors file ({file_size} bytes)")
             (header_size,) = struct.unpack("<Q", head[:8])
-            if header_size > MAX_HEADER_BYTES:
-                raise _fail(path, _describe_foreign_file(head))
-            header_bytes = stream.read(header_size)
-            if header_size > file_size - 8:
-                if not header_bytes.lstrip().startswith(b"{"):
-                    raise _fail(path, _describe_foreign_file(head))
-                raise ModelFileError(path, f"truncated: {file_size} bytes on disk, cut inside the "
-                                           f"{header_size}-byte header (incomplete download?)",
-                                     COMPLETE_EXPECTED)
+            stream.seek(8)
+            header_bytes = stream.read(header_size) if header_size <= MAX_HEADER_BYTES else b""
     except FileNotFoundError:
         raise _fail(path, "file not found") from None
-    except IsADirectoryError:
-        raise _fail(path, "is a directory, not a file") from None
     except PermissionError:
         raise _fail(path, "permission denied") from None
     except OSError as error:
         raise _fail(path, f"cannot read file ({error.strerror or error})") from None
+    if not header_bytes.lstrip().startswith(b"{"):
+        raise _fail(path, _describe_foreign_file(head))
+    if header_size > file_size - 8:
+        raise ModelFileError(path, f"truncated: {file_size} bytes on disk, cut inside the {header_size}-byte header "
+                                   "(incomplete download?)", COMPLETE_EXPECTED)
     try:
-        if not header_bytes.lstrip().startswith(b"{"):
-            raise ValueError
         raw_header = json.loads(header_bytes)
-        if not isinstance(raw_header, dict):
-            raise ValueError
+        metadata = raw_header.pop("__metadata__", None) or {}
     except ValueError:
         raise _fail(path, _describe_foreign_file(head)) from None
-
-    metadata = raw_header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _fail(path, "corrupt header: __metadata__ must map strings to strings")
     tensors = {key: _parse_entry(path, key, raw) for key, raw in raw_header.items()}
@@ -163,7 +150,7 @@ def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
         position = entry.end
     if position != data_size:
         raise _fail(path, f"corrupt file: {data_size - position} unexpected bytes after the tensor data")
-    return SafetensorsHeader(path, file_size, header_size, tensors, dict(metadata))
+    return SafetensorsHeader(path, header_size, tensors, metadata)
 
 
 class SafetensorsView(Mapping[str, torch.Tensor]):
@@ -172,61 +159,39 @@ class SafetensorsView(Mapping[str, torch.Tensor]):
 
     def __init__(self, file: "SafetensorsFile", prefix: str = ""):
         self._file = file
-        self._prefix = prefix
-        self._keys: list[str] | None = None
+        self.prefix = prefix
+        self.header: SafetensorsHeader = file.header
+        self.path = self.header.path
+        self.metadata = self.header.metadata
 
-    # --- Mapping -------------------------------------------------------------------------------------------
     def __getitem__(self, key: str) -> torch.Tensor:
-        return self._file._read(self._prefix + key)
+        return self._file._read(self.prefix + key)
 
     def read_into(self, key: str, buffer: torch.Tensor) -> torch.Tensor:
         """The tensor read into ``buffer`` (uint8, at least ``nbytes(key)`` elements): a view of it, valid until
         the buffer is reused. For callers that convert each tensor right away."""
-        return self._file._read(self._prefix + key, into=buffer)
+        return self._file._read(self.prefix + key, into=buffer)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._key_list())
+        return (key[len(self.prefix):] for key in sorted(self.header.tensors) if key.startswith(self.prefix))
 
     def __len__(self) -> int:
-        return len(self._key_list())
+        return sum(key.startswith(self.prefix) for key in self.header.tensors)
 
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and (self._prefix + key) in self._file.header.tensors
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.path!r} prefix={self._prefix!r} tensors={len(self)}>"
-
-    # --- header facts (no tensor data is read) -------------------------------------------------------------
-    @property
-    def path(self) -> str:
-        return self._file.header.path
-
-    @property
-    def prefix(self) -> str:
-        return self._prefix
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return self._file.header.metadata
+    def __contains__(self, key: object) -> bool:  # Mapping's default would read the tensor
+        return isinstance(key, str) and (self.prefix + key) in self.header.tensors
 
     def entry(self, key: str) -> TensorEntry:
-        try:
-            return self._file.header.tensors[self._prefix + key]
-        except KeyError:
-            raise KeyError(key) from None
+        return self.header.tensors[self.prefix + key]
 
     def shape(self, key: str) -> tuple[int, ...]:
         return self.entry(key).shape
-
-    def dtype_name(self, key: str) -> str:
-        """The dtype as safetensors names it (e.g. ``F8_E4M3``)."""
-        return self.entry(key).dtype_name
 
     def dtype(self, key: str) -> torch.dtype:
         name = self.entry(key).dtype_name
         dtype = torch_dtype_for(name)
         if dtype is None:
-            raise ModelFileError(self.path, f"tensor '{self._prefix + key}' has dtype {name}, "
+            raise ModelFileError(self.path, f"tensor '{self.prefix + key}' has dtype {name}, "
                                             f"which torch {torch.__version__} cannot represent")
         return dtype
 
@@ -235,13 +200,7 @@ class SafetensorsView(Mapping[str, torch.Tensor]):
 
     def prefixed(self, prefix: str) -> "SafetensorsView":
         """A lazy view of the keys under ``prefix`` (prefix removed); views nest."""
-        return SafetensorsView(self._file, self._prefix + prefix)
-
-    def _key_list(self) -> list[str]:
-        if self._keys is None:
-            start = len(self._prefix)
-            self._keys = sorted(key[start:] for key in self._file.header.tensors if key.startswith(self._prefix))
-        return self._keys
+        return SafetensorsView(self._file, self.prefix + prefix)
 
 
 class SafetensorsFile(SafetensorsView):
@@ -252,35 +211,25 @@ class SafetensorsFile(SafetensorsView):
         self._handle = None
         super().__init__(self, "")
 
-    @property
-    def file_size(self) -> int:
-        return self.header.file_size
-
     def _read(self, full_key: str, into: torch.Tensor | None = None) -> torch.Tensor:
-        entry = self.header.tensors.get(full_key)
-        if entry is None:
-            raise KeyError(full_key)
-        dtype = torch_dtype_for(entry.dtype_name)
-        if dtype is None:
-            raise ModelFileError(self.header.path, f"tensor '{full_key}' has dtype {entry.dtype_name}, "
-                                                   f"which torch {torch.__version__} cannot represent")
+        entry, dtype = self.entry(full_key), self.dtype(full_key)
         try:
             if self._handle is None:
-                self._handle = open(self.header.path, "rb")
+                self._handle = open(self.path, "rb")
             data = read_bytes(self._handle, 8 + self.header.header_size + entry.start, entry.nbytes, into)
         except OSError as error:
-            raise ModelFileError(self.header.path, f"cannot read tensor '{full_key}' ({error.strerror or error})",
+            raise ModelFileError(self.path, f"cannot read tensor '{full_key}' ({error.strerror or error})",
                                  SAFETENSORS_EXPECTED) from None
         if data.numel() != entry.nbytes:
-            raise ModelFileError(self.header.path, f"cannot read tensor '{full_key}' (the file changed since it was "
-                                                   "opened)", COMPLETE_EXPECTED)
+            raise ModelFileError(self.path, f"cannot read tensor '{full_key}' (the file changed since it was opened)",
+                                 COMPLETE_EXPECTED)
         global _bytes_read
         _bytes_read += entry.nbytes
         try:
             return data.view(dtype).reshape(entry.shape)
         except RuntimeError as error:  # packed sub-byte dtypes (F4) do not map one element per value
-            raise ModelFileError(self.header.path, f"tensor '{full_key}' ({entry.dtype_name}) cannot be read as "
-                                                   f"{dtype} ({error})") from None
+            raise ModelFileError(self.path, f"tensor '{full_key}' ({entry.dtype_name}) cannot be read as {dtype} "
+                                            f"({error})") from None
 
     def close(self) -> None:
         """Releases the file handle; tensors already returned stay valid (they own their memory)."""

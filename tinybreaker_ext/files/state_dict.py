@@ -1,8 +1,5 @@
-"""Helpers that treat a plain dict of tensors and a lazy file view the same way.
-
-Loaders take any ``Mapping[str, torch.Tensor]``. A lazy view (see ``safetensors_file``) also answers
-``shape(key)`` and ``dtype(key)`` without reading the tensor, which is what config inference needs.
-"""
+"""Helpers that treat a plain dict of tensors and a lazy file view the same way: loaders take any
+``Mapping[str, torch.Tensor]``, and a view answers ``shape(key)``/``dtype(key)`` without reading the tensor."""
 
 from __future__ import annotations
 

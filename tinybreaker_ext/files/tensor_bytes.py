@@ -22,13 +22,7 @@ def read_bytes(stream, offset: int, nbytes: int, into: torch.Tensor | None = Non
     ``into``: a uint8 tensor of at least ``nbytes`` elements to read into (the result is a view of it) instead of
     fresh memory."""
     data = torch.empty(nbytes, dtype=torch.uint8) if into is None else into[:nbytes]
-    view = memoryview(data.numpy())
-    got = 0
     with _LOCK:
         stream.seek(offset)
-        while got < nbytes:
-            count = stream.readinto(view[got:])
-            if not count:
-                break
-            got += count
+        got = stream.readinto(data.numpy())  # a buffered file fills the whole buffer unless the file ends first
     return data[:got]

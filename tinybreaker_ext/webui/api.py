@@ -31,7 +31,6 @@ def request_error(error: Exception) -> Exception:
 
 
 def list_models() -> dict:
-    from ..files.classify import preferred_first
     from ..files.finder import ModelFinder
 
     dirs = locations.model_dirs()
@@ -39,7 +38,7 @@ def list_models() -> dict:
     result = {"folders": dirs}
     for role in ("checkpoint", "t5"):
         result[role] = [{"name": os.path.basename(info.path), "path": info.path, "kind": info.kind.name.lower(),
-                         "description": info.description} for info in preferred_first(finder.candidates(role))]
+                         "description": info.description} for info in finder.candidates(role)]
     return result
 
 

@@ -85,13 +85,12 @@ def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:
 def resolve_file(role: str, requested: str, field_name: str) -> str:
     """The model file a request names, confined to the model folders (docs/hosts.md "File names"); anything else is
     refused, naming the field and the files that exist. Empty = the first file found."""
-    from ..files.classify import preferred_first
-    from ..files.finder import ModelFinder
+    from ..files.finder import ROLE_NAMES, ModelFinder
 
     dirs = locations.model_dirs()
     finder = ModelFinder(dirs)
-    candidates = [info.path for info in preferred_first(finder.candidates(role))]
-    what = "a TinyBreaker checkpoint" if role == "checkpoint" else "a T5-XXL encoder file"
+    candidates = [info.path for info in finder.candidates(role)]
+    what = ROLE_NAMES[role]
     if not requested:
         if not candidates:
             raise ModelNotFoundError(what, dirs or [locations.tinybreaker_dir()], hint=f"put it in "
