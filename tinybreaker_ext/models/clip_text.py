@@ -97,15 +97,12 @@ def _special_tokens(tokenizer) -> tuple[int, int]:
     return empty[0], empty[1]
 
 
-def tokenize_clip_prompt(tokenizer, text: str, max_tokens: int | None = MAX_PROMPT_TOKENS, *,
-                         pad: int | None = None) -> list[TokenWeights]:
+def tokenize_clip_prompt(tokenizer, text: str, *, pad: int | None = None) -> list[TokenWeights]:
     """The prompt as 77-token chunks of (token id, weight), packed exactly like ComfyUI's SDTokenizer, from its
-    first ``max_tokens`` tokens (limits.py, "Prompt length"; ComfyUI never cuts). After the EOS, chunks are padded
-    with ``pad`` (default EOS, as SD1; SDXL's CLIP-G pads with token 0)."""
+    first ``MAX_PROMPT_TOKENS`` tokens (limits.py, "Prompt length"; ComfyUI never cuts). After the EOS, chunks are
+    padded with ``pad`` (default EOS, as SD1; SDXL's CLIP-G pads with token 0)."""
     start, end = _special_tokens(tokenizer)
-    groups = _weighted_token_groups(tokenizer, text)
-    if max_tokens is not None:
-        groups = _first_tokens(groups, max_tokens)
+    groups = _first_tokens(_weighted_token_groups(tokenizer, text), MAX_PROMPT_TOKENS)
 
     room = CHUNK_LENGTH - 1  # a chunk holds BOS + tokens and still needs its EOS
     chunks: list[TokenWeights] = []
