@@ -14,8 +14,8 @@ from torch import nn
 from ..errors import ModelFileError, ParameterError
 from ..files.state_dict import shape_of, source_name
 from .embeddings import pixart_position_embedding, timestep_sinusoid
-from .pixart_keys import (detect_pixart_layout, full_key_name, iter_native_tensors, log_unused, native_pixart_keys,
-                          pixart_block_count, raise_if_missing, source_keys, source_shape)
+from .pixart_keys import (IGNORED_KEYS, detect_pixart_layout, full_key_name, native_pixart_keys, pixart_block_count,
+                          source_keys)
 
 logger = logging.getLogger(__name__)
 
@@ -311,19 +311,38 @@ def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.d
     Unknown keys are logged and skipped.
     """
     layout = detect_pixart_layout(state_dict)
-    raise_if_missing(state_dict, layout, native_pixart_keys(max(1, pixart_block_count(state_dict, layout))))
+    source = source_name(state_dict)
+    present = set(state_dict.keys())
+    native_keys = native_pixart_keys(max(1, pixart_block_count(state_dict, layout)))
+    missing = [key for native in native_keys for key in source_keys(native, layout) if key not in present]
+    if missing:
+        shown = ", ".join(full_key_name(state_dict, key) for key in missing[:3])
+        if len(missing) > 3:
+            shown += f" and {len(missing) - 3} more"
+        raise ModelFileError(source, f"PixArt-Sigma transformer is missing {shown}",
+                             expected=f"complete {layout} PixArt-Sigma layout")
     config = PixArtConfig.from_state_dict(state_dict)
     with torch.device("meta"):
         model = PixArtSigma(config)
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     for key, shape in expected.items():
-        found = source_shape(state_dict, key, layout)
+        stored_shapes = [shape_of(state_dict, k) for k in source_keys(key, layout)]  # concatenated along dim 0
+        found = (sum(stored[0] for stored in stored_shapes),) + stored_shapes[0][1:]
         if found != shape:
             stored = "+".join(full_key_name(state_dict, k) for k in source_keys(key, layout))
-            raise ModelFileError(source_name(state_dict), f"{stored} has shape {list(found)}",
+            raise ModelFileError(source, f"{stored} has shape {list(found)}",
                                  expected=f"{list(shape)} for hidden size {config.hidden_size}")
-    log_unused(state_dict, layout, config.depth)
+    used = {key for native in expected for key in source_keys(native, layout)}.union(IGNORED_KEYS[layout])
+    unused = sorted(present - used)
+    if unused:
+        logger.warning("%s: ignoring %d unknown PixArt key(s): %s", source, len(unused),
+                       ", ".join(full_key_name(state_dict, key) for key in unused[:5])
+                       + (" ..." if len(unused) > 5 else ""))
 
-    tensors = {key: tensor.to(device).to(dtype) for key, tensor in iter_native_tensors(state_dict, layout, expected)}
+    tensors = {}
+    for key in expected:  # one source tensor at a time, read only when it is needed
+        sources = source_keys(key, layout)
+        tensor = state_dict[sources[0]] if len(sources) == 1 else torch.cat([state_dict[k] for k in sources])
+        tensors[key] = tensor.to(device).to(dtype)
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval().requires_grad_(False)
