@@ -81,15 +81,13 @@ def load_clip_text(state_dict: Mapping[str, torch.Tensor], *, device, dtype: tor
     position_ids_key = ("text_model." if nested else "") + _POSITION_IDS
     if position_ids_key in wanted:
         tensors[position_ids_key] = torch.arange(positions).unsqueeze(0)
-
-    def rebuild_position_ids(model) -> None:
-        embeddings = model.text_model.embeddings if hasattr(model, "text_model") else model.embeddings
-        if embeddings.position_ids.is_meta:  # non-persistent buffer (transformers 5.x): not in the state dict
-            embeddings.register_buffer("position_ids", torch.arange(positions, device=device).unsqueeze(0),
-                                       persistent=False)
-
-    return build_with_weights(lambda: model_class(config), tensors, device=device, dtype=dtype,
-                              source=source, expected=EXPECTED_CLIP, rebuild_buffers=rebuild_position_ids)
+    model = build_with_weights(lambda: model_class(config), tensors, device=device, dtype=dtype, source=source,
+                               expected=EXPECTED_CLIP)
+    embeddings = model.text_model.embeddings if hasattr(model, "text_model") else model.embeddings
+    if embeddings.position_ids.is_meta:  # non-persistent buffer (transformers 5.x): not in the state dict
+        embeddings.register_buffer("position_ids", torch.arange(positions, device=device).unsqueeze(0),
+                                   persistent=False)
+    return model
 
 
 def _special_tokens(tokenizer) -> tuple[int, int]:

@@ -25,14 +25,13 @@ def require_diffusers(module: str = "diffusers"):
         raise TinyBreakerError(f"{DIFFUSERS_MISSING}; importing it failed: {exc}") from exc
 
 
-def build_with_weights(build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor], *,
-                       device, dtype: torch.dtype, source: str, expected: str, what: str = "the model",
-                       rebuild_buffers: Callable[[torch.nn.Module], None] | None = None) -> torch.nn.Module:
+def build_with_weights(build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor], *, device,
+                       dtype: torch.dtype, source: str, expected: str, what: str = "the model") -> torch.nn.Module:
     """Builds the module on the meta device (no memory, no random init) and adopts ``tensors`` cast to device/dtype.
 
     ``tensors`` is consumed (emptied) so that each source tensor can be freed as soon as its cast copy exists.
     Every parameter and persistent buffer must be supplied with the right shape; extra tensors are an error too,
-    named with ``what``. ``rebuild_buffers(module)`` recreates non-persistent buffers (they are in no state dict).
+    named with ``what``. Non-persistent buffers (in no state dict) stay on the meta device.
     """
     with torch.device("meta"):
         module = build()
@@ -52,8 +51,6 @@ def build_with_weights(build: Callable[[], torch.nn.Module], tensors: dict[str, 
                                          f"the model needs {list(reference.shape)}", expected)
         adopted[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
     module.load_state_dict(adopted, strict=True, assign=True)
-    if rebuild_buffers is not None:
-        rebuild_buffers(module)
     return module.eval().requires_grad_(False)
 
 
