@@ -8,8 +8,7 @@ import torch
 from builders.sd1 import (SD15_UNET_KEY_COUNT, SD15_UNET_PARAMETERS, sd1_unet_full_meta_state_dict,
                           tiny_sd1_unet_diffusers, unet_to_ldm_state_dict)
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.models.sd1_refiner import SD1Refiner, load_ldm_unet
-from tinybreaker_ext.models.unet_config import infer_unet_config
+from tinybreaker_ext.models.sd1_refiner import SD1Refiner, infer_unet_config, load_ldm_unet
 
 pytest.importorskip("diffusers")
 

@@ -49,10 +49,9 @@ from builders.sdxl import (CLIP_G, SDXL_UNET_KEY_COUNT, SDXL_UNET_PARAMETERS, TI
                            sdxl_unet_diffusers, sdxl_unet_full_meta_state_dict, tiny_clip_g_model,
                            unet_to_ldm_state_dict)
 from tinybreaker_ext.models.clip_text import load_clip_text  # noqa: E402
-from tinybreaker_ext.models.sd1_refiner import load_ldm_unet  # noqa: E402
+from tinybreaker_ext.models.sd1_refiner import infer_unet_config, load_ldm_unet  # noqa: E402
 from tinybreaker_ext.models.sdxl_refiner import (SDXLRefiner, convert_open_clip_state_dict,  # noqa: E402
                                                  encode_sdxl_prompt, load_sdxl_text_encoders)
-from tinybreaker_ext.models.unet_config import infer_unet_config  # noqa: E402
 
 
 def test_full_sdxl_unet_layout_is_inferred_and_consumed_without_missing_or_unexpected_keys():
