@@ -92,17 +92,6 @@ def indexed_part(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[st
     return part
 
 
-def shift_decoder_indices(part: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Diffusers numbers the decoder without the leading Clamp: move every index up by one."""
-    if "0.weight" not in part:
-        return part
-    shifted = {}
-    for key, tensor in part.items():
-        index, rest = _INDEXED_KEY.match(key).groups()
-        shifted[f"{int(index) + 1}.{rest}"] = tensor
-    return shifted
-
-
 # --------------------------------------------------------------------------------------------- loading
 
 def build_encoder(part: dict[str, torch.Tensor], *, what: str, source: str, device, dtype: torch.dtype) -> TinyEncoder:
@@ -115,7 +104,12 @@ def build_encoder(part: dict[str, torch.Tensor], *, what: str, source: str, devi
 
 def build_decoder(part: dict[str, torch.Tensor], *, what: str, source: str, device, dtype: torch.dtype) -> TinyDecoder:
     """A TinyDecoder sized from `1.weight` [hidden, latent, 3, 3] (native indices; diffusers' are shifted first)."""
-    part = shift_decoder_indices(part)
+    if "0.weight" in part:  # diffusers numbers the decoder without the leading Clamp: move every index up by one
+        shifted = {}
+        for key, tensor in part.items():
+            index, rest = _INDEXED_KEY.match(key).groups()
+            shifted[f"{int(index) + 1}.{rest}"] = tensor
+        part = shifted
     _require(part, ("1.weight",), what, source)
     hidden, latent = shape_of(part, "1.weight")[:2]
     return build_with_weights(lambda: TinyDecoder(latent, hidden), part, device=device, dtype=dtype, source=source,
