@@ -107,13 +107,6 @@ def choose_mode(mode: str, device: torch.device, needed_bytes: int) -> str:
     return "gpu"
 
 
-def _autocast_off(device: torch.device):
-    # A1111 runs sampling under fp16 autocast; T5 must not follow it.
-    if device.type in ("cuda", "cpu"):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
-
-
 def _identity(state_dict: Mapping[str, torch.Tensor], compute_dtype: torch.dtype) -> str:
     path = getattr(state_dict, "path", None)
     if isinstance(path, (str, os.PathLike)) and os.path.isfile(path):
@@ -270,7 +263,10 @@ class T5TextEncoder:
         if low < 0 or high >= self.config.vocab_size:
             raise ParameterError("input_ids", f"token id {low if low < 0 else high} is outside the T5 vocabulary "
                                               f"of {self.config.vocab_size}")
-        with self._lock, torch.no_grad(), _autocast_off(self.device):
+        # A1111 runs sampling under fp16 autocast; T5 must not follow it.
+        autocast_off = (torch.autocast(device_type=self.device.type, enabled=False)
+                        if self.device.type in ("cuda", "cpu") else contextlib.nullcontext())
+        with self._lock, torch.no_grad(), autocast_off:
             embeds = self._embed(ids)
             try:
                 hidden = self._model(inputs_embeds=embeds)[0]
