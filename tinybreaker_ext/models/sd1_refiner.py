@@ -120,21 +120,6 @@ def build_with_weights(build: Callable[[], torch.nn.Module], tensors: dict[str, 
     return module.eval().requires_grad_(False)
 
 
-def load_ldm_unet(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype) -> torch.nn.Module:
-    """A ``diffusers.UNet2DConditionModel`` with the weights of an ldm-named SD1 or SDXL UNet (keys without any
-    prefix), converted by diffusers' own single-file converter."""
-    unet_class = require_diffusers("diffusers").UNet2DConditionModel  # before reading any tensor
-    single_file = require_diffusers("diffusers.loaders.single_file_utils")
-    source = source_name(state_dict)
-    config = infer_unet_config(state_dict, source=source)
-    # Same converter in diffusers 0.31.0, 0.32.2 and 0.42.1 (checked); it reads only 'layers_per_block' and the
-    # optional class/addition embedding entries of the config (SDXL's label_emb -> add_embedding).
-    tensors = single_file.convert_ldm_unet_checkpoint({_LDM_UNET_PREFIX + key: state_dict[key]
-                                                       for key in state_dict.keys()}, config)
-    return build_with_weights(lambda: unet_class(**config), tensors, device=device, dtype=dtype, source=source,
-                              expected=EXPECTED_UNET)
-
-
 class SD1Refiner(torch.nn.Module):
     """An eps-predicting SD1 UNet on model-space latents; ``eps`` is the ``eps_fn(x_in, timestep, context)`` of
     ``sampling.denoisers.EpsDenoiser`` (with ``sd1_sigmas()``)."""
@@ -145,7 +130,18 @@ class SD1Refiner(torch.nn.Module):
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype) -> "SD1Refiner":
-        return cls(load_ldm_unet(state_dict, device=device, dtype=dtype))
+        """A ``diffusers.UNet2DConditionModel`` with the weights of an ldm-named SD1 or SDXL UNet (keys without any
+        prefix), converted by diffusers' own single-file converter."""
+        unet_class = require_diffusers("diffusers").UNet2DConditionModel  # before reading any tensor
+        single_file = require_diffusers("diffusers.loaders.single_file_utils")
+        source = source_name(state_dict)
+        config = infer_unet_config(state_dict, source=source)
+        # Same converter in diffusers 0.31.0, 0.32.2 and 0.42.1 (checked); it reads only 'layers_per_block' and the
+        # optional class/addition embedding entries of the config (SDXL's label_emb -> add_embedding).
+        tensors = single_file.convert_ldm_unet_checkpoint({_LDM_UNET_PREFIX + key: state_dict[key]
+                                                           for key in state_dict.keys()}, config)
+        return cls(build_with_weights(lambda: unet_class(**config), tensors, device=device, dtype=dtype,
+                                      source=source, expected=EXPECTED_UNET))
 
     @property
     def device(self) -> torch.device:
