@@ -13,8 +13,7 @@ from torch import nn
 
 from ..errors import ModelFileError, ParameterError
 from ..files.state_dict import shape_of, source_name
-from .pixart_keys import (IGNORED_KEYS, detect_pixart_layout, full_key_name, native_pixart_keys, pixart_block_count,
-                          source_keys)
+from .pixart_keys import IGNORED_KEYS, detect_pixart_layout, full_key_name, pixart_block_count, source_keys
 
 logger = logging.getLogger(__name__)
 
@@ -347,7 +346,8 @@ def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.d
     layout = detect_pixart_layout(state_dict)
     source = source_name(state_dict)
     present = set(state_dict.keys())
-    native_keys = native_pixart_keys(max(1, pixart_block_count(state_dict, layout)))
+    with torch.device("meta"):  # parameter names depend on the depth alone
+        native_keys = PixArtSigma(PixArtConfig(depth=max(1, pixart_block_count(state_dict, layout)))).state_dict()
     missing = [key for native in native_keys for key in source_keys(native, layout) if key not in present]
     if missing:
         shown = ", ".join(full_key_name(state_dict, key) for key in missing[:3])

@@ -65,19 +65,6 @@ def pixart_block_count(state_dict: Mapping[str, torch.Tensor], layout: str) -> i
     return 1 + max((int(m.group(1)) for m in map(block.match, state_dict.keys()) if m), default=-1)
 
 
-def native_pixart_keys(depth: int) -> list[str]:
-    """Every parameter name of a native PixArt-Sigma transformer with ``depth`` blocks."""
-    top = ["x_embedder.proj", "t_embedder.mlp.0", "t_embedder.mlp.2", "t_block.1",
-           "y_embedder.y_proj.fc1", "y_embedder.y_proj.fc2"]
-    keys = [f"{module}.{param}" for module in top for param in ("weight", "bias")]
-    for index in range(depth):
-        keys.append(f"blocks.{index}.scale_shift_table")
-        keys += [f"blocks.{index}.{module}.{param}"
-                 for module in _DIFFUSERS_BLOCK_MODULES for param in ("weight", "bias")]
-    keys += ["final_layer.scale_shift_table", "final_layer.linear.weight", "final_layer.linear.bias"]
-    return keys
-
-
 def source_keys(native_key: str, layout: str) -> tuple[str, ...]:
     """The key(s) of ``layout`` that hold the native tensor (several when they are concatenated along dim 0)."""
     if layout == NATIVE:
