@@ -70,17 +70,16 @@ def load_clip_text(state_dict: Mapping[str, torch.Tensor], *, device, dtype: tor
     config = transformers.CLIPTextConfig(**kwargs)
     with torch.device("meta"):
         wanted = model_class(config).state_dict().keys()
-    nested = any(key.startswith("text_model.") for key in wanted)
+    prefix = "text_model." if any(key.startswith("text_model.") for key in wanted) else ""
     tensors = {}
     for key in state_dict.keys():
         bare = key.removeprefix("text_model.")
         if bare == _POSITION_IDS:
             continue
-        tensors[bare if bare == _PROJECTION else ("text_model." if nested else "") + bare] = state_dict[key]
+        tensors[bare if bare == _PROJECTION else prefix + bare] = state_dict[key]
     positions = config.max_position_embeddings
-    position_ids_key = ("text_model." if nested else "") + _POSITION_IDS
-    if position_ids_key in wanted:
-        tensors[position_ids_key] = torch.arange(positions).unsqueeze(0)
+    if prefix + _POSITION_IDS in wanted:
+        tensors[prefix + _POSITION_IDS] = torch.arange(positions).unsqueeze(0)
     model = build_with_weights(lambda: model_class(config), tensors, device=device, dtype=dtype, source=source,
                                expected=EXPECTED_CLIP)
     embeddings = model.text_model.embeddings if hasattr(model, "text_model") else model.embeddings
