@@ -16,9 +16,7 @@ from ..files.state_dict import shape_of, source_name
 DIFFUSERS_MISSING = "the embedded refiner needs diffusers (pip install diffusers)"
 _LDM_UNET_PREFIX = "model.diffusion_model."  # what diffusers' single-file converter expects in front of UNet keys
 
-# UNet configs from the tensor shapes of an ldm/CompVis-named state dict. What shapes cannot tell takes the family's
-# values: SD1 has 8 heads at every level; SDXL (recognised by ``label_emb``, its pooled-text + size conditioning) has
-# 64-channel heads and 256 sinusoid features per size/crop number.
+# UNet configs from the tensor shapes of an ldm-named state dict (docs/model-files.md "Configs from tensor shapes").
 SD1_NUM_HEADS = 8  # SD1's v1-inference.yaml: num_heads 8 at every level (diffusers calls it attention_head_dim)
 SDXL_HEAD_CHANNELS = 64  # SDXL's sd_xl_base.yaml: num_head_channels 64
 SDXL_TIME_ID_DIM = 256  # SDXL: addition_time_embed_dim; label_emb's input is pooled text + 6 x 256
