@@ -199,8 +199,8 @@ def _scalar(state_dict: Mapping[str, torch.Tensor], key: str, source: str) -> fl
 
 
 class Transcoder(nn.Module):
-    """SDXL model-space latent → float32 SD1 model-space latent of the same shape, `z_sd1 = TAESD_enc(
-    TAESDXL_dec(z_sdxl))` (docs/numerics.md "Transcoder")."""
+    """SDXL model-space latent → float32 SD1 model-space latent of the same shape: the TAESD encoder applied to the
+    TAESDXL decoder's image, with no clamp and no blur in between (docs/numerics.md "Transcoder")."""
 
     def __init__(self, decoder: TinyDecoder, encoder: TinyEncoder):
         super().__init__()
