@@ -60,8 +60,9 @@ def test_clip_keeps_the_same_number_of_tokens(tiny_clip_tokenizer):
     assert len(chunks) == math.ceil(MAX_PROMPT_TOKENS / (CHUNK_LENGTH - 2))
     start, end = chunks[0][0][0], chunks[0][-1][0]
     assert sum(1 for chunk in chunks for token, _ in chunk if token not in (start, end)) == MAX_PROMPT_TOKENS
-    short = tokenize_clip_prompt(tiny_clip_tokenizer, "a red cube")
-    assert short == tokenize_clip_prompt(tiny_clip_tokenizer, "a red cube", max_tokens=None)
+    short = tokenize_clip_prompt(tiny_clip_tokenizer, "a red cube")  # not cut
+    kept = sum(token not in (start, end) for token, _ in short[0])
+    assert kept == count_clip_tokens(tiny_clip_tokenizer, "a red cube") > 0
 
 
 def test_the_plan_warns_when_a_t5_text_will_be_cut(t5_tokenizer):

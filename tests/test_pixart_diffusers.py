@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from builders.pixart import pixart_state_dict
-from tinybreaker_ext.models.embeddings import timestep_sinusoid
-from tinybreaker_ext.models.pixart import load_pixart
+from tinybreaker_ext.models.pixart import load_pixart, timestep_sinusoid
 
 diffusers = pytest.importorskip("diffusers")
 

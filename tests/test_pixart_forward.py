@@ -15,8 +15,8 @@ from torch import nn
 
 from builders.pixart import pixart_state_dict
 from tinybreaker_ext.errors import ParameterError
-from tinybreaker_ext.models.embeddings import pixart_position_embedding, timestep_sinusoid
-from tinybreaker_ext.models.pixart import PixArtConfig, load_pixart, unpatchify
+from tinybreaker_ext.models.pixart import (PixArtConfig, load_pixart, pixart_position_embedding, timestep_sinusoid,
+                                           unpatchify)
 
 TOLERANCE = 1e-5  # relative to the largest reference value (at least 1)
 HEAD_DIM = 72

@@ -85,7 +85,7 @@ def test_builder_full_size_native_layout_is_the_spec_table():
 def test_full_size_layout_is_consumed_exactly(layout, caplog):
     state_dict = pixart_state_dict(**FULL_SIZE, layout=layout, device="meta", dtype=torch.float16,
                                    include_y_embedding=True, include_pos_embed=True)
-    with caplog.at_level(logging.WARNING, logger="tinybreaker_ext.models.pixart_keys"):
+    with caplog.at_level(logging.WARNING, logger="tinybreaker_ext.models.pixart"):
         model = load_pixart(state_dict, device="meta", dtype=torch.float16)
     assert "unknown PixArt key" not in caplog.text
     assert shapes(model.state_dict()) == spec_native_table()
@@ -190,7 +190,7 @@ def test_wrong_shape_names_the_key():
 def test_unknown_keys_are_reported_and_skipped(caplog):
     tensors = pixart_state_dict()
     tensors["csize_embedder.mlp.0.weight"] = torch.zeros(3)
-    with caplog.at_level(logging.WARNING, logger="tinybreaker_ext.models.pixart_keys"):
+    with caplog.at_level(logging.WARNING, logger="tinybreaker_ext.models.pixart"):
         load_pixart(tensors)
     assert "ignoring 1 unknown PixArt key(s): csize_embedder.mlp.0.weight" in caplog.text
 

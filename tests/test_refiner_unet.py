@@ -8,8 +8,7 @@ import torch
 from builders.sd1 import (SD15_UNET_KEY_COUNT, SD15_UNET_PARAMETERS, sd1_unet_full_meta_state_dict,
                           tiny_sd1_unet_diffusers, unet_to_ldm_state_dict)
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.models.sd1_refiner import SD1Refiner, load_ldm_unet
-from tinybreaker_ext.models.unet_config import infer_unet_config
+from tinybreaker_ext.models.sd1_refiner import SD1Refiner, infer_unet_config
 
 pytest.importorskip("diffusers")
 
@@ -109,7 +108,7 @@ def test_full_sd15_ldm_layout_is_consumed_without_missing_or_unexpected_keys():
     assert (config["cross_attention_dim"], config["attention_head_dim"]) == (768, 8)
 
     # loading checks that the converted keys are exactly the model's, with the model's shapes
-    unet = load_ldm_unet(ldm, device="meta", dtype=torch.float16)
+    unet = SD1Refiner.from_state_dict(ldm, device="meta", dtype=torch.float16).unet
     assert next(unet.parameters()).dtype == torch.float16
 
 
@@ -143,11 +142,11 @@ def test_missing_tensor_names_the_key():
     _, ldm = _pair(TINY)
     del ldm["input_blocks.0.0.weight"]
     with pytest.raises(ModelFileError, match="input_blocks.0.0.weight"):
-        load_ldm_unet(ldm, device="cpu", dtype=torch.float32)
+        SD1Refiner.from_state_dict(ldm, device="cpu", dtype=torch.float32)
 
 
 def test_wrong_shape_names_the_tensor():
     _, ldm = _pair(TINY)
     ldm["middle_block.0.emb_layers.1.bias"] = torch.zeros(3)
     with pytest.raises(ModelFileError, match="mid_block.resnets.0.time_emb_proj.bias"):
-        load_ldm_unet(ldm, device="cpu", dtype=torch.float32)
+        SD1Refiner.from_state_dict(ldm, device="cpu", dtype=torch.float32)

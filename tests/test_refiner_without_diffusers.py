@@ -11,7 +11,7 @@ import torch
 
 from tinybreaker_ext.errors import TinyBreakerError
 from tinybreaker_ext.models.kl_decoder import load_kl_decoder
-from tinybreaker_ext.models.sd1_refiner import SD1Refiner, load_ldm_unet
+from tinybreaker_ext.models.sd1_refiner import SD1Refiner
 from tinybreaker_ext.models.sdxl_refiner import SDXLRefiner, load_sdxl_text_encoders
 
 MESSAGE = r"the embedded refiner needs diffusers \(pip install diffusers\)"
@@ -26,9 +26,9 @@ def without_diffusers(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)
 
 
-@pytest.mark.parametrize("load", [load_ldm_unet, SD1Refiner.from_state_dict, load_kl_decoder,
+@pytest.mark.parametrize("load", [SD1Refiner.from_state_dict, load_kl_decoder,
                                   SDXLRefiner.from_state_dict, load_sdxl_text_encoders],
-                         ids=["unet", "refiner", "kl-decoder", "sdxl-refiner", "sdxl-text-encoders"])
+                         ids=["refiner", "kl-decoder", "sdxl-refiner", "sdxl-text-encoders"])
 def test_loading_without_diffusers_says_what_to_install(without_diffusers, load):
     with pytest.raises(TinyBreakerError, match=MESSAGE):
         load({}, device="cpu", dtype=torch.float32)

@@ -49,10 +49,9 @@ from builders.sdxl import (CLIP_G, SDXL_UNET_KEY_COUNT, SDXL_UNET_PARAMETERS, TI
                            sdxl_unet_diffusers, sdxl_unet_full_meta_state_dict, tiny_clip_g_model,
                            unet_to_ldm_state_dict)
 from tinybreaker_ext.models.clip_text import load_clip_text  # noqa: E402
-from tinybreaker_ext.models.sd1_refiner import load_ldm_unet  # noqa: E402
+from tinybreaker_ext.models.sd1_refiner import infer_unet_config  # noqa: E402
 from tinybreaker_ext.models.sdxl_refiner import (SDXLRefiner, convert_open_clip_state_dict,  # noqa: E402
                                                  encode_sdxl_prompt, load_sdxl_text_encoders)
-from tinybreaker_ext.models.unet_config import infer_unet_config  # noqa: E402
 
 
 def test_full_sdxl_unet_layout_is_inferred_and_consumed_without_missing_or_unexpected_keys():
@@ -73,7 +72,7 @@ def test_full_sdxl_unet_layout_is_inferred_and_consumed_without_missing_or_unexp
     assert config["projection_class_embeddings_input_dim"] == 2816  # pooled CLIP-G 1280 + 6 × 256 time ids
     assert config["attention_head_dim"] == [5, 10, 20] and config["use_linear_projection"]
     # loading checks that the converted keys are exactly the model's, with the model's shapes
-    unet = load_ldm_unet(ldm, device="meta", dtype=torch.float16)
+    unet = SDXLRefiner.from_state_dict(ldm, device="meta", dtype=torch.float16).unet
     assert sum(p.numel() for p in unet.parameters()) == SDXL_UNET_PARAMETERS
 
 

@@ -109,7 +109,7 @@ def test_loads_from_lazy_views_of_a_tinybreaker_style_checkpoint(taesd_encoder_s
     from builders.common import prefixed
     from builders.taesd import transcoder_state_dict
     from tinybreaker_ext.files.safetensors_file import open_safetensors
-    from tinybreaker_ext.models.transcoder import load_transcoder
+    from tinybreaker_ext.models.taesd import load_transcoder
 
     # prototype1: TAESDXL encoder + ldm KL decoder in first_stage_model., TAESD pair in refiner.first_stage_model.
     main = tiny_vae_layout(taesd_encoder_sd, None, "native", encoder_scale=0.13025)

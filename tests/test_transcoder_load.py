@@ -10,7 +10,7 @@ from builders.taesd import taesd_decoder_state_dict, taesd_encoder_state_dict, t
 from tinybreaker_ext.errors import ModelFileError
 from tinybreaker_ext.files.safetensors_file import open_safetensors
 from tinybreaker_ext.models.taesd import TinyDecoder, TinyEncoder
-from tinybreaker_ext.models.transcoder import load_transcoder
+from tinybreaker_ext.models.taesd import load_transcoder
 
 CPU = dict(device="cpu", dtype=torch.float32)
 Z_SDXL = torch.randn(2, 4, 3, 4, generator=torch.Generator().manual_seed(7)) * 2

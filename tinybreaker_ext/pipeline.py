@@ -19,7 +19,7 @@ from .files.classify import BASE_PREFIX, CHECKPOINT_KINDS, TRANSCODER_PREFIX, Fi
 from .models.pixart import compile_pixart, load_pixart
 from .models.t5_encoder import choose_mode, load_t5_encoder
 from .models.t5_tokenizer import DEFAULT_MIN_LENGTH, T5PromptTokenizer, find_t5_tokenizer
-from .models.transcoder import load_transcoder
+from .models.taesd import load_transcoder
 from .placement import ModulePlacement, MovePlacement
 from .sampling.denoisers import CFGDenoiser, EpsDenoiser
 from .sampling.schedules import pixart_sigmas

@@ -70,26 +70,23 @@ def load_clip_text(state_dict: Mapping[str, torch.Tensor], *, device, dtype: tor
     config = transformers.CLIPTextConfig(**kwargs)
     with torch.device("meta"):
         wanted = model_class(config).state_dict().keys()
-    nested = any(key.startswith("text_model.") for key in wanted)
+    prefix = "text_model." if any(key.startswith("text_model.") for key in wanted) else ""
     tensors = {}
     for key in state_dict.keys():
         bare = key.removeprefix("text_model.")
         if bare == _POSITION_IDS:
             continue
-        tensors[bare if bare == _PROJECTION else ("text_model." if nested else "") + bare] = state_dict[key]
+        tensors[bare if bare == _PROJECTION else prefix + bare] = state_dict[key]
     positions = config.max_position_embeddings
-    position_ids_key = ("text_model." if nested else "") + _POSITION_IDS
-    if position_ids_key in wanted:
-        tensors[position_ids_key] = torch.arange(positions).unsqueeze(0)
-
-    def rebuild_position_ids(model) -> None:
-        embeddings = model.text_model.embeddings if hasattr(model, "text_model") else model.embeddings
-        if embeddings.position_ids.is_meta:  # non-persistent buffer (transformers 5.x): not in the state dict
-            embeddings.register_buffer("position_ids", torch.arange(positions, device=device).unsqueeze(0),
-                                       persistent=False)
-
-    return build_with_weights(lambda: model_class(config), tensors, device=device, dtype=dtype,
-                              source=source, expected=EXPECTED_CLIP, rebuild_buffers=rebuild_position_ids)
+    if prefix + _POSITION_IDS in wanted:
+        tensors[prefix + _POSITION_IDS] = torch.arange(positions).unsqueeze(0)
+    model = build_with_weights(lambda: model_class(config), tensors, device=device, dtype=dtype, source=source,
+                               expected=EXPECTED_CLIP)
+    embeddings = model.text_model.embeddings if hasattr(model, "text_model") else model.embeddings
+    if embeddings.position_ids.is_meta:  # non-persistent buffer (transformers 5.x): not in the state dict
+        embeddings.register_buffer("position_ids", torch.arange(positions, device=device).unsqueeze(0),
+                                   persistent=False)
+    return model
 
 
 def _special_tokens(tokenizer) -> tuple[int, int]:
@@ -97,15 +94,12 @@ def _special_tokens(tokenizer) -> tuple[int, int]:
     return empty[0], empty[1]
 
 
-def tokenize_clip_prompt(tokenizer, text: str, max_tokens: int | None = MAX_PROMPT_TOKENS, *,
-                         pad: int | None = None) -> list[TokenWeights]:
+def tokenize_clip_prompt(tokenizer, text: str, *, pad: int | None = None) -> list[TokenWeights]:
     """The prompt as 77-token chunks of (token id, weight), packed exactly like ComfyUI's SDTokenizer, from its
-    first ``max_tokens`` tokens (limits.py, "Prompt length"; ComfyUI never cuts). After the EOS, chunks are padded
-    with ``pad`` (default EOS, as SD1; SDXL's CLIP-G pads with token 0)."""
+    first ``MAX_PROMPT_TOKENS`` tokens (limits.py, "Prompt length"; ComfyUI never cuts). After the EOS, chunks are
+    padded with ``pad`` (default EOS, as SD1; SDXL's CLIP-G pads with token 0)."""
     start, end = _special_tokens(tokenizer)
-    groups = _weighted_token_groups(tokenizer, text)
-    if max_tokens is not None:
-        groups = _first_tokens(groups, max_tokens)
+    groups = _first_tokens(_weighted_token_groups(tokenizer, text), MAX_PROMPT_TOKENS)
 
     room = CHUNK_LENGTH - 1  # a chunk holds BOS + tokens and still needs its EOS
     chunks: list[TokenWeights] = []

@@ -56,10 +56,10 @@ class KLDecoder(torch.nn.Module):
         self.config = config
 
     @torch.no_grad()
-    def decode(self, model_latent: torch.Tensor, *, scale: float | None = None) -> torch.Tensor:
+    def decode(self, model_latent: torch.Tensor) -> torch.Tensor:
         """``model_latent`` [B, 4, h, w] (raw x scale) -> float32 image [B, 3, 8h, 8w] in [0, 1]."""
         weight = self.post_quant_conv.weight
-        raw = model_latent.to(weight.device, weight.dtype) / (self.scale if scale is None else scale)
+        raw = model_latent.to(weight.device, weight.dtype) / self.scale
         image = self.decoder(self.post_quant_conv(raw))
         return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 

@@ -13,15 +13,48 @@ from torch import nn
 
 from ..errors import ModelFileError, ParameterError
 from ..files.state_dict import shape_of, source_name
-from .embeddings import pixart_position_embedding, timestep_sinusoid
-from .pixart_keys import (detect_pixart_layout, full_key_name, iter_native_tensors, log_unused, native_pixart_keys,
-                          pixart_block_count, raise_if_missing, source_keys, source_shape)
+from .pixart_keys import IGNORED_KEYS, detect_pixart_layout, full_key_name, pixart_block_count, source_keys
 
 logger = logging.getLogger(__name__)
 
 HEAD_DIM = 72  # PixArt-Sigma XL: 16 heads × 72; the head count is not stored in the file
 LAYER_NORM_EPS = 1e-6
 _POS_CACHE_SIZE = 4
+MAX_PERIOD = 10000
+
+
+# Sinusoidal embeddings with the float precision of the TinyBreaker reference (docs/numerics.md "Timestep and position
+# embeddings"): diffusers' ``get_timestep_embedding`` computes the frequencies as ``exp(-ln(10000)·i/half)``, ~6e-5
+# away from the reference's ``1 / 10000^(i/half)``.
+def timestep_sinusoid(timesteps: torch.Tensor, dim: int = 256) -> torch.Tensor:
+    """[B] timesteps -> [B, dim] float32 ``[cos(t·f_i), sin(t·f_i)]`` on the timesteps' device."""
+    if dim % 2:
+        raise ValueError(f"timestep embedding size must be even, got {dim}")
+    half = dim // 2
+    exponents = torch.arange(half, dtype=torch.float32, device=timesteps.device) / half
+    frequencies = 1.0 / (MAX_PERIOD ** exponents)
+    angles = timesteps.reshape(-1).to(torch.float32)[:, None] * frequencies[None, :]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """[M] positions -> [M, dim] float64 ``[sin(p·ω_k), cos(p·ω_k)]`` with ``ω_k = 1 / 10000^(k/(dim/2))``."""
+    half = dim // 2
+    omega = 1.0 / (MAX_PERIOD ** (torch.arange(half, dtype=torch.float64) / half))
+    angles = positions.reshape(-1).to(torch.float64)[:, None] * omega[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+def pixart_position_embedding(height: int, width: int, dim: int, base_size: int,
+                              pe_interpolation: float) -> torch.Tensor:
+    """[height·width, dim] float64 2-D sin-cos embedding of a token grid, row-major, ``[E(x), E(y)]``; positions
+    span ``[0, base_size/pe_interpolation)`` on each axis whatever its length, computed in float32."""
+    if dim % 4:
+        raise ValueError(f"position embedding size must be a multiple of 4, got {dim}")
+    grid_y = torch.arange(height, dtype=torch.float32) / (height / base_size) / pe_interpolation
+    grid_x = torch.arange(width, dtype=torch.float32) / (width / base_size) / pe_interpolation
+    pos_y, pos_x = torch.meshgrid(grid_y, grid_x, indexing="ij")  # [height, width] each
+    return torch.cat([sincos_1d(pos_x, dim // 2), sincos_1d(pos_y, dim // 2)], dim=1)
 
 
 @dataclass(frozen=True)
@@ -311,19 +344,39 @@ def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.d
     Unknown keys are logged and skipped.
     """
     layout = detect_pixart_layout(state_dict)
-    raise_if_missing(state_dict, layout, native_pixart_keys(max(1, pixart_block_count(state_dict, layout))))
+    source = source_name(state_dict)
+    present = set(state_dict.keys())
+    with torch.device("meta"):  # parameter names depend on the depth alone
+        native_keys = PixArtSigma(PixArtConfig(depth=max(1, pixart_block_count(state_dict, layout)))).state_dict()
+    missing = [key for native in native_keys for key in source_keys(native, layout) if key not in present]
+    if missing:
+        shown = ", ".join(full_key_name(state_dict, key) for key in missing[:3])
+        if len(missing) > 3:
+            shown += f" and {len(missing) - 3} more"
+        raise ModelFileError(source, f"PixArt-Sigma transformer is missing {shown}",
+                             expected=f"complete {layout} PixArt-Sigma layout")
     config = PixArtConfig.from_state_dict(state_dict)
     with torch.device("meta"):
         model = PixArtSigma(config)
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     for key, shape in expected.items():
-        found = source_shape(state_dict, key, layout)
+        stored_shapes = [shape_of(state_dict, k) for k in source_keys(key, layout)]  # concatenated along dim 0
+        found = (sum(stored[0] for stored in stored_shapes),) + stored_shapes[0][1:]
         if found != shape:
             stored = "+".join(full_key_name(state_dict, k) for k in source_keys(key, layout))
-            raise ModelFileError(source_name(state_dict), f"{stored} has shape {list(found)}",
+            raise ModelFileError(source, f"{stored} has shape {list(found)}",
                                  expected=f"{list(shape)} for hidden size {config.hidden_size}")
-    log_unused(state_dict, layout, config.depth)
+    used = {key for native in expected for key in source_keys(native, layout)}.union(IGNORED_KEYS[layout])
+    unused = sorted(present - used)
+    if unused:
+        logger.warning("%s: ignoring %d unknown PixArt key(s): %s", source, len(unused),
+                       ", ".join(full_key_name(state_dict, key) for key in unused[:5])
+                       + (" ..." if len(unused) > 5 else ""))
 
-    tensors = {key: tensor.to(device).to(dtype) for key, tensor in iter_native_tensors(state_dict, layout, expected)}
+    tensors = {}
+    for key in expected:  # one source tensor at a time, read only when it is needed
+        sources = source_keys(key, layout)
+        tensor = state_dict[sources[0]] if len(sources) == 1 else torch.cat([state_dict[k] for k in sources])
+        tensors[key] = tensor.to(device).to(dtype)
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval().requires_grad_(False)

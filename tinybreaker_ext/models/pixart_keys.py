@@ -1,13 +1,11 @@
-"""PixArt-Sigma key layouts: read a native or diffusers file under native names (docs/model-files.md
-"PixArt-Sigma layouts"). A diffusers tensor is built when asked for, one at a time (self-attention q/k/v and
-cross-attention k/v are concatenated along dim 0).
+"""PixArt-Sigma key layouts: which keys of a native or diffusers file hold each native tensor (docs/model-files.md
+"PixArt-Sigma layouts"; diffusers' self-attention q/k/v and cross-attention k/v are concatenated along dim 0).
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from typing import Iterable, Iterator, Mapping
+from typing import Mapping
 
 import torch
 
@@ -15,9 +13,7 @@ from ..errors import ModelFileError
 from ..files.classify import PIXART_DIFFUSERS as DIFFUSERS
 from ..files.classify import PIXART_NATIVE as NATIVE
 from ..files.classify import PIXART_SIGNATURES, pixart_layout
-from ..files.state_dict import shape_of, source_name
-
-logger = logging.getLogger(__name__)
+from ..files.state_dict import source_name
 
 # Unused by inference: the learned null caption (never substituted) and a stored position embedding (computed)
 IGNORED_KEYS = {
@@ -69,19 +65,6 @@ def pixart_block_count(state_dict: Mapping[str, torch.Tensor], layout: str) -> i
     return 1 + max((int(m.group(1)) for m in map(block.match, state_dict.keys()) if m), default=-1)
 
 
-def native_pixart_keys(depth: int) -> list[str]:
-    """Every parameter name of a native PixArt-Sigma transformer with ``depth`` blocks."""
-    top = ["x_embedder.proj", "t_embedder.mlp.0", "t_embedder.mlp.2", "t_block.1",
-           "y_embedder.y_proj.fc1", "y_embedder.y_proj.fc2"]
-    keys = [f"{module}.{param}" for module in top for param in ("weight", "bias")]
-    for index in range(depth):
-        keys.append(f"blocks.{index}.scale_shift_table")
-        keys += [f"blocks.{index}.{module}.{param}"
-                 for module in _DIFFUSERS_BLOCK_MODULES for param in ("weight", "bias")]
-    keys += ["final_layer.scale_shift_table", "final_layer.linear.weight", "final_layer.linear.bias"]
-    return keys
-
-
 def source_keys(native_key: str, layout: str) -> tuple[str, ...]:
     """The key(s) of ``layout`` that hold the native tensor (several when they are concatenated along dim 0)."""
     if layout == NATIVE:
@@ -96,39 +79,3 @@ def source_keys(native_key: str, layout: str) -> tuple[str, ...]:
         return (f"transformer_blocks.{index}.scale_shift_table",)
     rest_module, _, rest_param = rest.rpartition(".")
     return tuple(f"transformer_blocks.{index}.{name}.{rest_param}" for name in _DIFFUSERS_BLOCK_MODULES[rest_module])
-
-
-def source_shape(state_dict: Mapping[str, torch.Tensor], native_key: str, layout: str) -> tuple[int, ...]:
-    """Shape the native tensor will have, read from the file's shapes without loading tensors."""
-    shapes = [shape_of(state_dict, key) for key in source_keys(native_key, layout)]
-    return (sum(shape[0] for shape in shapes),) + tuple(shapes[0][1:])
-
-
-def raise_if_missing(state_dict: Mapping[str, torch.Tensor], layout: str, native_keys: Iterable[str]) -> None:
-    present = set(state_dict.keys())
-    missing = [key for native in native_keys for key in source_keys(native, layout) if key not in present]
-    if missing:
-        shown = ", ".join(full_key_name(state_dict, key) for key in missing[:3])
-        if len(missing) > 3:
-            shown += f" and {len(missing) - 3} more"
-        raise ModelFileError(source_name(state_dict), f"PixArt-Sigma transformer is missing {shown}",
-                             expected=f"complete {layout} PixArt-Sigma layout")
-
-
-def log_unused(state_dict: Mapping[str, torch.Tensor], layout: str, depth: int) -> None:
-    """Keys that are neither model parameters nor known-ignorable are logged; loading skips them."""
-    used = {key for native in native_pixart_keys(depth) for key in source_keys(native, layout)}
-    used.update(IGNORED_KEYS[layout])
-    unused = sorted(key for key in state_dict.keys() if key not in used)
-    if unused:
-        logger.warning("%s: ignoring %d unknown PixArt key(s): %s", source_name(state_dict), len(unused),
-                       ", ".join(full_key_name(state_dict, key) for key in unused[:5])
-                       + (" ..." if len(unused) > 5 else ""))
-
-
-def iter_native_tensors(state_dict: Mapping[str, torch.Tensor], layout: str,
-                        native_keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(native_key, tensor)`` one at a time, reading each source tensor only when it is needed."""
-    for native in native_keys:
-        sources = source_keys(native, layout)
-        yield native, state_dict[sources[0]] if len(sources) == 1 else torch.cat([state_dict[k] for k in sources])

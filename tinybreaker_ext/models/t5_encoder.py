@@ -16,7 +16,7 @@ import threading
 import uuid
 import weakref
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Hashable, Iterable, Mapping
 
 import torch
 
@@ -24,7 +24,6 @@ from ..errors import ModelFileError, ParameterError
 from ..files.state_dict import dtype_of, shape_of, with_prefix
 from ..params import T5_MODES as MODES
 from .ggml_quants import QuantizedTensor
-from .stream_prefetch import Prefetcher, pin
 from .t5_policy import conversion_budget, resolve_compute_dtype
 
 FP8_DTYPES = tuple(d for d in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None)) if d)
@@ -108,13 +107,6 @@ def choose_mode(mode: str, device: torch.device, needed_bytes: int) -> str:
     return "gpu"
 
 
-def _autocast_off(device: torch.device):
-    # A1111 runs sampling under fp16 autocast; T5 must not follow it.
-    if device.type in ("cuda", "cpu"):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
-
-
 def _identity(state_dict: Mapping[str, torch.Tensor], compute_dtype: torch.dtype) -> str:
     path = getattr(state_dict, "path", None)
     if isinstance(path, (str, os.PathLike)) and os.path.isfile(path):
@@ -123,6 +115,54 @@ def _identity(state_dict: Mapping[str, torch.Tensor], compute_dtype: torch.dtype
     else:
         base = f"memory:{uuid.uuid4().hex}"
     return f"{base}|{compute_dtype}"
+
+
+def pin(tensor):
+    """A page-locked copy of a CPU tensor (or ``QuantizedTensor``) for asynchronous copies; the tensor itself
+    when pinning is refused (not enough lockable memory)."""
+    try:
+        return tensor.pin_memory()
+    except RuntimeError:
+        return tensor
+
+
+class Prefetcher:
+    """Copies the next group of weights to the compute device while the current group computes (``stream`` mode): on
+    CUDA from pinned host memory on a side stream the compute stream waits on; elsewhere (other accelerators, the meta
+    device the tests use) synchronously ahead, the same memory pattern without the overlap.
+
+    ``start(key, items)`` begins moving ``items`` (name → stored tensor) to ``device``; ``take(key)`` returns the
+    device copies once they are ready for the current stream, or None when nothing was started for ``key``."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._side = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._pending: dict[Hashable, tuple[dict, object]] = {}
+
+    def start(self, key: Hashable, items: Iterable[tuple[str, object]]) -> None:
+        if self._side is None:
+            self._pending[key] = ({name: value.to(self.device) for name, value in items}, None)
+            return
+        with torch.cuda.stream(self._side):  # sources are pinned host memory: nothing on the device to wait for
+            copies = {name: value.to(self.device, non_blocking=True) for name, value in items}
+            event = torch.cuda.Event()
+            event.record(self._side)
+        self._pending[key] = (copies, event)
+
+    def take(self, key: Hashable) -> dict | None:
+        entry = self._pending.pop(key, None)
+        if entry is None:
+            return None
+        copies, event = entry
+        if event is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(event)
+            for value in copies.values():
+                value.record_stream(current)  # allocated on the side stream, freed after use on this one
+        return copies
+
+    def clear(self) -> None:
+        self._pending.clear()
 
 
 class T5TextEncoder:
@@ -223,7 +263,10 @@ class T5TextEncoder:
         if low < 0 or high >= self.config.vocab_size:
             raise ParameterError("input_ids", f"token id {low if low < 0 else high} is outside the T5 vocabulary "
                                               f"of {self.config.vocab_size}")
-        with self._lock, torch.no_grad(), _autocast_off(self.device):
+        # A1111 runs sampling under fp16 autocast; T5 must not follow it.
+        autocast_off = (torch.autocast(device_type=self.device.type, enabled=False)
+                        if self.device.type in ("cuda", "cpu") else contextlib.nullcontext())
+        with self._lock, torch.no_grad(), autocast_off:
             embeds = self._embed(ids)
             try:
                 hidden = self._model(inputs_embeds=embeds)[0]

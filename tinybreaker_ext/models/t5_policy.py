@@ -7,9 +7,7 @@ import torch
 
 from ..errors import ParameterError
 
-COMPUTE_DTYPE_CHOICES = ("auto", "bfloat16", "float32")
 _NAMED_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
-COMPUTE_DTYPES = tuple(_NAMED_DTYPES.values())
 
 # Converted weights are kept only while this much memory stays free for the other stages (PixArt-Sigma in fp32 is
 # 2.4 GB, the transcoder and the VAE pass need more for activations) and for the host itself.
@@ -39,8 +37,8 @@ def resolve_compute_dtype(choice: str | torch.dtype | None, device: torch.device
     dtype = _NAMED_DTYPES.get(choice, choice) if isinstance(choice, str) else choice
     if dtype == torch.float16 or choice == "float16":
         raise ParameterError("t5_dtype", "float16 is not supported: T5 overflows in fp16; use float32 or bfloat16")
-    if dtype not in COMPUTE_DTYPES:
-        raise ParameterError("t5_dtype", f"{choice} is not supported; use one of {', '.join(COMPUTE_DTYPE_CHOICES)}")
+    if dtype not in _NAMED_DTYPES.values():
+        raise ParameterError("t5_dtype", f"{choice} is not supported; use one of auto, bfloat16, float32")
     return dtype
 
 

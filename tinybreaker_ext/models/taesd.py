@@ -1,5 +1,6 @@
-"""Tiny AutoEncoder (TAESD, madebyollin) halves as TinyBreaker files store them, and a small VAE wrapper
-(docs/model-files.md "Tiny AutoEncoders (TAESD)").
+"""Tiny AutoEncoder (TAESD, madebyollin) halves as TinyBreaker files store them, a small VAE wrapper
+(docs/model-files.md "Tiny AutoEncoders (TAESD)") and the latent transcoder built from two halves
+(docs/model-files.md "Transcoder files").
 
 Images are [B, 3, H, W] in [0, 1]; latents are model space (raw × scale), [B, C, H/8, W/8]. Raw ↔ model space
 follows ComfyUI/diffusers: model = (raw − shift)·scale. Shift is 0 for SD1 and SDXL; the reference's own tiny VAE
@@ -91,17 +92,6 @@ def indexed_part(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[st
     return part
 
 
-def shift_decoder_indices(part: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Diffusers numbers the decoder without the leading Clamp: move every index up by one."""
-    if "0.weight" not in part:
-        return part
-    shifted = {}
-    for key, tensor in part.items():
-        index, rest = _INDEXED_KEY.match(key).groups()
-        shifted[f"{int(index) + 1}.{rest}"] = tensor
-    return shifted
-
-
 # --------------------------------------------------------------------------------------------- loading
 
 def build_encoder(part: dict[str, torch.Tensor], *, what: str, source: str, device, dtype: torch.dtype) -> TinyEncoder:
@@ -113,7 +103,13 @@ def build_encoder(part: dict[str, torch.Tensor], *, what: str, source: str, devi
 
 
 def build_decoder(part: dict[str, torch.Tensor], *, what: str, source: str, device, dtype: torch.dtype) -> TinyDecoder:
-    """A TinyDecoder sized from `1.weight` [hidden, latent, 3, 3] (native indices)."""
+    """A TinyDecoder sized from `1.weight` [hidden, latent, 3, 3] (native indices; diffusers' are shifted first)."""
+    if "0.weight" in part:  # diffusers numbers the decoder without the leading Clamp: move every index up by one
+        shifted = {}
+        for key, tensor in part.items():
+            index, rest = _INDEXED_KEY.match(key).groups()
+            shifted[f"{int(index) + 1}.{rest}"] = tensor
+        part = shifted
     _require(part, ("1.weight",), what, source)
     hidden, latent = shape_of(part, "1.weight")[:2]
     return build_with_weights(lambda: TinyDecoder(latent, hidden), part, device=device, dtype=dtype, source=source,
@@ -173,7 +169,7 @@ def load_tiny_vae(state_dict: Mapping[str, torch.Tensor], *, default_scale: floa
     `<half>.vae_scale` / `<half>.vae_shift` scalars, else `default_scale` and shift 0; shapes decide the config."""
     source = source_name(state_dict)
     encoder = indexed_part(state_dict, "encoder.")
-    decoder = shift_decoder_indices(indexed_part(state_dict, "decoder."))
+    decoder = indexed_part(state_dict, "decoder.")
     if not encoder and not decoder:
         raise ModelFileError(source, "no TAESD encoder or decoder weights found",
                              "keys like encoder.0.weight, decoder.1.weight")
@@ -200,3 +196,31 @@ def _scalar(state_dict: Mapping[str, torch.Tensor], key: str, source: str) -> fl
     if tensor.numel() != 1:
         raise ModelFileError(source, f"'{key}' has shape {tuple(tensor.shape)}", "a scalar")
     return float(tensor.reshape(-1)[0].item())
+
+
+class Transcoder(nn.Module):
+    """SDXL model-space latent → float32 SD1 model-space latent of the same shape: the TAESD encoder applied to the
+    TAESDXL decoder's image, with no clamp and no blur in between (docs/numerics.md "Transcoder")."""
+
+    def __init__(self, decoder: TinyDecoder, encoder: TinyEncoder):
+        super().__init__()
+        self.transd = decoder
+        self.transe = encoder
+
+    @torch.no_grad()
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        weight = self.transd[1].weight
+        return self.transe(self.transd(latent.to(device=weight.device, dtype=weight.dtype))).float()
+
+
+def load_transcoder(state_dict: Mapping[str, torch.Tensor], *, device: torch.device | str,
+                    dtype: torch.dtype) -> Transcoder:
+    """A Transcoder from `transd.<i>.*` + `transe.<i>.*` (the oldest builder wrote `decoder.`/`encoder.`), with the
+    checkpoint's `transcoder.` prefix already removed. The stored scales and blur sigma are not read: they only
+    matter for raw latents, which the pipeline never uses."""
+    placed = {"source": source_name(state_dict), "device": device, "dtype": dtype}
+    decoder = build_decoder(indexed_part(state_dict, "transd.") or indexed_part(state_dict, "decoder."),
+                            what=part_label(state_dict, "transcoder decoder (transd)"), **placed)
+    encoder = build_encoder(indexed_part(state_dict, "transe.") or indexed_part(state_dict, "encoder."),
+                            what=part_label(state_dict, "transcoder encoder (transe)"), **placed)
+    return Transcoder(decoder, encoder)

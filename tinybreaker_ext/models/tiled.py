@@ -12,16 +12,6 @@ import torch
 from ..errors import ParameterError
 
 
-def tile_layout(tile_px: int, overlap_percent: int, scale: int) -> tuple[int, int]:
-    """(step, pad) in latent units for a tile size in pixels and an overlap percentage."""
-    if tile_px <= 0:
-        raise ParameterError("tile_px", f"must be a positive number of pixels, got {tile_px}")
-    if not 0 <= overlap_percent <= 100:
-        raise ParameterError("overlap_percent", f"must be between 0 and 100, got {overlap_percent}")
-    padding_px = int(tile_px) * int(overlap_percent) // 400
-    return -(-tile_px // scale), -(-padding_px // scale)
-
-
 def blend_weights(core: int, pad: int) -> torch.Tensor:
     """1-d float32 mask of length core + 2·pad: `pad − pad//2` zeros, a ramp over 2·(pad//2) − 1 samples
     from 0 towards 1, ones, then the mirror image. Copies shifted by `core` sum to exactly 1 in the overlap."""
@@ -43,7 +33,12 @@ def blend_weights(core: int, pad: int) -> torch.Tensor:
 def _tiled(fn: Callable[[torch.Tensor], torch.Tensor], source: torch.Tensor, *, canvas_hw: tuple[int, int],
            in_per_latent: int, out_per_latent: int, tile_px: int, overlap_percent: int, scale: int) -> torch.Tensor:
     """Shared loop; tile origins/extents are in latent units and multiplied by in/out units per latent."""
-    step, pad = tile_layout(tile_px, overlap_percent, scale)
+    if tile_px <= 0:
+        raise ParameterError("tile_px", f"must be a positive number of pixels, got {tile_px}")
+    if not 0 <= overlap_percent <= 100:
+        raise ParameterError("overlap_percent", f"must be between 0 and 100, got {overlap_percent}")
+    padding_px = int(tile_px) * int(overlap_percent) // 400
+    step, pad = -(-tile_px // scale), -(-padding_px // scale)  # ceil divisions, in latent units
     latent_h = source.shape[-2] // in_per_latent
     latent_w = source.shape[-1] // in_per_latent
     if latent_h == 0 or latent_w == 0:
