@@ -1,6 +1,6 @@
-"""The command line's reporting (generation.Progress): one status line as each phase starts, a progress bar for the
-sampling phases only on a terminal (a pipe or a log file gets plain lines, never ``\\r``), and a summary with the
-time of every phase. Everything goes to stderr; stdout carries only the paths of the written images."""
+"""What the command line reports (generation.run_plan's ``progress``): a status line as each phase starts, a progress
+bar for the sampling phases only on a terminal (a pipe or a log file gets plain lines, never ``\\r``), and a summary
+with the time of every phase. Everything goes to stderr; stdout carries only the paths of the written images."""
 
 from __future__ import annotations
 
