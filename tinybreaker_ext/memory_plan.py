@@ -64,6 +64,11 @@ class MemoryPlan:
         return self
 
 
+def free_device_bytes(device: torch.device) -> int | None:
+    """The free memory of a CUDA ``device`` in bytes; None for other devices (not measured)."""
+    return int(torch.cuda.mem_get_info(device)[0]) if device.type == "cuda" else None
+
+
 def _file_version(path: str | os.PathLike) -> tuple[str, int, int]:
     """What the header caches are keyed by: a file replaced or rewritten in place is read again."""
     path = os.path.abspath(os.fspath(path))
@@ -177,8 +182,8 @@ def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, 
     transcoder = _weights_numel(*_file_version(checkpoint_path), TRANSCODER_PREFIX) * model_size
     if free_ram is None:
         free_ram = available_ram_bytes()
-    if free_device is None and device.type == "cuda":
-        free_device = int(torch.cuda.mem_get_info(device)[0])
+    if free_device is None:
+        free_device = free_device_bytes(device)
 
     if t5_mode != "auto":
         candidates = [t5_mode]
