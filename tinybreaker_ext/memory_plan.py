@@ -120,10 +120,8 @@ def _stages(device: torch.device, mode: str, t5: T5Footprint, compute_size: int,
     act = ACTIVATION_RESERVE_BYTES
     upcast = t5.largest_weight_numel * compute_size
     if device.type == "cpu":
-        t5_ram = t5.stored_bytes + upcast
-        return (StageMemory("encode", t5_ram + pixart + transcoder + act, 0),
-                StageMemory("base", t5.stored_bytes + pixart + transcoder + act, 0),
-                StageMemory("transcode", t5.stored_bytes + pixart + transcoder + act, 0))
+        held = t5.stored_bytes + pixart + transcoder + act
+        return StageMemory("encode", held + upcast, 0), StageMemory("base", held, 0), StageMemory("transcode", held, 0)
     if mode == "gpu":  # weights stay on the device after the encode
         t5_ram, t5_running, t5_resident = 0, t5.stored_bytes + upcast, t5.stored_bytes
     else:  # stream (or cpu storage on an accelerator): the running sub-layer and the next one travel as stored
