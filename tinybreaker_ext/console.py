@@ -52,7 +52,6 @@ class ConsoleProgress:
             self.phases.append((name, time.monotonic() - started, bytes_read() - read_before))
 
     def summary(self) -> str:
-        parts = []
-        for name, seconds, read in self.phases:
-            parts.append(f"{name} {seconds:.1f} s" + (f" ({format_bytes(read)} read)" if read else ""))
+        parts = [f"{name} {seconds:.1f} s" + (f" ({format_bytes(read)} read)" if read else "")
+                 for name, seconds, read in self.phases]
         return f"done in {time.monotonic() - self.started:.1f} s: " + ", ".join(parts)
