@@ -1,8 +1,6 @@
-"""A whole generation without a WebUI: plan → load → encode → base → transcode → refine → decode → (upscale).
-
-The numbers come from `plan.make_plan`, as in the WebUI; only the refine model differs (here the SD1 or SDXL model
-embedded in the TinyBreaker file; an SDXL refiner takes PixArt's latent as it is, without the transcode). Every model
-is loaded in the first phase, so a file problem shows before anything is computed.
+"""A whole generation without a WebUI, plan → load → encode → base → transcode → refine → decode → (upscale), with
+the SD1 or SDXL refiner embedded in the TinyBreaker file (docs/design.md "Data flow"). Every model is loaded in the
+first phase, so a file problem shows before anything is computed.
 """
 
 from __future__ import annotations
