@@ -219,10 +219,9 @@ def _prompt_length_warnings(files, plan) -> list[str]:
 
     clip = load_clip_tokenizer(files.clip_tokenizer)
     texts = plan.texts()
-    return t5_prompt_warnings(plan, T5PromptTokenizer.from_dir(files.t5_tokenizer).count_tokens) + \
-        prompt_token_warnings([("refine prompt", texts.refine_prompt), ("refine negative prompt",
-                                                                         texts.refine_negative)],
-                              lambda text: count_clip_tokens(clip, text), "CLIP")
+    refine_texts = [("refine prompt", texts.refine_prompt), ("refine negative prompt", texts.refine_negative)]
+    return (t5_prompt_warnings(plan, T5PromptTokenizer.from_dir(files.t5_tokenizer).count_tokens)
+            + prompt_token_warnings(refine_texts, lambda text: count_clip_tokens(clip, text), "CLIP"))
 
 
 def _plan_line(plan) -> str:
