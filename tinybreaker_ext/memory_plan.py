@@ -145,11 +145,10 @@ def _fits(stages, free_ram: int | None, free_device: int | None) -> tuple[bool, 
 
 def _smaller_t5(room: int, stored: int) -> str:
     """'use a Q5_K_M T5 (3.4 GB)' for the largest known T5 file that fits ``room`` bytes and is smaller than ours."""
-    names = [name for name, _ in SMALLER_T5_FILES]
-    for name, size in SMALLER_T5_FILES:
+    minimum = [name for name, _ in SMALLER_T5_FILES].index(RECOMMENDED_MINIMUM)
+    for index, (name, size) in enumerate(SMALLER_T5_FILES):
         if size <= room and size < stored:
-            warning = "" if names.index(name) <= names.index(RECOMMENDED_MINIMUM) else \
-                f"; below {RECOMMENDED_MINIMUM} quality drops"
+            warning = f"; below {RECOMMENDED_MINIMUM} quality drops" if index > minimum else ""
             return f"use a {name} T5 GGUF ({size / GB:.1f} GB{warning})"
     return ""
 
