@@ -129,18 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_MEMORY, str(error))
     except TinyBreakerError as error:  # one of ours that the cases above do not name
         return _fail(EXIT_BUG, str(error))
-    except MemoryError as error:
-        return _fail(EXIT_MEMORY, f"out of memory ({error or 'the system refused an allocation'}); try a smaller "
-                                  "size, --t5-mode stream or --device cpu")
     except Exception as error:  # noqa: BLE001 — the last resort: still one line, unless --traceback
+        first_line = str(error).splitlines()[0] if str(error) else ""
         text = str(error).lower()  # torch's OutOfMemoryError: "CUDA out of memory. Tried to allocate …"
-        if "out of memory" in text or "can't allocate memory" in text:
-            return _fail(EXIT_MEMORY, f"out of memory ({str(error).splitlines()[0]}); try a smaller size, "
-                                      "--t5-mode stream or --device cpu")
+        if isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
+            return _fail(EXIT_MEMORY, f"out of memory ({first_line or 'the system refused an allocation'}); try a "
+                                      "smaller size, --t5-mode stream or --device cpu")
         if args is not None and args.traceback:
             raise
-        return _fail(EXIT_BUG, f"unexpected {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                               " (a bug: rerun with --traceback and report it)")
+        return _fail(EXIT_BUG, f"unexpected {type(error).__name__}: {first_line} (a bug: rerun with --traceback and "
+                               "report it)")
 
 
 def run(args) -> list[str]:
@@ -221,10 +219,9 @@ def _prompt_length_warnings(files, plan) -> list[str]:
 
     clip = load_clip_tokenizer(files.clip_tokenizer)
     texts = plan.texts()
-    return t5_prompt_warnings(plan, T5PromptTokenizer.from_dir(files.t5_tokenizer).count_tokens) + \
-        prompt_token_warnings([("refine prompt", texts.refine_prompt), ("refine negative prompt",
-                                                                         texts.refine_negative)],
-                              lambda text: count_clip_tokens(clip, text), "CLIP")
+    refine_texts = [("refine prompt", texts.refine_prompt), ("refine negative prompt", texts.refine_negative)]
+    return (t5_prompt_warnings(plan, T5PromptTokenizer.from_dir(files.t5_tokenizer).count_tokens)
+            + prompt_token_warnings(refine_texts, lambda text: count_clip_tokens(clip, text), "CLIP"))
 
 
 def _plan_line(plan) -> str:
@@ -285,8 +282,6 @@ def _dtype(name: str, device):
 
     if name == "fp32" or (name == "auto" and device.type == "cpu"):
         return torch.float32
-    if name == "fp16":
-        return torch.float16
-    if name == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+    if name == "bf16" or (name == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16

@@ -1,6 +1,6 @@
-"""The command line's reporting (generation.Progress): one status line as each phase starts, a progress bar for the
-sampling phases only on a terminal (a pipe or a log file gets plain lines, never ``\\r``), and a summary with the
-time of every phase. Everything goes to stderr; stdout carries only the paths of the written images."""
+"""What the command line reports (generation.run_plan's ``progress``): a status line as each phase starts, a progress
+bar for the sampling phases only on a terminal (a pipe or a log file gets plain lines, never ``\\r``), and a summary
+with the time of every phase. Everything goes to stderr; stdout carries only the paths of the written images."""
 
 from __future__ import annotations
 
@@ -52,7 +52,6 @@ class ConsoleProgress:
             self.phases.append((name, time.monotonic() - started, bytes_read() - read_before))
 
     def summary(self) -> str:
-        parts = []
-        for name, seconds, read in self.phases:
-            parts.append(f"{name} {seconds:.1f} s" + (f" ({format_bytes(read)} read)" if read else ""))
+        parts = [f"{name} {seconds:.1f} s" + (f" ({format_bytes(read)} read)" if read else "")
+                 for name, seconds, read in self.phases]
         return f"done in {time.monotonic() - self.started:.1f} s: " + ", ".join(parts)

@@ -1,8 +1,6 @@
-"""A whole generation without a WebUI: plan → load → encode → base → transcode → refine → decode → (upscale).
-
-The numbers come from `plan.make_plan`, as in the WebUI; only the refine model differs (here the SD1 or SDXL model
-embedded in the TinyBreaker file; an SDXL refiner takes PixArt's latent as it is, without the transcode). Every model
-is loaded in the first phase, so a file problem shows before anything is computed.
+"""A whole generation without a WebUI, plan → load → encode → base → transcode → refine → decode → (upscale), with
+the SD1 or SDXL refiner embedded in the TinyBreaker file (docs/design.md "Data flow"). Every model is loaded in the
+first phase, so a file problem shows before anything is computed.
 """
 
 from __future__ import annotations
@@ -10,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Optional, Protocol
+from typing import Callable
 
 import torch
 
@@ -23,18 +21,6 @@ from .prompt.file_defaults import FileDefaults
 from .prompt.styles import StyleLibrary
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]  # (step, total, x, denoised)
-
-
-class Progress(Protocol):
-    def phase(self, name: str, detail: str = "", steps: int = 0) -> ContextManager[Optional[StepCallback]]:
-        """Context of one phase; gives the step callback of a sampling phase (``steps`` > 0), or None."""
-
-
-class Silent:
-    """No reporting (tests, benchmarks)."""
-
-    def phase(self, name: str, detail: str = "", steps: int = 0) -> ContextManager[Optional[StepCallback]]:
-        return contextlib.nullcontext()
 
 
 @dataclass
@@ -78,21 +64,21 @@ def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
 
 def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32, decoder: str = "high_quality",
-             progress: Progress | None = None, t5_mode: str | None = None,
-             compile: bool = False) -> GenerationResult:
-    """Runs every stage of ``plan``; ``t5_mode`` overrides the plan's (the memory preflight resolves 'auto');
-    ``compile``: torch.compile PixArt's blocks."""
+             progress=None, t5_mode: str | None = None, compile: bool = False) -> GenerationResult:
+    """Runs every stage of ``plan``; ``progress``: a ``console.ConsoleProgress`` or None (no reporting);
+    ``t5_mode`` overrides the plan's (the memory preflight resolves 'auto'); ``compile``: torch.compile PixArt's
+    blocks."""
     from .pipeline import get_pipeline
     from .placement import MovePlacement
     from .standalone import EmbeddedRefiner
 
-    progress = progress or Silent()
+    phase = progress.phase if progress else lambda *args: contextlib.nullcontext()
     device = torch.device(device)
     placement = MovePlacement(device)
     texts = plan.texts()
     t5_mode = t5_mode or plan.params.t5_mode
 
-    with progress.phase("load", _file_sizes(files)):
+    with phase("load", _file_sizes(files)):
         pipeline = get_pipeline(files.checkpoint, files.t5, device=device, dtype=dtype,
                                 tokenizer_path=files.t5_tokenizer, tokenizer_search=files.tokenizer_search,
                                 compile=compile)
@@ -104,7 +90,7 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
             from .upscale_models import load_upscale_model
 
             upscale_model = load_upscale_model(files.upscale_model)
-    with progress.phase("encode", "the prompts (T5 for the base, CLIP for the refine)"):
+    with phase("encode", "the prompts (T5 for the base, CLIP for the refine)"):
         for text in (texts.base_prompt, texts.base_negative):
             pipeline.encode(text, placement=placement, t5_mode=t5_mode)
         refine_texts = [texts.refine_prompt, texts.refine_negative]
@@ -112,29 +98,29 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
             refine_texts += [plan.upscaler.prompt, plan.upscaler.negative]
         for text in refine_texts:
             refiner.encode(text, placement)
-    with progress.phase("base", _stage_detail("PixArt-Sigma", plan.base_steps, plan.base, plan.batch_size),
-                        plan.base_steps) as on_step:
+    with phase("base", _stage_detail("PixArt-Sigma", plan.base_steps, plan.base, plan.batch_size),
+               plan.base_steps) as on_step:
         latent = pipeline.base([texts.base_prompt], [texts.base_negative], plan.base, plan.base_sigmas,
                                width=plan.base_width, height=plan.base_height, seeds=plan.seeds,
                                placement=placement, t5_mode=t5_mode, callback=on_step)
     if refiner.family == "sd1":
-        with progress.phase("transcode", "SDXL latent to SD1 latent (Tiny AutoEncoders)"):
+        with phase("transcode", "SDXL latent to SD1 latent (Tiny AutoEncoders)"):
             latent = pipeline.transcode(latent, placement=placement)
     latent = latent[:, :, :plan.height // 8, :plan.width // 8]
     family = refiner.family.upper()
     if plan.refine_steps:
         detail = _stage_detail(f"the embedded {family} model", plan.refine_steps, plan.refine, plan.batch_size)
-        with progress.phase("refine", detail, plan.refine_steps) as on_step:
+        with phase("refine", detail, plan.refine_steps) as on_step:
             # The refine seed is the style's (plus the image shift) for every image, as in the reference.
             latent = refiner.refine(latent, [texts.refine_prompt], [texts.refine_negative], plan.refine,
                                     plan.refine_sigmas, seeds=[plan.refine.noise_seed] * plan.batch_size,
                                     placement=placement, callback=on_step)
-    with progress.phase("decode", f"{plan.width}x{plan.height} with the {decoder.replace('_', '-')} {family} decoder"):
+    with phase("decode", f"{plan.width}x{plan.height} with the {decoder.replace('_', '-')} {family} decoder"):
         images = refiner.decode(latent, quality=decoder, placement=placement)
     if plan.upscale:
         from .upscaler import upscale_with_embedded_refiner
 
-        with progress.phase("upscale", upscale_detail(plan), plan.upscaler.steps) as on_step:
+        with phase("upscale", upscale_detail(plan), plan.upscaler.steps) as on_step:
             images = upscale_with_embedded_refiner(refiner, images, plan.upscaler, plan.upscale_by,
                                                    placement=placement, callback=on_step, mode=plan.upscale_mode,
                                                    upscale_model=upscale_model)

@@ -64,6 +64,11 @@ class MemoryPlan:
         return self
 
 
+def free_device_bytes(device: torch.device) -> int | None:
+    """The free memory of a CUDA ``device`` in bytes; None for other devices (not measured)."""
+    return int(torch.cuda.mem_get_info(device)[0]) if device.type == "cuda" else None
+
+
 def _file_version(path: str | os.PathLike) -> tuple[str, int, int]:
     """What the header caches are keyed by: a file replaced or rewritten in place is read again."""
     path = os.path.abspath(os.fspath(path))
@@ -115,10 +120,8 @@ def _stages(device: torch.device, mode: str, t5: T5Footprint, compute_size: int,
     act = ACTIVATION_RESERVE_BYTES
     upcast = t5.largest_weight_numel * compute_size
     if device.type == "cpu":
-        t5_ram = t5.stored_bytes + upcast
-        return (StageMemory("encode", t5_ram + pixart + transcoder + act, 0),
-                StageMemory("base", t5.stored_bytes + pixart + transcoder + act, 0),
-                StageMemory("transcode", t5.stored_bytes + pixart + transcoder + act, 0))
+        held = t5.stored_bytes + pixart + transcoder + act
+        return StageMemory("encode", held + upcast, 0), StageMemory("base", held, 0), StageMemory("transcode", held, 0)
     if mode == "gpu":  # weights stay on the device after the encode
         t5_ram, t5_running, t5_resident = 0, t5.stored_bytes + upcast, t5.stored_bytes
     else:  # stream (or cpu storage on an accelerator): the running sub-layer and the next one travel as stored
@@ -142,11 +145,10 @@ def _fits(stages, free_ram: int | None, free_device: int | None) -> tuple[bool, 
 
 def _smaller_t5(room: int, stored: int) -> str:
     """'use a Q5_K_M T5 (3.4 GB)' for the largest known T5 file that fits ``room`` bytes and is smaller than ours."""
-    names = [name for name, _ in SMALLER_T5_FILES]
-    for name, size in SMALLER_T5_FILES:
+    minimum = [name for name, _ in SMALLER_T5_FILES].index(RECOMMENDED_MINIMUM)
+    for index, (name, size) in enumerate(SMALLER_T5_FILES):
         if size <= room and size < stored:
-            warning = "" if names.index(name) <= names.index(RECOMMENDED_MINIMUM) else \
-                f"; below {RECOMMENDED_MINIMUM} quality drops"
+            warning = f"; below {RECOMMENDED_MINIMUM} quality drops" if index > minimum else ""
             return f"use a {name} T5 GGUF ({size / GB:.1f} GB{warning})"
     return ""
 
@@ -177,8 +179,8 @@ def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, 
     transcoder = _weights_numel(*_file_version(checkpoint_path), TRANSCODER_PREFIX) * model_size
     if free_ram is None:
         free_ram = available_ram_bytes()
-    if free_device is None and device.type == "cuda":
-        free_device = int(torch.cuda.mem_get_info(device)[0])
+    if free_device is None:
+        free_device = free_device_bytes(device)
 
     if t5_mode != "auto":
         candidates = [t5_mode]

@@ -23,12 +23,6 @@ class ModelFileSet:
     upscale_model: str | None = None  # a .safetensors upscale model run before the Tiny Upscaler's refine
 
 
-def tokenizer_dirs(models_dir: str) -> list[str]:
-    """Where the command line looks for tokenizer folders: ``models/TinyBreaker`` (the documented place, where a
-    download goes) and ``models`` itself, each with its children."""
-    return [os.path.join(models_dir, TINYBREAKER_DIR), models_dir]
-
-
 def resolve_cli_files(models_dir: str, *, checkpoint: str | None = None, t5: str | None = None,
                       t5_tokenizer: str | None = None, clip_tokenizer: str | None = None,
                       download: bool = False, progress: bool = True,
@@ -47,7 +41,9 @@ def resolve_cli_files(models_dir: str, *, checkpoint: str | None = None, t5: str
     checkpoint = _checked(checkpoint, "checkpoint") if checkpoint else _find_or_download(
         "checkpoint", models_dir, fetch if download else None)
     t5 = _checked(t5, "t5") if t5 else _find_or_download("t5", models_dir, fetch if download else None)
-    search = {"models_dirs": tokenizer_dirs(models_dir), "allow_download": download, "download": fetch}
+    # Tokenizer folders: models/TinyBreaker (the documented place, where a download goes), then models itself.
+    search = {"models_dirs": [os.path.join(models_dir, TINYBREAKER_DIR), models_dir], "allow_download": download,
+              "download": fetch}
     found_t5 = _with_cli_hint(find_t5_tokenizer, t5_tokenizer, search, "--t5-tokenizer")
     found_clip = _with_cli_hint(find_clip_tokenizer, clip_tokenizer, search, "--clip-tokenizer")
     return ModelFileSet(checkpoint=checkpoint, t5=t5, t5_tokenizer=found_t5, clip_tokenizer=found_clip,

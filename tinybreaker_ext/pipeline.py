@@ -1,9 +1,6 @@
-"""TinyBreaker's own stages: encode (T5) → base (PixArt-Sigma, reference samplers) → transcode (to SD1 latents).
-
-Each stage is callable alone, takes a ``placement`` deciding where modules live while it runs, reports progress
-through ``callback(step, total, x, denoised)`` (which may raise ``Cancelled`` between steps), and works on
-model-space latents. The WebUI refines the transcoded latent with its own SD1 model; the command line continues
-with the embedded refiner (``standalone.py``).
+"""TinyBreaker's stages encode (T5) → base (PixArt-Sigma) → transcode (docs/design.md "Data flow", steps 4 to 6).
+Each is callable alone, takes a ``placement`` deciding where modules live while it runs, reports progress through
+``callback(step, total, x, denoised)`` (which may raise ``Cancelled`` between steps) and works on model-space latents.
 """
 
 from __future__ import annotations
@@ -101,11 +98,9 @@ class TinyBreakerPipeline:
              width: int, height: int, seeds: list[int], placement: ModulePlacement | None = None,
              t5_mode: str = "auto", callback=None) -> torch.Tensor:
         """PixArt-Sigma from an all-zero latent over the plan's ``sigmas``: SDXL model-space latents
-        ``[len(seeds), 4, height/8, width/8]``.
-
-        All images go through PixArt together (one forward per step, captions of different lengths zero-padded and
-        masked), each with noise from its own seed, so image k of a batch equals a single image made with seed k
-        (what WebUI users expect). Re-running with the same inputs returns the cached result."""
+        ``[len(seeds), 4, height/8, width/8]``. All images share each step's forward (captions zero-padded and masked),
+        each with its own seed's noise, so image k equals a single image made with seed k; cached (docs/design.md
+        "Data flow", step 5)."""
         for name, value in (("width", width), ("height", height)):
             if value < 16 or value % 16:
                 raise ParameterError(name, f"{value} must be a positive multiple of 16 (PixArt works on 2×2 latent "

@@ -31,7 +31,10 @@ class MovePlacement:
 
     def __init__(self, device: torch.device | str = "cpu", policy: str = "auto"):
         self.device = torch.device(device)
-        self.policy = _resolve_policy(self.device, policy)
+        if policy == "auto" and self.device.type == "cuda" and torch.cuda.is_available():
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            policy = "offload" if total < 12 * 1024**3 else "gpu"
+        self.policy = "gpu" if policy == "auto" else policy
 
     @contextlib.contextmanager
     def use(self, module: nn.Module) -> Iterator[nn.Module]:
@@ -49,15 +52,6 @@ class MovePlacement:
 
 def module_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
-
-
-def _resolve_policy(device: torch.device, policy: str) -> str:
-    if policy != "auto":
-        return policy
-    if device.type == "cuda" and torch.cuda.is_available():
-        total = torch.cuda.get_device_properties(device).total_memory
-        return "offload" if total < 12 * 1024**3 else "gpu"
-    return "gpu"
 
 
 def _empty_cache(device: torch.device) -> None:

@@ -43,10 +43,6 @@ class EmbeddedRefiner:
         self.embedding_cache = PromptEmbeddingCache(max_entries=16)
 
     @property
-    def checkpoint(self):
-        return self.pipeline.checkpoint
-
-    @property
     def family(self) -> str:
         """"sd1" or "sdxl": the embedded refiner's family, which is also the latent space it refines."""
         return self.pipeline.checkpoint_info.refiner_family
@@ -54,14 +50,14 @@ class EmbeddedRefiner:
     @cached_property
     def unet(self) -> SD1Refiner:
         refiner_class = SDXLRefiner if self.family == "sdxl" else SD1Refiner
-        return refiner_class.from_state_dict(self.checkpoint.prefixed(REFINER_UNET_PREFIX), device="cpu",
+        return refiner_class.from_state_dict(self.pipeline.checkpoint.prefixed(REFINER_UNET_PREFIX), device="cpu",
                                              dtype=self.pipeline.dtype).eval()
 
     @cached_property
     def text_encoder(self):
         """(text model(s), tokenizer): CLIP-L for SD1, the (CLIP-L, CLIP-G) pair for SDXL."""
         tokenizer = load_clip_tokenizer(find_clip_tokenizer(self.clip_tokenizer_path, **self.tokenizer_search))
-        weights = self.checkpoint.prefixed(REFINER_CLIP_PREFIX)
+        weights = self.pipeline.checkpoint.prefixed(REFINER_CLIP_PREFIX)
         if self.family == "sdxl":
             models = load_sdxl_text_encoders(weights, device="cpu", dtype=torch.float32)
             return tuple(model.eval() for model in models), tokenizer
@@ -100,16 +96,17 @@ class EmbeddedRefiner:
         if quality not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}")
         if quality not in self._decoders:
+            checkpoint = self.pipeline.checkpoint
             prototype0 = self.pipeline.checkpoint_info.kind == FileKind.TINYBREAKER_PROTOTYPE0
             if self.family == "sdxl" and quality != "high_quality":
-                raise ModelFileError(self.checkpoint.path, "has an SDXL refiner and no TAESD decoder",
+                raise ModelFileError(checkpoint.path, "has an SDXL refiner and no TAESD decoder",
                                      "the 'high_quality' decoder for this file (leave --decoder at its default)")
             if quality == "high_quality":
-                weights = self.checkpoint.prefixed(FIRST_STAGE_HQ_PREFIX if prototype0 else FIRST_STAGE_PREFIX)
+                weights = checkpoint.prefixed(FIRST_STAGE_HQ_PREFIX if prototype0 else FIRST_STAGE_PREFIX)
                 decoder = load_kl_decoder(weights, device="cpu", dtype=self.pipeline.dtype,
                                           scale=SDXL_SCALE if self.family == "sdxl" else SD1_SCALE)
             else:
-                weights = self.checkpoint.prefixed(FIRST_STAGE_PREFIX if prototype0 else REFINER_FIRST_STAGE_PREFIX)
+                weights = checkpoint.prefixed(FIRST_STAGE_PREFIX if prototype0 else REFINER_FIRST_STAGE_PREFIX)
                 # prototype0's first_stage_model also holds the TAESDXL encoder: keep only the decoder
                 decoder = load_tiny_vae({key: weights[key] for key in weights if key.startswith("decoder.")},
                                         default_scale=SD1_SCALE, device="cpu", dtype=self.pipeline.dtype)
@@ -117,9 +114,9 @@ class EmbeddedRefiner:
         return self._decoders[quality]
 
     def decode(self, latent: torch.Tensor, *, quality: str = "high_quality",
-               placement: ModulePlacement | None = None, tile_px: int = 512) -> torch.Tensor:
+               placement: ModulePlacement | None = None) -> torch.Tensor:
         """Images ``[B, 3, 8h, 8w]`` in [0, 1] (float32, CPU), decoded in 512-px tiles like the reference."""
         placement = placement or MovePlacement(self.pipeline.device)
         with placement.use(self.decoder(quality)) as decoder, torch.no_grad():
-            return tiled_decode(decoder.decode, latent.to(placement.device), tile_px=tile_px).clamp(0, 1).cpu()
+            return tiled_decode(decoder.decode, latent.to(placement.device)).clamp(0, 1).cpu()
 

@@ -12,7 +12,6 @@ import torch
 
 from .errors import ModelFileError, ModelNotFoundError, ParameterError
 
-OPTION = "--upscale-model"
 FIELD = "upscale_model"
 MODEL_DIRS = ("upscale_models", "ESRGAN", "RealESRGAN", "DAT", "SwinIR", "HAT")  # ComfyUI's, then the WebUIs'
 # Tiles as ComfyUI's upscale-with-model node: 512 input pixels, 32 of overlap (blended; models.tiled).
@@ -55,7 +54,7 @@ def find_upscale_model(name: str, models_dir: str) -> str:
     found = sorted(entry for folder in folders if os.path.isdir(folder) for entry in os.listdir(folder)
                    if entry.endswith(".safetensors"))
     raise ModelNotFoundError(f"the upscale model {name!r}", [name, *folders],
-                             hint=f"give {OPTION} a .safetensors file's path or name; found: "
+                             hint="give --upscale-model a .safetensors file's path or name; found: "
                                   f"{', '.join(found) or 'none'}")
 
 

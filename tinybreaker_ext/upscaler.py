@@ -127,12 +127,11 @@ def resize_images(images: torch.Tensor, width: int, height: int) -> torch.Tensor
 
 
 def add_extra_noise(raw_latent: torch.Tensor, amount: float, seed: int) -> torch.Tensor:
-    """``raw + randn·amount`` with a CPU generator seeded ``seed + 100``, drawn per image
+    """``raw + randn·amount`` with a CPU generator seeded ``seed + 100``, the same draw for every image
     (docs/numerics.md "Tiny Upscaler", step 3)."""
     if amount <= 0:
         return raw_latent
-    noise = torch.cat([stage_noise((1,) + tuple(raw_latent.shape[1:]), seed + EXTRA_NOISE_SEED_OFFSET)
-                       for _ in range(raw_latent.shape[0])])
+    noise = stage_noise((1,) + tuple(raw_latent.shape[1:]), seed + EXTRA_NOISE_SEED_OFFSET)
     return raw_latent + noise.to(raw_latent.device) * amount
 
 

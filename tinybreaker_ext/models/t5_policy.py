@@ -70,5 +70,7 @@ def conversion_budget(mode: str, device: torch.device | str, stored_bytes: int =
     holder = torch.device(device) if mode == "gpu" else torch.device("cpu")
     if mode == "stream" or holder.type not in ("cuda", "cpu"):
         return 0
-    free_bytes = int(torch.cuda.mem_get_info(holder)[0]) if holder.type == "cuda" else available_ram_bytes()
+    from ..memory_plan import free_device_bytes  # memory_plan imports this module
+
+    free_bytes = free_device_bytes(holder) if holder.type == "cuda" else available_ram_bytes()
     return 0 if free_bytes is None else max(0, free_bytes - stored_bytes - KEEP_FREE_BYTES)

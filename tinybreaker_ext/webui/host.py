@@ -39,12 +39,10 @@ class HostAdapter:
     def free_memory(self, device: torch.device, sd_model=None) -> tuple[int | None, int | None]:
         """(free RAM, free ``device`` memory) for TinyBreaker in bytes, None where unknown or on a CPU; adapters add
         what the host gives up for our stage (``sd_model``: the job's checkpoint; docs/hosts.md "Memory managers")."""
+        from ..memory_plan import free_device_bytes
         from ..models.t5_policy import available_ram_bytes
 
-        free_device = None
-        if device.type == "cuda":
-            free_device = int(torch.cuda.mem_get_info(device)[0])
-        return available_ram_bytes(), free_device
+        return available_ram_bytes(), free_device_bytes(device)
 
     def before_tinybreaker(self, sd_model) -> None:
         """Make room on the device for our stage (the host model may have to leave)."""
