@@ -97,40 +97,19 @@ class GenerationPlan:
         return max(len(self.refine_sigmas) - 1, 0)
 
     @property
-    def refine_mode(self) -> str:
-        return self.params.refine_sampler
-
-    @property
     def seeds(self) -> list[int]:
         return [self.seed + index for index in range(self.batch_size)]
 
     @property
-    def upscale(self) -> bool:
-        return self.params.upscale
-
-    @property
-    def upscale_by(self) -> float:
-        return self.params.upscale_by
-
-    @property
-    def upscale_mode(self) -> str:
-        return self.params.upscale_mode
-
-    @property
-    def upscale_model(self) -> str | None:
-        """The upscale model that enlarges the image before the tile refine, or None (bilinear resize only)."""
-        return self.params.pre_upscaler
-
-    @property
     def upscaled_size(self) -> tuple[int, int]:
         """(width, height) the Tiny Upscaler refines at: round(W·k) × round(H·k), in both modes."""
-        return int(round(self.width * self.upscale_by)), int(round(self.height * self.upscale_by))
+        return int(round(self.width * self.params.upscale_by)), int(round(self.height * self.params.upscale_by))
 
     @property
     def output_size(self) -> tuple[int, int]:
         """(width, height) of the saved image: the upscaled size in the ``upscaler`` mode; the image's own size
         without the Tiny Upscaler and in the ``enhancer`` mode (re-detailed at the upscaled size, scaled back)."""
-        if not self.upscale or self.upscale_mode == "enhancer":
+        if not self.params.upscale or self.params.upscale_mode == "enhancer":
             return self.width, self.height
         return self.upscaled_size
 
@@ -157,8 +136,8 @@ class GenerationPlan:
         texts = self.texts()
         return {"params": self.params.as_dict(), "style": self.style, "width": self.width, "height": self.height,
                 "output_size": list(self.output_size),
-                "upscaled_size": list(self.upscaled_size) if self.upscale else None, "seeds": self.seeds,
-                "refine_seed": self.refine.noise_seed, "refine_mode": self.refine_mode,
+                "upscaled_size": list(self.upscaled_size) if self.params.upscale else None, "seeds": self.seeds,
+                "refine_seed": self.refine.noise_seed, "refine_mode": self.params.refine_sampler,
                 "refine_strength": self.refine_strength,
                 "base_steps": self.base_steps, "refine_steps": self.refine_steps,
                 "base": stage(self.base, self.base_sigmas), "refine": stage(self.refine, self.refine_sigmas),
@@ -210,7 +189,7 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
                           base_sigmas=base_sigmas, refine=refine, refine_sigmas=refine_sigmas,
                           refine_strength=refine_strength, upscaler=upscaler, warnings=tuple(notes),
                           random_seed=random_seed)
-    check_image_area(width, height, plan.upscaled_size if plan.upscale else None, request.area_limits)
+    check_image_area(width, height, plan.upscaled_size if params.upscale else None, request.area_limits)
     if t5_tokens is not None:
         notes += t5_prompt_warnings(plan, t5_tokens)
         plan = dataclasses.replace(plan, warnings=tuple(notes))

@@ -130,7 +130,7 @@ def apply_plan_to_processing(p, plan: RunPlan) -> None:
     family = get_host().refiner_family(p.sd_model)
     if family is not None:
         p.extra_generation_params[REFINER_FAMILY_KEY] = family.upper()
-    progress.claim_job_count(p, generation.base_steps, generation.refine_steps, generation.upscale)
+    progress.claim_job_count(p, generation.base_steps, generation.refine_steps, generation.params.upscale)
 
 
 def postprocess_image(p) -> None:

@@ -98,8 +98,8 @@ def find_upscaler(name: str):
 
 def check_plan_upscaler(generation) -> None:
     """A plan that upscales with an upscale model must name one of the host's: else a 422, before any work."""
-    if generation.upscale and generation.upscale_model:
-        find_upscaler(generation.upscale_model)
+    if generation.params.upscale and generation.params.pre_upscaler:
+        find_upscaler(generation.params.pre_upscaler)
 
 
 def pre_upscale_function(upscaler, scale_by: float):
