@@ -22,7 +22,7 @@ from .prompt.grammar import RANDOM_SEED_MAX, SEED_MAX, InlinePrompt, parse_inlin
 from .prompt.sizes import SIZE_MULTIPLE, format_aspect, image_size, snap_to_pixart, snap_to_step
 from .prompt.styles import StyleLibrary
 from .prompt.templates import apply_template, refiner_text
-from .sampling.schedules import compute_sigmas, pixart_sigmas, sd1_sigmas, timestep_of
+from .sampling.schedules import pixart_sigmas, sd1_sigmas, timestep_of
 from .stage_params import StageParams
 
 BATCH_SIZE_MAX = 16  # images per batch, twice A1111's slider (docs/design.md "Limits")
@@ -176,7 +176,7 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
         notes.append(f"upscale_model '{params.pre_upscaler}' is unused: the Tiny Upscaler is off")
 
     base = _base_stage(style_stages["base"], params, parsed).copy(noise_seed=seed)
-    base_sigmas = _sigmas(base, pixart_sigmas())
+    base_sigmas = base.sigmas(pixart_sigmas())
     if len(base_sigmas) < 2:
         raise ParameterError("base_steps", f"the style '{params.style}' with these settings leaves no base step "
                                            "to run")
@@ -327,7 +327,7 @@ def _refine_stage(style_refiner: StageParams, params: TinyBreakerParams
     if refine.noise_seed < 0:
         raise ParameterError("image_shift", f"{params.image_shift} makes the refine seed negative "
                                             f"({refine.noise_seed})")
-    sigmas = _sigmas(refine, sd1_sigmas())
+    sigmas = refine.sigmas(sd1_sigmas())
     if len(sigmas) < 2:
         return refine, sigmas, 0.0
     strength = params.refine_strength or _strength(sigmas)
@@ -336,17 +336,12 @@ def _refine_stage(style_refiner: StageParams, params: TinyBreakerParams
     steps = params.refine_steps or len(sigmas) - 1
     total = max(steps, int(round(steps / strength)))
     refine = refine.copy(steps=total, steps_start=total - steps, steps_end=10000, steps_nfactor=0)
-    return refine, _sigmas(refine, sd1_sigmas()), strength
+    return refine, refine.sigmas(sd1_sigmas()), strength
 
 
 def _strength(sigmas: torch.Tensor) -> float:
     """The denoising strength whose start timestep is the window's first sigma on SD1's table."""
     return round((int(timestep_of(sigmas[0], sd1_sigmas())) + 1) / 1000.0, 3)
-
-
-def _sigmas(stage: StageParams, table: torch.Tensor) -> torch.Tensor:
-    return compute_sigmas(table, sampler=stage.sampler, scheduler=stage.scheduler, steps=stage.steps,
-                          steps_start=stage.steps_start, steps_end=stage.steps_end, steps_nfactor=stage.steps_nfactor)
 
 
 def _round_up(value: int, multiple: int) -> int:
