@@ -37,17 +37,13 @@ def format_number(value: float | int) -> str:
     return repr(cleaned + 0.0)  # + 0.0 turns -0.0 into 0.0
 
 
-def effective_end(stage: StageParams) -> int:
-    """The step the stage stops at: a negative end counts from the last step, never past `steps`
-    (docs/numerics.md "Step windows")."""
-    end = stage.steps_end if stage.steps_end >= 0 else stage.steps + stage.steps_end
-    return min(stage.steps, end)
-
-
 def format_stage_parameters(stage: StageParams) -> str:
-    """`sampler_name:…, scheduler:…, steps:…, start_at_step:…, end_at_step:…, cfg:…, noise_seed:…`."""
+    """`sampler_name:…, scheduler:…, steps:…, start_at_step:…, end_at_step:…, cfg:…, noise_seed:…`; the end is
+    where the stage stops: a negative end counts from the last step, never past `steps` (docs/numerics.md "Step
+    windows")."""
+    end = min(stage.steps, stage.steps_end if stage.steps_end >= 0 else stage.steps + stage.steps_end)
     return (f"sampler_name:{stage.sampler.strip()}, scheduler:{stage.scheduler.strip()}, steps:{int(stage.steps)}, "
-            f"start_at_step:{int(stage.steps_start)}, end_at_step:{effective_end(stage)}, "
+            f"start_at_step:{int(stage.steps_start)}, end_at_step:{end}, "
             f"cfg:{format_number(stage.cfg)}, noise_seed:{int(stage.noise_seed)}")
 
 
@@ -87,11 +83,6 @@ def parse_stage_parameters(text: str) -> tuple[dict[str, object], list[str]]:
     return values, warnings
 
 
-def tinybreaker_fields(plan: GenerationPlan) -> dict[str, object]:
-    """Our fields: the parameters the generation ran with (``params.to_infotext``)."""
-    return params.to_infotext(plan.recorded_params())
-
-
 def tb_fields(plan: GenerationPlan, seed: int) -> dict[str, str]:
     """ComfyUI-TinyBreaker's fields for the image with base seed ``seed``; the refine seed is the same for all."""
     return {TB_STYLE: plan.style,
@@ -112,7 +103,7 @@ def format_infotext(plan: GenerationPlan, index: int = 0, *, model: str | None =
     if model:
         fields["Model"] = os.path.splitext(os.path.basename(model))[0]
     fields.update(tb_fields(plan, seed))
-    fields.update(tinybreaker_fields(plan))
+    fields.update(params.to_infotext(plan.recorded_params()))
     prompt = resolve_random_seed(plan.prompt, seed)
     negative = plan.negative.strip()
     negative_line = f"\nNegative prompt: {negative}" if negative else ""
