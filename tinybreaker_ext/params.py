@@ -258,10 +258,6 @@ def options_schema(dynamic_choices: Mapping[str, Iterable[str]] | None = None) -
             "args": "positional list in this order, or one dict of named fields", "fields": fields}
 
 
-def xyz_fields() -> list[FieldSpec]:
-    return [spec for spec in FIELDS if spec.xyz]
-
-
 _TRUE_WORDS = {"true", "on", "yes", "1", "enabled"}
 _FALSE_WORDS = {"false", "off", "no", "0", "disabled", ""}
 
