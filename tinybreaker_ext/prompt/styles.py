@@ -254,20 +254,16 @@ class StyleLibrary:
         """Stage name → StageParams of the style; unset fields keep StageParams' fall-back defaults
         (docs/numerics.md "Styles"). ``defaults`` (flat ``stage.field`` values, e.g. a checkpoint's metadata
         defaults) replace the library's defaults under the style: keys the style sets itself still win."""
-        resolved = self._require(name)
+        resolved = self.resolve_name(name)
+        if resolved is None:
+            known = ", ".join(self.names()) or "none loaded"
+            raise ParameterError("style", f"unknown style {name!r} (known: {known})")
         values = dict(self._styles[resolved])
         for key, value in (defaults or {}).items():
             if key not in self._own.get(resolved, ()):
                 values[key] = value
         return {stage: StageParams(**{key[len(stage) + 1:]: value for key, value in values.items()
                                       if key.startswith(stage + ".")}) for stage in STAGES}
-
-    def _require(self, name: str) -> str:
-        resolved = self.resolve_name(name)
-        if resolved is None:
-            known = ", ".join(self.names()) or "none loaded"
-            raise ParameterError("style", f"unknown style {name!r} (known: {known})")
-        return resolved
 
 
 def _style_files(folder: Path) -> list[Path]:
