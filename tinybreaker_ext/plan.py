@@ -107,8 +107,7 @@ class GenerationPlan:
 
     @property
     def output_size(self) -> tuple[int, int]:
-        """(width, height) of the saved image: the upscaled size in the ``upscaler`` mode; the image's own size
-        without the Tiny Upscaler and in the ``enhancer`` mode (re-detailed at the upscaled size, scaled back)."""
+        """(width, height) of the saved image (docs/design.md "One plan")."""
         if not self.params.upscale or self.params.upscale_mode == "enhancer":
             return self.width, self.height
         return self.upscaled_size
@@ -144,8 +143,7 @@ class GenerationPlan:
                 "upscaler": stage(self.upscaler), "texts": dataclasses.asdict(texts), "warnings": list(self.warnings)}
 
     def recorded_params(self) -> TinyBreakerParams:
-        """The fields for infotext: the base values that ran, so a paste gives the same base even after the style
-        changed; shifts, detail level and refine overrides as given (they are applied to the style again)."""
+        """The fields infotext records: the base values that ran, the rest as given (docs/design.md "Infotext")."""
         unshifted_cfg = _clean(self.base.cfg - fields.CFG_SHIFT_STEP * self.params.cfg_shift)
         return self.params.replace(base_sampler=self.base.sampler, base_scheduler=self.base.scheduler,
                                    base_steps=self.base.steps, base_cfg=unshifted_cfg, refine_cfg=self.refine.cfg)
