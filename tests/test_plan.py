@@ -184,17 +184,17 @@ def test_a_size_far_from_pixarts_trained_area_is_a_warning():
 # -- styles --------------------------------------------------------------------------------------------------------
 def test_style_is_applied_first_then_the_arguments(small_styles):
     made = plan("a cat --cfg-shift 1 --style FANCY", small_styles)
-    assert made.style == "FANCY" and made.texts().base_prompt == "Fancy a cat art"
+    assert made.params.style == "FANCY" and made.texts().base_prompt == "Fancy a cat art"
     assert made.base.cfg == 4.7 and made.warnings == ()
 
 
 def test_style_name_falls_back_to_a_case_insensitive_match(small_styles):
-    assert plan("--style fancier", small_styles).style == "FANCIER"
+    assert plan("--style fancier", small_styles).params.style == "FANCIER"
 
 
 def test_unknown_style_warns_and_keeps_the_fields(small_styles):
     made = plan("a cat --style NOPE", small_styles)
-    assert made.style == "PLAIN" and made.texts().base_prompt == "Base of. a cat"
+    assert made.params.style == "PLAIN" and made.texts().base_prompt == "Base of. a cat"
     assert any("NOPE" in w and "FANCY" in w for w in made.warnings)
 
 

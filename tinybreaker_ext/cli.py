@@ -236,7 +236,7 @@ def _plan_line(plan) -> str:
     if plan.params.upscale:
         how = "enhanced at" if plan.params.upscale_mode == "enhancer" else "upscaled to"
         size += " {} {}x{}".format(how, *plan.upscaled_size)
-    return f"{size}, style {plan.style}, {seed}{images}"
+    return f"{size}, style {plan.params.style}, {seed}{images}"
 
 
 def _fail(code: int, message: str) -> int:

@@ -85,7 +85,7 @@ def parse_stage_parameters(text: str) -> tuple[dict[str, object], list[str]]:
 
 def tb_fields(plan: GenerationPlan, seed: int) -> dict[str, str]:
     """ComfyUI-TinyBreaker's fields for the image with base seed ``seed``; the refine seed is the same for all."""
-    return {TB_STYLE: plan.style,
+    return {TB_STYLE: plan.params.style,
             TB_BASE_PARAMETERS: format_stage_parameters(plan.base.copy(noise_seed=int(seed))),
             TB_REFINER_PARAMETERS: format_stage_parameters(_window(plan.refine))}
 

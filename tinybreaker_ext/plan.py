@@ -61,8 +61,7 @@ class StageTexts:
 
 @dataclass(frozen=True)
 class GenerationPlan:
-    params: TinyBreakerParams  # after the inline arguments: what the generation ran with
-    style: str
+    params: TinyBreakerParams  # after the inline arguments (the style resolved): what the generation ran with
     prompt: str  # the user's text, inline arguments included (what infotext stores)
     negative: str  # the request's negative prompt (the inline --no is added in `texts`)
     width: int  # the image (before the Tiny Upscaler), multiples of 8
@@ -133,7 +132,7 @@ class GenerationPlan:
             return entry
 
         texts = self.texts()
-        return {"params": self.params.as_dict(), "style": self.style, "width": self.width, "height": self.height,
+        return {"params": self.params.as_dict(), "style": self.params.style, "width": self.width, "height": self.height,
                 "output_size": list(self.output_size),
                 "upscaled_size": list(self.upscaled_size) if self.params.upscale else None, "seeds": self.seeds,
                 "refine_seed": self.refine.noise_seed, "refine_mode": self.params.refine_sampler,
@@ -182,11 +181,10 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
     upscaler = style_stages["upscaler"]
     upscaler = upscaler.copy(extra_noise=max(0.0, _clean(upscaler.extra_noise
                                                         + fields.UPSCALE_NOISE_STEP * params.upscale_noise)))
-    plan = GenerationPlan(params=params, style=params.style, prompt=parsed.text, negative=request.negative,
-                          width=width, height=height, seed=seed, batch_size=batch_size, base=base,
-                          base_sigmas=base_sigmas, refine=refine, refine_sigmas=refine_sigmas,
-                          refine_strength=refine_strength, upscaler=upscaler, warnings=tuple(notes),
-                          random_seed=random_seed)
+    plan = GenerationPlan(params=params, prompt=parsed.text, negative=request.negative, width=width, height=height,
+                          seed=seed, batch_size=batch_size, base=base, base_sigmas=base_sigmas, refine=refine,
+                          refine_sigmas=refine_sigmas, refine_strength=refine_strength, upscaler=upscaler,
+                          warnings=tuple(notes), random_seed=random_seed)
     check_image_area(width, height, plan.upscaled_size if params.upscale else None, request.area_limits)
     if t5_tokens is not None:
         notes += t5_prompt_warnings(plan, t5_tokens)
