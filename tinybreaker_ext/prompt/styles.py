@@ -214,18 +214,18 @@ class StyleLibrary:
         defined: dict[str, dict[str, object]] = {}
         own: dict[str, set[str]] = {}
         for name, parent, section_values in sections:
-            start = None
-            if parent:
-                start = defined.get(parent)
-                start_own = own.get(parent)
-                if start is None:
-                    start, start_own = self._styles.get(parent), self._own.get(parent)
-                if start is None:
+            if parent in defined:  # the same text's
+                start, start_own = defined[parent], own[parent]
+            elif parent in self._styles:  # already loaded
+                start, start_own = self._styles[parent], self._own[parent]
+            else:
+                start = start_own = None
+                if parent:
                     self.warnings.append(f"{source}: [{name}:{parent}] base style {parent!r} is not defined; "
                                          "using the defaults")
             if start is not None:
                 values = {**start, **section_values}
-                own[name] = set(start_own or ()) | set(section_values)
+                own[name] = set(start_own) | set(section_values)
             else:
                 values = {**self._styles.get(name, self._defaults), **defaults, **section_values}
                 # a later file's defaults section overrides the library's: its styles set those keys themselves
