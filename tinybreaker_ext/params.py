@@ -214,7 +214,7 @@ def from_script_args(args: Sequence[Any], warnings: list[str] | None = None) -> 
                             f"ignored (a newer version's arguments?)")
         args = args[:len(FIELDS)]
     positional = {spec.name: coerce(spec, value) for spec, value in zip(FIELDS, args)}
-    return from_dict(named, base=TinyBreakerParams(**{**TinyBreakerParams().as_dict(), **positional}))
+    return from_dict(named, base=TinyBreakerParams(**positional))
 
 
 def to_infotext(params: TinyBreakerParams) -> dict[str, Any]:
