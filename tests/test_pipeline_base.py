@@ -84,7 +84,7 @@ def test_cancel_from_the_callback_stops_between_steps(pipeline):
 def test_style_and_inline_parameters_resolve_in_the_reference_order():
     plan = make_plan(TinyBreakerParams(enabled=True), ImageRequest(
         "a cat --style COMIC --cfg-shift 2 --detail-level high", seed=11), StyleLibrary.load_builtin())
-    assert plan.style == "COMIC"
+    assert plan.params.style == "COMIC"
     assert plan.base.sampler == "deis" and plan.base.scheduler == "sgm_uniform"
     assert plan.base.cfg == pytest.approx(5.2 + 0.4)
     assert plan.refine.steps_nfactor == 1

@@ -91,7 +91,7 @@ def test_image_shift_adds_to_the_refine_seed_and_variant_sets_it(small_styles):
 
 @pytest.mark.parametrize("text, expected", [("--upscale", True), ("--u on", True), ("--upscale off", False)])
 def test_upscale_switch(text, expected):
-    assert plan(text, upscale=not expected).upscale is expected
+    assert plan(text, upscale=not expected).params.upscale is expected
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -184,17 +184,17 @@ def test_a_size_far_from_pixarts_trained_area_is_a_warning():
 # -- styles --------------------------------------------------------------------------------------------------------
 def test_style_is_applied_first_then_the_arguments(small_styles):
     made = plan("a cat --cfg-shift 1 --style FANCY", small_styles)
-    assert made.style == "FANCY" and made.texts().base_prompt == "Fancy a cat art"
+    assert made.params.style == "FANCY" and made.texts().base_prompt == "Fancy a cat art"
     assert made.base.cfg == 4.7 and made.warnings == ()
 
 
 def test_style_name_falls_back_to_a_case_insensitive_match(small_styles):
-    assert plan("--style fancier", small_styles).style == "FANCIER"
+    assert plan("--style fancier", small_styles).params.style == "FANCIER"
 
 
 def test_unknown_style_warns_and_keeps_the_fields(small_styles):
     made = plan("a cat --style NOPE", small_styles)
-    assert made.style == "PLAIN" and made.texts().base_prompt == "Base of. a cat"
+    assert made.params.style == "PLAIN" and made.texts().base_prompt == "Base of. a cat"
     assert any("NOPE" in w and "FANCY" in w for w in made.warnings)
 
 
@@ -287,7 +287,7 @@ def test_upscaler_size_and_output_size():
 
 def test_the_enhancer_refines_at_the_upscaled_size_and_saves_the_original_size():
     made = plan("--upscale enhancer", upscale_by=2.5, width=640, height=512)
-    assert (made.upscale, made.upscale_mode) == (True, "enhancer")
+    assert (made.params.upscale, made.params.upscale_mode) == (True, "enhancer")
     assert made.upscaled_size == (1600, 1280) and made.output_size == (640, 512)
     summary = made.summary()
     assert summary["output_size"] == [640, 512] and summary["upscaled_size"] == [1600, 1280]
@@ -307,11 +307,11 @@ def test_the_enhancers_canvas_counts_against_the_upscaled_area_limit():
 
 
 def test_the_upscale_model_comes_from_the_field_or_the_inline_argument():
-    assert plan("", upscale_model="None").upscale_model is None
-    assert plan("", upscale_model="4x-UltraSharp").upscale_model == "4x-UltraSharp"
+    assert plan("", upscale_model="None").params.pre_upscaler is None
+    assert plan("", upscale_model="4x-UltraSharp").params.pre_upscaler == "4x-UltraSharp"
     made = plan("--upscale-model R-ESRGAN 4x+ --upscale", upscale_model="4x-UltraSharp")
-    assert made.upscale_model == "R-ESRGAN 4x+" and made.params.upscale_model == "R-ESRGAN 4x+"
-    assert plan("--upscale-model none", upscale_model="4x-UltraSharp").upscale_model is None
+    assert made.params.pre_upscaler == "R-ESRGAN 4x+" and made.params.upscale_model == "R-ESRGAN 4x+"
+    assert plan("--upscale-model none", upscale_model="4x-UltraSharp").params.pre_upscaler is None
 
 
 def test_an_upscale_model_without_the_tiny_upscaler_is_a_warning():

@@ -1,6 +1,6 @@
 import pytest
 
-from tinybreaker_ext.prompt.sampler_names import a1111_sampler_name
+from tinybreaker_ext.infotext import a1111_sampler_name
 
 # ComfyUI v0.3.55's sampler and scheduler lists: 42 samplers x 9 schedulers
 # (docs/numerics.md "Infotext and sampler names").

@@ -33,7 +33,7 @@ def images():
 def upscale_stage(user_text="a cat --upscale on", **upscaler_changes):
     plan = make_plan(TinyBreakerParams(enabled=True, style="PHOTO"), ImageRequest(user_text, seed=1),
                      StyleLibrary.load_builtin())
-    assert plan.upscale
+    assert plan.params.upscale
     return dataclasses.replace(plan.upscaler, **upscaler_changes)
 
 

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from tinybreaker_ext.errors import Cancelled, ParameterError
+from tinybreaker_ext.sampling.schedules import sd1_sigmas
 from tinybreaker_ext.stage_params import StageParams
 from tinybreaker_ext.upscaler import (TileGeometry, add_extra_noise, denoise_canvas, resize_images, tiny_upscale,
-                                      upscaled_size, upscaler_sigmas)
+                                      upscaled_size)
 
 SCALE = 0.18215
 # docs/numerics.md "Schedulers": dpmpp_2m/karras 16 steps, start 11, end −1
@@ -50,9 +51,9 @@ def revealing_decode(raw):
 
 
 def test_default_upscaler_window_is_the_spec_table():
-    sigmas = upscaler_sigmas(style_stage())
+    sigmas = style_stage().sigmas(sd1_sigmas())
     assert sigmas.tolist() == pytest.approx(DEFAULT_SIGMAS, abs=6e-4)
-    painting = upscaler_sigmas(style_stage(steps=14))  # PAINTING/COLOR_INK: 14/11/−1 → 2 steps
+    painting = style_stage(steps=14).sigmas(sd1_sigmas())  # PAINTING/COLOR_INK: 14/11/−1 → 2 steps
     assert painting.tolist() == pytest.approx([0.117, 0.061, 0.029], abs=6e-4)
 
 
@@ -110,7 +111,7 @@ def test_the_model_sees_raw_times_scale_plus_tile_noise_times_sigma0():
                  denoiser=recorder, stage=stage)
     x0, sigma0 = recorder.calls[0]
     shape = (1, 4, 6, 8)  # 48×64 px: one tile the size of the canvas
-    expected = seeded_randn(109, shape) * 0.6 * SCALE + seeded_randn(9, shape) * float(upscaler_sigmas(stage)[0])
+    expected = seeded_randn(109, shape) * 0.6 * SCALE + seeded_randn(9, shape) * float(stage.sigmas(sd1_sigmas())[0])
     assert x0.shape == shape and torch.allclose(x0, expected, atol=1e-5)
     assert len(recorder.calls) == 4  # 4 steps × 1 tile
 

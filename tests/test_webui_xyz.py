@@ -55,7 +55,8 @@ def test_axes_are_added_once(tb_host):
     module = fake_xyz_module(tb_host.tree["modules.scripts"])
     assert callbacks.add_xyz_axes() is True
     added = [option.label for option in module.axis_options if option.label.startswith(callbacks.XYZ_AXIS_PREFIX)]
-    expected = {callbacks.XYZ_AXIS_PREFIX + spec.label.replace(" (0 = style)", "") for spec in params.xyz_fields()}
+    expected = {callbacks.XYZ_AXIS_PREFIX + spec.label.replace(" (0 = style)", "")
+                for spec in params.FIELDS if spec.xyz}
     assert set(added) == expected and {"Style", "Base sampler", "Base schedule", "Refine sampler"} <= {
         label[len(callbacks.XYZ_AXIS_PREFIX):] for label in added}
     assert len(added) == len(set(added))

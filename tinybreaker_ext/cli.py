@@ -169,10 +169,10 @@ def run(args) -> list[str]:
         for warning in plan.warnings:
             if warning not in first.warnings:
                 console.warning(warning)
-    if plan.upscale and plan.upscale_model:
+    if plan.params.upscale and plan.params.pre_upscaler:
         from .upscale_models import find_upscale_model
 
-        files.upscale_model = find_upscale_model(plan.upscale_model, args.models_dir)
+        files.upscale_model = find_upscale_model(plan.params.pre_upscaler, args.models_dir)
     check_files_for_plan(files, plan)
     for warning in _prompt_length_warnings(files, plan):
         console.warning(warning)
@@ -230,10 +230,10 @@ def _plan_line(plan) -> str:
         seed += f" (random; --seed {plan.seed} makes this image again)"
     images = f", {plan.batch_size} images (seeds {plan.seed}…{plan.seeds[-1]})" if plan.batch_size > 1 else ""
     size = f"{plan.width}x{plan.height}"
-    if plan.upscale:
-        how = "enhanced at" if plan.upscale_mode == "enhancer" else "upscaled to"
+    if plan.params.upscale:
+        how = "enhanced at" if plan.params.upscale_mode == "enhancer" else "upscaled to"
         size += " {} {}x{}".format(how, *plan.upscaled_size)
-    return f"{size}, style {plan.style}, {seed}{images}"
+    return f"{size}, style {plan.params.style}, {seed}{images}"
 
 
 def _fail(code: int, message: str) -> int:

@@ -53,12 +53,12 @@ def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
     from .files.classify import FileKind, classify
     from .upscale_models import check_upscale_model_file
 
-    if plan.upscale and classify(files.checkpoint).kind != FileKind.TINYBREAKER_PROTOTYPE1:
+    if plan.params.upscale and classify(files.checkpoint).kind != FileKind.TINYBREAKER_PROTOTYPE1:
         raise ModelFileError(files.checkpoint, "has no Tiny Upscaler VAE",
                              "tinybreaker_prototype1 for --upscale, or leave the upscaler off")
-    if plan.upscale and plan.upscale_model:
+    if plan.params.upscale and plan.params.pre_upscaler:
         if not files.upscale_model:
-            raise ParameterError("upscale_model", f"{plan.upscale_model!r} was not resolved to a file")
+            raise ParameterError("upscale_model", f"{plan.params.pre_upscaler!r} was not resolved to a file")
         check_upscale_model_file(files.upscale_model)
 
 
@@ -84,9 +84,10 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
                                 compile=compile)
         refiner = EmbeddedRefiner(pipeline, clip_tokenizer_path=files.clip_tokenizer,
                                   tokenizer_search=files.tokenizer_search)
-        _load_models(pipeline, refiner, t5_mode=t5_mode, placement=placement, decoder=decoder, upscale=plan.upscale)
+        _load_models(pipeline, refiner, t5_mode=t5_mode, placement=placement, decoder=decoder,
+                     upscale=plan.params.upscale)
         upscale_model = None
-        if plan.upscale and plan.upscale_model:
+        if plan.params.upscale and plan.params.pre_upscaler:
             from .upscale_models import load_upscale_model
 
             upscale_model = load_upscale_model(files.upscale_model)
@@ -94,7 +95,7 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
         for text in (texts.base_prompt, texts.base_negative):
             pipeline.encode(text, placement=placement, t5_mode=t5_mode)
         refine_texts = [texts.refine_prompt, texts.refine_negative]
-        if plan.upscale:
+        if plan.params.upscale:
             refine_texts += [plan.upscaler.prompt, plan.upscaler.negative]
         for text in refine_texts:
             refiner.encode(text, placement)
@@ -117,13 +118,13 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
                                     placement=placement, callback=on_step)
     with phase("decode", f"{plan.width}x{plan.height} with the {decoder.replace('_', '-')} {family} decoder"):
         images = refiner.decode(latent, quality=decoder, placement=placement)
-    if plan.upscale:
+    if plan.params.upscale:
         from .upscaler import upscale_with_embedded_refiner
 
         with phase("upscale", upscale_detail(plan), plan.upscaler.steps) as on_step:
-            images = upscale_with_embedded_refiner(refiner, images, plan.upscaler, plan.upscale_by,
-                                                   placement=placement, callback=on_step, mode=plan.upscale_mode,
-                                                   upscale_model=upscale_model)
+            images = upscale_with_embedded_refiner(refiner, images, plan.upscaler, plan.params.upscale_by,
+                                                   placement=placement, callback=on_step,
+                                                   mode=plan.params.upscale_mode, upscale_model=upscale_model)
     infotexts = [format_infotext(plan, index, model=files.checkpoint) for index in range(plan.batch_size)]
     return GenerationResult(images=images, infotexts=infotexts, plan=plan, refined=latent)
 
@@ -144,11 +145,11 @@ def _load_models(pipeline, refiner, *, t5_mode: str, placement, decoder: str, up
 def upscale_detail(plan: GenerationPlan) -> str:
     """The upscale phase's status line: factor, sizes, mode and model."""
     width, height = plan.upscaled_size
-    detail = f"x{plan.upscale_by:g} to {width}x{height}"
-    if plan.upscale_mode == "enhancer":
+    detail = f"x{plan.params.upscale_by:g} to {width}x{height}"
+    if plan.params.upscale_mode == "enhancer":
         detail += " and back to {}x{} (enhancer)".format(*plan.output_size)
-    if plan.upscale_model:
-        detail += f", first with {os.path.basename(plan.upscale_model)}"
+    if plan.params.pre_upscaler:
+        detail += f", first with {os.path.basename(plan.params.pre_upscaler)}"
     return detail + " (Tiny Upscaler, 1024-px tiles)"
 
 

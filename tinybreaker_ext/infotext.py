@@ -10,7 +10,6 @@ import re
 
 from . import params
 from .plan import GenerationPlan
-from .prompt.sampler_names import a1111_sampler_name
 from .prompt.styles import STAGE_FIELD_TYPES
 from .sampling.schedules import step_window
 from .stage_params import StageParams
@@ -28,6 +27,37 @@ _TB_FIELDS: dict[str, str] = {
 
 _RANDOM_SEED_ARG = re.compile(r"(?P<name>seed|s)(?P<gap>\s+)(?:random|-1)(?P<tail>\s*)", re.IGNORECASE)
 
+# A1111-style sampler labels, "<sampler> <scheduler>" from the two maps below, where A1111's legacy names leave the
+# normal schedule out ("Euler a", "DPM++ 2M"); unknown samplers read "Euler". ComfyUI sampler → A1111 sampler: GPU
+# and CFG++ variants read as their base sampler; samplers A1111 lacks keep a readable name (DEIS, iPNDM, ...).
+A1111_SAMPLERS: dict[str, str] = {
+    "euler": "Euler", "euler_cfg_pp": "Euler",
+    "euler_ancestral": "Euler a", "euler_ancestral_cfg_pp": "Euler a",
+    "heun": "Heun", "heunpp2": "Heun",
+    "dpm_2": "DPM2", "dpm_2_ancestral": "DPM2 a",
+    "lms": "LMS", "dpm_fast": "DPM fast", "dpm_adaptive": "DPM adaptive",
+    "dpmpp_2s_ancestral": "DPM++ 2S a", "dpmpp_2s_ancestral_cfg_pp": "DPM++ 2S a",
+    "dpmpp_sde": "DPM++ SDE", "dpmpp_sde_gpu": "DPM++ SDE",
+    "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_cfg_pp": "DPM++ 2M",
+    "dpmpp_2m_sde": "DPM++ 2M SDE", "dpmpp_2m_sde_gpu": "DPM++ 2M SDE",
+    "dpmpp_3m_sde": "DPM++ 3M SDE", "dpmpp_3m_sde_gpu": "DPM++ 3M SDE",
+    "lcm": "LCM", "ddim": "DDIM", "uni_pc": "UniPC", "uni_pc_bh2": "UniPC",
+    "ddpm": "DDPM", "ipndm": "iPNDM", "ipndm_v": "iPNDM_v", "deis": "DEIS",
+    "res_multistep": "RES Multistep", "res_multistep_cfg_pp": "RES Multistep",
+    "res_multistep_ancestral": "RES Multistep a", "res_multistep_ancestral_cfg_pp": "RES Multistep a",
+    "gradient_estimation": "Gradient Estimation", "er_sde": "ER SDE", "seeds_2": "Seeds 2", "seeds_3": "Seeds 3",
+}
+A1111_SCHEDULERS: dict[str, str] = {
+    "normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform",
+    "simple": "Simple", "ddim_uniform": "Uniform", "beta": "Beta", "kl_optimal": "KL Optimal",
+    "linear_quadratic": "Linear Quadratic",
+}
+# The samplers whose A1111 legacy name with the normal schedule has no schedule word. The reference misspells the
+# dpm_2 keys ("dpmpp_2"), so it writes "DPM2 Normal"; we use the names A1111 itself uses.
+LEGACY_NORMAL = {"euler_ancestral", "euler", "lms", "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral",
+                 "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "dpm_fast", "dpm_adaptive", "dpmpp_3m_sde", "ddim",
+                 "uni_pc", "lcm"}
+
 
 def format_number(value: float | int) -> str:
     """A clean decimal: 3.2 not 3.1999999999999997; floats keep one decimal (2.0), like Python's repr."""
@@ -37,17 +67,25 @@ def format_number(value: float | int) -> str:
     return repr(cleaned + 0.0)  # + 0.0 turns -0.0 into 0.0
 
 
-def effective_end(stage: StageParams) -> int:
-    """The step the stage stops at: a negative end counts from the last step, never past `steps`
-    (docs/numerics.md "Step windows")."""
-    end = stage.steps_end if stage.steps_end >= 0 else stage.steps + stage.steps_end
-    return min(stage.steps, end)
+def a1111_sampler_name(sampler: str | None, scheduler: str | None = "normal") -> str | None:
+    """The A1111 label of a ComfyUI sampler/scheduler pair; None without a sampler. An empty scheduler means normal;
+    an unknown one is left out."""
+    sampler = str(sampler).strip() if sampler is not None else ""
+    scheduler = (str(scheduler).strip() if scheduler is not None else "") or "normal"
+    if not sampler:
+        return None
+    if scheduler == "normal" and sampler in LEGACY_NORMAL:
+        return A1111_SAMPLERS[sampler]
+    return f"{A1111_SAMPLERS.get(sampler, 'Euler')} {A1111_SCHEDULERS.get(scheduler, '')}".strip()
 
 
 def format_stage_parameters(stage: StageParams) -> str:
-    """`sampler_name:…, scheduler:…, steps:…, start_at_step:…, end_at_step:…, cfg:…, noise_seed:…`."""
+    """`sampler_name:…, scheduler:…, steps:…, start_at_step:…, end_at_step:…, cfg:…, noise_seed:…`; the end is
+    where the stage stops: a negative end counts from the last step, never past `steps` (docs/numerics.md "Step
+    windows")."""
+    end = min(stage.steps, stage.steps_end if stage.steps_end >= 0 else stage.steps + stage.steps_end)
     return (f"sampler_name:{stage.sampler.strip()}, scheduler:{stage.scheduler.strip()}, steps:{int(stage.steps)}, "
-            f"start_at_step:{int(stage.steps_start)}, end_at_step:{effective_end(stage)}, "
+            f"start_at_step:{int(stage.steps_start)}, end_at_step:{end}, "
             f"cfg:{format_number(stage.cfg)}, noise_seed:{int(stage.noise_seed)}")
 
 
@@ -87,14 +125,9 @@ def parse_stage_parameters(text: str) -> tuple[dict[str, object], list[str]]:
     return values, warnings
 
 
-def tinybreaker_fields(plan: GenerationPlan) -> dict[str, object]:
-    """Our fields: the parameters the generation ran with (``params.to_infotext``)."""
-    return params.to_infotext(plan.recorded_params())
-
-
 def tb_fields(plan: GenerationPlan, seed: int) -> dict[str, str]:
     """ComfyUI-TinyBreaker's fields for the image with base seed ``seed``; the refine seed is the same for all."""
-    return {TB_STYLE: plan.style,
+    return {TB_STYLE: plan.params.style,
             TB_BASE_PARAMETERS: format_stage_parameters(plan.base.copy(noise_seed=int(seed))),
             TB_REFINER_PARAMETERS: format_stage_parameters(_window(plan.refine))}
 
@@ -112,7 +145,7 @@ def format_infotext(plan: GenerationPlan, index: int = 0, *, model: str | None =
     if model:
         fields["Model"] = os.path.splitext(os.path.basename(model))[0]
     fields.update(tb_fields(plan, seed))
-    fields.update(tinybreaker_fields(plan))
+    fields.update(params.to_infotext(plan.recorded_params()))
     prompt = resolve_random_seed(plan.prompt, seed)
     negative = plan.negative.strip()
     negative_line = f"\nNegative prompt: {negative}" if negative else ""

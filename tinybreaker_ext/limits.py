@@ -36,8 +36,7 @@ class LimitError(ParameterError):
 
 
 def check_image_area(width: int, height: int, upscaled_size: tuple[int, int] | None, limits: AreaLimits) -> None:
-    """Raises LimitError when the image (base, refine, decode) or the Tiny Upscaler's canvas (its output, or in the
-    enhancer mode what it refines before scaling back) is too large."""
+    """Raises LimitError for an image or a Tiny Upscaler canvas over the limits (docs/design.md "Limits")."""
     if width * height > limits.image:
         raise LimitError("size", f"{width}x{height} is {_megapixels(width * height)} megapixels; the base, refine "
                                  f"and decode stages take at most {_megapixels(limits.image)} "

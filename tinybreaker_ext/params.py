@@ -156,8 +156,14 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
             return value.strip().lower() in _TRUE_WORDS
         raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
     if spec.kind in (int, float):
-        number = _to_number(spec, value, allowed)
-        if spec.kind is int and not number.is_integer():
+        if not isinstance(value, (int, float, str)):
+            raise ParameterError(spec.name, f"got {type(value).__name__} {value!r}; expected {allowed}")
+        try:
+            number = float(value)  # float() strips the whitespace around a number
+        except ValueError:
+            number = math.nan  # not a number: refused with the others below
+        # bool is an int subclass, but True as "1 step" is a caller's bug
+        if isinstance(value, bool) or not math.isfinite(number) or (spec.kind is int and not number.is_integer()):
             raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
         number = spec.kind(number)
         if (spec.minimum is not None and number < spec.minimum) or (
@@ -208,7 +214,7 @@ def from_script_args(args: Sequence[Any], warnings: list[str] | None = None) -> 
                             f"ignored (a newer version's arguments?)")
         args = args[:len(FIELDS)]
     positional = {spec.name: coerce(spec, value) for spec, value in zip(FIELDS, args)}
-    return from_dict(named, base=TinyBreakerParams(**{**TinyBreakerParams().as_dict(), **positional}))
+    return from_dict(named, base=TinyBreakerParams(**positional))
 
 
 def to_infotext(params: TinyBreakerParams) -> dict[str, Any]:
@@ -258,26 +264,8 @@ def options_schema(dynamic_choices: Mapping[str, Iterable[str]] | None = None) -
             "args": "positional list in this order, or one dict of named fields", "fields": fields}
 
 
-def xyz_fields() -> list[FieldSpec]:
-    return [spec for spec in FIELDS if spec.xyz]
-
-
 _TRUE_WORDS = {"true", "on", "yes", "1", "enabled"}
 _FALSE_WORDS = {"false", "off", "no", "0", "disabled", ""}
-
-
-def _to_number(spec: FieldSpec, value: Any, allowed: str) -> float:
-    if isinstance(value, bool):  # bool is an int subclass; True as "1 step" is a caller's bug
-        raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
-    if not isinstance(value, (int, float, str)):
-        raise ParameterError(spec.name, f"got {type(value).__name__} {value!r}; expected {allowed}")
-    try:
-        number = float(value)  # float() strips the whitespace around a number
-    except ValueError:
-        raise ParameterError(spec.name, f"got {value!r}; expected {allowed}") from None
-    if not math.isfinite(number):
-        raise ParameterError(spec.name, f"got {value!r}; expected {allowed}")
-    return number
 
 
 def _fmt(number: float) -> str:

@@ -22,7 +22,7 @@ from .prompt.grammar import RANDOM_SEED_MAX, SEED_MAX, InlinePrompt, parse_inlin
 from .prompt.sizes import SIZE_MULTIPLE, format_aspect, image_size, snap_to_pixart, snap_to_step
 from .prompt.styles import StyleLibrary
 from .prompt.templates import apply_template, refiner_text
-from .sampling.schedules import compute_sigmas, pixart_sigmas, sd1_sigmas, timestep_of
+from .sampling.schedules import pixart_sigmas, sd1_sigmas, timestep_of
 from .stage_params import StageParams
 
 BATCH_SIZE_MAX = 16  # images per batch, twice A1111's slider (docs/design.md "Limits")
@@ -61,8 +61,7 @@ class StageTexts:
 
 @dataclass(frozen=True)
 class GenerationPlan:
-    params: TinyBreakerParams  # after the inline arguments: what the generation ran with
-    style: str
+    params: TinyBreakerParams  # after the inline arguments (the style resolved): what the generation ran with
     prompt: str  # the user's text, inline arguments included (what infotext stores)
     negative: str  # the request's negative prompt (the inline --no is added in `texts`)
     width: int  # the image (before the Tiny Upscaler), multiples of 8
@@ -97,40 +96,18 @@ class GenerationPlan:
         return max(len(self.refine_sigmas) - 1, 0)
 
     @property
-    def refine_mode(self) -> str:
-        return self.params.refine_sampler
-
-    @property
     def seeds(self) -> list[int]:
         return [self.seed + index for index in range(self.batch_size)]
 
     @property
-    def upscale(self) -> bool:
-        return self.params.upscale
-
-    @property
-    def upscale_by(self) -> float:
-        return self.params.upscale_by
-
-    @property
-    def upscale_mode(self) -> str:
-        return self.params.upscale_mode
-
-    @property
-    def upscale_model(self) -> str | None:
-        """The upscale model that enlarges the image before the tile refine, or None (bilinear resize only)."""
-        return self.params.pre_upscaler
-
-    @property
     def upscaled_size(self) -> tuple[int, int]:
         """(width, height) the Tiny Upscaler refines at: round(W·k) × round(H·k), in both modes."""
-        return int(round(self.width * self.upscale_by)), int(round(self.height * self.upscale_by))
+        return int(round(self.width * self.params.upscale_by)), int(round(self.height * self.params.upscale_by))
 
     @property
     def output_size(self) -> tuple[int, int]:
-        """(width, height) of the saved image: the upscaled size in the ``upscaler`` mode; the image's own size
-        without the Tiny Upscaler and in the ``enhancer`` mode (re-detailed at the upscaled size, scaled back)."""
-        if not self.upscale or self.upscale_mode == "enhancer":
+        """(width, height) of the saved image (docs/design.md "One plan")."""
+        if not self.params.upscale or self.params.upscale_mode == "enhancer":
             return self.width, self.height
         return self.upscaled_size
 
@@ -155,18 +132,17 @@ class GenerationPlan:
             return entry
 
         texts = self.texts()
-        return {"params": self.params.as_dict(), "style": self.style, "width": self.width, "height": self.height,
+        return {"params": self.params.as_dict(), "style": self.params.style, "width": self.width, "height": self.height,
                 "output_size": list(self.output_size),
-                "upscaled_size": list(self.upscaled_size) if self.upscale else None, "seeds": self.seeds,
-                "refine_seed": self.refine.noise_seed, "refine_mode": self.refine_mode,
+                "upscaled_size": list(self.upscaled_size) if self.params.upscale else None, "seeds": self.seeds,
+                "refine_seed": self.refine.noise_seed, "refine_mode": self.params.refine_sampler,
                 "refine_strength": self.refine_strength,
                 "base_steps": self.base_steps, "refine_steps": self.refine_steps,
                 "base": stage(self.base, self.base_sigmas), "refine": stage(self.refine, self.refine_sigmas),
                 "upscaler": stage(self.upscaler), "texts": dataclasses.asdict(texts), "warnings": list(self.warnings)}
 
     def recorded_params(self) -> TinyBreakerParams:
-        """The fields for infotext: the base values that ran, so a paste gives the same base even after the style
-        changed; shifts, detail level and refine overrides as given (they are applied to the style again)."""
+        """The fields infotext records: the base values that ran, the rest as given (docs/design.md "Infotext")."""
         unshifted_cfg = _clean(self.base.cfg - fields.CFG_SHIFT_STEP * self.params.cfg_shift)
         return self.params.replace(base_sampler=self.base.sampler, base_scheduler=self.base.scheduler,
                                    base_steps=self.base.steps, base_cfg=unshifted_cfg, refine_cfg=self.refine.cfg)
@@ -197,7 +173,7 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
         notes.append(f"upscale_model '{params.pre_upscaler}' is unused: the Tiny Upscaler is off")
 
     base = _base_stage(style_stages["base"], params, parsed).copy(noise_seed=seed)
-    base_sigmas = _sigmas(base, pixart_sigmas())
+    base_sigmas = base.sigmas(pixart_sigmas())
     if len(base_sigmas) < 2:
         raise ParameterError("base_steps", f"the style '{params.style}' with these settings leaves no base step "
                                            "to run")
@@ -205,12 +181,11 @@ def make_plan(params: TinyBreakerParams, request: ImageRequest, styles: StyleLib
     upscaler = style_stages["upscaler"]
     upscaler = upscaler.copy(extra_noise=max(0.0, _clean(upscaler.extra_noise
                                                         + fields.UPSCALE_NOISE_STEP * params.upscale_noise)))
-    plan = GenerationPlan(params=params, style=params.style, prompt=parsed.text, negative=request.negative,
-                          width=width, height=height, seed=seed, batch_size=batch_size, base=base,
-                          base_sigmas=base_sigmas, refine=refine, refine_sigmas=refine_sigmas,
-                          refine_strength=refine_strength, upscaler=upscaler, warnings=tuple(notes),
-                          random_seed=random_seed)
-    check_image_area(width, height, plan.upscaled_size if plan.upscale else None, request.area_limits)
+    plan = GenerationPlan(params=params, prompt=parsed.text, negative=request.negative, width=width, height=height,
+                          seed=seed, batch_size=batch_size, base=base, base_sigmas=base_sigmas, refine=refine,
+                          refine_sigmas=refine_sigmas, refine_strength=refine_strength, upscaler=upscaler,
+                          warnings=tuple(notes), random_seed=random_seed)
+    check_image_area(width, height, plan.upscaled_size if params.upscale else None, request.area_limits)
     if t5_tokens is not None:
         notes += t5_prompt_warnings(plan, t5_tokens)
         plan = dataclasses.replace(plan, warnings=tuple(notes))
@@ -348,7 +323,7 @@ def _refine_stage(style_refiner: StageParams, params: TinyBreakerParams
     if refine.noise_seed < 0:
         raise ParameterError("image_shift", f"{params.image_shift} makes the refine seed negative "
                                             f"({refine.noise_seed})")
-    sigmas = _sigmas(refine, sd1_sigmas())
+    sigmas = refine.sigmas(sd1_sigmas())
     if len(sigmas) < 2:
         return refine, sigmas, 0.0
     strength = params.refine_strength or _strength(sigmas)
@@ -357,17 +332,12 @@ def _refine_stage(style_refiner: StageParams, params: TinyBreakerParams
     steps = params.refine_steps or len(sigmas) - 1
     total = max(steps, int(round(steps / strength)))
     refine = refine.copy(steps=total, steps_start=total - steps, steps_end=10000, steps_nfactor=0)
-    return refine, _sigmas(refine, sd1_sigmas()), strength
+    return refine, refine.sigmas(sd1_sigmas()), strength
 
 
 def _strength(sigmas: torch.Tensor) -> float:
     """The denoising strength whose start timestep is the window's first sigma on SD1's table."""
     return round((int(timestep_of(sigmas[0], sd1_sigmas())) + 1) / 1000.0, 3)
-
-
-def _sigmas(stage: StageParams, table: torch.Tensor) -> torch.Tensor:
-    return compute_sigmas(table, sampler=stage.sampler, scheduler=stage.scheduler, steps=stage.steps,
-                          steps_start=stage.steps_start, steps_end=stage.steps_end, steps_nfactor=stage.steps_nfactor)
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import torch
+
+from .sampling.schedules import compute_sigmas
+
 STAGES = ("base", "refiner", "upscaler")
 
 
@@ -25,3 +29,8 @@ class StageParams:
 
     def copy(self, **changes) -> "StageParams":
         return replace(self, **changes)
+
+    def sigmas(self, model_sigmas: torch.Tensor) -> torch.Tensor:
+        """The sigmas this stage's window runs on a model's sigma table; empty = the stage is skipped."""
+        return compute_sigmas(model_sigmas, sampler=self.sampler, scheduler=self.scheduler, steps=self.steps,
+                              steps_start=self.steps_start, steps_end=self.steps_end, steps_nfactor=self.steps_nfactor)

@@ -20,7 +20,7 @@ from .latent_formats import SD1_SCALE
 from .models.tiled import tiled_decode, tiled_encode
 from .sampling.noise import stage_noise
 from .sampling.samplers import get_sampler
-from .sampling.schedules import compute_sigmas, sd1_sigmas
+from .sampling.schedules import sd1_sigmas
 from .sampling.stage import sample_stage
 from .stage_params import StageParams
 
@@ -115,12 +115,6 @@ def upscaled_size(width: int, height: int, scale_by: float) -> tuple[int, int]:
     return int(round(width * scale_by)), int(round(height * scale_by))
 
 
-def upscaler_sigmas(stage: StageParams) -> torch.Tensor:
-    """The upscaler's step window on the SD1 schedule (default style: 0.280 … 0.029, 4 steps, no final 0)."""
-    return compute_sigmas(sd1_sigmas(), sampler=stage.sampler, scheduler=stage.scheduler, steps=stage.steps,
-                          steps_start=stage.steps_start, steps_end=stage.steps_end, steps_nfactor=stage.steps_nfactor)
-
-
 def resize_images(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Bilinear, align_corners=False, no antialiasing (the reference's interpolation)."""
     return F.interpolate(images.float(), size=(height, width), mode="bilinear", align_corners=False)
@@ -188,7 +182,7 @@ def tiny_upscale(images: torch.Tensor, *, scale_by: float, encode_fn: LatentFunc
     original_height, original_width = images.shape[-2:]
     width, height = upscaled_size(original_width, original_height, scale_by)
     get_sampler(stage.sampler)  # an unsupported sampler fails before any work
-    sigmas = upscaler_sigmas(stage)
+    sigmas = stage.sigmas(sd1_sigmas())  # the default style's: 0.280 … 0.029, 4 steps, no final 0
     phase = stage_context or (lambda name: contextlib.nullcontext())
     with torch.no_grad():
         if pre_upscale is not None:

@@ -27,8 +27,7 @@ class FileDefaults:
 
 
 def read_file_defaults(metadata: Mapping[str, str], source: str = "checkpoint") -> FileDefaults:
-    """The usable defaults of ``metadata`` (a safetensors ``__metadata__`` dict); a value of the wrong type is
-    skipped with a warning naming the file and key, other keys (``modelspec.*`` …) are not defaults."""
+    """The usable defaults of ``metadata``, a safetensors ``__metadata__`` dict (docs/design.md "One plan")."""
     stages: dict[str, object] = {}
     image: dict[str, str] = {}
     warnings: list[str] = []

@@ -94,7 +94,9 @@ def parse_inline_prompt(text: str) -> InlinePrompt:
             continue
         canonical = CANONICAL_NAME.get(name)
         if canonical is None:
-            parsed.warnings.append(_unknown_warning(name))
+            close = difflib.get_close_matches(name, list(CANONICAL_NAME), n=1)
+            hint = f"; did you mean --{close[0]}?" if close else ""
+            parsed.warnings.append(f"unknown argument --{_short(name)} (ignored){hint}")
             continue
         parsed.args.pop(canonical, None)  # keep the order of last appearance
         parsed.args[canonical] = value
@@ -212,14 +214,6 @@ _READERS = {
     "flag": _read_flag, "seed": _read_seed, "aspect": _read_aspect, "detail": _read_level_or_int(DETAIL_LEVEL_WORDS),
     "noise": _read_level_or_int(UPSCALE_NOISE_WORDS), "batch": _read_batch,
 }
-
-
-def _unknown_warning(name: str) -> str:
-    message = f"unknown argument --{_short(name)} (ignored)"
-    close = difflib.get_close_matches(name, list(CANONICAL_NAME), n=1)
-    if close:
-        message += f"; did you mean --{close[0]}?"
-    return message
 
 
 def _short(text: str, limit: int = 40) -> str:

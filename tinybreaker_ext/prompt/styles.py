@@ -214,18 +214,18 @@ class StyleLibrary:
         defined: dict[str, dict[str, object]] = {}
         own: dict[str, set[str]] = {}
         for name, parent, section_values in sections:
-            start = None
-            if parent:
-                start = defined.get(parent)
-                start_own = own.get(parent)
-                if start is None:
-                    start, start_own = self._styles.get(parent), self._own.get(parent)
-                if start is None:
+            if parent in defined:  # the same text's
+                start, start_own = defined[parent], own[parent]
+            elif parent in self._styles:  # already loaded
+                start, start_own = self._styles[parent], self._own[parent]
+            else:
+                start = start_own = None
+                if parent:
                     self.warnings.append(f"{source}: [{name}:{parent}] base style {parent!r} is not defined; "
                                          "using the defaults")
             if start is not None:
                 values = {**start, **section_values}
-                own[name] = set(start_own or ()) | set(section_values)
+                own[name] = set(start_own) | set(section_values)
             else:
                 values = {**self._styles.get(name, self._defaults), **defaults, **section_values}
                 # a later file's defaults section overrides the library's: its styles set those keys themselves
@@ -254,20 +254,16 @@ class StyleLibrary:
         """Stage name → StageParams of the style; unset fields keep StageParams' fall-back defaults
         (docs/numerics.md "Styles"). ``defaults`` (flat ``stage.field`` values, e.g. a checkpoint's metadata
         defaults) replace the library's defaults under the style: keys the style sets itself still win."""
-        resolved = self._require(name)
+        resolved = self.resolve_name(name)
+        if resolved is None:
+            known = ", ".join(self.names()) or "none loaded"
+            raise ParameterError("style", f"unknown style {name!r} (known: {known})")
         values = dict(self._styles[resolved])
         for key, value in (defaults or {}).items():
             if key not in self._own.get(resolved, ()):
                 values[key] = value
         return {stage: StageParams(**{key[len(stage) + 1:]: value for key, value in values.items()
                                       if key.startswith(stage + ".")}) for stage in STAGES}
-
-    def _require(self, name: str) -> str:
-        resolved = self.resolve_name(name)
-        if resolved is None:
-            known = ", ".join(self.names()) or "none loaded"
-            raise ParameterError("style", f"unknown style {name!r} (known: {known})")
-        return resolved
 
 
 def _style_files(folder: Path) -> list[Path]:

@@ -37,7 +37,7 @@ def add_xyz_axes() -> bool:
         log.info("TinyBreaker: XYZ plot script not found; no axes added")
         return False
     existing = {option.label for option in xyz.axis_options}
-    for spec in params.xyz_fields():
+    for spec in [spec for spec in params.FIELDS if spec.xyz]:
         label = XYZ_AXIS_PREFIX + spec.label.replace(" (0 = style)", "")
         if label not in existing:
             xyz.axis_options.append(xyz.AxisOption(label, spec.kind, _xyz_override(spec.name),

@@ -65,7 +65,7 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
         raise ParameterError("sd_model_checkpoint", f"the WebUI has {host.describe_model(sd_model)} loaded; "
                              "TinyBreaker refines with an SD1 or SDXL checkpoint (e.g. Photon, Juggernaut XL): "
                              "select one in the checkpoint list")
-    if plan.generation.upscale and family != "sd1":
+    if plan.generation.params.upscale and family != "sd1":
         raise ParameterError("upscale", "the Tiny Upscaler refines tiles with an SD1 checkpoint (its tiny VAE is "
                                         f"SD1's); the WebUI has {family.upper()} loaded: use Hires fix instead")
     texts = plan.texts or [plan.generation.texts(prompt, negative) for prompt, negative in zip(
@@ -85,7 +85,7 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     if shared.state.interrupted:
         return samples
     if plan.generation.refine_steps > 0:
-        refine = refine_with_reference_sampler if plan.generation.refine_mode == "tinybreaker" else \
+        refine = refine_with_reference_sampler if plan.generation.params.refine_sampler == "tinybreaker" else \
             refine_with_host_sampler
         samples = refine(p, plan, host, samples, conditioning, unconditional_conditioning, seeds, subseeds,
                          subseed_strength)
@@ -93,13 +93,13 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     # Hires fix runs even when the refine has no steps: p.init already counted its job and wrote its infotext.
     if getattr(p, "enable_hr", False) and not shared.state.interrupted:
         samples = chain_hires(p, host, samples, seeds, subseeds, subseed_strength, prompts)
-    if plan.generation.upscale and not shared.state.interrupted:
+    if plan.generation.params.upscale and not shared.state.interrupted:
         from .upscale import run_tiny_upscaler
 
         progress.stage_done()
         samples = run_tiny_upscaler(p, samples, plan.load_engine(host), host, plan.generation.upscaler,
-                                    plan.generation.upscale_by, plan.generation.upscale_mode,
-                                    plan.generation.upscale_model)
+                                    plan.generation.params.upscale_by, plan.generation.params.upscale_mode,
+                                    plan.generation.params.pre_upscaler)
     return samples
 
 

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from .. import params
 from ..errors import ParameterError
-from ..infotext import tb_fields, tinybreaker_fields
+from ..infotext import tb_fields
 from ..plan import BATCH_SIZE_MAX, GenerationPlan, ImageRequest, StageTexts
 from ..prompt.grammar import RANDOM_SEED_MAX, parse_inline_prompt, without_arguments
 from ..prompt.templates import refiner_text
@@ -40,7 +40,7 @@ def active_plan(p) -> RunPlan | None:
 def tb_generation_params(generation, seed: int) -> dict:
     """``p.extra_generation_params``: our fields and ComfyUI-TinyBreaker's (docs/design.md "Infotext") for the image
     with base seed ``seed``."""
-    return {**tinybreaker_fields(generation), **tb_fields(generation, int(seed))}
+    return {**params.to_infotext(generation.recorded_params()), **tb_fields(generation, int(seed))}
 
 
 def parse_args(args: Sequence[Any], warnings: list[str] | None = None
@@ -130,7 +130,7 @@ def apply_plan_to_processing(p, plan: RunPlan) -> None:
     family = get_host().refiner_family(p.sd_model)
     if family is not None:
         p.extra_generation_params[REFINER_FAMILY_KEY] = family.upper()
-    progress.claim_job_count(p, generation.base_steps, generation.refine_steps, generation.upscale)
+    progress.claim_job_count(p, generation.base_steps, generation.refine_steps, generation.params.upscale)
 
 
 def postprocess_image(p) -> None:

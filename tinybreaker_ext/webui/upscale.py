@@ -12,9 +12,9 @@ import torch
 
 from ..errors import Cancelled, ParameterError
 from ..params import NO_UPSCALE_MODEL
+from ..sampling.schedules import sd1_sigmas
 from ..stage_params import StageParams
-from ..upscaler import (tiny_upscale, tiny_vae_decode_fn, tiny_vae_encode_fn, upscaled_size, upscaler_sigmas,
-                        upscaler_vae)
+from ..upscaler import tiny_upscale, tiny_vae_decode_fn, tiny_vae_encode_fn, upscaled_size, upscaler_vae
 from . import progress
 from .host_denoiser import HostDenoiser, host_conditioning
 
@@ -40,7 +40,7 @@ def run_tiny_upscaler(p, samples, engine, host, stage: StageParams, scale_by: fl
     images = ((torch.stack([image.float() for image in decoded]) + 1.0) / 2.0).clamp(0.0, 1.0)
 
     host.before_host_sampling(p)  # Forge/reForge: the LoRA-applied UNet and CLIP, not the refine pass's patched UNet
-    sigmas = upscaler_sigmas(stage)
+    sigmas = stage.sigmas(sd1_sigmas())
     width, height = upscaled_size(images.shape[-1], images.shape[-2], scale_by)
     cond, uncond = host_conditioning(p, stage.prompt, stage.negative, max(len(sigmas) - 1, 1), width, height)
     denoiser = HostDenoiser(p, cond, uncond, stage.cfg, sigmas)
@@ -98,8 +98,8 @@ def find_upscaler(name: str):
 
 def check_plan_upscaler(generation) -> None:
     """A plan that upscales with an upscale model must name one of the host's: else a 422, before any work."""
-    if generation.upscale and generation.upscale_model:
-        find_upscaler(generation.upscale_model)
+    if generation.params.upscale and generation.params.pre_upscaler:
+        find_upscaler(generation.params.pre_upscaler)
 
 
 def pre_upscale_function(upscaler, scale_by: float):
