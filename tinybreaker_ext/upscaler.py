@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .errors import ModelFileError, ParameterError
 from .latent_formats import SD1_SCALE
 from .models.tiled import tiled_decode, tiled_encode
-from .sampling.noise import stage_noise
+from .sampling.noise import per_image_noise
 from .sampling.samplers import get_sampler
 from .sampling.schedules import compute_sigmas, sd1_sigmas
 from .sampling.stage import sample_stage
@@ -131,9 +131,8 @@ def add_extra_noise(raw_latent: torch.Tensor, amount: float, seed: int) -> torch
     (docs/numerics.md "Tiny Upscaler", step 3)."""
     if amount <= 0:
         return raw_latent
-    noise = torch.cat([stage_noise((1,) + tuple(raw_latent.shape[1:]), seed + EXTRA_NOISE_SEED_OFFSET)
-                       for _ in range(raw_latent.shape[0])])
-    return raw_latent + noise.to(raw_latent.device) * amount
+    seeds = [seed + EXTRA_NOISE_SEED_OFFSET] * raw_latent.shape[0]
+    return raw_latent + per_image_noise(raw_latent.shape, seeds, raw_latent.device) * amount
 
 
 def denoise_canvas(raw_latent: torch.Tensor, *, denoiser: Denoiser, sigmas: torch.Tensor, sampler: str, seed: int,

@@ -17,6 +17,12 @@ def stage_noise(shape, seed: int) -> torch.Tensor:
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device="cpu")
 
 
+def per_image_noise(shape, seeds, device) -> torch.Tensor:
+    """A batch's noise on ``device``: image k's is the `stage_noise` of one image seeded with ``seeds[k]``."""
+    single = (1,) + tuple(shape[1:])
+    return torch.cat([stage_noise(single, seed) for seed in seeds]).to(device)
+
+
 def is_max_denoise(sigma0, sigma_max) -> bool:
     """Whether a stage starts from pure noise: σ0 ≈ σ_max (relative tolerance 1e-5) or above it."""
     sigma0, sigma_max = float(sigma0), float(sigma_max)
