@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import tinybreaker_ext.files.safetensors_file as safetensors_file
+import tinybreaker_ext.files.tensor_bytes as tensor_bytes
 from builders.common import save_safetensors
 from builders.files import write_pickle_checkpoint, write_truncated_copy
 from tinybreaker_ext.errors import ModelFileError
@@ -106,13 +106,13 @@ def test_tensors_stay_valid_after_close(sample):
 def test_header_facts_read_no_tensor_and_indexing_reads_only_that_tensor(sample, monkeypatch):
     path, _ = sample
     reads = []
-    real = safetensors_file.read_bytes
-    monkeypatch.setattr(safetensors_file, "read_bytes", lambda stream, offset, nbytes, into=None:
+    real = tensor_bytes.read_bytes
+    monkeypatch.setattr(tensor_bytes, "read_bytes", lambda stream, offset, nbytes, into=None:
                         reads.append(nbytes) or real(stream, offset, nbytes, into))
     with open_safetensors(path) as file:
         view = file.prefixed("b.")
         _ = (file.metadata, view.shape("fp8"), view.dtype("inner.weight"), list(view), len(file))
-        assert file._handle is None and reads == []
+        assert file._stream is None and reads == []
         _ = view["inner.scale"]
         assert reads == [view.nbytes("inner.scale")]
 

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import ModelFileError
 from ..models.ggml_quants import QUANT_TYPES, QuantizedTensor, quantized_tensor
-from .tensor_bytes import read_bytes
+from .tensor_bytes import TensorFile
 
 GGUF_MAGIC = b"GGUF"
 GGUF_EXPECTED = "a GGUF model file"
@@ -164,16 +164,17 @@ def hf_t5_names(names) -> dict[str, str]:
     return {_hf_t5_name(name[len(prefix):], gated): name for name in names if name.startswith(prefix)}
 
 
-class GGUFFile(Mapping[str, object]):
+class GGUFFile(Mapping[str, object], TensorFile):
     """An open GGUF file and context manager: a lazy ``Mapping`` of its T5 encoder's tensors under HF
     ``T5EncoderModel`` keys without the outer prefix (``hf_t5_names``). Like the safetensors views it answers
     ``shape``/``dtype``/``nbytes`` from the header; ``dtype`` is None for block-quantized tensors, and a ggml type
     TinyBreaker cannot dequantize is refused there, before any data is read."""
 
+    expected, complete_expected = GGUF_EXPECTED, COMPLETE_EXPECTED
+
     def __init__(self, path: str | os.PathLike):
         self.header = read_gguf_header(path)
         self._names = hf_t5_names(self.header.tensors)  # HF key → GGUF name
-        self._stream = None
 
     @property
     def path(self) -> str:
@@ -196,17 +197,8 @@ class GGUFFile(Mapping[str, object]):
         return FLOAT_TYPES.get(entry.type_name)
 
     def __getitem__(self, key: str) -> torch.Tensor | QuantizedTensor:
-        dtype, entry, name = self.dtype(key), self._entry(key), self._names[key]
-        try:
-            if self._stream is None:
-                self._stream = open(self.path, "rb")
-            data = read_bytes(self._stream, entry.offset, entry.nbytes)
-        except OSError as error:
-            raise ModelFileError(self.path, f"cannot read tensor '{name}' ({error.strerror or error})",
-                                 GGUF_EXPECTED) from None
-        if data.numel() != entry.nbytes:
-            raise ModelFileError(self.path, f"cannot read tensor '{name}' (the file changed since it was opened)",
-                                 COMPLETE_EXPECTED)
+        dtype, entry = self.dtype(key), self._entry(key)
+        data = self._read_tensor(self._names[key], entry.offset, entry.nbytes)
         if dtype is not None:
             return data.view(dtype).reshape(entry.shape)
         return quantized_tensor(data, entry.type_name, entry.shape)
@@ -219,14 +211,3 @@ class GGUFFile(Mapping[str, object]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._names
-
-    def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.close()
-
-    def __enter__(self) -> "GGUFFile":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
