@@ -16,6 +16,7 @@ import torch
 
 from ..errors import ModelFileError
 from ..models.ggml_quants import QUANT_TYPES, QuantizedTensor, quantized_tensor
+from .state_dict import find_signature_prefix
 from .tensor_bytes import TensorFile
 
 GGUF_MAGIC = b"GGUF"
@@ -67,11 +68,6 @@ class GGUFHeader:
     tensors: dict[str, GGUFTensorEntry]
     metadata: dict[str, object]  # scalar and string fields; arrays (the vocabulary) are left out
     file_type_name: str | None  # llama.cpp's name for the mix of quantizations, e.g. "Q4_K_M"
-
-    @property
-    def architecture(self) -> str | None:
-        value = self.metadata.get("general.architecture")
-        return value if isinstance(value, str) else None
 
 
 def _fail(path: str, problem: str) -> ModelFileError:
@@ -149,17 +145,10 @@ def _hf_t5_name(name: str, gated: bool) -> str:
     return f"encoder.block.{match.group(1)}.{part}.{match.group(3)}"
 
 
-def gguf_t5_prefix(names) -> str | None:
-    """The prefix under which a GGUF file holds a llama.cpp T5 encoder, else None."""
-    from .classify import find_signature_prefix
-
-    return find_signature_prefix(names, *GGUF_T5_SIGNATURE)
-
-
 def hf_t5_names(names) -> dict[str, str]:
     """HF key (without the outer prefix, e.g. of all-in-one files) → GGUF name, for the tensors under the T5
     encoder's prefix."""
-    prefix = gguf_t5_prefix(names) or ""
+    prefix = find_signature_prefix(names, *GGUF_T5_SIGNATURE) or ""
     gated = prefix + "enc.blk.0.ffn_gate.weight" in names
     return {_hf_t5_name(name[len(prefix):], gated): name for name in names if name.startswith(prefix)}
 
