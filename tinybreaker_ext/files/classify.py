@@ -12,7 +12,7 @@ from typing import Iterable
 from tinybreaker_ext.errors import ModelFileError
 from tinybreaker_ext.files.gguf_file import GGUF_T5_SIGNATURE, GGUFFile, GGUFHeader, is_gguf_file, read_gguf_header
 from tinybreaker_ext.files.safetensors_file import (
-    SafetensorsFile, SafetensorsHeader, SafetensorsView, open_safetensors, read_safetensors_header, torch_dtype_for,
+    SafetensorsFile, SafetensorsHeader, SafetensorsView, read_safetensors_header, torch_dtype_for,
 )
 from tinybreaker_ext.files.state_dict import find_signature_prefix
 
@@ -263,7 +263,7 @@ def open_model_file(path: str | os.PathLike,
     kinds = frozenset([expected] if isinstance(expected, FileKind) else expected)
     file = None
     try:
-        file = GGUFFile(path) if is_gguf_file(path) else open_safetensors(path)
+        file = GGUFFile(path) if is_gguf_file(path) else SafetensorsFile(path)
         info = classify(file)
         if info.kind not in kinds:
             raise ModelFileError(info.path, f"is a {info.description}")

@@ -204,7 +204,8 @@ class SafetensorsView(Mapping[str, torch.Tensor]):
 
 
 class SafetensorsFile(SafetensorsView, TensorFile):
-    """An open ``.safetensors`` file (a lazy ``Mapping[str, Tensor]`` and a context manager)."""
+    """An open ``.safetensors`` file (a lazy ``Mapping[str, Tensor]`` and a context manager); opening validates the
+    header and raises a one-line ModelFileError naming the file and the problem."""
 
     expected, complete_expected = SAFETENSORS_EXPECTED, COMPLETE_EXPECTED
 
@@ -227,8 +228,3 @@ class SafetensorsFile(SafetensorsView, TensorFile):
 def bytes_read() -> int:
     """Tensor bytes read so far by this process from any ``.safetensors`` file."""
     return _bytes_read
-
-
-def open_safetensors(path: str | os.PathLike) -> SafetensorsFile:
-    """Opens and validates ``path``; raises ModelFileError naming the file and the problem."""
-    return SafetensorsFile(path)
