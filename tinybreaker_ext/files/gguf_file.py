@@ -1,8 +1,6 @@
-"""Header-validated access to one GGUF T5 file (llama.cpp's format; city96's ``t5-v1_1-xxl-encoder-*.gguf``,
-architecture ``t5encoder``), parsed with the ``gguf`` package: opening reads only the header; ``file[key]`` reads one
-tensor with a plain file read (``tensor_bytes``: no memory map stays behind). ``gguf`` is imported only when a GGUF
-file is opened, so hosts without it run everything else and get a one-line message saying what to install. Broken
-files fail at open time with a one-line ``ModelFileError``.
+"""Header-validated access to one GGUF T5 file (docs/model-files.md "GGUF T5 files"): opening reads only the header;
+``file[key]`` reads one tensor with a plain file read (``tensor_bytes``: no memory map stays behind). Broken files
+fail at open time with a one-line ``ModelFileError``.
 """
 
 from __future__ import annotations

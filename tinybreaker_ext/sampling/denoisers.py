@@ -26,12 +26,8 @@ MAX_LCM_REPEAT = 4
 
 
 class EpsDenoiser:
-    """Wraps ``eps_fn(x_in, timestep, *extra) -> eps`` of a discrete-time VP model.
-
-    The network sees ``x / sqrt(σ² + 1)`` and the nearest integer timestep (as a float tensor); the result is
-    ``x − σ·eps``. Extra positional/keyword arguments (e.g. the text context and its mask) are passed through to
-    ``eps_fn``.
-    """
+    """Wraps ``eps_fn(x_in, timestep, *extra) -> eps`` of a discrete-time VP model, as docs/numerics.md
+    "Eps and CFG denoisers" says; extra arguments (e.g. the text context and its mask) go through to ``eps_fn``."""
 
     def __init__(self, eps_fn: Callable[..., torch.Tensor], model_sigmas):
         self.eps_fn = eps_fn

@@ -10,9 +10,8 @@ MAX_DENOISE_REL_TOL = 1e-5
 
 
 def stage_noise(shape, seed: int) -> torch.Tensor:
-    """One standard-normal draw over the whole batch shape from a CPU generator seeded with ``seed`` — the same
-    numbers as ``torch.manual_seed(seed); torch.randn(shape)`` without touching the global generator. Image k of a
-    batch therefore differs from a single image made with another seed."""
+    """One standard-normal draw over ``shape`` from a CPU generator seeded with ``seed``: the numbers of
+    ``torch.manual_seed(seed); torch.randn(shape)``, without touching the global generator."""
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device="cpu")
 

@@ -1,7 +1,5 @@
 """UniPC (B(h) variants) exactly as the reference's ``sample_unipc`` runs it (docs/numerics.md "Samplers").
 
-The reference converts sigma space to VP space (x / sqrt(1 + σ0²)), replaces a final σ = 0 by 0.001, uses order
-min(3, len(sigmas) − 2), data prediction, multistep updates with the UniC corrector and lower-order final steps.
 Hand-written port: no installable library reproduces ComfyUI's variant (it works directly on sigmas, not on a
 timestep grid like A1111's UniPC), and the expressions keep its order of operations to match it bit for bit.
 """
