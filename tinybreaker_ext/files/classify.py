@@ -51,10 +51,8 @@ class FileKind(enum.Enum):  # the value is what messages call the kind
     TRANSCODER = "tiny latent transcoder"
 
 
-# Only TinyBreaker files are checkpoints: plain PixArt-Sigma files are recognised (so a wrong pick is named) but
-# lack the transcoder and tiny VAEs. The order is the finder's preference when no file is named: prototype1 (it has the
-# upscaler VAE), then prototype0; a file with an SDXL refiner comes last (in the WebUI it needs an SDXL checkpoint
-# loaded: it has no transcoder).
+# Only TinyBreaker files are checkpoints, in the finder's order of preference, as docs/model-files.md
+# "Classification by header" says: prototype1 has the upscaler VAE; one with an SDXL refiner lacks the transcoder.
 CHECKPOINT_KINDS = (FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_SDXL)
 ALL_KINDS_TEXT = ("a TinyBreaker checkpoint, PixArt-Sigma model, T5 encoder, tiny VAE or transcoder "
                   "(.safetensors; T5 also .gguf)")

@@ -161,11 +161,8 @@ class GGUFFile(Mapping[str, object], TensorFile):
 
     def __init__(self, path: str | os.PathLike):
         self.header = read_gguf_header(path)
+        self.path = self.header.path
         self._names = hf_t5_names(self.header.tensors)  # HF key → GGUF name
-
-    @property
-    def path(self) -> str:
-        return self.header.path
 
     def _entry(self, key: str) -> GGUFTensorEntry:
         return self.header.tensors[self._names[key]]
