@@ -54,15 +54,8 @@ class DiscreteSchedule:
         table = torch.as_tensor(table).detach().cpu()
         self.sigmas = table.to(torch.float32)
         self.log_sigmas = table.to(torch.float64).log().to(torch.float32)
+        self.sigma_min, self.sigma_max = self.sigmas[0], self.sigmas[-1]
         self._log_sigmas_on: dict[str, torch.Tensor] = {}  # copies on compute devices, so a step copies nothing
-
-    @property
-    def sigma_min(self) -> torch.Tensor:
-        return self.sigmas[0]
-
-    @property
-    def sigma_max(self) -> torch.Tensor:
-        return self.sigmas[-1]
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """Index of the nearest table entry in log space (an integer tensor shaped like ``sigma``)."""
