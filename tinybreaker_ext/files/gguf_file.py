@@ -92,9 +92,7 @@ def _file_type_name(metadata: dict, gguf) -> str | None:
         name = gguf.LlamaFileType(int(value)).name
     except (TypeError, ValueError):
         return None
-    for prefix in ("MOSTLY_", "ALL_"):
-        name = name.removeprefix(prefix)
-    return name
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
 def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
