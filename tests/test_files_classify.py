@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tinybreaker_ext.files.safetensors_file as safetensors_file
+import tinybreaker_ext.files.tensor_bytes as tensor_bytes
 from builders.common import prefixed
 from builders.files import (
     TINYBREAKER_METADATA, kl_decoder_keys, pixart_keys, sd1_checkpoint_keys, t5_keys, taesd_decoder_keys,
@@ -17,7 +17,7 @@ from tinybreaker_ext.files.classify import (
     BASE_PREFIX, FIRST_STAGE_HQ_PREFIX, REFINER_FIRST_STAGE_PREFIX, TRANSCODER_PREFIX, FileKind, classify,
     open_model_file,
 )
-from tinybreaker_ext.files.safetensors_file import open_safetensors
+from tinybreaker_ext.files.safetensors_file import SafetensorsFile
 from tinybreaker_ext.models.pixart_keys import DIFFUSERS as PIXART_DIFFUSERS, NATIVE as PIXART_NATIVE
 
 
@@ -170,9 +170,9 @@ def test_other_files_say_what_they_look_like(tmp_path, keys, phrase):
 
 def test_classification_reads_no_tensor_data(tmp_path, monkeypatch):
     path = _write(tmp_path, "tb", tinybreaker_keys(1))
-    monkeypatch.setattr(safetensors_file, "read_bytes", lambda *a, **k: pytest.fail("tensor data was read"))
+    monkeypatch.setattr(tensor_bytes, "read_bytes", lambda *a, **k: pytest.fail("tensor data was read"))
     assert classify(path).kind is FileKind.TINYBREAKER_PROTOTYPE1
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         assert classify(file).kind is FileKind.TINYBREAKER_PROTOTYPE1
         assert classify(file.prefixed("base.")).kind is FileKind.TINYBREAKER_PROTOTYPE1  # the whole file
 

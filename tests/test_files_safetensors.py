@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import tinybreaker_ext.files.safetensors_file as safetensors_file
+import tinybreaker_ext.files.tensor_bytes as tensor_bytes
 from builders.common import save_safetensors
 from builders.files import write_pickle_checkpoint, write_truncated_copy
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.files.safetensors_file import open_safetensors, read_safetensors_header
+from tinybreaker_ext.files.safetensors_file import SafetensorsFile, read_safetensors_header
 from tinybreaker_ext.files.state_dict import dtype_of, shape_of, with_prefix
 
 
@@ -40,7 +40,7 @@ def sample(tmp_path):
 
 def test_values_and_header_facts_match_what_was_saved(sample):
     path, tensors = sample
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         assert sorted(file.keys()) == sorted(tensors)
         assert len(file) == len(tensors)
         assert file.metadata == {"modelspec.title": "Sample", "k": "v"}
@@ -53,7 +53,7 @@ def test_values_and_header_facts_match_what_was_saved(sample):
 
 def test_fp8_tensors_come_back_as_torch_float8(sample):
     path, tensors = sample
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         assert file.entry("b.fp8").dtype_name == "F8_E4M3" and file.dtype("b.fp8") == torch.float8_e4m3fn
         assert file.entry("b.fp8b").dtype_name == "F8_E5M2" and file["b.fp8b"].dtype == torch.float8_e5m2
         assert file["b.fp8"].float().tolist() == [0.5, -1.0, 448.0]
@@ -62,14 +62,14 @@ def test_fp8_tensors_come_back_as_torch_float8(sample):
 def test_agrees_with_safetensors_load_file(sample):
     path, _ = sample
     reference = load_file(path)
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         assert all(torch.equal(_bytes(file[key]), _bytes(value))
                    for key, value in reference.items())
 
 
 def test_prefixed_views_nest_and_strip_prefixes(sample):
     path, tensors = sample
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         view = file.prefixed("b.")
         assert sorted(view) == ["fp8", "fp8b", "inner.scale", "inner.weight"]
         inner = view.prefixed("inner.")
@@ -87,7 +87,7 @@ def test_prefixed_views_nest_and_strip_prefixes(sample):
 
 def test_state_dict_helpers_work_on_views(sample):
     path, _ = sample
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         assert shape_of(file, "a.weight") == (3, 5)
         assert dtype_of(file, "b.fp8") == torch.float8_e4m3fn
         assert sorted(with_prefix(file, "a.")) == ["bias", "weight"]
@@ -95,7 +95,7 @@ def test_state_dict_helpers_work_on_views(sample):
 
 def test_tensors_stay_valid_after_close(sample):
     path, tensors = sample
-    file = open_safetensors(path)
+    file = SafetensorsFile(path)
     weight = file["a.weight"]
     file.close()
     assert torch.equal(weight, tensors["a.weight"])
@@ -106,20 +106,20 @@ def test_tensors_stay_valid_after_close(sample):
 def test_header_facts_read_no_tensor_and_indexing_reads_only_that_tensor(sample, monkeypatch):
     path, _ = sample
     reads = []
-    real = safetensors_file.read_bytes
-    monkeypatch.setattr(safetensors_file, "read_bytes", lambda stream, offset, nbytes, into=None:
+    real = tensor_bytes.read_bytes
+    monkeypatch.setattr(tensor_bytes, "read_bytes", lambda stream, offset, nbytes, into=None:
                         reads.append(nbytes) or real(stream, offset, nbytes, into))
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         view = file.prefixed("b.")
         _ = (file.metadata, view.shape("fp8"), view.dtype("inner.weight"), list(view), len(file))
-        assert file._handle is None and reads == []
+        assert file._stream is None and reads == []
         _ = view["inner.scale"]
         assert reads == [view.nbytes("inner.scale")]
 
 
 def test_tensors_own_their_memory_so_nothing_stays_mapped(sample):
     path, tensors = sample
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         weight = file["a.weight"]
     maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else ""
     assert os.path.realpath(path) not in maps
@@ -131,7 +131,7 @@ def test_reading_one_small_tensor_of_a_big_file_does_not_load_the_file(tmp_path)
     path = save_safetensors({"big": torch.zeros(big // 4), "small": torch.arange(8.0)}, tmp_path / "big.safetensors")
     process = psutil.Process()
     before = process.memory_info().rss
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         assert file["small"].sum().item() == 28.0
         assert file.nbytes("big") == big
         grown = process.memory_info().rss - before
@@ -141,7 +141,7 @@ def test_reading_one_small_tensor_of_a_big_file_does_not_load_the_file(tmp_path)
 # --- broken files: one-line messages that name the file and the problem ----------------------------------------------
 def _error(path) -> str:
     with pytest.raises(ModelFileError) as caught:
-        open_safetensors(path)
+        SafetensorsFile(path)
     message = str(caught.value)
     assert "\n" not in message and message.startswith(os.fspath(path) + ": ")
     assert caught.value.path == os.fspath(path)
@@ -234,7 +234,7 @@ def test_header_is_read_without_opening_tensors(sample):
 
 def test_read_into_a_buffer_gives_the_tensor_as_a_view_of_it(sample):
     path, _ = sample
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         view = file.prefixed("b.")
         buffer = torch.zeros(view.nbytes("inner.weight") + 5, dtype=torch.uint8)
         tensor = view.read_into("inner.weight", buffer)

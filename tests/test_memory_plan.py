@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tinybreaker_ext.files.safetensors_file as safetensors_file
+import tinybreaker_ext.files.tensor_bytes as tensor_bytes
 import tinybreaker_ext.memory_plan as memory_plan
 from tinybreaker_ext.errors import NotEnoughMemoryError
 from tinybreaker_ext.files.classify import BASE_PREFIX, TRANSCODER_PREFIX, header_of
@@ -29,7 +29,7 @@ def _bytes_under(path, prefix, element_size=None):
 
 
 def test_t5_footprint_comes_from_the_header(files, monkeypatch):
-    monkeypatch.setattr(safetensors_file, "read_bytes", lambda *a: pytest.fail("tensor data was read"))
+    monkeypatch.setattr(tensor_bytes, "read_bytes", lambda *a: pytest.fail("tensor data was read"))
     footprint = t5_footprint(files["t5"])
     feed_forward = 3 * TINY_T5["d_ff"] * TINY_T5["d_model"] + TINY_T5["d_model"]  # wi_0, wi_1, wo + its norm
     assert footprint.stored_bytes == _bytes_under(files["t5"], "")

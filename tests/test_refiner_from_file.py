@@ -8,7 +8,7 @@ import torch
 
 from builders.common import prefixed, save_safetensors
 from builders.sd1 import clip_text_state_dict_of, kl_decoder_state_dict, sd1_unet_ldm_state_dict
-from tinybreaker_ext.files.safetensors_file import open_safetensors
+from tinybreaker_ext.files.safetensors_file import SafetensorsFile
 from tinybreaker_ext.models.clip_text import load_clip_text
 from tinybreaker_ext.models.kl_decoder import load_kl_decoder
 from tinybreaker_ext.models.sd1_refiner import SD1Refiner
@@ -29,7 +29,7 @@ def test_unet_clip_and_kl_decoder_load_from_their_prefixes_in_an_fp16_file(tmp_p
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     context = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(1))
     ids = torch.randint(0, 500, (1, 77), generator=torch.Generator().manual_seed(2))
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         refiner = SD1Refiner.from_state_dict(file.prefixed("refiner.diffusion_model."), device="cpu",
                                              dtype=torch.float32)
         text = load_clip_text(file.prefixed("refiner.conditioner."), device="cpu", dtype=torch.float32,

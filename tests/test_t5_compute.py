@@ -161,7 +161,7 @@ def test_a_file_s_converted_weights_are_read_into_one_reused_buffer(tmp_path, mo
     from safetensors.torch import save_file
 
     from tinybreaker_ext.files import safetensors_file
-    from tinybreaker_ext.files.safetensors_file import open_safetensors
+    from tinybreaker_ext.files.safetensors_file import SafetensorsFile
 
     sd = t5_state_dict(**TINY, dtype=FP8_E4M3)
     path = tmp_path / "t5.safetensors"
@@ -174,7 +174,7 @@ def test_a_file_s_converted_weights_are_read_into_one_reused_buffer(tmp_path, mo
         return original(self, full_key, into)
 
     monkeypatch.setattr(safetensors_file.SafetensorsFile, "_read", tracked)
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         encoder = load_t5_encoder(file, mode="cpu", compute_dtype="bfloat16", keep_converted_bytes=1 << 30)
     assert plain_reads == ["shared.weight"]  # kept as stored: its own memory
     assert 1 <= len(buffers) <= 2  # attention-sized, then feed-forward-sized

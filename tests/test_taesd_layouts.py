@@ -108,7 +108,7 @@ def test_loads_from_lazy_views_of_a_tinybreaker_style_checkpoint(taesd_encoder_s
                                                                   native_outputs):
     from builders.common import prefixed
     from builders.taesd import transcoder_state_dict
-    from tinybreaker_ext.files.safetensors_file import open_safetensors
+    from tinybreaker_ext.files.safetensors_file import SafetensorsFile
     from tinybreaker_ext.models.taesd import load_transcoder
 
     # prototype1: TAESDXL encoder + ldm KL decoder in first_stage_model., TAESD pair in refiner.first_stage_model.
@@ -119,7 +119,7 @@ def test_loads_from_lazy_views_of_a_tinybreaker_style_checkpoint(taesd_encoder_s
     checkpoint = {**prefixed(main, "first_stage_model."), **prefixed(fast, "refiner.first_stage_model."),
                   **prefixed(transcoder_state_dict(0), "transcoder.")}
     path = save_safetensors({k: v.half() for k, v in checkpoint.items()}, tmp_path / "tinybreaker_p1.safetensors")
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         vae = load_tiny_vae(file.prefixed("first_stage_model."), **CPU)
         assert vae.decoder is None and vae.encoder_space == (SDXL_SCALE_FP16, 0.0)
         torch.testing.assert_close(vae.encode(IMAGES), native_outputs[0], rtol=2e-2, atol=2e-2)  # fp16 weights

@@ -8,7 +8,7 @@ import torch
 from builders.common import save_safetensors
 from builders.taesd import taesd_decoder_state_dict, taesd_encoder_state_dict, transcoder_state_dict
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.files.safetensors_file import open_safetensors
+from tinybreaker_ext.files.safetensors_file import SafetensorsFile
 from tinybreaker_ext.models.taesd import TinyDecoder, TinyEncoder
 from tinybreaker_ext.models.taesd import load_transcoder
 
@@ -72,7 +72,7 @@ def test_missing_keys_name_the_file_and_the_part(transcoder_sd, drop, part, tmp_
     broken = dict(transcoder_sd)
     del broken[drop]
     path = save_safetensors(broken, tmp_path / "tinybreaker_prototype1.safetensors")
-    with open_safetensors(path) as file, pytest.raises(ModelFileError) as error:
+    with SafetensorsFile(path) as file, pytest.raises(ModelFileError) as error:
         load_transcoder(file, **CPU)
     message = str(error.value)
     assert message.startswith(f"{path}: ") and part in message

@@ -70,10 +70,10 @@ def check_upscale_model_file(path: str) -> None:
 def load_upscale_model(path: str) -> UpscaleModel:
     """The model in ``path`` (a .safetensors file), recognised and sized by spandrel from its keys and shapes."""
     check_upscale_model_file(path)
-    from .files.safetensors_file import open_safetensors
+    from .files.safetensors_file import SafetensorsFile
 
     spandrel = _spandrel()
-    with open_safetensors(path) as file:
+    with SafetensorsFile(path) as file:
         state_dict = {key: file[key] for key in file}
     if "module.layers.0.residual_group.blocks.0.norm1.weight" in state_dict:  # some SwinIR files, as ComfyUI
         state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}

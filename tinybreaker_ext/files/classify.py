@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.files.gguf_file import (GGUF_T5_SIGNATURE, GGUFFile, GGUFHeader, gguf_t5_prefix,
-                                            is_gguf_file, read_gguf_header)
+from tinybreaker_ext.files.gguf_file import GGUF_T5_SIGNATURE, GGUFFile, GGUFHeader, is_gguf_file, read_gguf_header
 from tinybreaker_ext.files.safetensors_file import (
-    SafetensorsFile, SafetensorsHeader, SafetensorsView, open_safetensors, read_safetensors_header, torch_dtype_for,
+    SafetensorsFile, SafetensorsHeader, SafetensorsView, read_safetensors_header, torch_dtype_for,
 )
+from tinybreaker_ext.files.state_dict import find_signature_prefix
 
 # --- TinyBreaker checkpoint prefixes (docs/model-files.md "TinyBreaker checkpoints") ----------------------------------
 BASE_PREFIX = "base.diffusion_model."
@@ -51,10 +51,8 @@ class FileKind(enum.Enum):  # the value is what messages call the kind
     TRANSCODER = "tiny latent transcoder"
 
 
-# Only TinyBreaker files are checkpoints: plain PixArt-Sigma files are recognised (so a wrong pick is named) but
-# lack the transcoder and tiny VAEs. The order is the finder's preference when no file is named: prototype1 (it has the
-# upscaler VAE), then prototype0; a file with an SDXL refiner comes last (in the WebUI it needs an SDXL checkpoint
-# loaded: it has no transcoder).
+# Only TinyBreaker files are checkpoints, in the finder's order of preference, as docs/model-files.md
+# "Classification by header" says: prototype1 has the upscaler VAE; one with an SDXL refiner lacks the transcoder.
 CHECKPOINT_KINDS = (FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_SDXL)
 ALL_KINDS_TEXT = ("a TinyBreaker checkpoint, PixArt-Sigma model, T5 encoder, tiny VAE or transcoder "
                   "(.safetensors; T5 also .gguf)")
@@ -81,13 +79,6 @@ class ModelFileInfo:
         if self.kind == FileKind.TINYBREAKER_SDXL:
             return "sdxl"
         return "sd1" if self.is_tinybreaker else None
-
-
-def find_signature_prefix(keys: dict, first: str, second: str) -> str | None:
-    """The prefix P under which both ``P+first`` and ``P+second`` exist (the shortest one), else None."""
-    found = [key[: len(key) - len(first)] for key in keys if key.endswith(first)]
-    found = [prefix for prefix in found if (prefix == "" or prefix.endswith(".")) and prefix + second in keys]
-    return min(found, key=len) if found else None
 
 
 def pixart_layout(keys: Iterable[str], prefix: str = "") -> str | None:
@@ -176,9 +167,10 @@ def header_of(source) -> SafetensorsHeader | GGUFHeader:
 def _classify_gguf(header: GGUFHeader) -> ModelFileInfo:
     """GGUF files are read for the T5 encoder only (llama.cpp's ``t5encoder`` naming, as in city96's files)."""
     names = header.tensors
-    prefix = gguf_t5_prefix(names)
+    prefix = find_signature_prefix(names, *GGUF_T5_SIGNATURE)
     if prefix is None:
-        what = f"a GGUF '{header.architecture}' model" if header.architecture else "a GGUF file"
+        architecture = header.metadata.get("general.architecture")
+        what = f"a GGUF '{architecture}' model" if architecture and isinstance(architecture, str) else "a GGUF file"
         raise ModelFileError(header.path, f"is {what} without T5 encoder tensors ({GGUF_T5_SIGNATURE[0]}); "
                                           "only T5 encoders are read from GGUF files", ALL_KINDS_TEXT)
     if prefix + "enc.blk.1.attn_rel_b.weight" in names:
@@ -269,7 +261,7 @@ def open_model_file(path: str | os.PathLike,
     kinds = frozenset([expected] if isinstance(expected, FileKind) else expected)
     file = None
     try:
-        file = GGUFFile(path) if is_gguf_file(path) else open_safetensors(path)
+        file = GGUFFile(path) if is_gguf_file(path) else SafetensorsFile(path)
         info = classify(file)
         if info.kind not in kinds:
             raise ModelFileError(info.path, f"is a {info.description}")

@@ -1,8 +1,6 @@
-"""Header-validated access to one GGUF T5 file (llama.cpp's format; city96's ``t5-v1_1-xxl-encoder-*.gguf``,
-architecture ``t5encoder``), parsed with the ``gguf`` package: opening reads only the header; ``file[key]`` reads one
-tensor with a plain file read (``tensor_bytes``: no memory map stays behind). ``gguf`` is imported only when a GGUF
-file is opened, so hosts without it run everything else and get a one-line message saying what to install. Broken
-files fail at open time with a one-line ``ModelFileError``.
+"""Header-validated access to one GGUF T5 file (docs/model-files.md "GGUF T5 files"): opening reads only the header;
+``file[key]`` reads one tensor with a plain file read (``tensor_bytes``: no memory map stays behind). Broken files
+fail at open time with a one-line ``ModelFileError``.
 """
 
 from __future__ import annotations
@@ -16,7 +14,8 @@ import torch
 
 from ..errors import ModelFileError
 from ..models.ggml_quants import QUANT_TYPES, QuantizedTensor, quantized_tensor
-from .tensor_bytes import read_bytes
+from .state_dict import find_signature_prefix
+from .tensor_bytes import TensorFile
 
 GGUF_MAGIC = b"GGUF"
 GGUF_EXPECTED = "a GGUF model file"
@@ -68,11 +67,6 @@ class GGUFHeader:
     metadata: dict[str, object]  # scalar and string fields; arrays (the vocabulary) are left out
     file_type_name: str | None  # llama.cpp's name for the mix of quantizations, e.g. "Q4_K_M"
 
-    @property
-    def architecture(self) -> str | None:
-        value = self.metadata.get("general.architecture")
-        return value if isinstance(value, str) else None
-
 
 def _fail(path: str, problem: str) -> ModelFileError:
     return ModelFileError(path, problem, GGUF_EXPECTED)
@@ -98,9 +92,7 @@ def _file_type_name(metadata: dict, gguf) -> str | None:
         name = gguf.LlamaFileType(int(value)).name
     except (TypeError, ValueError):
         return None
-    for prefix in ("MOSTLY_", "ALL_"):
-        name = name.removeprefix(prefix)
-    return name
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
 def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
@@ -149,35 +141,26 @@ def _hf_t5_name(name: str, gated: bool) -> str:
     return f"encoder.block.{match.group(1)}.{part}.{match.group(3)}"
 
 
-def gguf_t5_prefix(names) -> str | None:
-    """The prefix under which a GGUF file holds a llama.cpp T5 encoder, else None."""
-    from .classify import find_signature_prefix
-
-    return find_signature_prefix(names, *GGUF_T5_SIGNATURE)
-
-
 def hf_t5_names(names) -> dict[str, str]:
     """HF key (without the outer prefix, e.g. of all-in-one files) → GGUF name, for the tensors under the T5
     encoder's prefix."""
-    prefix = gguf_t5_prefix(names) or ""
+    prefix = find_signature_prefix(names, *GGUF_T5_SIGNATURE) or ""
     gated = prefix + "enc.blk.0.ffn_gate.weight" in names
     return {_hf_t5_name(name[len(prefix):], gated): name for name in names if name.startswith(prefix)}
 
 
-class GGUFFile(Mapping[str, object]):
+class GGUFFile(Mapping[str, object], TensorFile):
     """An open GGUF file and context manager: a lazy ``Mapping`` of its T5 encoder's tensors under HF
     ``T5EncoderModel`` keys without the outer prefix (``hf_t5_names``). Like the safetensors views it answers
     ``shape``/``dtype``/``nbytes`` from the header; ``dtype`` is None for block-quantized tensors, and a ggml type
     TinyBreaker cannot dequantize is refused there, before any data is read."""
 
+    expected, complete_expected = GGUF_EXPECTED, COMPLETE_EXPECTED
+
     def __init__(self, path: str | os.PathLike):
         self.header = read_gguf_header(path)
+        self.path = self.header.path
         self._names = hf_t5_names(self.header.tensors)  # HF key → GGUF name
-        self._stream = None
-
-    @property
-    def path(self) -> str:
-        return self.header.path
 
     def _entry(self, key: str) -> GGUFTensorEntry:
         return self.header.tensors[self._names[key]]
@@ -196,17 +179,8 @@ class GGUFFile(Mapping[str, object]):
         return FLOAT_TYPES.get(entry.type_name)
 
     def __getitem__(self, key: str) -> torch.Tensor | QuantizedTensor:
-        dtype, entry, name = self.dtype(key), self._entry(key), self._names[key]
-        try:
-            if self._stream is None:
-                self._stream = open(self.path, "rb")
-            data = read_bytes(self._stream, entry.offset, entry.nbytes)
-        except OSError as error:
-            raise ModelFileError(self.path, f"cannot read tensor '{name}' ({error.strerror or error})",
-                                 GGUF_EXPECTED) from None
-        if data.numel() != entry.nbytes:
-            raise ModelFileError(self.path, f"cannot read tensor '{name}' (the file changed since it was opened)",
-                                 COMPLETE_EXPECTED)
+        dtype, entry = self.dtype(key), self._entry(key)
+        data = self._read_tensor(self._names[key], entry.offset, entry.nbytes)
         if dtype is not None:
             return data.view(dtype).reshape(entry.shape)
         return quantized_tensor(data, entry.type_name, entry.shape)
@@ -219,14 +193,3 @@ class GGUFFile(Mapping[str, object]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._names
-
-    def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.close()
-
-    def __enter__(self) -> "GGUFFile":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()

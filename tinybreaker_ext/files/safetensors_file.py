@@ -19,7 +19,7 @@ from typing import Iterator, Mapping
 import torch
 
 from tinybreaker_ext.errors import ModelFileError
-from tinybreaker_ext.files.tensor_bytes import read_bytes
+from tinybreaker_ext.files.tensor_bytes import TensorFile
 
 SAFETENSORS_EXPECTED = "a .safetensors model file"
 COMPLETE_EXPECTED = "a complete .safetensors model file"
@@ -203,26 +203,19 @@ class SafetensorsView(Mapping[str, torch.Tensor]):
         return SafetensorsView(self._file, self.prefix + prefix)
 
 
-class SafetensorsFile(SafetensorsView):
-    """An open ``.safetensors`` file (a lazy ``Mapping[str, Tensor]`` and a context manager)."""
+class SafetensorsFile(SafetensorsView, TensorFile):
+    """An open ``.safetensors`` file (a lazy ``Mapping[str, Tensor]`` and a context manager); opening validates the
+    header and raises a one-line ModelFileError naming the file and the problem."""
+
+    expected, complete_expected = SAFETENSORS_EXPECTED, COMPLETE_EXPECTED
 
     def __init__(self, path: str | os.PathLike):
         self.header = read_safetensors_header(path)
-        self._handle = None
         super().__init__(self, "")
 
     def _read(self, full_key: str, into: torch.Tensor | None = None) -> torch.Tensor:
         entry, dtype = self.entry(full_key), self.dtype(full_key)
-        try:
-            if self._handle is None:
-                self._handle = open(self.path, "rb")
-            data = read_bytes(self._handle, 8 + self.header.header_size + entry.start, entry.nbytes, into)
-        except OSError as error:
-            raise ModelFileError(self.path, f"cannot read tensor '{full_key}' ({error.strerror or error})",
-                                 SAFETENSORS_EXPECTED) from None
-        if data.numel() != entry.nbytes:
-            raise ModelFileError(self.path, f"cannot read tensor '{full_key}' (the file changed since it was opened)",
-                                 COMPLETE_EXPECTED)
+        data = self._read_tensor(full_key, 8 + self.header.header_size + entry.start, entry.nbytes, into)
         global _bytes_read
         _bytes_read += entry.nbytes
         try:
@@ -231,24 +224,7 @@ class SafetensorsFile(SafetensorsView):
             raise ModelFileError(self.path, f"tensor '{full_key}' ({entry.dtype_name}) cannot be read as {dtype} "
                                             f"({error})") from None
 
-    def close(self) -> None:
-        """Releases the file handle; tensors already returned stay valid (they own their memory)."""
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            handle.close()
-
-    def __enter__(self) -> "SafetensorsFile":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
 
 def bytes_read() -> int:
     """Tensor bytes read so far by this process from any ``.safetensors`` file."""
     return _bytes_read
-
-
-def open_safetensors(path: str | os.PathLike) -> SafetensorsFile:
-    """Opens and validates ``path``; raises ModelFileError naming the file and the problem."""
-    return SafetensorsFile(path)

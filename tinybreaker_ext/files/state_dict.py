@@ -30,6 +30,13 @@ def with_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str
     return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
+def find_signature_prefix(keys, first: str, second: str) -> str | None:
+    """The prefix P under which both ``P+first`` and ``P+second`` exist (the shortest one), else None."""
+    found = [key[: len(key) - len(first)] for key in keys if key.endswith(first)]
+    found = [prefix for prefix in found if (prefix == "" or prefix.endswith(".")) and prefix + second in keys]
+    return min(found, key=len) if found else None
+
+
 def source_name(state_dict: Mapping[str, torch.Tensor], source: str | None = None) -> str:
     """What to call a state dict in an error message: the caller's name, the file path of a lazy view, or a
     placeholder."""

@@ -14,6 +14,8 @@ import threading
 
 import torch
 
+from ..errors import ModelFileError
+
 _LOCK = threading.Lock()  # seek + read on a shared handle must not interleave
 
 
@@ -26,3 +28,38 @@ def read_bytes(stream, offset: int, nbytes: int, into: torch.Tensor | None = Non
         stream.seek(offset)
         got = stream.readinto(data.numpy())  # a buffered file fills the whole buffer unless the file ends first
     return data[:got]
+
+
+class TensorFile:
+    """What the ``.safetensors`` and GGUF readers share: the file opens at the first tensor read and stays open until
+    `close` or the end of a ``with`` block; tensors already returned stay valid (they own their memory)."""
+
+    path: str
+    expected: str  # what a read error says the file should be
+    complete_expected: str  # the same, for a file that ends early
+    _stream = None
+
+    def _read_tensor(self, name: str, offset: int, nbytes: int, into: torch.Tensor | None = None) -> torch.Tensor:
+        """Tensor ``name``'s bytes (`read_bytes`), or a one-line ModelFileError when the read fails or comes short."""
+        try:
+            if self._stream is None:
+                self._stream = open(self.path, "rb")
+            data = read_bytes(self._stream, offset, nbytes, into)
+        except OSError as error:
+            raise ModelFileError(self.path, f"cannot read tensor '{name}' ({error.strerror or error})",
+                                 self.expected) from None
+        if data.numel() != nbytes:
+            raise ModelFileError(self.path, f"cannot read tensor '{name}' (the file changed since it was opened)",
+                                 self.complete_expected)
+        return data
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

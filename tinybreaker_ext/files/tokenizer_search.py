@@ -73,22 +73,17 @@ def find_tokenizer(kind: TokenizerKind, user_path=None, models_dirs: Iterable = 
             return folder
         raise ModelNotFoundError(kind.what, [user_path], kind.user_path_hint)
 
-    searched: list[str] = []
     models_dirs = [os.fspath(d) for d in models_dirs]
-    for folder in models_dirs:
-        searched.append(folder)
-        for candidate in models_folder_candidates(folder, kind.folder_name):
+    hub_cache = default_hub_cache()
+    places = [(folder, models_folder_candidates(folder, kind.folder_name)) for folder in models_dirs]
+    places += [(folder, [folder]) for folder in map(os.fspath, host_dirs)]
+    places.append((hub_cache, hub_cache_candidates(hub_cache, kind.hub_cache_folders)))
+    searched: list[str] = []
+    for place, candidates in places:  # (what a failure lists as searched, the folders to try there)
+        searched.append(place)
+        for candidate in candidates:
             if kind.is_valid(candidate):
                 return candidate
-    for folder in (os.fspath(d) for d in host_dirs):
-        searched.append(folder)
-        if kind.is_valid(folder):
-            return folder
-    hub_cache = default_hub_cache()
-    searched.append(hub_cache)
-    for candidate in hub_cache_candidates(hub_cache, kind.hub_cache_folders):
-        if kind.is_valid(candidate):
-            return candidate
 
     target = os.path.join(models_dirs[0], kind.folder_name) if models_dirs else None
     where = f"into {target}" if target else f"into a '{kind.folder_name}' folder of your models folder"

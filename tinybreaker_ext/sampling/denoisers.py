@@ -26,12 +26,8 @@ MAX_LCM_REPEAT = 4
 
 
 class EpsDenoiser:
-    """Wraps ``eps_fn(x_in, timestep, *extra) -> eps`` of a discrete-time VP model.
-
-    The network sees ``x / sqrt(σ² + 1)`` and the nearest integer timestep (as a float tensor); the result is
-    ``x − σ·eps``. Extra positional/keyword arguments (e.g. the text context and its mask) are passed through to
-    ``eps_fn``.
-    """
+    """Wraps ``eps_fn(x_in, timestep, *extra) -> eps`` of a discrete-time VP model, as docs/numerics.md
+    "Eps and CFG denoisers" says; extra arguments (e.g. the text context and its mask) go through to ``eps_fn``."""
 
     def __init__(self, eps_fn: Callable[..., torch.Tensor], model_sigmas):
         self.eps_fn = eps_fn
@@ -60,12 +56,8 @@ class ContextCall:
 
 
 def plan_context_calls(rows: list[torch.Tensor], *, can_mask: bool) -> list[ContextCall]:
-    """Batches per-row contexts (each ``[1, L_i, W]``) into as few model calls as the model allows.
-
-    Equal lengths: one call. Lengths whose LCM is at most 4x the shortest: one call, each repeated to the LCM (the
-    reference's rule, bit for bit). Otherwise, for a model that masks: one call, zero-padded to the longest, with a
-    mask. Otherwise one call per distinct context shape (the reference's separate calls).
-    """
+    """Batches per-row contexts (each ``[1, L_i, W]``) into as few model calls as the model allows: repeated to their
+    LCM length, else zero-padded and masked, else one call per shape (docs/numerics.md "Caption length and masking")."""
     lengths = [row.shape[1] for row in rows]
     same_width = len({row.shape[2] for row in rows}) == 1
     if same_width and math.lcm(*lengths) // min(lengths) <= MAX_LCM_REPEAT:
@@ -147,11 +139,8 @@ class CFGDenoiser:
         return self._plan[1]
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
-        sigma = torch.as_tensor(sigma, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(batch)
-        calls = self.context_calls(batch, x.device)
+        """``sigma``: one per image, on ``x``'s device (what the samplers pass)."""
+        calls = self.context_calls(x.shape[0], x.device)
         if not self.guided:
             return self._run(calls, x, sigma) * self.cfg
         uncond_pred, cond_pred = self._run(calls, torch.cat([x, x]), torch.cat([sigma, sigma])).chunk(2)

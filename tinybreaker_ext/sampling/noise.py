@@ -10,11 +10,16 @@ MAX_DENOISE_REL_TOL = 1e-5
 
 
 def stage_noise(shape, seed: int) -> torch.Tensor:
-    """One standard-normal draw over the whole batch shape from a CPU generator seeded with ``seed`` — the same
-    numbers as ``torch.manual_seed(seed); torch.randn(shape)`` without touching the global generator. Image k of a
-    batch therefore differs from a single image made with another seed."""
+    """One standard-normal draw over ``shape`` from a CPU generator seeded with ``seed``: the numbers of
+    ``torch.manual_seed(seed); torch.randn(shape)``, without touching the global generator."""
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device="cpu")
+
+
+def per_image_noise(shape, seeds, device) -> torch.Tensor:
+    """A batch's noise on ``device``: image k's is the `stage_noise` of one image seeded with ``seeds[k]``."""
+    single = (1,) + tuple(shape[1:])
+    return torch.cat([stage_noise(single, seed) for seed in seeds]).to(device)
 
 
 def is_max_denoise(sigma0, sigma_max) -> bool:

@@ -26,6 +26,7 @@ from tinybreaker_ext.sampling.samplers_deis import sample_deis
 from tinybreaker_ext.sampling.samplers_unipc import sample_unipc, sample_unipc_bh2
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LMS_ORDER = 4  # k-diffusion's default, which the reference runs
 
 
 @torch.no_grad()
@@ -43,10 +44,10 @@ def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, s
     return x
 
 
-def _ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float = 1.0):
+def _ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor):
     """Noise level to step down to, and the noise to add back (eta 1 = full DDPM-like ancestral noise).
     Called on host sigmas (``min`` compares them)."""
-    sigma_up = min(sigma_to, eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
+    sigma_up = min(sigma_to, (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
     sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
     return sigma_down, sigma_up
 
@@ -84,7 +85,7 @@ def sample_euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Te
         else:
             sigma_down, sigma_up = levels_on_device[i]
             derivative = (x - denoised) / sigmas[i]
-            x = x + derivative * (sigma_down - sigmas[i]) + noise() * 1.0 * sigma_up
+            x = x + derivative * (sigma_down - sigmas[i]) + noise() * sigma_up
         report(callback, i, total, x, denoised)
     return x
 
@@ -113,8 +114,7 @@ def lms_coefficient(order: int, t: list[float], i: int, j: int) -> float:
 
 @torch.no_grad()
 def sample_lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
-               seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None, order: int = 4,
-               ) -> torch.Tensor:
+               seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None) -> torch.Tensor:
     """Linear multistep (Adams-Bashforth in sigma, up to order 4); the step to sigma 0 returns the denoised image."""
     sigmas, host = prepare_sigmas(sigmas, x)
     nodes = host.tolist()
@@ -124,12 +124,12 @@ def sample_lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, see
     for i in range(total):
         denoised = denoiser(x, sigmas[i] * ones)
         derivatives.append((x - denoised) / sigmas[i])
-        if len(derivatives) > order:
+        if len(derivatives) > LMS_ORDER:
             derivatives.pop(0)
         if nodes[i + 1] == 0:
             x = denoised
         else:
-            current_order = min(i + 1, order)
+            current_order = min(i + 1, LMS_ORDER)
             coefficients = [lms_coefficient(current_order, nodes, i, j) for j in range(current_order)]
             x = x + sum(c * d for c, d in zip(coefficients, reversed(derivatives)))
         report(callback, i, total, x, denoised)
@@ -198,8 +198,8 @@ class BrownianNoise:
 @torch.no_grad()
 def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
                         seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
-                        eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
-    """DPM-Solver++(2M) SDE, midpoint variant, with Brownian-tree noise on the CPU seeded by ``seed``/``seeds``."""
+                        ) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE (midpoint, eta 1); Brownian-tree noise on the CPU seeded by ``seed``/``seeds``."""
     sigmas, host = prepare_sigmas(sigmas, x)
     if len(sigmas) <= 1:
         return x
@@ -215,15 +215,13 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
         else:
             lambda_s, lambda_t = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
             h = lambda_t - lambda_s
-            h_eta = h * (eta + 1)
+            h_eta = h * 2  # h * (eta + 1)
             alpha_t = sigmas[i + 1] * lambda_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+            x = sigmas[i + 1] / sigmas[i] * (-h).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
             if old_denoised is not None:
                 r = h_last / h
                 x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - old_denoised)
-            if eta > 0 and s_noise > 0:
-                x = x + noise_sampler(i) * sigmas[i + 1] * (
-                    -2 * h * eta).expm1().neg().sqrt() * s_noise
+            x = x + noise_sampler(i) * sigmas[i + 1] * (-2 * h).expm1().neg().sqrt()
         old_denoised = denoised
         h_last = h
         report(callback, i, total, x, denoised)

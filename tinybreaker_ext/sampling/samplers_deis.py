@@ -19,6 +19,7 @@ _EDM_SIGMA_MIN = 0.002  # a float: the reference's torch.tensor(0.002) is float3
 _EDM_SIGMA_MAX = 80  # an int: the reference's torch.tensor(80) is int64, so numpy takes its log in float64
 _EPSILON_S = 1e-3
 _INTEGRATION_POINTS = 10000
+MAX_ORDER = 3
 
 
 def _numpy_log_of_square_plus_one(value) -> torch.Tensor:
@@ -63,13 +64,13 @@ def _lagrange_basis(nodes: torch.Tensor, j: int, taus: torch.Tensor):
     return basis
 
 
-def deis_coefficients(sigmas: torch.Tensor, max_order: int = 3) -> list[list[torch.Tensor]]:
-    """Per-step multistep coefficients ("tab" mode) from host sigmas; step i uses min(i+1, max_order) of them (none
+def deis_coefficients(sigmas: torch.Tensor) -> list[list[torch.Tensor]]:
+    """Per-step multistep coefficients ("tab" mode) from host sigmas; step i uses min(i+1, MAX_ORDER) of them (none
     for Euler)."""
     times, beta_0, beta_1 = _vp_times(sigmas)
     coefficients: list[list[torch.Tensor]] = []
     for i, (t_cur, t_next) in enumerate(zip(times[:-1], times[1:])):
-        order = min(i + 1, max_order)
+        order = min(i + 1, MAX_ORDER)
         if order == 1 or sigmas[i + 1] <= 0:  # a step to sigma 0 is an Euler step: no coefficients needed
             coefficients.append([])
             continue
@@ -83,11 +84,10 @@ def deis_coefficients(sigmas: torch.Tensor, max_order: int = 3) -> list[list[tor
 
 @torch.no_grad()
 def sample_deis(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
-                seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
-                max_order: int = 3) -> torch.Tensor:
+                seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None) -> torch.Tensor:
     """DEIS multistep in sigma space. Deterministic: ``seed`` and ``seeds`` are unused."""
     sigmas, host = prepare_sigmas(sigmas, x)
-    coefficients = [[c.to(x.device) for c in step] for step in deis_coefficients(host, max_order)]
+    coefficients = [[c.to(x.device) for c in step] for step in deis_coefficients(host)]
     values = host.tolist()
     ones = x.new_ones([x.shape[0]])
     history: list[torch.Tensor] = []
@@ -96,7 +96,7 @@ def sample_deis(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Option
         t_cur, t_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, t_cur * ones)
         derivative = (x - denoised) / t_cur
-        order = 1 if values[i + 1] <= 0 else min(max_order, i + 1)
+        order = 1 if values[i + 1] <= 0 else min(MAX_ORDER, i + 1)
         if order == 1:
             x_next = x + (t_next - t_cur) * derivative
         else:
@@ -104,7 +104,7 @@ def sample_deis(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Option
             x_next = x + step_coefficients[0] * derivative
             for k in range(1, order):
                 x_next = x_next + step_coefficients[k] * history[-k]
-        history = (history + [derivative])[-(max_order - 1):]  # the last max_order - 1 derivatives
+        history = (history + [derivative])[-(MAX_ORDER - 1):]  # the last MAX_ORDER - 1 derivatives
         x = x_next
         report(callback, i, total, x, denoised)
     return x

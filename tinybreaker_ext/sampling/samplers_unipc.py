@@ -1,7 +1,5 @@
 """UniPC (B(h) variants) exactly as the reference's ``sample_unipc`` runs it (docs/numerics.md "Samplers").
 
-The reference converts sigma space to VP space (x / sqrt(1 + σ0²)), replaces a final σ = 0 by 0.001, uses order
-min(3, len(sigmas) − 2), data prediction, multistep updates with the UniC corrector and lower-order final steps.
 Hand-written port: no installable library reproduces ComfyUI's variant (it works directly on sigmas, not on a
 timestep grid like A1111's UniPC), and the expressions keep its order of operations to match it bit for bit.
 """
@@ -41,9 +39,8 @@ def _per_sample(values: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 def _data_prediction(denoiser, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x0 prediction in VP space from a sigma-space denoiser, through the eps the reference derives from it."""
-    if t.reshape((-1,)).shape[0] == 1:
-        t = t.expand((x.shape[0]))
+    """x0 prediction in VP space from a sigma-space denoiser, through the eps the reference derives from it;
+    ``t`` holds one sigma per image."""
     sigma = t.view(t.shape[:1] + (1,) * (x.ndim - 1))
     scaled = x * ((sigma ** 2 + 1.0) ** 0.5)
     noise = (scaled - denoiser(scaled, t)) / sigma

@@ -21,12 +21,8 @@ DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset(("dpm_2", "dpm_2_ancestral", "uni
 
 def discrete_sigmas(kind: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02, n: int = 1000,
                     ) -> torch.Tensor:
-    """The ``n`` discrete sigmas ``sqrt((1 - alphā_t) / alphā_t)`` of a DDPM beta schedule, as float64.
-
-    ``kind`` uses diffusers' names: ``"linear"`` spaces the betas linearly (PixArt: 1e-4..0.02, ComfyUI calls it
-    "sqrt_linear"), ``"scaled_linear"`` spaces their square roots linearly (SD1: 0.00085..0.012, ComfyUI "linear").
-    The table stays float64: `DiscreteSchedule` rounds it (and its log) to float32 exactly once, as the reference does.
-    """
+    """The ``n`` discrete sigmas of a DDPM beta schedule, as float64 (docs/numerics.md "Sigma tables"); ``kind`` uses
+    diffusers' names: ``"linear"`` (PixArt) or ``"scaled_linear"`` (SD1, square roots spaced linearly)."""
     if kind == "linear":
         betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
     elif kind == "scaled_linear":
@@ -58,15 +54,8 @@ class DiscreteSchedule:
         table = torch.as_tensor(table).detach().cpu()
         self.sigmas = table.to(torch.float32)
         self.log_sigmas = table.to(torch.float64).log().to(torch.float32)
+        self.sigma_min, self.sigma_max = self.sigmas[0], self.sigmas[-1]
         self._log_sigmas_on: dict[str, torch.Tensor] = {}  # copies on compute devices, so a step copies nothing
-
-    @property
-    def sigma_min(self) -> torch.Tensor:
-        return self.sigmas[0]
-
-    @property
-    def sigma_max(self) -> torch.Tensor:
-        return self.sigmas[-1]
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """Index of the nearest table entry in log space (an integer tensor shaped like ``sigma``)."""
@@ -219,10 +208,8 @@ def scheduler_sigmas(model_sigmas, scheduler: str, steps: int) -> torch.Tensor:
 
 def step_window(steps: int, steps_start: int = 0, steps_end: int = 10000, steps_nfactor: int = 0
                 ) -> tuple[int, int, int]:
-    """(steps, start, end) after the reference's rules (docs/numerics.md "Step windows"): a negative end counts
-    from the last step, the window is clamped to the schedule, then the step factor (detail level) first lowers the
-    start and adds the rest of its steps at the end, or (negative) raises the start. ``start >= end`` means the
-    stage is skipped."""
+    """(steps, start, end) after the reference's rules 1-2 of docs/numerics.md "Step windows" (``steps_nfactor``
+    is the detail level); ``start >= end`` means the stage is skipped."""
     if steps_end < 0:
         steps_end = steps + steps_end
     steps_start = max(0, steps_start)

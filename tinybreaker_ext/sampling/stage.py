@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from .noise import noised_start, stage_noise
+from .noise import noised_start, per_image_noise
 from .samplers import Denoiser, get_sampler
 
 
@@ -25,8 +25,6 @@ def sample_stage(denoiser: Denoiser, latent: torch.Tensor, sigmas: torch.Tensor,
     sample = get_sampler(sampler)
     x = latent.float()
     if add_noise:
-        shape = (1,) + tuple(latent.shape[1:])
-        noise = torch.cat([stage_noise(shape, seed) for seed in seeds]).to(latent.device)
-        x = noised_start(x, noise, sigmas[0], sigma_max)
+        x = noised_start(x, per_image_noise(latent.shape, seeds, latent.device), sigmas[0], sigma_max)
     return sample(denoiser, x, sigmas.to(latent.device), seeds=[int(seed) for seed in seeds],
                   callback=callback).float()

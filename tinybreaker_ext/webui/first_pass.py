@@ -143,9 +143,9 @@ def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, uncon
     refine_seeds = [generation.refine.noise_seed] * x.shape[0]
     host.before_host_sampling(p)
     if p.scripts is not None:
-        from ..sampling.noise import stage_noise
+        from ..sampling.noise import per_image_noise
 
-        noise = torch.cat([stage_noise((1,) + tuple(x.shape[1:]), seed) for seed in refine_seeds]).to(x.device)
+        noise = per_image_noise(x.shape, refine_seeds, x.device)
         p.scripts.process_before_every_sampling(p, x=x, noise=noise, c=conditioning, uc=unconditional_conditioning)
     denoiser = HostDenoiser(p, conditioning, unconditional_conditioning, generation.refine.cfg,
                             generation.refine_sigmas)
