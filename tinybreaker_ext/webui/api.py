@@ -120,12 +120,8 @@ def save_style_route(request: dict):
 def plan_route(request: dict):
     """What a txt2img request would run, without running it: the body takes txt2img's own fields (prompt,
     negative_prompt, width, height, seed, batch_size) and ``args`` as in ``alwayson_scripts.TinyBreaker.args``."""
-    from ..errors import ModelNotFoundError
-    from ..limits import t5_token_counter
-    from ..plan import ImageRequest, make_plan
-    from ..prompt.file_defaults import checkpoint_file_defaults
-    from .run_plan import _tokenizer_search, resolve_file
-    from .upscale import check_plan_upscaler
+    from ..plan import ImageRequest
+    from .run_plan import build_run_plan
 
     try:
         if not isinstance(request, dict):
@@ -141,14 +137,10 @@ def plan_route(request: dict):
             values[name] = value
         image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
                              values["seed"], values["batch_size"], locations.size_step())
-        try:  # the checkpoint's metadata defaults, as a generation would use them
-            defaults = checkpoint_file_defaults(resolve_file("checkpoint", fields.checkpoint, "checkpoint"))
-        except ModelNotFoundError:  # no checkpoint installed yet: the plan of the styles alone
-            defaults = None
-        plan = make_plan(fields, image, locations.style_library(),
-                         t5_tokens=t5_token_counter(_tokenizer_search()), file_defaults=defaults)
-        check_plan_upscaler(plan)
-        return plan.summary()
+        plan = build_run_plan(fields, image, locations.style_library(), files_required=False)
+        if plan.error is not None:
+            raise plan.error
+        return plan.generation.summary()
     except TinyBreakerError as error:
         raise request_error(error) from None
 

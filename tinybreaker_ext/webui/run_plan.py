@@ -63,19 +63,27 @@ def image_request(p) -> ImageRequest:
                         size_step=locations.size_step())
 
 
-def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:
+def build_run_plan(params: TinyBreakerParams, request: ImageRequest, styles, *,
+                   files_required: bool = True) -> RunPlan:
+    """The plan of a txt2img job, and of ``POST /plan`` (``files_required=False``: no T5 file is looked for, and
+    without a checkpoint installed the plan is the styles' alone)."""
     from .upscale import check_plan_upscaler
 
     plan = RunPlan(params=params)
     try:
         tokens = t5_token_counter(_tokenizer_search())
-        plan.generation = make_plan(params, image_request(p), styles, t5_tokens=tokens)  # the fields checked first
-        plan.checkpoint_path = resolve_file("checkpoint", params.checkpoint, "checkpoint")
-        defaults = checkpoint_file_defaults(plan.checkpoint_path)
+        plan.generation = make_plan(params, request, styles, t5_tokens=tokens)  # the fields checked first
+        try:
+            plan.checkpoint_path = resolve_file("checkpoint", params.checkpoint, "checkpoint")
+        except ModelNotFoundError:
+            if files_required:
+                raise
+        defaults = checkpoint_file_defaults(plan.checkpoint_path) if plan.checkpoint_path else None
         if defaults:
-            plan.generation = make_plan(params, image_request(p), styles, t5_tokens=tokens, file_defaults=defaults)
+            plan.generation = make_plan(params, request, styles, t5_tokens=tokens, file_defaults=defaults)
         plan.params = plan.generation.params
-        plan.t5_path = resolve_file("t5", params.t5_file, "t5_file")
+        if files_required:
+            plan.t5_path = resolve_file("t5", params.t5_file, "t5_file")
         check_plan_upscaler(plan.generation)
     except TinyBreakerError as error:
         plan.error = error

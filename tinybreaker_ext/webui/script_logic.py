@@ -90,7 +90,7 @@ def process(p, *args) -> RunPlan | None:
         plan = RunPlan(params=params.TinyBreakerParams(enabled=True), error=error)
     else:
         request = image_request(p)
-        plan = build_run_plan(p, parsed, style_library())
+        plan = build_run_plan(parsed, request, style_library())
         if plan.generation is not None:
             apply_plan_to_fields(p, plan.generation, request)
             notes += plan.generation.warnings
