@@ -38,7 +38,7 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
         ordered = [controls[name] for name in params.FIELD_NAMES]
         _save_style(gr, elem_id, ordered, controls["style"], choices)
 
-    paste_fields = [(controls["enabled"], lambda d: "TinyBreaker" in d)]
+    paste_fields = [(controls["enabled"], lambda d: FIELD_BY_NAME["enabled"].infotext_key in d)]
     paste_fields += [(controls[name], params.field_label_callable(name))
                      for name in params.FIELD_NAMES if name != "enabled"]
     return ordered, paste_fields
