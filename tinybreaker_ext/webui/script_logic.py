@@ -49,7 +49,7 @@ def parse_args(args: Sequence[Any], warnings: list[str] | None = None
     try:
         return params.from_script_args(args, warnings), None
     except ParameterError as error:
-        if _enabled_hint(args) is False:
+        if _switched_off(args):
             return None, None
         return None, error
 
@@ -149,14 +149,12 @@ def postprocess(p) -> None:
     _active_plans.pop(id(p), None)
 
 
-def _enabled_hint(args: Sequence[Any]) -> bool | None:
-    if not args:
-        return False
-    named = next((arg for arg in args if isinstance(arg, dict)), None)
-    if named is not None and "enabled" in named:
-        return named["enabled"] if isinstance(named["enabled"], bool) else None
-    first = args[0]
-    return first if isinstance(first, bool) else None
+def _switched_off(args: Sequence[Any]) -> bool:
+    """The arguments clearly leave TinyBreaker off: none given, the first named ``enabled`` false, or a leading
+    False."""
+    named = next((arg for arg in args if isinstance(arg, dict)), {})
+    value = named["enabled"] if "enabled" in named else (args[0] if args else False)
+    return value is False
 
 
 def apply_plan_to_fields(p, plan: GenerationPlan, request: ImageRequest) -> None:
