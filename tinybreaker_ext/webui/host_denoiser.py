@@ -61,6 +61,7 @@ class HostDenoiser:
         try:
             _sigmas_to(sampler, example.device)
             sampler.initialize(p)
+            self.s_min_uncond = float(getattr(sampler, "s_min_uncond", None) or 0.0)
             steps = max(len(self.sigmas) - 1, 1)
             self.cfg_denoiser.init_latent = example
             self.cfg_denoiser.steps = steps
@@ -68,7 +69,7 @@ class HostDenoiser:
             sampler.last_latent = example
             sampler.sampler_extra_args = {"cond": self.cond, "image_cond": self._image_cond(example),
                                           "uncond": self.uncond, "cond_scale": self.cfg_scale,
-                                          "s_min_uncond": self._s_min_uncond()}
+                                          "s_min_uncond": self.s_min_uncond}
             yield self
         finally:
             if cleanup is not None:
@@ -80,21 +81,15 @@ class HostDenoiser:
         sigma = torch.as_tensor(sigma, device=x.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
-        self.cfg_denoiser.step = self._step_of(sigma)
+        self.cfg_denoiser.step = int((self.sigmas - float(sigma.max())).abs().argmin())
         try:
             denoised = self.cfg_denoiser(x, sigma, cond=self.cond, uncond=self.uncond, cond_scale=self.cfg_scale,
-                                         s_min_uncond=self._s_min_uncond(), image_cond=self._image_cond(x))
+                                         s_min_uncond=self.s_min_uncond, image_cond=self._image_cond(x))
         except BaseException as error:  # the host's InterruptedException derives from BaseException
             if self._interrupted is not None and isinstance(error, self._interrupted):
                 raise Cancelled("interrupted") from error
             raise
         return denoised.to(device=x.device, dtype=x.dtype)
-
-    def _step_of(self, sigma: torch.Tensor) -> int:
-        return int((self.sigmas - float(sigma.max())).abs().argmin())
-
-    def _s_min_uncond(self) -> float:
-        return float(getattr(self.sampler, "s_min_uncond", None) or 0.0)
 
     def _image_cond(self, x: torch.Tensor):
         """``txt2img_image_conditioning`` at the tile's size (zeros for normal SD1; a full mask for inpainting)."""
