@@ -77,7 +77,7 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
             latent = run_base_stage(p, plan, host, texts, seeds, family)
     finally:
         host.after_tinybreaker(sd_model)
-    progress.stage_done()
+    shared.state.nextjob()
 
     # A copy made outside inference mode: A1111 samples under no_grad only, where an in-place update (by the host or
     # an extension's hook) of a tensor created in inference mode raises.
@@ -96,7 +96,7 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     if plan.generation.upscale and not shared.state.interrupted:
         from .upscale import run_tiny_upscaler
 
-        progress.stage_done()
+        shared.state.nextjob()
         samples = run_tiny_upscaler(p, samples, plan.load_engine(host), host, plan.generation.upscaler,
                                     plan.generation.upscale_by, plan.generation.upscale_mode,
                                     plan.generation.upscale_model)

@@ -79,10 +79,3 @@ def host_latent_preview() -> Callable | None:
     from modules import sd_samplers_common
 
     return getattr(sd_samplers_common, "store_latent", None)
-
-
-def stage_done() -> None:
-    from modules import shared
-
-    shared.state.nextjob()
-
