@@ -104,31 +104,26 @@ def resolve_file(role: str, requested: str, field_name: str) -> str:
             raise ModelNotFoundError(what, dirs or [locations.tinybreaker_dir()], hint=f"put it in "
                                      f"{locations.tinybreaker_dir()} (see the README for download links)")
         return candidates[0]
-    names = ", ".join(_names(candidates, dirs)) or "none"
+    names = ", ".join(os.path.basename(path) for path in candidates) or "none"
     wanted = requested.replace("\\", "/")
     if "\0" in wanted or wanted.startswith("/") or ":" in wanted.split("/")[0] or ".." in wanted.split("/"):
         raise ParameterError(field_name, f"{requested!r} is not a file name inside the model folders; found: {names}")
     for path in candidates:
-        if wanted in _names([path], dirs, all_forms=True):
+        if wanted in _forms(path, dirs):
             return path
     for path, reason in finder.skipped:  # in a model folder, but not usable for this role
-        if wanted in _names([path], dirs, all_forms=True):
+        if wanted in _forms(path, dirs):
             raise ParameterError(field_name, f"{wanted!r} is not usable as {what}: {reason}; found: {names}")
     for path in (info.path for other in ("checkpoint", "t5") if other != role for info in finder.candidates(other)):
-        if wanted in _names([path], dirs, all_forms=True):
+        if wanted in _forms(path, dirs):
             raise ParameterError(field_name, f"{wanted!r} is not {what}; found: {names}")
     raise ParameterError(field_name, f"no {role} file named {requested!r} in the model folders; found: {names}")
 
 
-def _names(paths: list[str], dirs: list[str], *, all_forms: bool = False) -> list[str]:
-    """How a request may name each file: its name, and (``all_forms``) its path relative to each model folder."""
-    names: list[str] = []
-    for path in paths:
-        names.append(os.path.basename(path))
-        if all_forms:
-            names += [os.path.relpath(path, folder).replace(os.sep, "/") for folder in dirs
-                      if os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)]
-    return names
+def _forms(path: str, dirs: list[str]) -> list[str]:
+    """How a request may name a file: its name, or its path relative to a model folder."""
+    return [os.path.basename(path)] + [os.path.relpath(path, folder).replace(os.sep, "/") for folder in dirs
+                                       if os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)]
 
 
 def _tokenizer_search() -> dict:
