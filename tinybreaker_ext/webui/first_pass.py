@@ -68,13 +68,11 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     if plan.generation.upscale and family != "sd1":
         raise ParameterError("upscale", "the Tiny Upscaler refines tiles with an SD1 checkpoint (its tiny VAE is "
                                         f"SD1's); the WebUI has {family.upper()} loaded: use Hires fix instead")
-    texts = plan.texts or [plan.generation.texts(prompt, negative) for prompt, negative in zip(
-        prompts, getattr(p, "negative_prompts", None) or [p.negative_prompt] * len(prompts))]
 
     host.before_tinybreaker(sd_model)
     try:
         with host.no_autocast(), torch.inference_mode():
-            latent = run_base_stage(p, plan, host, texts, seeds, family)
+            latent = run_base_stage(p, plan, host, plan.texts, seeds, family)
     finally:
         host.after_tinybreaker(sd_model)
     shared.state.nextjob()
@@ -122,7 +120,7 @@ def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str) -> torch.T
         sdxl_latent = engine.base([item.base_prompt for item in texts], [item.base_negative for item in texts],
                                   generation.base, generation.base_sigmas, width=generation.base_width,
                                   height=generation.base_height, seeds=list(seeds), placement=placement,
-                                  t5_mode=plan.t5_mode, callback=callback)
+                                  t5_mode=plan.memory.t5_mode, callback=callback)
     except Cancelled:  # Interrupt during the base: the latest estimate (all zeros before the first step)
         last = engine.last_denoised
         sdxl_latent = (torch.zeros(len(seeds), 4, generation.base_height // 8, generation.base_width // 8)

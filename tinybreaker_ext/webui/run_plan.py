@@ -29,11 +29,6 @@ class RunPlan:
     memory: MemoryPlan | None = None  # the preflight's estimate (check), set in process
     _engine: object = field(default=None, repr=False)
 
-    @property
-    def t5_mode(self) -> str:
-        """The T5 placement to run: the preflight's resolution of the one asked for."""
-        return self.memory.t5_mode if self.memory is not None else requested_t5_mode(self.params.t5_mode)
-
     def load_engine(self, host):
         if self._engine is None:
             from ..pipeline import get_pipeline
