@@ -45,7 +45,11 @@ class ManagedPlacement:
                                           offload_device=torch.device("cpu"))
             module.__dict__[_PATCHER_ATTRIBUTE] = patcher  # a plain attribute: not a submodule, not a parameter
         self._mm.load_models_gpu([patcher], memory_required=_ACTIVATION_BYTES, **self._load_options)
-        _finish_move(module, self.device)
+        # A manager's partial or low-VRAM load moves only what it manages layer by layer; bare parameters (PixArt's
+        # per-block scale_shift_table) or layers left in RAM would meet device tensors, so move whatever is left.
+        left = [t for t in list(module.parameters()) + list(module.buffers()) if t.device != self.device]
+        if left and self.device.type != "cpu":
+            module.to(self.device)
         yield module
 
     def make_room(self, bytes_needed: int) -> None:
@@ -119,14 +123,3 @@ def _evictable_bytes(memory_management, device: torch.device) -> int:
                 seen.add(id(tensor))
                 total += tensor.numel() * tensor.element_size()
     return total
-
-
-def _finish_move(module: nn.Module, device: torch.device) -> None:
-    """A manager's partial or low-VRAM load moves only what it manages layer by layer; bare parameters (PixArt's
-    per-block scale_shift_table) or layers left in RAM would meet device tensors, so move whatever is left."""
-    if device.type == "cpu":
-        return
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        if tensor.device != device:
-            module.to(device)
-            return
