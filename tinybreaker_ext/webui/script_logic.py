@@ -37,12 +37,6 @@ def active_plan(p) -> RunPlan | None:
     return plan if ref is not None and ref() is p else None
 
 
-def tb_generation_params(generation, seed: int) -> dict:
-    """``p.extra_generation_params``: our fields and ComfyUI-TinyBreaker's (docs/design.md "Infotext") for the image
-    with base seed ``seed``."""
-    return {**tinybreaker_fields(generation), **tb_fields(generation, int(seed))}
-
-
 def parse_args(args: Sequence[Any], warnings: list[str] | None = None
                ) -> tuple[params.TinyBreakerParams | None, ParameterError | None]:
     """Validated parameters, or the error when the caller clearly meant to enable TinyBreaker."""
@@ -126,7 +120,8 @@ def apply_plan_to_processing(p, plan: RunPlan) -> None:
     generation = plan.generation
     p.steps = generation.refine_steps or p.steps
     p.cfg_scale = generation.refine.cfg
-    p.extra_generation_params.update(tb_generation_params(generation, generation.seed))
+    # Our fields and ComfyUI-TinyBreaker's (docs/design.md "Infotext"); postprocess_image sets each image's seed.
+    p.extra_generation_params.update({**tinybreaker_fields(generation), **tb_fields(generation, generation.seed)})
     family = get_host().refiner_family(p.sd_model)
     if family is not None:
         p.extra_generation_params[REFINER_FAMILY_KEY] = family.upper()
@@ -141,7 +136,7 @@ def postprocess_image(p) -> None:
         return
     index = int(getattr(p, "batch_index", 0) or 0)
     seeds = getattr(p, "seeds", None) or [plan.generation.seed]
-    p.extra_generation_params.update(tb_generation_params(plan.generation, seeds[min(index, len(seeds) - 1)]))
+    p.extra_generation_params.update(tb_fields(plan.generation, int(seeds[min(index, len(seeds) - 1)])))
 
 
 def postprocess(p) -> None:
