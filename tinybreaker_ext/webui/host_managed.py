@@ -1,7 +1,6 @@
 """Hosts with a ComfyUI-style memory manager — Forge and Forge Neo (``backend``), reForge and Forge Classic
-(``ldm_patched``): our modules go through the host's ``ModelPatcher`` and ``load_models_gpu``, so the host evicts and
-later reloads its own UNet. One adapter for the four; why full loads, one patcher per module and a container
-around it: docs/hosts.md "Memory managers"."""
+(``ldm_patched``): one adapter for the four, our modules loaded through the host's ``ModelPatcher`` and
+``load_models_gpu`` (how and why: docs/hosts.md "Memory managers")."""
 
 from __future__ import annotations
 
@@ -72,9 +71,8 @@ class ManagedHost(HostAdapter):
         return ManagedPlacement(self._mm, self._patcher_class, self.compute_device())
 
     def free_memory(self, device: torch.device, sd_model=None) -> tuple[int | None, int | None]:
-        """The manager's ``get_free_memory`` plus the device bytes of the models it has loaded, which it evicts
-        when our stage asks for room (docs/hosts.md "Memory managers"); without ``get_free_memory``, the plain
-        readings."""
+        """The manager's ``get_free_memory`` plus what it would evict for our stage (docs/hosts.md "Memory
+        managers"); without ``get_free_memory``, the plain readings."""
         read = getattr(self._mm, "get_free_memory", None)
         if not callable(read):
             return super().free_memory(device)

@@ -1,7 +1,6 @@
-"""Everything one txt2img job needs, decided in process(): the generation plan (the command line's ``make_plan``),
-the model files, the engine and the memory preflight: will it fit (docs/design.md "Data flow"), from file headers and
-the free memory the host reports, also for the accordion's hint and ``GET /models``. Any problem is kept in
-``error`` and raised from p.sample, where the UI and API see it."""
+"""Everything one txt2img job needs, decided in process() (docs/design.md "Data flow"): the plan, the model files,
+the engine and the memory preflight. Any problem is kept in ``error`` and raised from p.sample, where the UI and API
+see it."""
 
 from __future__ import annotations
 

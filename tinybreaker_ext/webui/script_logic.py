@@ -1,7 +1,5 @@
 """What the TinyBreaker ``scripts.Script`` does at each hook (docs/hosts.md "The first pass"); the script file only
-delegates here. The plan may change the host's seed, size and batch size; the host's text encoder sees the style's
-refine texts, while ``p.all_prompts`` and ``p.all_negative_prompts`` keep the user's (docs/design.md "Refine modes").
-"""
+delegates here. Which texts the host encodes and keeps: docs/design.md "Refine modes"."""
 
 from __future__ import annotations
 
@@ -145,8 +143,7 @@ def postprocess(p) -> None:
 
 
 def _switched_off(args: Sequence[Any]) -> bool:
-    """The arguments clearly leave TinyBreaker off: none given, the first named ``enabled`` false, or a leading
-    False."""
+    """The arguments clearly leave TinyBreaker off: none, the first dict's ``enabled`` false, or a leading False."""
     named = next((arg for arg in args if isinstance(arg, dict)), {})
     value = named["enabled"] if "enabled" in named else (args[0] if args else False)
     return value is False
