@@ -7,10 +7,9 @@ import html
 from typing import Callable
 
 from .. import params
-from ..params import FIELD_BY_NAME, TinyBreakerParams
+from ..params import FIELD_BY_NAME
 from . import locations
 
-_DEFAULTS = TinyBreakerParams()
 # The accordion's rows (any layout: build_ui returns the controls in FIELDS order); the memory hint follows t5_mode.
 _ROWS = (("checkpoint", "t5_file", "style"), ("base_sampler", "base_scheduler", "base_steps", "base_cfg"),
          ("refine_sampler", "refine_strength", "refine_steps", "refine_cfg"),
@@ -26,7 +25,7 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
     from modules.ui_components import InputAccordion
 
     controls: dict[str, object] = {}
-    with InputAccordion(_DEFAULTS.enabled, label="TinyBreaker", elem_id=elem_id("enable")) as enabled:
+    with InputAccordion(FIELD_BY_NAME["enabled"].default, label="TinyBreaker", elem_id=elem_id("enable")) as enabled:
         controls["enabled"] = enabled
         for row in _ROWS:
             with gr.Row():
