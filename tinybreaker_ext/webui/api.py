@@ -128,15 +128,14 @@ def plan_route(request: dict):
             raise ParameterError("body", f"expected a JSON object, got {type(request).__name__}")
         args = request.get("args", [])
         fields = params.from_script_args(args if isinstance(args, list) else [args])
-        values = {}
+        values = []  # ImageRequest's fields in its order
         for name, kind, default in (("prompt", str, ""), ("negative_prompt", str, ""), ("width", int, 512),
                                     ("height", int, 512), ("seed", int, -1), ("batch_size", int, 1)):
             value = request.get(name, default)
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise ParameterError(name, f"expected {kind.__name__}, got {value!r}")
-            values[name] = value
-        image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
-                             values["seed"], values["batch_size"], locations.size_step())
+            values.append(value)
+        image = ImageRequest(*values, size_step=locations.size_step())
         plan = build_run_plan(fields, image, locations.style_library(), files_required=False)
         if plan.error is not None:
             raise plan.error
