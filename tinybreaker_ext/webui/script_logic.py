@@ -176,7 +176,8 @@ def batch_texts(p, plan: GenerationPlan) -> list[StageTexts]:
     p.prompts = [item.refine_prompt for item in texts]
     p.negative_prompts = [item.refine_negative for item in texts]
     if getattr(p, "hr_prompts", None):  # Hires fix on top: the user's prompt without arguments, plus --refine text
-        p.hr_prompts = [_without_arguments(text) for text in p.hr_prompts]
+        p.hr_prompts = [refiner_text(str(parsed.values.get("refine", "")), parsed.prompt)
+                        for parsed in map(parse_inline_prompt, p.hr_prompts)]
     if getattr(p, "hr_negative_prompts", None):
         p.hr_negative_prompts = [_with_inline_negative(text, prompt)
                                  for text, prompt in zip(p.hr_negative_prompts, prompts)]
@@ -198,11 +199,6 @@ def report(p, notes) -> None:
             if note not in text:  # a note may hold "; " itself, so the joined text is searched, not split
                 text = f"{text}; {note}" if text else note
         extra[WARNINGS_KEY] = text
-
-
-def _without_arguments(text: str) -> str:
-    parsed = parse_inline_prompt(text)
-    return refiner_text(str(parsed.values.get("refine", "")), parsed.prompt)
 
 
 def _with_inline_negative(negative: str, prompt: str) -> str:
