@@ -37,13 +37,14 @@ def active_plan(p) -> RunPlan | None:
 
 def parse_args(args: Sequence[Any], warnings: list[str] | None = None
                ) -> tuple[params.TinyBreakerParams | None, ParameterError | None]:
-    """Validated parameters, or the error when the caller clearly meant to enable TinyBreaker."""
+    """Validated parameters, or the error unless the arguments clearly leave TinyBreaker off: none, the first dict's
+    ``enabled`` false, or a leading False."""
     try:
         return params.from_script_args(args, warnings), None
     except ParameterError as error:
-        if _switched_off(args):
-            return None, None
-        return None, error
+        named = next((arg for arg in args if isinstance(arg, dict)), {})
+        switch = named["enabled"] if "enabled" in named else (args[0] if args else False)
+        return None, (None if switch is False else error)
 
 
 def before_process(p, *args) -> None:
@@ -140,13 +141,6 @@ def postprocess_image(p) -> None:
 def postprocess(p) -> None:
     first_pass.uninstall_sample(p)
     _active_plans.pop(id(p), None)
-
-
-def _switched_off(args: Sequence[Any]) -> bool:
-    """The arguments clearly leave TinyBreaker off: none, the first dict's ``enabled`` false, or a leading False."""
-    named = next((arg for arg in args if isinstance(arg, dict)), {})
-    value = named["enabled"] if "enabled" in named else (args[0] if args else False)
-    return value is False
 
 
 def apply_plan_to_fields(p, plan: GenerationPlan, request: ImageRequest) -> None:
