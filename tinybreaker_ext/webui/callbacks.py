@@ -58,15 +58,12 @@ def _xyz_override(field_name: str):
 
 
 def _xyz_choices(spec: params.FieldSpec):
-    """The axis's value list: the style names or the host's upscalers as they are now, or the field's fixed
-    choices."""
-    from .api import upscale_model_choices
-    from .locations import style_names
+    """The axis's value list: the style names or the host's upscalers as they are now (the accordion's), or the
+    field's fixed choices."""
+    from .api import control_choices
 
-    if spec.name == "style":
-        return style_names
-    if spec.name == "upscale_model":
-        return upscale_model_choices
+    if spec.name in ("style", "upscale_model"):
+        return lambda: control_choices(spec.name)
     if spec.choices:
         return lambda: list(spec.choices)
     return None
