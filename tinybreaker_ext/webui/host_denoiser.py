@@ -18,14 +18,10 @@ def host_conditioning(p, prompt: str, negative: str, steps: int, width: int, hei
     """(cond, uncond) for one image with the host's text encoder, in the form its CFG denoiser takes."""
     from modules import prompt_parser
 
-    def texts(text: str, is_negative: bool):
-        conditioning = getattr(prompt_parser, "SdConditioning", None)
-        if conditioning is None:
-            return [text]
-        return conditioning([text], is_negative_prompt=is_negative, width=width, height=height)
-
-    cond = prompt_parser.get_multicond_learned_conditioning(p.sd_model, texts(prompt, False), steps)
-    uncond = prompt_parser.get_learned_conditioning(p.sd_model, texts(negative, True), steps)
+    texts = prompt_parser.SdConditioning([prompt], width=width, height=height)
+    negatives = prompt_parser.SdConditioning([negative], is_negative_prompt=True, width=width, height=height)
+    cond = prompt_parser.get_multicond_learned_conditioning(p.sd_model, texts, steps)
+    uncond = prompt_parser.get_learned_conditioning(p.sd_model, negatives, steps)
     return cond, uncond
 
 
@@ -43,7 +39,7 @@ class HostDenoiser:
         self.sigmas = torch.as_tensor(sigmas, dtype=torch.float32).cpu()
         self.sampler = sd_samplers.create_sampler(TILE_SAMPLER, p.sd_model)
         self.cfg_denoiser = self.sampler.model_wrap_cfg
-        self._interrupted = getattr(sd_samplers_common, "InterruptedException", None)
+        self._interrupted = sd_samplers_common.InterruptedException
         self._image_conds: dict[tuple, object] = {}
 
     @contextlib.contextmanager
@@ -85,10 +81,8 @@ class HostDenoiser:
         try:
             denoised = self.cfg_denoiser(x, sigma, cond=self.cond, uncond=self.uncond, cond_scale=self.cfg_scale,
                                          s_min_uncond=self.s_min_uncond, image_cond=self._image_cond(x))
-        except BaseException as error:  # the host's InterruptedException derives from BaseException
-            if self._interrupted is not None and isinstance(error, self._interrupted):
-                raise Cancelled("interrupted") from error
-            raise
+        except self._interrupted as error:  # Interrupt/Skip (the host's exception derives from BaseException)
+            raise Cancelled("interrupted") from error
         return denoised.to(device=x.device, dtype=x.dtype)
 
     def _image_cond(self, x: torch.Tensor):

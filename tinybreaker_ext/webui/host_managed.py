@@ -90,9 +90,7 @@ class ManagedHost(HostAdapter):
         model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()
         from modules import sd_models
 
-        apply_token_merging = getattr(sd_models, "apply_token_merging", None)
-        if apply_token_merging is not None and hasattr(p, "get_token_merging_ratio"):
-            apply_token_merging(model, p.get_token_merging_ratio())
+        sd_models.apply_token_merging(model, p.get_token_merging_ratio())
 
     def latent_channels(self, sd_model) -> int:
         vae = getattr(getattr(sd_model, "forge_objects", None), "vae", None)
