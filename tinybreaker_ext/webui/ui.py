@@ -92,10 +92,9 @@ def _save_style(gr, elem_id, ordered, style_control, choices) -> None:
 
     def save_style(style_name, *values):
         from ..errors import TinyBreakerError
-        from .locations import save_style as write
 
         try:
-            path = write(style_name, params.from_script_args(list(values)))
+            path = locations.save_style(style_name, params.from_script_args(list(values)))
         except TinyBreakerError as error:
             return gr.update(), f"<span class='tinybreaker-error'>{html.escape(str(error))}</span>"
         return (gr.update(choices=choices("style"), value=style_name.strip()),
