@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .host import HostAdapter
+from .host import HostAdapter, device_bytes
 
 _ACTIVATION_BYTES = 1024**3
 _PATCHER_ATTRIBUTE = "_tinybreaker_host_patcher"
@@ -79,7 +79,12 @@ class ManagedHost(HostAdapter):
         if device.type == "cpu":  # the managers answer with the system's available RAM there
             return int(read(device)), None
         free_ram, _ = super().free_memory(torch.device("cpu"))
-        return free_ram, int(read(device)) + _evictable_bytes(self._mm, device)
+        # Each loaded entry's ``model`` is a ModelPatcher whose ``model`` is the torch module; entries whose patcher
+        # is gone are skipped.
+        loaded = [getattr(getattr(entry, "model", None), "model", None)
+                  for entry in list(getattr(self._mm, "current_loaded_models", None) or [])]
+        evictable = device_bytes([module for module in loaded if isinstance(module, nn.Module)], device)
+        return free_ram, int(read(device)) + evictable
 
     def before_host_sampling(self, p) -> None:
         """What the managed hosts' own txt2img sample() does right before sampling: fresh LoRA-applied objects, then
@@ -102,20 +107,3 @@ class ManagedHost(HostAdapter):
         if self.name == "neo":
             return torch.clamp((decoded + 1.0) / 2.0, min=0.0, max=1.0)
         return decoded
-
-
-def _evictable_bytes(memory_management, device: torch.device) -> int:
-    """Bytes on ``device`` of the models the manager has loaded (each entry's ``model`` is a ModelPatcher whose
-    ``model`` is the torch module; entries whose patcher is gone are skipped)."""
-    seen: set[int] = set()
-    total = 0
-    for loaded in list(getattr(memory_management, "current_loaded_models", None) or []):
-        module = getattr(getattr(loaded, "model", None), "model", None)
-        if not isinstance(module, nn.Module):
-            continue
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            on_device = tensor.device.type == device.type and device.index in (None, tensor.device.index)
-            if on_device and id(tensor) not in seen:  # patcher clones share their module's tensors
-                seen.add(id(tensor))
-                total += tensor.numel() * tensor.element_size()
-    return total
