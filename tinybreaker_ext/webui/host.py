@@ -171,10 +171,9 @@ def detect_host() -> HostAdapter:
 def host_family(manager_name: str) -> str:
     """forge, neo, classic or reforge, from ``modules_forge.forge_version`` ("neo…", "classic", "2.x", "1.0.0v2")."""
     version = str(getattr(_import("modules_forge.forge_version"), "version", "") or "").lower()
-    if version.startswith("neo"):
-        return "neo"
-    if version.startswith("classic"):
-        return "classic"
+    for family in ("neo", "classic"):
+        if version.startswith(family):
+            return family
     return "forge" if manager_name.startswith("backend") else "reforge"
 
 

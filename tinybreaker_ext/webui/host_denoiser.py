@@ -114,7 +114,5 @@ def _sigmas_to(sampler, device: torch.device) -> None:
     for name in ("sigmas", "log_sigmas"):
         table = getattr(wrapper, name, None)
         if isinstance(table, torch.Tensor) and table.device != device:
-            try:
+            with contextlib.suppress(AttributeError):  # Forge's read-only properties
                 setattr(wrapper, name, table.to(device))
-            except AttributeError:
-                pass
