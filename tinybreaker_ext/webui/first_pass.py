@@ -104,6 +104,8 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
 def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str) -> torch.Tensor:
     """T5 + PixArt, then the transcoder for an SD1 refiner (PixArt composes in SDXL's latent space already): a
     model-space latent [B, 4, H/8, W/8] of the loaded checkpoint's family."""
+    from modules import sd_samplers_common
+
     generation = plan.generation
     engine = plan.load_engine(host)
     if family == "sd1" and not engine.has_transcoder:
@@ -112,9 +114,9 @@ def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str) -> torch.T
                                            "TinyBreaker file (prototype0/1)")
     placement = host.placement()
     # The live preview decodes with the transcoder's TAESDXL half; a file without one leaves it to the host's own
-    # preview of its (SDXL) latents.
+    # preview of its (SDXL) latents (store_latent: its preview decoder, its setting).
     preview = (progress.preview_when_due(engine.preview_image) if engine.has_transcoder
-               else progress.host_latent_preview())
+               else sd_samplers_common.store_latent)
     callback = progress.stage_callback("TinyBreaker: PixArt-Sigma base", generation.base_steps * len(seeds), preview)
     try:
         sdxl_latent = engine.base([item.base_prompt for item in texts], [item.base_negative for item in texts],
@@ -133,6 +135,8 @@ def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, uncon
                                   subseeds, subseed_strength):
     """The ``tinybreaker`` refine (docs/design.md "Refine modes"): the style's sampler and sigma window, as on the
     command line, on the host's CFG denoiser; the reference's noise, the refine seed for every image."""
+    from modules import sd_samplers_common
+
     from ..sampling.schedules import sd1_sigmas
     from ..sampling.stage import sample_stage
     from .host_denoiser import HostDenoiser
@@ -148,7 +152,7 @@ def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, uncon
     denoiser = HostDenoiser(p, conditioning, unconditional_conditioning, generation.refine.cfg,
                             generation.refine_sigmas)
     callback = progress.stage_callback("TinyBreaker: refine", generation.refine_steps,
-                                       progress.host_latent_preview())
+                                       sd_samplers_common.store_latent)  # the host's own live preview
     last = [x]
 
     def on_step(step, total, latent, denoised):
