@@ -120,35 +120,26 @@ def save_style_route(request: dict):
 def plan_route(request: dict):
     """What a txt2img request would run, without running it: the body takes txt2img's own fields (prompt,
     negative_prompt, width, height, seed, batch_size) and ``args`` as in ``alwayson_scripts.TinyBreaker.args``."""
-    from ..errors import ModelNotFoundError
-    from ..limits import t5_token_counter
-    from ..plan import ImageRequest, make_plan
-    from ..prompt.file_defaults import checkpoint_file_defaults
-    from .run_plan import _tokenizer_search, resolve_file
-    from .upscale import check_plan_upscaler
+    from ..plan import ImageRequest
+    from .run_plan import build_run_plan
 
     try:
         if not isinstance(request, dict):
             raise ParameterError("body", f"expected a JSON object, got {type(request).__name__}")
         args = request.get("args", [])
         fields = params.from_script_args(args if isinstance(args, list) else [args])
-        values = {}
+        values = []  # ImageRequest's fields in its order
         for name, kind, default in (("prompt", str, ""), ("negative_prompt", str, ""), ("width", int, 512),
                                     ("height", int, 512), ("seed", int, -1), ("batch_size", int, 1)):
             value = request.get(name, default)
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise ParameterError(name, f"expected {kind.__name__}, got {value!r}")
-            values[name] = value
-        image = ImageRequest(values["prompt"], values["negative_prompt"], values["width"], values["height"],
-                             values["seed"], values["batch_size"], locations.size_step())
-        try:  # the checkpoint's metadata defaults, as a generation would use them
-            defaults = checkpoint_file_defaults(resolve_file("checkpoint", fields.checkpoint, "checkpoint"))
-        except ModelNotFoundError:  # no checkpoint installed yet: the plan of the styles alone
-            defaults = None
-        plan = make_plan(fields, image, locations.style_library(),
-                         t5_tokens=t5_token_counter(_tokenizer_search()), file_defaults=defaults)
-        check_plan_upscaler(plan)
-        return plan.summary()
+            values.append(value)
+        image = ImageRequest(*values, size_step=locations.size_step())
+        plan = build_run_plan(fields, image, locations.style_library(), files_required=False)
+        if plan.error is not None:
+            raise plan.error
+        return plan.generation.summary()
     except TinyBreakerError as error:
         raise request_error(error) from None
 

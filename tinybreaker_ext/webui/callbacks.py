@@ -58,15 +58,12 @@ def _xyz_override(field_name: str):
 
 
 def _xyz_choices(spec: params.FieldSpec):
-    """The axis's value list: the style names or the host's upscalers as they are now, or the field's fixed
-    choices."""
-    from .api import upscale_model_choices
-    from .locations import style_names
+    """The axis's value list: the style names or the host's upscalers as they are now (the accordion's), or the
+    field's fixed choices."""
+    from .api import control_choices
 
-    if spec.name == "style":
-        return style_names
-    if spec.name == "upscale_model":
-        return upscale_model_choices
+    if spec.name in ("style", "upscale_model"):
+        return lambda: control_choices(spec.name)
     if spec.choices:
         return lambda: list(spec.choices)
     return None
@@ -76,23 +73,23 @@ def translate_pasted(infotext: str, fields: dict) -> None:
     """``on_infotext_pasted``: an image made by ComfyUI-TinyBreaker has its TB fields but none of ours; map them so
     the accordion (and API script args) restore style, base sampler/schedule/steps/CFG and refine CFG. The host's
     own Seed and Size fields restore seed and size; the prompt keeps its inline arguments."""
-    if "TinyBreaker" in fields or not any(key in fields for key in (TB_STYLE, TB_BASE_PARAMETERS)):
+    our_key = {spec.name: spec.infotext_key for spec in params.FIELDS}
+    if our_key["enabled"] in fields or not any(key in fields for key in (TB_STYLE, TB_BASE_PARAMETERS)):
         return
-    fields["TinyBreaker"] = "on"
+    fields[our_key["enabled"]] = "on"
     if TB_STYLE in fields:
-        fields["TinyBreaker style"] = fields[TB_STYLE]
+        fields[our_key["style"]] = fields[TB_STYLE]
     base, _ = parse_stage_parameters(str(fields.get(TB_BASE_PARAMETERS, "")))
-    for stage_key, our_key in (("sampler", "TinyBreaker base sampler"), ("scheduler", "TinyBreaker base schedule"),
-                               ("steps", "TinyBreaker base steps"), ("cfg", "TinyBreaker base CFG")):
-        if stage_key in base:
-            fields[our_key] = str(base[stage_key])
+    for name in ("sampler", "scheduler", "steps", "cfg"):
+        if name in base:
+            fields[our_key["base_" + name]] = str(base[name])
     refiner, _ = parse_stage_parameters(str(fields.get(TB_REFINER_PARAMETERS, "")))
     if "cfg" in refiner:
-        fields["TinyBreaker refine CFG"] = str(refiner["cfg"])
+        fields[our_key["refine_cfg"]] = str(refiner["cfg"])
     model = str(fields.get("Model", ""))
     if model.lower().startswith("tinybreaker"):
         # The ComfyUI version's Model is the TinyBreaker checkpoint, not an SD checkpoint the host could switch to.
-        fields["TinyBreaker model"] = model if os.path.splitext(model)[1] else model + ".safetensors"
+        fields[our_key["checkpoint"]] = model if os.path.splitext(model)[1] else model + ".safetensors"
         fields.pop("Model", None)
         fields.pop("Model hash", None)
 

@@ -68,16 +68,14 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     if plan.generation.params.upscale and family != "sd1":
         raise ParameterError("upscale", "the Tiny Upscaler refines tiles with an SD1 checkpoint (its tiny VAE is "
                                         f"SD1's); the WebUI has {family.upper()} loaded: use Hires fix instead")
-    texts = plan.texts or [plan.generation.texts(prompt, negative) for prompt, negative in zip(
-        prompts, getattr(p, "negative_prompts", None) or [p.negative_prompt] * len(prompts))]
 
     host.before_tinybreaker(sd_model)
     try:
         with host.no_autocast(), torch.inference_mode():
-            latent = run_base_stage(p, plan, host, texts, seeds, family)
+            latent = run_base_stage(p, plan, host, plan.texts, seeds, family)
     finally:
         host.after_tinybreaker(sd_model)
-    progress.stage_done()
+    shared.state.nextjob()
 
     # A copy made outside inference mode: A1111 samples under no_grad only, where an in-place update (by the host or
     # an extension's hook) of a tensor created in inference mode raises.
@@ -96,7 +94,7 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     if plan.generation.params.upscale and not shared.state.interrupted:
         from .upscale import run_tiny_upscaler
 
-        progress.stage_done()
+        shared.state.nextjob()
         samples = run_tiny_upscaler(p, samples, plan.load_engine(host), host, plan.generation.upscaler,
                                     plan.generation.params.upscale_by, plan.generation.params.upscale_mode,
                                     plan.generation.params.pre_upscaler)
@@ -106,6 +104,8 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
 def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str) -> torch.Tensor:
     """T5 + PixArt, then the transcoder for an SD1 refiner (PixArt composes in SDXL's latent space already): a
     model-space latent [B, 4, H/8, W/8] of the loaded checkpoint's family."""
+    from modules import sd_samplers_common
+
     generation = plan.generation
     engine = plan.load_engine(host)
     if family == "sd1" and not engine.has_transcoder:
@@ -114,15 +114,15 @@ def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str) -> torch.T
                                            "TinyBreaker file (prototype0/1)")
     placement = host.placement()
     # The live preview decodes with the transcoder's TAESDXL half; a file without one leaves it to the host's own
-    # preview of its (SDXL) latents.
+    # preview of its (SDXL) latents (store_latent: its preview decoder, its setting).
     preview = (progress.preview_when_due(engine.preview_image) if engine.has_transcoder
-               else progress.host_latent_preview())
+               else sd_samplers_common.store_latent)
     callback = progress.stage_callback("TinyBreaker: PixArt-Sigma base", generation.base_steps * len(seeds), preview)
     try:
         sdxl_latent = engine.base([item.base_prompt for item in texts], [item.base_negative for item in texts],
                                   generation.base, generation.base_sigmas, width=generation.base_width,
                                   height=generation.base_height, seeds=list(seeds), placement=placement,
-                                  t5_mode=plan.t5_mode, callback=callback)
+                                  t5_mode=plan.memory.t5_mode, callback=callback)
     except Cancelled:  # Interrupt during the base: the latest estimate (all zeros before the first step)
         last = engine.last_denoised
         sdxl_latent = (torch.zeros(len(seeds), 4, generation.base_height // 8, generation.base_width // 8)
@@ -135,6 +135,8 @@ def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, uncon
                                   subseeds, subseed_strength):
     """The ``tinybreaker`` refine (docs/design.md "Refine modes"): the style's sampler and sigma window, as on the
     command line, on the host's CFG denoiser; the reference's noise, the refine seed for every image."""
+    from modules import sd_samplers_common
+
     from ..sampling.schedules import sd1_sigmas
     from ..sampling.stage import sample_stage
     from .host_denoiser import HostDenoiser
@@ -150,7 +152,7 @@ def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, uncon
     denoiser = HostDenoiser(p, conditioning, unconditional_conditioning, generation.refine.cfg,
                             generation.refine_sigmas)
     callback = progress.stage_callback("TinyBreaker: refine", generation.refine_steps,
-                                       progress.host_latent_preview())
+                                       sd_samplers_common.store_latent)  # the host's own live preview
     last = [x]
 
     def on_step(step, total, latent, denoised):

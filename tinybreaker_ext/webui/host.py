@@ -116,8 +116,7 @@ class A1111Host(HostAdapter):
         """CUDA's free bytes, plus the checkpoint's device bytes when ``before_tinybreaker`` will move it out."""
         free_ram, free_device = super().free_memory(device)
         if free_device is not None and sd_model is not None and _moves_model_out(sd_model, free_device):
-            free_device += sum(t.numel() * t.element_size() for t in list(sd_model.parameters()) +
-                               list(sd_model.buffers()) if t.device.type == device.type)
+            free_device += device_bytes([sd_model], device)
         return free_ram, free_device
 
     def after_tinybreaker(self, sd_model) -> None:
@@ -133,6 +132,14 @@ class A1111Host(HostAdapter):
         from modules import devices
 
         return devices.without_autocast()
+
+
+def device_bytes(modules, device: torch.device) -> int:
+    """Bytes of the modules' parameters and buffers on ``device``, each tensor once (patcher clones share their
+    module's tensors)."""
+    tensors = {id(t): t for module in modules for t in [*module.parameters(), *module.buffers()]
+               if t.device.type == device.type and device.index in (None, t.device.index)}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def _moves_model_out(sd_model, free_bytes: int) -> bool:
@@ -162,10 +169,9 @@ def detect_host() -> HostAdapter:
 def host_family(manager_name: str) -> str:
     """forge, neo, classic or reforge, from ``modules_forge.forge_version`` ("neo…", "classic", "2.x", "1.0.0v2")."""
     version = str(getattr(_import("modules_forge.forge_version"), "version", "") or "").lower()
-    if version.startswith("neo"):
-        return "neo"
-    if version.startswith("classic"):
-        return "classic"
+    for family in ("neo", "classic"):
+        if version.startswith(family):
+            return family
     return "forge" if manager_name.startswith("backend") else "reforge"
 
 

@@ -18,14 +18,10 @@ def host_conditioning(p, prompt: str, negative: str, steps: int, width: int, hei
     """(cond, uncond) for one image with the host's text encoder, in the form its CFG denoiser takes."""
     from modules import prompt_parser
 
-    def texts(text: str, is_negative: bool):
-        conditioning = getattr(prompt_parser, "SdConditioning", None)
-        if conditioning is None:
-            return [text]
-        return conditioning([text], is_negative_prompt=is_negative, width=width, height=height)
-
-    cond = prompt_parser.get_multicond_learned_conditioning(p.sd_model, texts(prompt, False), steps)
-    uncond = prompt_parser.get_learned_conditioning(p.sd_model, texts(negative, True), steps)
+    texts = prompt_parser.SdConditioning([prompt], width=width, height=height)
+    negatives = prompt_parser.SdConditioning([negative], is_negative_prompt=True, width=width, height=height)
+    cond = prompt_parser.get_multicond_learned_conditioning(p.sd_model, texts, steps)
+    uncond = prompt_parser.get_learned_conditioning(p.sd_model, negatives, steps)
     return cond, uncond
 
 
@@ -43,7 +39,7 @@ class HostDenoiser:
         self.sigmas = torch.as_tensor(sigmas, dtype=torch.float32).cpu()
         self.sampler = sd_samplers.create_sampler(TILE_SAMPLER, p.sd_model)
         self.cfg_denoiser = self.sampler.model_wrap_cfg
-        self._interrupted = getattr(sd_samplers_common, "InterruptedException", None)
+        self._interrupted = sd_samplers_common.InterruptedException
         self._image_conds: dict[tuple, object] = {}
 
     @contextlib.contextmanager
@@ -61,6 +57,7 @@ class HostDenoiser:
         try:
             _sigmas_to(sampler, example.device)
             sampler.initialize(p)
+            self.s_min_uncond = float(getattr(sampler, "s_min_uncond", None) or 0.0)
             steps = max(len(self.sigmas) - 1, 1)
             self.cfg_denoiser.init_latent = example
             self.cfg_denoiser.steps = steps
@@ -68,7 +65,7 @@ class HostDenoiser:
             sampler.last_latent = example
             sampler.sampler_extra_args = {"cond": self.cond, "image_cond": self._image_cond(example),
                                           "uncond": self.uncond, "cond_scale": self.cfg_scale,
-                                          "s_min_uncond": self._s_min_uncond()}
+                                          "s_min_uncond": self.s_min_uncond}
             yield self
         finally:
             if cleanup is not None:
@@ -80,21 +77,13 @@ class HostDenoiser:
         sigma = torch.as_tensor(sigma, device=x.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
-        self.cfg_denoiser.step = self._step_of(sigma)
+        self.cfg_denoiser.step = int((self.sigmas - float(sigma.max())).abs().argmin())
         try:
             denoised = self.cfg_denoiser(x, sigma, cond=self.cond, uncond=self.uncond, cond_scale=self.cfg_scale,
-                                         s_min_uncond=self._s_min_uncond(), image_cond=self._image_cond(x))
-        except BaseException as error:  # the host's InterruptedException derives from BaseException
-            if self._interrupted is not None and isinstance(error, self._interrupted):
-                raise Cancelled("interrupted") from error
-            raise
+                                         s_min_uncond=self.s_min_uncond, image_cond=self._image_cond(x))
+        except self._interrupted as error:  # Interrupt/Skip (the host's exception derives from BaseException)
+            raise Cancelled("interrupted") from error
         return denoised.to(device=x.device, dtype=x.dtype)
-
-    def _step_of(self, sigma: torch.Tensor) -> int:
-        return int((self.sigmas - float(sigma.max())).abs().argmin())
-
-    def _s_min_uncond(self) -> float:
-        return float(getattr(self.sampler, "s_min_uncond", None) or 0.0)
 
     def _image_cond(self, x: torch.Tensor):
         """``txt2img_image_conditioning`` at the tile's size (zeros for normal SD1; a full mask for inpainting)."""
@@ -125,7 +114,5 @@ def _sigmas_to(sampler, device: torch.device) -> None:
     for name in ("sigmas", "log_sigmas"):
         table = getattr(wrapper, name, None)
         if isinstance(table, torch.Tensor) and table.device != device:
-            try:
+            with contextlib.suppress(AttributeError):  # Forge's read-only properties
                 setattr(wrapper, name, table.to(device))
-            except AttributeError:
-                pass

@@ -1,7 +1,6 @@
 """Hosts with a ComfyUI-style memory manager — Forge and Forge Neo (``backend``), reForge and Forge Classic
-(``ldm_patched``): our modules go through the host's ``ModelPatcher`` and ``load_models_gpu``, so the host evicts and
-later reloads its own UNet. One adapter for the four; why full loads, one patcher per module and a container
-around it: docs/hosts.md "Memory managers"."""
+(``ldm_patched``): one adapter for the four, our modules loaded through the host's ``ModelPatcher`` and
+``load_models_gpu`` (how and why: docs/hosts.md "Memory managers")."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .host import HostAdapter
+from .host import HostAdapter, device_bytes
 
 _ACTIVATION_BYTES = 1024**3
 _PATCHER_ATTRIBUTE = "_tinybreaker_host_patcher"
@@ -45,7 +44,11 @@ class ManagedPlacement:
                                           offload_device=torch.device("cpu"))
             module.__dict__[_PATCHER_ATTRIBUTE] = patcher  # a plain attribute: not a submodule, not a parameter
         self._mm.load_models_gpu([patcher], memory_required=_ACTIVATION_BYTES, **self._load_options)
-        _finish_move(module, self.device)
+        # A manager's partial or low-VRAM load moves only what it manages layer by layer; bare parameters (PixArt's
+        # per-block scale_shift_table) or layers left in RAM would meet device tensors, so move whatever is left.
+        left = [t for t in list(module.parameters()) + list(module.buffers()) if t.device != self.device]
+        if left and self.device.type != "cpu":
+            module.to(self.device)
         yield module
 
     def make_room(self, bytes_needed: int) -> None:
@@ -68,16 +71,20 @@ class ManagedHost(HostAdapter):
         return ManagedPlacement(self._mm, self._patcher_class, self.compute_device())
 
     def free_memory(self, device: torch.device, sd_model=None) -> tuple[int | None, int | None]:
-        """The manager's ``get_free_memory`` plus the device bytes of the models it has loaded, which it evicts
-        when our stage asks for room (docs/hosts.md "Memory managers"); without ``get_free_memory``, the plain
-        readings."""
+        """The manager's ``get_free_memory`` plus what it would evict for our stage (docs/hosts.md "Memory
+        managers"); without ``get_free_memory``, the plain readings."""
         read = getattr(self._mm, "get_free_memory", None)
         if not callable(read):
             return super().free_memory(device)
         if device.type == "cpu":  # the managers answer with the system's available RAM there
             return int(read(device)), None
         free_ram, _ = super().free_memory(torch.device("cpu"))
-        return free_ram, int(read(device)) + _evictable_bytes(self._mm, device)
+        # Each loaded entry's ``model`` is a ModelPatcher whose ``model`` is the torch module; entries whose patcher
+        # is gone are skipped.
+        loaded = [getattr(getattr(entry, "model", None), "model", None)
+                  for entry in list(getattr(self._mm, "current_loaded_models", None) or [])]
+        evictable = device_bytes([module for module in loaded if isinstance(module, nn.Module)], device)
+        return free_ram, int(read(device)) + evictable
 
     def before_host_sampling(self, p) -> None:
         """What the managed hosts' own txt2img sample() does right before sampling: fresh LoRA-applied objects, then
@@ -88,9 +95,7 @@ class ManagedHost(HostAdapter):
         model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()
         from modules import sd_models
 
-        apply_token_merging = getattr(sd_models, "apply_token_merging", None)
-        if apply_token_merging is not None and hasattr(p, "get_token_merging_ratio"):
-            apply_token_merging(model, p.get_token_merging_ratio())
+        sd_models.apply_token_merging(model, p.get_token_merging_ratio())
 
     def latent_channels(self, sd_model) -> int:
         vae = getattr(getattr(sd_model, "forge_objects", None), "vae", None)
@@ -102,31 +107,3 @@ class ManagedHost(HostAdapter):
         if self.name == "neo":
             return torch.clamp((decoded + 1.0) / 2.0, min=0.0, max=1.0)
         return decoded
-
-
-def _evictable_bytes(memory_management, device: torch.device) -> int:
-    """Bytes on ``device`` of the models the manager has loaded (each entry's ``model`` is a ModelPatcher whose
-    ``model`` is the torch module; entries whose patcher is gone are skipped)."""
-    seen: set[int] = set()
-    total = 0
-    for loaded in list(getattr(memory_management, "current_loaded_models", None) or []):
-        module = getattr(getattr(loaded, "model", None), "model", None)
-        if not isinstance(module, nn.Module):
-            continue
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            on_device = tensor.device.type == device.type and device.index in (None, tensor.device.index)
-            if on_device and id(tensor) not in seen:  # patcher clones share their module's tensors
-                seen.add(id(tensor))
-                total += tensor.numel() * tensor.element_size()
-    return total
-
-
-def _finish_move(module: nn.Module, device: torch.device) -> None:
-    """A manager's partial or low-VRAM load moves only what it manages layer by layer; bare parameters (PixArt's
-    per-block scale_shift_table) or layers left in RAM would meet device tensors, so move whatever is left."""
-    if device.type == "cpu":
-        return
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        if tensor.device != device:
-            module.to(device)
-            return

@@ -72,17 +72,3 @@ def preview_when_due(make_image: Callable) -> Callable:
             state.current_image_sampling_step = state.sampling_step
 
     return on_denoised
-
-
-def host_latent_preview() -> Callable | None:
-    """``on_denoised`` for the refine: the host's own ``store_latent`` (its preview decoder, its setting)."""
-    from modules import sd_samplers_common
-
-    return getattr(sd_samplers_common, "store_latent", None)
-
-
-def stage_done() -> None:
-    from modules import shared
-
-    shared.state.nextjob()
-

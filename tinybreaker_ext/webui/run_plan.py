@@ -1,7 +1,6 @@
-"""Everything one txt2img job needs, decided in process(): the generation plan (the command line's ``make_plan``),
-the model files, the engine and the memory preflight: will it fit (docs/design.md "Data flow"), from file headers and
-the free memory the host reports, also for the accordion's hint and ``GET /models``. Any problem is kept in
-``error`` and raised from p.sample, where the UI and API see it."""
+"""Everything one txt2img job needs, decided in process() (docs/design.md "Data flow"): the plan, the model files,
+the engine and the memory preflight. Any problem is kept in ``error`` and raised from p.sample, where the UI and API
+see it."""
 
 from __future__ import annotations
 
@@ -28,11 +27,6 @@ class RunPlan:
     texts: list | None = None  # this batch's StageTexts, set in process_batch
     memory: MemoryPlan | None = None  # the preflight's estimate (check), set in process
     _engine: object = field(default=None, repr=False)
-
-    @property
-    def t5_mode(self) -> str:
-        """The T5 placement to run: the preflight's resolution of the one asked for."""
-        return self.memory.t5_mode if self.memory is not None else requested_t5_mode(self.params.t5_mode)
 
     def load_engine(self, host):
         if self._engine is None:
@@ -63,19 +57,27 @@ def image_request(p) -> ImageRequest:
                         size_step=locations.size_step())
 
 
-def build_run_plan(p, params: TinyBreakerParams, styles) -> RunPlan:
+def build_run_plan(params: TinyBreakerParams, request: ImageRequest, styles, *,
+                   files_required: bool = True) -> RunPlan:
+    """The plan of a txt2img job, and of ``POST /plan`` (``files_required=False``: no T5 file is looked for, and
+    without a checkpoint installed the plan is the styles' alone)."""
     from .upscale import check_plan_upscaler
 
     plan = RunPlan(params=params)
     try:
         tokens = t5_token_counter(_tokenizer_search())
-        plan.generation = make_plan(params, image_request(p), styles, t5_tokens=tokens)  # the fields checked first
-        plan.checkpoint_path = resolve_file("checkpoint", params.checkpoint, "checkpoint")
-        defaults = checkpoint_file_defaults(plan.checkpoint_path)
+        plan.generation = make_plan(params, request, styles, t5_tokens=tokens)  # the fields checked first
+        try:
+            plan.checkpoint_path = resolve_file("checkpoint", params.checkpoint, "checkpoint")
+        except ModelNotFoundError:
+            if files_required:
+                raise
+        defaults = checkpoint_file_defaults(plan.checkpoint_path) if plan.checkpoint_path else None
         if defaults:
-            plan.generation = make_plan(params, image_request(p), styles, t5_tokens=tokens, file_defaults=defaults)
+            plan.generation = make_plan(params, request, styles, t5_tokens=tokens, file_defaults=defaults)
         plan.params = plan.generation.params
-        plan.t5_path = resolve_file("t5", params.t5_file, "t5_file")
+        if files_required:
+            plan.t5_path = resolve_file("t5", params.t5_file, "t5_file")
         check_plan_upscaler(plan.generation)
     except TinyBreakerError as error:
         plan.error = error
@@ -96,31 +98,26 @@ def resolve_file(role: str, requested: str, field_name: str) -> str:
             raise ModelNotFoundError(what, dirs or [locations.tinybreaker_dir()], hint=f"put it in "
                                      f"{locations.tinybreaker_dir()} (see the README for download links)")
         return candidates[0]
-    names = ", ".join(_names(candidates, dirs)) or "none"
+    names = ", ".join(os.path.basename(path) for path in candidates) or "none"
     wanted = requested.replace("\\", "/")
     if "\0" in wanted or wanted.startswith("/") or ":" in wanted.split("/")[0] or ".." in wanted.split("/"):
         raise ParameterError(field_name, f"{requested!r} is not a file name inside the model folders; found: {names}")
     for path in candidates:
-        if wanted in _names([path], dirs, all_forms=True):
+        if wanted in _forms(path, dirs):
             return path
     for path, reason in finder.skipped:  # in a model folder, but not usable for this role
-        if wanted in _names([path], dirs, all_forms=True):
+        if wanted in _forms(path, dirs):
             raise ParameterError(field_name, f"{wanted!r} is not usable as {what}: {reason}; found: {names}")
     for path in (info.path for other in ("checkpoint", "t5") if other != role for info in finder.candidates(other)):
-        if wanted in _names([path], dirs, all_forms=True):
+        if wanted in _forms(path, dirs):
             raise ParameterError(field_name, f"{wanted!r} is not {what}; found: {names}")
     raise ParameterError(field_name, f"no {role} file named {requested!r} in the model folders; found: {names}")
 
 
-def _names(paths: list[str], dirs: list[str], *, all_forms: bool = False) -> list[str]:
-    """How a request may name each file: its name, and (``all_forms``) its path relative to each model folder."""
-    names: list[str] = []
-    for path in paths:
-        names.append(os.path.basename(path))
-        if all_forms:
-            names += [os.path.relpath(path, folder).replace(os.sep, "/") for folder in dirs
-                      if os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)]
-    return names
+def _forms(path: str, dirs: list[str]) -> list[str]:
+    """How a request may name a file: its name, or its path relative to a model folder."""
+    return [os.path.basename(path)] + [os.path.relpath(path, folder).replace(os.sep, "/") for folder in dirs
+                                       if os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)]
 
 
 def _tokenizer_search() -> dict:

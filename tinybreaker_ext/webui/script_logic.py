@@ -1,7 +1,5 @@
 """What the TinyBreaker ``scripts.Script`` does at each hook (docs/hosts.md "The first pass"); the script file only
-delegates here. The plan may change the host's seed, size and batch size; the host's text encoder sees the style's
-refine texts, while ``p.all_prompts`` and ``p.all_negative_prompts`` keep the user's (docs/design.md "Refine modes").
-"""
+delegates here. Which texts the host encodes and keeps: docs/design.md "Refine modes"."""
 
 from __future__ import annotations
 
@@ -37,21 +35,16 @@ def active_plan(p) -> RunPlan | None:
     return plan if ref is not None and ref() is p else None
 
 
-def tb_generation_params(generation, seed: int) -> dict:
-    """``p.extra_generation_params``: our fields and ComfyUI-TinyBreaker's (docs/design.md "Infotext") for the image
-    with base seed ``seed``."""
-    return {**params.to_infotext(generation.recorded_params()), **tb_fields(generation, int(seed))}
-
-
 def parse_args(args: Sequence[Any], warnings: list[str] | None = None
                ) -> tuple[params.TinyBreakerParams | None, ParameterError | None]:
-    """Validated parameters, or the error when the caller clearly meant to enable TinyBreaker."""
+    """Validated parameters, or the error unless the arguments clearly leave TinyBreaker off: none, the first dict's
+    ``enabled`` false, or a leading False."""
     try:
         return params.from_script_args(args, warnings), None
     except ParameterError as error:
-        if _enabled_hint(args) is False:
-            return None, None
-        return None, error
+        named = next((arg for arg in args if isinstance(arg, dict)), {})
+        switch = named["enabled"] if "enabled" in named else (args[0] if args else False)
+        return None, (None if switch is False else error)
 
 
 def before_process(p, *args) -> None:
@@ -90,7 +83,7 @@ def process(p, *args) -> RunPlan | None:
         plan = RunPlan(params=params.TinyBreakerParams(enabled=True), error=error)
     else:
         request = image_request(p)
-        plan = build_run_plan(p, parsed, style_library())
+        plan = build_run_plan(parsed, request, style_library())
         if plan.generation is not None:
             apply_plan_to_fields(p, plan.generation, request)
             notes += plan.generation.warnings
@@ -126,7 +119,9 @@ def apply_plan_to_processing(p, plan: RunPlan) -> None:
     generation = plan.generation
     p.steps = generation.refine_steps or p.steps
     p.cfg_scale = generation.refine.cfg
-    p.extra_generation_params.update(tb_generation_params(generation, generation.seed))
+    # Our fields and ComfyUI-TinyBreaker's (docs/design.md "Infotext"); postprocess_image sets each image's seed.
+    p.extra_generation_params.update({**params.to_infotext(generation.recorded_params()),
+                                     **tb_fields(generation, generation.seed)})
     family = get_host().refiner_family(p.sd_model)
     if family is not None:
         p.extra_generation_params[REFINER_FAMILY_KEY] = family.upper()
@@ -141,22 +136,12 @@ def postprocess_image(p) -> None:
         return
     index = int(getattr(p, "batch_index", 0) or 0)
     seeds = getattr(p, "seeds", None) or [plan.generation.seed]
-    p.extra_generation_params.update(tb_generation_params(plan.generation, seeds[min(index, len(seeds) - 1)]))
+    p.extra_generation_params.update(tb_fields(plan.generation, int(seeds[min(index, len(seeds) - 1)])))
 
 
 def postprocess(p) -> None:
     first_pass.uninstall_sample(p)
     _active_plans.pop(id(p), None)
-
-
-def _enabled_hint(args: Sequence[Any]) -> bool | None:
-    if not args:
-        return False
-    named = next((arg for arg in args if isinstance(arg, dict)), None)
-    if named is not None and "enabled" in named:
-        return named["enabled"] if isinstance(named["enabled"], bool) else None
-    first = args[0]
-    return first if isinstance(first, bool) else None
 
 
 def apply_plan_to_fields(p, plan: GenerationPlan, request: ImageRequest) -> None:
@@ -186,7 +171,8 @@ def batch_texts(p, plan: GenerationPlan) -> list[StageTexts]:
     p.prompts = [item.refine_prompt for item in texts]
     p.negative_prompts = [item.refine_negative for item in texts]
     if getattr(p, "hr_prompts", None):  # Hires fix on top: the user's prompt without arguments, plus --refine text
-        p.hr_prompts = [_without_arguments(text) for text in p.hr_prompts]
+        p.hr_prompts = [refiner_text(str(parsed.values.get("refine", "")), parsed.prompt)
+                        for parsed in map(parse_inline_prompt, p.hr_prompts)]
     if getattr(p, "hr_negative_prompts", None):
         p.hr_negative_prompts = [_with_inline_negative(text, prompt)
                                  for text, prompt in zip(p.hr_negative_prompts, prompts)]
@@ -208,11 +194,6 @@ def report(p, notes) -> None:
             if note not in text:  # a note may hold "; " itself, so the joined text is searched, not split
                 text = f"{text}; {note}" if text else note
         extra[WARNINGS_KEY] = text
-
-
-def _without_arguments(text: str) -> str:
-    parsed = parse_inline_prompt(text)
-    return refiner_text(str(parsed.values.get("refine", "")), parsed.prompt)
 
 
 def _with_inline_negative(negative: str, prompt: str) -> str:

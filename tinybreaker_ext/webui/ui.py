@@ -7,10 +7,9 @@ import html
 from typing import Callable
 
 from .. import params
-from ..params import FIELD_BY_NAME, TinyBreakerParams
+from ..params import FIELD_BY_NAME
 from . import locations
 
-_DEFAULTS = TinyBreakerParams()
 # The accordion's rows (any layout: build_ui returns the controls in FIELDS order); the memory hint follows t5_mode.
 _ROWS = (("checkpoint", "t5_file", "style"), ("base_sampler", "base_scheduler", "base_steps", "base_cfg"),
          ("refine_sampler", "refine_strength", "refine_steps", "refine_cfg"),
@@ -26,7 +25,7 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
     from modules.ui_components import InputAccordion
 
     controls: dict[str, object] = {}
-    with InputAccordion(_DEFAULTS.enabled, label="TinyBreaker", elem_id=elem_id("enable")) as enabled:
+    with InputAccordion(FIELD_BY_NAME["enabled"].default, label="TinyBreaker", elem_id=elem_id("enable")) as enabled:
         controls["enabled"] = enabled
         for row in _ROWS:
             with gr.Row():
@@ -38,7 +37,7 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
         ordered = [controls[name] for name in params.FIELD_NAMES]
         _save_style(gr, elem_id, ordered, controls["style"], choices)
 
-    paste_fields = [(controls["enabled"], lambda d: "TinyBreaker" in d)]
+    paste_fields = [(controls["enabled"], lambda d: FIELD_BY_NAME["enabled"].infotext_key in d)]
     paste_fields += [(controls[name], params.field_label_callable(name))
                      for name in params.FIELD_NAMES if name != "enabled"]
     return ordered, paste_fields
@@ -93,10 +92,9 @@ def _save_style(gr, elem_id, ordered, style_control, choices) -> None:
 
     def save_style(style_name, *values):
         from ..errors import TinyBreakerError
-        from .locations import save_style as write
 
         try:
-            path = write(style_name, params.from_script_args(list(values)))
+            path = locations.save_style(style_name, params.from_script_args(list(values)))
         except TinyBreakerError as error:
             return gr.update(), f"<span class='tinybreaker-error'>{html.escape(str(error))}</span>"
         return (gr.update(choices=choices("style"), value=style_name.strip()),
