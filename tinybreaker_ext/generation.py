@@ -47,8 +47,7 @@ def plan_for(params: TinyBreakerParams, request: ImageRequest, *, styles: StyleL
 
 
 def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
-    """What the plan asks of the files beyond a checkpoint: the Tiny Upscaler needs prototype1's VAE, and its
-    upscale model a .safetensors file that spandrel can run."""
+    """What the plan's Tiny Upscaler asks of the files: prototype1's VAE, an upscale model spandrel can run."""
     from .files.classify import FileKind, classify
     from .upscale_models import check_upscale_model_file
 
