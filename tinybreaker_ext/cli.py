@@ -1,8 +1,7 @@
 """Command line: ``tinybreaker "a prompt --aspect 3:2" -o out.png`` (or ``python -m tinybreaker_ext``), the whole
 reference pipeline without a WebUI. The options are the WebUI's TinyBreaker fields (``params.FIELDS``) plus the
 txt2img ones; the prompt's inline parameters win over them, as in the WebUI. Everything that can fail is checked
-before anything is computed, and every failure is one line and an exit code (EXIT_CODES).
-"""
+before anything is computed, and every failure is one line and an exit code (EXIT_CODES)."""
 
 from __future__ import annotations
 
@@ -108,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit code (EXIT_CODES). Every failure is one line on stderr."""
+    """Runs the command line; returns the exit code (EXIT_CODES)."""
     args = None
     try:
         args = build_parser().parse_args(argv)

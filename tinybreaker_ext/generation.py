@@ -1,7 +1,6 @@
 """A whole generation without a WebUI, plan → load → encode → base → transcode → refine → decode → (upscale), with
 the SD1 or SDXL refiner embedded in the TinyBreaker file (docs/design.md "Data flow"). Every model is loaded in the
-first phase, so a file problem shows before anything is computed.
-"""
+first phase, so a file problem shows before anything is computed."""
 
 from __future__ import annotations
 
@@ -48,8 +47,7 @@ def plan_for(params: TinyBreakerParams, request: ImageRequest, *, styles: StyleL
 
 
 def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
-    """What the plan asks of the files beyond a checkpoint: the Tiny Upscaler needs prototype1's VAE, and its
-    upscale model a .safetensors file that spandrel can run."""
+    """What the plan's Tiny Upscaler asks of the files: prototype1's VAE, an upscale model spandrel can run."""
     from .files.classify import FileKind, classify
     from .upscale_models import check_upscale_model_file
 
@@ -65,9 +63,8 @@ def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
 def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32, decoder: str = "high_quality",
              progress=None, t5_mode: str | None = None, compile: bool = False) -> GenerationResult:
-    """Runs every stage of ``plan``; ``progress``: a ``console.ConsoleProgress`` or None (no reporting);
-    ``t5_mode`` overrides the plan's (the memory preflight resolves 'auto'); ``compile``: torch.compile PixArt's
-    blocks."""
+    """Runs every stage of ``plan``; ``progress``: a ``console.ConsoleProgress`` or None (no reporting); ``t5_mode``
+    overrides the plan's (the memory preflight resolves 'auto')."""
     from .pipeline import get_pipeline
     from .placement import MovePlacement
     from .standalone import EmbeddedRefiner

@@ -1,7 +1,6 @@
 """Image files with their infotext, as the WebUI writes them (A1111's ``modules/images.py``,
-``save_image_with_geninfo``): PNG gets a ``parameters`` text chunk, JPEG and WebP an EXIF UserComment in its
-"UNICODE" form, so the WebUI's PNG Info reads all three. Paths are checked before any compute and every file is
-written under a temporary name and renamed, so an interrupted run never leaves a partial image."""
+``save_image_with_geninfo``): PNG gets a ``parameters`` text chunk, JPEG and WebP an EXIF UserComment, so the WebUI's
+PNG Info reads all three."""
 
 from __future__ import annotations
 

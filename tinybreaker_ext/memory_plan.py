@@ -1,9 +1,7 @@
-"""Will it fit? RAM and device bytes each TinyBreaker stage needs, from file headers only, and the T5 placement that
-``auto`` should pick (docs/design.md "Data flow", step 3). One function for the command line and the WebUI; header
-readings are cached by path, size and mtime, so the WebUI can show an estimate on every change of its controls.
-T5 is counted as stored (the minimum): weights kept converted between encodes (``t5_policy.conversion_budget``) only
-use memory beyond the reserve that policy leaves free for the other stages.
-"""
+"""Will it fit? Each stage's RAM and device bytes from file headers only, and the T5 placement ``auto`` picks, for the
+command line and the WebUI alike (docs/design.md "Data flow", step 3). T5 is counted as stored (the minimum): weights
+kept converted between encodes (``t5_policy.conversion_budget``) only use memory beyond the reserve that policy leaves
+free for the other stages."""
 
 from __future__ import annotations
 
@@ -157,11 +155,10 @@ def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, 
                 model_dtype: torch.dtype, t5_mode: str = "auto", t5_dtype: str | torch.dtype = "auto",
                 placement_policy: str = "offload",
                 free_ram: int | None = None, free_device: int | None = None) -> MemoryPlan:
-    """Estimates each stage's bytes from the headers, resolves ``t5_mode="auto"`` and says whether it fits
-    ``free_ram``/``free_device`` (None: read them now; a device without a reading is not checked).
-    ``placement_policy``: "offload" (each model leaves the device after its stage, as in the WebUI) or "gpu"
-    (everything stays). ``auto`` never keeps T5 resident beside an offloading placement: the pipeline's own rule,
-    as a resident T5 would hold the device the host's models need back."""
+    """Resolves ``t5_mode="auto"`` and says whether the stages fit ``free_ram``/``free_device`` (None: read them now;
+    a device without a reading is not checked). ``placement_policy``: "offload" (each model leaves the device after
+    its stage, as in the WebUI) or "gpu" (everything stays); ``auto`` keeps T5 resident only beside "gpu", the
+    pipeline's own rule (``TinyBreakerPipeline.t5``)."""
     if t5_mode not in MODES:
         raise ParameterError("t5_mode", f"'{t5_mode}' is not one of {', '.join(MODES)}")
     device = torch.device(device)

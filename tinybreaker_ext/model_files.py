@@ -27,9 +27,8 @@ def resolve_cli_files(models_dir: str, *, checkpoint: str | None = None, t5: str
                       t5_tokenizer: str | None = None, clip_tokenizer: str | None = None,
                       download: bool = False, progress: bool = True,
                       status: Callable[[str], None] = lambda line: None) -> ModelFileSet:
-    """Every file the command line needs, or a one-line ModelNotFoundError / ModelFileError saying what is missing,
-    where it was looked for and which option or ``--download`` helps. ``status`` gets a line before each download,
-    ``progress`` shows a bar while it runs."""
+    """Every file the command line needs, else a ModelNotFoundError / ModelFileError naming the option or ``--download``
+    that helps; ``status`` gets a line before each download, ``progress`` shows a bar while it runs."""
     from .files.download import download_hub_file
     from .models.clip_tokenizer import find_clip_tokenizer
     from .models.t5_tokenizer import find_t5_tokenizer

@@ -1,7 +1,6 @@
 """TinyBreaker's stages encode (T5) → base (PixArt-Sigma) → transcode (docs/design.md "Data flow", steps 4 to 6).
 Each is callable alone, takes a ``placement`` deciding where modules live while it runs, reports progress through
-``callback(step, total, x, denoised)`` (which may raise ``Cancelled`` between steps) and works on model-space latents.
-"""
+``callback(step, total, x, denoised)`` (which may raise ``Cancelled`` between steps), on model-space latents."""
 
 from __future__ import annotations
 
@@ -97,10 +96,8 @@ class TinyBreakerPipeline:
     def base(self, texts: list[str], negative_texts: list[str], stage: StageParams, sigmas: torch.Tensor, *,
              width: int, height: int, seeds: list[int], placement: ModulePlacement | None = None,
              t5_mode: str = "auto", callback=None) -> torch.Tensor:
-        """PixArt-Sigma from an all-zero latent over the plan's ``sigmas``: SDXL model-space latents
-        ``[len(seeds), 4, height/8, width/8]``. All images share each step's forward (captions zero-padded and masked),
-        each with its own seed's noise, so image k equals a single image made with seed k; cached (docs/design.md
-        "Data flow", step 5)."""
+        """SDXL model-space latents ``[len(seeds), 4, height/8, width/8]`` over the plan's ``sigmas`` (docs/design.md
+        "Data flow", step 5). Image k equals a single image made with seed k: captions are zero-padded and masked."""
         for name, value in (("width", width), ("height", height)):
             if value < 16 or value % 16:
                 raise ParameterError(name, f"{value} must be a positive multiple of 16 (PixArt works on 2×2 latent "

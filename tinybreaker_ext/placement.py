@@ -1,10 +1,7 @@
-"""Where our modules live while a stage runs: the core's own policy, and the protocol host adapters implement.
-
-A stage asks ``placement.use(module)`` for the time it computes; the placement decides whether the module is
-moved to the compute device and whether it goes back afterwards. Peak device memory is then the largest single
-stage, not the sum (with the ``offload`` policy). Host adapters (``tinybreaker_ext.webui.host_*``) provide
-placements backed by the host's own memory manager.
-"""
+"""Where our modules live while a stage runs: a stage asks ``placement.use(module)`` for the time it computes, and the
+placement decides whether the module moves to the compute device and back afterwards, so with ``offload`` the peak
+device memory is the largest single stage, not the sum. ``MovePlacement`` is the core's own; host adapters
+(``webui.host_*``) implement the protocol with the host's memory manager (docs/hosts.md "Memory managers")."""
 
 from __future__ import annotations
 

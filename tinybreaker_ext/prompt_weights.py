@@ -1,8 +1,7 @@
 """ComfyUI's prompt-weighting grammar (docs/numerics.md "Prompt weighting"), ported from ComfyUI's
 ``token_weights``/``parse_parentheses`` and ``SDTokenizer.tokenize_with_weights``' ``embedding:`` handling: ComfyUI is
 not an importable library, and A1111's emphasis parser differs. Segment boundaries matter as much as the weights
-(docs/numerics.md "T5 tokenization"). A weight ``(text:w)`` is anything ``float()`` reads, else ``:...`` stays text.
-"""
+(docs/numerics.md "T5 tokenization"). A weight ``(text:w)`` is anything ``float()`` reads, else ``:...`` stays text."""
 
 from __future__ import annotations
 

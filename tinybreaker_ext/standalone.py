@@ -91,8 +91,7 @@ class EmbeddedRefiner:
                                 sigma_max=sd1_sigmas()[-1], callback=callback).cpu()
 
     def decoder(self, quality: str = "high_quality") -> torch.nn.Module:
-        """The refiner family's decoder: the full KL one ('high_quality') or TAESD ('fast'), as the file stores them;
-        a file with an SDXL refiner has the KL one only."""
+        """The refiner family's decoder, as the file stores it: full KL ('high_quality') or TAESD ('fast', SD1 only)."""
         if quality not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}")
         if quality not in self._decoders:

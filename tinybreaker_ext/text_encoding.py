@@ -14,9 +14,8 @@ from .models.t5_tokenizer import DEFAULT_MIN_LENGTH, empty_ids
 
 def encode_t5_prompt(encoder, tokenizer, text: str, min_length: int = DEFAULT_MIN_LENGTH, *,
                      cache: "PromptEmbeddingCache | None" = None) -> torch.Tensor:
-    """``Tensor[1, L, d_model]`` float32 for ``text``. The empty sequence of the weighting runs in the same batch (T5
-    has no attention mask here, so batching changes nothing). With ``cache``, an unchanged (encoder, tokenizer, text,
-    min_length) returns the stored result without running T5."""
+    """``Tensor[1, L, d_model]`` float32 for ``text``; with ``cache``, the stored one for an unchanged ``cache_key``.
+    The weighting's empty sequence shares the batch (T5 has no attention mask here, so batching changes nothing)."""
     if cache is not None:
         return cache.get_or_compute(cache_key(encoder, tokenizer, text, min_length),
                                     lambda: encode_t5_prompt(encoder, tokenizer, text, min_length))

@@ -1,7 +1,6 @@
 """The command line's upscale models (``--upscale-model``, docs/numerics.md "Tiny Upscaler", step 0): ESRGAN and the
 other single-image architectures spandrel recognises by their keys, read from ``.safetensors`` only (never unpickled).
-spandrel is optional: without it the option is refused with what to install.
-"""
+spandrel is optional: without it the option is refused with what to install."""
 
 from __future__ import annotations
 

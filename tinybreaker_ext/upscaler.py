@@ -1,8 +1,5 @@
-"""TinyBreaker's Tiny Upscaler (docs/numerics.md "Tiny Upscaler", with its deliberate differences).
-
-Host-independent: the caller passes the VAE halves as functions on RAW latents and the SD1 model as a
-``denoiser(x, sigma) -> x0`` with CFG included (our embedded UNet, or a WebUI host's model).
-"""
+"""TinyBreaker's Tiny Upscaler (docs/numerics.md "Tiny Upscaler", with its deliberate differences), host-independent:
+the caller passes the VAE halves and the SD1 model as functions (``tiny_upscale``)."""
 
 from __future__ import annotations
 
@@ -166,13 +163,11 @@ def tiny_upscale(images: torch.Tensor, *, scale_by: float, encode_fn: LatentFunc
                  pre_upscale: ImageFunction | None = None) -> torch.Tensor:
     """Upscale images [B, 3, H, W] in [0, 1] to [B, 3, round(H·k), round(W·k)] (float32, CPU, [0, 1]); in the
     ``enhancer`` mode the result is scaled back to [B, 3, H, W] after the refine.
-
-    ``encode_fn``: image tile in [0, 1] → RAW latent tile; ``decode_fn``: RAW latent tile → image tile in [0, 1];
-    ``denoiser(x, sigma[B])``: model-space x (= raw · SD1 scale) → denoised x0, CFG included.
-    ``stage_context(name)``, for name in 'pre_upscale', 'encode', 'denoise', 'decode', wraps each phase (e.g. to
-    place the module it needs on the device). ``callback(step, total, x, denoised)`` runs after every tile; it may
-    raise Cancelled. ``pre_upscale``: an upscale model (images → larger images, any factor) run first.
-    """
+    ``encode_fn``: image tile in [0, 1] → RAW latent tile; ``decode_fn``: the reverse; ``denoiser(x, sigma[B])``:
+    model-space x (= raw · SD1 scale) → denoised x0, CFG included (our embedded UNet, or a WebUI host's model).
+    ``stage_context(name)`` wraps each phase, 'pre_upscale', 'encode', 'denoise', 'decode' (e.g. to place the module
+    it needs on the device). ``callback(step, total, x, denoised)`` runs after every tile and may raise Cancelled.
+    ``pre_upscale``: an upscale model (images → larger images, any factor) run first."""
     from .params import UPSCALE_MODES
 
     if mode not in UPSCALE_MODES:
