@@ -1,6 +1,5 @@
-"""The style library: TinyBreaker's built-in styles plus any the user adds, in the INI format of
-ComfyUI-TinyBreaker's `styles_vNN.ini`; the format and the loading rules: docs/numerics.md "Styles".
-"""
+"""The style library: the built-in styles plus any the user adds, in the INI format of ComfyUI-TinyBreaker's
+`styles_vNN.ini`; the format and the loading rules: docs/numerics.md "Styles"."""
 
 from __future__ import annotations
 
@@ -251,9 +250,8 @@ class StyleLibrary:
         return matches[0] if len(matches) == 1 else None
 
     def get(self, name: str, defaults: Mapping[str, object] | None = None) -> dict[str, StageParams]:
-        """Stage name → StageParams of the style; unset fields keep StageParams' fall-back defaults
-        (docs/numerics.md "Styles"). ``defaults`` (flat ``stage.field`` values, e.g. a checkpoint's metadata
-        defaults) replace the library's defaults under the style: keys the style sets itself still win."""
+        """Stage name → StageParams; ``defaults`` (flat ``stage.field`` values: a checkpoint's metadata defaults)
+        replace the library's defaults section under the style, keys the style sets itself still win."""
         resolved = self.resolve_name(name)
         if resolved is None:
             known = ", ".join(self.names()) or "none loaded"
