@@ -65,8 +65,7 @@ def format_number(value: float | int) -> str:
 
 
 def a1111_sampler_name(sampler: str | None, scheduler: str | None = "normal") -> str | None:
-    """The A1111 label of a ComfyUI sampler/scheduler pair; None without a sampler. An empty scheduler means normal;
-    an unknown one is left out."""
+    """A1111 label of a sampler/scheduler pair (empty scheduler: normal; unknown: left out); None without a sampler."""
     sampler = str(sampler).strip() if sampler is not None else ""
     scheduler = (str(scheduler).strip() if scheduler is not None else "") or "normal"
     if not sampler:

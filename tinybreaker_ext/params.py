@@ -229,8 +229,7 @@ def to_infotext(params: TinyBreakerParams) -> dict[str, Any]:
 
 
 def from_infotext(infotext: Mapping[str, str]) -> dict[str, Any]:
-    """Field values found in a parsed infotext dict (host's parser output). Bad values are skipped, not raised:
-    a pasted infotext from another version must never stop the paste of everything else."""
+    """Field values of a parsed infotext; bad ones are skipped so a paste from another version restores the rest."""
     found: dict[str, Any] = {}
     if infotext.get(FIELD_BY_NAME["enabled"].infotext_key) is None:
         return found

@@ -168,7 +168,6 @@ class StyleLibrary:
 
     @classmethod
     def load_builtin(cls) -> "StyleLibrary":
-        """The styles shipped with the extension (`tinybreaker_ext/styles`)."""
         return cls().load_dir(BUILTIN_STYLES_DIR, strict=True)
 
     def load_dir(self, path: str | os.PathLike, *, strict: bool = False) -> "StyleLibrary":
