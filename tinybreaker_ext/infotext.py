@@ -50,7 +50,7 @@ A1111_SCHEDULERS: dict[str, str] = {
     "simple": "Simple", "ddim_uniform": "Uniform", "beta": "Beta", "kl_optimal": "KL Optimal",
     "linear_quadratic": "Linear Quadratic",
 }
-# Samplers whose A1111 legacy name leaves the normal schedule out ("Euler a"); the reference misspells the dpm_2 keys.
+# Samplers whose A1111 legacy name omits the normal schedule ("Euler a", "DPM2": the reference misspells dpm_2's keys).
 LEGACY_NORMAL = {"euler_ancestral", "euler", "lms", "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral",
                  "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "dpm_fast", "dpm_adaptive", "dpmpp_3m_sde", "ddim",
                  "uni_pc", "lcm"}
@@ -65,7 +65,7 @@ def format_number(value: float | int) -> str:
 
 
 def a1111_sampler_name(sampler: str | None, scheduler: str | None = "normal") -> str | None:
-    """A1111 label of a sampler/scheduler pair (empty scheduler: normal; unknown: left out); None without a sampler."""
+    """A ComfyUI sampler/scheduler's A1111 label (empty scheduler: normal; unknown: left out); None if no sampler."""
     sampler = str(sampler).strip() if sampler is not None else ""
     scheduler = (str(scheduler).strip() if scheduler is not None else "") or "normal"
     if not sampler:

@@ -1,6 +1,7 @@
 """The one validated model of the script's parameters: UI controls, API arguments, infotext, the options schema, XYZ
 axes and command-line options all derive from ``FIELDS`` (docs/design.md "Adding a field"). Plain dataclasses, not
-pydantic, which the command line does not install. Zero / "style" values mean "the selected style's value"."""
+pydantic: a field also carries its UI label, infotext key and help, and the command line installs no pydantic.
+Zero / "style" values mean "the selected style's value"."""
 
 from __future__ import annotations
 
