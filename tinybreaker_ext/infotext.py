@@ -1,6 +1,5 @@
 """Infotext of a planned generation, the same from both front ends (docs/design.md "Infotext"), written and read the
-way ComfyUI-TinyBreaker's Save Image does (docs/numerics.md "Infotext and sampler names").
-"""
+way ComfyUI-TinyBreaker's Save Image does (docs/numerics.md "Infotext and sampler names")."""
 
 from __future__ import annotations
 
@@ -27,9 +26,8 @@ _TB_FIELDS: dict[str, str] = {
 
 _RANDOM_SEED_ARG = re.compile(r"(?P<name>seed|s)(?P<gap>\s+)(?:random|-1)(?P<tail>\s*)", re.IGNORECASE)
 
-# A1111-style sampler labels, "<sampler> <scheduler>" from the two maps below, where A1111's legacy names leave the
-# normal schedule out ("Euler a", "DPM++ 2M"); unknown samplers read "Euler". ComfyUI sampler → A1111 sampler: GPU
-# and CFG++ variants read as their base sampler; samplers A1111 lacks keep a readable name (DEIS, iPNDM, ...).
+# A1111-style labels, "<sampler> <scheduler>" from these two maps: docs/numerics.md "Infotext and sampler names".
+# GPU and CFG++ variants read as their base sampler; samplers A1111 lacks keep a readable name.
 A1111_SAMPLERS: dict[str, str] = {
     "euler": "Euler", "euler_cfg_pp": "Euler",
     "euler_ancestral": "Euler a", "euler_ancestral_cfg_pp": "Euler a",
@@ -52,8 +50,7 @@ A1111_SCHEDULERS: dict[str, str] = {
     "simple": "Simple", "ddim_uniform": "Uniform", "beta": "Beta", "kl_optimal": "KL Optimal",
     "linear_quadratic": "Linear Quadratic",
 }
-# The samplers whose A1111 legacy name with the normal schedule has no schedule word. The reference misspells the
-# dpm_2 keys ("dpmpp_2"), so it writes "DPM2 Normal"; we use the names A1111 itself uses.
+# Samplers whose A1111 legacy name omits the normal schedule ("Euler a", "DPM2": the reference misspells dpm_2's keys).
 LEGACY_NORMAL = {"euler_ancestral", "euler", "lms", "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral",
                  "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "dpm_fast", "dpm_adaptive", "dpmpp_3m_sde", "ddim",
                  "uni_pc", "lcm"}
@@ -68,8 +65,7 @@ def format_number(value: float | int) -> str:
 
 
 def a1111_sampler_name(sampler: str | None, scheduler: str | None = "normal") -> str | None:
-    """The A1111 label of a ComfyUI sampler/scheduler pair; None without a sampler. An empty scheduler means normal;
-    an unknown one is left out."""
+    """A ComfyUI sampler/scheduler's A1111 label (empty scheduler: normal; unknown: left out); None if no sampler."""
     sampler = str(sampler).strip() if sampler is not None else ""
     scheduler = (str(scheduler).strip() if scheduler is not None else "") or "normal"
     if not sampler:
@@ -80,9 +76,8 @@ def a1111_sampler_name(sampler: str | None, scheduler: str | None = "normal") ->
 
 
 def format_stage_parameters(stage: StageParams) -> str:
-    """`sampler_name:…, scheduler:…, steps:…, start_at_step:…, end_at_step:…, cfg:…, noise_seed:…`; the end is
-    where the stage stops: a negative end counts from the last step, never past `steps` (docs/numerics.md "Step
-    windows")."""
+    """`sampler_name:…, …, noise_seed:…`; the end is where the stage stops: a negative end counts from the last
+    step, never past `steps` (docs/numerics.md "Step windows")."""
     end = min(stage.steps, stage.steps_end if stage.steps_end >= 0 else stage.steps + stage.steps_end)
     return (f"sampler_name:{stage.sampler.strip()}, scheduler:{stage.scheduler.strip()}, steps:{int(stage.steps)}, "
             f"start_at_step:{int(stage.steps_start)}, end_at_step:{end}, "

@@ -1,7 +1,5 @@
-"""Limits every front end shares (the WebUI's tab, its HTTP API and the command line), so that one request can
-never take a host down; what they are and why: docs/design.md "Limits". `plan.make_plan` applies them; the encoders
-(T5, and the command line's embedded CLIP) keep the first `MAX_PROMPT_TOKENS` tokens.
-"""
+"""Limits every front end shares; what they are and why: docs/design.md "Limits". `plan.make_plan` applies them; the
+encoders (T5, and the command line's embedded CLIP) keep the first `MAX_PROMPT_TOKENS` tokens."""
 
 from __future__ import annotations
 
@@ -62,9 +60,8 @@ def prompt_token_warnings(texts: Iterable[tuple[str, str]], count_tokens: TokenC
 
 
 def t5_token_counter(tokenizer_search: dict) -> TokenCounter | None:
-    """``count_tokens`` of the T5 tokenizer a generation with ``tokenizer_search`` (``find_t5_tokenizer``'s
-    keywords) would use, found without downloading; None when there is none yet (the plan then has no length
-    warning, and the encoder still cuts)."""
+    """``count_tokens`` of the T5 tokenizer ``find_t5_tokenizer(**tokenizer_search)`` finds without downloading; None
+    when there is none yet (the plan then has no length warning, and the encoder still cuts)."""
     from .errors import TinyBreakerError
     from .models.t5_tokenizer import find_t5_tokenizer
 

@@ -1,8 +1,7 @@
-"""The one validated model of the TinyBreaker script's parameters: UI controls, API arguments, infotext, the
-options schema, XYZ axes and command-line options all derive from ``FIELDS`` (docs/design.md "Adding a field").
-Plain dataclasses, not pydantic: each field also carries its UI control, infotext name and CLI option, and the
-command line installs no pydantic. Zero / "style" values mean "the selected style's value".
-"""
+"""The one validated model of the script's parameters: UI controls, API arguments, infotext, the options schema, XYZ
+axes and command-line options all derive from ``FIELDS`` (docs/design.md "Adding a field"). Plain dataclasses, not
+pydantic: a field also carries its UI label, infotext key and help, and the command line installs no pydantic.
+Zero / "style" values mean "the selected style's value"."""
 
 from __future__ import annotations
 
@@ -14,9 +13,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import ParameterError
 
-# The positional argument list's version: 1 had the first 18 fields, 2 appended refine_sampler, 3 appended
-# upscale_mode and upscale_model. Fields are only ever appended, so an older stored list (a queue tool's, from before
-# an update) is a prefix: its missing values default.
+# The positional argument list's version: 1 had the first 18 fields, 2 appended refine_sampler, 3 upscale_mode and
+# upscale_model. Fields are only appended, so an older stored list (a queue tool's) is a prefix: the rest default.
 SCHEMA_VERSION = 3
 
 FROM_STYLE = "style"
@@ -28,8 +26,7 @@ SIZE_PRESETS = ("custom", "1:1", "4:3", "3:2", "16:10", "16:9", "2:1", "21:9", "
 ORIENTATIONS = ("landscape", "portrait")
 SIZE_SCALES = ("medium", "large")
 REFINE_SAMPLERS = ("tinybreaker", "webui")  # the refine's sampler: the style's on the host's model, or the host's
-# The Tiny Upscaler's modes (ComfyUI-TinyBreaker v0.4's useful two): keep the enlarged image, or scale the re-detailed
-# image back to the original size (detail without enlargement).
+# The Tiny Upscaler's modes, ComfyUI-TinyBreaker v0.4's useful two (the upscale_mode field's help says what they do).
 UPSCALE_MODES = ("upscaler", "enhancer")
 NO_UPSCALE_MODEL = "none"  # upscale_model: no pre-upscale, the bilinear resize alone (the WebUI's own "None" too)
 
@@ -135,7 +132,6 @@ class _ParamsMethods:
         return dataclasses.asdict(self)
 
 
-# One attribute per field, with the field's default.
 TinyBreakerParams = dataclasses.make_dataclass("TinyBreakerParams", [(spec.name, spec.kind, spec.default)
                                                                      for spec in FIELDS],
                                                bases=(_ParamsMethods,), frozen=True)
@@ -234,8 +230,7 @@ def to_infotext(params: TinyBreakerParams) -> dict[str, Any]:
 
 
 def from_infotext(infotext: Mapping[str, str]) -> dict[str, Any]:
-    """Field values found in a parsed infotext dict (host's parser output). Bad values are skipped, not raised:
-    a pasted infotext from another version must never stop the paste of everything else."""
+    """Field values of a parsed infotext; bad ones are skipped so a paste from another version restores the rest."""
     found: dict[str, Any] = {}
     if infotext.get(FIELD_BY_NAME["enabled"].infotext_key) is None:
         return found

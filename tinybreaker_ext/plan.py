@@ -1,7 +1,5 @@
-"""The one generation plan: parameters + style + the prompt's inline ``--`` arguments + the requested image → what
-every stage runs with. Both front ends call `make_plan` and nothing else turns styles or inline arguments into stage
-numbers; precedence and the plan's contents: docs/design.md "One plan".
-"""
+"""The one generation plan: parameters + style + inline ``--`` arguments + the requested image → what every stage
+runs with; only `make_plan` turns styles or inline arguments into stage numbers (docs/design.md "One plan")."""
 
 from __future__ import annotations
 
@@ -36,8 +34,7 @@ class RandomSource(Protocol):
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """What the front end asks for besides the TinyBreaker fields (docs/design.md "One plan"); a size of None means
-    "from the inline aspect arguments"."""
+    """What the front end asks besides the fields (docs/design.md "One plan"); a None size: from the inline aspect."""
 
     prompt: str = ""
     negative: str = ""
@@ -79,8 +76,7 @@ class GenerationPlan:
 
     @property
     def base_width(self) -> int:
-        """PixArt needs whole 2x2 patches of latent pixels: the base runs on the size rounded up to 16 and the
-        transcoded latent is cropped back."""
+        """PixArt takes whole 2x2 latent patches: the base runs rounded up to 16, the transcoded latent is cropped."""
         return _round_up(self.width, SIZE_MULTIPLE)
 
     @property
@@ -123,8 +119,7 @@ class GenerationPlan:
                           refine_negative=apply_template(self.refine.negative, negative))
 
     def summary(self) -> dict:
-        """The plan as JSON data (the API's ``/tinybreaker/v1/plan`` answer): sizes, seeds, each stage's numbers
-        and sigmas, and the warnings."""
+        """The plan as JSON data: the API's ``/tinybreaker/v1/plan`` answer."""
         def stage(values: StageParams, sigmas: torch.Tensor | None = None) -> dict:
             entry = dataclasses.asdict(values)
             if sigmas is not None:

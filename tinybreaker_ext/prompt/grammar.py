@@ -1,8 +1,6 @@
-"""TinyBreaker's inline prompt language: `a cat on a roof --no people --aspect 3:2 --portrait --seed 5`
-(docs/numerics.md "Inline prompt arguments"; where it deliberately differs from the reference: "Deliberate
-differences"). This module only reads the text and reports what it cannot use as warnings; `plan.make_plan` turns
-the values into the plan, with the fields' own ranges (params.py).
-"""
+"""TinyBreaker's inline prompt language: `a cat on a roof --no people --aspect 3:2 --portrait --seed 5`, read here
+(docs/numerics.md "Inline prompt arguments", and its "Deliberate differences"); what it cannot use becomes warnings.
+`plan.make_plan` applies the values with the fields' ranges."""
 
 from __future__ import annotations
 
@@ -139,7 +137,6 @@ def _read_float(spec, value, warnings):
 
 
 def _read_upscale(spec, value, warnings):
-    """True/False (on/off, bare = on), or a mode name, which also means on."""
     word = value.lower()
     if not word or word in _TRUE_WORDS:
         return True

@@ -1,6 +1,5 @@
 """Image sizes from an aspect ratio, an orientation and a named scale (docs/numerics.md "Image sizes"): multiples of
-16 (8 latent pixels × PixArt's 2×2 patches) of about the same area for every aspect ratio.
-"""
+16 (8 latent pixels × PixArt's 2×2 patches) of about the same area for every aspect ratio."""
 
 from __future__ import annotations
 

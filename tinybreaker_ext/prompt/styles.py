@@ -1,6 +1,5 @@
-"""The style library: TinyBreaker's built-in styles plus any the user adds, in the INI format of
-ComfyUI-TinyBreaker's `styles_vNN.ini`; the format and the loading rules: docs/numerics.md "Styles".
-"""
+"""The style library: the built-in styles plus any the user adds, in the INI format of ComfyUI-TinyBreaker's
+`styles_vNN.ini`; the format and the loading rules: docs/numerics.md "Styles"."""
 
 from __future__ import annotations
 
@@ -169,7 +168,6 @@ class StyleLibrary:
 
     @classmethod
     def load_builtin(cls) -> "StyleLibrary":
-        """The styles shipped with the extension (`tinybreaker_ext/styles`)."""
         return cls().load_dir(BUILTIN_STYLES_DIR, strict=True)
 
     def load_dir(self, path: str | os.PathLike, *, strict: bool = False) -> "StyleLibrary":
@@ -251,9 +249,8 @@ class StyleLibrary:
         return matches[0] if len(matches) == 1 else None
 
     def get(self, name: str, defaults: Mapping[str, object] | None = None) -> dict[str, StageParams]:
-        """Stage name → StageParams of the style; unset fields keep StageParams' fall-back defaults
-        (docs/numerics.md "Styles"). ``defaults`` (flat ``stage.field`` values, e.g. a checkpoint's metadata
-        defaults) replace the library's defaults under the style: keys the style sets itself still win."""
+        """Stage name → StageParams; ``defaults`` (flat ``stage.field`` values: a checkpoint's metadata defaults)
+        replace the library's defaults section under the style, keys the style sets itself still win."""
         resolved = self.resolve_name(name)
         if resolved is None:
             known = ", ".join(self.names()) or "none loaded"

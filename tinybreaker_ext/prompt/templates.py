@@ -17,9 +17,8 @@ def apply_template(template: str | None, value: str) -> str:
     if block_open == -1 or block_close == -1:
         return prefix + value + suffix
 
-    # A `}` between the block's `{` and the placeholder, or any `{` after the block's `}`, means the braces
-    # belong to something else (the reference checks exactly this; docs/numerics.md "Style templates"): substitute
-    # and keep braces literally.
+    # A `}` between the block's `{` and the placeholder, or any `{` after its `}`: the braces belong to something
+    # else, and stay literally (the reference's exact check; docs/numerics.md "Style templates").
     if prefix.find("}", block_open) != -1 or suffix.find("{", block_close) != -1:
         return prefix + value + suffix
 
