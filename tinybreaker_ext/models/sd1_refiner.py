@@ -91,12 +91,10 @@ def require_diffusers(module: str = "diffusers"):
 
 def build_with_weights(build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor], *, device,
                        dtype: torch.dtype, source: str, expected: str, what: str = "the model") -> torch.nn.Module:
-    """Builds the module on the meta device (no memory, no random init) and adopts ``tensors`` cast to device/dtype.
-
-    ``tensors`` is consumed (emptied) so that each source tensor can be freed as soon as its cast copy exists.
-    Every parameter and persistent buffer must be supplied with the right shape; extra tensors are an error too,
-    named with ``what``. Non-persistent buffers (in no state dict) stay on the meta device.
-    """
+    """Builds the module on the meta device (no memory, no random init) and adopts ``tensors`` cast to device/dtype,
+    emptying ``tensors`` so that each source tensor can be freed as soon as its cast copy exists. Every parameter and
+    persistent buffer must be supplied with the right shape; extra tensors are an error too, named with ``what``.
+    Non-persistent buffers (in no state dict) stay on the meta device."""
     with torch.device("meta"):
         module = build()
     wanted = module.state_dict()
