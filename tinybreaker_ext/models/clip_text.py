@@ -151,8 +151,7 @@ def encode_clip_tokens(model, chunks: list[TokenWeights], *, start: int, end: in
                        penultimate: bool = False, pooled: bool = False):
     """[1, 77 * len(chunks), hidden] float32, weights applied: the last hidden state after the final norm (SD1), or
     with ``penultimate`` the hidden state before the last layer, without the final norm (ComfyUI's SDXL encoders).
-    With ``pooled`` (a CLIPTextModelWithProjection) also the first chunk's projected EOS state [1, projection], as
-    ComfyUI takes SDXL's pooled embedding."""
+    With ``pooled`` (a CLIPTextModelWithProjection) also the first chunk's projected EOS state [1, projection]."""
     device = next(model.parameters()).device
     weighted = any(weight != 1.0 for chunk in chunks for _, weight in chunk)
     ids = [[token for token, _ in chunk] for chunk in chunks]

@@ -1,6 +1,5 @@
-"""Finds and loads the SD1 CLIP tokenizer (``vocab.json`` + ``merges.txt`` of openai/clip-vit-large-patch14) for the
-command line's SD1 refine: the user's path -> our models folders -> the Hugging Face cache (where A1111 keeps one)
--> a download from the hub into the first models folder."""
+"""Finds and loads the SD1 CLIP tokenizer for the command line's SD1 refine: the user's path -> our models folders ->
+the Hugging Face cache (where A1111 keeps one) -> a download from the hub into the first models folder."""
 
 from __future__ import annotations
 

@@ -313,9 +313,8 @@ COMPILE_MIN_TORCH = (2, 5)  # from 2.5 dynamo lifts module parameters to graph i
 
 
 def compile_pixart(model: PixArtSigma, device: torch.device | str | None = None) -> bool:
-    """Run the transformer blocks through ``torch.compile`` (one graph serves all blocks). Returns False and leaves
-    the model eager, with the reason logged, on torch older than 2.5 or without a working backend on ``device``
-    (default the model's; e.g. no C++ compiler for CPUs, no Triton for GPUs), found by compiling a probe."""
+    """Runs the blocks through ``torch.compile``; returns False (reason logged, model left eager) on torch < 2.5 or
+    without a working backend on ``device`` (default the model's; e.g. no C++ compiler, no Triton), found by a probe."""
     version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2] if part.isdigit())
     if version < COMPILE_MIN_TORCH:
         logger.warning("PixArt: torch.compile needs torch %s or newer (found %s); running eagerly",

@@ -1,6 +1,5 @@
-"""The embedded SD1 refiner: the file's ldm-named UNet, configured from its shapes, run through diffusers'
-UNet2DConditionModel, for the command line (the WebUI refines with its own model). diffusers (absent on A1111) is
-imported only when a model is built."""
+"""The embedded SD1 refiner for the command line (the WebUI refines with its own model): the file's ldm-named UNet
+through diffusers' UNet2DConditionModel; diffusers (absent on A1111) is imported only when a model is built."""
 
 from __future__ import annotations
 

@@ -355,10 +355,9 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
 
     if keep_converted_bytes is None:
         keep_converted_bytes = conversion_budget(mode, device, stored_bytes=needed)
-    # Each weight is converted right after it is read, so the file's form of a converted weight is freed before the
-    # next one is read: converting after reading everything would hold the whole file and its converted copy at once.
-    # A file view that reads into a given buffer gets one reused buffer for the weights it converts: fresh read
-    # buffers, freed between larger allocations, stayed in the C heap (about 0.5 GB at T5-XXL's peak).
+    # Each weight is converted right after it is read, so its stored form is freed before the next is read (converting
+    # after reading everything would hold the file and its converted copy at once). A view with ``read_into`` reuses
+    # one read buffer: fresh ones, freed between larger allocations, stayed in the C heap (~0.5 GB at T5-XXL's peak).
     read_into = getattr(encoder_sd, "read_into", None)
     buffer = torch.empty(0, dtype=torch.uint8)
     weights, scales = {}, {}
