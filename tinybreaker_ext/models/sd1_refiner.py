@@ -125,8 +125,7 @@ class SD1Refiner(torch.nn.Module):
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype) -> "SD1Refiner":
-        """A ``diffusers.UNet2DConditionModel`` with the weights of an ldm-named SD1 or SDXL UNet (keys without any
-        prefix), converted by diffusers' own single-file converter."""
+        """An ldm-named SD1 or SDXL UNet (keys without any prefix) as a ``diffusers.UNet2DConditionModel``."""
         unet_class = require_diffusers("diffusers").UNet2DConditionModel  # before reading any tensor
         single_file = require_diffusers("diffusers.loaders.single_file_utils")
         source = source_name(state_dict)
