@@ -55,11 +55,9 @@ def clip_text_config_kwargs(state_dict: Mapping[str, torch.Tensor], *, num_heads
 def load_clip_text(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype,
                    num_heads: int | None = None, hidden_act: str = "quick_gelu", with_projection: bool = False):
     """A ``transformers.CLIPTextModel`` with the given weights (keys as stored, ``refiner.conditioner.`` removed),
-    or with ``with_projection`` a ``CLIPTextModelWithProjection`` (SDXL's CLIP-G after conversion).
-
-    transformers 4.x nests the model under ``text_model.`` and keeps ``position_ids`` as a saved buffer; 5.x does
-    neither. ``position_ids`` is always rebuilt as 0..n-1 (some SD1 files store a float copy that fp16 spoilt).
-    """
+    or with ``with_projection`` a ``CLIPTextModelWithProjection`` (SDXL's CLIP-G after conversion). transformers 4.x
+    nests the model under ``text_model.`` and keeps ``position_ids`` as a saved buffer; 5.x does neither.
+    ``position_ids`` is always rebuilt as 0..n-1 (some SD1 files store a float copy that fp16 spoilt)."""
     import transformers  # lazily: importing transformers takes seconds
 
     model_class = transformers.CLIPTextModelWithProjection if with_projection else transformers.CLIPTextModel
@@ -153,8 +151,7 @@ def encode_clip_tokens(model, chunks: list[TokenWeights], *, start: int, end: in
                        penultimate: bool = False, pooled: bool = False):
     """[1, 77 * len(chunks), hidden] float32, weights applied: the last hidden state after the final norm (SD1), or
     with ``penultimate`` the hidden state before the last layer, without the final norm (ComfyUI's SDXL encoders).
-    With ``pooled`` (a CLIPTextModelWithProjection) also the first chunk's projected EOS state [1, projection], as
-    ComfyUI takes SDXL's pooled embedding."""
+    With ``pooled`` (a CLIPTextModelWithProjection) also the first chunk's projected EOS state [1, projection]."""
     device = next(model.parameters()).device
     weighted = any(weight != 1.0 for chunk in chunks for _, weight in chunk)
     ids = [[token for token, _ in chunk] for chunk in chunks]

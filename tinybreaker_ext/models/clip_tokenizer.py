@@ -1,6 +1,5 @@
-"""Finds and loads the SD1 CLIP tokenizer (``vocab.json`` + ``merges.txt`` of openai/clip-vit-large-patch14) for the
-command line's SD1 refine: the user's path -> our models folders -> the Hugging Face cache (where A1111 keeps one)
--> a download from the hub into the first models folder."""
+"""Finds and loads the SD1 CLIP tokenizer for the command line's SD1 refine: the user's path -> our models folders ->
+the Hugging Face cache (where A1111 keeps one) -> a download from the hub into the first models folder."""
 
 from __future__ import annotations
 
@@ -27,11 +26,9 @@ def find_clip_tokenizer(user_path: str | os.PathLike | None = None, models_dirs=
 
 
 def load_clip_tokenizer(directory: str | os.PathLike):
-    """``transformers.CLIPTokenizerFast`` from a folder with vocab.json + merges.txt.
-
-    The fast tokenizer splits text the same way on transformers 4.30 to 5.x, and like the slow one of 4.46+ that
-    ComfyUI runs; the slow one of 4.30 (A1111) without ftfy also splits punctuation runs and strips accents.
-    """
+    """``transformers.CLIPTokenizerFast``, which splits text the same way on transformers 4.30 to 5.x, and like the
+    slow one of 4.46+ that ComfyUI runs; the slow one of 4.30 (A1111) without ftfy also splits punctuation runs and
+    strips accents."""
     from transformers import CLIPTokenizerFast
 
     tokenizer = CLIPTokenizerFast.from_pretrained(os.fspath(directory))

@@ -1,9 +1,7 @@
-"""GGML block-quantized weights kept as raw bytes, dequantized in torch on whatever device holds them.
-
-Hand-written because the ``gguf`` package dequantizes in numpy on the CPU only (far too slow to run per layer at
-every encode, and useless on a GPU). Block layouts are ggml's (``ggml-common.h``); the float32 values and their order
-of operations are ``gguf.quants.dequantize``'s (the tests compare them). Only torch is imported.
-"""
+"""GGML block-quantized weights kept as raw bytes, dequantized in torch on whatever device holds them. Hand-written
+because the ``gguf`` package dequantizes in numpy on the CPU only (far too slow to run per layer at every encode, and
+useless on a GPU). Block layouts are ggml's (``ggml-common.h``); the float32 values and their order of operations are
+``gguf.quants.dequantize``'s (the tests compare them). Only torch is imported."""
 
 from __future__ import annotations
 

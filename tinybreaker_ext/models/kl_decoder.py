@@ -1,6 +1,5 @@
-"""The full SD1 KL-VAE decoder: ldm-named ``decoder.*`` + ``post_quant_conv.*``, run through diffusers
-(docs/model-files.md "SD1 parts"). The TinyBreaker file stores no KL encoder, so only diffusers' ``Decoder`` is built.
-"""
+"""The full SD1 KL-VAE decoder (ldm-named ``decoder.*`` + ``post_quant_conv.*``) run through diffusers' ``Decoder``
+(docs/model-files.md "SD1 parts"); TinyBreaker files store no KL encoder."""
 
 from __future__ import annotations
 
@@ -66,8 +65,7 @@ class KLDecoder(torch.nn.Module):
 
 def load_kl_decoder(state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype,
                     scale: float = SD1_SCALE) -> KLDecoder:
-    """The KL decoder from ldm-named ``decoder.*`` + ``post_quant_conv.*`` (``first_stage_model.`` already removed),
-    converted by diffusers' single-file converter (same in 0.31.0-0.42.1)."""
+    """Keys without ``first_stage_model.``; converted by diffusers' single-file converter (same in 0.31.0-0.42.1)."""
     decoder_class = require_diffusers("diffusers.models.autoencoders.vae").Decoder  # before reading any tensor
     single_file = require_diffusers("diffusers.loaders.single_file_utils")
     source = source_name(state_dict)

@@ -23,9 +23,7 @@ _POS_CACHE_SIZE = 4
 MAX_PERIOD = 10000
 
 
-# Sinusoidal embeddings with the float precision of the TinyBreaker reference (docs/numerics.md "Timestep and position
-# embeddings"): diffusers' ``get_timestep_embedding`` computes the frequencies as ``exp(-ln(10000)·i/half)``, ~6e-5
-# away from the reference's ``1 / 10000^(i/half)``.
+# Sinusoids with the reference's float precision, not diffusers' (docs/numerics.md "Timestep and position embeddings")
 def timestep_sinusoid(timesteps: torch.Tensor, dim: int = 256) -> torch.Tensor:
     """[B] timesteps -> [B, dim] float32 ``[cos(t·f_i), sin(t·f_i)]`` on the timesteps' device."""
     if dim % 2:
@@ -82,8 +80,7 @@ class PixArtConfig:
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> "PixArtConfig":
-        """Infer the config from the shapes of a complete native or diffusers state dict (lazy views are not read).
-        Heads: ``hidden // 72`` when hidden is a multiple of 72 (the real model), else 1 (tiny test models)."""
+        """From a complete state dict's shapes, either layout (docs/model-files.md "Configs from tensor shapes")."""
         layout = detect_pixart_layout(state_dict)
 
         def shape(native_key: str) -> tuple[int, ...]:
@@ -93,7 +90,7 @@ class PixArtConfig:
         return cls(
             hidden_size=hidden,
             depth=pixart_block_count(state_dict, layout),
-            num_heads=hidden // HEAD_DIM if hidden % HEAD_DIM == 0 else 1,
+            num_heads=hidden // HEAD_DIM if hidden % HEAD_DIM == 0 else 1,  # 1: tiny test models
             patch_size=patch,
             in_channels=in_channels,
             out_channels=shape("final_layer.linear.weight")[0] // (patch * patch),
@@ -316,9 +313,8 @@ COMPILE_MIN_TORCH = (2, 5)  # from 2.5 dynamo lifts module parameters to graph i
 
 
 def compile_pixart(model: PixArtSigma, device: torch.device | str | None = None) -> bool:
-    """Run the transformer blocks through ``torch.compile`` (one graph serves all blocks). Returns False and leaves
-    the model eager, with the reason logged, on torch older than 2.5 or without a working backend on ``device``
-    (default the model's; e.g. no C++ compiler for CPUs, no Triton for GPUs), found by compiling a probe."""
+    """Runs the blocks through ``torch.compile``; returns False (reason logged, model left eager) on torch < 2.5 or
+    without a working backend on ``device`` (default the model's; e.g. no C++ compiler, no Triton), found by a probe."""
     version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2] if part.isdigit())
     if version < COMPILE_MIN_TORCH:
         logger.warning("PixArt: torch.compile needs torch %s or newer (found %s); running eagerly",
@@ -337,12 +333,9 @@ def compile_pixart(model: PixArtSigma, device: torch.device | str | None = None)
 
 def load_pixart(state_dict: Mapping[str, torch.Tensor], *, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32) -> PixArtSigma:
-    """Build a PixArtSigma from a native or diffusers state dict (plain dict or lazy file view).
-
-    Built on the ``meta`` device, it takes the tensors one at a time as they are read, so the weights are never held
-    twice; each travels to ``device`` in the file's dtype and is cast there (no float32 detour through host memory).
-    Unknown keys are logged and skipped.
-    """
+    """From a native or diffusers state dict (plain dict or lazy file view). Built on the ``meta`` device and fed one
+    tensor at a time as it is read, so the weights are never held twice; each travels to ``device`` in the file's
+    dtype and is cast there (no float32 detour through host memory). Unknown keys are logged and skipped."""
     layout = detect_pixart_layout(state_dict)
     source = source_name(state_dict)
     present = set(state_dict.keys())

@@ -1,6 +1,5 @@
 """PixArt-Sigma key layouts: which keys of a native or diffusers file hold each native tensor (docs/model-files.md
-"PixArt-Sigma layouts"; diffusers' self-attention q/k/v and cross-attention k/v are concatenated along dim 0).
-"""
+"PixArt-Sigma layouts")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The embedded SD1 refiner: the file's ldm-named UNet, configured from its shapes, run through diffusers'
-UNet2DConditionModel, for the command line (the WebUI refines with its own model). diffusers (absent on A1111) is
-imported only when a model is built."""
+"""The embedded SD1 refiner for the command line (the WebUI refines with its own model): the file's ldm-named UNet
+through diffusers' UNet2DConditionModel; diffusers (absent on A1111) is imported only when a model is built."""
 
 from __future__ import annotations
 
@@ -91,12 +90,10 @@ def require_diffusers(module: str = "diffusers"):
 
 def build_with_weights(build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor], *, device,
                        dtype: torch.dtype, source: str, expected: str, what: str = "the model") -> torch.nn.Module:
-    """Builds the module on the meta device (no memory, no random init) and adopts ``tensors`` cast to device/dtype.
-
-    ``tensors`` is consumed (emptied) so that each source tensor can be freed as soon as its cast copy exists.
-    Every parameter and persistent buffer must be supplied with the right shape; extra tensors are an error too,
-    named with ``what``. Non-persistent buffers (in no state dict) stay on the meta device.
-    """
+    """Builds the module on the meta device (no memory, no random init) and adopts ``tensors`` cast to device/dtype,
+    emptying ``tensors`` so that each source tensor can be freed as soon as its cast copy exists. Every parameter and
+    persistent buffer must be supplied with the right shape; extra tensors are an error too, named with ``what``.
+    Non-persistent buffers (in no state dict) stay on the meta device."""
     with torch.device("meta"):
         module = build()
     wanted = module.state_dict()
@@ -128,8 +125,7 @@ class SD1Refiner(torch.nn.Module):
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], *, device, dtype: torch.dtype) -> "SD1Refiner":
-        """A ``diffusers.UNet2DConditionModel`` with the weights of an ldm-named SD1 or SDXL UNet (keys without any
-        prefix), converted by diffusers' own single-file converter."""
+        """An ldm-named SD1 or SDXL UNet (keys without any prefix) as a ``diffusers.UNet2DConditionModel``."""
         unet_class = require_diffusers("diffusers").UNet2DConditionModel  # before reading any tensor
         single_file = require_diffusers("diffusers.loaders.single_file_utils")
         source = source_name(state_dict)

@@ -1,7 +1,6 @@
 """The embedded SDXL refiner (docs/model-files.md "TinyBreaker files with an SDXL refiner"): its ldm-named UNet
 through diffusers, its CLIP-L and OpenCLIP-bigG text encoders through transformers, and SDXL's conditioning as
-ComfyUI builds it. PixArt's latent is already SDXL's, so nothing is transcoded.
-"""
+ComfyUI builds it. PixArt's latent is already SDXL's, so nothing is transcoded."""
 
 from __future__ import annotations
 
@@ -56,8 +55,7 @@ def encode_sdxl_prompt(clip_l, clip_g, tokenizer, text: str) -> torch.Tensor:
 
 class SDXLRefiner(SD1Refiner):
     """An eps-predicting SDXL UNet, sampled on SD1's sigma table (the same 1000 'scaled_linear' betas,
-    docs/numerics.md "Sigma tables"). Its context is `encode_sdxl_prompt`'s; the size/crop numbers are the latent's
-    image: (height, width, 0, 0, height, width)."""
+    docs/numerics.md "Sigma tables"); its context is `encode_sdxl_prompt`'s."""
 
     def conditioning(self, x_scaled: torch.Tensor, context: torch.Tensor) -> dict:
         split = self.unet.config.cross_attention_dim  # token features; the pooled embedding follows

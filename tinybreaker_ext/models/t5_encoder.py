@@ -1,9 +1,7 @@
-"""T5 v1.1 text encoder that keeps its weights in the file's form (fp8, GGUF blocks, 16/32-bit) and upcasts each
-weight only while its own module runs (docs/numerics.md "T5 encoder compute").
-
-Hand-written because no library on every host pin upcasts fp8 or GGUF storage per layer (accelerate's offload hooks
-move weights but do not change dtypes). The math is transformers' ``T5EncoderModel``, built on the meta device; its
-parameters are 0-element placeholders that hooks swap for a compute-dtype copy of the stored weight.
+"""T5 v1.1 text encoder that keeps its weights in the file's form and upcasts each one only while its own module runs
+(docs/numerics.md "T5 encoder compute"). Hand-written because no library on every host pin upcasts fp8 or GGUF storage
+per layer (accelerate's offload hooks move weights but do not change dtypes). The math is transformers'
+``T5EncoderModel``, built on the meta device; hooks swap its 0-element placeholder parameters for compute-dtype copies.
 """
 
 from __future__ import annotations
@@ -85,9 +83,8 @@ def _upcast(tensor: torch.Tensor | QuantizedTensor, scale: torch.Tensor | None, 
 
 @dataclass
 class _SwapGroup:
-    """One HF sub-layer whose stored weights travel together: ``(owner module, parameter name, file key)`` in
-    ``params``, its place in execution order, and the stored weights it reads while it runs (the device copies in
-    ``stream``)."""
+    """One HF sub-layer whose stored weights travel together: ``params`` holds (owner module, parameter name, file
+    key); ``sources``, what it reads while it runs (the prefetched device copies in ``stream`` mode)."""
     params: list[tuple[torch.nn.Module, str, str]]
     index: int
     sources: Mapping | None = None
@@ -129,10 +126,8 @@ def pin(tensor):
 class Prefetcher:
     """Copies the next group of weights to the compute device while the current group computes (``stream`` mode): on
     CUDA from pinned host memory on a side stream the compute stream waits on; elsewhere (other accelerators, the meta
-    device the tests use) synchronously ahead, the same memory pattern without the overlap.
-
-    ``start(key, items)`` begins moving ``items`` (name → stored tensor) to ``device``; ``take(key)`` returns the
-    device copies once they are ready for the current stream, or None when nothing was started for ``key``."""
+    device the tests use) synchronously ahead, the same memory pattern without the overlap. ``take`` returns the
+    copies ready for the current stream, or None when nothing was started for that key."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -310,13 +305,9 @@ def _stored_bytes(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
 def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto", device="cpu",
                     compute_dtype: str | torch.dtype = "auto", keep_converted_bytes: int | None = None,
                     source: str | None = None) -> T5TextEncoder:
-    """Build a ``T5TextEncoder`` from an HF-layout state dict (plain dict or lazy file view; outer prefix allowed) or
-    an open ``GGUFFile`` (city96's ``t5-v1_1-xxl-encoder`` files).
-
-    ``mode``: ``auto`` (``choose_mode``), ``gpu``, ``cpu`` or ``stream``. ``compute_dtype`` goes through
-    ``t5_policy.resolve_compute_dtype``. ``keep_converted_bytes`` bounds the extra memory of weights kept converted
-    to the compute dtype (None: ``t5_policy.conversion_budget``); the rest are converted at each encode.
-    """
+    """From an HF-layout state dict (plain dict or lazy file view; outer prefix allowed) or an open ``GGUFFile``
+    (city96's ``t5-v1_1-xxl-encoder`` files). ``keep_converted_bytes`` bounds the extra memory of weights kept
+    converted to the compute dtype (None: ``conversion_budget``); the rest are converted at each encode."""
     from transformers import T5EncoderModel
 
     device = torch.device(device)
@@ -364,10 +355,9 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
 
     if keep_converted_bytes is None:
         keep_converted_bytes = conversion_budget(mode, device, stored_bytes=needed)
-    # Each weight is converted right after it is read, so the file's form of a converted weight is freed before the
-    # next one is read: converting after reading everything would hold the whole file and its converted copy at once.
-    # A file view that reads into a given buffer gets one reused buffer for the weights it converts: fresh read
-    # buffers, freed between larger allocations, stayed in the C heap (about 0.5 GB at T5-XXL's peak).
+    # Each weight is converted right after it is read, so its stored form is freed before the next is read (converting
+    # after reading everything would hold the file and its converted copy at once). A view with ``read_into`` reuses
+    # one read buffer: fresh ones, freed between larger allocations, stayed in the C heap (~0.5 GB at T5-XXL's peak).
     read_into = getattr(encoder_sd, "read_into", None)
     buffer = torch.empty(0, dtype=torch.uint8)
     weights, scales = {}, {}

@@ -30,8 +30,7 @@ def bf16_is_fast(device: torch.device | str) -> bool:
 
 
 def resolve_compute_dtype(choice: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
-    """The dtype T5 computes in. ``"auto"`` (or None) → bfloat16 where ``bf16_is_fast``, else float32 (the
-    reference's dtype). float16 is refused: T5 overflows in fp16."""
+    """``"auto"`` (or None) → bfloat16 where ``bf16_is_fast``, else float32 (the reference's); float16 is refused."""
     if choice is None or choice == "auto":
         return torch.bfloat16 if bf16_is_fast(device) else torch.float32
     dtype = _NAMED_DTYPES.get(choice, choice) if isinstance(choice, str) else choice
@@ -61,12 +60,10 @@ def available_ram_bytes() -> int | None:
 
 
 def conversion_budget(mode: str, device: torch.device | str, stored_bytes: int = 0) -> int:
-    """Extra bytes that weights converted to the compute dtype may take, so later encodes skip the conversion.
-
-    ``stream`` keeps nothing converted (its point is to hold the file's bytes only). ``gpu`` and ``cpu`` may use the
-    free memory of the device holding the weights (CUDA memory or RAM; nothing when unknown) beyond
-    ``KEEP_FREE_BYTES`` and beyond ``stored_bytes``, what the weights as stored are about to take.
-    """
+    """Extra bytes that weights converted to the compute dtype may take, so later encodes skip the conversion:
+    nothing in ``stream`` (its point is to hold the file's bytes only); in ``gpu`` and ``cpu`` the free memory of the
+    device holding the weights (CUDA memory or RAM; nothing when unknown) beyond ``KEEP_FREE_BYTES`` and beyond
+    ``stored_bytes``, what the weights as stored are about to take."""
     holder = torch.device(device) if mode == "gpu" else torch.device("cpu")
     if mode == "stream" or holder.type not in ("cuda", "cpu"):
         return 0

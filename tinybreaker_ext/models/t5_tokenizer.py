@@ -69,8 +69,7 @@ T5_TOKENIZER = TokenizerKind(
 
 
 def find_t5_tokenizer(user_path: str | os.PathLike | None = None, models_dirs=(), host_dirs=(), **options) -> str:
-    """The folder of a usable T5 tokenizer (``tokenizer_search.find_tokenizer``; ``host_dirs``: see
-    ``host_tokenizer_dirs``)."""
+    """The folder of a usable T5 tokenizer (``host_dirs``: see ``host_tokenizer_dirs``)."""
     return find_tokenizer(T5_TOKENIZER, user_path, models_dirs, host_dirs, **options)
 
 

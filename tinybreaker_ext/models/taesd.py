@@ -1,11 +1,8 @@
 """Tiny AutoEncoder (TAESD, madebyollin) halves as TinyBreaker files store them, a small VAE wrapper
 (docs/model-files.md "Tiny AutoEncoders (TAESD)") and the latent transcoder built from two halves
-(docs/model-files.md "Transcoder files").
-
-Images are [B, 3, H, W] in [0, 1]; latents are model space (raw × scale), [B, C, H/8, W/8]. Raw ↔ model space
-follows ComfyUI/diffusers: model = (raw − shift)·scale. Shift is 0 for SD1 and SDXL; the reference's own tiny VAE
-applies it with the opposite sign, which only matters for SD3/Flux latents (out of scope here).
-"""
+(docs/model-files.md "Transcoder files"). Images are [B, 3, H, W] in [0, 1]; latents are model space,
+[B, C, H/8, W/8], with model = (raw − shift)·scale as in ComfyUI/diffusers. Shift is 0 for SD1 and SDXL; the
+reference's own tiny VAE applies it with the opposite sign, which only matters for SD3/Flux latents (out of scope)."""
 
 from __future__ import annotations
 
@@ -49,8 +46,7 @@ class Block(nn.Module):
 
 
 class TinyEncoder(nn.Sequential):
-    """RGB [0, 1] → model-space latent, ÷8 spatially (indices 0..14 of
-    docs/model-files.md "Tiny AutoEncoders (TAESD)")."""
+    """RGB [0, 1] → model-space latent, ÷8 spatially (docs/model-files.md "Tiny AutoEncoders (TAESD)")."""
 
     def __init__(self, latent_channels: int = 4, hidden_channels: int = 64):
         c = hidden_channels
@@ -62,8 +58,7 @@ class TinyEncoder(nn.Sequential):
 
 
 class TinyDecoder(nn.Sequential):
-    """Model-space latent → RGB (≈[0, 1], not clamped), ×8 spatially (indices 0..19 of
-    docs/model-files.md "Tiny AutoEncoders (TAESD)")."""
+    """Model-space latent → RGB, ≈[0, 1] unclamped, ×8 spatially (docs/model-files.md "Tiny AutoEncoders (TAESD)")."""
 
     def __init__(self, latent_channels: int = 4, hidden_channels: int = 64):
         c = hidden_channels
@@ -215,9 +210,8 @@ class Transcoder(nn.Module):
 
 def load_transcoder(state_dict: Mapping[str, torch.Tensor], *, device: torch.device | str,
                     dtype: torch.dtype) -> Transcoder:
-    """A Transcoder from `transd.<i>.*` + `transe.<i>.*` (the oldest builder wrote `decoder.`/`encoder.`), with the
-    checkpoint's `transcoder.` prefix already removed. The stored scales and blur sigma are not read: they only
-    matter for raw latents, which the pipeline never uses."""
+    """From `transd.<i>.*` + `transe.<i>.*` (the oldest builder's `decoder.`/`encoder.`), `transcoder.` removed; the
+    stored scales and blur sigma are not read (docs/model-files.md "Transcoder files")."""
     placed = {"source": source_name(state_dict), "device": device, "dtype": dtype}
     decoder = build_decoder(indexed_part(state_dict, "transd.") or indexed_part(state_dict, "decoder."),
                             what=part_label(state_dict, "transcoder decoder (transd)"), **placed)

@@ -1,7 +1,5 @@
-"""Tiled VAE encode/decode with linear-ramp blending, as the reference's "Tiny Encode/Decode"
-(docs/numerics.md "Tiled VAE"): step = ceil(tile_px / scale), pad = ceil(tile_px·overlap%/400 / scale) in latent
-units; callers pass the per-tile function (the reference clamps each decoded tile to [0, 1]: TinyVAE.decode does).
-"""
+"""Tiled VAE encode/decode with linear-ramp blending, as the reference's "Tiny Encode/Decode" (docs/numerics.md
+"Tiled VAE"). Callers pass the per-tile function (the reference clamps each decoded tile: TinyVAE.decode does)."""
 
 from __future__ import annotations
 
