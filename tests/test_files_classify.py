@@ -62,21 +62,10 @@ def test_base_prefix_without_pixart_signature_is_rejected(tmp_path):
 
 @pytest.mark.parametrize("layout", [PIXART_NATIVE, PIXART_DIFFUSERS])
 @pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
-def test_plain_pixart_sigma(tmp_path, layout, prefix):
-    info = classify(_write(tmp_path, "pixart", prefixed(pixart_keys(layout), prefix)))
-    assert info.kind is FileKind.PIXART_SIGMA and info.key_prefix == prefix
-    assert info.description.startswith(f"PixArt-Sigma model ({layout} layout")
-
-
-@pytest.mark.parametrize("extra", [
-    {"csize_embedder.mlp.0.weight": torch.zeros(2, 2)},
-    {"y_embedder.y_embedding": torch.zeros(120, 4)},
-])
-def test_pixart_alpha_is_not_taken_for_sigma(tmp_path, extra):
-    with pytest.raises(ModelFileError, match="PixArt-alpha"):
-        classify(_write(tmp_path, "alpha", {**pixart_keys("native"), **extra}))
-    sigma = {**pixart_keys("native"), "y_embedder.y_embedding": torch.zeros(300, 4)}
-    assert classify(_write(tmp_path, "sigma", sigma)).kind is FileKind.PIXART_SIGMA
+def test_plain_pixart_is_named_but_not_taken(tmp_path, layout, prefix):
+    with pytest.raises(ModelFileError, match=rf"looks like a plain PixArt model \({layout} layout\), without "
+                                             "TinyBreaker's refiner"):
+        classify(_write(tmp_path, "pixart", prefixed(pixart_keys(layout), prefix)))
 
 
 def test_umt5_is_not_taken_for_t5(tmp_path):
@@ -123,28 +112,6 @@ def test_t5_blocks_without_embedding_are_rejected(tmp_path):
         classify(_write(tmp_path, "t5", keys))
 
 
-@pytest.mark.parametrize("prefix", ["", "transcoder."])
-def test_transcoder(tmp_path, prefix):
-    info = classify(_write(tmp_path, "transcoder", prefixed(transcoder_keys(), prefix)))
-    assert info.kind is FileKind.TRANSCODER and info.key_prefix == prefix
-
-
-@pytest.mark.parametrize("name, keys, layout", [
-    ("native", {**prefixed(taesd_encoder_keys(), "encoder."), **prefixed(taesd_decoder_keys(), "decoder.")},
-     "native layout: encoder + decoder"),
-    ("native_decoder", prefixed(taesd_decoder_keys(), "decoder."), "native layout: decoder"),
-    ("comfyui", {**prefixed(taesd_encoder_keys(), "taesd_encoder."),
-                 **prefixed(taesd_decoder_keys(), "taesd_decoder.")}, "comfyui layout: encoder + decoder"),
-    ("diffusers", {**prefixed(taesd_encoder_keys(), "encoder.layers."),
-                   **prefixed(taesd_decoder_keys(shift=-1), "decoder.layers.")}, "diffusers layout: encoder + decoder"),
-    ("bare_encoder", taesd_encoder_keys(), "bare layout: encoder"),
-    ("bare_decoder", taesd_decoder_keys(), "bare layout: decoder"),
-])
-def test_tiny_vae_layouts(tmp_path, name, keys, layout):
-    info = classify(_write(tmp_path, name, keys))
-    assert info.kind is FileKind.TINY_VAE and info.description == f"tiny VAE (TAESD, {layout})"
-
-
 @pytest.mark.parametrize("keys, phrase", [
     (sd1_checkpoint_keys(), "looks like an SD1/SD2 checkpoint (model.diffusion_model.*)"),
     ({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1),
@@ -154,6 +121,15 @@ def test_tiny_vae_layouts(tmp_path, name, keys, layout):
     ({"joint_blocks.0.x_block.attn.qkv.weight": torch.zeros(1)}, "looks like an SD3 model"),
     ({"lora_unet_down_blocks_0.lora_down.weight": torch.zeros(1)}, "looks like a LoRA"),
     (prefixed(kl_decoder_keys(), ""), "looks like a full KL VAE"),
+    (transcoder_keys(), "looks like a bare tiny latent transcoder"),
+    (prefixed(transcoder_keys(), "transcoder."), "looks like a bare tiny latent transcoder"),
+    ({**prefixed(taesd_encoder_keys(), "encoder."), **prefixed(taesd_decoder_keys(), "decoder.")},
+     "looks like a tiny VAE (TAESD)"),
+    (prefixed(taesd_decoder_keys(), "decoder."), "looks like a tiny VAE (TAESD)"),
+    ({**prefixed(taesd_encoder_keys(), "taesd_encoder."), **prefixed(taesd_decoder_keys(), "taesd_decoder.")},
+     "looks like a tiny VAE (TAESD)"),
+    ({**prefixed(taesd_encoder_keys(), "encoder.layers."),
+      **prefixed(taesd_decoder_keys(shift=-1), "decoder.layers.")}, "looks like a tiny VAE (TAESD)"),
     ({"text_model.encoder.layers.0.mlp.fc1.weight": torch.zeros(1)}, "looks like a CLIP text encoder"),
     ({"zeta": torch.zeros(1), "alpha": torch.zeros(1), "mid": torch.zeros(1), "omega": torch.zeros(1)},
      "unrecognised: 4 tensors, first keys alpha, mid, omega"),
@@ -188,10 +164,11 @@ def test_open_model_file_returns_the_open_file_and_info(tmp_path):
 def test_open_model_file_wrong_kind_is_one_line(tmp_path):
     path = _write(tmp_path, "t5", t5_keys(torch.float8_e4m3fn))
     with pytest.raises(ModelFileError) as caught:
-        open_model_file(path, [FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1, FileKind.PIXART_SIGMA])
+        open_model_file(path, [FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_PROTOTYPE1,
+                               FileKind.TINYBREAKER_SDXL])
     assert str(caught.value) == (
         f"{path}: is a T5 encoder (float8_e4m3fn) (expected a TinyBreaker prototype0 checkpoint, "
-        "TinyBreaker prototype1 checkpoint or PixArt-Sigma model (.safetensors))")
+        "TinyBreaker prototype1 checkpoint or TinyBreaker checkpoint with an SDXL refiner (.safetensors))")
 
 
 def test_open_model_file_broken_and_unknown_files_name_the_expected_kind(tmp_path):
@@ -203,5 +180,5 @@ def test_open_model_file_broken_and_unknown_files_name_the_expected_kind(tmp_pat
     sd1 = _write(tmp_path, "sd1", sd1_checkpoint_keys())
     with pytest.raises(ModelFileError, match=r"SD1/SD2 checkpoint .* \(expected a TinyBreaker prototype1 checkpoint"):
         open_model_file(sd1, FileKind.TINYBREAKER_PROTOTYPE1)
-    with pytest.raises(ModelFileError, match=r"file not found \(expected a tiny VAE"):
-        open_model_file(tmp_path / "missing.safetensors", FileKind.TINY_VAE)
+    with pytest.raises(ModelFileError, match=r"file not found \(expected a T5 encoder"):
+        open_model_file(tmp_path / "missing.safetensors", FileKind.T5_ENCODER)

@@ -9,6 +9,7 @@ from builders.common import save_safetensors
 from builders.t5 import t5_state_dict, train_tiny_t5_tokenizer
 from builders.taesd import taesd_decoder_state_dict, taesd_encoder_state_dict, tiny_vae_layout, transcoder_state_dict
 from builders.tinybreaker_files import tinybreaker_metadata, tinybreaker_state_dict
+from tinybreaker_ext.errors import ModelFileError
 from tinybreaker_ext.files.classify import FileKind, classify
 from tinybreaker_ext.files.finder import ModelFinder
 from builders.files import found_paths  # noqa: E402
@@ -41,16 +42,16 @@ def test_finder_lists_each_real_file_under_its_role(real_tree):
     assert finder.candidates("t5")[0].description == "T5 encoder (float8_e4m3fn)"
 
 
-@pytest.mark.parametrize("layout, expected", [("native", "native"), ("comfy", "comfyui"), ("diffusers", "diffusers")])
-def test_tiny_vae_builder_layouts(tmp_path, layout, expected):
+@pytest.mark.parametrize("layout", ["native", "comfy", "diffusers"])
+def test_tiny_vae_builder_layouts_are_named_but_not_taken(tmp_path, layout):
     state_dict = tiny_vae_layout(taesd_encoder_state_dict(0, hidden_channels=8),
                                  taesd_decoder_state_dict(1, hidden_channels=8), layout,
                                  encoder_scale=0.13025, decoder_scale=0.18215)
-    info = classify(save_safetensors(state_dict, tmp_path / "taesd.safetensors"))
-    assert info.description == f"tiny VAE (TAESD, {expected} layout: encoder + decoder)"
+    with pytest.raises(ModelFileError, match=r"looks like a tiny VAE \(TAESD\)"):
+        classify(save_safetensors(state_dict, tmp_path / "taesd.safetensors"))
 
 
 @pytest.mark.parametrize("prefix", ["", "transcoder."])
-def test_transcoder_builder(tmp_path, prefix):
-    info = classify(save_safetensors(transcoder_state_dict(0, prefix=prefix), tmp_path / "transcoder.safetensors"))
-    assert info.kind is FileKind.TRANSCODER and info.key_prefix == prefix
+def test_transcoder_builder_is_named_but_not_taken(tmp_path, prefix):
+    with pytest.raises(ModelFileError, match="looks like a bare tiny latent transcoder"):
+        classify(save_safetensors(transcoder_state_dict(0, prefix=prefix), tmp_path / "transcoder.safetensors"))

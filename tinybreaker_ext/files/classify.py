@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import os
-import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -38,30 +37,25 @@ SDXL_TEXT_ENCODER_PREFIXES = (REFINER_CLIP_PREFIX + "embedders.0.", REFINER_CLIP
 
 T5_SIGNATURE = "encoder.block.0.layer.0.SelfAttention.q.weight"
 T5_EMBEDDING_KEYS = ("shared.weight", "encoder.embed_tokens.weight")
-TRANSCODER_SIGNATURE = ("transd.3.conv.0.bias", "transe.3.conv.0.weight")
 
 
 class FileKind(enum.Enum):  # the value is what messages call the kind
     TINYBREAKER_PROTOTYPE0 = "TinyBreaker prototype0 checkpoint"
     TINYBREAKER_PROTOTYPE1 = "TinyBreaker prototype1 checkpoint"
     TINYBREAKER_SDXL = "TinyBreaker checkpoint with an SDXL refiner"
-    PIXART_SIGMA = "PixArt-Sigma model"
     T5_ENCODER = "T5 encoder"
-    TINY_VAE = "tiny VAE (TAESD)"
-    TRANSCODER = "tiny latent transcoder"
 
 
 # Only TinyBreaker files are checkpoints, in the finder's order of preference, as docs/model-files.md
 # "Classification by header" says: prototype1 has the upscaler VAE; one with an SDXL refiner lacks the transcoder.
 CHECKPOINT_KINDS = (FileKind.TINYBREAKER_PROTOTYPE1, FileKind.TINYBREAKER_PROTOTYPE0, FileKind.TINYBREAKER_SDXL)
-ALL_KINDS_TEXT = ("a TinyBreaker checkpoint, PixArt-Sigma model, T5 encoder, tiny VAE or transcoder "
-                  "(.safetensors; T5 also .gguf)")
+ALL_KINDS_TEXT = "a TinyBreaker checkpoint or T5 encoder (.safetensors; T5 also .gguf)"
 
 
 @dataclass(frozen=True)
 class ModelFileInfo:
-    """The result of classification. ``key_prefix`` is where the component's keys start (PixArt, T5, transcoder);
-    ``file_format`` is "safetensors" or "gguf"."""
+    """The result of classification: ``key_prefix``, where a T5 encoder's keys start; ``file_format``, "safetensors"
+    or "gguf"."""
 
     path: str
     kind: FileKind
@@ -90,44 +84,6 @@ def pixart_layout(keys: Iterable[str], prefix: str = "") -> str | None:
     return None
 
 
-def _is_pixart_alpha(keys: dict, prefix: str) -> bool:
-    """PixArt-alpha shares PixArt-Sigma's names but has size/aspect embedders (1024) or a 120-token null caption."""
-    if any(key.startswith(prefix) and ("csize_embedder." in key or "ar_embedder." in key
-                                       or "resolution_embedder." in key or "aspect_ratio_embedder." in key)
-           for key in keys):
-        return True
-    null_caption = keys.get(prefix + "y_embedder.y_embedding") or keys.get(prefix + "caption_projection.y_embedding")
-    return null_caption is not None and null_caption.shape[:1] == (120,)
-
-
-def _tiny_half_present(keys: dict, prefix: str) -> bool:
-    """A TAESD Sequential half: a first conv (index 0 or 1) and at least one residual Block (``<i>.conv.0.weight``)."""
-    if prefix + "0.weight" not in keys and prefix + "1.weight" not in keys:
-        return False
-    pattern = re.compile(re.escape(prefix) + r"\d+\.conv\.0\.weight$")
-    return any(pattern.match(key) for key in keys)
-
-
-def _tiny_vae_layout(keys: dict) -> str | None:
-    """The layout and the halves present, e.g. "comfyui layout: encoder + decoder"."""
-    for layout, encoder, decoder in (("comfyui", "taesd_encoder.", "taesd_decoder."),
-                                     ("diffusers", "encoder.layers.", "decoder.layers."),
-                                     ("native", "encoder.", "decoder.")):
-        halves = [name for name, prefix in (("encoder", encoder), ("decoder", decoder))
-                  if _tiny_half_present(keys, prefix)]
-        if halves:
-            return f"{layout} layout: {' + '.join(halves)}"
-    # a single madebyollin half: the encoder's first conv reads RGB, the decoder's first conv reads latents
-    if _tiny_half_present(keys, ""):
-        first = keys.get("0.weight") or keys.get("1.weight")
-        if first is not None and len(first.shape) == 4:
-            if "0.weight" in keys and first.shape[1] == 3:
-                return "bare layout: encoder"
-            if "0.weight" not in keys and first.shape[1] in (4, 16):
-                return "bare layout: decoder"
-    return None
-
-
 # What an unrecognised file with a key starting with any of these looks like; the first match wins.
 _LOOKS_LIKE = (
     (("model.diffusion_model.double_blocks.", "double_blocks.0."), "looks like a Flux model (double_blocks.*)"),
@@ -137,6 +93,9 @@ _LOOKS_LIKE = (
     (("model.diffusion_model.input_blocks.",), "looks like an SD1/SD2 checkpoint (model.diffusion_model.*)"),
     (("input_blocks.0.0.", "down_blocks.0.resnets."), "looks like a bare SD UNet (input_blocks.* / down_blocks.*)"),
     (("lora_unet_", "lora_te"), "looks like a LoRA"),
+    (("transd.", "transe.", "transcoder.transd."), "looks like a bare tiny latent transcoder (transd.* / transe.*)"),
+    (("taesd_encoder.", "taesd_decoder.", "encoder.layers.", "decoder.layers.", "encoder.0.", "decoder.1."),
+     "looks like a tiny VAE (TAESD)"),
     (("decoder.conv_in.weight",), "looks like a full KL VAE (decoder.conv_in.*), not a tiny VAE"),
     (("text_model.encoder.layers.", "transformer.text_model."), "looks like a CLIP text encoder (text_model.*)"),
 )
@@ -148,6 +107,9 @@ def _looks_like(keys: dict) -> str:
         return "contains no tensors"
     if any(".lora_down." in key or ".lora_A." in key for key in keys):
         return "looks like a LoRA"
+    for layout, signature in PIXART_SIGNATURES.items():
+        if find_signature_prefix(keys, *signature) is not None:
+            return f"looks like a plain PixArt model ({layout} layout), without TinyBreaker's refiner and transcoder"
     for prefixes, phrase in _LOOKS_LIKE:
         if any(key.startswith(prefixes) for key in keys):
             return phrase
@@ -214,15 +176,6 @@ def classify(source: str | os.PathLike | SafetensorsView | GGUFFile) -> ModelFil
         suffix = f", '{title}'" if title else ""
         return ModelFileInfo(path, kind, f"{kind.value} (PixArt {layout} layout{suffix})")
 
-    for layout, signature in PIXART_SIGNATURES.items():
-        prefix = find_signature_prefix(keys, *signature)
-        if prefix is not None:
-            if _is_pixart_alpha(keys, prefix):
-                raise fail("looks like a PixArt-alpha model (SD1 latent space, 120-token captions), "
-                           "not PixArt-Sigma")
-            where = f" under '{prefix}'" if prefix else ""
-            return ModelFileInfo(path, FileKind.PIXART_SIGMA, f"PixArt-Sigma model ({layout} layout{where})", prefix)
-
     t5_prefix = next((p for p in (find_signature_prefix(keys, T5_SIGNATURE, embedding)
                                   for embedding in T5_EMBEDDING_KEYS) if p is not None), None)
     if t5_prefix is not None:
@@ -236,14 +189,6 @@ def classify(source: str | os.PathLike | SafetensorsView | GGUFFile) -> ModelFil
             details += ", scaled fp8"
         where = f" under '{t5_prefix}'" if t5_prefix else ""
         return ModelFileInfo(path, FileKind.T5_ENCODER, f"T5 encoder ({details}){where}", t5_prefix)
-
-    transcoder_prefix = find_signature_prefix(keys, *TRANSCODER_SIGNATURE)
-    if transcoder_prefix is not None:
-        return ModelFileInfo(path, FileKind.TRANSCODER, FileKind.TRANSCODER.value, transcoder_prefix)
-
-    tiny_layout = _tiny_vae_layout(keys)
-    if tiny_layout is not None:
-        return ModelFileInfo(path, FileKind.TINY_VAE, f"tiny VAE (TAESD, {tiny_layout})")
 
     raise fail(_looks_like(keys))
 
