@@ -52,7 +52,7 @@ def test_gguf_t5_footprint_counts_the_quantized_bytes(tmp_path):
 
 def test_cpu_device_counts_everything_as_ram(files):
     plan = plan_memory(files["t5"], files["checkpoint1"], device="cpu", model_dtype=torch.float32,
-                       t5_dtype="float32", free_ram=64 * GB)
+                       t5_dtype=torch.float32, free_ram=64 * GB)
     t5 = t5_footprint(files["t5"])
     pixart = _bytes_under(files["checkpoint1"], BASE_PREFIX, 4)
     transcoder = _bytes_under(files["checkpoint1"], TRANSCODER_PREFIX, 4)
@@ -72,7 +72,7 @@ def _stream_device_need(files) -> int:
 
 
 def test_auto_keeps_t5_on_the_gpu_when_it_fits_next_to_pixart_else_streams(files):
-    common = dict(device="cuda", model_dtype=torch.float16, t5_dtype="bfloat16", free_ram=64 * GB)
+    common = dict(device="cuda", model_dtype=torch.float16, t5_dtype=torch.bfloat16, free_ram=64 * GB)
     resident = dict(common, placement_policy="gpu")
     roomy = plan_memory(files["t5"], files["checkpoint1"], free_device=24 * GB, **resident)
     assert roomy.fits and roomy.t5_mode == "gpu"
@@ -90,7 +90,7 @@ def test_auto_keeps_t5_on_the_gpu_when_it_fits_next_to_pixart_else_streams(files
 
 def test_auto_streams_beside_an_offloading_placement_however_much_room(files):
     """The WebUI's placements give the device back to the host after each stage: a resident T5 would keep it."""
-    common = dict(device="cuda", model_dtype=torch.float16, t5_dtype="bfloat16", free_ram=64 * GB)
+    common = dict(device="cuda", model_dtype=torch.float16, t5_dtype=torch.bfloat16, free_ram=64 * GB)
     plan = plan_memory(files["t5"], files["checkpoint1"], free_device=24 * GB, placement_policy="offload", **common)
     assert plan.fits and plan.t5_mode == "stream"
     t5 = t5_footprint(files["t5"])
@@ -105,7 +105,7 @@ def test_auto_streams_beside_an_offloading_placement_however_much_room(files):
 
 def test_a_resident_placement_keeps_every_model_on_the_device(files):
     plan = plan_memory(files["t5"], files["checkpoint1"], device="cuda", model_dtype=torch.float16, t5_mode="gpu",
-                       t5_dtype="bfloat16", placement_policy="gpu", free_ram=64 * GB, free_device=24 * GB)
+                       t5_dtype=torch.bfloat16, placement_policy="gpu", free_ram=64 * GB, free_device=24 * GB)
     t5 = t5_footprint(files["t5"])
     models = _bytes_under(files["checkpoint1"], BASE_PREFIX, 2) + _bytes_under(files["checkpoint1"],
                                                                                  TRANSCODER_PREFIX, 2)
@@ -117,7 +117,7 @@ def test_a_resident_placement_keeps_every_model_on_the_device(files):
 
 def test_an_explicit_gpu_mode_that_does_not_fit_says_use_stream(files):
     plan = plan_memory(files["t5"], files["checkpoint1"], device="cuda", model_dtype=torch.float16, t5_mode="gpu",
-                       t5_dtype="bfloat16", free_ram=64 * GB, free_device=_stream_device_need(files))
+                       t5_dtype=torch.bfloat16, free_ram=64 * GB, free_device=_stream_device_need(files))
     assert not plan.fits and plan.message.startswith("not enough memory for T5 gpu: needs ")
     assert plan.message.endswith("; use stream") and plan.field == "t5_mode"
     with pytest.raises(NotEnoughMemoryError, match="use stream"):
@@ -129,7 +129,7 @@ def test_short_ram_suggests_the_largest_smaller_gguf_t5_that_fits(files, monkeyp
     full = T5Footprint(stored_bytes=4_900_000_000, largest_weight_numel=10240 * 4096,
                        largest_sublayer_stored_bytes=3 * 10240 * 4096 + 4 * 4096)
     monkeypatch.setattr(memory_plan, "t5_footprint", lambda path, info=None: full)
-    common = dict(device="cpu", model_dtype=torch.float32, t5_dtype="bfloat16")
+    common = dict(device="cpu", model_dtype=torch.float32, t5_dtype=torch.bfloat16)
     others = plan_memory(files["t5"], files["checkpoint1"], free_ram=100 * GB, **common).ram_peak - full.stored_bytes
     plan = plan_memory(files["t5"], files["checkpoint1"], free_ram=others + int(3.5 * GB), **common)
     assert not plan.fits and plan.message.endswith("use a Q5_K_M T5 GGUF (3.4 GB)") and plan.field == "t5_file"

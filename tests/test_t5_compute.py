@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from builders.t5 import FP8_E4M3, t5_state_dict, upcast_t5_state_dict
-from tinybreaker_ext.errors import ParameterError
 from tinybreaker_ext.models import t5_policy
 from tinybreaker_ext.models.t5_encoder import load_t5_encoder
 from tinybreaker_ext.models.t5_policy import KEEP_FREE_BYTES, conversion_budget, resolve_compute_dtype
@@ -32,15 +31,10 @@ def transformers_t5(sd: dict, config, dtype: torch.dtype):
 
 def test_auto_picks_bfloat16_only_where_it_is_native(monkeypatch):
     monkeypatch.setattr(t5_policy, "bf16_is_fast", lambda device: True)
-    assert resolve_compute_dtype("auto", "cpu") == torch.bfloat16
     assert resolve_compute_dtype(None, "cpu") == torch.bfloat16
     monkeypatch.setattr(t5_policy, "bf16_is_fast", lambda device: False)
-    assert resolve_compute_dtype("auto", "cpu") == torch.float32
-    assert resolve_compute_dtype("bfloat16", "cpu") == torch.bfloat16  # the user's choice wins
-    assert resolve_compute_dtype(torch.float32, "cpu") == torch.float32
-    for refused in ("float16", torch.float16, "int8", torch.int8):
-        with pytest.raises(ParameterError, match="t5_dtype"):
-            resolve_compute_dtype(refused, "cpu")
+    assert resolve_compute_dtype(None, "cpu") == torch.float32
+    assert resolve_compute_dtype(torch.bfloat16, "cpu") == torch.bfloat16  # a caller's dtype wins
 
 
 def test_bf16_is_fast_asks_the_hardware(monkeypatch):
@@ -60,7 +54,7 @@ def test_bf16_is_fast_asks_the_hardware(monkeypatch):
 @pytest.mark.parametrize("dtype", [FP8_E4M3, torch.bfloat16, torch.float32])
 def test_bfloat16_compute_is_bit_identical_to_transformers_in_bfloat16(mode, dtype):
     sd = t5_state_dict(**TINY, dtype=dtype)
-    encoder = load_t5_encoder(sd, mode=mode, compute_dtype="bfloat16")
+    encoder = load_t5_encoder(sd, mode=mode, compute_dtype=torch.bfloat16)
     ids = _ids()
     with torch.no_grad():
         expected = transformers_t5(sd, encoder.config, torch.bfloat16)(input_ids=ids)[0].float()
@@ -69,7 +63,7 @@ def test_bfloat16_compute_is_bit_identical_to_transformers_in_bfloat16(mode, dty
 
 def test_float32_compute_matches_transformers_in_float32():
     sd = t5_state_dict(**TINY, dtype=FP8_E4M3)
-    encoder = load_t5_encoder(sd, mode="cpu", compute_dtype="float32")
+    encoder = load_t5_encoder(sd, mode="cpu", compute_dtype=torch.float32)
     ids = _ids()
     with torch.no_grad():
         expected = transformers_t5(sd, encoder.config, torch.float32)(input_ids=ids)[0]
@@ -98,9 +92,9 @@ def _linear_keys(encoder):
 def test_weights_are_kept_converted_within_the_budget_and_results_do_not_change():
     sd = t5_state_dict(**TINY, dtype=FP8_E4M3)
     ids = _ids()
-    none = load_t5_encoder(sd, mode="cpu", compute_dtype="bfloat16", keep_converted_bytes=0)
-    every = load_t5_encoder(sd, mode="cpu", compute_dtype="bfloat16", keep_converted_bytes=1 << 30)
-    some = load_t5_encoder(sd, mode="cpu", compute_dtype="bfloat16", keep_converted_bytes=2 * 32 * 64)
+    none = load_t5_encoder(sd, mode="cpu", compute_dtype=torch.bfloat16, keep_converted_bytes=0)
+    every = load_t5_encoder(sd, mode="cpu", compute_dtype=torch.bfloat16, keep_converted_bytes=1 << 30)
+    some = load_t5_encoder(sd, mode="cpu", compute_dtype=torch.bfloat16, keep_converted_bytes=2 * 32 * 64)
     assert none.converted_bytes == 0
     assert {t.dtype for t in none.stored_tensors().values()} == {FP8_E4M3}
     assert {every.stored_tensors()[key].dtype for key in _linear_keys(every)} == {torch.bfloat16}
@@ -113,7 +107,7 @@ def test_weights_are_kept_converted_within_the_budget_and_results_do_not_change(
 
 def test_kept_weights_are_used_as_they_are_at_every_encode():
     """No conversion, no copy: each Linear computes with the very tensor the encoder keeps."""
-    encoder = load_t5_encoder(t5_state_dict(**TINY, dtype=FP8_E4M3), mode="cpu", compute_dtype="bfloat16",
+    encoder = load_t5_encoder(t5_state_dict(**TINY, dtype=FP8_E4M3), mode="cpu", compute_dtype=torch.bfloat16,
                               keep_converted_bytes=1 << 30)
     query = encoder._model.encoder.block[1].layer[0].SelfAttention.q
     seen = []
@@ -126,7 +120,7 @@ def test_kept_weights_are_used_as_they_are_at_every_encode():
 
 def test_memory_saving_conversions_happen_even_without_a_budget():
     sd = t5_state_dict(**TINY, dtype=torch.float32)
-    encoder = load_t5_encoder(sd, mode="stream", compute_dtype="bfloat16")
+    encoder = load_t5_encoder(sd, mode="stream", compute_dtype=torch.bfloat16)
     assert {encoder.stored_tensors()[key].dtype for key in _linear_keys(encoder)} == {torch.bfloat16}
     assert encoder.converted_bytes < 0
 
@@ -149,7 +143,7 @@ class _TrackedReads(dict):
 def test_a_kept_converted_weight_frees_its_stored_form_before_the_next_read():
     """Converting after reading everything would hold the whole file and its converted copy at the peak."""
     sd = _TrackedReads(t5_state_dict(**TINY, dtype=FP8_E4M3))
-    encoder = load_t5_encoder(sd, mode="cpu", compute_dtype="bfloat16", keep_converted_bytes=1 << 30)
+    encoder = load_t5_encoder(sd, mode="cpu", compute_dtype=torch.bfloat16, keep_converted_bytes=1 << 30)
     assert {encoder.stored_tensors()[key].dtype for key in _linear_keys(encoder)} == {torch.bfloat16}
     assert sd.alive_at_read[-1] == ["shared.weight"]  # the embedding stays fp8 (rows are converted)
     assert all(set(alive) <= {"shared.weight"} for alive in sd.alive_at_read)
@@ -175,8 +169,8 @@ def test_a_file_s_converted_weights_are_read_into_one_reused_buffer(tmp_path, mo
 
     monkeypatch.setattr(safetensors_file.SafetensorsFile, "_read", tracked)
     with SafetensorsFile(path) as file:
-        encoder = load_t5_encoder(file, mode="cpu", compute_dtype="bfloat16", keep_converted_bytes=1 << 30)
+        encoder = load_t5_encoder(file, mode="cpu", compute_dtype=torch.bfloat16, keep_converted_bytes=1 << 30)
     assert plain_reads == ["shared.weight"]  # kept as stored: its own memory
     assert 1 <= len(buffers) <= 2  # attention-sized, then feed-forward-sized
-    reference = load_t5_encoder(sd, mode="cpu", compute_dtype="bfloat16", keep_converted_bytes=1 << 30)
+    reference = load_t5_encoder(sd, mode="cpu", compute_dtype=torch.bfloat16, keep_converted_bytes=1 << 30)
     assert torch.equal(encoder.encode(_ids()), reference.encode(_ids()))

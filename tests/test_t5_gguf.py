@@ -103,9 +103,9 @@ def test_f32_gguf_gives_the_embedding_of_the_same_weights_in_safetensors(weights
     path = save_safetensors(weights, tmp_path / "t5.safetensors")
     ids = _ids()
     with open_model_file(path, FileKind.T5_ENCODER)[0] as file:
-        expected = load_t5_encoder(file, mode="cpu", compute_dtype="float32").encode(ids)
+        expected = load_t5_encoder(file, mode="cpu", compute_dtype=torch.float32).encode(ids)
     with open_model_file(gguf_files["F32"], FileKind.T5_ENCODER)[0] as file:
-        got = load_t5_encoder(file, mode="cpu", compute_dtype="float32").encode(ids)
+        got = load_t5_encoder(file, mode="cpu", compute_dtype=torch.float32).encode(ids)
     assert (got - expected).abs().max() <= 1e-5
 
 
@@ -114,11 +114,11 @@ def test_quantized_files_compute_with_exactly_the_dequantized_weights(weights, g
     """The product's encode of a quantized file equals the encode of its weights dequantized by the gguf package
     (≤ 1e-5), whether the weights are dequantized at every encode or kept dequantized."""
     ids = _ids()
-    reference = load_t5_encoder(dequantized_state_dict(weights, file_type), mode="cpu", compute_dtype="float32")
+    reference = load_t5_encoder(dequantized_state_dict(weights, file_type), mode="cpu", compute_dtype=torch.float32)
     expected = reference.encode(ids)
     for budget in (0, None):
         with GGUFFile(gguf_files[file_type]) as file:
-            encoder = load_t5_encoder(file, mode="cpu", compute_dtype="float32", keep_converted_bytes=budget)
+            encoder = load_t5_encoder(file, mode="cpu", compute_dtype=torch.float32, keep_converted_bytes=budget)
         assert (encoder.encode(ids) - expected).abs().max() <= 1e-5
 
 
@@ -126,11 +126,11 @@ def test_quantization_error_grows_as_bits_shrink(weights, gguf_files, capsys):
     """Relative embedding error of each file type against the float32 weights (printed; random weights amplify
     errors far more than trained T5 does, so only the order is checked)."""
     ids = _ids()
-    original = load_t5_encoder(weights, mode="cpu", compute_dtype="float32").encode(ids)
+    original = load_t5_encoder(weights, mode="cpu", compute_dtype=torch.float32).encode(ids)
     errors = {}
     for file_type in FILE_TYPES:
         with GGUFFile(gguf_files[file_type]) as file:
-            got = load_t5_encoder(file, mode="cpu", compute_dtype="float32").encode(ids)
+            got = load_t5_encoder(file, mode="cpu", compute_dtype=torch.float32).encode(ids)
         errors[file_type] = ((got - original).norm() / original.norm()).item()
     with capsys.disabled():
         print("\nrelative embedding error vs float32:", ", ".join(f"{k} {v:.4f}" for k, v in errors.items()))
@@ -141,7 +141,7 @@ def test_quantization_error_grows_as_bits_shrink(weights, gguf_files, capsys):
 def test_quantized_weights_stay_quantized_in_ram(gguf_files):
     with GGUFFile(gguf_files["Q4_K_M"]) as file:
         tensor_bytes = sum(entry.nbytes for entry in file.header.tensors.values())
-        encoder = load_t5_encoder(file, mode="cpu", compute_dtype="float32", keep_converted_bytes=0)
+        encoder = load_t5_encoder(file, mode="cpu", compute_dtype=torch.float32, keep_converted_bytes=0)
     stored = encoder.stored_tensors()
     assert isinstance(stored["encoder.block.1.layer.1.DenseReluDense.wo.weight"], QuantizedTensor)
     assert isinstance(stored["shared.weight"], QuantizedTensor)  # rows are gathered, then dequantized
@@ -151,7 +151,7 @@ def test_quantized_weights_stay_quantized_in_ram(gguf_files):
 
 def test_stream_mode_moves_blocks_not_floats(gguf_files):
     with GGUFFile(gguf_files["Q8_0"]) as file:
-        encoder = load_t5_encoder(file, mode="stream", device="meta", compute_dtype="bfloat16")
+        encoder = load_t5_encoder(file, mode="stream", device="meta", compute_dtype=torch.bfloat16)
     assert {t.device.type for t in encoder.stored_tensors().values()} == {"cpu"}
     assert encoder.encode(_ids()).device.type == "meta"
 

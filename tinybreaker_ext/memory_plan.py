@@ -152,7 +152,7 @@ def _smaller_t5(room: int, stored: int) -> str:
 
 
 def plan_memory(t5_path: str | os.PathLike, checkpoint_path: str | os.PathLike, *, device: torch.device | str,
-                model_dtype: torch.dtype, t5_mode: str = "auto", t5_dtype: str | torch.dtype = "auto",
+                model_dtype: torch.dtype, t5_mode: str = "auto", t5_dtype: torch.dtype | None = None,
                 placement_policy: str = "offload",
                 free_ram: int | None = None, free_device: int | None = None) -> MemoryPlan:
     """Resolves ``t5_mode="auto"`` and says whether the stages fit ``free_ram``/``free_device`` (None: read them now;

@@ -75,7 +75,7 @@ class TinyBreakerPipeline:
             # A resident 4.9 GB T5 would sit next to the host's UNet with no manager to evict it; stream instead.
             mode = "stream"
         mode = choose_mode(mode, self.device, os.path.getsize(self.t5_path))
-        compute_dtype = resolve_compute_dtype("auto", self.device)
+        compute_dtype = resolve_compute_dtype(None, self.device)
         if self._t5 is None or (self._t5.mode, self._t5.compute_dtype) != (mode, compute_dtype):
             self._t5 = None  # release the previous placement's weights before loading the new ones
             file, _info = open_model_file(self.t5_path, FileKind.T5_ENCODER)

@@ -303,7 +303,7 @@ def _stored_bytes(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
 
 
 def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto", device="cpu",
-                    compute_dtype: str | torch.dtype = "auto", keep_converted_bytes: int | None = None,
+                    compute_dtype: torch.dtype | None = None, keep_converted_bytes: int | None = None,
                     source: str | None = None) -> T5TextEncoder:
     """From an HF-layout state dict (plain dict or lazy file view; outer prefix allowed) or an open ``GGUFFile``
     (city96's ``t5-v1_1-xxl-encoder`` files). ``keep_converted_bytes`` bounds the extra memory of weights kept

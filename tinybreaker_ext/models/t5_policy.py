@@ -1,13 +1,9 @@
-"""How T5 computes, decided in this one place: the compute dtype (``auto`` → bfloat16 where the hardware runs it
-natively) and how many bytes of weights converted to that dtype may be kept between encodes."""
+"""How T5 computes, decided in this one place: the compute dtype (bfloat16 where the hardware runs it natively) and
+how many bytes of weights converted to that dtype may be kept between encodes."""
 
 from __future__ import annotations
 
 import torch
-
-from ..errors import ParameterError
-
-_NAMED_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
 # Converted weights are kept only while this much memory stays free for the other stages (PixArt-Sigma in fp32 is
 # 2.4 GB, the transcoder and the VAE pass need more for activations) and for the host itself.
@@ -29,16 +25,10 @@ def bf16_is_fast(device: torch.device | str) -> bool:
     return False
 
 
-def resolve_compute_dtype(choice: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
-    """``"auto"`` (or None) → bfloat16 where ``bf16_is_fast``, else float32 (the reference's); float16 is refused."""
-    if choice is None or choice == "auto":
-        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
-    dtype = _NAMED_DTYPES.get(choice, choice) if isinstance(choice, str) else choice
-    if dtype == torch.float16 or choice == "float16":
-        raise ParameterError("t5_dtype", "float16 is not supported: T5 overflows in fp16; use float32 or bfloat16")
-    if dtype not in _NAMED_DTYPES.values():
-        raise ParameterError("t5_dtype", f"{choice} is not supported; use one of auto, bfloat16, float32")
-    return dtype
+def resolve_compute_dtype(choice: torch.dtype | None, device: torch.device | str) -> torch.dtype:
+    """``choice``, else bfloat16 where ``bf16_is_fast`` and float32 elsewhere (the reference's dtype; never float16:
+    T5 overflows in it)."""
+    return choice or (torch.bfloat16 if bf16_is_fast(device) else torch.float32)
 
 
 def available_ram_bytes() -> int | None:
