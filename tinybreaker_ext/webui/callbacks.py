@@ -26,7 +26,7 @@ def register_callbacks() -> None:
     script_callbacks.on_infotext_pasted(translate_pasted)
 
 
-def add_xyz_axes() -> bool:
+def add_xyz_axes() -> None:
     """An axis per ``FieldSpec`` with ``xyz=True``, added once to the host's xyz_grid script module. An axis writes
     an override on the copy of ``p`` that the grid runs; ``script_logic.process`` validates it like any input."""
     from modules import scripts
@@ -35,14 +35,13 @@ def add_xyz_axes() -> bool:
                 and data.script_class.__module__ in ("xyz_grid.py", "scripts.xyz_grid")), None)
     if xyz is None:
         log.info("TinyBreaker: XYZ plot script not found; no axes added")
-        return False
+        return
     existing = {option.label for option in xyz.axis_options}
     for spec in [spec for spec in params.FIELDS if spec.xyz]:
         label = XYZ_AXIS_PREFIX + spec.label.replace(" (0 = style)", "")
         if label not in existing:
             xyz.axis_options.append(xyz.AxisOption(label, spec.kind, _xyz_override(spec.name),
                                                    choices=_xyz_choices(spec)))
-    return True
 
 
 def _xyz_override(field_name: str):
