@@ -72,10 +72,8 @@ class ManagedHost(HostAdapter):
 
     def free_memory(self, device: torch.device, sd_model=None) -> tuple[int | None, int | None]:
         """The manager's ``get_free_memory`` plus what it would evict for our stage (docs/hosts.md "Memory
-        managers"); without ``get_free_memory``, the plain readings."""
-        read = getattr(self._mm, "get_free_memory", None)
-        if not callable(read):
-            return super().free_memory(device)
+        managers")."""
+        read = self._mm.get_free_memory
         if device.type == "cpu":  # the managers answer with the system's available RAM there
             return int(read(device)), None
         free_ram, _ = super().free_memory(torch.device("cpu"))
