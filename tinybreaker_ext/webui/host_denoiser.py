@@ -75,8 +75,6 @@ class HostDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
         self.cfg_denoiser.step = int((self.sigmas - float(sigma.max())).abs().argmin())
         try:
             denoised = self.cfg_denoiser(x, sigma, cond=self.cond, uncond=self.uncond, cond_scale=self.cfg_scale,
