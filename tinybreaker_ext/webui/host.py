@@ -26,11 +26,11 @@ class HostAdapter:
 
     def compute_dtype(self, device: torch.device, preference: str = "auto") -> torch.dtype:
         """PixArt/TAESD dtype: the user's setting, else bf16 where the GPU has it, fp16 on other GPUs, fp32 on CPU."""
-        if preference in ("fp32", "float32") or device.type == "cpu":
+        if preference == "fp32" or device.type == "cpu":
             return torch.float32
-        if preference in ("fp16", "float16"):
+        if preference == "fp16":
             return torch.float16
-        if preference in ("bf16", "bfloat16"):
+        if preference == "bf16":
             return torch.bfloat16
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
