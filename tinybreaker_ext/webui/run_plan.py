@@ -1,6 +1,5 @@
 """Everything one txt2img job needs, decided in process() (docs/design.md "Data flow"): the plan, the model files,
-the engine and the memory preflight. Any problem is kept in ``error`` and raised from p.sample, where the UI and API
-see it."""
+the engine and the memory preflight. Any problem is kept in ``error`` (docs/hosts.md "The first pass")."""
 
 from __future__ import annotations
 
@@ -85,8 +84,8 @@ def build_run_plan(params: TinyBreakerParams, request: ImageRequest, styles, *,
 
 
 def resolve_file(role: str, requested: str, field_name: str) -> str:
-    """The model file a request names, confined to the model folders (docs/hosts.md "File names"); anything else is
-    refused, naming the field and the files that exist. Empty = the first file found."""
+    """The model file a request names, confined to the model folders (docs/hosts.md "File names"); empty = the first
+    file found."""
     from ..files.finder import ROLE_NAMES, ModelFinder
 
     dirs = locations.model_dirs()
