@@ -64,8 +64,7 @@ class HostAdapter:
         return int(getattr(sd_model, "latent_channels", 4))
 
     def refiner_family(self, sd_model) -> str | None:
-        """"sd1" or "sdxl" when the loaded checkpoint can refine our base (4 latent channels, the host's own family
-        flags), else None. SDXL takes PixArt's latent as it is; SD1 gets it through the transcoder."""
+        """"sd1" or "sdxl" when the loaded checkpoint can refine our base (4 latent channels, the host's flags)."""
         if self.latent_channels(sd_model) != 4:
             return None
         for flag, family in (("is_sdxl", "sdxl"), ("is_sd1", "sd1")):
@@ -83,8 +82,7 @@ class HostAdapter:
 
 
 class A1111Host(HostAdapter):
-    """AUTOMATIC1111 1.10: no memory manager. The SD model leaves the GPU through the host's own helpers (which honour
-    --lowvram/--medvram) and comes back after our stage; our modules move by hand."""
+    """AUTOMATIC1111 1.10: no memory manager (docs/hosts.md "Memory managers")."""
 
     name = "a1111"
 

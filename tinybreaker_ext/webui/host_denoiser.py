@@ -1,6 +1,5 @@
-"""The WebUI's loaded SD1 model as ``denoiser(x, sigma) -> x0`` (CFG included) for our refine and the Tiny
-Upscaler: the host's own k-diffusion CFG denoiser, set up as its ``sample_img2img`` does (docs/hosts.md "The host's
-CFG denoiser")."""
+"""The WebUI's loaded SD1 model as ``denoiser(x, sigma[B]) -> x0`` (CFG included) for our refine and the Tiny
+Upscaler (docs/hosts.md "The host's CFG denoiser")."""
 
 from __future__ import annotations
 
