@@ -16,9 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def request_error(error: Exception) -> Exception:
-    """Every TinyBreakerError is about what the request asked for (a field, a file it named, a size, a missing model
-    or tokenizer for what it asked) → HTTP 422 with the one-line message; the UI shows it too. Anything else is a
-    fault of the server and reaches the host's own handler (500) unchanged."""
+    """A TinyBreakerError is about what the request asked for → HTTP 422 with its one-line message (the UI shows it
+    too); anything else is a fault of the server and reaches the host's own handler (500) unchanged."""
     if not isinstance(error, TinyBreakerError):
         return error
     try:

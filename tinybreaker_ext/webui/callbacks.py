@@ -57,8 +57,7 @@ def _xyz_override(field_name: str):
 
 
 def _xyz_choices(spec: params.FieldSpec):
-    """The axis's value list: the style names or the host's upscalers as they are now (the accordion's), or the
-    field's fixed choices."""
+    """Styles and upscalers are read when the grid asks (they change while the WebUI runs); other fields are fixed."""
     from .api import control_choices
 
     if spec.name in ("style", "upscale_model"):
@@ -69,9 +68,8 @@ def _xyz_choices(spec: params.FieldSpec):
 
 
 def translate_pasted(infotext: str, fields: dict) -> None:
-    """``on_infotext_pasted``: an image made by ComfyUI-TinyBreaker has its TB fields but none of ours; map them so
-    the accordion (and API script args) restore style, base sampler/schedule/steps/CFG and refine CFG. The host's
-    own Seed and Size fields restore seed and size; the prompt keeps its inline arguments."""
+    """``on_infotext_pasted``: an image made by ComfyUI-TinyBreaker has only the TB fields (docs/design.md
+    "Infotext"); ours are derived from them. The host's own Seed and Size fields restore seed and size."""
     our_key = {spec.name: spec.infotext_key for spec in params.FIELDS}
     if our_key["enabled"] in fields or not any(key in fields for key in (TB_STYLE, TB_BASE_PARAMETERS)):
         return

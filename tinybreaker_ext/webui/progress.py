@@ -58,8 +58,7 @@ def stage_callback(label: str, total_steps: int, on_denoised: Callable | None = 
 
 
 def preview_when_due(make_image: Callable) -> Callable:
-    """``on_denoised`` for the base stage: ``make_image(denoised)`` when the host's live-preview setting says one is
-    due."""
+    """``on_denoised`` for the base stage: ``make_image(denoised)`` when the host's live-preview settings ask."""
     from modules import shared
 
     def on_denoised(denoised) -> None:
