@@ -42,8 +42,7 @@ def list_models() -> dict:
 
 
 def models_route() -> dict:
-    """The files found by role, and ``memory``: the preflight's estimate, from file headers, for each checkpoint/T5
-    pair on this host (``error`` where a header cannot be read)."""
+    """The files found by role and the preflight's estimates per checkpoint/T5 pair (README "API")."""
     from . import run_plan
     from .host import get_host
 

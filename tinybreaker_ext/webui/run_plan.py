@@ -84,8 +84,7 @@ def build_run_plan(params: TinyBreakerParams, request: ImageRequest, styles, *,
 
 
 def resolve_file(role: str, requested: str, field_name: str) -> str:
-    """The model file a request names, confined to the model folders (docs/hosts.md "File names"); empty = the first
-    file found."""
+    """The request's model file (empty: the first found), confined to the model folders (docs/hosts.md "File names")."""
     from ..files.finder import ROLE_NAMES, ModelFinder
 
     dirs = locations.model_dirs()
