@@ -18,11 +18,9 @@ log = logging.getLogger(__name__)
 def request_error(error: Exception) -> Exception:
     """A TinyBreakerError is about what the request asked for → HTTP 422 with its one-line message (the UI shows it
     too); anything else is a fault of the server and reaches the host's own handler (500) unchanged."""
+    from fastapi import HTTPException
+
     if not isinstance(error, TinyBreakerError):
-        return error
-    try:
-        from fastapi import HTTPException
-    except ImportError:  # outside a WebUI (tests without fastapi)
         return error
     # Positional: starlette before 0.28 (A1111's) has no HTTPException.__str__, and Exception's shows only the
     # positional arguments; queue tools (agent-scheduler) record str() of the error as a failed task's result.
