@@ -1,5 +1,4 @@
-"""What TinyBreaker registers with the host, once from the script file (and again after a UI reload): the Settings
-section, the API routes, the XYZ-plot axes, the infotext paste translation, the release of our models."""
+"""What TinyBreaker registers with the host, once from the script file (and again after a UI reload)."""
 
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ def register_callbacks() -> None:
 
 
 def add_xyz_axes() -> None:
-    """An axis per ``FieldSpec`` with ``xyz=True``, added once to the host's xyz_grid script module. An axis writes
-    an override on the copy of ``p`` that the grid runs; ``script_logic.process`` validates it like any input."""
+    """An axis writes an override on the grid's copy of ``p``; ``script_logic.process`` validates it like any input."""
     from modules import scripts
 
     xyz = next((data.module for data in scripts.scripts_data if hasattr(data, "module")

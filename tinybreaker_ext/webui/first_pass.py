@@ -100,8 +100,7 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
 
 
 def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str) -> torch.Tensor:
-    """T5 + PixArt, then the transcoder for an SD1 refiner (PixArt composes in SDXL's latent space already): a
-    model-space latent [B, 4, H/8, W/8] of the loaded checkpoint's family."""
+    """T5 + PixArt (+ the transcoder for SD1): the loaded checkpoint's model-space latent [B, 4, H/8, W/8]."""
     from modules import sd_samplers_common
 
     generation = plan.generation
