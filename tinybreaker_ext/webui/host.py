@@ -1,5 +1,4 @@
-"""Which WebUI we run in, decided once by capability (docs/hosts.md "Host detection"): a host with a ComfyUI-style
-memory manager gets ``host_managed.ManagedHost``, anything else A1111's manual moves (``A1111Host``)."""
+"""Which WebUI we run in, decided once by capability (docs/hosts.md "Host detection"), and A1111's adapter."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""One adapter for the four hosts with a ComfyUI-style memory manager (Forge, Neo, Classic, reForge): our modules load
-through the host's ``ModelPatcher`` and ``load_models_gpu`` (how and why: docs/hosts.md "Memory managers")."""
+"""Forge, Neo, Classic and reForge: our modules load through the host's manager (docs/hosts.md "Memory managers")."""
 
 from __future__ import annotations
 
