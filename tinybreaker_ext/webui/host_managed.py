@@ -55,8 +55,6 @@ class ManagedPlacement:
 
 
 class ManagedHost(HostAdapter):
-    """``name`` is the host's own ``modules_forge.forge_version`` family (forge, neo, classic, reforge)."""
-
     def __init__(self, name: str, memory_management, patcher_class):
         self.name = name
         self._mm = memory_management

@@ -31,9 +31,8 @@ def is_upscale_rerun(p) -> bool:
 
 def stage_callback(label: str, total_steps: int, on_denoised: Callable | None = None, *,
                    counted: bool = True) -> Callable:
-    """A core progress callback driving the host's step and progress bar; raises Cancelled on Interrupt or Skip and
-    passes previews to ``on_denoised(denoised)`` (never breaking the job). ``counted``: in ``claim_job_count``'s total
-    (the Tiny Upscaler's tiles are not: their number is known only later)."""
+    """Drives the host's step and progress bar; raises Cancelled on Interrupt or Skip; previews go to ``on_denoised``
+    (never breaking the job). ``counted``: in ``claim_job_count``'s total (not the upscaler's tiles: unknown then)."""
     from modules import shared
 
     state = shared.state
