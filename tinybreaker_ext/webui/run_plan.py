@@ -171,8 +171,7 @@ def hint(checkpoint: str, t5_file: str, t5_mode: str) -> str:
 
 
 def estimates(host, checkpoint_path: str, t5_path: str) -> dict:
-    """Per T5 placement: what runs, the peak RAM and device bytes, whether it fits now, and the command line's
-    one-line message (README "API")."""
+    """The preflight's answer per T5 placement, as ``GET /tinybreaker/v1/models`` lists it (README "API")."""
     result = {}
     for mode in MODES:
         plan = plan_for(host, checkpoint_path, t5_path, mode)
