@@ -16,14 +16,11 @@ log = logging.getLogger(__name__)
 
 
 def request_error(error: Exception) -> Exception:
-    """Every TinyBreakerError is about what the request asked for (a field, a file it named, a size, a missing model
-    or tokenizer for what it asked) → HTTP 422 with the one-line message; the UI shows it too. Anything else is a
-    fault of the server and reaches the host's own handler (500) unchanged."""
+    """A TinyBreakerError is about what the request asked for → HTTP 422 with its one-line message (the UI shows it
+    too); anything else is a fault of the server and reaches the host's own handler (500) unchanged."""
+    from fastapi import HTTPException
+
     if not isinstance(error, TinyBreakerError):
-        return error
-    try:
-        from fastapi import HTTPException
-    except ImportError:  # outside a WebUI (tests without fastapi)
         return error
     # Positional: starlette before 0.28 (A1111's) has no HTTPException.__str__, and Exception's shows only the
     # positional arguments; queue tools (agent-scheduler) record str() of the error as a failed task's result.
@@ -43,8 +40,7 @@ def list_models() -> dict:
 
 
 def models_route() -> dict:
-    """The files found by role, and ``memory``: the preflight's estimate, from file headers, for each checkpoint/T5
-    pair on this host (``error`` where a header cannot be read)."""
+    """The files found by role and the preflight's estimates per checkpoint/T5 pair (README "API")."""
     from . import run_plan
     from .host import get_host
 

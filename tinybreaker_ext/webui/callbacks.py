@@ -1,5 +1,4 @@
-"""What TinyBreaker registers with the host, once from the script file (and again after a UI reload): the Settings
-section, the API routes, the XYZ-plot axes, the infotext paste translation, the release of our models."""
+"""What TinyBreaker registers with the host, once from the script file (and again after a UI reload)."""
 
 from __future__ import annotations
 
@@ -26,23 +25,21 @@ def register_callbacks() -> None:
     script_callbacks.on_infotext_pasted(translate_pasted)
 
 
-def add_xyz_axes() -> bool:
-    """An axis per ``FieldSpec`` with ``xyz=True``, added once to the host's xyz_grid script module. An axis writes
-    an override on the copy of ``p`` that the grid runs; ``script_logic.process`` validates it like any input."""
+def add_xyz_axes() -> None:
+    """An axis writes an override on the grid's copy of ``p``; ``script_logic.process`` validates it like any input."""
     from modules import scripts
 
     xyz = next((data.module for data in scripts.scripts_data if hasattr(data, "module")
                 and data.script_class.__module__ in ("xyz_grid.py", "scripts.xyz_grid")), None)
     if xyz is None:
         log.info("TinyBreaker: XYZ plot script not found; no axes added")
-        return False
+        return
     existing = {option.label for option in xyz.axis_options}
     for spec in [spec for spec in params.FIELDS if spec.xyz]:
         label = XYZ_AXIS_PREFIX + spec.label.replace(" (0 = style)", "")
         if label not in existing:
             xyz.axis_options.append(xyz.AxisOption(label, spec.kind, _xyz_override(spec.name),
                                                    choices=_xyz_choices(spec)))
-    return True
 
 
 def _xyz_override(field_name: str):
@@ -58,8 +55,7 @@ def _xyz_override(field_name: str):
 
 
 def _xyz_choices(spec: params.FieldSpec):
-    """The axis's value list: the style names or the host's upscalers as they are now (the accordion's), or the
-    field's fixed choices."""
+    """Styles and upscalers are read when the grid asks (they change while the WebUI runs); other fields are fixed."""
     from .api import control_choices
 
     if spec.name in ("style", "upscale_model"):
@@ -70,9 +66,8 @@ def _xyz_choices(spec: params.FieldSpec):
 
 
 def translate_pasted(infotext: str, fields: dict) -> None:
-    """``on_infotext_pasted``: an image made by ComfyUI-TinyBreaker has its TB fields but none of ours; map them so
-    the accordion (and API script args) restore style, base sampler/schedule/steps/CFG and refine CFG. The host's
-    own Seed and Size fields restore seed and size; the prompt keeps its inline arguments."""
+    """``on_infotext_pasted``: an image made by ComfyUI-TinyBreaker has only the TB fields (docs/design.md
+    "Infotext"); ours are derived from them. The host's own Seed and Size fields restore seed and size."""
     our_key = {spec.name: spec.infotext_key for spec in params.FIELDS}
     if our_key["enabled"] in fields or not any(key in fields for key in (TB_STYLE, TB_BASE_PARAMETERS)):
         return

@@ -1,6 +1,5 @@
-"""The replacement for txt2img's first pass (docs/hosts.md "The first pass"): our base stage, then the refine on the
-host's model. Every host calls ``p.sample`` with keyword arguments; exceptions raised here (unlike in script hooks)
-reach the UI and the API."""
+"""The replacement for txt2img's first pass (docs/hosts.md "The first pass", also on why errors are raised here).
+Every host calls ``p.sample`` with keyword arguments, so ``sample``'s parameter names are the host's."""
 
 from __future__ import annotations
 
@@ -17,8 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def install_sample(p, plan: RunPlan, host) -> None:
-    """Replaces ``p.sample`` for this job (from process_batch, so that nothing but JSON data is on ``p`` while the
-    hosts' and queue tools' ``process`` hooks copy it). Installing again for the same plan does nothing."""
+    """Replaces ``p.sample`` for this job, once per plan (why so late: docs/hosts.md "Queues and workers")."""
     current = p.__dict__.get("sample")
     if getattr(current, "tinybreaker_plan", None) is plan:
         return
@@ -102,8 +100,7 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
 
 
 def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str) -> torch.Tensor:
-    """T5 + PixArt, then the transcoder for an SD1 refiner (PixArt composes in SDXL's latent space already): a
-    model-space latent [B, 4, H/8, W/8] of the loaded checkpoint's family."""
+    """T5 + PixArt (+ the transcoder for SD1): the loaded checkpoint's model-space latent [B, 4, H/8, W/8]."""
     from modules import sd_samplers_common
 
     generation = plan.generation
@@ -133,8 +130,7 @@ def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str) -> torch.T
 
 def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, unconditional_conditioning, seeds,
                                   subseeds, subseed_strength):
-    """The ``tinybreaker`` refine (docs/design.md "Refine modes"): the style's sampler and sigma window, as on the
-    command line, on the host's CFG denoiser; the reference's noise, the refine seed for every image."""
+    """The ``tinybreaker`` refine (docs/design.md "Refine modes"); every image's noise comes from the refine seed."""
     from modules import sd_samplers_common
 
     from ..sampling.schedules import sd1_sigmas
@@ -197,8 +193,7 @@ def refine_with_host_sampler(p, plan: RunPlan, host, x, conditioning, unconditio
 
 
 def chain_hires(p, host, samples, seeds, subseeds, subseed_strength, prompts):
-    """Hires fix on top: the host's own second pass on our latent; pixel upscalers get the decoded images the way
-    the host's own first pass gives them."""
+    """Hires fix on our latent (pixel upscalers: decoded as docs/hosts.md "The first pass" says)."""
     from modules import devices, processing
 
     decoded = None

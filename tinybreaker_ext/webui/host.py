@@ -1,5 +1,4 @@
-"""Which WebUI we run in, decided once by capability (docs/hosts.md "Host detection"): a host with a ComfyUI-style
-memory manager gets ``host_managed.ManagedHost``, anything else A1111's manual moves (``A1111Host``)."""
+"""Which WebUI we run in, decided once by capability (docs/hosts.md "Host detection"), and A1111's adapter."""
 
 from __future__ import annotations
 
@@ -26,11 +25,11 @@ class HostAdapter:
 
     def compute_dtype(self, device: torch.device, preference: str = "auto") -> torch.dtype:
         """PixArt/TAESD dtype: the user's setting, else bf16 where the GPU has it, fp16 on other GPUs, fp32 on CPU."""
-        if preference in ("fp32", "float32") or device.type == "cpu":
+        if preference == "fp32" or device.type == "cpu":
             return torch.float32
-        if preference in ("fp16", "float16"):
+        if preference == "fp16":
             return torch.float16
-        if preference in ("bf16", "bfloat16"):
+        if preference == "bf16":
             return torch.bfloat16
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -64,8 +63,7 @@ class HostAdapter:
         return int(getattr(sd_model, "latent_channels", 4))
 
     def refiner_family(self, sd_model) -> str | None:
-        """"sd1" or "sdxl" when the loaded checkpoint can refine our base (4 latent channels, the host's own family
-        flags), else None. SDXL takes PixArt's latent as it is; SD1 gets it through the transcoder."""
+        """"sd1" or "sdxl" when the loaded checkpoint can refine our base (4 latent channels, the host's flags)."""
         if self.latent_channels(sd_model) != 4:
             return None
         for flag, family in (("is_sdxl", "sdxl"), ("is_sd1", "sd1")):
@@ -83,8 +81,7 @@ class HostAdapter:
 
 
 class A1111Host(HostAdapter):
-    """AUTOMATIC1111 1.10: no memory manager. The SD model leaves the GPU through the host's own helpers (which honour
-    --lowvram/--medvram) and comes back after our stage; our modules move by hand."""
+    """AUTOMATIC1111 1.10: no memory manager (docs/hosts.md "Memory managers")."""
 
     name = "a1111"
 

@@ -1,6 +1,5 @@
-"""The WebUI's loaded SD1 model as ``denoiser(x, sigma) -> x0`` (CFG included) for our refine and the Tiny
-Upscaler: the host's own k-diffusion CFG denoiser, set up as its ``sample_img2img`` does (docs/hosts.md "The host's
-CFG denoiser")."""
+"""The WebUI's loaded SD1 model as ``denoiser(x, sigma[B]) -> x0`` (CFG included) for our refine and the Tiny
+Upscaler (docs/hosts.md "The host's CFG denoiser")."""
 
 from __future__ import annotations
 
@@ -75,8 +74,6 @@ class HostDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
         self.cfg_denoiser.step = int((self.sigmas - float(sigma.max())).abs().argmin())
         try:
             denoised = self.cfg_denoiser(x, sigma, cond=self.cond, uncond=self.uncond, cond_scale=self.cfg_scale,

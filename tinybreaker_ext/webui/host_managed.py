@@ -1,6 +1,4 @@
-"""Hosts with a ComfyUI-style memory manager — Forge and Forge Neo (``backend``), reForge and Forge Classic
-(``ldm_patched``): one adapter for the four, our modules loaded through the host's ``ModelPatcher`` and
-``load_models_gpu`` (how and why: docs/hosts.md "Memory managers")."""
+"""Forge, Neo, Classic and reForge: our modules load through the host's manager (docs/hosts.md "Memory managers")."""
 
 from __future__ import annotations
 
@@ -57,8 +55,6 @@ class ManagedPlacement:
 
 
 class ManagedHost(HostAdapter):
-    """``name`` is the host's own ``modules_forge.forge_version`` family (forge, neo, classic, reforge)."""
-
     def __init__(self, name: str, memory_management, patcher_class):
         self.name = name
         self._mm = memory_management
@@ -71,11 +67,8 @@ class ManagedHost(HostAdapter):
         return ManagedPlacement(self._mm, self._patcher_class, self.compute_device())
 
     def free_memory(self, device: torch.device, sd_model=None) -> tuple[int | None, int | None]:
-        """The manager's ``get_free_memory`` plus what it would evict for our stage (docs/hosts.md "Memory
-        managers"); without ``get_free_memory``, the plain readings."""
-        read = getattr(self._mm, "get_free_memory", None)
-        if not callable(read):
-            return super().free_memory(device)
+        """The manager's ``get_free_memory`` plus what it would evict for us (docs/hosts.md "Memory managers")."""
+        read = self._mm.get_free_memory
         if device.type == "cpu":  # the managers answer with the system's available RAM there
             return int(read(device)), None
         free_ram, _ = super().free_memory(torch.device("cpu"))
@@ -102,8 +95,7 @@ class ManagedHost(HostAdapter):
         return int(getattr(vae, "latent_channels", None) or getattr(sd_model, "latent_channels", 4))
 
     def first_pass_decoded(self, decoded: torch.Tensor) -> torch.Tensor:
-        # Neo's own txt2img sample() hands its Hires pass the decoded first pass already in [0, 1]; the others
-        # pass the decoder's [-1, 1] and convert inside sample_hr_pass.
+        # Neo's sample_hr_pass takes [0, 1], the others [-1, 1] (docs/hosts.md "The first pass").
         if self.name == "neo":
             return torch.clamp((decoded + 1.0) / 2.0, min=0.0, max=1.0)
         return decoded

@@ -1,7 +1,6 @@
 """Where the host keeps our files (docs/hosts.md "File names"), our settings, the txt2img size step, and the style
-library: built-in styles, then the user's own folder (``<TinyBreaker folder>/styles``, where "Save as style" writes)
-and the folders from Settings (a ComfyUI-TinyBreaker install's styles folder works as it is), reloaded when a folder
-or one of its files changes."""
+library: built-in styles, then ``<TinyBreaker folder>/styles`` (where "Save as style" writes) and the folders from
+Settings, reloaded when a folder or one of its files changes."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ _size_step = [8]  # the txt2img width slider's step, read when the UI is built (
 
 
 def remember_size_step(step) -> None:
-    _size_step[0] = max(int(step), 8)  # the width slider's step (the UI passes 8 when it has none)
+    _size_step[0] = max(int(step), 8)
 
 
 def size_step() -> int:

@@ -31,9 +31,8 @@ def is_upscale_rerun(p) -> bool:
 
 def stage_callback(label: str, total_steps: int, on_denoised: Callable | None = None, *,
                    counted: bool = True) -> Callable:
-    """A core progress callback for one of our stages: drives the host's step and progress bar, stops within one step
-    on Interrupt or Skip, and calls ``on_denoised(denoised)`` (previews, never breaking the job). ``counted``: the
-    steps are in `claim_job_count`'s total (the Tiny Upscaler's tiles are not: their number is known only later)."""
+    """Drives the host's step and progress bar; raises Cancelled on Interrupt or Skip; previews go to ``on_denoised``
+    (never breaking the job). ``counted``: in ``claim_job_count``'s total (not the upscaler's tiles: unknown then)."""
     from modules import shared
 
     state = shared.state
@@ -58,8 +57,7 @@ def stage_callback(label: str, total_steps: int, on_denoised: Callable | None = 
 
 
 def preview_when_due(make_image: Callable) -> Callable:
-    """``on_denoised`` for the base stage: ``make_image(denoised)`` when the host's live-preview setting says one is
-    due."""
+    """``on_denoised`` for the base stage: ``make_image(denoised)`` when the host's live-preview settings ask."""
     from modules import shared
 
     def on_denoised(denoised) -> None:

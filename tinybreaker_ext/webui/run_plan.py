@@ -1,6 +1,5 @@
 """Everything one txt2img job needs, decided in process() (docs/design.md "Data flow"): the plan, the model files,
-the engine and the memory preflight. Any problem is kept in ``error`` and raised from p.sample, where the UI and API
-see it."""
+the engine and the memory preflight. Any problem is kept in ``error`` (docs/hosts.md "The first pass")."""
 
 from __future__ import annotations
 
@@ -85,8 +84,7 @@ def build_run_plan(params: TinyBreakerParams, request: ImageRequest, styles, *,
 
 
 def resolve_file(role: str, requested: str, field_name: str) -> str:
-    """The model file a request names, confined to the model folders (docs/hosts.md "File names"); anything else is
-    refused, naming the field and the files that exist. Empty = the first file found."""
+    """The request's model file (empty: the first found), confined to the model folders (docs/hosts.md "File names")."""
     from ..files.finder import ROLE_NAMES, ModelFinder
 
     dirs = locations.model_dirs()
@@ -173,8 +171,7 @@ def hint(checkpoint: str, t5_file: str, t5_mode: str) -> str:
 
 
 def estimates(host, checkpoint_path: str, t5_path: str) -> dict:
-    """Per T5 placement: what runs, the peak RAM and device bytes, whether it fits now, and the command line's
-    one-line message (README "API")."""
+    """The preflight's answer per T5 placement, as ``GET /tinybreaker/v1/models`` lists it (README "API")."""
     result = {}
     for mode in MODES:
         plan = plan_for(host, checkpoint_path, t5_path, mode)

@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 XYZ_OVERRIDES_ATTRIBUTE = "tinybreaker_overrides"  # set on p by our XYZ-plot axes
 WARNINGS_KEY = "TinyBreaker warnings"
 REFINER_FAMILY_KEY = "TinyBreaker refiner"  # infotext: which model family refined (SD1 or SDXL)
-# The plan of each job in flight, kept beside p rather than on it: queue and multi-machine tools copy p's
-# attributes (JSON, pickle), which a plan holding tensors and models would break. Keyed by id(p) with a weak
+# The plan of each job in flight, kept beside p (docs/hosts.md "Queues and workers"). Keyed by id(p) with a weak
 # reference to check identity: the hosts' processing classes are dataclasses, so p is unhashable.
 _active_plans: dict[int, tuple[weakref.ref, RunPlan]] = {}
 
@@ -48,8 +47,7 @@ def parse_args(args: Sequence[Any], warnings: list[str] | None = None
 
 
 def before_process(p, *args) -> None:
-    """Before the host builds its prompt and seed lists (and queue and multi-machine tools copy the request): an
-    inline ``--seed`` or ``--batch-size`` becomes the host's own field (docs/hosts.md "Queues and workers")."""
+    """An inline ``--seed`` or ``--batch-size`` becomes the host's own field (docs/hosts.md "Queues and workers")."""
     parsed, error = parse_args(args)
     if error is not None or parsed is None or not parsed.enabled or not isinstance(p.prompt, str):
         return

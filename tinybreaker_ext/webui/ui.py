@@ -44,7 +44,6 @@ def build_ui(elem_id: Callable[[str], str], choices: Callable[[str], list[str]],
 
 
 def _control(gr, name: str, elem_id, choices):
-    """The field's control, its label, range and default from its ``FieldSpec``."""
     spec = FIELD_BY_NAME[name]
     if name in _FOUND_ON_DISK:
         from modules.ui_common import create_refresh_button

@@ -1,6 +1,5 @@
-"""The Tiny Upscaler inside a WebUI generation: the host's VAE decodes our refined latent, the TinyBreaker
-checkpoint's TAESD encodes/decodes the enlarged image, and the host's own SD1 model (LoRAs included) denoises the
-tiles. The upscale model is one of the host's own upscalers (docs/hosts.md "Upscalers")."""
+"""The Tiny Upscaler inside a WebUI generation: the host's VAE decodes our latent, our TAESD encodes/decodes the
+enlarged image, the host's SD1 model (LoRAs included) denoises the tiles (docs/hosts.md "Upscalers")."""
 
 from __future__ import annotations
 
@@ -84,8 +83,7 @@ def upscaler_names() -> list[str]:
 
 
 def find_upscaler(name: str):
-    """The host's ``UpscalerData`` called ``name`` (exactly, else ignoring case), or a ParameterError that lists
-    the names this WebUI has."""
+    """The host's ``UpscalerData`` called ``name`` (exactly, else ignoring case); else a ParameterError listing all."""
     upscalers = _host_upscalers()
     found = ([upscaler for upscaler in upscalers if upscaler.name == name]
              or [upscaler for upscaler in upscalers if str(upscaler.name).lower() == name.lower()])
