@@ -35,8 +35,6 @@ class EpsDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
         per_sample = sigma.view(sigma.shape[:1] + (1,) * (x.ndim - 1))
         x_in = x / (per_sample ** 2 + 1.0) ** 0.5
         timestep = self.schedule.timestep(sigma).float()
