@@ -26,8 +26,8 @@ MAX_LCM_REPEAT = 4
 
 
 class EpsDenoiser:
-    """Wraps ``eps_fn(x_in, timestep, *extra) -> eps`` of a discrete-time VP model, as docs/numerics.md
-    "Eps and CFG denoisers" says; extra arguments (e.g. the text context and its mask) go through to ``eps_fn``."""
+    """A model function around ``eps_fn(x_in, timestep, *extra) -> eps`` of a discrete-time VP model
+    (docs/numerics.md "Eps and CFG denoisers"); extra arguments (context, mask) go through to ``eps_fn``."""
 
     def __init__(self, eps_fn: Callable[..., torch.Tensor], model_sigmas):
         self.eps_fn = eps_fn
@@ -44,9 +44,8 @@ class EpsDenoiser:
 
 @dataclass(frozen=True)
 class ContextCall:
-    """One model call: the batch rows it computes (a range when they are consecutive), their contexts and, when
-    the contexts were zero-padded to a common length, the mask of their real tokens (or, with a
-    ``prepare_context``, what it made of both)."""
+    """One model call: its batch rows (a slice when consecutive), their contexts and, when zero-padded to a common
+    length, the mask of their real tokens (or, with a ``prepare_context``, what it made of both)."""
 
     rows: slice | torch.Tensor
     context: torch.Tensor
@@ -98,13 +97,12 @@ def _context_rows(contexts: Contexts, batch: int) -> list[torch.Tensor]:
 
 
 class CFGDenoiser:
-    """Classifier-free guidance ``uncond + cfg·(cond − uncond)`` on denoised outputs (as the reference).
+    """Classifier-free guidance (docs/numerics.md "Eps and CFG denoisers").
 
     ``cond`` and ``uncond`` are contexts ``[1 or B, tokens, width]``, or sequences of B per-image contexts of any
-    lengths; a cfg of (about) 1 skips the uncond pass. All rows go through the model in as few calls as
-    `plan_context_calls` allows (``accepts_context_mask``: ``model_fn`` takes ``context_mask=``). The batched contexts
-    are built once per batch size and device; ``prepare_context(context, mask)``, when given, turns each into what
-    ``model_fn`` takes instead (a network's caption work that no step changes).
+    lengths. ``accepts_context_mask``: ``model_fn`` takes ``context_mask=``. The batched contexts are built once per
+    batch size and device; ``prepare_context(context, mask)``, when given, turns each into what ``model_fn`` takes
+    instead (a network's caption work that no step changes).
     """
 
     def __init__(self, model_fn: ModelFunction, cond: Contexts, uncond: Contexts | None, cfg: float, *,

@@ -29,10 +29,8 @@ def is_max_denoise(sigma0, sigma_max) -> bool:
 
 
 def noised_start(latent: torch.Tensor, noise: torch.Tensor, sigma0, sigma_max) -> torch.Tensor:
-    """The sampler's start point: ``latent + noise·σ0``, or ``latent + noise·sqrt(1 + σ0²)`` from pure noise.
-
-    ``latent`` is model-space; σ0 is rounded to float32 first, as the reference's sigma tensors are.
-    """
+    """The start point from a model-space ``latent``: ``latent + noise·σ0``, or ``latent + noise·sqrt(1 + σ0²)`` from
+    pure noise; σ0 is rounded to float32 first, as the reference's sigma tensors are."""
     sigma = torch.as_tensor(sigma0, dtype=torch.float32).to(noise.device)
     if is_max_denoise(sigma, sigma_max):
         scaled = noise * torch.sqrt(1.0 + sigma ** 2.0)

@@ -1,7 +1,5 @@
-"""UniPC (B(h) variants) exactly as the reference's ``sample_unipc`` runs it (docs/numerics.md "Samplers").
-
-Hand-written port: no installable library reproduces ComfyUI's variant (it works directly on sigmas, not on a
-timestep grid like A1111's UniPC), and the expressions keep its order of operations to match it bit for bit.
+"""UniPC (B(h) variants) exactly as the reference's ``sample_unipc`` runs it, in its order of operations
+(docs/numerics.md "Samplers"): no installable library has ComfyUI's variant (on sigmas, not on A1111's timestep grid).
 """
 
 from __future__ import annotations

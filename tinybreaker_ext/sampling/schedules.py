@@ -1,8 +1,6 @@
 """Discrete VP sigma tables, the reference's schedulers and its step selection (docs/numerics.md "Sigma tables",
-docs/numerics.md "Schedulers", docs/numerics.md "Step windows").
-
-Hand-written ports of ComfyUI's formulas: no installable library reproduces its numbers, down to the last float32 bit.
-"""
+docs/numerics.md "Schedulers", docs/numerics.md "Step windows"): hand-written ports of ComfyUI's formulas, as no
+installable library reproduces its numbers down to the last float32 bit."""
 
 from __future__ import annotations
 
