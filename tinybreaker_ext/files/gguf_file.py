@@ -141,8 +141,7 @@ def _hf_t5_name(name: str, gated: bool) -> str:
 
 
 def hf_t5_names(names) -> dict[str, str]:
-    """HF key (without the outer prefix, e.g. of all-in-one files) → GGUF name, for the tensors under the T5
-    encoder's prefix."""
+    """HF key (without the outer prefix of all-in-one files) → GGUF name, for the tensors of the T5 encoder."""
     prefix = find_signature_prefix(names, *GGUF_T5_SIGNATURE) or ""
     gated = prefix + "enc.blk.0.ffn_gate.weight" in names
     return {_hf_t5_name(name[len(prefix):], gated): name for name in names if name.startswith(prefix)}

@@ -19,9 +19,8 @@ from tinybreaker_ext.sampling.schedules import as_schedule
 ModelFunction = Callable[..., torch.Tensor]
 Contexts = Union[torch.Tensor, Sequence[torch.Tensor]]
 
-# Contexts of different token lengths share one batch by repetition only while repeating them all to their LCM
-# length costs at most 4x the shortest one (docs/numerics.md "Caption length and masking"); repeating tokens leaves
-# attention results unchanged, zero-padding would not (unless the model masks the padding).
+# Contexts of different lengths share one call, repeated to their LCM length, while that is at most 4x the shortest
+# (docs/numerics.md "Caption length and masking": repetition leaves attention unchanged, unmasked padding would not).
 MAX_LCM_REPEAT = 4
 
 

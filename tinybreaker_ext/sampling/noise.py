@@ -10,8 +10,7 @@ MAX_DENOISE_REL_TOL = 1e-5
 
 
 def stage_noise(shape, seed: int) -> torch.Tensor:
-    """One standard-normal draw over ``shape`` from a CPU generator seeded with ``seed``: the numbers of
-    ``torch.manual_seed(seed); torch.randn(shape)``, without touching the global generator."""
+    """Start noise over ``shape`` from a CPU generator seeded with ``seed`` (docs/numerics.md "Noise and seeds")."""
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device="cpu")
 

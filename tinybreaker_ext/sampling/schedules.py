@@ -44,9 +44,8 @@ def sd1_sigmas() -> torch.Tensor:
 
 
 class DiscreteSchedule:
-    """A model's discrete sigmas as the reference holds them: float32 sigmas and float32 log-sigmas, each rounded
-    once from the float64 table (rounding the float32 sigmas again before the log moves results,
-    docs/numerics.md "Sigma tables")."""
+    """A model's discrete sigmas as the reference holds them: float32 sigmas and log-sigmas, each rounded once from
+    the float64 table (docs/numerics.md "Sigma tables")."""
 
     def __init__(self, table: torch.Tensor):
         table = torch.as_tensor(table).detach().cpu()

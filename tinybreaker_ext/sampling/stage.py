@@ -1,6 +1,5 @@
-"""One stage sampled the way the reference samples it (ComfyUI ``sample_custom``): the base (PixArt), the refine
-(the embedded SD1 model, or a WebUI host's model through its CFG denoiser) and each Tiny Upscaler tile step all
-come through here."""
+"""One stage sampled the way the reference samples it (ComfyUI ``sample_custom``): the base, the refine (our model or
+a WebUI host's through its CFG denoiser) and each Tiny Upscaler tile step."""
 
 from __future__ import annotations
 
