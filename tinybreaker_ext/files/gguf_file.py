@@ -95,8 +95,7 @@ def _file_type_name(metadata: dict, gguf) -> str | None:
 
 
 def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
-    """Reads and validates the header of a file with the GGUF magic (callers check ``is_gguf_file`` first) without
-    reading tensor data. Raises ModelFileError."""
+    """Reads and validates a GGUF header (callers check ``is_gguf_file`` first), no tensor data; ModelFileError."""
     path = os.fspath(path)
     try:
         import gguf

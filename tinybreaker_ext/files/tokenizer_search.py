@@ -21,8 +21,7 @@ class TokenizerKind:
 
 
 def default_hub_cache() -> str:
-    """The Hugging Face hub cache as huggingface_hub resolves it, read now rather than at import (its ``constants``
-    are fixed when it is first imported)."""
+    """The Hugging Face hub cache as huggingface_hub resolves it, read now (its ``constants`` are fixed at import)."""
     cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
     if cache:
         return os.path.expanduser(cache)

@@ -37,8 +37,7 @@ def _per_sample(values: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 def _data_prediction(denoiser, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x0 prediction in VP space from a sigma-space denoiser, through the eps the reference derives from it;
-    ``t`` holds one sigma per image."""
+    """x0 in VP space from a sigma-space denoiser, through the eps the reference derives; ``t``: a sigma per image."""
     sigma = t.view(t.shape[:1] + (1,) * (x.ndim - 1))
     scaled = x * ((sigma ** 2 + 1.0) ** 0.5)
     noise = (scaled - denoiser(scaled, t)) / sigma
