@@ -192,14 +192,10 @@ SCHEDULERS = tuple(_SCHEDULER_FUNCTIONS)
 
 
 def scheduler_sigmas(model_sigmas, scheduler: str, steps: int) -> torch.Tensor:
-    """The reference scheduler's sigma list for ``steps`` steps (float32, normally steps+1 values ending in 0;
-    ``ddim_uniform`` can give more and ``beta`` fewer, exactly as the reference does)."""
-    function = _SCHEDULER_FUNCTIONS.get(scheduler)
-    if function is None:
-        raise ParameterError("scheduler", f"unknown scheduler {scheduler!r} (expected one of {', '.join(SCHEDULERS)})")
-    if steps < 1:
-        raise ParameterError("steps", f"must be at least 1, got {steps}")
-    values = function(as_schedule(model_sigmas), steps)
+    """The reference scheduler's sigma list for ``steps`` >= 1 steps (float32, normally steps+1 values ending in 0;
+    ``ddim_uniform`` can give more and ``beta`` fewer, exactly as the reference does). `compute_sigmas` checks the
+    scheduler's name and the steps first."""
+    values = _SCHEDULER_FUNCTIONS[scheduler](as_schedule(model_sigmas), steps)
     return values.float() if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=torch.float32)
 
 
