@@ -158,7 +158,6 @@ class SafetensorsView(Mapping[str, torch.Tensor]):
         self.prefix = prefix
         self.header: SafetensorsHeader = file.header
         self.path = self.header.path
-        self.metadata = self.header.metadata
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._file._read(self.prefix + key)
