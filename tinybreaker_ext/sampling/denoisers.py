@@ -96,13 +96,11 @@ def _context_rows(contexts: Contexts, batch: int) -> list[torch.Tensor]:
 
 
 class CFGDenoiser:
-    """Classifier-free guidance (docs/numerics.md "Eps and CFG denoisers").
-
-    ``cond`` and ``uncond`` are contexts ``[1 or B, tokens, width]``, or sequences of B per-image contexts of any
-    lengths. ``accepts_context_mask``: ``model_fn`` takes ``context_mask=``. The batched contexts are built once per
-    batch size and device; ``prepare_context(context, mask)``, when given, turns each into what ``model_fn`` takes
-    instead (a network's caption work that no step changes).
-    """
+    """Classifier-free guidance (docs/numerics.md "Eps and CFG denoisers"). ``cond``/``uncond``: contexts
+    ``[1 or B, tokens, width]``, or sequences of B per-image contexts of any lengths. ``accepts_context_mask``:
+    ``model_fn`` takes ``context_mask=``. The batched contexts are built once per batch size and device;
+    ``prepare_context(context, mask)``, when given, turns each into what ``model_fn`` takes instead (a network's
+    caption work that no step changes)."""
 
     def __init__(self, model_fn: ModelFunction, cond: Contexts, uncond: Contexts | None, cfg: float, *,
                  accepts_context_mask: bool = False,
