@@ -43,7 +43,7 @@ def test_values_and_header_facts_match_what_was_saved(sample):
     with SafetensorsFile(path) as file:
         assert sorted(file.keys()) == sorted(tensors)
         assert len(file) == len(tensors)
-        assert file.metadata == {"modelspec.title": "Sample", "k": "v"}
+        assert file.header.metadata == {"modelspec.title": "Sample", "k": "v"}
         for key, tensor in tensors.items():
             assert file.shape(key) == tuple(tensor.shape)
             assert file.dtype(key) == tensor.dtype
@@ -77,7 +77,7 @@ def test_prefixed_views_nest_and_strip_prefixes(sample):
         assert inner.shape("weight") == (2, 2) and inner.dtype("weight") == torch.bfloat16
         assert torch.equal(inner["scale"], tensors["b.inner.scale"])
         assert sum(map(inner.nbytes, inner)) == 2 * 2 * 2 + 2
-        assert inner.metadata == file.metadata and inner.path == file.path
+        assert inner.header.metadata == file.header.metadata and inner.path == file.path
         assert "weight" in inner and "b.inner.weight" not in inner and "a.weight" not in view
         assert set(inner.keys()) == {"scale", "weight"}
         with pytest.raises(KeyError):
@@ -111,7 +111,7 @@ def test_header_facts_read_no_tensor_and_indexing_reads_only_that_tensor(sample,
                         reads.append(nbytes) or real(stream, offset, nbytes, into))
     with SafetensorsFile(path) as file:
         view = file.prefixed("b.")
-        _ = (file.metadata, view.shape("fp8"), view.dtype("inner.weight"), list(view), len(file))
+        _ = (file.header.metadata, view.shape("fp8"), view.dtype("inner.weight"), list(view), len(file))
         assert file._stream is None and reads == []
         _ = view["inner.scale"]
         assert reads == [view.nbytes("inner.scale")]

@@ -225,8 +225,6 @@ def test_every_scheduler_ends_in_zero_and_decreases():
 
 def test_unknown_scheduler_is_a_parameter_error():
     with pytest.raises(ParameterError, match="scheduler"):
-        scheduler_sigmas(pixart_sigmas(), "bogus", 10)
-    with pytest.raises(ParameterError, match="scheduler"):
         compute_sigmas(pixart_sigmas(), sampler="euler", scheduler="bogus", steps=10)
 
 

@@ -144,8 +144,7 @@ def _classify_gguf(header: GGUFHeader) -> ModelFileInfo:
 
 
 def classify(source: str | os.PathLike | SafetensorsView | GGUFFile) -> ModelFileInfo:
-    """Classifies a file from its header. A view is classified as the whole file it belongs to.
-    Raises ModelFileError (one line, names the file) when the file is broken or of no known kind."""
+    """The kind of a file (of a view: its whole file) from its header; one-line ModelFileError if broken or unknown."""
     header = header_of(source)
     if isinstance(header, GGUFHeader):
         return _classify_gguf(header)

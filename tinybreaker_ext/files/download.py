@@ -1,10 +1,7 @@
-"""Download one file from the Hugging Face Hub with ``huggingface_hub.hf_hub_download`` into a folder: it resumes,
-shows a progress bar, checks the size, and honours ``HF_TOKEN``, proxies and ``HF_HUB_DISABLE_PROGRESS_BARS``.
-
-Ours on top: ``HF_ENDPOINT`` is read at each call (the hub reads it once, at import), a real file instead of a
-link into the cache on hub < 0.23, and one-line errors that say where to put the file by hand. No hash check of our
-own: ``KNOWN_FILES`` publishes no hashes, and every file is checked by its reader before use (safetensors header and
-offsets, tokenizer contents).
+"""Download one file from the Hugging Face Hub into a folder with ``huggingface_hub.hf_hub_download`` (resumable,
+size-checked, honours ``HF_TOKEN``, proxies and ``HF_HUB_DISABLE_PROGRESS_BARS``), plus the fixes for old hubs below
+and one-line errors that say where to put the file by hand. No hash check: ``KNOWN_FILES`` publishes no hashes, and
+every file is checked by its reader before use (safetensors header and offsets, tokenizer contents).
 """
 
 from __future__ import annotations

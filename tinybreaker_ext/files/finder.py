@@ -1,8 +1,5 @@
 """Lists the model files usable for each role (checkpoint, T5 encoder), found by reading headers (never names).
-Tokenizer folders are found by files/tokenizer_search.py.
-
-Each call walks the search folders again (bounded depth, so it is cheap) and reuses the classification of files
-whose (path, size, mtime) did not change.
+Each call walks the search folders again (bounded depth, so it is cheap); classifications are cached.
 """
 
 from __future__ import annotations
@@ -62,9 +59,8 @@ class ModelFinder:
         return sorted(found.values(), key=lambda info: (kinds.index(info.kind), os.path.normcase(info.path), info.path))
 
     def _walk(self) -> Iterable[str]:
-        """Yields the paths of model files (by extension; the content decides later). Symbolic
-        links inside the search folders are followed only to files: a linked folder could lead anywhere on the
-        disk (add it as a search folder instead)."""
+        """Paths of model files by extension. Symbolic links are followed only to files: a linked folder could lead
+        anywhere on the disk (add it as a search folder instead)."""
         visited: set[str] = set()
         for top in self.search_dirs:
             if not os.path.isdir(top):

@@ -1,6 +1,5 @@
-"""Header-validated access to one GGUF T5 file (docs/model-files.md "GGUF T5 files"): opening reads only the header;
-``file[key]`` reads one tensor with a plain file read (``tensor_bytes``: no memory map stays behind). Broken files
-fail at open time with a one-line ``ModelFileError``.
+"""Header-validated access to one GGUF T5 file (docs/model-files.md "GGUF T5 files"), like ``safetensors_file``:
+opening reads only the header (broken files fail there); ``file[key]`` reads one tensor (``tensor_bytes``).
 """
 
 from __future__ import annotations
@@ -96,8 +95,7 @@ def _file_type_name(metadata: dict, gguf) -> str | None:
 
 
 def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
-    """Reads and validates the header of a file with the GGUF magic (callers check ``is_gguf_file`` first) without
-    reading tensor data. Raises ModelFileError."""
+    """Reads and validates a GGUF header (callers check ``is_gguf_file`` first), no tensor data; ModelFileError."""
     path = os.fspath(path)
     try:
         import gguf
@@ -142,8 +140,7 @@ def _hf_t5_name(name: str, gated: bool) -> str:
 
 
 def hf_t5_names(names) -> dict[str, str]:
-    """HF key (without the outer prefix, e.g. of all-in-one files) → GGUF name, for the tensors under the T5
-    encoder's prefix."""
+    """HF key (without the outer prefix of all-in-one files) → GGUF name, for the tensors of the T5 encoder."""
     prefix = find_signature_prefix(names, *GGUF_T5_SIGNATURE) or ""
     gated = prefix + "enc.blk.0.ffn_gate.weight" in names
     return {_hf_t5_name(name[len(prefix):], gated): name for name in names if name.startswith(prefix)}
@@ -151,9 +148,8 @@ def hf_t5_names(names) -> dict[str, str]:
 
 class GGUFFile(Mapping[str, object], TensorFile):
     """An open GGUF file and context manager: a lazy ``Mapping`` of its T5 encoder's tensors under HF
-    ``T5EncoderModel`` keys without the outer prefix (``hf_t5_names``). Like the safetensors views it answers
-    ``shape``/``dtype``/``nbytes`` from the header; ``dtype`` is None for block-quantized tensors, and a ggml type
-    TinyBreaker cannot dequantize is refused there, before any data is read."""
+    ``T5EncoderModel`` keys (``hf_t5_names``). ``shape``/``dtype``/``nbytes`` come from the header; ``dtype`` is None
+    for block-quantized tensors and refuses a ggml type TinyBreaker cannot dequantize, before any data is read."""
 
     expected, complete_expected = GGUF_EXPECTED, COMPLETE_EXPECTED
 

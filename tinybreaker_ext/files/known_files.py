@@ -1,9 +1,8 @@
-"""The hub model files a TinyBreaker user needs, with the role each fills and where it goes by default (the
-tokenizers are the TokenizerKinds of models/t5_tokenizer.py and models/clip_tokenizer.py).
+"""The hub model files a TinyBreaker user needs (tokenizers: models/t5_tokenizer.py, models/clip_tokenizer.py).
 
-``subfolder`` is relative to the host's models folder (``models/`` in A1111/Forge/reForge); the file keeps its path
-inside the repo below it, as huggingface_hub writes it. The T5 encoder goes to ``text_encoder`` because Forge already
-keeps its Flux T5 there, so one copy serves both.
+``subfolder`` is relative to the host's models folder; the file keeps its path inside the repo below it, as
+huggingface_hub writes it. The T5 encoder goes to ``text_encoder``: Forge keeps its Flux T5 there, so one copy serves
+both.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""Lazy, validated access to one ``.safetensors`` file.
-
-Opening reads and checks only its JSON header, so shapes, dtypes and metadata cost nothing; ``file[key]`` reads just
-that tensor's bytes (a plain read at the header's offset, see ``tensor_bytes``). Broken files (missing, a renamed
-pickle, truncated downloads) fail at open time with a one-line ``ModelFileError``. Hand-written because
-``safetensors.safe_open`` gives no data offsets to read into a reused buffer, and its header errors
-("MetadataIncompleteBuffer") neither name the tensor nor tell a truncated download from a foreign file.
+"""Lazy, validated access to one ``.safetensors`` file: opening reads and checks only its JSON header (broken files
+fail there with a one-line ``ModelFileError``); ``file[key]`` reads just that tensor's bytes (``tensor_bytes``).
+Hand-written because ``safetensors.safe_open`` gives no data offsets to read into a reused buffer, and its header
+errors ("MetadataIncompleteBuffer") neither name the tensor nor tell a truncated download from a foreign file.
 """
 
 from __future__ import annotations
@@ -154,22 +151,20 @@ def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
 
 
 class SafetensorsView(Mapping[str, torch.Tensor]):
-    """The tensors of a file whose keys start with ``prefix``, with the prefix removed. Nothing is read until
-    a tensor is indexed; ``shape``/``dtype``/``nbytes`` come from the header."""
+    """The tensors under ``prefix`` (prefix removed), read when indexed; shape, dtype and nbytes from the header."""
 
     def __init__(self, file: "SafetensorsFile", prefix: str = ""):
         self._file = file
         self.prefix = prefix
         self.header: SafetensorsHeader = file.header
         self.path = self.header.path
-        self.metadata = self.header.metadata
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._file._read(self.prefix + key)
 
     def read_into(self, key: str, buffer: torch.Tensor) -> torch.Tensor:
-        """The tensor read into ``buffer`` (uint8, at least ``nbytes(key)`` elements): a view of it, valid until
-        the buffer is reused. For callers that convert each tensor right away."""
+        """The tensor read into ``buffer`` (uint8, at least ``nbytes(key)`` elements): a view valid until the buffer is
+        reused, for callers that convert each tensor right away."""
         return self._file._read(self.prefix + key, into=buffer)
 
     def __iter__(self) -> Iterator[str]:
@@ -204,8 +199,7 @@ class SafetensorsView(Mapping[str, torch.Tensor]):
 
 
 class SafetensorsFile(SafetensorsView, TensorFile):
-    """An open ``.safetensors`` file (a lazy ``Mapping[str, Tensor]`` and a context manager); opening validates the
-    header and raises a one-line ModelFileError naming the file and the problem."""
+    """An open ``.safetensors`` file: a lazy ``Mapping[str, Tensor]`` and a context manager."""
 
     expected, complete_expected = SAFETENSORS_EXPECTED, COMPLETE_EXPECTED
 

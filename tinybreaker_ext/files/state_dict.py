@@ -37,7 +37,6 @@ def find_signature_prefix(keys, first: str, second: str) -> str | None:
     return min(found, key=len) if found else None
 
 
-def source_name(state_dict: Mapping[str, torch.Tensor], source: str | None = None) -> str:
-    """What to call a state dict in an error message: the caller's name, the file path of a lazy view, or a
-    placeholder."""
-    return str(source or getattr(state_dict, "path", None) or "<state dict>")
+def source_name(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """What to call a state dict in an error message: the file path of a lazy view, or a placeholder."""
+    return str(getattr(state_dict, "path", None) or "<state dict>")

@@ -1,11 +1,9 @@
 """Reading a tensor's bytes from an open file into fresh RAM.
 
 Hand-written because ``safetensors.safe_open`` (and numpy's memmap under the ``gguf`` reader) map the whole file:
-mapped pages count as the process's resident memory until the file is closed, so a weight converted after reading
-(fp8 → bf16, fp16 → fp32) would hold its file pages and its converted copy at the same time. A plain read holds only
-what the caller keeps. A caller that converts each tensor as it reads it can pass one reused buffer (``into``), so
-the file's form of the weights never lands in a new allocation at all: freed read buffers of tens of MB otherwise
-stay in the C heap between larger allocations and add to the peak.
+mapped pages stay resident until the file is closed, so a converted weight (fp8 → bf16) would hold its file pages and
+its copy at once. A caller that converts each tensor as it reads it can pass one reused buffer (``into``): freed read
+buffers of tens of MB otherwise stay in the C heap between larger allocations and add to the peak.
 """
 
 from __future__ import annotations
@@ -20,9 +18,8 @@ _LOCK = threading.Lock()  # seek + read on a shared handle must not interleave
 
 
 def read_bytes(stream, offset: int, nbytes: int, into: torch.Tensor | None = None) -> torch.Tensor:
-    """``nbytes`` bytes at ``offset`` of the binary ``stream`` as a uint8 tensor; shorter when the file ends first.
-    ``into``: a uint8 tensor of at least ``nbytes`` elements to read into (the result is a view of it) instead of
-    fresh memory."""
+    """``nbytes`` bytes at ``offset`` of ``stream`` as a uint8 tensor (shorter when the file ends first), read into
+    fresh memory or into ``into`` (uint8, at least ``nbytes`` elements; the result is then a view of it)."""
     data = torch.empty(nbytes, dtype=torch.uint8) if into is None else into[:nbytes]
     with _LOCK:
         stream.seek(offset)
@@ -40,7 +37,7 @@ class TensorFile:
     _stream = None
 
     def _read_tensor(self, name: str, offset: int, nbytes: int, into: torch.Tensor | None = None) -> torch.Tensor:
-        """Tensor ``name``'s bytes (`read_bytes`), or a one-line ModelFileError when the read fails or comes short."""
+        """Tensor ``name``'s bytes, or a one-line ModelFileError when the read fails or comes short."""
         try:
             if self._stream is None:
                 self._stream = open(self.path, "rb")

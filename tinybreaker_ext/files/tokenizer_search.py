@@ -1,6 +1,4 @@
-"""Where a tokenizer folder is found, the same for T5 and CLIP: the user's path, then our models folders (each
-folder, its named child, its other children), then the copies a host ships, then the Hugging Face cache
-(``HF_HUB_CACHE`` / ``HF_HOME``), then — if allowed — the hub."""
+"""Where a tokenizer folder is found, the same for T5 and CLIP, in the order of docs/model-files.md "T5 tokenizer"."""
 
 from __future__ import annotations
 
@@ -23,8 +21,7 @@ class TokenizerKind:
 
 
 def default_hub_cache() -> str:
-    """The Hugging Face hub cache as huggingface_hub resolves it, read now rather than at import (its ``constants``
-    are fixed when it is first imported)."""
+    """The Hugging Face hub cache as huggingface_hub resolves it, read now (its ``constants`` are fixed at import)."""
     cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
     if cache:
         return os.path.expanduser(cache)
@@ -64,8 +61,8 @@ def models_folder_candidates(folder: str, preferred_child: str) -> list[str]:
 def find_tokenizer(kind: TokenizerKind, user_path=None, models_dirs: Iterable = (), host_dirs: Iterable = (), *,
                    allow_download: bool = True, download=None) -> str:
     """The folder of a valid ``kind`` tokenizer. ``user_path`` (a folder, or a file inside one) must be valid when
-    given. Found nowhere, and if allowed, ``kind.filenames`` are downloaded into ``<first models
-    dir>/<kind.folder_name>`` with ``download`` (default ``files.download.download_hub_file``)."""
+    given. Found nowhere, and if allowed, ``kind.filenames`` are downloaded into ``<first models dir>/<folder_name>``
+    with ``download`` (default ``download_hub_file``)."""
     if user_path is not None:
         user_path = os.fspath(user_path)
         folder = os.path.dirname(user_path) if os.path.isfile(user_path) else user_path

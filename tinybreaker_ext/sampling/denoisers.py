@@ -19,15 +19,14 @@ from tinybreaker_ext.sampling.schedules import as_schedule
 ModelFunction = Callable[..., torch.Tensor]
 Contexts = Union[torch.Tensor, Sequence[torch.Tensor]]
 
-# Contexts of different token lengths share one batch by repetition only while repeating them all to their LCM
-# length costs at most 4x the shortest one (docs/numerics.md "Caption length and masking"); repeating tokens leaves
-# attention results unchanged, zero-padding would not (unless the model masks the padding).
+# Contexts of different lengths share one call, repeated to their LCM length, while that is at most 4x the shortest
+# (docs/numerics.md "Caption length and masking": repetition leaves attention unchanged, unmasked padding would not).
 MAX_LCM_REPEAT = 4
 
 
 class EpsDenoiser:
-    """Wraps ``eps_fn(x_in, timestep, *extra) -> eps`` of a discrete-time VP model, as docs/numerics.md
-    "Eps and CFG denoisers" says; extra arguments (e.g. the text context and its mask) go through to ``eps_fn``."""
+    """A model function around ``eps_fn(x_in, timestep, *extra) -> eps`` of a discrete-time VP model
+    (docs/numerics.md "Eps and CFG denoisers"); extra arguments (context, mask) go through to ``eps_fn``."""
 
     def __init__(self, eps_fn: Callable[..., torch.Tensor], model_sigmas):
         self.eps_fn = eps_fn
@@ -35,8 +34,6 @@ class EpsDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
         per_sample = sigma.view(sigma.shape[:1] + (1,) * (x.ndim - 1))
         x_in = x / (per_sample ** 2 + 1.0) ** 0.5
         timestep = self.schedule.timestep(sigma).float()
@@ -46,9 +43,8 @@ class EpsDenoiser:
 
 @dataclass(frozen=True)
 class ContextCall:
-    """One model call: the batch rows it computes (a range when they are consecutive), their contexts and, when
-    the contexts were zero-padded to a common length, the mask of their real tokens (or, with a
-    ``prepare_context``, what it made of both)."""
+    """One model call: its batch rows (a slice when consecutive), their contexts and, when zero-padded to a common
+    length, the mask of their real tokens (or, with a ``prepare_context``, what it made of both)."""
 
     rows: slice | torch.Tensor
     context: torch.Tensor
@@ -100,14 +96,11 @@ def _context_rows(contexts: Contexts, batch: int) -> list[torch.Tensor]:
 
 
 class CFGDenoiser:
-    """Classifier-free guidance ``uncond + cfg·(cond − uncond)`` on denoised outputs (as the reference).
-
-    ``cond`` and ``uncond`` are contexts ``[1 or B, tokens, width]``, or sequences of B per-image contexts of any
-    lengths; a cfg of (about) 1 skips the uncond pass. All rows go through the model in as few calls as
-    `plan_context_calls` allows (``accepts_context_mask``: ``model_fn`` takes ``context_mask=``). The batched contexts
-    are built once per batch size and device; ``prepare_context(context, mask)``, when given, turns each into what
-    ``model_fn`` takes instead (a network's caption work that no step changes).
-    """
+    """Classifier-free guidance (docs/numerics.md "Eps and CFG denoisers"). ``cond``/``uncond``: contexts
+    ``[1 or B, tokens, width]``, or sequences of B per-image contexts of any lengths. ``accepts_context_mask``:
+    ``model_fn`` takes ``context_mask=``. The batched contexts are built once per batch size and device;
+    ``prepare_context(context, mask)``, when given, turns each into what ``model_fn`` takes instead (a network's
+    caption work that no step changes)."""
 
     def __init__(self, model_fn: ModelFunction, cond: Contexts, uncond: Contexts | None, cfg: float, *,
                  accepts_context_mask: bool = False,

@@ -10,8 +10,7 @@ MAX_DENOISE_REL_TOL = 1e-5
 
 
 def stage_noise(shape, seed: int) -> torch.Tensor:
-    """One standard-normal draw over ``shape`` from a CPU generator seeded with ``seed``: the numbers of
-    ``torch.manual_seed(seed); torch.randn(shape)``, without touching the global generator."""
+    """Start noise over ``shape`` from a CPU generator seeded with ``seed`` (docs/numerics.md "Noise and seeds")."""
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device="cpu")
 
@@ -29,10 +28,8 @@ def is_max_denoise(sigma0, sigma_max) -> bool:
 
 
 def noised_start(latent: torch.Tensor, noise: torch.Tensor, sigma0, sigma_max) -> torch.Tensor:
-    """The sampler's start point: ``latent + noise·σ0``, or ``latent + noise·sqrt(1 + σ0²)`` from pure noise.
-
-    ``latent`` is model-space; σ0 is rounded to float32 first, as the reference's sigma tensors are.
-    """
+    """The start point from a model-space ``latent``: ``latent + noise·σ0``, or ``latent + noise·sqrt(1 + σ0²)`` from
+    pure noise; σ0 is rounded to float32 first, as the reference's sigma tensors are."""
     sigma = torch.as_tensor(sigma0, dtype=torch.float32).to(noise.device)
     if is_max_denoise(sigma, sigma_max):
         scaled = noise * torch.sqrt(1.0 + sigma ** 2.0)

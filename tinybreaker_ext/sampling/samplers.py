@@ -1,14 +1,11 @@
-"""Samplers in sigma space with the reference's (ComfyUI / k-diffusion) exact update formulas
-(docs/numerics.md "Samplers").
+"""Samplers in sigma space with the reference's (ComfyUI / k-diffusion) update formulas, in its order of operations
+(docs/numerics.md "Samplers"; no installable library reproduces its numbers down to float32 rounding).
 
 Every sampler is ``sampler(denoiser, x, sigmas, *, seed=None, seeds=None, callback=None) -> x``: ``x`` is the
 already-noised start point at ``sigmas[0]``, ``denoiser(x, sigma[B]) -> denoised x0``, and
-``callback(step, total, x, denoised)`` runs after each step (an exception it raises, e.g. `Cancelled`, stops
-sampling). Stochastic samplers take ``seed`` (one noise stream for the whole batch) or ``seeds`` (one per image, so
+``callback(step, total, x, denoised)`` runs after each step (what it raises, e.g. `Cancelled`, stops sampling).
+Stochastic samplers take ``seed`` (one noise stream for the batch, as the reference) or ``seeds`` (one per image, so
 image k equals a single-image run with seed k); deterministic ones ignore both.
-
-Hand-written: no installable library reproduces ComfyUI's numbers, which are matched down to float32 rounding, so the
-expressions keep the reference's order of operations.
 """
 
 from __future__ import annotations
@@ -45,16 +42,14 @@ def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, s
 
 
 def _ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor):
-    """Noise level to step down to, and the noise to add back (eta 1 = full DDPM-like ancestral noise).
-    Called on host sigmas (``min`` compares them)."""
+    """(sigma_down, sigma_up) of an eta-1 ancestral step; takes host sigmas (``min`` compares them)."""
     sigma_up = min(sigma_to, (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
     sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
     return sigma_down, sigma_up
 
 
 class StepNoise:
-    """Fresh standard-normal noise for each step from CPU generators (device-independent results): one generator
-    seeded with ``seed`` for the whole batch, or one per image from ``seeds``."""
+    """Fresh standard-normal noise for each step from CPU generators (device-independent), one per noise stream."""
 
     def __init__(self, x: torch.Tensor, seed: Optional[int], seeds: Optional[Sequence[int]]):
         entropies, self._shape = noise_streams(x, seed, seeds)
@@ -70,7 +65,7 @@ class StepNoise:
 def sample_euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
                            seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
                            ) -> torch.Tensor:
-    """Euler ancestral (eta 1); its fresh noise comes from CPU generators seeded with ``seed`` or ``seeds``."""
+    """Euler ancestral (eta 1) with `StepNoise`."""
     sigmas, host = prepare_sigmas(sigmas, x)
     noise = StepNoise(x, seed, seeds)
     total = len(sigmas) - 1
@@ -91,10 +86,8 @@ def sample_euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Te
 
 
 def lms_coefficient(order: int, t: list[float], i: int, j: int) -> float:
-    """Integral over [t_i, t_{i+1}] of the Lagrange basis polynomial through t_i, ..., t_{i-order+1} for node i-j.
-
-    scipy's quad, as the reference, over a basis evaluated in float32 as numpy 2 evaluates the reference's (numpy 1
-    would promote it to float64): the same coefficients on every host."""
+    """Integral over [t_i, t_{i+1}] of the Lagrange basis polynomial through t_i, ..., t_{i-order+1} for node i-j, by
+    scipy's quad over a float32 basis, as numpy 2 runs the reference's (docs/numerics.md "Samplers")."""
     from scipy import integrate  # slow to import: only when lms runs
 
     if order - 1 > i:
@@ -164,9 +157,8 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
 
 
 class BrownianNoise:
-    """Unit-variance increments of CPU Brownian trees (k-diffusion's BrownianTreeNoiseSampler): one tree seeded with
-    ``seed`` for the whole batch, or one per image from ``seeds``. The noise depends only on the seed and the sigma
-    interval, not on the step count. Built from the host sigmas; called with step indices."""
+    """Unit-variance increments of CPU Brownian trees (k-diffusion's BrownianTreeNoiseSampler), one per noise stream;
+    they depend only on the seed and the sigma interval, not on the step count."""
 
     def __init__(self, x: torch.Tensor, sigmas: torch.Tensor, host_sigmas: torch.Tensor, *,
                  seed: Optional[int] = None, seeds: Optional[Sequence[int]] = None):
@@ -199,7 +191,7 @@ class BrownianNoise:
 def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, seed: Optional[int] = None,
                         seeds: Optional[Sequence[int]] = None, callback: Optional[ProgressCallback] = None,
                         ) -> torch.Tensor:
-    """DPM-Solver++(2M) SDE (midpoint, eta 1); Brownian-tree noise on the CPU seeded by ``seed``/``seeds``."""
+    """DPM-Solver++(2M) SDE (midpoint, eta 1) with `BrownianNoise`."""
     sigmas, host = prepare_sigmas(sigmas, x)
     if len(sigmas) <= 1:
         return x
@@ -243,7 +235,7 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
-    """The sampler registered under a reference (ComfyUI) name; a clear error for anything else."""
+    """The sampler of a reference (ComfyUI) name; ParameterError for any other name."""
     sampler = SAMPLERS.get(name)
     if sampler is None:
         raise ParameterError("sampler", f"unsupported sampler {name!r} (supported: {', '.join(SAMPLERS)})")

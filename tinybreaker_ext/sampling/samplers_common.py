@@ -1,6 +1,5 @@
 """Helpers shared by the samplers. No step reads a device tensor back to the host (on a GPU each read would stall
-the stream): every branch is decided from the host copy of the sigmas that `prepare_sigmas` makes once.
-"""
+the stream): every branch is decided from the host copy of the sigmas that `prepare_sigmas` makes once."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ def prepare_sigmas(sigmas, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def noise_streams(x: torch.Tensor, seed: Optional[int], seeds: Optional[Sequence[int]]) -> tuple[list[int], tuple]:
-    """Seeds of a stochastic sampler's noise streams and the shape each draws: ``[seed]`` for one stream over the
-    whole batch, or one per image from ``seeds`` (image k then gets the noise of a single-image run with seed k)."""
+    """The noise streams' seeds and the shape each draws: ``[seed]`` over the whole batch, or one per image."""
     if (seed is None) == (seeds is None):
         raise ValueError("give either seed (one noise stream for the batch) or seeds (one per image)")
     if seeds is None:

@@ -1,9 +1,6 @@
-"""DEIS (max order 3, "tab" coefficients) as the reference runs it (docs/numerics.md "Samplers").
-
-The coefficients integrate Lagrange polynomials in the VP time of an EDM-style schedule (σ_min 0.002, σ_max 80,
-whatever the model's own range) with a 10 000-point Riemann sum, as in zju-pi/diff-sampler (Apache-2.0) via ComfyUI.
-Hand-written port: no installable library has this variant, and its float32 numerics (including numpy's float32 log
-of two constants and autograd for d log α / dt) decide the result's last bits.
+"""DEIS (max order 3, "tab" coefficients) as the reference runs it (docs/numerics.md "Samplers"), from
+zju-pi/diff-sampler (Apache-2.0) via ComfyUI; the EDM-style schedule is used whatever the model's own range.
+Hand-written port: no installable library has this variant, and its float32 numerics decide the result's last bits.
 """
 
 from __future__ import annotations
@@ -32,11 +29,8 @@ def _numpy_log_of_square_plus_one(value) -> torch.Tensor:
 
 
 def _vp_times(sigmas: torch.Tensor):
-    """VP times of the sigmas plus the linear-VP beta_0 and beta_1 the coefficients are computed with.
-
-    The dtypes mix float32 and float64 scalars exactly as the reference does; torch's promotion rules then decide
-    which intermediate values are rounded to float32.
-    """
+    """VP times of the sigmas, and the linear-VP beta_0 and beta_1; float32 and float64 scalars mix exactly as in the
+    reference, so torch's promotion rounds the same intermediate values to float32."""
     log_max = _numpy_log_of_square_plus_one(_EDM_SIGMA_MAX)
     beta_d = 2 * (_numpy_log_of_square_plus_one(_EDM_SIGMA_MIN) / _EPSILON_S - log_max) / (_EPSILON_S - 1)
     beta_min = log_max - 0.5 * beta_d
@@ -65,8 +59,7 @@ def _lagrange_basis(nodes: torch.Tensor, j: int, taus: torch.Tensor):
 
 
 def deis_coefficients(sigmas: torch.Tensor) -> list[list[torch.Tensor]]:
-    """Per-step multistep coefficients ("tab" mode) from host sigmas; step i uses min(i+1, MAX_ORDER) of them (none
-    for Euler)."""
+    """Each step's multistep coefficients from host sigmas: min(i + 1, MAX_ORDER) for step i, none for Euler steps."""
     times, beta_0, beta_1 = _vp_times(sigmas)
     coefficients: list[list[torch.Tensor]] = []
     for i, (t_cur, t_next) in enumerate(zip(times[:-1], times[1:])):

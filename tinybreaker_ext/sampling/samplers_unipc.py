@@ -1,7 +1,5 @@
-"""UniPC (B(h) variants) exactly as the reference's ``sample_unipc`` runs it (docs/numerics.md "Samplers").
-
-Hand-written port: no installable library reproduces ComfyUI's variant (it works directly on sigmas, not on a
-timestep grid like A1111's UniPC), and the expressions keep its order of operations to match it bit for bit.
+"""UniPC (B(h) variants) exactly as the reference's ``sample_unipc`` runs it, in its order of operations
+(docs/numerics.md "Samplers"): no installable library has ComfyUI's variant (on sigmas, not on A1111's timestep grid).
 """
 
 from __future__ import annotations
@@ -39,8 +37,7 @@ def _per_sample(values: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 def _data_prediction(denoiser, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x0 prediction in VP space from a sigma-space denoiser, through the eps the reference derives from it;
-    ``t`` holds one sigma per image."""
+    """x0 in VP space from a sigma-space denoiser, through the eps the reference derives; ``t``: a sigma per image."""
     sigma = t.view(t.shape[:1] + (1,) * (x.ndim - 1))
     scaled = x * ((sigma ** 2 + 1.0) ** 0.5)
     noise = (scaled - denoiser(scaled, t)) / sigma

@@ -1,8 +1,6 @@
 """Discrete VP sigma tables, the reference's schedulers and its step selection (docs/numerics.md "Sigma tables",
-docs/numerics.md "Schedulers", docs/numerics.md "Step windows").
-
-Hand-written ports of ComfyUI's formulas: no installable library reproduces its numbers, down to the last float32 bit.
-"""
+docs/numerics.md "Schedulers", docs/numerics.md "Step windows"): hand-written ports of ComfyUI's formulas, as no
+installable library reproduces its numbers down to the last float32 bit."""
 
 from __future__ import annotations
 
@@ -46,9 +44,8 @@ def sd1_sigmas() -> torch.Tensor:
 
 
 class DiscreteSchedule:
-    """A model's discrete sigmas as the reference holds them: float32 sigmas and float32 log-sigmas, each rounded
-    once from the float64 table (rounding the float32 sigmas again before the log moves results,
-    docs/numerics.md "Sigma tables")."""
+    """A model's discrete sigmas as the reference holds them: float32 sigmas and log-sigmas, each rounded once from
+    the float64 table (docs/numerics.md "Sigma tables")."""
 
     def __init__(self, table: torch.Tensor):
         table = torch.as_tensor(table).detach().cpu()
@@ -195,14 +192,10 @@ SCHEDULERS = tuple(_SCHEDULER_FUNCTIONS)
 
 
 def scheduler_sigmas(model_sigmas, scheduler: str, steps: int) -> torch.Tensor:
-    """The reference scheduler's sigma list for ``steps`` steps (float32, normally steps+1 values ending in 0;
-    ``ddim_uniform`` can give more and ``beta`` fewer, exactly as the reference does)."""
-    function = _SCHEDULER_FUNCTIONS.get(scheduler)
-    if function is None:
-        raise ParameterError("scheduler", f"unknown scheduler {scheduler!r} (expected one of {', '.join(SCHEDULERS)})")
-    if steps < 1:
-        raise ParameterError("steps", f"must be at least 1, got {steps}")
-    values = function(as_schedule(model_sigmas), steps)
+    """The reference scheduler's sigma list for ``steps`` >= 1 steps (float32, normally steps+1 values ending in 0;
+    ``ddim_uniform`` can give more and ``beta`` fewer, exactly as the reference does). `compute_sigmas` checks the
+    scheduler's name and the steps first."""
+    values = _SCHEDULER_FUNCTIONS[scheduler](as_schedule(model_sigmas), steps)
     return values.float() if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=torch.float32)
 
 

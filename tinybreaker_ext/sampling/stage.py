@@ -1,6 +1,5 @@
-"""One stage sampled the way the reference samples it (ComfyUI ``sample_custom``): the base (PixArt), the refine
-(the embedded SD1 model, or a WebUI host's model through its CFG denoiser) and each Tiny Upscaler tile step all
-come through here."""
+"""One stage sampled the way the reference samples it (ComfyUI ``sample_custom``): the base, the refine (our model or
+a WebUI host's through its CFG denoiser) and each Tiny Upscaler tile step."""
 
 from __future__ import annotations
 
@@ -15,9 +14,8 @@ from .samplers import Denoiser, get_sampler
 def sample_stage(denoiser: Denoiser, latent: torch.Tensor, sigmas: torch.Tensor, *, sampler: str,
                  seeds: Sequence[int], sigma_max, add_noise: bool = True, callback=None) -> torch.Tensor:
     """The model-space ``latent`` [B, …] sampled over ``sigmas`` (float32, on the latent's device); fewer than two
-    sigmas leave it as it is. Image k's start noise and fresh noise come from ``seeds[k]`` alone, so image k of a
-    batch equals a single image with that seed; ``add_noise=False`` starts from the latent itself (the upscaler's
-    steps after the first)."""
+    sigmas leave it as it is. Image k's noise comes from ``seeds[k]`` alone (docs/numerics.md "Noise and seeds");
+    ``add_noise=False`` starts from the latent itself (the upscaler's steps after the first)."""
     if len(sigmas) < 2:
         return latent
     if len(seeds) != latent.shape[0]:
