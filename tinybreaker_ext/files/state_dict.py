@@ -7,12 +7,22 @@ from typing import Mapping
 
 import torch
 
+from ..errors import ModelFileError
+
 
 def shape_of(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
     shape = getattr(state_dict, "shape", None)
     if callable(shape):
         return tuple(shape(key))
     return tuple(state_dict[key].shape)
+
+
+def required_shape(state_dict: Mapping[str, torch.Tensor], key: str, *, source: str, expected: str,
+                   what: str = "the model") -> tuple[int, ...]:
+    """``shape_of(state_dict, key)``; a missing tensor is a ModelFileError worded like ``build_with_weights``'."""
+    if key not in state_dict:
+        raise ModelFileError(source, f"{what} is missing '{key}'", expected)
+    return shape_of(state_dict, key)
 
 
 def dtype_of(state_dict: Mapping[str, torch.Tensor], key: str) -> torch.dtype:

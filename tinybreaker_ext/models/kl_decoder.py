@@ -9,7 +9,7 @@ from typing import Mapping
 import torch
 
 from ..errors import ModelFileError
-from ..files.state_dict import shape_of, source_name
+from ..files.state_dict import required_shape, shape_of, source_name
 from ..latent_formats import SD1_SCALE
 from .sd1_refiner import build_with_weights, require_diffusers
 
@@ -20,9 +20,8 @@ _UP_LEVEL = re.compile(r"^decoder\.up\.(\d+)\.block\.(\d+)\.")
 def infer_kl_decoder_config(state_dict: Mapping[str, torch.Tensor], *, source: str = "<state dict>") -> dict:
     """Keyword arguments for ``diffusers.models.autoencoders.vae.Decoder``, read from shapes."""
     keys = set(state_dict.keys())
-    for key in ("decoder.conv_in.weight", "decoder.conv_out.weight", "post_quant_conv.weight"):
-        if key not in keys:
-            raise ModelFileError(source, f"missing tensor '{key}'", EXPECTED_DECODER)
+    for key in ("decoder.conv_in.weight", "decoder.conv_out.weight", "post_quant_conv.weight"):  # all read unchecked
+        required_shape(state_dict, key, source=source, expected=EXPECTED_DECODER, what="the KL decoder")
     blocks: dict[int, set[int]] = {}
     for match in map(_UP_LEVEL.match, keys):
         if match:

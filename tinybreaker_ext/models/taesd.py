@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from ..files.state_dict import shape_of, source_name
+from ..files.state_dict import required_shape, source_name
 from ..latent_formats import SD1_SCALE
 from .sd1_refiner import build_with_weights
 
@@ -91,8 +91,8 @@ def indexed_part(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[st
 
 def build_encoder(part: dict[str, torch.Tensor], *, what: str, source: str, device, dtype: torch.dtype) -> TinyEncoder:
     """A TinyEncoder sized from `0.weight` [hidden, 3, 3, 3] and `14.weight` [latent, hidden, 3, 3]."""
-    _require(part, ("0.weight", "14.weight"), what, source)
-    latent, hidden = shape_of(part, "14.weight")[0], shape_of(part, "0.weight")[0]
+    hidden = required_shape(part, "0.weight", source=source, expected=_EXPECTED, what=what)[0]
+    latent = required_shape(part, "14.weight", source=source, expected=_EXPECTED, what=what)[0]
     return build_with_weights(lambda: TinyEncoder(latent, hidden), part, device=device, dtype=dtype, source=source,
                               expected=_EXPECTED, what=what)
 
@@ -105,16 +105,9 @@ def build_decoder(part: dict[str, torch.Tensor], *, what: str, source: str, devi
             index, rest = _INDEXED_KEY.match(key).groups()
             shifted[f"{int(index) + 1}.{rest}"] = tensor
         part = shifted
-    _require(part, ("1.weight",), what, source)
-    hidden, latent = shape_of(part, "1.weight")[:2]
+    hidden, latent = required_shape(part, "1.weight", source=source, expected=_EXPECTED, what=what)[:2]
     return build_with_weights(lambda: TinyDecoder(latent, hidden), part, device=device, dtype=dtype, source=source,
                               expected=_EXPECTED, what=what)
-
-
-def _require(part: Mapping[str, torch.Tensor], keys: tuple[str, ...], what: str, source: str) -> None:
-    missing = [key for key in keys if key not in part]
-    if missing:
-        raise ModelFileError(source, f"{what} is missing '{missing[0]}'", _EXPECTED)
 
 
 class TinyVAE(nn.Module):
