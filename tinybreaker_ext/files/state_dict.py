@@ -1,5 +1,5 @@
 """Helpers that treat a plain dict of tensors and a lazy file view the same way: loaders take any
-``Mapping[str, torch.Tensor]``, and a view answers ``shape(key)``/``dtype(key)`` without reading the tensor."""
+``Mapping[str, torch.Tensor]``, and a view answers ``shape``/``dtype``/``nbytes(key)`` without reading the tensor."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import torch
 from ..errors import ModelFileError
 
 
+def _header_value(state_dict: Mapping[str, torch.Tensor], key: str, attribute: str):
+    answer = getattr(state_dict, attribute, None)  # a lazy view's method answers from the file header
+    return answer(key) if callable(answer) else getattr(state_dict[key], attribute)
+
+
 def shape_of(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
-    shape = getattr(state_dict, "shape", None)
-    if callable(shape):
-        return tuple(shape(key))
-    return tuple(state_dict[key].shape)
+    return tuple(_header_value(state_dict, key, "shape"))
 
 
 def required_shape(state_dict: Mapping[str, torch.Tensor], key: str, *, source: str, expected: str,
@@ -26,10 +28,11 @@ def required_shape(state_dict: Mapping[str, torch.Tensor], key: str, *, source: 
 
 
 def dtype_of(state_dict: Mapping[str, torch.Tensor], key: str) -> torch.dtype:
-    dtype = getattr(state_dict, "dtype", None)
-    if callable(dtype):
-        return dtype(key)
-    return state_dict[key].dtype
+    return _header_value(state_dict, key, "dtype")
+
+
+def nbytes_of(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
+    return _header_value(state_dict, key, "nbytes")
 
 
 def with_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -47,7 +50,6 @@ def find_signature_prefix(keys, first: str, second: str) -> str | None:
     return min(found, key=len) if found else None
 
 
-def source_name(state_dict: Mapping[str, torch.Tensor], source: str | None = None) -> str:
-    """What to call a state dict in an error message: the caller's name, the file path of a lazy view, or a
-    placeholder."""
-    return str(source or getattr(state_dict, "path", None) or "<state dict>")
+def source_name(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """What to call a state dict in an error message: the file path of a lazy view, or a placeholder."""
+    return str(getattr(state_dict, "path", None) or "<state dict>")

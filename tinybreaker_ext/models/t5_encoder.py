@@ -20,7 +20,9 @@ from typing import Hashable, Iterable, Mapping
 import torch
 
 from ..errors import ModelFileError, ParameterError
-from ..files.state_dict import dtype_of, find_signature_prefix, required_shape, shape_of, source_name, with_prefix
+from ..files.state_dict import (
+    dtype_of, find_signature_prefix, nbytes_of, required_shape, shape_of, source_name, with_prefix,
+)
 from ..params import T5_MODES as MODES
 from .ggml_quants import QuantizedTensor
 from .t5_policy import conversion_budget, resolve_compute_dtype
@@ -283,11 +285,6 @@ class T5TextEncoder:
         return upcast + self.storage_bytes()
 
 
-def _stored_bytes(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
-    nbytes = getattr(state_dict, "nbytes", None)
-    return nbytes(key) if callable(nbytes) else state_dict[key].nbytes  # lazy file views answer from the header
-
-
 def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto", device="cpu",
                     compute_dtype: torch.dtype | None = None, keep_converted_bytes: int | None = None) -> T5TextEncoder:
     """From an HF-layout state dict (plain dict or lazy file view; outer prefix allowed) or an open ``GGUFFile``
@@ -334,7 +331,7 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
 
     scale_keys = {key: key_map[key][: -len("weight")] + "scale_weight" for key in key_map}
     scale_keys = {key: scale for key, scale in scale_keys.items() if scale in encoder_sd}
-    needed = sum(_stored_bytes(encoder_sd, key) for key in list(key_map.values()) + list(scale_keys.values()))
+    needed = sum(nbytes_of(encoder_sd, key) for key in list(key_map.values()) + list(scale_keys.values()))
     element_size = torch.tensor([], dtype=compute_dtype).element_size()
     largest_weight = max(math.prod(shape) for key, shape in expected.items() if key != EMBEDDING_KEY)
     mode = choose_mode(mode, device, needed + largest_weight * element_size)
@@ -350,7 +347,7 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
     weights, scales = {}, {}
     converted_bytes = 0
     for key, file_key in key_map.items():  # execution order: early sub-layers are kept converted first
-        stored_bytes = _stored_bytes(encoder_sd, file_key)
+        stored_bytes = nbytes_of(encoder_sd, file_key)
         extra = math.prod(shape_of(encoder_sd, file_key)) * element_size - stored_bytes
         # The embedding stays as stored (rows are gathered, then converted); a conversion that saves memory (fp32
         # storage, bf16 compute) always happens.
