@@ -56,8 +56,7 @@ class KLDecoder(torch.nn.Module):
     @torch.no_grad()
     def decode(self, model_latent: torch.Tensor) -> torch.Tensor:
         """``model_latent`` [B, 4, h, w] (raw x scale) -> float32 image [B, 3, 8h, 8w] in [0, 1]."""
-        weight = self.post_quant_conv.weight
-        raw = model_latent.to(weight.device, weight.dtype) / self.scale
+        raw = model_latent.to(self.post_quant_conv.weight) / self.scale  # the weights' device and dtype
         image = self.decoder(self.post_quant_conv(raw))
         return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 

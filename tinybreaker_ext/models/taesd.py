@@ -129,16 +129,14 @@ class TinyVAE(nn.Module):
         """[B, 3, H, W] in [0, 1] → float32 model-space latent [B, C, H/8, W/8] on the encoder's device."""
         if self.encoder is None:
             raise ModelFileError(self.source, "contains no TAESD encoder", "a tiny VAE with an encoder")
-        weight = self.encoder[0].weight
-        return self.encoder(images.to(device=weight.device, dtype=weight.dtype)).float()
+        return self.encoder(images.to(self.encoder[0].weight)).float()  # the weights' device and dtype
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Model-space latent → float32 images [B, 3, 8h, 8w] in [0, 1]."""
         if self.decoder is None:
             raise ModelFileError(self.source, "contains no TAESD decoder", "a tiny VAE with a decoder")
-        weight = self.decoder[1].weight
-        return self.decoder(latent.to(device=weight.device, dtype=weight.dtype)).float().clamp(0.0, 1.0)
+        return self.decoder(latent.to(self.decoder[1].weight)).float().clamp(0.0, 1.0)
 
     def raw_to_model(self, raw: torch.Tensor) -> torch.Tensor:
         """A raw latent of the decoder's space, ready for `decode`."""
@@ -197,8 +195,7 @@ class Transcoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        weight = self.transd[1].weight
-        return self.transe(self.transd(latent.to(device=weight.device, dtype=weight.dtype))).float()
+        return self.transe(self.transd(latent.to(self.transd[1].weight))).float()
 
 
 def load_transcoder(state_dict: Mapping[str, torch.Tensor], *, device: torch.device | str,
