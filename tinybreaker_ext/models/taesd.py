@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from ..files.state_dict import required_shape, source_name
+from ..files.state_dict import required_shape, source_name, with_prefix
 from ..latent_formats import SD1_SCALE
 from .sd1_refiner import build_with_weights
 
@@ -80,11 +80,8 @@ def part_label(state_dict: Mapping[str, torch.Tensor], part: str) -> str:
 def indexed_part(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The `<prefix><int>.<rest>` entries as `<int>.<rest>`; other keys under the prefix are left out
     (e.g. an ldm KL decoder's `decoder.conv_in.*` next to a tiny encoder, or `encoder.vae_scale`)."""
-    part = {}
-    for key in state_dict.keys():
-        if key.startswith(prefix) and _INDEXED_KEY.match(key[len(prefix):]):
-            part[key[len(prefix):]] = state_dict[key]
-    return part
+    under = with_prefix(state_dict, prefix)  # a lazy view stays lazy: only the indexed tensors are read
+    return {key: under[key] for key in under.keys() if _INDEXED_KEY.match(key)}
 
 
 # --------------------------------------------------------------------------------------------- loading
