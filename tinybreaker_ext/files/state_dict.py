@@ -21,7 +21,7 @@ def shape_of(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...
 
 def required_shape(state_dict: Mapping[str, torch.Tensor], key: str, *, source: str, expected: str,
                    what: str = "the model") -> tuple[int, ...]:
-    """``shape_of(state_dict, key)``; a missing tensor is a ModelFileError worded like ``build_with_weights``'."""
+    """``shape_of(state_dict, key)``; a missing tensor is a ModelFileError in the wording of ``build_with_weights``."""
     if key not in state_dict:
         raise ModelFileError(source, f"{what} is missing '{key}'", expected)
     return shape_of(state_dict, key)
