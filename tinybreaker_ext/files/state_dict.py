@@ -1,5 +1,5 @@
 """Helpers that treat a plain dict of tensors and a lazy file view the same way: loaders take any
-``Mapping[str, torch.Tensor]``, and a view answers ``shape(key)``/``dtype(key)`` without reading the tensor."""
+``Mapping[str, torch.Tensor]``, and a view answers ``shape``/``dtype``/``nbytes(key)`` without reading the tensor."""
 
 from __future__ import annotations
 
@@ -7,19 +7,32 @@ from typing import Mapping
 
 import torch
 
+from ..errors import ModelFileError
+
+
+def _header_value(state_dict: Mapping[str, torch.Tensor], key: str, attribute: str):
+    answer = getattr(state_dict, attribute, None)  # a lazy view's method answers from the file header
+    return answer(key) if callable(answer) else getattr(state_dict[key], attribute)
+
 
 def shape_of(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
-    shape = getattr(state_dict, "shape", None)
-    if callable(shape):
-        return tuple(shape(key))
-    return tuple(state_dict[key].shape)
+    return tuple(_header_value(state_dict, key, "shape"))
+
+
+def required_shape(state_dict: Mapping[str, torch.Tensor], key: str, *, source: str, expected: str,
+                   what: str = "the model") -> tuple[int, ...]:
+    """``shape_of(state_dict, key)``; a missing tensor is a ModelFileError in the wording of ``build_with_weights``."""
+    if key not in state_dict:
+        raise ModelFileError(source, f"{what} is missing '{key}'", expected)
+    return shape_of(state_dict, key)
 
 
 def dtype_of(state_dict: Mapping[str, torch.Tensor], key: str) -> torch.dtype:
-    dtype = getattr(state_dict, "dtype", None)
-    if callable(dtype):
-        return dtype(key)
-    return state_dict[key].dtype
+    return _header_value(state_dict, key, "dtype")
+
+
+def nbytes_of(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
+    return _header_value(state_dict, key, "nbytes")
 
 
 def with_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

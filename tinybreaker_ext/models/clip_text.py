@@ -88,8 +88,7 @@ def load_clip_text(state_dict: Mapping[str, torch.Tensor], *, device, dtype: tor
 
 
 def _special_tokens(tokenizer) -> tuple[int, int]:
-    empty = tokenizer("")["input_ids"]
-    return empty[0], empty[1]
+    return tuple(tokenizer("")["input_ids"][:2])  # BOS, EOS
 
 
 def tokenize_clip_prompt(tokenizer, text: str, *, pad: int | None = None) -> list[TokenWeights]:

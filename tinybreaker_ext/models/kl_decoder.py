@@ -9,7 +9,7 @@ from typing import Mapping
 import torch
 
 from ..errors import ModelFileError
-from ..files.state_dict import shape_of, source_name
+from ..files.state_dict import required_shape, shape_of, source_name
 from ..latent_formats import SD1_SCALE
 from .sd1_refiner import build_with_weights, require_diffusers
 
@@ -20,9 +20,8 @@ _UP_LEVEL = re.compile(r"^decoder\.up\.(\d+)\.block\.(\d+)\.")
 def infer_kl_decoder_config(state_dict: Mapping[str, torch.Tensor], *, source: str = "<state dict>") -> dict:
     """Keyword arguments for ``diffusers.models.autoencoders.vae.Decoder``, read from shapes."""
     keys = set(state_dict.keys())
-    for key in ("decoder.conv_in.weight", "decoder.conv_out.weight", "post_quant_conv.weight"):
-        if key not in keys:
-            raise ModelFileError(source, f"missing tensor '{key}'", EXPECTED_DECODER)
+    for key in ("decoder.conv_in.weight", "decoder.conv_out.weight", "post_quant_conv.weight"):  # all read unchecked
+        required_shape(state_dict, key, source=source, expected=EXPECTED_DECODER, what="the KL decoder")
     blocks: dict[int, set[int]] = {}
     for match in map(_UP_LEVEL.match, keys):
         if match:
@@ -57,8 +56,7 @@ class KLDecoder(torch.nn.Module):
     @torch.no_grad()
     def decode(self, model_latent: torch.Tensor) -> torch.Tensor:
         """``model_latent`` [B, 4, h, w] (raw x scale) -> float32 image [B, 3, 8h, 8w] in [0, 1]."""
-        weight = self.post_quant_conv.weight
-        raw = model_latent.to(weight.device, weight.dtype) / self.scale
+        raw = model_latent.to(self.post_quant_conv.weight) / self.scale  # the weights' device and dtype
         image = self.decoder(self.post_quant_conv(raw))
         return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 

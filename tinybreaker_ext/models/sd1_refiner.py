@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import importlib
 import re
+from functools import partial
 from typing import Callable, Mapping
 
 import torch
 
 from ..errors import ModelFileError, TinyBreakerError
-from ..files.state_dict import shape_of, source_name
+from ..files.state_dict import required_shape, source_name
 
 DIFFUSERS_MISSING = "the embedded refiner needs diffusers (pip install diffusers)"
 _LDM_UNET_PREFIX = "model.diffusion_model."  # what diffusers' single-file converter expects in front of UNet keys
@@ -29,12 +30,7 @@ _TRANSFORMER_INDEX = re.compile(r"^middle_block\.1\.transformer_blocks\.(\d+)\."
 def infer_unet_config(state_dict: Mapping[str, torch.Tensor], *, source: str = "<state dict>") -> dict:
     """Keyword arguments for ``diffusers.UNet2DConditionModel`` (``convert_ldm_unet_checkpoint`` reads them too)."""
     keys = set(state_dict.keys())
-
-    def require(key: str) -> tuple[int, ...]:
-        if key not in keys:
-            raise ModelFileError(source, f"missing tensor '{key}'", EXPECTED_UNET)
-        return shape_of(state_dict, key)
-
+    require = partial(required_shape, state_dict, source=source, expected=EXPECTED_UNET, what="the UNet")
     in_channels = require("input_blocks.0.0.weight")[1]
     out_channels = require("out.2.weight")[0]
     linear_projection = len(require("middle_block.1.proj_in.weight")) == 2  # SD1: 1x1 convolutions; SDXL: linear

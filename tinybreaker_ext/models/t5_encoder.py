@@ -14,12 +14,15 @@ import threading
 import uuid
 import weakref
 from dataclasses import dataclass
+from functools import partial
 from typing import Hashable, Iterable, Mapping
 
 import torch
 
 from ..errors import ModelFileError, ParameterError
-from ..files.state_dict import dtype_of, shape_of, with_prefix
+from ..files.state_dict import (
+    dtype_of, find_signature_prefix, nbytes_of, required_shape, shape_of, source_name, with_prefix,
+)
 from ..params import T5_MODES as MODES
 from .ggml_quants import QuantizedTensor
 from .t5_policy import conversion_budget, resolve_compute_dtype
@@ -33,27 +36,14 @@ EMBEDDING_ALIAS = "encoder.embed_tokens.weight"
 FINAL_NORM_KEY = "encoder.final_layer_norm.weight"
 RELATIVE_BIAS_KEY = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
 _BLOCK_INDEX = re.compile(r"^encoder\.block\.(\d+)\.")
-
-
-def _encoder_prefix(state_dict: Mapping[str, torch.Tensor], source: str) -> str:
-    """'' for a bare encoder file; the common prefix when the encoder sits inside a bigger checkpoint."""
-    if FINAL_NORM_KEY in state_dict:
-        return ""
-    for key in state_dict.keys():
-        if key.endswith("." + FINAL_NORM_KEY):
-            return key[: -len(FINAL_NORM_KEY)]
-    raise ModelFileError(source, f"no '{FINAL_NORM_KEY}' tensor", "a T5 encoder in HF T5EncoderModel layout")
+T5_LAYOUT = "a T5 encoder in HF T5EncoderModel layout"
 
 
 def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 state dict"):
     """transformers' ``T5Config`` of the encoder, from tensor shapes (keys without any outer prefix)."""
     from transformers import T5Config
 
-    def need(key: str) -> tuple[int, ...]:
-        if key not in state_dict:
-            raise ModelFileError(source, f"missing tensor '{key}'", "a T5 encoder in HF T5EncoderModel layout")
-        return shape_of(state_dict, key)
-
+    need = partial(required_shape, state_dict, source=source, expected=T5_LAYOUT, what="the T5 encoder")
     num_buckets, num_heads = need(RELATIVE_BIAS_KEY)
     inner, d_model = need("encoder.block.0.layer.0.SelfAttention.q.weight")
     if inner % num_heads:
@@ -61,12 +51,10 @@ def infer_t5_config(state_dict: Mapping[str, torch.Tensor], source: str = "T5 st
                                      f"(from '{RELATIVE_BIAS_KEY}')")
     gated = "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in state_dict
     d_ff = need("encoder.block.0.layer.1.DenseReluDense." + ("wi_0" if gated else "wi") + ".weight")[0]
-    embedding = EMBEDDING_KEY if EMBEDDING_KEY in state_dict else EMBEDDING_ALIAS
-    if embedding not in state_dict:
-        raise ModelFileError(source, f"missing tensor '{EMBEDDING_KEY}'", "the token embedding of a T5 encoder")
+    embedding = EMBEDDING_ALIAS if EMBEDDING_KEY not in state_dict and EMBEDDING_ALIAS in state_dict else EMBEDDING_KEY
     blocks = {int(m.group(1)) for m in map(_BLOCK_INDEX.match, state_dict.keys()) if m}
     # T5's relative_attention_max_distance (128) and layer_norm_epsilon (1e-6) are T5Config's defaults.
-    return T5Config(vocab_size=shape_of(state_dict, embedding)[0], d_model=d_model, d_kv=inner // num_heads, d_ff=d_ff,
+    return T5Config(vocab_size=need(embedding)[0], d_model=d_model, d_kv=inner // num_heads, d_ff=d_ff,
                     num_layers=max(blocks) + 1, num_heads=num_heads, relative_attention_num_buckets=num_buckets,
                     dropout_rate=0.0, feed_forward_proj="gated-gelu" if gated else "relu", is_encoder_decoder=False,
                     use_cache=False)
@@ -297,14 +285,8 @@ class T5TextEncoder:
         return upcast + self.storage_bytes()
 
 
-def _stored_bytes(state_dict: Mapping[str, torch.Tensor], key: str) -> int:
-    nbytes = getattr(state_dict, "nbytes", None)
-    return nbytes(key) if callable(nbytes) else state_dict[key].nbytes  # lazy file views answer from the header
-
-
 def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto", device="cpu",
-                    compute_dtype: torch.dtype | None = None, keep_converted_bytes: int | None = None,
-                    source: str | None = None) -> T5TextEncoder:
+                    compute_dtype: torch.dtype | None = None, keep_converted_bytes: int | None = None) -> T5TextEncoder:
     """From an HF-layout state dict (plain dict or lazy file view; outer prefix allowed) or an open ``GGUFFile``
     (city96's ``t5-v1_1-xxl-encoder`` files). ``keep_converted_bytes`` bounds the extra memory of weights kept
     converted to the compute dtype (None: ``conversion_budget``); the rest are converted at each encode."""
@@ -312,9 +294,11 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
 
     device = torch.device(device)
     compute_dtype = resolve_compute_dtype(compute_dtype, device)
-    source = source or os.fspath(getattr(state_dict, "path", None) or "T5 state dict")
+    source = source_name(state_dict)
 
-    prefix = _encoder_prefix(state_dict, source)
+    prefix = find_signature_prefix(state_dict.keys(), FINAL_NORM_KEY, RELATIVE_BIAS_KEY)  # '' for a bare encoder file
+    if prefix is None:
+        raise ModelFileError(source, f"no '{FINAL_NORM_KEY}' with '{RELATIVE_BIAS_KEY}'", T5_LAYOUT)
     encoder_sd = with_prefix(state_dict, prefix) if prefix else state_dict
     config = infer_t5_config(encoder_sd, source)
     with torch.device("meta"):  # the math without memory: T5TextEncoder swaps each weight in while its module runs
@@ -347,7 +331,7 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
 
     scale_keys = {key: key_map[key][: -len("weight")] + "scale_weight" for key in key_map}
     scale_keys = {key: scale for key, scale in scale_keys.items() if scale in encoder_sd}
-    needed = sum(_stored_bytes(encoder_sd, key) for key in list(key_map.values()) + list(scale_keys.values()))
+    needed = sum(nbytes_of(encoder_sd, key) for key in list(key_map.values()) + list(scale_keys.values()))
     element_size = torch.tensor([], dtype=compute_dtype).element_size()
     largest_weight = max(math.prod(shape) for key, shape in expected.items() if key != EMBEDDING_KEY)
     mode = choose_mode(mode, device, needed + largest_weight * element_size)
@@ -363,7 +347,7 @@ def load_t5_encoder(state_dict: Mapping[str, torch.Tensor], *, mode: str = "auto
     weights, scales = {}, {}
     converted_bytes = 0
     for key, file_key in key_map.items():  # execution order: early sub-layers are kept converted first
-        stored_bytes = _stored_bytes(encoder_sd, file_key)
+        stored_bytes = nbytes_of(encoder_sd, file_key)
         extra = math.prod(shape_of(encoder_sd, file_key)) * element_size - stored_bytes
         # The embedding stays as stored (rows are gathered, then converted); a conversion that saves memory (fp32
         # storage, bf16 compute) always happens.

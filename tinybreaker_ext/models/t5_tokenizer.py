@@ -99,7 +99,6 @@ class T5PromptTokenizer:
     def __init__(self, encode: Callable[[str], list[int]], token_to_id: Callable[[str], int | None],
                  source: str = "tokenizer"):
         self._encode = encode
-        self.source = source
         found = [token_to_id(token) for token in ("<pad>", "</s>")]
         if found != [PAD_ID, EOS_ID]:
             raise ModelFileError(source, f"<pad>/</s> have ids {found}", f"T5 ids [{PAD_ID}, {EOS_ID}]")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from ..files.state_dict import shape_of, source_name
+from ..files.state_dict import required_shape, source_name, with_prefix
 from ..latent_formats import SD1_SCALE
 from .sd1_refiner import build_with_weights
 
@@ -80,19 +80,16 @@ def part_label(state_dict: Mapping[str, torch.Tensor], part: str) -> str:
 def indexed_part(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The `<prefix><int>.<rest>` entries as `<int>.<rest>`; other keys under the prefix are left out
     (e.g. an ldm KL decoder's `decoder.conv_in.*` next to a tiny encoder, or `encoder.vae_scale`)."""
-    part = {}
-    for key in state_dict.keys():
-        if key.startswith(prefix) and _INDEXED_KEY.match(key[len(prefix):]):
-            part[key[len(prefix):]] = state_dict[key]
-    return part
+    under = with_prefix(state_dict, prefix)  # a lazy view stays lazy: only the indexed tensors are read
+    return {key: under[key] for key in under.keys() if _INDEXED_KEY.match(key)}
 
 
 # --------------------------------------------------------------------------------------------- loading
 
 def build_encoder(part: dict[str, torch.Tensor], *, what: str, source: str, device, dtype: torch.dtype) -> TinyEncoder:
     """A TinyEncoder sized from `0.weight` [hidden, 3, 3, 3] and `14.weight` [latent, hidden, 3, 3]."""
-    _require(part, ("0.weight", "14.weight"), what, source)
-    latent, hidden = shape_of(part, "14.weight")[0], shape_of(part, "0.weight")[0]
+    hidden = required_shape(part, "0.weight", source=source, expected=_EXPECTED, what=what)[0]
+    latent = required_shape(part, "14.weight", source=source, expected=_EXPECTED, what=what)[0]
     return build_with_weights(lambda: TinyEncoder(latent, hidden), part, device=device, dtype=dtype, source=source,
                               expected=_EXPECTED, what=what)
 
@@ -105,16 +102,9 @@ def build_decoder(part: dict[str, torch.Tensor], *, what: str, source: str, devi
             index, rest = _INDEXED_KEY.match(key).groups()
             shifted[f"{int(index) + 1}.{rest}"] = tensor
         part = shifted
-    _require(part, ("1.weight",), what, source)
-    hidden, latent = shape_of(part, "1.weight")[:2]
+    hidden, latent = required_shape(part, "1.weight", source=source, expected=_EXPECTED, what=what)[:2]
     return build_with_weights(lambda: TinyDecoder(latent, hidden), part, device=device, dtype=dtype, source=source,
                               expected=_EXPECTED, what=what)
-
-
-def _require(part: Mapping[str, torch.Tensor], keys: tuple[str, ...], what: str, source: str) -> None:
-    missing = [key for key in keys if key not in part]
-    if missing:
-        raise ModelFileError(source, f"{what} is missing '{missing[0]}'", _EXPECTED)
 
 
 class TinyVAE(nn.Module):
@@ -136,16 +126,14 @@ class TinyVAE(nn.Module):
         """[B, 3, H, W] in [0, 1] → float32 model-space latent [B, C, H/8, W/8] on the encoder's device."""
         if self.encoder is None:
             raise ModelFileError(self.source, "contains no TAESD encoder", "a tiny VAE with an encoder")
-        weight = self.encoder[0].weight
-        return self.encoder(images.to(device=weight.device, dtype=weight.dtype)).float()
+        return self.encoder(images.to(self.encoder[0].weight)).float()  # the weights' device and dtype
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Model-space latent → float32 images [B, 3, 8h, 8w] in [0, 1]."""
         if self.decoder is None:
             raise ModelFileError(self.source, "contains no TAESD decoder", "a tiny VAE with a decoder")
-        weight = self.decoder[1].weight
-        return self.decoder(latent.to(device=weight.device, dtype=weight.dtype)).float().clamp(0.0, 1.0)
+        return self.decoder(latent.to(self.decoder[1].weight)).float().clamp(0.0, 1.0)
 
     def raw_to_model(self, raw: torch.Tensor) -> torch.Tensor:
         """A raw latent of the decoder's space, ready for `decode`."""
@@ -204,8 +192,7 @@ class Transcoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        weight = self.transd[1].weight
-        return self.transe(self.transd(latent.to(device=weight.device, dtype=weight.dtype))).float()
+        return self.transe(self.transd(latent.to(self.transd[1].weight))).float()
 
 
 def load_transcoder(state_dict: Mapping[str, torch.Tensor], *, device: torch.device | str,
