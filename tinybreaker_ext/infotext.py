@@ -64,12 +64,9 @@ def format_number(value: float | int) -> str:
     return repr(cleaned + 0.0)  # + 0.0 turns -0.0 into 0.0
 
 
-def a1111_sampler_name(sampler: str | None, scheduler: str | None = "normal") -> str | None:
-    """A ComfyUI sampler/scheduler's A1111 label (empty scheduler: normal; unknown: left out); None if no sampler."""
-    sampler = str(sampler).strip() if sampler is not None else ""
-    scheduler = (str(scheduler).strip() if scheduler is not None else "") or "normal"
-    if not sampler:
-        return None
+def a1111_sampler_name(sampler: str, scheduler: str) -> str:
+    """A ComfyUI sampler/scheduler's A1111 label (an unknown scheduler is left out)."""
+    sampler, scheduler = sampler.strip(), scheduler.strip()
     if scheduler == "normal" and sampler in LEGACY_NORMAL:
         return A1111_SAMPLERS[sampler]
     return f"{A1111_SAMPLERS.get(sampler, 'Euler')} {A1111_SCHEDULERS.get(scheduler, '')}".strip()
@@ -132,11 +129,9 @@ def format_infotext(plan: GenerationPlan, index: int = 0, *, model: str | None =
     replaced by the seed used), the negative prompt, the reference's standard fields, then ours."""
     seed = plan.seeds[index]
     width, height = plan.output_size
-    fields: dict[str, object] = {"Steps": plan.base_steps + plan.refine_steps}
-    sampler = a1111_sampler_name(plan.base.sampler, plan.base.scheduler)
-    if sampler:
-        fields["Sampler"] = sampler
-    fields.update({"CFG scale": format_number(plan.base.cfg), "Seed": seed, "Size": f"{width}x{height}"})
+    fields: dict[str, object] = {"Steps": plan.base_steps + plan.refine_steps,
+                                 "Sampler": a1111_sampler_name(plan.base.sampler, plan.base.scheduler),
+                                 "CFG scale": format_number(plan.base.cfg), "Seed": seed, "Size": f"{width}x{height}"}
     if model:
         fields["Model"] = os.path.splitext(os.path.basename(model))[0]
     fields.update(tb_fields(plan, seed))
