@@ -17,7 +17,7 @@ from .limits import AreaLimits, TokenCounter, check_image_area, prompt_token_war
 from .params import FROM_STYLE, TinyBreakerParams
 from .prompt.file_defaults import FileDefaults
 from .prompt.grammar import RANDOM_SEED_MAX, SEED_MAX, InlinePrompt, parse_inline_prompt
-from .prompt.sizes import SIZE_MULTIPLE, format_aspect, image_size, snap_to_pixart, snap_to_step
+from .prompt.sizes import SIZE_MULTIPLE, image_size, snap_to_pixart, snap_to_step
 from .prompt.styles import StyleLibrary
 from .prompt.templates import apply_template, refiner_text
 from .sampling.schedules import pixart_sigmas, sd1_sigmas, timestep_of
@@ -291,9 +291,9 @@ def _image_size(request: ImageRequest, parsed: InlinePrompt, notes: list[str],
     return width, height
 
 
-def _aspect_of(width: int, height: int) -> str:
+def _aspect_of(width: int, height: int) -> tuple[int, int]:
     divisor = math.gcd(int(width), int(height)) or 1
-    return format_aspect(int(width) // divisor, int(height) // divisor)
+    return int(width) // divisor, int(height) // divisor
 
 
 # -- stages -------------------------------------------------------------------------------------------------------
