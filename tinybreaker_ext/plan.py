@@ -120,11 +120,8 @@ class GenerationPlan:
 
     def summary(self) -> dict:
         """The plan as JSON data: the API's ``/tinybreaker/v1/plan`` answer."""
-        def stage(values: StageParams, sigmas: torch.Tensor | None = None) -> dict:
-            entry = dataclasses.asdict(values)
-            if sigmas is not None:
-                entry["sigmas"] = [round(float(sigma), 6) for sigma in sigmas]
-            return entry
+        def stage(values: StageParams, sigmas: torch.Tensor) -> dict:
+            return {**dataclasses.asdict(values), "sigmas": [round(float(sigma), 6) for sigma in sigmas]}
 
         texts = self.texts()
         return {"params": self.params.as_dict(), "style": self.params.style, "width": self.width, "height": self.height,
@@ -134,7 +131,8 @@ class GenerationPlan:
                 "refine_strength": self.refine_strength,
                 "base_steps": self.base_steps, "refine_steps": self.refine_steps,
                 "base": stage(self.base, self.base_sigmas), "refine": stage(self.refine, self.refine_sigmas),
-                "upscaler": stage(self.upscaler), "texts": dataclasses.asdict(texts), "warnings": list(self.warnings)}
+                "upscaler": dataclasses.asdict(self.upscaler), "texts": dataclasses.asdict(texts),
+                "warnings": list(self.warnings)}
 
     def recorded_params(self) -> TinyBreakerParams:
         """The fields infotext records: the base values that ran, the rest as given (docs/design.md "Infotext")."""
