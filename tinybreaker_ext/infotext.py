@@ -64,23 +64,20 @@ def format_number(value: float | int) -> str:
     return repr(cleaned + 0.0)  # + 0.0 turns -0.0 into 0.0
 
 
-def a1111_sampler_name(sampler: str | None, scheduler: str | None = "normal") -> str | None:
-    """A ComfyUI sampler/scheduler's A1111 label (empty scheduler: normal; unknown: left out); None if no sampler."""
-    sampler = str(sampler).strip() if sampler is not None else ""
-    scheduler = (str(scheduler).strip() if scheduler is not None else "") or "normal"
-    if not sampler:
-        return None
+def a1111_sampler_name(sampler: str, scheduler: str) -> str:
+    """A ComfyUI sampler/scheduler's A1111 label (an unknown scheduler is left out)."""
+    sampler, scheduler = sampler.strip(), scheduler.strip()
     if scheduler == "normal" and sampler in LEGACY_NORMAL:
         return A1111_SAMPLERS[sampler]
     return f"{A1111_SAMPLERS.get(sampler, 'Euler')} {A1111_SCHEDULERS.get(scheduler, '')}".strip()
 
 
 def format_stage_parameters(stage: StageParams) -> str:
-    """`sampler_name:…, …, noise_seed:…`; the end is where the stage stops: a negative end counts from the last
-    step, never past `steps` (docs/numerics.md "Step windows")."""
-    end = min(stage.steps, stage.steps_end if stage.steps_end >= 0 else stage.steps + stage.steps_end)
-    return (f"sampler_name:{stage.sampler.strip()}, scheduler:{stage.scheduler.strip()}, steps:{int(stage.steps)}, "
-            f"start_at_step:{int(stage.steps_start)}, end_at_step:{end}, "
+    """`sampler_name:…, …, noise_seed:…` of the window as it runs: the detail level (step factor) folded into steps,
+    start and end (docs/numerics.md "Step windows")."""
+    steps, start, end = step_window(stage.steps, stage.steps_start, stage.steps_end, stage.steps_nfactor)
+    return (f"sampler_name:{stage.sampler.strip()}, scheduler:{stage.scheduler.strip()}, steps:{steps}, "
+            f"start_at_step:{start}, end_at_step:{end}, "
             f"cfg:{format_number(stage.cfg)}, noise_seed:{int(stage.noise_seed)}")
 
 
@@ -124,7 +121,7 @@ def tb_fields(plan: GenerationPlan, seed: int) -> dict[str, str]:
     """ComfyUI-TinyBreaker's fields for the image with base seed ``seed``; the refine seed is the same for all."""
     return {TB_STYLE: plan.params.style,
             TB_BASE_PARAMETERS: format_stage_parameters(plan.base.copy(noise_seed=int(seed))),
-            TB_REFINER_PARAMETERS: format_stage_parameters(_window(plan.refine))}
+            TB_REFINER_PARAMETERS: format_stage_parameters(plan.refine)}
 
 
 def format_infotext(plan: GenerationPlan, index: int = 0, *, model: str | None = None) -> str:
@@ -132,11 +129,9 @@ def format_infotext(plan: GenerationPlan, index: int = 0, *, model: str | None =
     replaced by the seed used), the negative prompt, the reference's standard fields, then ours."""
     seed = plan.seeds[index]
     width, height = plan.output_size
-    fields: dict[str, object] = {"Steps": plan.base_steps + plan.refine_steps}
-    sampler = a1111_sampler_name(plan.base.sampler, plan.base.scheduler)
-    if sampler:
-        fields["Sampler"] = sampler
-    fields.update({"CFG scale": format_number(plan.base.cfg), "Seed": seed, "Size": f"{width}x{height}"})
+    fields: dict[str, object] = {"Steps": plan.base_steps + plan.refine_steps,
+                                 "Sampler": a1111_sampler_name(plan.base.sampler, plan.base.scheduler),
+                                 "CFG scale": format_number(plan.base.cfg), "Seed": seed, "Size": f"{width}x{height}"}
     if model:
         fields["Model"] = os.path.splitext(os.path.basename(model))[0]
     fields.update(tb_fields(plan, seed))
@@ -146,9 +141,3 @@ def format_infotext(plan: GenerationPlan, index: int = 0, *, model: str | None =
     negative_line = f"\nNegative prompt: {negative}" if negative else ""
     last_line = ", ".join(f"{key}: {quote_infotext_value(value)}" for key, value in fields.items())
     return f"{prompt}{negative_line}\n{last_line}".strip()
-
-
-def _window(stage: StageParams) -> StageParams:
-    """The refine window as it ran: the detail level (step factor) folded into steps, start and end."""
-    steps, start, end = step_window(stage.steps, stage.steps_start, stage.steps_end, stage.steps_nfactor)
-    return stage.copy(steps=steps, steps_start=start, steps_end=end, steps_nfactor=0)

@@ -17,7 +17,7 @@ from .limits import AreaLimits, TokenCounter, check_image_area, prompt_token_war
 from .params import FROM_STYLE, TinyBreakerParams
 from .prompt.file_defaults import FileDefaults
 from .prompt.grammar import RANDOM_SEED_MAX, SEED_MAX, InlinePrompt, parse_inline_prompt
-from .prompt.sizes import SIZE_MULTIPLE, format_aspect, image_size, snap_to_pixart, snap_to_step
+from .prompt.sizes import SIZE_MULTIPLE, image_size, snap_to_pixart, snap_to_step
 from .prompt.styles import StyleLibrary
 from .prompt.templates import apply_template, refiner_text
 from .sampling.schedules import pixart_sigmas, sd1_sigmas, timestep_of
@@ -120,11 +120,8 @@ class GenerationPlan:
 
     def summary(self) -> dict:
         """The plan as JSON data: the API's ``/tinybreaker/v1/plan`` answer."""
-        def stage(values: StageParams, sigmas: torch.Tensor | None = None) -> dict:
-            entry = dataclasses.asdict(values)
-            if sigmas is not None:
-                entry["sigmas"] = [round(float(sigma), 6) for sigma in sigmas]
-            return entry
+        def stage(values: StageParams, sigmas: torch.Tensor) -> dict:
+            return {**dataclasses.asdict(values), "sigmas": [round(float(sigma), 6) for sigma in sigmas]}
 
         texts = self.texts()
         return {"params": self.params.as_dict(), "style": self.params.style, "width": self.width, "height": self.height,
@@ -134,7 +131,8 @@ class GenerationPlan:
                 "refine_strength": self.refine_strength,
                 "base_steps": self.base_steps, "refine_steps": self.refine_steps,
                 "base": stage(self.base, self.base_sigmas), "refine": stage(self.refine, self.refine_sigmas),
-                "upscaler": stage(self.upscaler), "texts": dataclasses.asdict(texts), "warnings": list(self.warnings)}
+                "upscaler": dataclasses.asdict(self.upscaler), "texts": dataclasses.asdict(texts),
+                "warnings": list(self.warnings)}
 
     def recorded_params(self) -> TinyBreakerParams:
         """The fields infotext records: the base values that ran, the rest as given (docs/design.md "Infotext")."""
@@ -291,9 +289,9 @@ def _image_size(request: ImageRequest, parsed: InlinePrompt, notes: list[str],
     return width, height
 
 
-def _aspect_of(width: int, height: int) -> str:
+def _aspect_of(width: int, height: int) -> tuple[int, int]:
     divisor = math.gcd(int(width), int(height)) or 1
-    return format_aspect(int(width) // divisor, int(height) // divisor)
+    return int(width) // divisor, int(height) // divisor
 
 
 # -- stages -------------------------------------------------------------------------------------------------------

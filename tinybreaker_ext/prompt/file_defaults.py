@@ -3,6 +3,7 @@ against styles, fields and inline arguments: docs/design.md "One plan"."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -49,8 +50,6 @@ def read_file_defaults(metadata: Mapping[str, str], source: str = "checkpoint") 
 
 def checkpoint_file_defaults(path: str) -> FileDefaults:
     """The defaults in the metadata of the TinyBreaker file at ``path`` (its header only is read)."""
-    import os
-
     from ..files.classify import header_of
 
     return read_file_defaults(header_of(path).metadata, source=os.path.basename(path))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ParameterError
 from ..params import DETAIL_LEVEL_WORDS, UPSCALE_MODES, UPSCALE_NOISE_WORDS
-from .sizes import clamp_aspect, format_aspect, parse_aspect
+from .sizes import clamp_aspect, parse_aspect
 
 RANDOM_SEED_MAX = 1 << 24  # `--seed random` draws from [0, 2^24], inclusive, like the reference
 SEED_MAX = 0xFFFF_FFFF_FFFF_FFFF
@@ -174,7 +174,7 @@ def _read_aspect(spec, value, warnings):
         warnings.append(f"--{spec.name}: {_short(words[1])!r} after {words[0]!r} is ignored")
     clamped = clamp_aspect(width, height)
     if clamped != (width, height):
-        warnings.append(f"--{spec.name} {width}:{height} is clamped to {format_aspect(*clamped)} "
+        warnings.append(f"--{spec.name} {width}:{height} is clamped to {clamped[0]}:{clamped[1]} "
                         "(one side may be at most 6 times the other)")
     return clamped
 

@@ -52,10 +52,6 @@ def normalize_aspect(text: str | tuple[int, int], orientation: str | None = "") 
     return width, height
 
 
-def format_aspect(width: int, height: int) -> str:
-    return f"{width}:{height}"
-
-
 def scale_factor(scale: str | float | None) -> float:
     """A named scale (small, medium, large) or a number; None means the default (large)."""
     name = DEFAULT_SCALE if scale is None else str(scale).strip().lower()

@@ -186,24 +186,20 @@ class StyleLibrary:
                     raise
                 self.warnings.append(f"{error} (file skipped)")
         order_file = folder / ORDER_FILE
-        if order_file.is_file():
-            self.add_order(_read_text(order_file))
+        if order_file.is_file():  # comma-separated names and `#`/`;` comment lines; names already ordered stay
+            for line in _read_text(order_file).splitlines():
+                line = line.strip()
+                if not line or line.startswith(("#", ";")):
+                    continue
+                for name in (part.strip() for part in line.split(",")):
+                    if name and name not in self._order:
+                        self._order.append(name)
         return self
 
     def load_text(self, text: str, source: str = "<style text>") -> "StyleLibrary":
         """Adds the styles defined in an INI text (raises StyleError if it is not INI)."""
         self._merge(*_read_style_text(text, source, self.warnings), source)
         return self
-
-    def add_order(self, order_text: str) -> None:
-        """Appends the names of an `order.conf` text (comma-separated, `#`/`;` comment lines) not yet ordered."""
-        for line in order_text.splitlines():
-            line = line.strip()
-            if not line or line.startswith(("#", ";")):
-                continue
-            for name in (part.strip() for part in line.split(",")):
-                if name and name not in self._order:
-                    self._order.append(name)
 
     def _merge(self, defaults: dict, sections: list[tuple[str, str | None, dict]], source: str) -> None:
         first = not self._styles and not self._defaults
