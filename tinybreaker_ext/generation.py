@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -18,8 +17,6 @@ from .params import TinyBreakerParams
 from .plan import GenerationPlan, ImageRequest, RandomSource, make_plan
 from .prompt.file_defaults import FileDefaults
 from .prompt.styles import StyleLibrary
-
-StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]  # (step, total, x, denoised)
 
 
 @dataclass

@@ -16,7 +16,8 @@ from .errors import ModelFileError, ParameterError
 from .latent_formats import SD1_SCALE
 from .models.tiled import tiled_decode, tiled_encode
 from .sampling.noise import stage_noise
-from .sampling.samplers import get_sampler
+from .sampling.samplers import Denoiser, get_sampler
+from .sampling.samplers_common import ProgressCallback
 from .sampling.schedules import sd1_sigmas
 from .sampling.stage import sample_stage
 from .stage_params import StageParams
@@ -26,10 +27,8 @@ EXTRA_NOISE_SEED_OFFSET = 100
 VAE_TILE_PX, VAE_OVERLAP_PERCENT = 512, 100
 PIXELS_PER_LATENT = 8
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LatentFunction = Callable[[torch.Tensor], torch.Tensor]
 ImageFunction = Callable[[torch.Tensor], torch.Tensor]  # images [B, 3, H, W] in [0, 1] → images in [0, 1]
-ProgressCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
