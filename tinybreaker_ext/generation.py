@@ -33,14 +33,14 @@ class GenerationResult:
         return [Image.fromarray(array) for array in arrays]
 
 
-def plan_for(params: TinyBreakerParams, request: ImageRequest, *, styles: StyleLibrary | None = None,
-             rng: RandomSource | None = None, file_defaults: FileDefaults | None = None) -> GenerationPlan:
-    """The plan with the built-in styles (or ``styles``) and the checkpoint's metadata defaults; the command line
-    refines with the embedded model, so only the reference's refine sampling applies."""
+def plan_for(params: TinyBreakerParams, request: ImageRequest, *, rng: RandomSource | None = None,
+             file_defaults: FileDefaults | None = None) -> GenerationPlan:
+    """The plan with the built-in styles and the checkpoint's metadata defaults; the command line refines with the
+    embedded model, so only the reference's refine sampling applies."""
     if params.refine_sampler != "tinybreaker":
         raise ParameterError("refine_sampler", f"{params.refine_sampler!r} needs a WebUI's sampler; the command line "
                                                "refines with the style's own ('tinybreaker')")
-    return make_plan(params, request, styles or StyleLibrary.load_builtin(), rng=rng, file_defaults=file_defaults)
+    return make_plan(params, request, StyleLibrary.load_builtin(), rng=rng, file_defaults=file_defaults)
 
 
 def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
