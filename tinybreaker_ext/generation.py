@@ -78,13 +78,20 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
                                 compile=compile)
         refiner = EmbeddedRefiner(pipeline, clip_tokenizer_path=files.clip_tokenizer,
                                   tokenizer_search=files.tokenizer_search)
-        _load_models(pipeline, refiner, t5_mode=t5_mode, placement=placement, decoder=decoder,
-                     upscale=plan.params.upscale)
+        # Every model the plan uses, read now (the stages would load them on first use).
+        pipeline.t5(t5_mode, placement)
+        pipeline.tokenizer, pipeline.pixart, refiner.unet, refiner.text_encoder  # reading each property loads it
+        refiner.decoder(decoder)
+        if refiner.family == "sd1":
+            pipeline.transcoder
         upscale_model = None
-        if plan.params.upscale and plan.params.pre_upscaler:
+        if plan.params.upscale:
             from .upscale_models import load_upscale_model
+            from .upscaler import upscaler_vae
 
-            upscale_model = load_upscale_model(files.upscale_model)
+            upscaler_vae(pipeline)
+            if plan.params.pre_upscaler:
+                upscale_model = load_upscale_model(files.upscale_model)
     with phase("encode", "the prompts (T5 for the base, CLIP for the refine)"):
         for text in (texts.base_prompt, texts.base_negative):
             pipeline.encode(text, placement=placement, t5_mode=t5_mode)
@@ -121,19 +128,6 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
                                                    mode=plan.params.upscale_mode, upscale_model=upscale_model)
     infotexts = [format_infotext(plan, index, model=files.checkpoint) for index in range(plan.batch_size)]
     return GenerationResult(images=images, infotexts=infotexts, plan=plan, refined=latent)
-
-
-def _load_models(pipeline, refiner, *, t5_mode: str, placement, decoder: str, upscale: bool) -> None:
-    """Every model the plan uses, read now (the stages would load them on first use)."""
-    pipeline.t5(t5_mode, placement)
-    pipeline.tokenizer, pipeline.pixart, refiner.unet, refiner.text_encoder  # reading each property loads it
-    refiner.decoder(decoder)
-    if refiner.family == "sd1":
-        pipeline.transcoder
-    if upscale:
-        from .upscaler import upscaler_vae
-
-        upscaler_vae(pipeline)
 
 
 def upscale_detail(plan: GenerationPlan) -> str:
