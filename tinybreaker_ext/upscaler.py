@@ -220,12 +220,10 @@ def upscaler_vae(pipeline):
         raise ModelFileError(pipeline.checkpoint.path, f"{what} has no upscaler VAE ({REFINER_FIRST_STAGE_PREFIX}*),"
                                                         " so the Tiny Upscaler cannot run",
                              "tinybreaker_prototype1 for upscaling, or turn the upscaler off")
-    vae = _upscaler_vaes.get(pipeline)
-    if vae is None:
-        vae = load_tiny_vae(pipeline.checkpoint.prefixed(REFINER_FIRST_STAGE_PREFIX), default_scale=SD1_SCALE,
-                            device="cpu", dtype=pipeline.dtype).eval()
-        _upscaler_vaes[pipeline] = vae
-    return vae
+    if pipeline not in _upscaler_vaes:
+        _upscaler_vaes[pipeline] = load_tiny_vae(pipeline.checkpoint.prefixed(REFINER_FIRST_STAGE_PREFIX),
+                                                 default_scale=SD1_SCALE, device="cpu", dtype=pipeline.dtype).eval()
+    return _upscaler_vaes[pipeline]
 
 
 def tiny_vae_encode_fn(vae) -> LatentFunction:
