@@ -72,7 +72,9 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
     texts = plan.texts()
     t5_mode = t5_mode or plan.params.t5_mode
 
-    with phase("load", _file_sizes(files)):
+    sizes = ", ".join(f"{os.path.basename(path)} ({format_bytes(os.path.getsize(path))})"
+                      for path in (files.checkpoint, files.t5))
+    with phase("load", sizes):
         pipeline = get_pipeline(files.checkpoint, files.t5, device=device, dtype=dtype,
                                 tokenizer_path=files.t5_tokenizer, tokenizer_search=files.tokenizer_search,
                                 compile=compile)
@@ -144,11 +146,6 @@ def upscale_detail(plan: GenerationPlan) -> str:
 def _stage_detail(model: str, steps: int, stage, images: int) -> str:
     detail = f"{model}, {steps} steps of {stage.sampler}, CFG {stage.cfg:g}"
     return detail + (f", {images} images" if images > 1 else "")
-
-
-def _file_sizes(files: ModelFileSet) -> str:
-    return ", ".join(f"{os.path.basename(path)} ({format_bytes(os.path.getsize(path))})"
-                     for path in (files.checkpoint, files.t5))
 
 
 def format_bytes(count: int) -> str:
