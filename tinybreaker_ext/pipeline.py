@@ -90,8 +90,7 @@ class TinyBreakerPipeline:
         key = cache_key(encoder, self.tokenizer, text, DEFAULT_MIN_LENGTH)
         if placement is not None and key not in self.prompt_cache:
             placement.make_room(encoder.device_bytes())
-        embedding = encode_t5_prompt(encoder, self.tokenizer, text, cache=self.prompt_cache)
-        return embedding.cpu()
+        return encode_t5_prompt(encoder, self.tokenizer, text, cache=self.prompt_cache).cpu()
 
     def base(self, texts: list[str], negative_texts: list[str], stage: StageParams, sigmas: torch.Tensor, *,
              width: int, height: int, seeds: list[int], placement: ModulePlacement | None = None,
