@@ -65,6 +65,8 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
     from .pipeline import get_pipeline
     from .placement import MovePlacement
     from .standalone import EmbeddedRefiner
+    from .upscale_models import load_upscale_model
+    from .upscaler import upscale_with_embedded_refiner, upscaler_vae
 
     phase = progress.phase if progress else lambda *args: contextlib.nullcontext()
     device = torch.device(device)
@@ -88,9 +90,6 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
             pipeline.transcoder
         upscale_model = None
         if plan.params.upscale:
-            from .upscale_models import load_upscale_model
-            from .upscaler import upscaler_vae
-
             upscaler_vae(pipeline)
             if plan.params.pre_upscaler:
                 upscale_model = load_upscale_model(files.upscale_model)
@@ -122,8 +121,6 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
     with phase("decode", f"{plan.width}x{plan.height} with the {decoder.replace('_', '-')} {family} decoder"):
         images = refiner.decode(latent, quality=decoder, placement=placement)
     if plan.params.upscale:
-        from .upscaler import upscale_with_embedded_refiner
-
         with phase("upscale", upscale_detail(plan), plan.upscaler.steps) as on_step:
             images = upscale_with_embedded_refiner(refiner, images, plan.upscaler, plan.params.upscale_by,
                                                    placement=placement, callback=on_step,
