@@ -26,12 +26,6 @@ class GenerationResult:
     plan: GenerationPlan
     refined: torch.Tensor  # the refined model-space latent [B, 4, H/8, W/8] (the refiner's family), before decoding
 
-    def pil_images(self):
-        from PIL import Image
-
-        arrays = (self.images.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-        return [Image.fromarray(array) for array in arrays]
-
 
 def plan_for(params: TinyBreakerParams, request: ImageRequest, *, rng: RandomSource | None = None,
              file_defaults: FileDefaults | None = None) -> GenerationPlan:
