@@ -123,6 +123,10 @@ class DeviceLedger:
         return sum(placed.values())
 
 
+def module_bytes(module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
 class LedgerPlacement:
     """``MovePlacement(device, policy)`` plus a ledger of what it would leave on an accelerator."""
 
@@ -136,8 +140,6 @@ class LedgerPlacement:
 
     @contextlib.contextmanager
     def use(self, module):
-        from tinybreaker_ext.placement import module_bytes
-
         with self.inner.use(module) as placed:
             self.ledger.enter(id(module), type(module).__name__, module_bytes(module))
             yield placed

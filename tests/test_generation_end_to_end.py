@@ -11,6 +11,7 @@ pytest.importorskip("diffusers")
 
 from builders.infotext import parse_infotext  # noqa: E402
 from tinybreaker_ext.generation import plan_for, run_plan  # noqa: E402
+from tinybreaker_ext.image_files import pil_images
 from tinybreaker_ext.model_files import ModelFileSet
 from tinybreaker_ext.params import TinyBreakerParams
 from tinybreaker_ext.plan import ImageRequest
@@ -25,7 +26,7 @@ def files(tiny_model_folder):
 
 def png_bytes(result):
     buffers = []
-    for image in result.pil_images():
+    for image in pil_images(result.images):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         buffers.append(hashlib.sha256(buffer.getvalue()).hexdigest())

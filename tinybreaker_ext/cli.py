@@ -144,7 +144,7 @@ def run(args) -> list[str]:
     """Checks everything, then generates and saves; returns the written paths."""
     from .console import ConsoleProgress
     from .generation import check_files_for_plan, plan_for, run_plan
-    from .image_files import check_writable, output_paths, save_image
+    from .image_files import check_writable, output_paths, pil_images, save_image
     from .memory_plan import plan_memory
     from .model_files import resolve_cli_files
     from .placement import MovePlacement
@@ -185,7 +185,7 @@ def run(args) -> list[str]:
     result = run_plan(files, plan, device=device, dtype=dtype, decoder=args.decoder, progress=console,
                       t5_mode=memory.t5_mode, compile=args.compile)
     with console.phase("save", ", ".join(paths)):
-        for path, image, infotext in zip(paths, result.pil_images(), result.infotexts):
+        for path, image, infotext in zip(paths, pil_images(result.images), result.infotexts):
             save_image(image, path, infotext)
     console.status(console.summary())
     return paths

@@ -10,7 +10,8 @@ import time
 from typing import Iterator, Optional, TextIO
 
 from .files.safetensors_file import bytes_read
-from .generation import StepCallback, format_bytes
+from .generation import format_bytes
+from .sampling.samplers_common import ProgressCallback
 
 
 class ConsoleProgress:
@@ -29,7 +30,7 @@ class ConsoleProgress:
         print(f"warning: {text}", file=self.stream, flush=True)
 
     @contextlib.contextmanager
-    def phase(self, name: str, detail: str = "", steps: int = 0) -> Iterator[Optional[StepCallback]]:
+    def phase(self, name: str, detail: str = "", steps: int = 0) -> Iterator[Optional[ProgressCallback]]:
         self.status(f"{name}: {detail}" if detail else name)
         bar = None
         if self.bars and steps:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -19,8 +18,6 @@ from .plan import GenerationPlan, ImageRequest, RandomSource, make_plan
 from .prompt.file_defaults import FileDefaults
 from .prompt.styles import StyleLibrary
 
-StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]  # (step, total, x, denoised)
-
 
 @dataclass
 class GenerationResult:
@@ -29,21 +26,15 @@ class GenerationResult:
     plan: GenerationPlan
     refined: torch.Tensor  # the refined model-space latent [B, 4, H/8, W/8] (the refiner's family), before decoding
 
-    def pil_images(self):
-        from PIL import Image
 
-        arrays = (self.images.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-        return [Image.fromarray(array) for array in arrays]
-
-
-def plan_for(params: TinyBreakerParams, request: ImageRequest, *, styles: StyleLibrary | None = None,
-             rng: RandomSource | None = None, file_defaults: FileDefaults | None = None) -> GenerationPlan:
-    """The plan with the built-in styles (or ``styles``) and the checkpoint's metadata defaults; the command line
-    refines with the embedded model, so only the reference's refine sampling applies."""
+def plan_for(params: TinyBreakerParams, request: ImageRequest, *, rng: RandomSource | None = None,
+             file_defaults: FileDefaults | None = None) -> GenerationPlan:
+    """The plan with the built-in styles and the checkpoint's metadata defaults; the command line refines with the
+    embedded model, so only the reference's refine sampling applies."""
     if params.refine_sampler != "tinybreaker":
         raise ParameterError("refine_sampler", f"{params.refine_sampler!r} needs a WebUI's sampler; the command line "
                                                "refines with the style's own ('tinybreaker')")
-    return make_plan(params, request, styles or StyleLibrary.load_builtin(), rng=rng, file_defaults=file_defaults)
+    return make_plan(params, request, StyleLibrary.load_builtin(), rng=rng, file_defaults=file_defaults)
 
 
 def check_files_for_plan(files: ModelFileSet, plan: GenerationPlan) -> None:
@@ -68,6 +59,8 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
     from .pipeline import get_pipeline
     from .placement import MovePlacement
     from .standalone import EmbeddedRefiner
+    from .upscale_models import load_upscale_model
+    from .upscaler import upscale_with_embedded_refiner, upscaler_vae
 
     phase = progress.phase if progress else lambda *args: contextlib.nullcontext()
     device = torch.device(device)
@@ -75,19 +68,25 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
     texts = plan.texts()
     t5_mode = t5_mode or plan.params.t5_mode
 
-    with phase("load", _file_sizes(files)):
+    sizes = ", ".join(f"{os.path.basename(path)} ({format_bytes(os.path.getsize(path))})"
+                      for path in (files.checkpoint, files.t5))
+    with phase("load", sizes):
         pipeline = get_pipeline(files.checkpoint, files.t5, device=device, dtype=dtype,
                                 tokenizer_path=files.t5_tokenizer, tokenizer_search=files.tokenizer_search,
                                 compile=compile)
         refiner = EmbeddedRefiner(pipeline, clip_tokenizer_path=files.clip_tokenizer,
                                   tokenizer_search=files.tokenizer_search)
-        _load_models(pipeline, refiner, t5_mode=t5_mode, placement=placement, decoder=decoder,
-                     upscale=plan.params.upscale)
+        # Every model the plan uses, read now (the stages would load them on first use).
+        pipeline.t5(t5_mode, placement)
+        pipeline.tokenizer, pipeline.pixart, refiner.unet, refiner.text_encoder  # reading each property loads it
+        refiner.decoder(decoder)
+        if refiner.family == "sd1":
+            pipeline.transcoder
         upscale_model = None
-        if plan.params.upscale and plan.params.pre_upscaler:
-            from .upscale_models import load_upscale_model
-
-            upscale_model = load_upscale_model(files.upscale_model)
+        if plan.params.upscale:
+            upscaler_vae(pipeline)
+            if plan.params.pre_upscaler:
+                upscale_model = load_upscale_model(files.upscale_model)
     with phase("encode", "the prompts (T5 for the base, CLIP for the refine)"):
         for text in (texts.base_prompt, texts.base_negative):
             pipeline.encode(text, placement=placement, t5_mode=t5_mode)
@@ -116,27 +115,12 @@ def run_plan(files: ModelFileSet, plan: GenerationPlan, *, device: torch.device 
     with phase("decode", f"{plan.width}x{plan.height} with the {decoder.replace('_', '-')} {family} decoder"):
         images = refiner.decode(latent, quality=decoder, placement=placement)
     if plan.params.upscale:
-        from .upscaler import upscale_with_embedded_refiner
-
         with phase("upscale", upscale_detail(plan), plan.upscaler.steps) as on_step:
             images = upscale_with_embedded_refiner(refiner, images, plan.upscaler, plan.params.upscale_by,
                                                    placement=placement, callback=on_step,
                                                    mode=plan.params.upscale_mode, upscale_model=upscale_model)
     infotexts = [format_infotext(plan, index, model=files.checkpoint) for index in range(plan.batch_size)]
     return GenerationResult(images=images, infotexts=infotexts, plan=plan, refined=latent)
-
-
-def _load_models(pipeline, refiner, *, t5_mode: str, placement, decoder: str, upscale: bool) -> None:
-    """Every model the plan uses, read now (the stages would load them on first use)."""
-    pipeline.t5(t5_mode, placement)
-    pipeline.tokenizer, pipeline.pixart, refiner.unet, refiner.text_encoder  # reading each property loads it
-    refiner.decoder(decoder)
-    if refiner.family == "sd1":
-        pipeline.transcoder
-    if upscale:
-        from .upscaler import upscaler_vae
-
-        upscaler_vae(pipeline)
 
 
 def upscale_detail(plan: GenerationPlan) -> str:
@@ -153,11 +137,6 @@ def upscale_detail(plan: GenerationPlan) -> str:
 def _stage_detail(model: str, steps: int, stage, images: int) -> str:
     detail = f"{model}, {steps} steps of {stage.sampler}, CFG {stage.cfg:g}"
     return detail + (f", {images} images" if images > 1 else "")
-
-
-def _file_sizes(files: ModelFileSet) -> str:
-    return ", ".join(f"{os.path.basename(path)} ({format_bytes(os.path.getsize(path))})"
-                     for path in (files.checkpoint, files.t5))
 
 
 def format_bytes(count: int) -> str:

@@ -76,6 +76,14 @@ def save_image(image, path: str, infotext: str) -> None:
         raise
 
 
+def pil_images(images) -> list:
+    """Images ``[B, 3, H, W]`` in [0, 1] as 8-bit RGB PIL images (rounded, as the WebUI saves them)."""
+    from PIL import Image
+
+    arrays = (images.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).byte().cpu().numpy()
+    return [Image.fromarray(array) for array in arrays]
+
+
 def exif_user_comment(text: str) -> bytes:
     """An EXIF block holding only ``text`` as UserComment, as piexif's ``UserComment.dump(text, "unicode")`` (what
     A1111 writes and reads). Written by hand: Pillow 9.5 to 12 store an untyped UserComment as BYTE, which piexif

@@ -37,9 +37,8 @@ def resolve_cli_files(models_dir: str, *, checkpoint: str | None = None, t5: str
         status(f"download: {filename} of {repo_id} into {dest_dir}")
         return download_hub_file(repo_id, filename, dest_dir, progress=progress)
 
-    checkpoint = _checked(checkpoint, "checkpoint") if checkpoint else _find_or_download(
-        "checkpoint", models_dir, fetch if download else None)
-    t5 = _checked(t5, "t5") if t5 else _find_or_download("t5", models_dir, fetch if download else None)
+    checkpoint = _model_file("checkpoint", checkpoint, models_dir, fetch if download else None)
+    t5 = _model_file("t5", t5, models_dir, fetch if download else None)
     # Tokenizer folders: models/TinyBreaker (the documented place, where a download goes), then models itself.
     search = {"models_dirs": [os.path.join(models_dir, TINYBREAKER_DIR), models_dir], "allow_download": download,
               "download": fetch}
@@ -49,20 +48,17 @@ def resolve_cli_files(models_dir: str, *, checkpoint: str | None = None, t5: str
                         tokenizer_search=search)
 
 
-def _checked(path: str, role: str) -> str:
+def _model_file(role: str, given: str | None, models_dir: str, download) -> str:
+    """``given`` (checked by its header), else the first file of ``role`` under ``models_dir``, else the hub's through
+    ``download`` (or an error if None)."""
     from .files.classify import open_model_file
-    from .files.finder import ROLE_KINDS
-
-    file, _info = open_model_file(path, ROLE_KINDS[role])
-    file.close()
-    return path
-
-
-def _find_or_download(role: str, models_dir: str, download) -> str:
-    """The first file of ``role`` under ``models_dir``, else the hub's through ``download`` (or an error if None)."""
-    from .files.finder import ROLE_NAMES, ModelFinder
+    from .files.finder import ROLE_KINDS, ROLE_NAMES, ModelFinder
     from .files.known_files import KNOWN_FILES
 
+    if given:
+        file, _info = open_model_file(given, ROLE_KINDS[role])
+        file.close()
+        return given
     found = ModelFinder([models_dir]).candidates(role)
     if found:
         return found[0].path

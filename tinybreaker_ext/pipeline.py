@@ -90,8 +90,7 @@ class TinyBreakerPipeline:
         key = cache_key(encoder, self.tokenizer, text, DEFAULT_MIN_LENGTH)
         if placement is not None and key not in self.prompt_cache:
             placement.make_room(encoder.device_bytes())
-        embedding = encode_t5_prompt(encoder, self.tokenizer, text, cache=self.prompt_cache)
-        return embedding.cpu()
+        return encode_t5_prompt(encoder, self.tokenizer, text, cache=self.prompt_cache).cpu()
 
     def base(self, texts: list[str], negative_texts: list[str], stage: StageParams, sigmas: torch.Tensor, *,
              width: int, height: int, seeds: list[int], placement: ModulePlacement | None = None,
@@ -136,14 +135,13 @@ class TinyBreakerPipeline:
 
     def preview_image(self, denoised: torch.Tensor):
         """A PIL image of a base-stage estimate through the TAESDXL decoder (first image of the batch)."""
-        from PIL import Image
+        from .image_files import pil_images
 
         decoder = self.transcoder.transd
         with torch.no_grad():
             weight = decoder[1].weight
-            image = decoder(denoised[:1].to(device=weight.device, dtype=weight.dtype)).float().clamp(0, 1)
-        array = (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
-        return Image.fromarray(array)
+            image = decoder(denoised[:1].to(device=weight.device, dtype=weight.dtype)).float()
+        return pil_images(image)[0]
 
 
 def encode_per_image(encode, texts: list[str], negative_texts: list[str], count: int):

@@ -16,7 +16,8 @@ from .errors import ModelFileError, ParameterError
 from .latent_formats import SD1_SCALE
 from .models.tiled import tiled_decode, tiled_encode
 from .sampling.noise import stage_noise
-from .sampling.samplers import get_sampler
+from .sampling.samplers import Denoiser, get_sampler
+from .sampling.samplers_common import ProgressCallback
 from .sampling.schedules import sd1_sigmas
 from .sampling.stage import sample_stage
 from .stage_params import StageParams
@@ -26,10 +27,8 @@ EXTRA_NOISE_SEED_OFFSET = 100
 VAE_TILE_PX, VAE_OVERLAP_PERCENT = 512, 100
 PIXELS_PER_LATENT = 8
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LatentFunction = Callable[[torch.Tensor], torch.Tensor]
 ImageFunction = Callable[[torch.Tensor], torch.Tensor]  # images [B, 3, H, W] in [0, 1] → images in [0, 1]
-ProgressCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -221,12 +220,10 @@ def upscaler_vae(pipeline):
         raise ModelFileError(pipeline.checkpoint.path, f"{what} has no upscaler VAE ({REFINER_FIRST_STAGE_PREFIX}*),"
                                                         " so the Tiny Upscaler cannot run",
                              "tinybreaker_prototype1 for upscaling, or turn the upscaler off")
-    vae = _upscaler_vaes.get(pipeline)
-    if vae is None:
-        vae = load_tiny_vae(pipeline.checkpoint.prefixed(REFINER_FIRST_STAGE_PREFIX), default_scale=SD1_SCALE,
-                            device="cpu", dtype=pipeline.dtype).eval()
-        _upscaler_vaes[pipeline] = vae
-    return vae
+    if pipeline not in _upscaler_vaes:
+        _upscaler_vaes[pipeline] = load_tiny_vae(pipeline.checkpoint.prefixed(REFINER_FIRST_STAGE_PREFIX),
+                                                 default_scale=SD1_SCALE, device="cpu", dtype=pipeline.dtype).eval()
+    return _upscaler_vaes[pipeline]
 
 
 def tiny_vae_encode_fn(vae) -> LatentFunction:

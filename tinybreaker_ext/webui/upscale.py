@@ -103,12 +103,10 @@ def check_plan_upscaler(generation) -> None:
 def pre_upscale_function(upscaler, scale_by: float):
     """Images [B, 3, H, W] in [0, 1] → the host upscaler's, about ``scale_by`` times larger (the Tiny Upscaler
     resizes them to its exact size)."""
-    from PIL import Image
+    from ..image_files import pil_images
 
     def run(images: torch.Tensor) -> torch.Tensor:
-        arrays = (images.permute(0, 2, 3, 1) * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-        enlarged = [upscaler.scaler.upscale(Image.fromarray(array), scale_by, upscaler.data_path)
-                    for array in arrays]
+        enlarged = [upscaler.scaler.upscale(image, scale_by, upscaler.data_path) for image in pil_images(images)]
         return torch.stack([torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
                             for image in enlarged]).permute(0, 3, 1, 2)
 
