@@ -71,9 +71,9 @@ def dynamic_choices() -> dict[str, list[str]]:
 
 def upscale_model_choices() -> list[str]:
     """'none', then the WebUI's own upscalers (what Hires fix offers)."""
-    from .upscale import upscaler_names
+    from .upscale import host_upscalers
 
-    return [params.NO_UPSCALE_MODEL, *upscaler_names()]
+    return [params.NO_UPSCALE_MODEL, *(str(upscaler.name) for upscaler in host_upscalers())]
 
 
 def control_choices(field_name: str) -> list[str]:

@@ -60,7 +60,7 @@ def build_run_plan(params: TinyBreakerParams, request: ImageRequest, styles, *,
                    files_required: bool = True) -> RunPlan:
     """The plan of a txt2img job, and of ``POST /plan`` (``files_required=False``: no T5 file is looked for, and
     without a checkpoint installed the plan is the styles' alone)."""
-    from .upscale import check_plan_upscaler
+    from .upscale import find_upscaler
 
     plan = RunPlan(params=params)
     try:
@@ -77,7 +77,8 @@ def build_run_plan(params: TinyBreakerParams, request: ImageRequest, styles, *,
         plan.params = plan.generation.params
         if files_required:
             plan.t5_path = resolve_file("t5", params.t5_file, "t5_file")
-        check_plan_upscaler(plan.generation)
+        if plan.generation.params.upscale and plan.generation.params.pre_upscaler:  # a 422 before any work
+            find_upscaler(plan.generation.params.pre_upscaler)
     except TinyBreakerError as error:
         plan.error = error
     return plan
