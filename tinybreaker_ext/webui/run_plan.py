@@ -22,7 +22,7 @@ class RunPlan:
     generation: GenerationPlan | None = None
     checkpoint_path: str | None = None
     t5_path: str | None = None
-    error: Exception | None = None
+    error: TinyBreakerError | None = None
     texts: list | None = None  # this batch's StageTexts, set in process_batch
     memory: MemoryPlan | None = None  # the preflight's estimate (check), set in process
     _engine: object = field(default=None, repr=False)
