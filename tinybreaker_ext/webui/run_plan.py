@@ -34,7 +34,7 @@ class RunPlan:
             device = host.compute_device()
             dtype = host.compute_dtype(device, locations.option(locations.SETTING_DTYPE, "auto"))
             self._engine = get_pipeline(self.checkpoint_path, self.t5_path, device=device, dtype=dtype,
-                                        tokenizer_search=_tokenizer_search(),
+                                        tokenizer_search=locations.tokenizer_search(),
                                         compile=bool(locations.option(locations.SETTING_COMPILE, False)))
         return self._engine
 
@@ -64,7 +64,7 @@ def build_run_plan(params: TinyBreakerParams, request: ImageRequest, styles, *,
 
     plan = RunPlan(params=params)
     try:
-        tokens = t5_token_counter(_tokenizer_search())
+        tokens = t5_token_counter(locations.tokenizer_search())
         plan.generation = make_plan(params, request, styles, t5_tokens=tokens)  # the fields checked first
         try:
             plan.checkpoint_path = resolve_file("checkpoint", params.checkpoint, "checkpoint")
@@ -117,10 +117,6 @@ def _forms(path: str, dirs: list[str]) -> list[str]:
     """How a request may name a file: its name, or its path relative to a model folder."""
     return [os.path.basename(path)] + [os.path.relpath(path, folder).replace(os.sep, "/") for folder in dirs
                                        if os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)]
-
-
-def _tokenizer_search() -> dict:
-    return {"models_dirs": locations.model_dirs(), "host_dirs": locations.host_tokenizer_dirs()}
 
 
 def free_for_tinybreaker(host, device, sd_model=None) -> tuple[int | None, int | None]:
