@@ -15,13 +15,11 @@ ROUTE_PREFIX = "/tinybreaker/v1"
 log = logging.getLogger(__name__)
 
 
-def request_error(error: Exception) -> Exception:
+def request_error(error: TinyBreakerError) -> Exception:
     """A TinyBreakerError is about what the request asked for → HTTP 422 with its one-line message (the UI shows it
-    too); anything else is a fault of the server and reaches the host's own handler (500) unchanged."""
+    too); callers let anything else, a fault of the server, reach the host's own handler (500) unchanged."""
     from fastapi import HTTPException
 
-    if not isinstance(error, TinyBreakerError):
-        return error
     # Positional: starlette before 0.28 (A1111's) has no HTTPException.__str__, and Exception's shows only the
     # positional arguments; queue tools (agent-scheduler) record str() of the error as a failed task's result.
     return HTTPException(422, str(error))
@@ -71,9 +69,9 @@ def dynamic_choices() -> dict[str, list[str]]:
 
 def upscale_model_choices() -> list[str]:
     """'none', then the WebUI's own upscalers (what Hires fix offers)."""
-    from .upscale import upscaler_names
+    from .upscale import host_upscalers
 
-    return [params.NO_UPSCALE_MODEL, *upscaler_names()]
+    return [params.NO_UPSCALE_MODEL, *(str(upscaler.name) for upscaler in host_upscalers())]
 
 
 def control_choices(field_name: str) -> list[str]:

@@ -81,10 +81,10 @@ def run_first_pass(p, plan: RunPlan, host, conditioning, unconditional_condition
     if shared.state.interrupted:
         return samples
     if plan.generation.refine_steps > 0:
+        host.before_host_sampling(p)
         refine = refine_with_reference_sampler if plan.generation.params.refine_sampler == "tinybreaker" else \
             refine_with_host_sampler
-        samples = refine(p, plan, host, samples, conditioning, unconditional_conditioning, seeds, subseeds,
-                         subseed_strength)
+        samples = refine(p, plan, samples, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength)
         devices.torch_gc()
     # Hires fix runs even when the refine has no steps: p.init already counted its job and wrote its infotext.
     if getattr(p, "enable_hr", False) and not shared.state.interrupted:
@@ -128,8 +128,8 @@ def run_base_stage(p, plan: RunPlan, host, texts, seeds, family: str) -> torch.T
     return latent[:, :, : p.height // 8, : p.width // 8]
 
 
-def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, unconditional_conditioning, seeds,
-                                  subseeds, subseed_strength):
+def refine_with_reference_sampler(p, plan: RunPlan, x, conditioning, unconditional_conditioning, seeds, subseeds,
+                                  subseed_strength):
     """The ``tinybreaker`` refine (docs/design.md "Refine modes"); every image's noise comes from the refine seed."""
     from modules import sd_samplers_common
 
@@ -139,7 +139,6 @@ def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, uncon
 
     generation = plan.generation
     refine_seeds = [generation.refine.noise_seed] * x.shape[0]
-    host.before_host_sampling(p)
     if p.scripts is not None:
         from ..sampling.noise import per_image_noise
 
@@ -163,13 +162,12 @@ def refine_with_reference_sampler(p, plan: RunPlan, host, x, conditioning, uncon
         return last[0]
 
 
-def refine_with_host_sampler(p, plan: RunPlan, host, x, conditioning, unconditional_conditioning, seeds, subseeds,
+def refine_with_host_sampler(p, plan: RunPlan, x, conditioning, unconditional_conditioning, seeds, subseeds,
                              subseed_strength):
     """The ``webui`` refine: a hires-style img2img pass with the host's sampler and noise, at the plan's strength."""
     from modules import rng, sd_samplers
 
     generation = plan.generation
-    host.before_host_sampling(p)
     p.sampler = sd_samplers.create_sampler(p.sampler_name, p.sd_model)
     if plan.params.image_shift:
         shifted = [seed + plan.params.image_shift for seed in seeds]

@@ -84,9 +84,7 @@ class A1111Host(HostAdapter):
     """AUTOMATIC1111 1.10: no memory manager (docs/hosts.md "Memory managers")."""
 
     name = "a1111"
-
-    def __init__(self):
-        self._moved_out = False
+    _moved_out = False  # set by before_tinybreaker: after_tinybreaker moves the checkpoint back
 
     def compute_device(self) -> torch.device:
         from modules import devices

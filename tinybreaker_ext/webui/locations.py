@@ -51,13 +51,15 @@ def model_dirs() -> list[str]:
     return unique_existing(dirs)
 
 
-def host_tokenizer_dirs() -> list[str]:
-    """T5 tokenizer copies the hosts ship in-tree (reForge, Forge), found relative to the WebUI's root."""
+def tokenizer_search() -> dict:
+    """Where the T5 tokenizer is looked for: the model folders, then the copies the hosts ship in-tree (reForge,
+    Forge), found relative to the WebUI's root."""
     from modules import paths
 
-    from ..models.t5_tokenizer import host_tokenizer_dirs as t5_host_dirs
+    from ..models.t5_tokenizer import host_tokenizer_dirs
 
-    return unique_existing(t5_host_dirs(getattr(paths, "script_path", os.getcwd())))
+    host_dirs = host_tokenizer_dirs(getattr(paths, "script_path", os.getcwd()))
+    return {"models_dirs": model_dirs(), "host_dirs": unique_existing(host_dirs)}
 
 
 def split_dirs(text: str) -> list[str]:

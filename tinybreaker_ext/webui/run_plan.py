@@ -22,7 +22,7 @@ class RunPlan:
     generation: GenerationPlan | None = None
     checkpoint_path: str | None = None
     t5_path: str | None = None
-    error: Exception | None = None
+    error: TinyBreakerError | None = None
     texts: list | None = None  # this batch's StageTexts, set in process_batch
     memory: MemoryPlan | None = None  # the preflight's estimate (check), set in process
     _engine: object = field(default=None, repr=False)
@@ -34,7 +34,7 @@ class RunPlan:
             device = host.compute_device()
             dtype = host.compute_dtype(device, locations.option(locations.SETTING_DTYPE, "auto"))
             self._engine = get_pipeline(self.checkpoint_path, self.t5_path, device=device, dtype=dtype,
-                                        tokenizer_search=_tokenizer_search(),
+                                        tokenizer_search=locations.tokenizer_search(),
                                         compile=bool(locations.option(locations.SETTING_COMPILE, False)))
         return self._engine
 
@@ -60,11 +60,11 @@ def build_run_plan(params: TinyBreakerParams, request: ImageRequest, styles, *,
                    files_required: bool = True) -> RunPlan:
     """The plan of a txt2img job, and of ``POST /plan`` (``files_required=False``: no T5 file is looked for, and
     without a checkpoint installed the plan is the styles' alone)."""
-    from .upscale import check_plan_upscaler
+    from .upscale import find_upscaler
 
     plan = RunPlan(params=params)
     try:
-        tokens = t5_token_counter(_tokenizer_search())
+        tokens = t5_token_counter(locations.tokenizer_search())
         plan.generation = make_plan(params, request, styles, t5_tokens=tokens)  # the fields checked first
         try:
             plan.checkpoint_path = resolve_file("checkpoint", params.checkpoint, "checkpoint")
@@ -77,7 +77,8 @@ def build_run_plan(params: TinyBreakerParams, request: ImageRequest, styles, *,
         plan.params = plan.generation.params
         if files_required:
             plan.t5_path = resolve_file("t5", params.t5_file, "t5_file")
-        check_plan_upscaler(plan.generation)
+        if plan.generation.params.upscale and plan.generation.params.pre_upscaler:  # a 422 before any work
+            find_upscaler(plan.generation.params.pre_upscaler)
     except TinyBreakerError as error:
         plan.error = error
     return plan
@@ -116,10 +117,6 @@ def _forms(path: str, dirs: list[str]) -> list[str]:
     """How a request may name a file: its name, or its path relative to a model folder."""
     return [os.path.basename(path)] + [os.path.relpath(path, folder).replace(os.sep, "/") for folder in dirs
                                        if os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)]
-
-
-def _tokenizer_search() -> dict:
-    return {"models_dirs": locations.model_dirs(), "host_dirs": locations.host_tokenizer_dirs()}
 
 
 def free_for_tinybreaker(host, device, sd_model=None) -> tuple[int | None, int | None]:

@@ -70,21 +70,17 @@ def run_tiny_upscaler(p, samples, engine, host, stage: StageParams, scale_by: fl
     return processing.DecodedSamples([image * 2.0 - 1.0 for image in upscaled])
 
 
-def _host_upscalers() -> list:
+def host_upscalers() -> list:
+    """The host's upscalers, in its order, without its "None" (our 'none' means the same)."""
     from modules import shared
 
     return [upscaler for upscaler in (getattr(shared, "sd_upscalers", None) or [])
             if str(getattr(upscaler, "name", "")).strip().lower() not in ("", NO_UPSCALE_MODEL)]
 
 
-def upscaler_names() -> list[str]:
-    """The host's upscalers, in its order, without its "None" (our 'none' means the same)."""
-    return [str(upscaler.name) for upscaler in _host_upscalers()]
-
-
 def find_upscaler(name: str):
     """The host's ``UpscalerData`` called ``name`` (exactly, else ignoring case); else a ParameterError listing all."""
-    upscalers = _host_upscalers()
+    upscalers = host_upscalers()
     found = ([upscaler for upscaler in upscalers if upscaler.name == name]
              or [upscaler for upscaler in upscalers if str(upscaler.name).lower() == name.lower()])
     if found:
@@ -92,12 +88,6 @@ def find_upscaler(name: str):
     names = ", ".join(repr(str(upscaler.name)) for upscaler in upscalers) or "none installed"
     raise ParameterError("upscale_model", f"this WebUI has no upscaler named {name!r}; its upscalers: {names}, "
                                           f"or {NO_UPSCALE_MODEL!r}")
-
-
-def check_plan_upscaler(generation) -> None:
-    """A plan that upscales with an upscale model must name one of the host's: else a 422, before any work."""
-    if generation.params.upscale and generation.params.pre_upscaler:
-        find_upscaler(generation.params.pre_upscaler)
 
 
 def pre_upscale_function(upscaler, scale_by: float):
