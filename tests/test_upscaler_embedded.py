@@ -78,6 +78,17 @@ def test_prototype0_has_no_upscaler_vae(tiny_model_folder, images):
     assert "prototype0" in str(error.value) and "refiner.first_stage_model." in str(error.value)
 
 
+def test_a_file_with_an_sdxl_refiner_is_named_in_the_upscaler_vae_error():
+    from types import SimpleNamespace
+
+    from tinybreaker_ext.files.classify import FileKind
+
+    pipeline = SimpleNamespace(checkpoint_info=SimpleNamespace(kind=FileKind.TINYBREAKER_SDXL),
+                               checkpoint=SimpleNamespace(path="tb_sdxl.safetensors"))
+    with pytest.raises(ModelFileError, match="a TinyBreaker checkpoint with an SDXL refiner has no upscaler VAE"):
+        upscaler_vae(pipeline)
+
+
 def test_upscaler_vae_is_loaded_once_per_pipeline(refiner):
     assert upscaler_vae(refiner.pipeline) is upscaler_vae(refiner.pipeline)
     assert upscaler_vae(refiner.pipeline).encoder is not None and upscaler_vae(refiner.pipeline).decoder is not None

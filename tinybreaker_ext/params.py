@@ -73,7 +73,7 @@ class FieldSpec:
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("enabled", bool, False, "TinyBreaker", "TinyBreaker"),
     FieldSpec("checkpoint", str, "", "Checkpoint", "TinyBreaker model",
-              help="TinyBreaker or PixArt-Sigma file name; empty = the first one found"),
+              help="TinyBreaker file name; empty = the first one found"),
     FieldSpec("t5_file", str, "", "T5 encoder", "TinyBreaker T5",
               help="T5-XXL encoder file name; empty = the first one found"),
     FieldSpec("style", str, "PHOTO", "Style", "TinyBreaker style", help="a style name, or 'none'", xyz=True),

@@ -210,15 +210,14 @@ _upscaler_vaes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # cac
 
 def upscaler_vae(pipeline):
     """The TAESD-SD1 encoder+decoder of a prototype1 checkpoint (``refiner.first_stage_model.*``), loaded once per
-    pipeline; a clear error for prototype0 and plain PixArt files, which have none."""
+    pipeline; a clear error for the other TinyBreaker files, which have none."""
     from .files.classify import REFINER_FIRST_STAGE_PREFIX, FileKind
     from .models.taesd import load_tiny_vae
 
     kind = pipeline.checkpoint_info.kind
     if kind != FileKind.TINYBREAKER_PROTOTYPE1:
-        what = "TinyBreaker prototype0" if kind == FileKind.TINYBREAKER_PROTOTYPE0 else "a plain PixArt-Sigma file"
-        raise ModelFileError(pipeline.checkpoint.path, f"{what} has no upscaler VAE ({REFINER_FIRST_STAGE_PREFIX}*),"
-                                                        " so the Tiny Upscaler cannot run",
+        problem = f"a {kind.value} has no upscaler VAE ({REFINER_FIRST_STAGE_PREFIX}*), so the Tiny Upscaler cannot run"
+        raise ModelFileError(pipeline.checkpoint.path, problem,
                              "tinybreaker_prototype1 for upscaling, or turn the upscaler off")
     if pipeline not in _upscaler_vaes:
         _upscaler_vaes[pipeline] = load_tiny_vae(pipeline.checkpoint.prefixed(REFINER_FIRST_STAGE_PREFIX),
